@@ -1,0 +1,60 @@
+"""The ``gridloop`` command line: a thin ``main(argv=None)`` over one module per command.
+
+Each module in :mod:`bench.commands` exposes ``register(subparsers)``, which adds its parser
+and sets ``func(args) -> int``.  Heavy imports happen inside ``func`` so ``gridloop --help``
+stays quick.  The command-line contract is in ``../shared/DESIGN.md``: add, never rename.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bench import __version__
+from bench.errors import user_errors
+
+COMMANDS = (
+    "demo", "run", "emulate", "replay", "view", "report", "calibrate",
+    "twin", "gpu", "ledger", "sweep", "lab",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridloop",
+        description="Hardware-in-the-loop bench and digital twin for GPU-rack microgrids.",
+    )
+    parser.add_argument("--version", action="version", version=f"gridloop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"bench.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bench.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input ends with exit status 2 and one line on stderr."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("gridloop: interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        print(f"gridloop: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

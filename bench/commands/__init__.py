@@ -1,0 +1,1 @@
+"""One module per ``gridloop`` command; each exposes ``register(subparsers)``."""

@@ -1,0 +1,108 @@
+"""The ``Device`` contract every back-end implements, and the reading it returns.
+
+A device is one asset on a wire (an inverter, a battery BMS, a meter, a GPU rack, an MCU).
+It reads named signals in SI units (``p_ac_w``, ``soc``, ``temp_c``...) and writes named
+setpoints; the back-end owns the transport and the register map that turns names into
+registers.  Failures raise the typed errors of :mod:`firmware_bridge.errors`; :func:`poll`
+turns them into flagged readings for the bench, which never stops on one device's failure.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from firmware_bridge.errors import DeviceError, DeviceTimeout
+
+
+class Quality(enum.IntEnum):
+    """Quality of one reading; stored as ``uint8`` in recordings."""
+
+    OK = 0
+    STALE = 1      # the device answered, but its values did not change when they should have
+    TIMEOUT = 2    # no answer within the deadline
+    ERROR = 3      # an exception response, a corrupt frame, a dropped connection
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One read of a device.
+
+    ``timestamp_s`` is the wall clock (Unix seconds) when the answer arrived; ``rtt_s`` is the
+    round-trip time of the whole read (all transactions it took).  On a failed read
+    ``values`` is empty and ``error`` says what went wrong.
+    """
+
+    values: Mapping[str, float]
+    timestamp_s: float
+    quality: Quality = Quality.OK
+    rtt_s: float = 0.0
+    error: str | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+class Device(ABC):
+    """An asset reached through a back-end.  Use as an async context manager::
+
+        async with open_device("modbus_tcp", host="127.0.0.1", port=1502,
+                               map="sunspec_inverter") as dev:
+            reading = await dev.read()
+            await dev.write({"w_max_lim_pct": 50.0})
+    """
+
+    #: registry name of the back-end (``modbus_tcp``, ``serial``...)
+    backend: str = ""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name or self.backend
+
+    @property
+    @abstractmethod
+    def signals(self) -> tuple[str, ...]:
+        """Names :meth:`read` returns."""
+
+    @property
+    def setpoints(self) -> tuple[str, ...]:
+        """Names :meth:`write` accepts (none for read-only devices)."""
+        return ()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect the transport; raises :class:`~firmware_bridge.errors.DeviceError`."""
+
+    @abstractmethod
+    async def read(self) -> Reading:
+        """Read every signal once; raises on timeout, exception response or bad frame."""
+
+    async def write(self, setpoints: Mapping[str, float]) -> None:
+        """Write setpoints by name; read-only devices refuse."""
+        if setpoints:
+            raise DeviceError(f"{self.name}: device is read-only; cannot write "
+                              f"{', '.join(setpoints)}")
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the transport; safe to call twice."""
+
+    async def __aenter__(self) -> Device:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+
+async def poll(device: Device) -> Reading:
+    """Read ``device`` and turn a failure into a flagged reading instead of an exception."""
+    t0 = time.perf_counter()
+    try:
+        return await device.read()
+    except DeviceTimeout as exc:
+        return Reading({}, time.time(), Quality.TIMEOUT, time.perf_counter() - t0, str(exc))
+    except DeviceError as exc:
+        return Reading({}, time.time(), Quality.ERROR, time.perf_counter() - t0, str(exc))

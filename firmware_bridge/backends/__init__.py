@@ -1,0 +1,1 @@
+"""Device back-ends; each module is imported only when its back-end is used."""

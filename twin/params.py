@@ -226,6 +226,24 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             except ParameterError as exc:
                 errors.append(str(exc))
         raise ParameterError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ParameterError(f"{where}: {value!r} is not one of "
+                                 f"{', '.join(repr(a) for a in args)}"
+                                 f"{did_you_mean(str(value), map(str, args))}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParameterError(f"{where}: expected a table, got {value!r}")
+        vt = args[1] if args else Any
+        return {str(k): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ParameterError(f"{where}: expected a list, got {value!r}")
+        vt = args[0] if args else Any
+        return [_coerce(vt, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParameterError(f"{where}: expected a number, got {value!r}")

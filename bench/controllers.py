@@ -1,0 +1,374 @@
+"""Controllers under test: ``step(observation) -> setpoints``, and the built-ins.
+
+A controller is any class with ``__init__(self, context: ControllerContext, **options)`` and
+``step(self, obs: Observation) -> dict[str, float]``.  Keys of the returned dict are
+``"node.asset.setpoint"`` (``"north.battery.p_set_w"``); a setpoint not returned keeps its
+last value.  At market-interval boundaries the bench also calls ``orders(obs, interval)``
+if the controller defines it (see :mod:`bench.market`).
+
+Built-ins (``[controller] name = ...``):
+
+``passthrough``
+    writes the fixed setpoints given as options (or nothing): the plant runs on its own.
+``peak_shaving``
+    keeps each node's grid import under ``import_limit_w`` with its battery, and recharges
+    the battery below ``recharge_below_w``.
+``gpu_smoothing``
+    keeps the ramp of each node's grid-side power under ``ramp_limit_w_per_s`` by letting the
+    battery absorb the rack's training swings, pulling the state of charge back to
+    ``soc_target`` slowly.
+``droop``
+    frequency support when islanded: battery power ``p0 - (f - f_nom) / (f_nom * droop) *
+    p_rated``.
+``external``
+    the controller runs elsewhere (firmware on an MCU talking Modbus to the devices): the
+    bench only observes and records.
+
+An external module: ``name = "mypkg.ctrl:MyController"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from bench.errors import ControllerError
+from twin.params import did_you_mean
+
+
+@dataclass(frozen=True)
+class AssetRef:
+    """An asset the controller can see."""
+
+    node: str
+    name: str
+    kind: str
+    setpoints: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """What a controller knows before the run: the topology and the run's clock."""
+
+    dt_s: float
+    assets: tuple[AssetRef, ...]
+    islanded: Mapping[str, bool] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(a.node for a in self.assets))
+
+    def of_kind(self, kind: str, node: str | None = None) -> list[AssetRef]:
+        return [a for a in self.assets if a.kind == kind and (node is None or a.node == node)]
+
+
+class Observation:
+    """What the controller sees at tick ``k``: measured values (twin values where an asset
+    has no device), quality flags, and the twin's predictions and forecast.
+
+    Values are read without copying from the engine's arrays:
+    ``obs["north.battery.soc"]`` or ``obs.value("north", "battery", "soc")``; a value whose
+    reading failed this tick is NaN and its quality is non-zero.
+    """
+
+    __slots__ = ("t", "k", "dt", "_index", "_values", "_twin", "_quality", "_qindex",
+                 "_forecast")
+
+    def __init__(self, index: Mapping[str, int], values: np.ndarray, twin: np.ndarray,
+                 qindex: Mapping[str, int], quality: np.ndarray, dt: float,
+                 forecast: Callable[[str, float], np.ndarray] | None = None) -> None:
+        self._index = index
+        self._values = values
+        self._twin = twin
+        self._qindex = qindex
+        self._quality = quality
+        self._forecast = forecast
+        self.dt = dt
+        self.t = 0.0
+        self.k = 0
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return float(self._values[self._index[key]])
+        except KeyError:
+            raise ControllerError(f"no signal '{key}'{did_you_mean(key, self._index)}") from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def get(self, key: str, default: float = math.nan) -> float:
+        i = self._index.get(key)
+        return default if i is None else float(self._values[i])
+
+    def value(self, node: str, asset: str, signal: str) -> float:
+        return self[f"{node}.{asset}.{signal}"]
+
+    def twin(self, key: str) -> float:
+        """The twin's prediction of the same signal at this tick."""
+        try:
+            return float(self._twin[self._index[key]])
+        except KeyError:
+            raise ControllerError(f"no signal '{key}'{did_you_mean(key, self._index)}") from None
+
+    def quality(self, node: str, asset: str) -> int:
+        """0 when the asset's last reading was good (see firmware_bridge.device.Quality)."""
+        return int(self._quality[self._qindex[f"{node}.{asset}"]])
+
+    def forecast(self, key: str, horizon_s: float) -> np.ndarray:
+        """The twin's forecast of an exogenously driven signal (rack power from its workload
+        schedule, PV power from its irradiance profile) over the next ``horizon_s``, one
+        value per tick, setpoints held."""
+        if self._forecast is None:
+            raise ControllerError("this run has no twin forecast")
+        return self._forecast(key, horizon_s)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._index)
+
+
+class Controller(Protocol):
+    def step(self, obs: Observation) -> Mapping[str, float]: ...
+
+
+def _sum(obs: Observation, keys: list[str]) -> float:
+    total = 0.0
+    for k in keys:
+        v = obs.get(k)
+        if math.isfinite(v):
+            total += v
+    return total
+
+
+class Passthrough:
+    """Writes fixed setpoints (options ``{"north.battery.p_set_w": 0.0}``), or nothing."""
+
+    def __init__(self, context: ControllerContext, **setpoints: float) -> None:
+        known = {f"{a.node}.{a.name}.{s}" for a in context.assets for s in a.setpoints}
+        for key in setpoints:
+            if key not in known:
+                raise ControllerError(f"passthrough: no setpoint '{key}'"
+                                      f"{did_you_mean(key, known)}")
+        self.setpoints = {k: float(v) for k, v in setpoints.items()}
+        self._sent = False
+
+    def step(self, obs: Observation) -> dict[str, float]:
+        if self._sent:
+            return {}
+        self._sent = True
+        return dict(self.setpoints)
+
+
+class External:
+    """The controller runs outside the bench; the bench observes and records only."""
+
+    def __init__(self, context: ControllerContext) -> None:
+        pass
+
+    def step(self, obs: Observation) -> dict[str, float]:
+        return {}
+
+
+@dataclass
+class _NodeKeys:
+    battery: str | None
+    battery_p: str | None
+    battery_soc: str | None
+    battery_rating_w: float
+    loads: list[str]
+    generation: list[str]
+    grid: str | None
+    freq: str | None
+
+
+def _node_keys(context: ControllerContext, node: str) -> _NodeKeys:
+    bats = context.of_kind("battery", node)
+    bat = bats[0] if bats else None
+    grid = (context.of_kind("meter", node) or context.of_kind("grid", node) or [None])[0]
+    loads = [f"{node}.{a.name}.p_w" for a in context.of_kind("gpu_rack", node)]
+    gen = [f"{node}.{a.name}.p_ac_w" for a in context.of_kind("inverter", node)]
+    freq = None
+    grids = context.of_kind("grid", node)
+    if grids:
+        freq = f"{node}.{grids[0].name}.freq_hz"
+    rating = float(bat.params.get("p_rated_w", math.inf)) if bat else 0.0
+    return _NodeKeys(
+        battery=f"{node}.{bat.name}" if bat else None,
+        battery_p=f"{node}.{bat.name}.p_w" if bat else None,
+        battery_soc=f"{node}.{bat.name}.soc" if bat else None,
+        battery_rating_w=rating,
+        loads=loads, generation=gen,
+        grid=f"{node}.{grid.name}.p_w" if grid else None,
+        freq=freq,
+    )
+
+
+class PeakShaving:
+    """Keep grid import under ``import_limit_w`` per node with the battery.
+
+    The net load the battery sees is ``grid + battery`` (the grid import the node would have
+    without the battery); the battery discharges the part above the limit and recharges at up
+    to ``recharge_w`` while the net load is below ``recharge_below_w`` and SOC is under
+    ``soc_max``.
+    """
+
+    def __init__(self, context: ControllerContext, import_limit_w: float,
+                 recharge_below_w: float | None = None, recharge_w: float = 10_000.0,
+                 soc_min: float = 0.1, soc_max: float = 0.9) -> None:
+        self.limit = float(import_limit_w)
+        self.recharge_below = float(recharge_below_w if recharge_below_w is not None
+                                    else 0.8 * import_limit_w)
+        self.recharge_w = float(recharge_w)
+        self.soc_min, self.soc_max = float(soc_min), float(soc_max)
+        self.nodes = [k for k in (_node_keys(context, n) for n in context.nodes)
+                      if k.battery and k.grid]
+        if not self.nodes:
+            raise ControllerError("peak_shaving needs a node with a battery and a meter or grid")
+
+    def step(self, obs: Observation) -> dict[str, float]:
+        out = {}
+        for n in self.nodes:
+            grid, bat = obs.get(n.grid), obs.get(n.battery_p)
+            soc = obs.get(n.battery_soc)
+            if not (math.isfinite(grid) and math.isfinite(bat)):
+                continue  # a failed reading: hold the last setpoint
+            net = grid + bat
+            if net > self.limit and soc > self.soc_min:
+                p = net - self.limit
+            elif net < self.recharge_below and soc < self.soc_max:
+                p = -min(self.recharge_w, self.recharge_below - net)
+            else:
+                p = 0.0
+            out[f"{n.battery}.p_set_w"] = min(p, n.battery_rating_w)
+        return out
+
+
+class GpuSmoothing:
+    """Keep the grid-side power ramp under ``ramp_limit_w_per_s`` with the battery.
+
+    The grid-side target follows the node's net load through a rate limiter; the battery
+    supplies (or absorbs) the difference between the net load and the target.  A slow term
+    ``soc_gain_w`` x (SOC - ``soc_target``) steers the target so the battery does not drift
+    empty or full over many training steps.
+    """
+
+    def __init__(self, context: ControllerContext, ramp_limit_w_per_s: float,
+                 soc_target: float = 0.5, soc_gain_w: float = 20_000.0) -> None:
+        if ramp_limit_w_per_s <= 0:
+            raise ControllerError("gpu_smoothing: ramp_limit_w_per_s must be positive")
+        self.max_step = float(ramp_limit_w_per_s) * context.dt_s
+        self.soc_target = float(soc_target)
+        self.soc_gain = float(soc_gain_w)
+        self.nodes = [k for k in (_node_keys(context, n) for n in context.nodes)
+                      if k.battery and k.grid]
+        if not self.nodes:
+            raise ControllerError("gpu_smoothing needs a node with a battery and a meter or grid")
+        self.target: dict[str, float] = {}
+
+    def step(self, obs: Observation) -> dict[str, float]:
+        out = {}
+        for n in self.nodes:
+            grid, bat = obs.get(n.grid), obs.get(n.battery_p)
+            if not (math.isfinite(grid) and math.isfinite(bat)):
+                continue
+            net = grid + bat  # what the grid would carry without the battery
+            soc = obs.get(n.battery_soc, self.soc_target)
+            # SOC above target -> grid carries a little less, battery discharges a little more.
+            wanted = net - self.soc_gain * (soc - self.soc_target)
+            prev = self.target.get(n.battery, net)
+            target = prev + min(max(wanted - prev, -self.max_step), self.max_step)
+            self.target[n.battery] = target
+            out[f"{n.battery}.p_set_w"] = net - target
+        return out
+
+
+class Droop:
+    """Frequency support when islanded: ``p = p0 - (f - f_nom)/(f_nom droop) p_rated``."""
+
+    def __init__(self, context: ControllerContext, droop: float = 0.05,
+                 f_nom_hz: float = 50.0, p0_w: float = 0.0,
+                 p_rated_w: float | None = None, deadband_hz: float = 0.0) -> None:
+        if droop <= 0:
+            raise ControllerError("droop: 'droop' must be a positive fraction (e.g. 0.05)")
+        self.droop, self.f_nom, self.p0 = float(droop), float(f_nom_hz), float(p0_w)
+        self.deadband = float(deadband_hz)
+        self.nodes = [k for k in (_node_keys(context, n) for n in context.nodes)
+                      if k.battery and k.freq]
+        if not self.nodes:
+            raise ControllerError("droop needs a node with a battery and a grid (bus frequency)")
+        self.rated = {n.battery: float(p_rated_w if p_rated_w is not None
+                                       else n.battery_rating_w) for n in self.nodes}
+        for b, r in self.rated.items():
+            if not math.isfinite(r):
+                raise ControllerError(f"droop: give p_rated_w (battery {b} has no rating)")
+
+    def step(self, obs: Observation) -> dict[str, float]:
+        out = {}
+        for n in self.nodes:
+            f = obs.get(n.freq)
+            if not math.isfinite(f):
+                continue
+            df = f - self.f_nom
+            if abs(df) <= self.deadband:
+                df = 0.0
+            else:
+                df -= math.copysign(self.deadband, df)
+            out[f"{n.battery}.p_set_w"] = self.p0 - df / (self.f_nom * self.droop) * \
+                self.rated[n.battery]
+        return out
+
+
+BUILTINS: dict[str, type] = {
+    "passthrough": Passthrough,
+    "peak_shaving": PeakShaving,
+    "gpu_smoothing": GpuSmoothing,
+    "droop": Droop,
+    "external": External,
+}
+
+
+def load_controller(name: str, context: ControllerContext,
+                    options: Mapping[str, Any]) -> Any:
+    """Build a built-in controller or ``module:Class``, checking its options by name."""
+    if name in BUILTINS:
+        cls = BUILTINS[name]
+    elif ":" in name:
+        module_name, _, cls_name = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ControllerError(f"controller '{name}': cannot import {module_name}: "
+                                  f"{exc}") from None
+        cls = getattr(module, cls_name, None)
+        if cls is None:
+            raise ControllerError(f"controller '{name}': {module_name} has no {cls_name}")
+    else:
+        raise ControllerError(f"unknown controller '{name}'{did_you_mean(name, BUILTINS)}; "
+                              f"built-ins: {', '.join(BUILTINS)}, or 'module:Class'")
+    sig = inspect.signature(cls)
+    params = list(sig.parameters.values())[1:]
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not takes_kwargs:
+        for key in options:
+            if key not in names:
+                raise ControllerError(f"controller '{name}': unknown option '{key}'"
+                                      f"{did_you_mean(key, names)}")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in options
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if missing:
+        raise ControllerError(f"controller '{name}': missing option(s) {', '.join(missing)}")
+    try:
+        ctrl = cls(context, **options)
+    except (TypeError, ValueError) as exc:
+        raise ControllerError(f"controller '{name}': {exc}") from None
+    if not callable(getattr(ctrl, "step", None)):
+        raise ControllerError(f"controller '{name}' has no step(observation) method")
+    return ctrl

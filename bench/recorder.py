@@ -1,0 +1,381 @@
+"""The HDF5 recorder: one file per run, written by a separate process in SWMR mode.
+
+The lockstep loop only copies each tick into a row of a preallocated buffer
+(:meth:`Recorder.append`, about a microsecond); once per ``flush_s`` of wall clock the filled
+rows travel through a pipe to a writer process that appends them to chunked, compressed
+datasets, computes residuals (measured minus twin), and flushes.  HDF5 writes hold the GIL
+for tens of milliseconds per flush, so a writer thread would make real-time ticks late; a
+process does not.
+
+Crash safety: the file is in single-writer/multiple-reader mode, so a reader opening it
+(also after the writer was killed) sees a consistent file holding every tick up to the last
+flush.  If the bench process dies, the writer sees the pipe close, writes what it has and
+closes the file properly.
+
+Layout (format version 1, see ``../shared/DESIGN.md``)::
+
+    /                       attrs: format, format_version, gridloop_version, scenario,
+                                   mode, dt, seed, started_at
+    /time, /wall            float64 [n]
+    /timing/...             lateness, per-device round-trip times
+    /nodes/<node>/<asset>/<signal>            measured (or twin-only) value, attr unit
+    /nodes/<node>/<asset>/twin/<signal>       twin prediction
+    /nodes/<node>/<asset>/setpoint/<signal>   commanded value
+    /nodes/<node>/<asset>/residual/<signal>   measured minus twin
+    /quality/<node>/<asset>                   uint8 per tick
+    /market/orders, /market/trades, /market/settlements   compound tables
+    /events                 compound: t, kind, message
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import RecordingError
+
+FORMAT = "gridloop-run"
+FORMAT_VERSION = 1
+EVENT_DTYPE = np.dtype([("t", "f8"), ("kind", "S32"), ("message", "S256")])
+#: rows of HDF5 chunks; 4096 ticks is 80 s at 50 Hz
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-tick dataset: its path in the file and its unit."""
+
+    path: str
+    unit: str = ""
+    dtype: str = "f8"
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A residual dataset: ``float column measured - float column twin``."""
+
+    path: str
+    measured: int
+    twin: int
+    unit: str = ""
+
+
+@dataclass
+class Layout:
+    """What a run records each tick, and the compound tables it may append to."""
+
+    floats: list[Column]
+    flags: list[Column] = field(default_factory=list)
+    residuals: list[Residual] = field(default_factory=list)
+    #: table path -> numpy structured dtype (market tables, captures)
+    tables: dict[str, np.dtype] = field(default_factory=dict)
+
+    def index(self, path: str) -> int:
+        for i, c in enumerate(self.floats):
+            if c.path == path:
+                return i
+        raise KeyError(path)
+
+
+class _Pipe:
+    """Length-prefixed pickles over a pair of binary streams (the writer's stdin/stdout)."""
+
+    def __init__(self, rx: Any, tx: Any) -> None:
+        self.rx, self.tx = rx, tx
+
+    def send(self, obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.tx.write(struct.pack("<Q", len(data)) + data)
+        self.tx.flush()
+
+    def recv(self) -> Any:
+        head = self.rx.read(8)
+        if len(head) < 8:
+            raise EOFError
+        (n,) = struct.unpack("<Q", head)
+        data = self.rx.read(n)
+        if len(data) < n:
+            raise EOFError
+        return pickle.loads(data)
+
+
+def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) -> None:
+    """The writer process: create the file, then append what arrives until told to stop."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "w", libver="latest")
+    except OSError as exc:
+        conn.send(("error", f"{path}: cannot create recording: {exc}"))
+        return
+    try:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        opts = dict(chunks=(CHUNK,), maxshape=(None,), compression="gzip",
+                    compression_opts=1, shuffle=True)
+        fl = []
+        for c in layout.floats:
+            d = f.create_dataset(c.path, shape=(0,), dtype=c.dtype, fillvalue=np.nan, **opts)
+            d.attrs["unit"] = c.unit
+            fl.append(d)
+        fg = []
+        for c in layout.flags:
+            d = f.create_dataset(c.path, shape=(0,), dtype="u1", **opts)
+            d.attrs["unit"] = c.unit
+            fg.append(d)
+        rs = []
+        for r in layout.residuals:
+            d = f.create_dataset(r.path, shape=(0,), dtype="f8", fillvalue=np.nan, **opts)
+            d.attrs["unit"] = r.unit
+            d.attrs["measured"] = layout.floats[r.measured].path
+            d.attrs["twin"] = layout.floats[r.twin].path
+            rs.append(d)
+        tables = {}
+        for tpath, dt in {"events": EVENT_DTYPE, **layout.tables}.items():
+            tables[tpath] = f.create_dataset(tpath, shape=(0,), dtype=dt, maxshape=(None,),
+                                             chunks=(256,))
+        f.attrs["complete"] = False
+        f.swmr_mode = True
+        f.flush()
+        conn.send(("ready", None))
+        n = 0
+        m_idx = np.array([r.measured for r in layout.residuals], dtype=int)
+        t_idx = np.array([r.twin for r in layout.residuals], dtype=int)
+        while True:
+            try:
+                msg = conn.recv()
+            except EOFError:  # the bench died: keep what arrived, close properly
+                break
+            kind, payload = msg
+            if kind == "close":
+                f.attrs["complete"] = True
+                break
+            floats, flags, extra = payload
+            k = floats.shape[0]
+            if k:
+                for j, d in enumerate(fl):
+                    d.resize((n + k,))
+                    d[n:n + k] = floats[:, j]
+                for j, d in enumerate(fg):
+                    d.resize((n + k,))
+                    d[n:n + k] = flags[:, j]
+                if len(rs):
+                    res = floats[:, m_idx] - floats[:, t_idx]
+                    for j, d in enumerate(rs):
+                        d.resize((n + k,))
+                        d[n:n + k] = res[:, j]
+                n += k
+            for tpath, rows in extra.items():
+                d = tables[tpath]
+                m = d.shape[0]
+                d.resize((m + len(rows),))
+                d[m:] = rows
+            f.flush()
+    except Exception:  # the bench must hear why its recording stopped
+        try:
+            conn.send(("error", traceback.format_exc(limit=4)))
+        except OSError:
+            pass
+    finally:
+        f.close()
+
+
+class Recorder:
+    """Buffered, crash-safe recording of a run into one HDF5 file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to create (its parent directory is created).
+    layout : Layout
+        Columns recorded each tick and the tables.
+    attrs : dict
+        Root attributes (scenario text, mode, dt, seed...).
+    flush_s : float
+        Wall-clock period between flushes: at most this much is lost in a crash. [s]
+    """
+
+    def __init__(self, path: str | Path, layout: Layout, attrs: dict[str, Any],
+                 flush_s: float = 1.0, capacity: int = 1 << 14) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.layout = layout
+        self.flush_s = float(flush_s)
+        nf, ng = len(layout.floats), len(layout.flags)
+        self._floats = np.full((capacity, nf), np.nan)
+        self._flags = np.zeros((capacity, ng), dtype=np.uint8)
+        self._n = 0
+        self._tables: dict[str, list] = {}
+        self._last_send = time.monotonic()
+        #: ticks recorded so far, and ticks already handed to the writer process
+        self.ticks = 0
+        self.sent_ticks = 0
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **attrs}
+        # A subprocess (not multiprocessing): it never re-imports the caller's __main__.
+        self._proc = subprocess.Popen([sys.executable, "-m", "bench.recorder"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._conn = _Pipe(self._proc.stdout, self._proc.stdin)
+        self._closed = False
+        try:
+            self._conn.send((str(self.path), layout, full))
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError):
+            self._proc.kill()
+            raise RecordingError(f"{self.path}: the recorder process did not start") from None
+        if kind != "ready":
+            self._proc.wait(5)
+            self._closed = True
+            raise RecordingError(str(payload).strip().splitlines()[-1])
+        self._errors = _ErrorWatch(self._conn)
+
+    def row(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next row to fill (floats, flags); commit it with :meth:`commit`."""
+        if self._n == self._floats.shape[0]:
+            self._send()
+        return self._floats[self._n], self._flags[self._n]
+
+    def commit(self) -> None:
+        """Count the row just filled; hand a batch to the writer once per ``flush_s``."""
+        self._n += 1
+        self.ticks += 1
+        now = time.monotonic()
+        if now - self._last_send >= self.flush_s:
+            self._send(now)
+
+    def append(self, floats: Sequence[float] | np.ndarray,
+               flags: Sequence[int] | np.ndarray = ()) -> None:
+        """Record one tick from whole rows (convenience over :meth:`row`)."""
+        fr, gr = self.row()
+        fr[:] = floats
+        if len(gr):
+            gr[:] = flags
+        self.commit()
+
+    def event(self, t: float, kind: str, message: str) -> None:
+        """Record an event (a fault, a catch-up, a reconnect) at simulated time ``t``."""
+        self.table_rows("events", [(t, kind.encode()[:32], _clip(message, 256))])
+
+    def table_rows(self, table: str, rows: list[tuple]) -> None:
+        """Append rows to a compound table (``events`` or one of the layout's tables)."""
+        if table != "events" and table not in self.layout.tables:
+            raise RecordingError(f"recording has no table '{table}'")
+        self._tables.setdefault(table, []).extend(rows)
+
+    def _send(self, now: float | None = None) -> None:
+        self._check_writer()
+        n = self._n
+        extra = {}
+        for t, rows in self._tables.items():
+            dt = EVENT_DTYPE if t == "events" else self.layout.tables[t]
+            extra[t] = np.array(rows, dtype=dt)
+        self._tables = {}
+        self._conn.send(("rows", (self._floats[:n].copy(), self._flags[:n].copy(), extra)))
+        self._floats[:n] = np.nan
+        self._flags[:n] = 0
+        self._n = 0
+        self.sent_ticks += n
+        self._last_send = time.monotonic() if now is None else now
+
+    def _check_writer(self) -> None:
+        if self._errors.message:
+            raise RecordingError(f"{self.path}: recorder failed: {self._errors.message}")
+        if self._proc.poll() is not None:
+            raise RecordingError(f"{self.path}: the recorder process died "
+                                 f"(exit status {self._proc.returncode})")
+
+    def flush(self) -> None:
+        """Hand everything buffered to the writer now."""
+        self._send()
+
+    @property
+    def pid(self) -> int:
+        """Process id of the writer (tests kill the bench and check the writer finishes)."""
+        return self._proc.pid
+
+    def close(self) -> None:
+        """Write what is left, mark the file complete, wait for the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._send()
+            self._conn.send(("close", None))
+        except (BrokenPipeError, OSError) as exc:
+            raise RecordingError(f"{self.path}: the recorder process died: {exc}") from None
+        finally:
+            try:
+                self._proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._errors.join()
+            self._proc.stdin.close()
+        self._check_writer_result()
+
+    def _check_writer_result(self) -> None:
+        if self._errors.message:
+            raise RecordingError(f"{self.path}: recorder failed: {self._errors.message}")
+        if self._proc.returncode:
+            raise RecordingError(f"{self.path}: the recorder process exited with status "
+                                 f"{self._proc.returncode}")
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ErrorWatch:
+    """Reads the writer's replies on a thread, so a failed flush is reported, never hung on."""
+
+    def __init__(self, conn: _Pipe) -> None:
+        import threading
+
+        self.message = ""
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, name="gridloop-recorder-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError, ValueError):
+                return
+            if kind == "error":
+                self.message = str(payload).strip().splitlines()[-1]
+
+    def join(self) -> None:
+        self._thread.join(10)
+
+
+def _clip(message: str, size: int) -> bytes:
+    b = message.encode("utf-8", "replace")
+    return b if len(b) <= size else b[: size - 3] + b"..."
+
+
+def _serve() -> None:
+    """Entry point of the writer process: ``python -m bench.recorder`` (stdin/stdout pipe)."""
+    conn = _Pipe(sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout = sys.stderr  # nothing else may write into the pipe
+    try:
+        path, layout, attrs = conn.recv()
+    except EOFError:
+        return
+    _writer_main(conn, path, layout, attrs)
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,378 @@
+"""Scenarios: what a run contains, read from TOML and validated before anything starts.
+
+A scenario names its nodes and their assets (each ``twin``, ``emulated`` or ``hardware`` with
+its address), the controller and its options, the exogenous profiles (irradiance, GPU
+workloads, prices), the market, and the run's ``dt_s``, ``duration_s`` and ``seed``::
+
+    [run]
+    dt_s = 0.02
+    duration_s = 60
+    seed = 1
+
+    [controller]
+    name = "peak_shaving"
+    options = { import_limit_w = 40000 }
+
+    [profiles.sun]
+    kind = "irradiance"
+    generator = "clear_sky_clouds"
+
+    [nodes.north.battery]
+    kind = "battery"
+    params = "battery_lfp_rack"
+
+Errors read ``file:line: field: what is wrong`` with a "did you mean" for misspelt keys.
+Every field is documented in ``docs/scenarios.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.errors import ScenarioError
+from bench.tomlpos import key_lines, line_of
+from twin.errors import ParameterError
+from twin.params import from_mapping
+
+AssetKind = Literal["battery", "inverter", "pv", "gpu_rack", "grid", "meter"]
+AssetMode = Literal["twin", "emulated", "hardware"]
+RunMode = Literal["twin", "emulated", "hardware", "replay"]
+MODE_ORDER = {"twin": 0, "emulated": 1, "hardware": 2}
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run as a whole."""
+
+    name: str = "run"
+    #: tick length [s]
+    dt_s: float = 0.02
+    #: simulated duration [s]
+    duration_s: float = 60.0
+    seed: int = 0
+    mode: RunMode = "emulated"
+    #: twin stepper method: ``exact`` or ``scipy`` (the reference)
+    method: Literal["exact", "scipy"] = "exact"
+    #: pace ticks to the wall clock
+    realtime: bool = False
+    #: what a late real-time tick does: ``hold`` (run it late), ``skip`` (drop the ticks
+    #: whose deadline passed, holding setpoints), ``fail`` (stop the run)
+    catch_up: Literal["hold", "skip", "fail"] = "hold"
+    #: a tick is late when it starts more than this after its deadline [s]
+    late_after_s: float = 0.002
+    #: recorder flush period (data older than this survives a crash) [s of wall clock]
+    flush_s: float = 1.0
+    #: per-device read deadline within a tick [s]; default: 0.8 dt
+    deadline_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.dt_s > 0 or not math.isfinite(self.dt_s):
+            raise ValueError("dt_s must be a positive number of seconds")
+        if not self.duration_s > 0:
+            raise ValueError("duration_s must be positive")
+        if self.duration_s / self.dt_s > 1e9:
+            raise ValueError("duration_s / dt_s is over a billion ticks")
+        if not 0 < self.flush_s <= 1.0:
+            raise ValueError("flush_s must be in (0, 1] so a crash loses at most one second")
+
+    @property
+    def n_ticks(self) -> int:
+        return int(round(self.duration_s / self.dt_s))
+
+    @property
+    def device_deadline_s(self) -> float:
+        return self.deadline_s if self.deadline_s > 0 else 0.8 * self.dt_s
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The controller under test: a built-in name, ``module:Class``, or ``external``."""
+
+    name: str = "passthrough"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """An exogenous profile: from a generator (seeded from the run) or from a file."""
+
+    kind: Literal["irradiance", "workload", "price", "temperature", "power"]
+    #: generator name (see docs/scenarios.md) or empty when ``file`` is given
+    generator: str = ""
+    #: a CSV (``t_s`` plus a value column), an events JSON (workloads) or a trace
+    file: str = ""
+    #: the CSV column holding the value
+    column: str = ""
+    #: multiply the values (e.g. one GPU's trace scaled to a rack) [-]
+    scale: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if bool(self.generator) == bool(self.file):
+            raise ValueError("give exactly one of 'generator' and 'file'")
+
+
+@dataclass(frozen=True)
+class AssetConfig:
+    """One asset of a node."""
+
+    kind: AssetKind
+    #: ``twin`` (no device), ``emulated`` (an emulator on loopback) or ``hardware`` (the
+    #: ``device`` address); a run's ``--mode`` lowers it (hardware -> emulated -> twin)
+    mode: AssetMode = "emulated"
+    #: parameter set: a name shipped in twin/data (without .toml) or a path
+    params: str = ""
+    #: the emulator's own parameter set (defaults to ``params``)
+    emulator_params: str = ""
+    #: factors applied to emulator parameters, e.g. { r0_ohm = 1.2 } (calibration studies)
+    emulator_scale: dict[str, float] = field(default_factory=dict)
+    #: parameter overrides for twin and emulator, e.g. { capacity_ah = 300 }
+    override: dict[str, Any] = field(default_factory=dict)
+    #: initial-condition overrides, e.g. { soc = 0.8 }
+    initial: dict[str, Any] = field(default_factory=dict)
+    #: exogenous profile driving the asset (irradiance for pv, workload for gpu_rack)
+    profile: str = ""
+    #: for an inverter: the pv asset that feeds it
+    source: str = ""
+    #: emulated transport: Modbus TCP, Modbus RTU on a pty, or the serial MCU protocol
+    transport: Literal["tcp", "rtu", "serial"] = "tcp"
+    #: hardware address: { backend = "modbus_tcp", host = ..., port = ..., unit = ... }
+    device: dict[str, Any] = field(default_factory=dict)
+    #: fault cards for this asset's emulator (see docs/scenarios.md)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    #: residual tolerance band per signal, e.g. { voltage_v = 0.5 } [signal units]
+    tolerance: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    """Peer-to-peer trading between nodes, cleared at interval boundaries."""
+
+    kind: Literal["none", "uniform", "continuous"] = "none"
+    #: market and delivery interval [s]
+    interval_s: float = 15.0
+    #: grid import price [micro-units of currency per kWh]
+    import_price_micro_per_kwh: int = 300_000
+    #: grid export price [micro-units of currency per kWh]
+    export_price_micro_per_kwh: int = 50_000
+    #: a ``price`` profile that replaces the fixed import price
+    price_profile: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario; ``text`` is the TOML it came from (recorded with the run)."""
+
+    run: RunConfig
+    controller: ControllerConfig
+    nodes: dict[str, dict[str, AssetConfig]]
+    profiles: dict[str, ProfileConfig] = field(default_factory=dict)
+    market: MarketConfig = field(default_factory=MarketConfig)
+    path: Path | None = None
+    text: str = ""
+
+    def assets(self) -> list[tuple[str, str, AssetConfig]]:
+        """Every (node, asset name, config), in file order."""
+        return [(n, a, c) for n, assets in self.nodes.items() for a, c in assets.items()]
+
+    def effective_mode(self, asset: AssetConfig) -> str:
+        """The asset's mode under this run's mode (a run never raises an asset's mode)."""
+        run_mode = "emulated" if self.run.mode == "replay" else self.run.mode
+        return min(asset.mode, run_mode, key=MODE_ORDER.__getitem__)
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the scenario, relative to the scenario file."""
+        p = Path(relative).expanduser()
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+
+_TOP = {"run": RunConfig, "controller": ControllerConfig, "market": MarketConfig}
+
+
+def _fail(source: str, lines: dict, path: tuple[str, ...], message: str) -> ScenarioError:
+    line = line_of(lines, path) if lines else None
+    where = f"{source}:{line}" if line else source
+    field_name = ".".join(path) if path else "(top level)"
+    return ScenarioError(f"{where}: {field_name}: {message}")
+
+
+def _parameter_error(source: str, lines: dict, exc: ParameterError) -> ScenarioError:
+    """Re-address a ``where.key: message`` error from :func:`from_mapping` to a line."""
+    text = str(exc)
+    dotted, sep, message = text.partition(": ")
+    if not sep:
+        return _fail(source, lines, (), text)
+    path = tuple(p for p in re.split(r"\.|\[(\d+)\]", dotted) if p)
+    return _fail(source, lines, path, message)
+
+
+def parse(text: str, source: str = "<scenario>", path: Path | None = None,
+          overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Validate scenario ``text``; ``overrides`` are ``--set`` strings ``KEY=VALUE``."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"line (\d+)", msg)
+        where = f"{source}:{m.group(1)}" if m else source
+        raise ScenarioError(f"{where}: not valid TOML: {msg}") from None
+    lines = key_lines(text)
+    for item in overrides:
+        apply_override(doc, item)
+
+    known = {"run", "controller", "market", "profiles", "nodes"}
+    for key in doc:
+        if key not in known:
+            from twin.params import did_you_mean
+
+            raise _fail(source, lines, (key,),
+                        f"unknown section{did_you_mean(key, known)}; "
+                        f"sections are {', '.join(sorted(known))}")
+    try:
+        parts = {k: from_mapping(cls, doc.get(k, {}), k) for k, cls in _TOP.items()}
+        profiles = {}
+        for name, p in _table(doc, "profiles", source, lines).items():
+            profiles[name] = from_mapping(ProfileConfig, _table(p, ("profiles", name),
+                                                                source, lines),
+                                          f"profiles.{name}")
+        nodes: dict[str, dict[str, AssetConfig]] = {}
+        for node, assets in _table(doc, "nodes", source, lines).items():
+            _check_name(node, ("nodes", node), source, lines)
+            nodes[node] = {}
+            for asset, cfg in _table(assets, ("nodes", node), source, lines).items():
+                _check_name(asset, ("nodes", node, asset), source, lines)
+                nodes[node][asset] = from_mapping(
+                    AssetConfig, _table(cfg, ("nodes", node, asset), source, lines),
+                    f"nodes.{node}.{asset}")
+    except ParameterError as exc:
+        raise _parameter_error(source, lines, exc) from None
+
+    if not nodes:
+        raise _fail(source, lines, ("nodes",), "a scenario needs at least one node")
+    scenario = Scenario(run=parts["run"], controller=parts["controller"], nodes=nodes,
+                        profiles=profiles, market=parts["market"], path=path, text=text)
+    _cross_check(scenario, source, lines)
+    return scenario
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read and validate a scenario file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not a text file") from None
+    return parse(text, str(path), path.resolve(), overrides)
+
+
+def _table(doc: Any, key: str | tuple[str, ...], source: str, lines: dict) -> dict:
+    path = (key,) if isinstance(key, str) else key
+    value = doc.get(key, {}) if isinstance(key, str) else doc
+    if not isinstance(value, dict):
+        raise _fail(source, lines, path, f"expected a table, got {value!r}")
+    return value
+
+
+def _check_name(name: str, path: tuple[str, ...], source: str, lines: dict) -> None:
+    if not _NAME.match(name):
+        raise _fail(source, lines, path,
+                    "names use letters, digits, '_' and '-' and start with a letter")
+
+
+def _cross_check(s: Scenario, source: str, lines: dict) -> None:
+    """Checks that span sections: profile references, sources, one grid per node."""
+    needs_profile = {"pv": "irradiance", "gpu_rack": ("workload", "power")}
+    for node, assets in s.nodes.items():
+        grids = [a for a, c in assets.items() if c.kind == "grid"]
+        if len(grids) > 1:
+            raise _fail(source, lines, ("nodes", node, grids[1]),
+                        "a node has at most one grid connection")
+        for name, cfg in assets.items():
+            path = ("nodes", node, name)
+            if cfg.kind in needs_profile:
+                want = needs_profile[cfg.kind]
+                if not cfg.profile:
+                    raise _fail(source, lines, path + ("profile",),
+                                f"a {cfg.kind} needs a profile of kind {want}")
+            if cfg.profile:
+                if cfg.profile not in s.profiles:
+                    from twin.params import did_you_mean
+
+                    raise _fail(source, lines, path + ("profile",),
+                                f"no profile named '{cfg.profile}'"
+                                f"{did_you_mean(cfg.profile, s.profiles)}")
+                kind = s.profiles[cfg.profile].kind
+                want = needs_profile.get(cfg.kind)
+                if want and kind not in (want if isinstance(want, tuple) else (want,)):
+                    raise _fail(source, lines, path + ("profile",),
+                                f"profile '{cfg.profile}' is a {kind} profile; "
+                                f"a {cfg.kind} needs {want}")
+            if cfg.kind == "inverter":
+                if cfg.source and cfg.source not in assets:
+                    raise _fail(source, lines, path + ("source",),
+                                f"node '{node}' has no asset '{cfg.source}'")
+                if cfg.source and assets[cfg.source].kind != "pv":
+                    raise _fail(source, lines, path + ("source",),
+                                f"'{cfg.source}' is a {assets[cfg.source].kind}, not a pv")
+            if cfg.mode == "hardware" and not cfg.device:
+                raise _fail(source, lines, path + ("device",),
+                            "a hardware asset needs a device address "
+                            "(backend, host/port or serial port)")
+    if s.market.price_profile and s.market.price_profile not in s.profiles:
+        raise _fail(source, lines, ("market", "price_profile"),
+                    f"no profile named '{s.market.price_profile}'")
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax if it parses (numbers, booleans, arrays), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(doc: dict, item: str) -> None:
+    """Apply one ``--set KEY=VALUE`` to the raw document.
+
+    ``run.dt_s=0.01`` and ``controller.options.limit_w=5e4`` set those fields;
+    ``NODE.ASSET.KEY=VALUE`` sets an asset field, or else a parameter override
+    (``north.battery.capacity_ah=300`` lands in that asset's ``override`` table).
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"--set {item}: expected KEY=VALUE")
+    path = key.strip().split(".")
+    value = _parse_value(raw.strip())
+    if path[0] not in ("run", "controller", "market", "profiles", "nodes") and len(path) == 3:
+        node, asset, name = path
+        nodes = doc.get("nodes", {})
+        if node not in nodes:
+            from twin.params import did_you_mean
+
+            raise ScenarioError(f"--set {item}: no node '{node}'{did_you_mean(node, nodes)}")
+        if asset not in nodes[node]:
+            from twin.params import did_you_mean
+
+            raise ScenarioError(f"--set {item}: node '{node}' has no asset '{asset}'"
+                                f"{did_you_mean(asset, nodes[node])}")
+        fields = {f.name for f in dataclasses.fields(AssetConfig)}
+        path = ["nodes", node, asset] + ([name] if name in fields else ["override", name])
+    target = doc
+    for part in path[:-1]:
+        nxt = target.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ScenarioError(f"--set {item}: '{part}' is not a table")
+        target = nxt
+    target[path[-1]] = value

@@ -1,0 +1,124 @@
+"""Scenario loading: valid files parse; each kind of error names file, line and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.errors import ScenarioError
+from bench.scenario import load, parse
+
+GOOD = """\
+[run]
+dt_s = 0.02
+duration_s = 10
+seed = 3
+
+[controller]
+name = "peak_shaving"
+options = { import_limit_w = 40000 }
+
+[profiles.sun]
+kind = "irradiance"
+generator = "clear_sky_clouds"
+
+[profiles.train]
+kind = "workload"
+generator = "training"
+
+[nodes.north.pv]
+kind = "pv"
+profile = "sun"
+
+[nodes.north.inverter]
+kind = "inverter"
+source = "pv"
+
+[nodes.north.rack]
+kind = "gpu_rack"
+profile = "train"
+
+[nodes.north.battery]
+kind = "battery"
+mode = "hardware"
+device = { backend = "modbus_tcp", host = "10.0.0.5", port = 502 }
+
+[nodes.north.grid]
+kind = "grid"
+"""
+
+
+def test_good_scenario_parses() -> None:
+    s = parse(GOOD, "good.toml")
+    assert s.run.dt_s == 0.02 and s.run.n_ticks == 500
+    assert [a for _, a, _ in s.assets()] == ["pv", "inverter", "rack", "battery", "grid"]
+    assert s.controller.options == {"import_limit_w": 40000}
+    assert s.nodes["north"]["battery"].device["port"] == 502
+
+
+def test_run_mode_lowers_asset_modes() -> None:
+    s = parse(GOOD.replace("seed = 3", 'seed = 3\nmode = "emulated"'), "x.toml")
+    bat = s.nodes["north"]["battery"]
+    assert s.effective_mode(bat) == "emulated"
+    s2 = parse(GOOD.replace("seed = 3", 'seed = 3\nmode = "twin"'), "x.toml")
+    assert s2.effective_mode(bat) == "twin"
+    s3 = parse(GOOD.replace("seed = 3", 'seed = 3\nmode = "hardware"'), "x.toml")
+    assert s3.effective_mode(bat) == "hardware"
+    assert s3.effective_mode(s3.nodes["north"]["pv"]) == "emulated"
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    # misspelt key, with the line it is on and a suggestion
+    ("dt_s = 0.02", "dt = 0.02", r"bad\.toml:2: run\.dt: unknown parameter \(did you mean 'dt_s'\?\)"),
+    # wrong type
+    ("seed = 3", 'seed = "three"', r"bad\.toml:4: run\.seed: expected an integer"),
+    # bad enum value with a suggestion
+    ('kind = "gpu_rack"', 'kind = "gpu_rak"', r"bad\.toml:27: nodes\.north\.rack\.kind: 'gpu_rak' is not one of .*did you mean 'gpu_rack'"),
+    # a reference to a profile that does not exist
+    ('profile = "train"', 'profile = "trian"', r"bad\.toml:28: nodes\.north\.rack\.profile: no profile named 'trian' \(did you mean 'train'\?\)"),
+    # impossible value
+    ("dt_s = 0.02", "dt_s = -1", r"bad\.toml:1: run: dt_s must be a positive"),
+    # unknown section
+    ("[controller]", "[controler]", r"bad\.toml:6: controler: unknown section \(did you mean 'controller'\?\)"),
+    # hardware without an address
+    ('device = { backend = "modbus_tcp", host = "10.0.0.5", port = 502 }', "",
+     r"bad\.toml:30: nodes\.north\.battery\.device: a hardware asset needs a device address"),
+    # inverter fed by something that is not a pv
+    ('source = "pv"', 'source = "rack"', r"bad\.toml:24: nodes\.north\.inverter\.source: 'rack' is a gpu_rack, not a pv"),
+    # TOML syntax error carries the line
+    ("seed = 3", "seed = = 3", r"bad\.toml:4: not valid TOML"),
+])
+def test_errors_name_file_line_and_field(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ScenarioError, match=expected) as info:
+        parse(GOOD.replace(old, new, 1), "bad.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_set_fields_and_parameters() -> None:
+    s = parse(GOOD, "x.toml", overrides=["run.dt_s=0.01", "north.battery.capacity_ah=300",
+                                         "north.battery.mode=twin",
+                                         "controller.options.import_limit_w=5e4"])
+    assert s.run.dt_s == 0.01
+    assert s.nodes["north"]["battery"].override == {"capacity_ah": 300}
+    assert s.nodes["north"]["battery"].mode == "twin"
+    assert s.controller.options["import_limit_w"] == 5e4
+
+
+@pytest.mark.parametrize("item,expected", [
+    ("nort.battery.x=1", r"no node 'nort' \(did you mean 'north'\?\)"),
+    ("north.batery.x=1", r"node 'north' has no asset 'batery' \(did you mean 'battery'\?\)"),
+    ("novalue", r"expected KEY=VALUE"),
+])
+def test_bad_overrides(item: str, expected: str) -> None:
+    with pytest.raises(ScenarioError, match=expected):
+        parse(GOOD, "x.toml", overrides=[item])
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        load(tmp_path / "nope.toml")
+
+
+def test_no_nodes() -> None:
+    with pytest.raises(ScenarioError, match="at least one node"):
+        parse("[run]\ndt_s = 0.1\n", "empty.toml")

@@ -1,0 +1,275 @@
+"""The lockstep engine: observe, control, actuate, advance, record, pace.
+
+Simulated time is ``t_k = k dt``.  One tick:
+
+1. observe: read every device concurrently, each within its deadline; a reading carries a
+   quality flag and its round-trip time (twin-only assets are observed from the twin);
+2. control: the controller maps the observation to setpoints (and, at market-interval
+   boundaries, to orders);
+3. actuate: write changed setpoints to the devices;
+4. advance: the twin integrates ``[t_k, t_k + dt]`` with the setpoints held; emulators
+   advance their own plants on the same clock;
+5. record: one row into the recorder's buffer (the writer process does the HDF5 work);
+6. pace: in real time, sleep to the next deadline, measure lateness, and apply the
+   catch-up policy when late (``hold``, ``skip``, ``fail``), recording that it fired.
+
+Both the measured values and the twin's predictions of tick ``k`` are taken *before* the
+setpoints of tick ``k`` land: what a meter sampling just before the write sees.  So measured
+minus twin compares like with like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.controllers import ControllerContext, Observation, load_controller
+from bench.errors import ControllerError, LateTickError
+from bench.plan import Plan
+from bench.recorder import Recorder
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the CLI's summary and for tests."""
+
+    path: Path
+    ticks: int
+    simulated_s: float
+    wall_s: float
+    lateness_p50_s: float = math.nan
+    lateness_p99_s: float = math.nan
+    lateness_max_s: float = math.nan
+    missed_deadlines: int = 0
+    catch_ups: int = 0
+    device_errors: dict[str, int] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.simulated_s / self.wall_s if self.wall_s > 0 else math.inf
+
+
+class Progress:
+    """A progress bar on stderr: a redrawn bar on a terminal, a line per 10 % otherwise."""
+
+    def __init__(self, total: int, label: str = "run", enabled: bool = True,
+                 stream: Any = None) -> None:
+        self.total = max(1, total)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._next = 0.0
+        self._decile = -1
+        self._t0 = time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        frac = done / self.total
+        if self.tty:
+            if now < self._next and done < self.total:
+                return
+            self._next = now + 0.2
+            width = 30
+            bar = "#" * int(frac * width)
+            self.stream.write(f"\r{self.label} [{bar:<{width}}] {frac:6.1%} "
+                              f"{now - self._t0:6.1f} s")
+            self.stream.flush()
+        else:
+            decile = int(frac * 10)
+            if decile > self._decile:
+                self._decile = decile
+                self.stream.write(f"{self.label}: {frac:.0%} ({now - self._t0:.1f} s)\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Engine:
+    """Runs a :class:`~bench.plan.Plan` (a scenario made concrete) and records it.
+
+    Parameters
+    ----------
+    plan : Plan
+        Twin, devices, controller configuration and recording layout.
+    out : path-like
+        The HDF5 recording to write.
+    progress : bool
+        Show a progress bar on stderr.
+    on_tick : callable, optional
+        Called after every recorded tick with ``(k, t)`` (the live view uses it).
+    """
+
+    def __init__(self, plan: Plan, out: str | Path, progress: bool = True,
+                 on_tick: Callable[[int, float], None] | None = None,
+                 controller: Any = None) -> None:
+        self.plan = plan
+        self.out = Path(out)
+        self.progress = progress
+        self.on_tick = on_tick
+        self._controller_override = controller
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _controller(self) -> Any:
+        if self._controller_override is not None:
+            return self._controller_override
+        s = self.plan.scenario
+        ctx = ControllerContext(dt_s=s.run.dt_s, assets=tuple(self.plan.asset_refs()),
+                                islanded=self.plan.islanded())
+        return load_controller(s.controller.name, ctx, s.controller.options)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Run to the scenario's duration; the recording is closed properly on any error."""
+        return asyncio.run(self._run())
+
+    async def _run(self) -> RunSummary:
+        plan = self.plan
+        run = plan.scenario.run
+        controller = self._controller()
+        recorder = Recorder(self.out, plan.layout, plan.recording_attrs(),
+                            flush_s=run.flush_s)
+        summary = RunSummary(self.out, 0, 0.0, 0.0)
+        try:
+            await plan.start(recorder)
+            try:
+                await self._loop(controller, recorder, summary)
+            finally:
+                await plan.stop()
+        finally:
+            recorder.close()
+        return summary
+
+    async def _loop(self, controller: Any, rec: Recorder, summary: RunSummary) -> None:
+        plan = self.plan
+        run = plan.scenario.run
+        dt = run.dt_s
+        n = run.n_ticks
+        twin = plan.twin
+        obs = Observation(plan.obs_index, plan.obs_values, plan.obs_twin, plan.quality_index,
+                          plan.quality, dt, forecast=plan.forecast)
+        sp_index = plan.setpoint_index
+        progress = Progress(n, plan.scenario.run.name, self.progress)
+        realtime = run.realtime
+        late_after = run.late_after_s
+        lateness = np.zeros(n)
+        wall0 = time.perf_counter()
+        k = 0
+        missed = 0
+        catch_ups = 0
+        has_devices = bool(plan.devices)
+        try:
+            while k < n:
+                t = k * dt
+                start = time.perf_counter()
+                late = start - (wall0 + t) if realtime else 0.0
+                if realtime and late > late_after:
+                    missed += 1
+                    if run.catch_up == "fail":
+                        rec.event(t, "catch_up", f"fail: tick {k} late by {late * 1e3:.2f} ms")
+                        raise LateTickError(f"tick {k} (t = {t:.3f} s) was late by "
+                                            f"{late * 1e3:.2f} ms and catch_up is 'fail'")
+                    if run.catch_up == "skip":
+                        skip = min(int(late // dt), n - k - 1)
+                        if skip > 0:
+                            catch_ups += 1
+                            rec.event(t, "catch_up", f"skip: {skip} tick(s) from tick {k}, "
+                                                     f"late by {late * 1e3:.2f} ms")
+                            for _ in range(skip):
+                                lateness[k] = late
+                                await plan.advance_without_io(rec, k, wall0, late)
+                                k += 1
+                            continue
+                    else:
+                        catch_ups += 1
+                        rec.event(t, "catch_up", f"hold: tick {k} late by {late * 1e3:.2f} ms")
+                lateness[k] = late
+                obs.t, obs.k = t, k
+                # 1. observe
+                if has_devices:
+                    await plan.observe(t)
+                else:
+                    plan.observe_twin()
+                # 2. control
+                try:
+                    setpoints = controller.step(obs)
+                except ControllerError:
+                    raise
+                except Exception as exc:
+                    raise ControllerError(f"controller failed at t = {t:.3f} s: "
+                                          f"{type(exc).__name__}: {exc}") from exc
+                if setpoints:
+                    plan.set_setpoints(setpoints, sp_index)
+                if plan.market is not None:
+                    plan.market.tick(k, t, obs, controller)
+                # 3. actuate
+                if has_devices:
+                    await plan.actuate(t)
+                # 5. record (the row of tick k: observations before this tick's setpoints)
+                plan.record(rec, k, t, time.perf_counter() - wall0, late)
+                # 4. advance
+                twin.advance(dt)
+                plan.advance_emulators(dt)
+                k += 1
+                if self.on_tick is not None:
+                    self.on_tick(k, t)
+                progress.update(k)
+                # 6. pace
+                if realtime:
+                    wait = wall0 + k * dt - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                elif has_devices and k % 64 == 0:
+                    await asyncio.sleep(0)
+        finally:
+            progress.close()
+            summary.ticks = k
+            summary.simulated_s = k * dt
+            summary.wall_s = time.perf_counter() - wall0
+            summary.missed_deadlines = missed
+            summary.catch_ups = catch_ups
+            summary.device_errors = dict(plan.device_errors)
+            if realtime and k:
+                lat = lateness[:k]
+                summary.lateness_p50_s = float(np.percentile(lat, 50))
+                summary.lateness_p99_s = float(np.percentile(lat, 99))
+                summary.lateness_max_s = float(lat.max())
+            if plan.market is not None:
+                plan.market.finish(rec, k * dt)
+
+
+def run_plan(plan: Plan, out: str | Path, progress: bool = True,
+             controller: Any = None, on_tick: Callable[[int, float], None] | None = None
+             ) -> RunSummary:
+    """Run a plan to completion and return its summary."""
+    return Engine(plan, out, progress=progress, controller=controller, on_tick=on_tick).run()
+
+
+def setpoint_dict(values: Mapping[str, float]) -> dict[str, float]:
+    """Validate a controller's output: finite numbers keyed ``node.asset.setpoint``."""
+    out = {}
+    for k, v in values.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ControllerError(f"setpoint '{k}' is not a number: {v!r}") from None
+        if not math.isfinite(f):
+            raise ControllerError(f"setpoint '{k}' is not finite: {v!r}")
+        out[k] = f
+    return out

@@ -1,0 +1,352 @@
+"""A scenario made concrete: parameter sets loaded, twin built, devices opened, layout fixed.
+
+The :class:`Plan` owns everything the engine touches each tick, laid out in flat arrays so a
+tick costs a few array copies: ``obs_values`` (what the controller sees: measured where an
+asset has a device, the twin where it has none), ``obs_twin`` (the twin's prediction of the
+same signals), ``quality`` (per asset) and the setpoints held in the twin's ``u``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench import __version__
+from bench.controllers import AssetRef
+from bench.errors import ControllerError, ScenarioError
+from bench.recorder import Column, Layout, Recorder, Residual
+from bench.scenario import AssetConfig, Scenario
+
+#: register map each asset kind exposes when emulated or read from hardware
+DEVICE_MAPS = {"battery": "sunspec_battery", "inverter": "sunspec_inverter",
+               "meter": "sunspec_meter", "gpu_rack": "gpu_rack"}
+#: quality flag of an asset whose values came from the twin this tick (no device)
+QUALITY_TWIN = 0
+
+
+@dataclass
+class DeviceSlot:
+    """One device of the run and where its values go."""
+
+    node: str
+    asset: str
+    device: Any
+    #: signal name -> index into obs_values
+    signals: dict[str, int]
+    #: setpoint name -> index into the twin's u
+    setpoints: dict[str, int]
+    qidx: int
+    rtt_col: int
+    deadline_s: float
+    last_written: dict[str, float] = field(default_factory=dict)
+    rtt_s: float = math.nan
+    errors: int = 0
+    #: consecutive failed ticks; the first of a streak becomes an event
+    streak: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}.{self.asset}"
+
+
+class Plan:
+    """Everything a run needs, built from a scenario.  See :func:`bench.build.build_plan`."""
+
+    def __init__(self, scenario: Scenario, twin: Any, asset_kinds: dict[tuple[str, str], str],
+                 asset_params: dict[tuple[str, str], Mapping[str, Any]]) -> None:
+        self.scenario = scenario
+        self.twin = twin
+        self.asset_kinds = asset_kinds
+        self.asset_params = asset_params
+        self.devices: list[DeviceSlot] = []
+        self.device_errors: dict[str, int] = {}
+        self.emulators: Any = None
+        self.market: Any = None
+        self._rec: Recorder | None = None
+        self._build_indices()
+
+    # -- indices and layout ---------------------------------------------------------------
+
+    def _build_indices(self) -> None:
+        twin = self.twin
+        # observable signals: the twin's outputs (devices add their own names in add_device)
+        self.obs_keys: list[str] = [f"{n}.{a}.{s}" for n, a, s, _ in twin.outputs]
+        self.obs_units: dict[str, str] = {f"{n}.{a}.{s}": u for n, a, s, u in twin.outputs}
+        self.obs_index: dict[str, int] = {k: i for i, k in enumerate(self.obs_keys)}
+        self.setpoint_index: dict[str, int] = {f"{n}.{a}.{s}": i
+                                              for i, (n, a, s, _) in enumerate(twin.setpoints)}
+        assets = list(self.asset_kinds)
+        self.quality_index = {f"{n}.{a}": i for i, (n, a) in enumerate(assets)}
+        self.quality = np.zeros(len(assets), dtype=np.uint8)
+        self._finalise_arrays()
+
+    def _finalise_arrays(self) -> None:
+        n = len(self.obs_keys)
+        self.obs_values = np.full(n, np.nan)
+        self.obs_twin = np.full(n, np.nan)
+        # twin output i feeds observation j
+        self._twin_to_obs = np.array([self.obs_index[f"{n_}.{a}.{s}"]
+                                      for n_, a, s, _ in self.twin.outputs], dtype=int)
+        self._measured_mask = np.zeros(n, dtype=bool)
+
+    def add_device(self, node: str, asset: str, device: Any, deadline_s: float) -> DeviceSlot:
+        """Attach an opened-later device to an asset; its signals become measured values."""
+        signals = {}
+        for name in device.signals:
+            key = f"{node}.{asset}.{name}"
+            if key not in self.obs_index:
+                self.obs_index[key] = len(self.obs_keys)
+                self.obs_keys.append(key)
+                self.obs_units[key] = ""
+            signals[name] = self.obs_index[key]
+        setpoints = {}
+        for name in device.setpoints:
+            key = f"{node}.{asset}.{name}"
+            if key in self.setpoint_index:
+                setpoints[name] = self.setpoint_index[key]
+        slot = DeviceSlot(node, asset, device, signals, setpoints,
+                          self.quality_index[f"{node}.{asset}"], -1, deadline_s)
+        self.devices.append(slot)
+        self._finalise_arrays()
+        for s in self.devices:
+            for idx in s.signals.values():
+                self._measured_mask[idx] = True
+        return slot
+
+    def asset_refs(self) -> list[AssetRef]:
+        refs = []
+        for (node, asset), kind in self.asset_kinds.items():
+            sps = tuple(s for (n, a, s, _) in self.twin.setpoints if n == node and a == asset)
+            refs.append(AssetRef(node, asset, kind, sps, self.asset_params.get((node, asset), {})))
+        return refs
+
+    def islanded(self) -> dict[str, bool]:
+        return {n: bool(v) for n, v in getattr(self.twin, "islanded", {}).items()}
+
+    @property
+    def layout(self) -> Layout:
+        if not hasattr(self, "_layout"):
+            self._layout = self._make_layout()
+        return self._layout
+
+    def _make_layout(self) -> Layout:
+        floats = [Column("time", "s"), Column("wall", "s"), Column("timing/lateness", "s"),
+                  Column("timing/skipped", "")]
+        twin_out = {f"{n}.{a}.{s}": i for i, (n, a, s, _) in enumerate(self.twin.outputs)}
+        device_assets = {s.key for s in self.devices}
+        self._obs_cols = []   # (column, obs index)
+        self._twin_cols = []  # (column, twin output index)
+        residuals = []
+        for key in self.obs_keys:
+            node, asset, sig = key.split(".", 2)
+            unit = self.obs_units.get(key, "")
+            col = len(floats)
+            floats.append(Column(f"nodes/{node}/{asset}/{sig}", unit))
+            self._obs_cols.append((col, self.obs_index[key]))
+            if f"{node}.{asset}" in device_assets and key in twin_out:
+                tcol = len(floats)
+                floats.append(Column(f"nodes/{node}/{asset}/twin/{sig}", unit))
+                self._twin_cols.append((tcol, twin_out[key]))
+                if self._measured_mask[self.obs_index[key]]:
+                    residuals.append(Residual(f"nodes/{node}/{asset}/residual/{sig}", col,
+                                              tcol, unit))
+        self._sp_cols = []
+        for i, (node, asset, sp, unit) in enumerate(self.twin.setpoints):
+            self._sp_cols.append((len(floats), i))
+            floats.append(Column(f"nodes/{node}/{asset}/setpoint/{sp}", unit))
+        for slot in self.devices:
+            slot.rtt_col = len(floats)
+            floats.append(Column(f"timing/rtt/{slot.node}/{slot.asset}", "s"))
+        flags = [Column(f"quality/{n}/{a}") for (n, a) in self.asset_kinds]
+        tables = {}
+        if self.market is not None:
+            tables.update(self.market.tables())
+        self._obs_cols_a = np.array([c for c, _ in self._obs_cols], dtype=int)
+        self._obs_idx_a = np.array([i for _, i in self._obs_cols], dtype=int)
+        self._twin_cols_a = np.array([c for c, _ in self._twin_cols], dtype=int)
+        self._twin_idx_a = np.array([i for _, i in self._twin_cols], dtype=int)
+        self._sp_cols_a = np.array([c for c, _ in self._sp_cols], dtype=int)
+        self._sp_idx_a = np.array([i for _, i in self._sp_cols], dtype=int)
+        return Layout(floats, flags, residuals, tables)
+
+    def recording_attrs(self) -> dict[str, Any]:
+        s = self.scenario
+        return {"gridloop_version": __version__, "scenario": s.text,
+                "scenario_path": str(s.path or ""), "mode": s.run.mode, "dt": s.run.dt_s,
+                "seed": s.run.seed, "method": s.run.method, "realtime": s.run.realtime,
+                "catch_up": s.run.catch_up, "name": s.run.name}
+
+    # -- per tick -------------------------------------------------------------------------
+
+    def observe_twin(self) -> None:
+        """Twin-only run: the observation is the twin's output."""
+        y = self.twin.y
+        self.obs_twin[self._twin_to_obs] = y
+        self.obs_values[self._twin_to_obs] = y
+
+    async def observe(self, t: float) -> None:
+        """Read every device concurrently within its deadline."""
+        self.observe_twin()
+        self.obs_values[self._measured_mask] = np.nan
+        if self.devices:
+            await asyncio.gather(*(self._read(slot, t) for slot in self.devices))
+
+    async def _read(self, slot: DeviceSlot, t: float) -> None:
+        from firmware_bridge.device import Quality, poll
+
+        t0 = time.perf_counter()
+        try:
+            reading = await asyncio.wait_for(poll(slot.device), slot.deadline_s)
+        except asyncio.TimeoutError:
+            self.quality[slot.qidx] = Quality.TIMEOUT
+            slot.rtt_s = time.perf_counter() - t0
+            self._count_error(slot, t, "timeout", f"{slot.key}: no answer within "
+                              f"{slot.deadline_s * 1e3:.0f} ms")
+            return
+        slot.rtt_s = reading.rtt_s
+        self.quality[slot.qidx] = int(reading.quality)
+        if reading.quality in (Quality.TIMEOUT, Quality.ERROR):
+            self._count_error(slot, t, reading.quality.name.lower(),
+                              f"{slot.key}: {reading.error}")
+        for name, value in reading.values.items():
+            idx = slot.signals.get(name)
+            if idx is not None:
+                self.obs_values[idx] = value
+
+    def _count_error(self, slot: DeviceSlot, t: float, kind: str, message: str) -> None:
+        slot.errors += 1
+        self.device_errors[slot.key] = slot.errors
+        # The first failure of a streak becomes an event; the quality column has every tick.
+        if self._rec is not None and slot.streak == 0:
+            self._rec.event(t, f"device_{kind}", message)
+        slot.streak += 1
+
+    def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int]) -> None:
+        u = self.twin.u
+        for key, value in setpoints.items():
+            i = index.get(key)
+            if i is None:
+                from twin.params import did_you_mean
+
+                raise ControllerError(f"controller set unknown setpoint '{key}'"
+                                      f"{did_you_mean(key, index)}")
+            v = float(value)
+            if not math.isfinite(v):
+                raise ControllerError(f"controller set '{key}' to {value!r}")
+            u[i] = v
+
+    async def actuate(self, t: float) -> None:
+        """Write setpoints that changed since the last successful write."""
+        u = self.twin.u
+        writes = []
+        for slot in self.devices:
+            changed = {name: float(u[i]) for name, i in slot.setpoints.items()
+                       if not math.isnan(u[i]) and slot.last_written.get(name) != u[i]}
+            if changed:
+                writes.append(self._write(slot, changed, t))
+        if writes:
+            await asyncio.gather(*writes)
+
+    async def _write(self, slot: DeviceSlot, values: dict[str, float], t: float) -> None:
+        from firmware_bridge.errors import DeviceError
+
+        try:
+            await asyncio.wait_for(slot.device.write(values), slot.deadline_s)
+        except (asyncio.TimeoutError, DeviceError) as exc:
+            self._count_error(slot, t, "write_failed", f"{slot.key}: write "
+                              f"{', '.join(values)} failed: {exc or type(exc).__name__}")
+            return
+        slot.last_written.update(values)
+
+    def record(self, rec: Recorder, k: int, t: float, wall: float, late: float) -> None:
+        row, flags = rec.row()
+        self.record_row_values(row, t, wall, late, skipped=False)
+        for slot in self.devices:
+            row[slot.rtt_col] = slot.rtt_s
+            if self.quality[slot.qidx] == 0:
+                slot.streak = 0
+        flags[:] = self.quality
+        rec.commit()
+
+    async def advance_without_io(self, rec: Recorder, k: int, wall0: float,
+                                 late: float) -> None:
+        """A skipped real-time tick: setpoints held, no device I/O, the row marked skipped."""
+        self.observe_twin()
+        self.obs_values[self._measured_mask] = np.nan
+        row, flags = rec.row()
+        self.record_row_values(row, k * self.scenario.run.dt_s,
+                               time.perf_counter() - wall0, late, skipped=True)
+        flags[:] = self.quality
+        rec.commit()
+        self.twin.advance(self.scenario.run.dt_s)
+        self.advance_emulators(self.scenario.run.dt_s)
+
+    def record_row_values(self, row: np.ndarray, t: float, wall: float, late: float,
+                          skipped: bool) -> None:
+        row[0], row[1], row[2], row[3] = t, wall, late, 1.0 if skipped else 0.0
+        row[self._obs_cols_a] = self.obs_values[self._obs_idx_a]
+        if len(self._twin_cols_a):
+            row[self._twin_cols_a] = self.twin.y[self._twin_idx_a]
+        row[self._sp_cols_a] = self.twin.u[self._sp_idx_a]
+
+    def advance_emulators(self, dt: float) -> None:
+        if self.emulators is not None:
+            self.emulators.advance(dt)
+
+    def forecast(self, key: str, horizon_s: float) -> np.ndarray:
+        """The twin's forecast of ``key`` over ``horizon_s`` with setpoints held."""
+        node, asset, sig = key.split(".", 2)
+        try:
+            i = [(n, a, s) for n, a, s, _ in self.twin.outputs].index((node, asset, sig))
+        except ValueError:
+            raise ControllerError(f"no twin signal '{key}' to forecast") from None
+        dt = self.scenario.run.dt_s
+        steps = max(1, int(round(horizon_s / dt)))
+        clone = self.twin.copy()
+        out = np.empty(steps)
+        for j in range(steps):
+            clone.advance(dt)
+            out[j] = clone.y[i]
+        return out
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self, rec: Recorder) -> None:
+        """Start emulators and open devices (each failure is an event, not a stop)."""
+        self._rec = rec
+        if self.emulators is not None:
+            await self.emulators.start()
+        for slot in self.devices:
+            try:
+                await asyncio.wait_for(slot.device.open(), max(2.0, slot.deadline_s))
+            except Exception as exc:  # a device that fails to open is retried by reads
+                rec.event(0.0, "device_open_failed", f"{slot.key}: {exc}")
+
+    async def stop(self) -> None:
+        for slot in self.devices:
+            try:
+                await slot.device.close()
+            except Exception:  # closing never hides the run's own outcome
+                pass
+        if self.emulators is not None:
+            await self.emulators.stop()
+
+
+def asset_key(node: str, asset: str) -> tuple[str, str]:
+    return (node, asset)
+
+
+def check_kind_mapping(cfg: AssetConfig, where: str) -> str | None:
+    """The register map of an asset kind that has a device, or None (pv, grid)."""
+    if cfg.kind not in DEVICE_MAPS:
+        if cfg.mode == "hardware":
+            raise ScenarioError(f"{where}: a {cfg.kind} has no device of its own; "
+                                f"use mode = \"twin\"")
+        return None
+    return DEVICE_MAPS[cfg.kind]

@@ -1,0 +1,195 @@
+"""Reading a run's HDF5 recording, finished or still being written (SWMR).
+
+>>> run = open_run("runs/demo.h5")                         # doctest: +SKIP
+>>> t = run.time                                           # doctest: +SKIP
+>>> p = run.signal("north", "rack", "p_w")                 # doctest: +SKIP
+>>> run.signal("north", "battery", "voltage_v", "residual")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from bench.errors import RecordingError
+from bench.recorder import FORMAT, FORMAT_VERSION
+
+Kind = Literal["measured", "twin", "setpoint", "residual"]
+_SUB = ("twin", "setpoint", "residual")
+
+
+@dataclass(frozen=True)
+class SignalRef:
+    node: str
+    asset: str
+    name: str
+    kind: str
+    unit: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}.{self.asset}.{self.name}"
+
+    @property
+    def path(self) -> str:
+        mid = "" if self.kind == "measured" else f"{self.kind}/"
+        return f"nodes/{self.node}/{self.asset}/{mid}{self.name}"
+
+
+class Run:
+    """An open recording.  Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, follow: bool = False) -> None:
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise RecordingError(f"{self.path}: no such recording")
+        try:
+            self._f = h5py.File(self.path, "r", libver="latest", swmr=True)
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        attrs = self._f.attrs
+        if attrs.get("format") != FORMAT:
+            self._f.close()
+            raise RecordingError(f"{self.path}: not a gridloop recording "
+                                 f"(format attribute is {attrs.get('format')!r})")
+        version = int(attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            self._f.close()
+            raise RecordingError(f"{self.path}: format_version {version} is not supported "
+                                 f"(this gridloop reads {FORMAT_VERSION})")
+        if "time" not in self._f:
+            self._f.close()
+            raise RecordingError(f"{self.path}: recording has no /time dataset")
+        self.follow = follow
+        self._signals: list[SignalRef] | None = None
+
+    # -- metadata --------------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in self._f.attrs.items()}
+
+    @property
+    def dt(self) -> float:
+        return float(self._f.attrs["dt"])
+
+    @property
+    def scenario_text(self) -> str:
+        return str(self._f.attrs.get("scenario", ""))
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._f.attrs.get("complete", False))
+
+    def __len__(self) -> int:
+        return int(self._f["time"].shape[0])
+
+    def refresh(self) -> int:
+        """Pick up ticks a writer appended since the last look (SWMR); returns the count."""
+        for name in ("time",):
+            self._f[name].refresh()
+        return len(self)
+
+    @property
+    def file(self) -> Any:
+        """The underlying ``h5py.File`` (read-only)."""
+        return self._f
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _read(self, path: str, n: int | None = None) -> np.ndarray:
+        try:
+            d = self._f[path]
+        except KeyError:
+            raise RecordingError(f"{self.path}: no dataset /{path}") from None
+        if self.follow:
+            d.refresh()
+        n = len(self) if n is None else n
+        return d[: min(n, d.shape[0])]
+
+    @property
+    def time(self) -> np.ndarray:
+        return self._read("time")
+
+    @property
+    def wall(self) -> np.ndarray:
+        return self._read("wall")
+
+    def dataset(self, path: str) -> np.ndarray:
+        """Any per-tick dataset by path, trimmed to the ticks of ``/time``."""
+        return self._read(path)
+
+    def signal(self, node: str, asset: str, name: str, kind: Kind = "measured") -> np.ndarray:
+        mid = "" if kind == "measured" else f"{kind}/"
+        return self._read(f"nodes/{node}/{asset}/{mid}{name}")
+
+    def has(self, node: str, asset: str, name: str, kind: Kind = "measured") -> bool:
+        mid = "" if kind == "measured" else f"{kind}/"
+        return f"nodes/{node}/{asset}/{mid}{name}" in self._f
+
+    def signals(self, kind: Kind | None = None) -> list[SignalRef]:
+        """Every recorded signal (optionally of one kind), in file order."""
+        if self._signals is None:
+            out = []
+            nodes = self._f.get("nodes")
+            if nodes is not None:
+                for node in nodes:
+                    for asset in nodes[node]:
+                        g = nodes[node][asset]
+                        for name, obj in g.items():
+                            if name in _SUB and not hasattr(obj, "shape"):
+                                for sub, d in obj.items():
+                                    out.append(SignalRef(node, asset, sub, name,
+                                                         str(d.attrs.get("unit", ""))))
+                            elif hasattr(obj, "shape"):
+                                out.append(SignalRef(node, asset, name, "measured",
+                                                     str(obj.attrs.get("unit", ""))))
+            self._signals = out
+        return [s for s in self._signals if kind is None or s.kind == kind]
+
+    def nodes(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for s in self.signals():
+            assets = out.setdefault(s.node, [])
+            if s.asset not in assets:
+                assets.append(s.asset)
+        return out
+
+    def unit(self, node: str, asset: str, name: str, kind: Kind = "measured") -> str:
+        mid = "" if kind == "measured" else f"{kind}/"
+        return str(self._f[f"nodes/{node}/{asset}/{mid}{name}"].attrs.get("unit", ""))
+
+    def quality(self, node: str, asset: str) -> np.ndarray:
+        return self._read(f"quality/{node}/{asset}")
+
+    def table(self, path: str) -> np.ndarray:
+        """A compound table (``events``, ``market/trades``...) as a structured array."""
+        if path not in self._f:
+            return np.zeros(0)
+        d = self._f[path]
+        if self.follow:
+            d.refresh()
+        return d[:]
+
+    def events(self) -> list[tuple[float, str, str]]:
+        ev = self.table("events")
+        return [(float(e["t"]), e["kind"].decode(), e["message"].decode()) for e in ev]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_run(path: str | Path, follow: bool = False) -> Run:
+    """Open a recording; a missing, foreign or corrupt file raises one-line RecordingError."""
+    return Run(path, follow=follow)

@@ -1,0 +1,24 @@
+"""``gridloop report RUN.h5 [--out DIR]``: PNG figures and a short text summary."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write PNG figures and a summary of a recording",
+                       description="Power flows, SOC, frequency, GPU power and its spectrum, "
+                       "residuals and the lateness histogram as PNG, plus summary.txt.")
+    p.add_argument("recording", metavar="RUN.h5")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN-report/)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    summary, written = write_report(args.recording, args.out)
+    print(summary.read_text(), end="")
+    for p in written:
+        print(f"wrote {p}")
+    return 0

@@ -1,0 +1,39 @@
+"""``gridloop sweep SCENARIO.toml --set KEY=V1,V2,...``: a parameter grid on Dask."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a scenario over a grid of parameter values (Dask)",
+                       description="Run a scenario for every combination of the --set value "
+                       "lists, each point with its own seed and recording, on a local Dask "
+                       "cluster or an existing one; writes a results table (CSV).")
+    p.add_argument("scenario", metavar="SCENARIO.toml")
+    p.add_argument("--set", dest="grid", action="append", required=True,
+                   metavar="KEY=V1,V2,...", help="a parameter and its values (repeatable)")
+    p.add_argument("--fix", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="a value fixed for every point")
+    p.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler")
+    p.add_argument("--batch", type=int, default=1, help="points per task (default 1)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/sweep-NAME)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.errors import BenchError
+    from bench.sweep import sweep
+
+    if args.workers < 1 or args.batch < 1:
+        raise BenchError("--workers and --batch must be at least 1")
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{Path(args.scenario).stem}"
+    path = sweep(Path(args.scenario), args.grid, out, workers=args.workers,
+                 scheduler=args.scheduler, batch_size=args.batch, extra=args.extra,
+                 progress=not args.quiet)
+    print(path.read_text(), end="")
+    print(f"results: {path}")
+    return 0

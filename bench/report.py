@@ -1,0 +1,183 @@
+"""``gridloop report``: PNG figures and a text summary of a recording.
+
+Figures: power flows per node, battery SOC, bus frequency (islanded runs), GPU rack power
+and its spectrum, twin-versus-device residuals with their tolerance band, and the lateness
+histogram of real-time runs.  Each is written only when the recording has its data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.recording import Run, open_run
+from bench.summary import _asset_kinds, figures, format_figures
+
+
+def _plt():  # noqa: ANN202 - matplotlib's pyplot module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:  # noqa: ANN001
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def power_flows(run: Run, out: Path) -> Path | None:
+    plt = _plt()
+    kinds = _asset_kinds(run)
+    nodes = run.nodes()
+    if not nodes:
+        return None
+    t = run.time
+    fig, axes = plt.subplots(len(nodes), 1, figsize=(10, 2.6 * len(nodes)), sharex=True,
+                             squeeze=False)
+    for ax, (node, assets) in zip(axes[:, 0], nodes.items()):
+        for asset in assets:
+            kind = kinds.get((node, asset), "")
+            sig = {"inverter": "p_ac_w", "battery": "p_w", "gpu_rack": "p_w",
+                   "meter": "p_w"}.get(kind)
+            if sig and run.has(node, asset, sig):
+                ax.plot(t, run.signal(node, asset, sig) / 1e3, lw=0.8,
+                        label=f"{asset} ({kind})")
+        ax.set_ylabel(f"{node}\npower [kW]")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=7, ncol=4)
+    axes[-1, 0].set_xlabel("time [s]")
+    fig.suptitle("Power flows (battery + discharging, rack + consuming, grid + importing)")
+    return _save(fig, out / "power_flows.png")
+
+
+def _per_kind(run: Run, kind: str, signal: str) -> list[tuple[str, str]]:
+    kinds = _asset_kinds(run)
+    return [(n, a) for (n, a), k in kinds.items() if k == kind and run.has(n, a, signal)]
+
+
+def soc(run: Run, out: Path) -> Path | None:
+    assets = _per_kind(run, "battery", "soc")
+    if not assets:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3))
+    for n, a in assets:
+        ax.plot(run.time, run.signal(n, a, "soc"), label=f"{n}.{a}")
+    ax.set_xlabel("time [s]")
+    ax.set_ylabel("SOC [-]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "soc.png")
+
+
+def frequency(run: Run, out: Path) -> Path | None:
+    assets = _per_kind(run, "grid", "freq_hz") + _per_kind(run, "meter", "freq_hz")
+    if not assets:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3))
+    for n, a in assets:
+        ax.plot(run.time, run.signal(n, a, "freq_hz"), label=f"{n}.{a}")
+    ax.set_xlabel("time [s]")
+    ax.set_ylabel("frequency [Hz]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "frequency.png")
+
+
+def gpu_power(run: Run, out: Path) -> list[Path]:
+    assets = _per_kind(run, "gpu_rack", "p_w")
+    if not assets:
+        return []
+    from bench.figures import spectrum_figure
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3))
+    for n, a in assets:
+        ax.plot(run.time, run.signal(n, a, "p_w") / 1e3, lw=0.7, label=f"{n}.{a}")
+    ax.set_xlabel("time [s]")
+    ax.set_ylabel("rack power [kW]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    paths = [_save(fig, out / "gpu_power.png")]
+    series = {f"{n}.{a}": np.nan_to_num(run.signal(n, a, "p_w")) for n, a in assets}
+    for node in dict.fromkeys(n for n, _ in assets):
+        kinds = _asset_kinds(run)
+        meters = [(node, a) for (nn, a), k in kinds.items()
+                  if nn == node and k in ("meter", "grid") and run.has(node, a, "p_w")]
+        if meters:
+            series[f"{node} grid"] = np.nan_to_num(run.signal(*meters[0], "p_w"))
+    paths.append(spectrum_figure(series, run.dt, out / "gpu_spectrum.png"))
+    return paths
+
+
+def residuals(run: Run, out: Path) -> Path | None:
+    refs = run.signals("residual")
+    if not refs:
+        return None
+    import tomllib
+
+    try:
+        doc = tomllib.loads(run.scenario_text)
+    except tomllib.TOMLDecodeError:
+        doc = {}
+    plt = _plt()
+    fig, axes = plt.subplots(len(refs), 1, figsize=(10, 1.8 * len(refs)), sharex=True,
+                             squeeze=False)
+    t = run.time
+    for ax, r in zip(axes[:, 0], refs):
+        ax.plot(t, run.signal(r.node, r.asset, r.name, "residual"), lw=0.7)
+        tol = (doc.get("nodes", {}).get(r.node, {}).get(r.asset, {})
+               .get("tolerance", {}).get(r.name))
+        if tol:
+            ax.axhspan(-tol, tol, color="tab:green", alpha=0.15, label="tolerance")
+        ax.set_ylabel(f"{r.node}.{r.asset}\n{r.name} [{r.unit}]", fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time [s]")
+    fig.suptitle("Residuals: measured minus twin")
+    return _save(fig, out / "residuals.png")
+
+
+def lateness(run: Run, out: Path) -> Path | None:
+    if not run.attrs.get("realtime"):
+        return None
+    lat = run.dataset("timing/lateness") * 1e3
+    lat = lat[np.isfinite(lat)]
+    if not len(lat):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(lat, bins=60, color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xlabel("lateness [ms]")
+    ax.set_ylabel("ticks")
+    ax.set_title(f"p50 {np.percentile(lat, 50):.3f} ms, p99 {np.percentile(lat, 99):.3f} ms, "
+                 f"max {lat.max():.3f} ms")
+    return _save(fig, out / "lateness.png")
+
+
+def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """Write every figure the recording supports and ``summary.txt`` into ``out``."""
+    with open_run(path) as run:
+        out_dir = Path(out) if out else Path(path).with_suffix("").with_name(
+            Path(path).stem + "-report")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for fn in (power_flows, soc, frequency, residuals, lateness):
+            p = fn(run, out_dir)
+            if p is not None:
+                written.append(p)
+        written.extend(gpu_power(run, out_dir))
+        text = format_figures(figures(run))
+        if not run.complete:
+            text += "\n(the recording is incomplete: the run was still going or was killed)"
+        summary = out_dir / "summary.txt"
+        summary.write_text(text + "\n")
+        written.append(summary)
+    return summary, written

@@ -1,0 +1,56 @@
+"""Load, build, run, summarise: what ``gridloop run`` and ``gridloop demo`` do."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.scenario import load
+
+
+def default_ledger_path(out: Path) -> Path:
+    """``RUN.ledger.db`` beside the recording."""
+    return out.with_name(out.stem + ".ledger.db")
+
+
+def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
+            view: bool = False, quiet: bool = False) -> int:
+    """Run a scenario to ``out`` and print its summary; returns the exit status."""
+    from bench.build import build_plan
+    from bench.engine import run_plan
+    from bench.recording import open_run
+    from bench.summary import figures, format_figures
+
+    scenario = load(scenario_path, overrides)
+    if view:
+        # Flush often so the window follows closely.
+        from dataclasses import replace
+
+        scenario = replace(scenario, run=replace(scenario.run, flush_s=0.1))
+    ledger_url = ledger or str(default_ledger_path(out))
+    plan = build_plan(scenario, ledger=ledger_url)
+    print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
+          f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
+          f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",
+          file=sys.stderr)
+    if view:
+        from bench.view.app import show_live
+
+        holder: dict = {}
+
+        def work() -> None:
+            holder["summary"] = run_plan(plan, out, progress=not quiet)
+
+        status = show_live(out, work)
+        summary = holder.get("summary")
+        if summary is None:
+            return status or 1
+    else:
+        summary = run_plan(plan, out, progress=not quiet)
+    with open_run(out) as run:
+        print(format_figures(figures(run)))
+    print(f"{summary.ticks} ticks in {summary.wall_s:.2f} s wall "
+          f"({summary.realtime_factor:.1f}x real time); recording {out}")
+    if plan.market is not None:
+        print(f"ledger {ledger_url}: {plan.market.describe()}")
+    return 0

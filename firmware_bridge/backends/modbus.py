@@ -207,7 +207,7 @@ class ModbusDevice(Device):
     # ------------------------------------------------------------------ connection
 
     async def _ready(self) -> None:
-        """Connect and scan if needed, respecting the back-off after failed attempts."""
+        """Connect and scan if needed; after a failed connection, wait out the back-off."""
         if not self._open:
             raise DeviceDisconnected(f"{self.name}: device is not open")
         if self._client is not None and self._client.connected and self._layout is not None:
@@ -222,10 +222,13 @@ class ModbusDevice(Device):
             if not self._client.connected and not await self._client.connect():
                 raise DeviceDisconnected(f"{self.name}: cannot connect to {self.where}")
             self._layout = await self._scan()
-        except DeviceError:
+        except DeviceDisconnected:
             self._layout = None
             self._next_attempt = time.monotonic() + self._wait
             self._wait = min(2 * self._wait, self.backoff_max_s)
+            raise
+        except DeviceError:  # reachable but not answering well: no back-off needed
+            self._layout = None
             raise
         self._wait = self.backoff_s
         self._spans = self.map.read_spans(self._layout)
@@ -238,12 +241,14 @@ class ModbusDevice(Device):
             raise FrameError(f"{self.name}: no SunSpec marker at {self.base_address} on "
                              f"{self.where} (read {marker[0]:#06x} {marker[1]:#06x})")
         models: dict[int, int] = {}
+        lengths: dict[int, int] = {}
         address = self.base_address + 2
         for _ in range(_MAX_MODELS):
             model_id, length = parse_header(await self._transact(3, address, 2))
             if model_id == END_MODEL_ID:
                 break
-            models.setdefault(model_id, address)
+            if model_id not in models:  # the first instance of a repeated model is ours
+                models[model_id], lengths[model_id] = address, length
             address += length + 2
             if address > 0xFFFF:
                 raise FrameError(f"{self.name}: SunSpec model chain runs past register 65535")
@@ -254,10 +259,9 @@ class ModbusDevice(Device):
                 raise DeviceError(f"{self.name}: device at {self.where} has no SunSpec model "
                                   f"{model_id} (has {', '.join(map(str, models))}); map "
                                   f"{self.map.name} needs it")
-            header = await self._transact(3, models[model_id], 2)
-            if parse_header(header)[1] < model_layout(model_id).length:
-                raise DeviceError(f"{self.name}: model {model_id} is {header[1]} registers "
-                                  f"long, {model_layout(model_id).length} expected")
+            if lengths[model_id] < model_layout(model_id).length:
+                raise DeviceError(f"{self.name}: model {model_id} is {lengths[model_id]} "
+                                  f"registers long, {model_layout(model_id).length} expected")
         return DeviceLayout(self.base_address, models, address + 2)
 
     def _on_connection(self, connected: bool) -> None:

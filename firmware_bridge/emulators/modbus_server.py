@@ -150,6 +150,7 @@ class ModbusEmulator:
         self._corrupt_answer = False
         self._down_until = 0.0
         self._reboot_task: asyncio.Task | None = None
+        self._sleeping: set[asyncio.Task] = set()
         self._injector: FaultInjector | None = None
         self.set_fault(fault)
 
@@ -194,10 +195,11 @@ class ModbusEmulator:
 
     async def stop(self) -> None:
         """Stop serving and release the port or pty; safe to call twice."""
-        if self._reboot_task is not None:
-            self._reboot_task.cancel()
-            await asyncio.gather(self._reboot_task, return_exceptions=True)
-            self._reboot_task = None
+        pending = [*self._sleeping, *([self._reboot_task] if self._reboot_task else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._reboot_task = None
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
@@ -255,7 +257,7 @@ class ModbusEmulator:
         hit = (self._injector.draw(function_code, address, count, write)
                if self._injector is not None else NO_FAULT)
         if hit.delay_s:
-            await asyncio.sleep(hit.delay_s)
+            await self._sleep(hit.delay_s)
         if hit.reboot_s:
             self._reboot_task = asyncio.create_task(self._reboot(hit.reboot_s))
             self._drop_answer = True
@@ -284,6 +286,16 @@ class ModbusEmulator:
             return None
         self._corrupt_answer = hit.corrupt_crc
         return ExcCodes(answer) if answer is not None else None
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Sleep inside a request; :meth:`stop` cancels requests still sleeping."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._sleeping.add(task)
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            self._sleeping.discard(task)
 
     def _writable(self, address: int, count: int) -> bool:
         check: Callable[[int, int], bool] | None = getattr(self.source, "writable", None)

@@ -3,27 +3,10 @@
 No SunSpec model describes a rack of GPUs, so the rack exposes ``SunS``, the common model 1,
 then model 64901 (``gridloop_gpu_rack``, defined in ``model_64901.json`` beside this module
 in pysunspec2's JSON schema), then the end model.  Any SunSpec scanner walks it; pysunspec2
-decodes it once this package's directory is on its model path.  With the default base
-address the absolute addresses are (docs/gpu-rack-map.md has the full table):
-
-======  =========  ======  =====  ==========================================  ===========
-addr    point      type    units  meaning                                     signal
-======  =========  ======  =====  ==========================================  ===========
-40070   ID         uint16         64901
-40071   L          uint16         12
-40072   WRtg       uint16  W      rated AC power (scaled by W_SF)
-40073   W          int16   W      AC power drawn, positive consuming          ``p_w``
-40074   WCap       uint16  W      power cap, read/write                       ``power_cap_w``
-40075   TotWh      acc64   Wh     energy drawn (4 registers)                  ``energy_wh``
-40079   Tmp        int16   C      hottest GPU temperature (Tmp_SF)            ``temp_c``
-40080   Phase      enum16         workload phase code                         ``phase``
-40081   W_SF       sunssf         scale factor of WRtg, W, WCap
-40082   TotWh_SF   sunssf         scale factor of TotWh
-40083   Tmp_SF     sunssf         scale factor of Tmp
-======  =========  ======  =====  ==========================================  ===========
-
-``Phase`` carries the plant's phase code unchanged (0 idle, 1 compute, 2 memory, 3 light,
-4 checkpoint).  Writing ``WCap`` (function code 6 or 16) sets the plant's ``power_cap_w``.
+decodes it once :data:`MODEL_DIR` is on its model path.  Points: ``WRtg`` (rated power),
+``W`` (AC power drawn, ``p_w``), ``WCap`` (power cap, read/write, ``power_cap_w``),
+``TotWh`` (energy, ``energy_wh``), ``Tmp`` (hottest GPU, ``temp_c``), ``Phase`` (workload
+phase code, ``phase``) and their scale factors.  docs/gpu-rack-map.md has every address.
 """
 
 from __future__ import annotations

@@ -446,11 +446,15 @@ def sunspec_battery(rating_w: float = 100_000.0, capacity_wh: float = 200_000.0,
         })
 
 
-def sunspec_meter(rating_w: float = 200_000.0, v_nom_v: float = 230.0) -> RegisterMap:
+def sunspec_meter(rating_w: float = 200_000.0, v_nom_v: float = 230.0,
+                  import_positive: bool = True) -> RegisterMap:
     """A node meter at the grid connection: models 1 and 203 (wye three-phase meter).
 
-    SunSpec meters count real power positive when it is imported (delivered from the grid to
-    the site, accumulating ``TotWhImp``): the same sign as our ``p_w``, so no sign flips.
+    SunSpec meters measure real power from their line side to their load side.  Installed
+    with the grid on the line side, the usual way, positive ``W`` is import, as our ``p_w``,
+    and ``TotWhImp`` counts it.  Some vendors' grid meters report export positive instead
+    (SolarEdge's export+import meter does): ``import_positive=False`` flips ``p_w`` and
+    ``q_var`` for those.  Energy counters are not flipped.
 
     Parameters
     ----------
@@ -458,13 +462,16 @@ def sunspec_meter(rating_w: float = 200_000.0, v_nom_v: float = 230.0) -> Regist
         Largest import or export expected. [W]
     v_nom_v : float
         Nominal line-to-neutral voltage. [V]
+    import_positive : bool
+        Whether the meter's ``W`` is positive on import.
     """
     w_sf = power_scale_factor(rating_w)
+    sign = 1.0 if import_positive else -1.0
     return RegisterMap(
         name="sunspec_meter", kind="meter", models=(1, 203),
         bindings=(
-            Binding("p_w", 203, "W"),
-            Binding("q_var", 203, "VAR"),
+            Binding("p_w", 203, "W", factor=sign),
+            Binding("q_var", 203, "VAR", factor=sign),
             Binding("v_ac_v", 203, "PhV"),
             Binding("freq_hz", 203, "Hz"),
             Binding("e_import_wh", 203, "TotWhImp"),
@@ -479,7 +486,7 @@ def sunspec_meter(rating_w: float = 200_000.0, v_nom_v: float = 230.0) -> Regist
         })
 
 
-def _gpu_rack(**options: float) -> RegisterMap:
+def _gpu_rack(**options: float | bool) -> RegisterMap:
     from firmware_bridge.gpu_map import gpu_rack  # gpu_map builds on this module
 
     return gpu_rack(**options)
@@ -494,7 +501,7 @@ MAPS: dict[str, Callable[..., RegisterMap]] = {
 }
 
 
-def get_map(name: str | RegisterMap, **options: float) -> RegisterMap:
+def get_map(name: str | RegisterMap, **options: float | bool) -> RegisterMap:
     """The named map built with ``options`` (its ratings); a map passes through."""
     if isinstance(name, RegisterMap):
         return name

@@ -41,7 +41,7 @@ class DeviceSpec:
     port: int = 0
     baudrate: int = 19200
     base_address: int = DEFAULT_BASE_ADDRESS
-    map_options: Mapping[str, float] = field(default_factory=dict)
+    map_options: Mapping[str, float | bool] = field(default_factory=dict)
     fault: FaultCard | None = None
 
 

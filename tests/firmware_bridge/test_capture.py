@@ -61,9 +61,15 @@ def _session(capture: Capture) -> list[object]:
     return run(t())
 
 
-def test_every_transaction_is_captured() -> None:
+@pytest.fixture(scope="module")
+def session() -> tuple[Capture, list[object]]:
+    """One recorded lab session shared by the tests below (they only read it)."""
     capture = Capture()
-    seen = _session(capture)
+    return capture, _session(capture)
+
+
+def test_every_transaction_is_captured(session: tuple[Capture, list[object]]) -> None:
+    capture, seen = session
     assert seen[2] == (ExceptionResponse, 4) and seen[3] == (DeviceTimeout, None)
     txs = capture.transactions(DEVICE)
     statuses = [tx.status for tx in txs]
@@ -82,9 +88,9 @@ def test_every_transaction_is_captured() -> None:
     assert registers[rows["response_start"][0]:][:2].tolist() == [0x5375, 0x6E53]
 
 
-def test_capture_round_trips_through_hdf5_incrementally(tmp_path: Path) -> None:
-    capture = Capture()
-    _session(capture)
+def test_capture_round_trips_through_hdf5_incrementally(
+        session: tuple[Capture, list[object]], tmp_path: Path) -> None:
+    capture, _ = session
     txs = capture.transactions(DEVICE)
     path = tmp_path / "run.h5"
     with h5py.File(path, "w") as f:
@@ -102,9 +108,9 @@ def test_capture_round_trips_through_hdf5_incrementally(tmp_path: Path) -> None:
         assert read_capture(f).transactions(DEVICE) == txs
 
 
-def test_a_capture_is_served_again_as_the_same_device() -> None:
-    capture = Capture()
-    seen = _session(capture)
+def test_a_capture_is_served_again_as_the_same_device(
+        session: tuple[Capture, list[object]]) -> None:
+    capture, seen = session
 
     async def t() -> list[object]:
         replayed: list[object] = []
@@ -126,9 +132,9 @@ def test_a_capture_is_served_again_as_the_same_device() -> None:
     assert run(t()) == seen
 
 
-def test_reads_never_captured_answer_exception_02() -> None:
-    capture = Capture()
-    _session(capture)
+def test_reads_never_captured_answer_exception_02(
+        session: tuple[Capture, list[object]]) -> None:
+    capture, _ = session
 
     async def t() -> None:
         async with ModbusEmulator(ReplaySource(capture.transactions(DEVICE))) as e:
@@ -140,9 +146,11 @@ def test_reads_never_captured_answer_exception_02() -> None:
     run(t())
 
 
-def test_malformed_capture_files_are_clear_errors(tmp_path: Path) -> None:
+def test_malformed_capture_files_are_clear_errors(
+        session: tuple[Capture, list[object]], tmp_path: Path) -> None:
     capture = Capture()
-    _session(capture)
+    for tx in session[0].transactions(DEVICE):
+        capture.record(tx)
     path = tmp_path / "bad.h5"
     with h5py.File(path, "w") as f:
         capture.flush_to(f)

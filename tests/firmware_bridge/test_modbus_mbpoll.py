@@ -39,3 +39,15 @@ def test_mbpoll_reads_the_marker_and_a_32_bit_value(transport: str) -> None:
         assert marker == ["0x5375", "0x6E53", "0x0001", "0x0042"]  # SunS, model 1, L = 66
         assert hz == ["50012"]
     run(t())
+
+
+def test_mbpoll_writes_the_gpu_rack_power_cap() -> None:
+    map_name, signals = KINDS["gpu_rack"]
+    plant = SignalPlant({"rack": signals})
+
+    async def t() -> None:
+        async with emulated(plant, "rack", map_name) as e:
+            # WCap at 40074, W_SF = 1: 6000 is 60 kW (docs/gpu-rack-map.md)
+            await _mbpoll("-r", "40074", "-p", str(e.port), "127.0.0.1", "6000")
+    run(t())
+    assert plant.written["rack"] == [{"power_cap_w": 60_000.0}]

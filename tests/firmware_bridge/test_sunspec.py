@@ -291,3 +291,34 @@ def test_unknown_map_names_suggest_the_close_one() -> None:
         get_map("sunspec_metre")
     with pytest.raises(ConfigError, match="unexpected keyword"):
         get_map("sunspec_meter", rating_kw=5)
+
+
+def test_meters_reporting_export_positive_are_flipped_into_our_sign() -> None:
+    flipped = get_map("sunspec_meter", import_positive=False)
+    layout = flipped.layout()
+    image = flipped.encode({"p_w": 12_000.0, "e_import_wh": 5.0e6}, layout)
+    w = image[layout.address(203, "W") - layout.base_address]
+    assert w == 0x10000 - 1200  # the meter says -12 kW at W_SF = 1...
+    assert flipped.decode(image, layout)["p_w"] == 12_000.0  # ...which is import for us
+    assert get_map("sunspec_meter").decode(image, layout)["p_w"] == -12_000.0
+
+
+def test_the_documented_addresses_are_the_generated_ones(repo: Path) -> None:
+    """docs/register-maps.md and docs/gpu-rack-map.md quote addresses; they must not drift."""
+    import re
+
+    checked = 0
+    text = (repo / "docs" / "register-maps.md").read_text()
+    for section in text.split("\n### ")[1:]:
+        name = section.split("`")[1]
+        layout = get_map(name).layout()
+        for model, point, address in re.findall(r"\| `\w+` \| (\d+)\.(\w+)[^|]*\| (\d+) \|",
+                                                section):
+            assert layout.address(int(model), point) == int(address), (name, model, point)
+            checked += 1
+    gpu = get_map("gpu_rack").layout()
+    for address, point in re.findall(r"^\| (\d+)(?:-\d+)? \| (\w+) \|",
+                                     (repo / "docs" / "gpu-rack-map.md").read_text(), re.M):
+        assert gpu.address(64901, point) == int(address), point
+        checked += 1
+    assert checked >= 30

@@ -232,6 +232,9 @@ class ReplaySource:
             image[at:at + count] = tx.response
         return answer
 
+    def writable(self, address: int, count: int) -> bool:
+        return True  # what the recorded device said to a write is replayed by on_write
+
     def on_write(self, function_code: int, address: int, values: list[int],
                  image: list[int]) -> int | None:
         tx = self._next(function_code, address, len(values))

@@ -114,6 +114,7 @@ class ModbusDevice(Device):
         self._implemented: tuple[str, ...] | None = None
         self._next_attempt = 0.0
         self._wait = self.backoff_s
+        self._lock: asyncio.Lock | None = None
         self._abort: asyncio.Future | None = None
         self._request: tuple[int, int] = (0, 0)  # function code, register count in flight
         self._received = b""
@@ -156,6 +157,7 @@ class ModbusDevice(Device):
     async def open(self) -> None:
         """Connect, scan the SunSpec models, and read once to learn what is implemented."""
         self._open = True
+        self._lock = asyncio.Lock()
         self._next_attempt = 0.0
         self._wait = self.backoff_s
         reading = await self.read()
@@ -283,13 +285,39 @@ class ModbusDevice(Device):
 
     async def _transact(self, function_code: int, address: int, count: int,
                         values: list[int] | None = None) -> list[int]:
-        """One request; returns the registers read (nothing for writes) or raises typed."""
+        """One request; returns the registers read (nothing for writes) or raises typed.
+
+        One transaction at a time per device (RTU allows no other; the hooks below watch
+        the one in flight); each is recorded in the capture, whatever its outcome.
+        """
+        assert self._lock is not None
+        async with self._lock:
+            sent, t0 = time.time(), time.perf_counter()
+            status, code, registers = Status.OK, 0, []
+            try:
+                registers = await self._exchange(function_code, address, count, values)
+            except DeviceError as exc:
+                status, code = _status(exc)
+                if status in (Status.TIMEOUT, Status.FRAME_ERROR):
+                    self._after_timeout()
+                elif status == Status.DISCONNECTED and self._client is not None:
+                    self._client.close()
+                raise
+            finally:
+                if self.capture is not None:
+                    self.capture.record(Transaction(
+                        sent, self.name, function_code, address, count, tuple(values or ()),
+                        tuple(registers), status, code, time.perf_counter() - t0))
+            return registers
+
+    async def _exchange(self, function_code: int, address: int, count: int,
+                        values: list[int] | None) -> list[int]:
+        """Send one request and wait for its answer, a lost connection or a bad frame."""
         client = self._client
         if client is None or not client.connected:
             raise DeviceDisconnected(f"{self.name}: not connected to {self.where}")
         await self._before_request()
-        loop = asyncio.get_running_loop()
-        self._abort = abort = loop.create_future()
+        self._abort = abort = asyncio.get_running_loop().create_future()
         self._request = (function_code, count)
         self._received = b""
         if function_code == 3:
@@ -300,50 +328,24 @@ class ModbusDevice(Device):
         else:
             assert values is not None
             call = client.write_registers(address, values, device_id=self.unit)
-        sent = time.time()
-        t0 = time.perf_counter()
         task = asyncio.ensure_future(call)
-        status, code, registers = Status.OK, 0, []
         try:
+            # pymodbus times the request out itself; the outer bound only guards against a hang
             await asyncio.wait((task, abort), timeout=2 * self.timeout_s + 1.0,
                                return_when=asyncio.FIRST_COMPLETED)
             if abort.done():
                 raise abort.exception()  # type: ignore[misc]
             if not task.done():
                 raise DeviceTimeout(f"{self.name}: no answer from {self.where}")
-            registers = self._registers(task.result(), function_code, address, count)
+            return self._registers(task.result(), function_code, address, count)
         except ModbusIOException as exc:
-            status = Status.FRAME_ERROR if self._received else Status.TIMEOUT
             raise self._io_error(exc, function_code, address, count) from None
         except ConnectionException:
-            status = Status.DISCONNECTED
             raise DeviceDisconnected(f"{self.name}: connection to {self.where} lost") from None
-        except ExceptionResponse as exc:
-            status, code = Status.EXCEPTION, exc.code
-            raise
-        except DeviceDisconnected:
-            status = Status.DISCONNECTED
-            raise
-        except FrameError:
-            status = Status.FRAME_ERROR
-            raise
-        except DeviceTimeout:
-            status = Status.TIMEOUT
-            raise
         finally:
             self._abort = None
-            if not task.done():
-                task.cancel()
+            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            if status in (Status.TIMEOUT, Status.FRAME_ERROR):
-                self._after_timeout()
-            if status == Status.DISCONNECTED and self._client is not None:
-                self._client.close()
-            if self.capture is not None:
-                self.capture.record(Transaction(
-                    sent, self.name, function_code, address, count, tuple(values or ()),
-                    tuple(registers), status, code, time.perf_counter() - t0))
-        return registers
 
     def _registers(self, response: Any, function_code: int, address: int,
                    count: int) -> list[int]:
@@ -490,6 +492,17 @@ class ModbusRtuDevice(ModbusDevice):
     def _check_answer(self, received: bytes) -> str | None:
         function_code, count = self._request
         return check_rtu_answer(received, self.unit, function_code, count)
+
+
+def _status(exc: DeviceError) -> tuple[Status, int]:
+    """How a failed transaction is recorded in a capture: status and exception code."""
+    if isinstance(exc, ExceptionResponse):
+        return Status.EXCEPTION, exc.code
+    if isinstance(exc, DeviceTimeout):
+        return Status.TIMEOUT, 0
+    if isinstance(exc, DeviceDisconnected):
+        return Status.DISCONNECTED, 0
+    return Status.FRAME_ERROR, 0
 
 
 def check_rtu_answer(frame: bytes, unit: int, function_code: int, count: int) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol, Self
 
 from pymodbus.constants import ExcCodes
@@ -47,6 +47,9 @@ class RegisterSource(Protocol):
     def on_read(self, function_code: int, address: int, count: int,
                 image: list[int]) -> int | None:
         """Bring ``image`` up to date for a read of ``[address, address + count)``."""
+
+    def writable(self, address: int, count: int) -> bool:
+        """Whether a client may write ``[address, address + count)``."""
 
     def on_write(self, function_code: int, address: int, values: list[int],
                  image: list[int]) -> int | None:
@@ -229,18 +232,24 @@ class ModbusEmulator:
 
     async def _reboot(self, down_s: float) -> None:
         """Drop every connection, stay down ``down_s`` seconds (wall clock), come back."""
-        if self.transport == "tcp":
-            if self._server is not None:
-                await self._server.shutdown()
-                self._server = None
-            await asyncio.sleep(down_s)
-            await self._serve()
-        else:  # a serial device cannot hang up: it is silent while it reboots
-            self._down_until = time.monotonic() + down_s
-            await asyncio.sleep(down_s)
-        self._reboot_task = None
-        if self.on_event is not None:
-            self.on_event("fault.reconnect", f"{self.name}: back after {down_s:g} s")
+        try:
+            if self.transport == "tcp":
+                if self._server is not None:
+                    await self._server.shutdown()
+                    self._server = None
+                await asyncio.sleep(down_s)
+                await self._serve()
+            else:  # a serial device cannot hang up: it is silent while it reboots
+                self._down_until = time.monotonic() + down_s
+                await asyncio.sleep(down_s)
+        except ConfigError as exc:  # the port was taken while the device was down
+            if self.on_event is not None:
+                self.on_event("emulator.error", str(exc))
+        else:
+            if self.on_event is not None:
+                self.on_event("fault.reconnect", f"{self.name}: back after {down_s:g} s")
+        finally:
+            self._reboot_task = None
 
     # ------------------------------------------------------------------ serving
 
@@ -270,13 +279,16 @@ class ModbusEmulator:
         offset = address - start
         if write:
             written = [int(v) for v in values]  # type: ignore[union-attr]
-            if not self._writable(address, count):
+            if not self.source.writable(address, count):
                 return ExcCodes.ILLEGAL_ADDRESS
+            before = self._image[offset:offset + count]
             if hit.drop_write:
-                values[:] = registers[offset:offset + count]  # type: ignore[index]
+                values[:] = before  # type: ignore[index]
                 return None
             self._image[offset:offset + count] = written
             answer = self.source.on_write(function_code, address, written, self._image)
+            if answer is not None:  # refused: the registers keep what they held
+                self._image[offset:offset + count] = before
         else:
             answer = (None if hit.frozen else
                       self.source.on_read(function_code, address, count, self._image))
@@ -296,10 +308,6 @@ class ModbusEmulator:
             await asyncio.sleep(delay_s)
         finally:
             self._sleeping.discard(task)
-
-    def _writable(self, address: int, count: int) -> bool:
-        check: Callable[[int, int], bool] | None = getattr(self.source, "writable", None)
-        return True if check is None else check(address, count)
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         """Last hook before the wire: drop an answer or spoil its CRC, as the faults say."""

@@ -318,7 +318,7 @@ def test_the_documented_addresses_are_the_generated_ones(repo: Path) -> None:
             checked += 1
     gpu = get_map("gpu_rack").layout()
     for address, point in re.findall(r"^\| (\d+)(?:-\d+)? \| (\w+) \|",
-                                     (repo / "docs" / "gpu-rack-map.md").read_text(), re.M):
+                                     (repo / "docs" / "gpu-rack-map.md").read_text(), re.MULTILINE):
         assert gpu.address(64901, point) == int(address), point
         checked += 1
     assert checked >= 30

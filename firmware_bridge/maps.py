@@ -64,7 +64,8 @@ class Control:
     """A setpoint written to a point, with the points that enable it written alongside.
 
     ``enable`` holds ``(point, raw value)`` pairs (``WSetEna = 1``); ``released`` is the
-    setpoint the device applies when a client clears the first enable point (None: keep).
+    setpoint the device applies when a write leaves an enable point without its enabling
+    value (None: the plant keeps its setpoint).
     """
 
     setpoint: str
@@ -118,8 +119,8 @@ class RegisterMap:
         values = dict(self.constants)
         values.update({(1, k): v for k, v in (identity or {}).items()})
         for (model, name), raw in values.items():
-            _put(image, layout, model, model_layout(model).point(name), encode_value(
-                model_layout(model).point(name), raw))
+            point = model_layout(model).point(name)
+            _put(image, layout, model, point, encode_value(point, raw))
         return image
 
     def encode_into(self, image: list[int], layout: DeviceLayout,

@@ -55,6 +55,7 @@ def backend_class(name: str) -> type[Device]:
     return cls
 
 
-def open_device(name: str, **config: Any) -> Device:
-    """Build (not yet open) a device of back-end ``name`` from its configuration."""
+def open_device(name: str, /, **config: Any) -> Device:
+    """Build (not yet open) a device of back-end ``name`` from its configuration (which may
+    hold a ``name`` of its own: the device's)."""
     return backend_class(name)(**config)

@@ -1,0 +1,540 @@
+"""The ``modbus_tcp`` and ``modbus_rtu`` back-ends: SunSpec devices through pymodbus clients.
+
+On :meth:`~ModbusDevice.open` the device is scanned as any SunSpec client does (the ``SunS``
+marker at the base address, then the chain of ``[ID, L]`` headers), so the model addresses
+come from the device, not from an assumption.  A read then fetches the few register spans
+its register map needs (:meth:`firmware_bridge.maps.RegisterMap.read_spans`, at most 125
+registers each), decodes them with the device's own scale factors, and returns a
+:class:`~firmware_bridge.device.Reading` with the round-trip time of the whole read.  Writes
+go out with function code 16, or 6 for a single register.
+
+Errors are typed: no answer -> :class:`DeviceTimeout`; an exception response ->
+:class:`ExceptionResponse` with its code; a corrupt or truncated RTU answer ->
+:class:`FrameError`; a lost or refused connection -> :class:`DeviceDisconnected`.  A lost
+device is reconnected (and rescanned) on the next read or write, with an exponential
+back-off between failed attempts, so a dead device costs the others nothing.
+
+Stale values: with ``stale_after_s`` set, a reading whose registers are bit-identical to the
+previous ones for longer than that is flagged ``Quality.STALE`` (values are still returned).
+Enable it for devices with a value that always moves (an energy counter, a frequency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.framer import FramerRTU
+
+from firmware_bridge.capture import Capture, Status, Transaction
+from firmware_bridge.device import Device, Quality, Reading
+from firmware_bridge.errors import (
+    ConfigError,
+    DeviceDisconnected,
+    DeviceError,
+    DeviceTimeout,
+    ExceptionResponse,
+    FrameError,
+)
+from firmware_bridge.maps import RegisterMap, get_map
+from firmware_bridge.sunspec import (
+    DEFAULT_BASE_ADDRESS,
+    END_MODEL_ID,
+    MAX_READ_REGISTERS,
+    SUNS_MARKER,
+    DeviceLayout,
+    model_layout,
+    parse_header,
+)
+
+#: a scan gives up after this many models (a device answering garbage never ends its chain)
+_MAX_MODELS = 64
+
+
+class ModbusDevice(Device):
+    """What the TCP and RTU back-ends share: scan, block reads, writes, errors, reconnects.
+
+    Parameters
+    ----------
+    unit : int
+        Modbus unit id (1-247).
+    map : str or RegisterMap
+        Register map name (``sunspec_inverter``, ``sunspec_battery``, ``sunspec_meter``,
+        ``gpu_rack``) or a map.
+    timeout_s : float
+        Deadline of one transaction. [s]
+    base_address : int
+        Where the ``SunS`` marker sits (0-based). [register]
+    name : str
+        Device name in errors and captures.
+    stale_after_s : float or None
+        Flag readings STALE after this long without any register changing. [s]
+    capture : Capture or None
+        Records every transaction.
+    backoff_s, backoff_max_s : float
+        First and largest wait between failed reconnection attempts. [s]
+    """
+
+    def __init__(self, *, unit: int = 1, map: str | RegisterMap = "sunspec_inverter",
+                 timeout_s: float = 0.5, base_address: int = DEFAULT_BASE_ADDRESS,
+                 name: str = "", stale_after_s: float | None = None,
+                 capture: Capture | None = None, backoff_s: float = 0.1,
+                 backoff_max_s: float = 5.0) -> None:
+        super().__init__(name)
+        if not 1 <= int(unit) <= 247:
+            raise ConfigError(f"{self.name}: unit id must be 1..247, got {unit}")
+        if not timeout_s > 0:
+            raise ConfigError(f"{self.name}: timeout_s must be > 0, got {timeout_s}")
+        if not 0 <= int(base_address) <= 0xFFFF - 4:
+            raise ConfigError(f"{self.name}: base_address {base_address} is outside 0..65531")
+        if not 0 < backoff_s <= backoff_max_s:
+            raise ConfigError(f"{self.name}: need 0 < backoff_s <= backoff_max_s, got "
+                              f"{backoff_s} and {backoff_max_s}")
+        self.unit = int(unit)
+        self.map = get_map(map)
+        self.timeout_s = float(timeout_s)
+        self.base_address = int(base_address)
+        self.stale_after_s = stale_after_s
+        self.capture = capture
+        if capture is not None:
+            capture.add_device(self.name)
+        self.backoff_s = float(backoff_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._open = False
+        self._layout: DeviceLayout | None = None
+        self._spans: list[tuple[int, int]] = []
+        self._image: list[int] = []
+        self._implemented: tuple[str, ...] | None = None
+        self._next_attempt = 0.0
+        self._wait = self.backoff_s
+        self._lock: asyncio.Lock | None = None
+        self._abort: asyncio.Future | None = None
+        self._request: tuple[int, int] = (0, 0)  # function code, register count in flight
+        self._received = b""
+        self._last_image: list[int] | None = None
+        self._unchanged_since = 0.0
+
+    # ------------------------------------------------------------------ transport hooks
+
+    @abstractmethod
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        """A pymodbus client with no retries, no automatic reconnect, and our trace hooks."""
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """The device's address, for messages."""
+
+    def _after_timeout(self) -> None:
+        """Called after a transaction timed out (a late answer must not be taken as the
+        answer to the next request)."""
+
+    async def _before_request(self) -> None:
+        """Called before each request is sent."""
+
+    def _check_answer(self, received: bytes) -> str | None:
+        """What is wrong with the bytes received so far, if the transport can tell."""
+        return None
+
+    # ------------------------------------------------------------------ Device
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """The map's signals that the device implements (all of them before :meth:`open`)."""
+        return self._implemented if self._implemented is not None else self.map.signals
+
+    @property
+    def setpoints(self) -> tuple[str, ...]:
+        return self.map.setpoints
+
+    async def open(self) -> None:
+        """Connect, scan the SunSpec models, and read once to learn what is implemented."""
+        self._open = True
+        self._lock = asyncio.Lock()
+        self._next_attempt = 0.0
+        self._wait = self.backoff_s
+        reading = await self.read()
+        self._implemented = tuple(n for n in self.map.signals if n in reading.values)
+
+    async def close(self) -> None:
+        self._open = False
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._layout = None
+        self._last_image = None
+
+    async def read(self) -> Reading:
+        await self._ready()
+        assert self._layout is not None
+        t0 = time.perf_counter()
+        for address, count in self._spans:
+            at = address - self._layout.base_address
+            self._image[at:at + count] = await self._transact(3, address, count)
+        rtt = time.perf_counter() - t0
+        values = self.map.decode(self._image, self._layout)
+        return Reading(values, time.time(), self._staleness(), rtt)
+
+    async def write(self, setpoints: Mapping[str, float]) -> None:
+        unknown = [n for n in setpoints if n not in self.map.setpoints]
+        if unknown:
+            raise ConfigError(f"{self.name}: cannot write {', '.join(unknown)}; writable: "
+                              f"{', '.join(self.map.setpoints) or 'nothing'}")
+        await self._ready()
+        assert self._layout is not None
+        for address, values in self.map.control_writes(setpoints, self._image, self._layout):
+            if len(values) == 1:
+                await self._transact(6, address, 1, values)
+            else:
+                await self._transact(16, address, len(values), values)
+
+    async def read_registers(self, address: int, count: int) -> list[int]:
+        """Holding registers ``[address, address + count)``, in reads of at most 125."""
+        await self._ready()
+        out: list[int] = []
+        while count > 0:
+            n = min(count, MAX_READ_REGISTERS)
+            out += await self._transact(3, address, n)
+            address += n
+            count -= n
+        return out
+
+    # ------------------------------------------------------------------ connection
+
+    async def _ready(self) -> None:
+        """Connect and scan if needed; after a failed connection, wait out the back-off."""
+        if not self._open:
+            raise DeviceDisconnected(f"{self.name}: device is not open")
+        if self._client is not None and self._client.connected and self._layout is not None:
+            return
+        now = time.monotonic()
+        if now < self._next_attempt:
+            raise DeviceDisconnected(f"{self.name}: disconnected from {self.where}; next "
+                                     f"attempt in {self._next_attempt - now:.2f} s")
+        try:
+            if self._client is None:
+                self._client = self._make_client()
+            if not self._client.connected and not await self._client.connect():
+                raise DeviceDisconnected(f"{self.name}: cannot connect to {self.where}")
+            self._layout = await self._scan()
+        except DeviceDisconnected:
+            self._layout = None
+            self._next_attempt = time.monotonic() + self._wait
+            self._wait = min(2 * self._wait, self.backoff_max_s)
+            raise
+        except DeviceError:  # reachable but not answering well: no back-off needed
+            self._layout = None
+            raise
+        self._wait = self.backoff_s
+        self._spans = self.map.read_spans(self._layout)
+        self._image = [0] * self._layout.size
+
+    async def _scan(self) -> DeviceLayout:
+        """Walk the device's SunSpec model chain from the base address."""
+        marker = await self._transact(3, self.base_address, 2)
+        if tuple(marker) != SUNS_MARKER:
+            raise FrameError(f"{self.name}: no SunSpec marker at {self.base_address} on "
+                             f"{self.where} (read {marker[0]:#06x} {marker[1]:#06x})")
+        models: dict[int, int] = {}
+        lengths: dict[int, int] = {}
+        address = self.base_address + 2
+        for _ in range(_MAX_MODELS):
+            model_id, length = parse_header(await self._transact(3, address, 2))
+            if model_id == END_MODEL_ID:
+                break
+            if model_id not in models:  # the first instance of a repeated model is ours
+                models[model_id], lengths[model_id] = address, length
+            address += length + 2
+            if address > 0xFFFF:
+                raise FrameError(f"{self.name}: SunSpec model chain runs past register 65535")
+        else:
+            raise FrameError(f"{self.name}: no end model after {_MAX_MODELS} models")
+        for model_id in self.map.models:
+            if model_id not in models:
+                raise DeviceError(f"{self.name}: device at {self.where} has no SunSpec model "
+                                  f"{model_id} (has {', '.join(map(str, models))}); map "
+                                  f"{self.map.name} needs it")
+            if lengths[model_id] < model_layout(model_id).length:
+                raise DeviceError(f"{self.name}: model {model_id} is {lengths[model_id]} "
+                                  f"registers long, {model_layout(model_id).length} expected")
+        return DeviceLayout(self.base_address, models, address + 2)
+
+    def _on_connection(self, connected: bool) -> None:
+        """pymodbus's trace_connect: a connection lost by the peer fails the request now."""
+        if not connected and self._abort is not None and not self._abort.done():
+            self._abort.set_exception(DeviceDisconnected(
+                f"{self.name}: connection to {self.where} lost"))
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus's trace_packet: watch what arrives for a corrupt answer."""
+        if not sending:
+            self._received = data
+            problem = self._check_answer(data)
+            if problem and self._abort is not None and not self._abort.done():
+                self._abort.set_exception(FrameError(f"{self.name}: {problem}"))
+        return data
+
+    # ------------------------------------------------------------------ transactions
+
+    async def _transact(self, function_code: int, address: int, count: int,
+                        values: list[int] | None = None) -> list[int]:
+        """One request; returns the registers read (nothing for writes) or raises typed.
+
+        One transaction at a time per device (RTU allows no other; the hooks below watch
+        the one in flight); each is recorded in the capture, whatever its outcome.
+        """
+        assert self._lock is not None
+        async with self._lock:
+            sent, t0 = time.time(), time.perf_counter()
+            status, code, registers = Status.OK, 0, []
+            try:
+                registers = await self._exchange(function_code, address, count, values)
+            except DeviceError as exc:
+                status, code = _status(exc)
+                if status in (Status.TIMEOUT, Status.FRAME_ERROR):
+                    self._after_timeout()
+                elif status == Status.DISCONNECTED and self._client is not None:
+                    self._client.close()
+                raise
+            finally:
+                if self.capture is not None:
+                    self.capture.record(Transaction(
+                        sent, self.name, function_code, address, count, tuple(values or ()),
+                        tuple(registers), status, code, time.perf_counter() - t0))
+            return registers
+
+    async def _exchange(self, function_code: int, address: int, count: int,
+                        values: list[int] | None) -> list[int]:
+        """Send one request and wait for its answer, a lost connection or a bad frame."""
+        client = self._client
+        if client is None or not client.connected:
+            raise DeviceDisconnected(f"{self.name}: not connected to {self.where}")
+        await self._before_request()
+        self._abort = abort = asyncio.get_running_loop().create_future()
+        self._request = (function_code, count)
+        self._received = b""
+        if function_code == 3:
+            call = client.read_holding_registers(address, count=count, device_id=self.unit)
+        elif function_code == 6:
+            assert values is not None
+            call = client.write_register(address, values[0], device_id=self.unit)
+        else:
+            assert values is not None
+            call = client.write_registers(address, values, device_id=self.unit)
+        task = asyncio.ensure_future(call)
+        try:
+            # pymodbus times the request out itself; the outer bound only guards against a hang
+            await asyncio.wait((task, abort), timeout=2 * self.timeout_s + 1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if abort.done():
+                raise abort.exception()  # type: ignore[misc]
+            if not task.done():
+                raise DeviceTimeout(f"{self.name}: no answer from {self.where}")
+            return self._registers(task.result(), function_code, address, count)
+        except ModbusIOException as exc:
+            raise self._io_error(exc, function_code, address, count) from None
+        except ConnectionException:
+            raise DeviceDisconnected(f"{self.name}: connection to {self.where} lost") from None
+        finally:
+            self._abort = None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _registers(self, response: Any, function_code: int, address: int,
+                   count: int) -> list[int]:
+        """The registers of a response, checked against the request."""
+        what = f"FC{function_code} at {address}+{count}"
+        if response.isError():
+            code = int(response.exception_code)
+            label = ExcCodes(code).name if code in ExcCodes._value2member_map_ else "unknown"
+            raise ExceptionResponse(code, f"{self.name}: exception {code:#04x} ({label}) "
+                                          f"to {what}")
+        if function_code != 3:
+            return []
+        registers = list(response.registers)
+        if len(registers) != count:
+            raise FrameError(f"{self.name}: {len(registers)} registers in the answer to "
+                             f"{what}")
+        return registers
+
+    def _io_error(self, exc: ModbusIOException, function_code: int, address: int,
+                  count: int) -> DeviceError:
+        what = f"FC{function_code} at {address}+{count}"
+        if self._received:
+            return FrameError(f"{self.name}: garbled or truncated answer to {what} "
+                              f"({len(self._received)} bytes: {self._received[:16].hex()})")
+        if "No response" in str(exc):
+            return DeviceTimeout(f"{self.name}: no answer from {self.where} to {what} "
+                                 f"within {self.timeout_s:g} s")
+        return FrameError(f"{self.name}: bad answer to {what}: {exc}")
+
+    def _staleness(self) -> Quality:
+        """STALE when no register changed for longer than ``stale_after_s``."""
+        now = time.monotonic()
+        if self._image != self._last_image:
+            self._last_image = list(self._image)
+            self._unchanged_since = now
+            return Quality.OK
+        if self.stale_after_s is not None and now - self._unchanged_since > self.stale_after_s:
+            return Quality.STALE
+        return Quality.OK
+
+
+class ModbusTcpDevice(ModbusDevice):
+    """A SunSpec device on Modbus TCP (``modbus_tcp``).
+
+    Parameters
+    ----------
+    host : str
+    port : int
+    **kwargs
+        See :class:`ModbusDevice`: ``unit``, ``map``, ``timeout_s``, ``base_address``,
+        ``name``, ``stale_after_s``, ``capture``, ``backoff_s``, ``backoff_max_s``.
+    """
+
+    backend = "modbus_tcp"
+
+    def __init__(self, host: str, port: int = 502, **kwargs: Any) -> None:
+        if not 0 < int(port) < 65536:
+            raise ConfigError(f"modbus_tcp {host}: port must be 1..65535, got {port}")
+        self.host = host
+        self.port = int(port)
+        kwargs.setdefault("name", f"modbus_tcp:{host}:{port}/{kwargs.get('unit', 1)}")
+        super().__init__(**kwargs)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _make_client(self) -> AsyncModbusTcpClient:
+        return AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s,
+                                    retries=0, reconnect_delay=0, name=self.name,
+                                    trace_connect=self._on_connection)
+
+    def _after_timeout(self) -> None:
+        # a late answer would carry an old transaction id: start a fresh connection instead
+        if self._client is not None:
+            self._client.close()
+
+
+#: line settings an RTU device may use
+BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+class ModbusRtuDevice(ModbusDevice):
+    """A SunSpec device on Modbus RTU over a serial line (``modbus_rtu``), via pyserial.
+
+    Parameters
+    ----------
+    port : str
+        Serial device (``/dev/ttyUSB0``, a pseudo-terminal).
+    baudrate : int
+        One of :data:`BAUDRATES`. [bit/s]
+    parity : str
+        ``"N"``, ``"E"`` or ``"O"``.
+    bytesize, stopbits : int
+        7 or 8 data bits; 1 or 2 stop bits.
+    **kwargs
+        See :class:`ModbusDevice`.
+    """
+
+    backend = "modbus_rtu"
+
+    def __init__(self, port: str, baudrate: int = 19200, parity: str = "N",
+                 bytesize: int = 8, stopbits: int = 1, **kwargs: Any) -> None:
+        where = f"modbus_rtu {port}"
+        if baudrate not in BAUDRATES:
+            raise ConfigError(f"{where}: baudrate {baudrate} is not one of "
+                              f"{', '.join(map(str, BAUDRATES))}")
+        if parity not in ("N", "E", "O"):
+            raise ConfigError(f"{where}: parity must be 'N', 'E' or 'O', got {parity!r}")
+        if bytesize not in (7, 8):
+            raise ConfigError(f"{where}: bytesize must be 7 or 8, got {bytesize}")
+        if stopbits not in (1, 2):
+            raise ConfigError(f"{where}: stopbits must be 1 or 2, got {stopbits}")
+        self.port = port
+        self.baudrate = baudrate
+        self.parity = parity
+        self.bytesize = bytesize
+        self.stopbits = stopbits
+        self._quiet_until = 0.0
+        kwargs.setdefault("name", f"modbus_rtu:{port}/{kwargs.get('unit', 1)}")
+        super().__init__(**kwargs)
+
+    @property
+    def where(self) -> str:
+        return f"{self.port} ({self.baudrate} {self.bytesize}{self.parity}{self.stopbits})"
+
+    def _make_client(self) -> AsyncModbusSerialClient:
+        return AsyncModbusSerialClient(self.port, baudrate=self.baudrate, parity=self.parity,
+                                       bytesize=self.bytesize, stopbits=self.stopbits,
+                                       timeout=self.timeout_s, retries=0, reconnect_delay=0,
+                                       name=self.name, trace_packet=self._on_packet,
+                                       trace_connect=self._on_connection)
+
+    def _after_timeout(self) -> None:
+        # RTU has no transaction ids: keep the line quiet long enough for a late answer to
+        # arrive and be discarded before the next request goes out
+        self._quiet_until = time.monotonic() + self.timeout_s
+
+    async def _before_request(self) -> None:
+        wait = self._quiet_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _check_answer(self, received: bytes) -> str | None:
+        function_code, count = self._request
+        return check_rtu_answer(received, self.unit, function_code, count)
+
+
+def _status(exc: DeviceError) -> tuple[Status, int]:
+    """How a failed transaction is recorded in a capture: status and exception code."""
+    if isinstance(exc, ExceptionResponse):
+        return Status.EXCEPTION, exc.code
+    if isinstance(exc, DeviceTimeout):
+        return Status.TIMEOUT, 0
+    if isinstance(exc, DeviceDisconnected):
+        return Status.DISCONNECTED, 0
+    return Status.FRAME_ERROR, 0
+
+
+def check_rtu_answer(frame: bytes, unit: int, function_code: int, count: int) -> str | None:
+    """What is wrong with the RTU answer received so far, or None (fine, or incomplete).
+
+    Parameters
+    ----------
+    frame : bytes
+        Bytes received since the request went out.
+    unit, function_code, count : int
+        The request's unit id, function code and register count.
+    """
+    if not frame:
+        return None
+    if frame[0] != unit:
+        return f"answer from unit {frame[0]}, expected {unit}"
+    if len(frame) < 3:
+        return None
+    if frame[1] == function_code | 0x80:
+        size = 5
+    elif frame[1] != function_code:
+        return f"answer has function code {frame[1]}, expected {function_code}"
+    elif function_code in (3, 4):
+        if frame[2] != 2 * count:
+            return f"answer carries {frame[2]} bytes of registers, expected {2 * count}"
+        size = 5 + 2 * count
+    else:
+        size = 8
+    if len(frame) < size:
+        return None
+    expected = FramerRTU.compute_CRC(frame[:size - 2])
+    got = int.from_bytes(frame[size - 2:size], "big")
+    if got != expected:
+        return f"bad CRC {got:#06x} (expected {expected:#06x})"
+    return None

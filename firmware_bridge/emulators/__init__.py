@@ -1,0 +1,1 @@
+"""Emulated devices on real transports: Modbus servers on loopback and pseudo-terminals."""

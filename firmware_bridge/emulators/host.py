@@ -1,0 +1,166 @@
+"""Serve every emulated device of a set of plants, on the bench's clock or the wall clock.
+
+``gridloop emulate`` and the bench's ``emulated`` mode build an :class:`EmulatorHost` from a
+scenario: one :class:`~firmware_bridge.plant.Plant` per node and one :class:`DeviceSpec` per
+device.  Each device is a real server (:class:`ModbusEmulator`) answering from its plant.
+
+Clock: inside a bench run the bench calls :meth:`EmulatorHost.advance` every tick, so the
+plants follow the bench's clock (deterministic); standalone, :meth:`run_wallclock` advances
+them with the wall clock, ``speed`` times faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Self
+
+from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
+from firmware_bridge.errors import ConfigError
+from firmware_bridge.faults import EventSink, FaultCard
+from firmware_bridge.maps import get_map
+from firmware_bridge.plant import Plant
+from firmware_bridge.sunspec import DEFAULT_BASE_ADDRESS
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One emulated device: asset ``asset`` of node ``node``, behind register map ``map``.
+
+    ``port`` 0 takes ``port_base + index`` when the host has a port base, else a free port.
+    ``map_options`` are the map's ratings (``rating_w``, ``capacity_wh``...).
+    """
+
+    node: str
+    asset: str
+    map: str
+    transport: str = "tcp"
+    unit: int = 1
+    port: int = 0
+    baudrate: int = 19200
+    base_address: int = DEFAULT_BASE_ADDRESS
+    map_options: Mapping[str, float | bool] = field(default_factory=dict)
+    fault: FaultCard | None = None
+
+
+class EmulatorHost:
+    """The emulators of ``devices``, answering from ``plants`` (node name -> plant).
+
+    Parameters
+    ----------
+    plants : mapping of str to Plant
+    devices : sequence of DeviceSpec
+    host : str
+        Address TCP emulators bind to; loopback unless told otherwise.
+    port_base : int or None
+        First TCP port; device ``i`` without a port of its own listens on ``port_base + i``.
+    on_event : callable or None
+        ``on_event(kind, message)`` for faults and reboots.
+    """
+
+    def __init__(self, plants: Mapping[str, Plant], devices: Sequence[DeviceSpec], *,
+                 host: str = "127.0.0.1", port_base: int | None = None,
+                 on_event: EventSink | None = None) -> None:
+        self.plants = dict(plants)
+        self.host = host
+        self.specs = list(devices)
+        self.emulators: dict[tuple[str, str], ModbusEmulator] = {}
+        for i, spec in enumerate(self.specs):
+            where = f"device {spec.node}.{spec.asset}"
+            if spec.node not in self.plants:
+                raise ConfigError(f"{where}: no plant for node '{spec.node}' "
+                                  f"(nodes: {', '.join(self.plants) or 'none'})")
+            if (spec.node, spec.asset) in self.emulators:
+                raise ConfigError(f"{where}: listed twice")
+            regmap = get_map(spec.map, **spec.map_options)
+            layout = regmap.layout(spec.base_address)
+            name = f"{spec.node}/{spec.asset}"
+            try:
+                source = PlantSource(self.plants[spec.node], spec.asset, regmap, layout,
+                                     identity={"SN": f"{spec.node}.{spec.asset}",
+                                               "DA": spec.unit},
+                                     on_event=on_event)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            port = spec.port or (port_base + i if port_base is not None else 0)
+            self.emulators[(spec.node, spec.asset)] = ModbusEmulator(
+                source, unit=spec.unit, transport=spec.transport, host=host, port=port,
+                baudrate=spec.baudrate, fault=spec.fault, on_event=on_event, name=name)
+
+    async def start(self) -> None:
+        """Start every server; on a failure the ones already started are stopped."""
+        try:
+            for emulator in self.emulators.values():
+                await emulator.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop every server; safe to call twice."""
+        for emulator in self.emulators.values():
+            await emulator.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def describe(self) -> list[dict]:
+        """One JSON-ready dict per device, in spec order (``gridloop emulate --json``)."""
+        out = []
+        for spec in self.specs:
+            emulator = self.emulators[(spec.node, spec.asset)]
+            source = emulator.source
+            assert isinstance(source, PlantSource)
+            entry: dict = {"node": spec.node, "asset": spec.asset, "kind": source.map.kind,
+                           "map": source.map.name, "transport": spec.transport,
+                           "host": self.host, "unit": spec.unit,
+                           "base_address": spec.base_address,
+                           "models": list(source.map.models)}
+            if spec.transport == "tcp":
+                entry["port"] = emulator.port
+            else:
+                entry["serial_port"] = emulator.serial_port
+                entry["baudrate"] = spec.baudrate
+            out.append(entry)
+        return out
+
+    def set_fault(self, node: str, asset: str, card: FaultCard | None) -> None:
+        """Set (or clear, with None) the fault card of one device at run time."""
+        try:
+            emulator = self.emulators[(node, asset)]
+        except KeyError:
+            known = ", ".join(f"{n}.{a}" for n, a in self.emulators)
+            raise ConfigError(f"no emulated device {node}.{asset} (have {known})") from None
+        emulator.set_fault(card)
+
+    def advance(self, dt: float) -> None:
+        """Advance every plant by ``dt`` seconds (bench-clock mode). [s]"""
+        for plant in self.plants.values():
+            plant.advance(dt)
+
+    async def run_wallclock(self, speed: float = 1.0, tick_s: float = 0.05) -> None:
+        """Advance the plants with the wall clock, ``speed`` times faster, until cancelled
+        (``gridloop emulate`` runs it until SIGINT or SIGTERM).
+
+        Parameters
+        ----------
+        speed : float
+            Simulated seconds per wall-clock second.
+        tick_s : float
+            Wall-clock interval between advances. [s]
+        """
+        if speed <= 0 or tick_s <= 0:
+            raise ConfigError(f"run_wallclock: speed and tick_s must be > 0, got "
+                              f"{speed} and {tick_s}")
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            self.advance((now - last) * speed)
+            last = now

@@ -1,0 +1,324 @@
+"""One emulated Modbus device: a pymodbus server on loopback TCP or on a pseudo-terminal.
+
+The server holds no values of its own.  Every request goes to a :class:`RegisterSource`:
+:class:`PlantSource` pulls the plant's signals into the register image on each read and turns
+writes into plant setpoints through the device's register map; a replay source
+(:class:`firmware_bridge.capture.ReplaySource`) answers from a capture.  Function codes 3, 4
+(the same registers), 6 and 16; a read outside the image answers exception 02; a write to a
+read-only register answers exception 02.  Fault cards (:mod:`firmware_bridge.faults`) act
+on the transactions the server answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Protocol, Self
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerRTU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from firmware_bridge.emulators.ptylink import PtyLink
+from firmware_bridge.errors import BridgeError, ConfigError
+from firmware_bridge.faults import NO_FAULT, EventSink, FaultCard, FaultInjector
+from firmware_bridge.maps import RegisterMap
+from firmware_bridge.plant import Plant
+from firmware_bridge.sunspec import DeviceLayout
+
+#: a source's answer meaning "send nothing back" (a recorded timeout)
+NO_ANSWER = -1
+
+
+class RegisterSource(Protocol):
+    """What an emulator serves.  Answers are None (registers as they are in ``image``), a
+    Modbus exception code, or :data:`NO_ANSWER`."""
+
+    base_address: int
+
+    def image(self) -> list[int]:
+        """The register image at start, from :attr:`base_address` on."""
+
+    def now(self) -> float:
+        """The device clock fault schedules refer to. [s]"""
+
+    def on_read(self, function_code: int, address: int, count: int,
+                image: list[int]) -> int | None:
+        """Bring ``image`` up to date for a read of ``[address, address + count)``."""
+
+    def writable(self, address: int, count: int) -> bool:
+        """Whether a client may write ``[address, address + count)``."""
+
+    def on_write(self, function_code: int, address: int, values: list[int],
+                 image: list[int]) -> int | None:
+        """Act on a write; ``image`` already holds ``values``."""
+
+
+class PlantSource:
+    """Asset ``asset`` of ``plant`` seen through register map ``regmap``.
+
+    ``identity`` overrides model 1 points (``SN``, ``DA``).  A signal that the map cannot
+    encode (out of range for its scale factor) answers exception 04 and is reported through
+    ``on_event`` as ``emulator.error``.
+    """
+
+    def __init__(self, plant: Plant, asset: str, regmap: RegisterMap, layout: DeviceLayout,
+                 identity: Mapping[str, int | str] | None = None,
+                 on_event: EventSink | None = None) -> None:
+        if asset not in plant.assets:
+            raise ConfigError(f"plant has no asset '{asset}' (has {', '.join(plant.assets)})")
+        self.plant = plant
+        self.asset = asset
+        self.map = regmap
+        self.layout = layout
+        self.base_address = layout.base_address
+        self.identity = dict(identity or {})
+        self.on_event = on_event
+
+    def image(self) -> list[int]:
+        return self.map.blank(self.layout, self.identity)
+
+    def now(self) -> float:
+        return float(self.plant.t)
+
+    def on_read(self, function_code: int, address: int, count: int,
+                image: list[int]) -> int | None:
+        try:
+            self.map.encode_into(image, self.layout, self.plant.read(self.asset))
+        except BridgeError as exc:
+            if self.on_event is not None:
+                self.on_event("emulator.error", f"{self.asset}: {exc}")
+            return ExcCodes.DEVICE_FAILURE
+        return None
+
+    def on_write(self, function_code: int, address: int, values: list[int],
+                 image: list[int]) -> int | None:
+        setpoints = self.map.controls_written(image, self.layout, address, len(values))
+        if setpoints:
+            self.plant.write(self.asset, setpoints)
+        return None
+
+    def writable(self, address: int, count: int) -> bool:
+        return self.map.writable(self.layout, address, count)
+
+
+class ModbusEmulator:
+    """A Modbus server answering for one device.
+
+    Parameters
+    ----------
+    source : RegisterSource
+        What the device answers.
+    unit : int
+        Modbus unit id (1-247).
+    transport : str
+        ``"tcp"`` or ``"rtu"`` (over a pseudo-terminal pair made here).
+    host, port : str, int
+        TCP address; port 0 picks a free port.  Bind to loopback unless told otherwise.
+    baudrate, parity : int, str
+        RTU line settings the server opens its end with (a pty ignores them).
+    fault : FaultCard or None
+        Faults at start; :meth:`set_fault` changes them at run time.
+    on_event : callable or None
+        ``on_event(kind, message)`` for each injected fault and each reboot.
+    name : str
+        Device name in events (``node/asset``).
+    """
+
+    def __init__(self, source: RegisterSource, *, unit: int = 1, transport: str = "tcp",
+                 host: str = "127.0.0.1", port: int = 0, baudrate: int = 19200,
+                 parity: str = "N", fault: FaultCard | None = None,
+                 on_event: EventSink | None = None, name: str = "") -> None:
+        if transport not in ("tcp", "rtu"):
+            raise ConfigError(f"emulator {name}: transport must be 'tcp' or 'rtu', "
+                              f"got {transport!r}")
+        if not 1 <= int(unit) <= 247:
+            raise ConfigError(f"emulator {name}: unit id must be 1..247, got {unit}")
+        self.source = source
+        self.unit = int(unit)
+        self.transport = transport
+        self.host = host
+        self.port = int(port)
+        self.baudrate = int(baudrate)
+        self.parity = parity
+        self.on_event = on_event
+        self.name = name or f"unit {unit}"
+        self.transactions = 0
+        self._image = source.image()
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._link: PtyLink | None = None
+        self._drop_answer = False
+        self._corrupt_answer = False
+        self._down_until = 0.0
+        self._reboot_task: asyncio.Task | None = None
+        self._sleeping: set[asyncio.Task] = set()
+        self._injector: FaultInjector | None = None
+        self.set_fault(fault)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def serial_port(self) -> str | None:
+        """The pseudo-terminal a client opens (RTU only)."""
+        return self._link.client_path if self._link else None
+
+    async def start(self) -> None:
+        """Start serving; for TCP with port 0, :attr:`port` is the port bound."""
+        if self._server is not None:
+            return
+        if self.transport == "rtu" and self._link is None:
+            self._link = PtyLink()
+        await self._serve()
+
+    async def _serve(self) -> None:
+        device = SimDevice(self.unit, simdata=[SimData(self.source.base_address,
+                                                       values=list(self._image),
+                                                       datatype=DataType.REGISTERS)],
+                           action=self._action)
+        if self.transport == "tcp":
+            server: ModbusTcpServer | ModbusSerialServer = ModbusTcpServer(
+                device, address=(self.host, self.port), trace_packet=self._trace_packet)
+        else:
+            assert self._link is not None
+            server = ModbusSerialServer(device, port=self._link.device_path,
+                                        baudrate=self.baudrate, parity=self.parity,
+                                        trace_packet=self._trace_packet)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            await server.shutdown()
+            where = (f"{self.host}:{self.port}" if self.transport == "tcp"
+                     else self._link.device_path if self._link else "?")
+            raise ConfigError(f"emulator {self.name}: cannot listen on {where}: {exc}") from None
+        if self.transport == "tcp" and self.port == 0:
+            self.port = server.transport.sockets[0].getsockname()[1]
+        self._server = server
+
+    async def stop(self) -> None:
+        """Stop serving and release the port or pty; safe to call twice."""
+        pending = [*self._sleeping, *([self._reboot_task] if self._reboot_task else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._reboot_task = None
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ faults
+
+    def set_fault(self, card: FaultCard | None) -> None:
+        """Replace the device's fault card (None clears it); a new card may reboot again."""
+        if card is not None and card.corrupt_crc and self.transport != "rtu":
+            raise ConfigError(f"emulator {self.name}: corrupt_crc applies to RTU devices "
+                              f"only (this one is {self.transport})")
+        had_card = self._injector is not None
+        self._injector = (FaultInjector(card, self.name, self.source.now, self.on_event)
+                          if card is not None else None)
+        if self.on_event is not None and (card is not None or had_card):
+            self.on_event("fault.set", f"{self.name}: {card if card else 'cleared'}")
+
+    async def _reboot(self, down_s: float) -> None:
+        """Drop every connection, stay down ``down_s`` seconds (wall clock), come back."""
+        try:
+            if self.transport == "tcp":
+                if self._server is not None:
+                    await self._server.shutdown()
+                    self._server = None
+                await asyncio.sleep(down_s)
+                await self._serve()
+            else:  # a serial device cannot hang up: it is silent while it reboots
+                self._down_until = time.monotonic() + down_s
+                await asyncio.sleep(down_s)
+        except ConfigError as exc:  # the port was taken while the device was down
+            if self.on_event is not None:
+                self.on_event("emulator.error", str(exc))
+        else:
+            if self.on_event is not None:
+                self.on_event("fault.reconnect", f"{self.name}: back after {down_s:g} s")
+        finally:
+            self._reboot_task = None
+
+    # ------------------------------------------------------------------ serving
+
+    async def _action(self, function_code: int, start: int, address: int, count: int,
+                      registers: list[int], values: list[int] | list[bool] | None
+                      ) -> ExcCodes | None:
+        if values is None and function_code in (6, 16):
+            return None  # pymodbus reads the written registers back for the answer
+        write = values is not None
+        self.transactions += 1
+        if time.monotonic() < self._down_until:
+            self._drop_answer = True
+            return None
+        hit = (self._injector.draw(function_code, address, count, write)
+               if self._injector is not None else NO_FAULT)
+        if hit.delay_s:
+            await self._sleep(hit.delay_s)
+        if hit.reboot_s:
+            self._reboot_task = asyncio.create_task(self._reboot(hit.reboot_s))
+            self._drop_answer = True
+            return None
+        if hit.timeout:
+            self._drop_answer = True
+            return None
+        if hit.exception_code is not None:
+            return ExcCodes(hit.exception_code)
+        offset = address - start
+        if write:
+            written = [int(v) for v in values]  # type: ignore[union-attr]
+            if not self.source.writable(address, count):
+                return ExcCodes.ILLEGAL_ADDRESS
+            before = self._image[offset:offset + count]
+            if hit.drop_write:
+                values[:] = before  # type: ignore[index]
+                return None
+            self._image[offset:offset + count] = written
+            answer = self.source.on_write(function_code, address, written, self._image)
+            if answer is not None:  # refused: the registers keep what they held
+                self._image[offset:offset + count] = before
+        else:
+            answer = (None if hit.frozen else
+                      self.source.on_read(function_code, address, count, self._image))
+            registers[:len(self._image)] = self._image
+        if answer == NO_ANSWER:
+            self._drop_answer = True
+            return None
+        self._corrupt_answer = hit.corrupt_crc
+        return ExcCodes(answer) if answer is not None else None
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Sleep inside a request; :meth:`stop` cancels requests still sleeping."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._sleeping.add(task)
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            self._sleeping.discard(task)
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        """Last hook before the wire: drop an answer or spoil its CRC, as the faults say."""
+        if not sending:
+            return data
+        if self._drop_answer:
+            self._drop_answer = False
+            self._corrupt_answer = False
+            return b""
+        if self._corrupt_answer:
+            self._corrupt_answer = False
+            crc = FramerRTU.compute_CRC(data[:-2]) ^ 0xFFFF
+            return data[:-2] + crc.to_bytes(2, "big")
+        return data

@@ -298,31 +298,29 @@ class InverterParams:
 # scalar kernels (one formula each; the public functions below broadcast them over arrays)
 
 
-@numba.njit(cache=True)
-def _sandia_raw(v_dc, p_dc, c):
-    """The Sandia curve before clipping and night tare; ``c`` as SandiaInverter.coefficients."""
-    dv = v_dc - c[2]
-    a = c[1] * (1.0 + c[5] * dv)
-    b = c[3] * (1.0 + c[6] * dv)
-    cc = c[4] * (1.0 + c[7] * dv)
-    return (c[0] / (a - b) - cc * (a - b)) * (p_dc - b) + cc * (p_dc - b) ** 2
+@numba.njit(cache=True, error_model="numpy")
+def _sandia_terms(v_dc, paco, pdco, vdco, pso, c0, c1, c2, c3):
+    """``(B, K, C)`` of the Sandia curve at ``v_dc``: ``p_ac = K (p_dc - B) + C (p_dc - B)^2``.
+
+    ``B`` is the voltage-corrected start-up power ``Pso``, ``C`` the corrected ``C0``, and
+    ``K = Paco / (A - B) - C (A - B)`` with ``A`` the corrected ``Pdco``.
+    """
+    dv = v_dc - vdco
+    a = pdco * (1.0 + c1 * dv)
+    b = pso * (1.0 + c2 * dv)
+    cc = c0 * (1.0 + c3 * dv)
+    return b, paco / (a - b) - cc * (a - b), cc
 
 
-@numba.njit(cache=True)
-def _sandia_ac(v_dc, p_dc, c):
-    if p_dc < c[3]:
-        return -abs(c[8])
-    return min(c[0], _sandia_raw(v_dc, p_dc, c))
+@numba.njit(cache=True, error_model="numpy")
+def _sandia_curve(p_dc, b, k, cc):
+    """The Sandia curve before clipping and night tare."""
+    return k * (p_dc - b) + cc * (p_dc - b) ** 2
 
 
-@numba.njit(cache=True)
-def _sandia_dc(v_dc, p_ac, c):
-    """Invert the unclipped Sandia curve: the DC power that gives ``p_ac``."""
-    dv = v_dc - c[2]
-    a = c[1] * (1.0 + c[5] * dv)
-    b = c[3] * (1.0 + c[6] * dv)
-    cc = c[4] * (1.0 + c[7] * dv)
-    k = c[0] / (a - b) - cc * (a - b)
+@numba.njit(cache=True, error_model="numpy")
+def _sandia_inverse(p_ac, b, k, cc):
+    """The DC power at which the unclipped curve gives ``p_ac``."""
     disc = k * k + 4.0 * cc * p_ac
     if disc < 0.0:  # beyond the vertex of a downward parabola: the largest DC power
         return b - k / (2.0 * cc)
@@ -330,12 +328,26 @@ def _sandia_dc(v_dc, p_ac, c):
     return b + 2.0 * p_ac / (k + math.sqrt(disc))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
+def _sandia_ac(v_dc, p_dc, c):
+    if p_dc < c[3]:
+        return -abs(c[8])
+    b, k, cc = _sandia_terms(v_dc, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+    return min(c[0], _sandia_curve(p_dc, b, k, cc))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sandia_dc(v_dc, p_ac, c):
+    b, k, cc = _sandia_terms(v_dc, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+    return _sandia_inverse(p_ac, b, k, cc)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _converter_loss(p_ac, a, b, c):
     return a + b * abs(p_ac) + c * p_ac * p_ac
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _converter_ac(p_dc, a, b, c):
     """Invert ``p_dc = p_ac + a + b|p_ac| + c p_ac^2`` for ``p_ac``."""
     e = p_dc - a
@@ -346,7 +358,7 @@ def _converter_ac(p_dc, a, b, c):
     return 2.0 * e / (k + math.sqrt(disc))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _volt_var(v_pu, v1, v2, v3, v4, q1, q2, q3, q4):
     if v_pu <= v1:
         return q1
@@ -359,7 +371,7 @@ def _volt_var(v_pu, v1, v2, v3, v4, q1, q2, q3, q4):
     return q4
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _frequency_droop(f, p_pre, p_rated, p_avail, p_min, f_nom, db_of, db_uf, k_of, k_uf):
     if f > f_nom + db_of:
         p = p_pre - p_rated * (f - (f_nom + db_of)) / (f_nom * k_of)
@@ -370,7 +382,7 @@ def _frequency_droop(f, p_pre, p_rated, p_avail, p_min, f_nom, db_of, db_uf, k_o
     return p_pre
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _apparent_limit(p, q, s, q_priority):
     """Limit ``(p, q)`` to the circle of radius ``s``; returns ``(p, q, limited)``."""
     if p * p + q * q <= s * s:
@@ -386,7 +398,7 @@ def _apparent_limit(p, q, s, q_priority):
     return p, q, True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _broadcast_call(kind, x, y, c):
     """Evaluate scalar kernel ``kind`` elementwise (0: sandia ac, 1: sandia dc, 2: loss,
     3: converter ac, 4: volt-var)."""
@@ -575,52 +587,55 @@ def _pack(p: InverterParams) -> np.ndarray:
     return row
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(x, u, par, a, dt):
     """Held inputs ``w`` of every unit for one step (see the module docstring)."""
     n = x.shape[0]
     w = np.zeros((n, _NW))
     tol = 1e-9
     for i in range(n):
-        pr = par[i]
-        s = pr[_S]
-        pmax = min(pr[_PMAX], s)
-        sandia = pr[_MODEL] == 0.0
-        c = pr[_SANDIA:_SANDIA + 9]
+        s = par[i, _S]
+        pmax = min(par[i, _PMAX], s)
+        sandia = par[i, _MODEL] == 0.0
+        paco, pso, pnt = par[i, _SANDIA], par[i, _SANDIA + 3], abs(par[i, _SANDIA + 8])
         p_set, q_set, wlim = u[i, _UP], u[i, _UQ], u[i, _UWLIM]
         p_dc_av, v_dc, v_ac, f = u[i, _UPDC], u[i, _UVDC], u[i, _UVAC], u[i, _UF]
         # what the DC side offers, as AC power, and the bounds of the command
+        sb, sk, sc = 0.0, 1.0, 0.0
         if sandia:
-            night = p_dc_av < c[3]
-            avail = -abs(c[8]) if night else min(c[0], _sandia_raw(v_dc, p_dc_av, c))
+            sb, sk, sc = _sandia_terms(v_dc, paco, par[i, _SANDIA + 1], par[i, _SANDIA + 2], pso,
+                                       par[i, _SANDIA + 4], par[i, _SANDIA + 5], par[i, _SANDIA + 6],
+                                       par[i, _SANDIA + 7])
+            night = p_dc_av < pso
+            avail = -pnt if night else min(paco, _sandia_curve(p_dc_av, sb, sk, sc))
             lo = 0.0
         else:
             night = False
             avail = pmax
             lo = -pmax
         # references in this unit's mode
-        if pr[_MODE] == 0.0:
-            lim = min(max(wlim, 0.0), 100.0) * 0.01 * pr[_PMAX]
+        if par[i, _MODE] == 0.0:
+            lim = min(max(wlim, 0.0), 100.0) * 0.01 * par[i, _PMAX]
             p_ref = min(max(p_set, -lim), lim)
-            if pr[_FW_ON] != 0.0:
-                p_ref = _frequency_droop(f, p_ref, pr[_PMAX], avail, lo, pr[_FNOM],
-                                         pr[_DB_OF], pr[_DB_UF], pr[_K_OF], pr[_K_UF])
-            if pr[_VV_ON] != 0.0:
-                q_ref = s * _volt_var(v_ac / pr[_VNOM], pr[_VV], pr[_VV + 1], pr[_VV + 2],
-                                      pr[_VV + 3], pr[_VV + 4], pr[_VV + 5], pr[_VV + 6],
-                                      pr[_VV + 7])
+            if par[i, _FW_ON] != 0.0:
+                p_ref = _frequency_droop(f, p_ref, par[i, _PMAX], avail, lo, par[i, _FNOM],
+                                         par[i, _DB_OF], par[i, _DB_UF], par[i, _K_OF], par[i, _K_UF])
+            if par[i, _VV_ON] != 0.0:
+                q_ref = s * _volt_var(v_ac / par[i, _VNOM], par[i, _VV], par[i, _VV + 1], par[i, _VV + 2],
+                                      par[i, _VV + 3], par[i, _VV + 4], par[i, _VV + 5], par[i, _VV + 6],
+                                      par[i, _VV + 7])
             else:
                 q_ref = q_set
         else:
-            p_ref = p_set + (pr[_FNOM] - f) / (pr[_MP] * pr[_FNOM]) * pr[_PMAX]
-            q_ref = q_set + (pr[_VNOM] - v_ac) / (pr[_MQ] * pr[_VNOM]) * s
+            p_ref = p_set + (par[i, _FNOM] - f) / (par[i, _MP] * par[i, _FNOM]) * par[i, _PMAX]
+            q_ref = q_set + (par[i, _VNOM] - v_ac) / (par[i, _MQ] * par[i, _VNOM]) * s
         p_ref = min(max(p_ref, lo), pmax)
-        p_ref, q_ref, s_lim = _apparent_limit(p_ref, q_ref, s, pr[_PRIO] == 1.0)
+        p_ref, q_ref, s_lim = _apparent_limit(p_ref, q_ref, s, par[i, _PRIO] == 1.0)
         # ramp limit on the command: the state moves at most ramp * dt in this step
         ramp_lim = False
         xp = x[i, _XP]
-        if pr[_RAMP] > 0.0 and a[i] < 1.0:
-            dmax = pr[_RAMP] * dt / (1.0 - a[i])
+        if par[i, _RAMP] > 0.0 and a[i] < 1.0:
+            dmax = par[i, _RAMP] * dt / (1.0 - a[i])
             if p_ref > xp + dmax:
                 p_ref, ramp_lim = xp + dmax, True
             elif p_ref < xp - dmax:
@@ -633,38 +648,37 @@ def _hold_kernel(x, u, par, a, dt):
         dc_lim = False
         curtailed = False
         if sandia:
-            standby = night or xp < _sandia_raw(v_dc, c[3], c)
+            standby = night or xp < _sandia_curve(pso, sb, sk, sc)
             dc_lim = xp > avail + tol * s
             curtailed = (not night) and xp < avail - tol * s
         if standby:
-            p_ac, q_ac, p_dc = -abs(c[8]), 0.0, 0.0
+            p_ac, q_ac, p_dc = -pnt, 0.0, 0.0
             s_out = False
         else:
             p_ac = min(max(xp, lo), min(avail, pmax))
-            p_ac, q_ac, s_out = _apparent_limit(p_ac, xq, s, pr[_PRIO] == 1.0)
+            p_ac, q_ac, s_out = _apparent_limit(p_ac, xq, s, par[i, _PRIO] == 1.0)
             if sandia:
-                p_dc = _sandia_dc(v_dc, p_ac, c)
+                p_dc = _sandia_inverse(p_ac, sb, sk, sc)
             else:
-                p_dc = p_ac + _converter_loss(p_ac, pr[_LA], pr[_LB], pr[_LC])
+                p_dc = p_ac + _converter_loss(p_ac, par[i, _LA], par[i, _LB], par[i, _LC])
         if p_ac > 0.0 and p_dc > 0.0:
             eff = p_ac / p_dc
         elif p_ac < 0.0 and p_dc < 0.0:
             eff = p_dc / p_ac
         else:
             eff = 0.0
-        wi = w[i]
-        wi[_WRP], wi[_WRQ] = p_ref, q_ref
-        wi[_WPAC], wi[_WQ], wi[_WPDC], wi[_WLOSS], wi[_WEFF] = p_ac, q_ac, p_dc, p_dc - p_ac, eff
-        wi[_WAVAIL] = avail
-        wi[_WSLIM] = 1.0 if (s_lim or s_out) else 0.0
-        wi[_WRAMP] = 1.0 if ramp_lim else 0.0
-        wi[_WDCLIM] = 1.0 if dc_lim else 0.0
-        wi[_WCURT] = 1.0 if curtailed else 0.0
-        wi[_WWLIM], wi[_WVAC], wi[_WF] = wlim, v_ac, f
+        w[i, _WRP], w[i, _WRQ] = p_ref, q_ref
+        w[i, _WPAC], w[i, _WQ], w[i, _WPDC], w[i, _WLOSS], w[i, _WEFF] = p_ac, q_ac, p_dc, p_dc - p_ac, eff
+        w[i, _WAVAIL] = avail
+        w[i, _WSLIM] = 1.0 if (s_lim or s_out) else 0.0
+        w[i, _WRAMP] = 1.0 if ramp_lim else 0.0
+        w[i, _WDCLIM] = 1.0 if dc_lim else 0.0
+        w[i, _WCURT] = 1.0 if curtailed else 0.0
+        w[i, _WWLIM], w[i, _WVAC], w[i, _WF] = wlim, v_ac, f
     return w
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _step_kernel(x, w, a, dt):
     n = x.shape[0]
     xn = np.empty_like(x)
@@ -678,7 +692,7 @@ def _step_kernel(x, w, a, dt):
     return xn
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _outputs_kernel(x, w):
     n = x.shape[0]
     y = np.empty((n, _NY))
@@ -704,7 +718,7 @@ def _outputs_kernel(x, w):
     return y
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _advance_kernel(x, u, par, a, dt):
     w = _hold_kernel(x, u, par, a, dt)
     return _step_kernel(x, w, a, dt), _outputs_kernel(x, w)

@@ -401,7 +401,7 @@ def _apparent_limit(p, q, s, q_priority):
 @numba.njit(cache=True, error_model="numpy")
 def _broadcast_call(kind, x, y, c):
     """Evaluate scalar kernel ``kind`` elementwise (0: sandia ac, 1: sandia dc, 2: loss,
-    3: converter ac, 4: volt-var)."""
+    3: converter ac, 4: volt-var, 5: sandia curve unclipped)."""
     out = np.empty(x.size)
     for i in range(x.size):
         if kind == 0:
@@ -412,8 +412,11 @@ def _broadcast_call(kind, x, y, c):
             out[i] = _converter_loss(x[i], c[0], c[1], c[2])
         elif kind == 3:
             out[i] = _converter_ac(x[i], c[0], c[1], c[2])
-        else:
+        elif kind == 4:
             out[i] = _volt_var(x[i], c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+        else:
+            b, k, cc = _sandia_terms(x[i], c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+            out[i] = _sandia_curve(y[i], b, k, cc)
     return out
 
 
@@ -449,6 +452,15 @@ def sandia_ac_power(v_dc, p_dc, params: SandiaInverter):
         AC output power. [W]
     """
     return _apply(0, v_dc, p_dc, params.coefficients())
+
+
+def sandia_curve(v_dc, p_dc, params: SandiaInverter):
+    """The Sandia curve alone, before clipping at ``paco_w`` and the night tare. [W]
+
+    What a fit of the coefficients compares with measured AC power while the inverter runs
+    unclipped (:mod:`twin.calibrate_inverter`).
+    """
+    return _apply(5, v_dc, p_dc, params.coefficients())
 
 
 def sandia_efficiency(v_dc, p_dc, params: SandiaInverter):

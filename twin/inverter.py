@@ -29,10 +29,11 @@ The dynamic model of one unit (states ``p_cmd_w``, ``q_cmd_var``: the active and
     (:mod:`twin.bus`) closes the loop through the frequency.
 
 The references are first bounded (``[0, p_max]`` for a PV inverter, ``[-p_max, p_max]`` for a
-converter), then limited to the apparent-power circle with P or Q priority, then ramp-limited
-so the command moves at most ``ramp_w_per_s * dt`` per step (the reactive reference yields so
-the circle still holds).  Both references lie in the (convex) circle, so the lagged commands
-never leave it.
+converter), then limited to the apparent-power circle with P or Q priority (applied to the
+active power the unit can deliver, so a PV inverter offered little DC keeps its reactive
+headroom), then ramp-limited so the command moves at most ``ramp_w_per_s * dt`` per step (the
+reactive reference yields so the circle still holds).  The terminal powers are limited to
+the circle once more, so they never leave it.
 
 The terminal power is the command bounded by what the DC side offers: a PV inverter delivers
 ``min(p_cmd, sandia_ac_power(v_dc, p_dc_avail))`` (drops in irradiance act at once, as the
@@ -642,7 +643,12 @@ def _hold_kernel(x, u, par, a, dt):
             p_ref = p_set + (par[i, _FNOM] - f) / (par[i, _MP] * par[i, _FNOM]) * par[i, _PMAX]
             q_ref = q_set + (par[i, _VNOM] - v_ac) / (par[i, _MQ] * par[i, _VNOM]) * s
         p_ref = min(max(p_ref, lo), pmax)
-        p_ref, q_ref, s_lim = _apparent_limit(p_ref, q_ref, s, par[i, _PRIO] == 1.0)
+        # the circle applies to what the unit would deliver: a PV inverter commanded to its
+        # rating but offered less keeps the reactive headroom of the power it has
+        p_act = min(p_ref, avail)
+        p_lim, q_ref, s_lim = _apparent_limit(p_act, q_ref, s, par[i, _PRIO] == 1.0)
+        if p_lim != p_act:
+            p_ref = p_lim
         # ramp limit on the command: the state moves at most ramp * dt in this step
         ramp_lim = False
         xp = x[i, _XP]
@@ -652,7 +658,8 @@ def _hold_kernel(x, u, par, a, dt):
                 p_ref, ramp_lim = xp + dmax, True
             elif p_ref < xp - dmax:
                 p_ref, ramp_lim = xp - dmax, True
-            qm = math.sqrt(max(s * s - p_ref * p_ref, 0.0))
+            p_act = min(p_ref, avail)
+            qm = math.sqrt(max(s * s - p_act * p_act, 0.0))
             q_ref = min(max(q_ref, -qm), qm)
         # terminal powers at t_k from the command state
         xq = x[i, _XQ]
@@ -696,8 +703,8 @@ def _step_kernel(x, w, a, dt):
     xn = np.empty_like(x)
     h = dt / 3600.0
     for i in range(n):
-        xn[i, _XP] = a[i] * x[i, _XP] + (1.0 - a[i]) * w[i, _WRP]
-        xn[i, _XQ] = a[i] * x[i, _XQ] + (1.0 - a[i]) * w[i, _WRQ]
+        xn[i, _XP] = w[i, _WRP] + a[i] * (x[i, _XP] - w[i, _WRP])
+        xn[i, _XQ] = w[i, _WRQ] + a[i] * (x[i, _XQ] - w[i, _WRQ])
         xn[i, _EDC] = x[i, _EDC] + w[i, _WPDC] * h
         xn[i, _EAC] = x[i, _EAC] + w[i, _WPAC] * h
         xn[i, _ELOSS] = x[i, _ELOSS] + w[i, _WLOSS] * h
@@ -787,9 +794,10 @@ class Inverter(stepper.Asset):
         return a
 
     def default_inputs(self) -> np.ndarray:
-        """No setpoint limit, 100 % of WMax, nominal voltages and frequency, no DC offered."""
+        """A PV inverter unlimited (``p_set_w`` at its rating), a converter at 0 W; 100 % of
+        WMax, nominal voltages and frequency, no DC offered."""
         u = np.zeros((self.n, len(self.input_names)))
-        u[:, _UP] = self._par[:, _PMAX]
+        u[:, _UP] = np.where(self._par[:, _MODEL] == 0, self._par[:, _PMAX], 0.0)
         u[:, _UWLIM] = 100.0
         u[:, _UVDC] = np.where(self._par[:, _MODEL] == 0, self._par[:, _SANDIA + 2], 0.0)
         u[:, _UVAC] = self._par[:, _VNOM]

@@ -169,7 +169,7 @@ def _lag_filter(t, target, tau, y0):
     y[0] = y0
     for k in range(t.size - 1):
         a = np.exp(-(t[k + 1] - t[k]) / tau) if tau > 0 else 0.0
-        y[k + 1] = a * y[k] + (1.0 - a) * target[k]
+        y[k + 1] = target[k] + a * (y[k] - target[k])
     return y
 
 
@@ -292,7 +292,7 @@ def _step_kernel(x, w, a, dt):
     n = x.shape[0]
     xn = np.empty_like(x)
     for i in range(n):
-        xn[i, 0] = a[i] * x[i, 0] + (1.0 - a[i]) * w[i, _WTSS]
+        xn[i, 0] = w[i, _WTSS] + a[i] * (x[i, 0] - w[i, _WTSS])
         xn[i, 1] = x[i, 1] + w[i, _WPDC] * dt / 3600.0
     return xn
 

@@ -107,8 +107,10 @@ def fit_inverter_efficiency(p_dc_w, v_dc_v, p_ac_w,
     sol = scipy.optimize.least_squares(residual, np.zeros(len(names)), method="lm",
                                        xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000)
     fitted = model(x0 + sol.x * scale)
-    rms = lambda s: float(np.sqrt(np.mean(  # noqa: E731
-        (sandia_curve(v_dc[use], p_dc[use], s) - p_ac[use]) ** 2)))
+
+    def rms(s: SandiaInverter) -> float:
+        return float(np.sqrt(np.mean((sandia_curve(v_dc[use], p_dc[use], s) - p_ac[use]) ** 2)))
+
     report = FitReport(
         fitted=names, n_points=int(np.count_nonzero(use)),
         rms_before_w=rms(s0), rms_after_w=rms(fitted),

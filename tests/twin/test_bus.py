@@ -38,7 +38,7 @@ def load_step(p: BusParams, method: str, dt: float, t_end: float):
     bus = Bus(p)
     s = stepper.Stepper({"bus": bus}, method=method)
     u = bus.input_array(p_load_w=STEP_PU * p.s_base_va, islanded=1.0)
-    ys = [bus.output_dict(s.advance({"bus": u}, dt)["bus"]) for _ in range(int(round(t_end / dt)))]
+    ys = [bus.output_dict(s.advance({"bus": u}, dt)["bus"]) for _ in range(round(t_end / dt))]
     t = np.arange(len(ys)) * dt
     return t, {k: np.array([y[k][0] for y in ys]) for k in ys[0]}
 
@@ -83,7 +83,7 @@ def test_continuous_nadir_and_steady_state(case):
     fine = np.linspace(0.5, 0.7, 200001)
     dev = sol.sol(fine)[0] * F_NOM
     assert abs(dev.min() - (-1.2834)) < 1e-4 and abs(fine[dev.argmin()] - 0.609) < 1e-3
-    t, y = load_step(case, "exact", 0.01, 40.0)
+    _, y = load_step(case, "exact", 0.01, 40.0)
     steady = -STEP_PU / (case.d_pu + 1 / case.governor.droop_pu) * F_NOM
     assert math.isclose(steady, -0.7143, abs_tol=1e-4)
     assert abs(y["freq_hz"][-1] - F_NOM - steady) < 1e-6
@@ -93,7 +93,7 @@ def test_continuous_nadir_and_steady_state(case):
 def test_grid_forming_inverters_share_the_step(case):
     both = dataclasses.replace(case, grid_forming=DroopSource(rating_w=50e3, droop_pu=0.02,
                                                               tau_s=0.05))
-    t, y = load_step(both, "exact", 0.01, 40.0)
+    _, y = load_step(both, "exact", 0.01, 40.0)
     kg, kf = 1 / 0.05, 0.5 / 0.02
     assert abs(y["freq_hz"][-1] - F_NOM - (-STEP_PU / (1 + kg + kf) * F_NOM)) < 1e-6
     assert math.isclose(y["p_gfm_w"][-1] / y["p_gov_w"][-1], kf / kg, rel_tol=1e-6)

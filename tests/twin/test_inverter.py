@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -327,7 +328,7 @@ def test_grid_forming_droop_steady_state(conv_params):
     # the power low-pass filter: 63 % of the way after tau_pf_s
     x = inv.initial_state()
     for _ in range(5):
-        x, y = inv.advance(0.0, x, inv.input_array(freq_hz=59.7), 0.01)
+        x, _ = inv.advance(0.0, x, inv.input_array(freq_hz=59.7), 0.01)
     assert math.isclose(x[0, 0], 10e3 * (1 - math.exp(-1.0)), rel_tol=1e-9)
 
 
@@ -398,7 +399,7 @@ def test_limits_hold_and_outputs_are_finite(pv_params, conv_params, seq, dt, mod
             assert 0.0 <= o["p_dc_w"][0] <= max(row[3], 0.0) * (1 + 1e-9) + 1e-6
         else:
             assert abs(p) <= par.p_rated_w * (1 + 1e-12)
-    for a, b in zip(xs, xs[1:]):
+    for a, b in itertools.pairwise(xs):
         assert abs(b[0, 0] - a[0, 0]) <= par.ramp_w_per_s * dt * (1 + 1e-9) + 1e-9
 
 

@@ -4,8 +4,8 @@ Each asset is advanced by its fused compiled ``advance`` (hold, outputs and the 
 in one call, the lockstep path) and, as the baseline measured in the same run, by the
 ``scipy`` method of the stepper: the same held inputs and outputs, the state integrated with
 ``solve_ivp`` over each step.  Reported per step in microseconds (the best of several
-rounds, the figure least disturbed by other processes), the ratio baseline / exact, and how many times faster than real time 1,000 nodes'
-inverter, PV and bus advance together.
+rounds, the figure least disturbed by other processes), the ratio baseline / exact, and how
+many times faster than real time 1,000 nodes' inverter, PV and bus advance together.
 """
 
 from __future__ import annotations

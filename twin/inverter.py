@@ -20,8 +20,9 @@ The dynamic model of one unit (states ``p_cmd_w``, ``q_cmd_var``: the active and
 
 ``grid_following``
     ``p_ref = min(p_set_w, w_max_lim_pct/100 * p_max_w)`` (SunSpec model 704's ``WSet`` and
-    ``WMaxLimPct``), adjusted by frequency droop when enabled; ``q_ref = q_set_var`` or the
-    volt-var curve when enabled.  ``tau`` is ``tau_s``.
+    ``WMaxLimPct``), adjusted by frequency droop when enabled (the pre-disturbance power of
+    IEEE 1547 taken as what the unit delivers at the instant: ``min(p_ref, available)``);
+    ``q_ref = q_set_var`` or the volt-var curve when enabled.  ``tau`` is ``tau_s``.
 ``grid_forming``
     P-f and Q-V droop, ``p_ref = p_set + (f_nom - f) / (m_p f_nom) * p_max`` and
     ``q_ref = q_set + (v_nom - v) / (m_q v_nom) * s_max``; the first-order lag is the power
@@ -616,9 +617,9 @@ def _hold_kernel(x, u, par, a, dt):
         # what the DC side offers, as AC power, and the bounds of the command
         sb, sk, sc = 0.0, 1.0, 0.0
         if sandia:
-            sb, sk, sc = _sandia_terms(v_dc, paco, par[i, _SANDIA + 1], par[i, _SANDIA + 2], pso,
-                                       par[i, _SANDIA + 4], par[i, _SANDIA + 5], par[i, _SANDIA + 6],
-                                       par[i, _SANDIA + 7])
+            c = _SANDIA
+            sb, sk, sc = _sandia_terms(v_dc, paco, par[i, c + 1], par[i, c + 2], pso,
+                                       par[i, c + 4], par[i, c + 5], par[i, c + 6], par[i, c + 7])
             night = p_dc_av < pso
             avail = -pnt if night else min(paco, _sandia_curve(p_dc_av, sb, sk, sc))
             lo = 0.0
@@ -631,12 +632,15 @@ def _hold_kernel(x, u, par, a, dt):
             lim = min(max(wlim, 0.0), 100.0) * 0.01 * par[i, _PMAX]
             p_ref = min(max(p_set, -lim), lim)
             if par[i, _FW_ON] != 0.0:
-                p_ref = _frequency_droop(f, p_ref, par[i, _PMAX], avail, lo, par[i, _FNOM],
-                                         par[i, _DB_OF], par[i, _DB_UF], par[i, _K_OF], par[i, _K_UF])
+                # the droop acts on what the unit delivers, not on an unlimited command
+                p_ref = _frequency_droop(f, min(p_ref, avail), par[i, _PMAX], avail, lo,
+                                         par[i, _FNOM], par[i, _DB_OF], par[i, _DB_UF],
+                                         par[i, _K_OF], par[i, _K_UF])
             if par[i, _VV_ON] != 0.0:
-                q_ref = s * _volt_var(v_ac / par[i, _VNOM], par[i, _VV], par[i, _VV + 1], par[i, _VV + 2],
-                                      par[i, _VV + 3], par[i, _VV + 4], par[i, _VV + 5], par[i, _VV + 6],
-                                      par[i, _VV + 7])
+                c = _VV
+                q_ref = s * _volt_var(v_ac / par[i, _VNOM], par[i, c], par[i, c + 1],
+                                      par[i, c + 2], par[i, c + 3], par[i, c + 4], par[i, c + 5],
+                                      par[i, c + 6], par[i, c + 7])
             else:
                 q_ref = q_set
         else:
@@ -687,7 +691,8 @@ def _hold_kernel(x, u, par, a, dt):
         else:
             eff = 0.0
         w[i, _WRP], w[i, _WRQ] = p_ref, q_ref
-        w[i, _WPAC], w[i, _WQ], w[i, _WPDC], w[i, _WLOSS], w[i, _WEFF] = p_ac, q_ac, p_dc, p_dc - p_ac, eff
+        w[i, _WPAC], w[i, _WQ], w[i, _WPDC] = p_ac, q_ac, p_dc
+        w[i, _WLOSS], w[i, _WEFF] = p_dc - p_ac, eff
         w[i, _WAVAIL] = avail
         w[i, _WSLIM] = 1.0 if (s_lim or s_out) else 0.0
         w[i, _WRAMP] = 1.0 if ramp_lim else 0.0
@@ -877,8 +882,9 @@ def simulate_profile(pset: ParamSet, t_s: np.ndarray, inputs: Mapping[str, np.nd
     for key, col in inputs.items():
         name = names.get(key, key)
         if name not in inv.input_names:
+            others = ", ".join(n for n in inv.input_names if n != "p_dc_avail_w")
             raise TwinError(f"inverter profile: unknown input column '{key}'; inputs are "
-                            f"p_dc_w, {', '.join(n for n in inv.input_names if n != 'p_dc_avail_w')}")
+                            f"p_dc_w, {others}")
         col = np.asarray(col, dtype=float)
         if col.shape != t.shape:
             raise TwinError(f"inverter profile: column '{key}' has {col.size} values, "

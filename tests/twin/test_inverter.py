@@ -220,6 +220,18 @@ def test_frequency_droop_in_the_asset(conv_params):
     assert math.isclose(inv.output_dict(y)["p_ac_w"][0], 20e3 - 10e3, rel_tol=1e-6)
 
 
+def test_frequency_droop_acts_on_delivered_pv_power(pv_params):
+    """At 20 kW of 60 kW a PV inverter's over-frequency response starts from 20 kW."""
+    p = dataclasses.replace(pv_params, freq_droop=FrequencyDroop(enabled=True))
+    inv = Inverter(p)
+    avail = sandia_ac_power(720.0, 20e3, p.sandia)
+    u = inv.input_array(p_dc_avail_w=20e3, v_dc_v=720.0, freq_hz=60.036 + 0.3)
+    o = settle(inv, u, steps=300)
+    assert math.isclose(o["p_ac_w"][0], avail - 0.1 * 60e3, rel_tol=1e-6)
+    o = settle(inv, inv.input_array(p_dc_avail_w=20e3, v_dc_v=720.0, freq_hz=59.0), steps=300)
+    assert math.isclose(o["p_ac_w"][0], avail, rel_tol=1e-12)  # no headroom to rise
+
+
 def test_volt_var_in_the_asset(pv_params):
     p = dataclasses.replace(pv_params, volt_var=VoltVar(enabled=True))
     inv = Inverter(p)

@@ -151,7 +151,7 @@ _NPAR = 7
 @numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(x, u, par, kind):
     n = x.shape[0]
-    w = np.zeros((n, _NW))
+    w = np.empty((n, _NW))
     for i in range(n):
         k = kind[i]
         sb = par[k, _SB]

@@ -605,7 +605,7 @@ def _pack(p: InverterParams) -> np.ndarray:
 def _hold_kernel(x, u, par, a, dt):
     """Held inputs ``w`` of every unit for one step (see the module docstring)."""
     n = x.shape[0]
-    w = np.zeros((n, _NW))
+    w = np.empty((n, _NW))
     tol = 1e-9
     for i in range(n):
         s = par[i, _S]

@@ -400,21 +400,24 @@ def _apparent_limit(p, q, s, q_priority):
     return p, q, True
 
 
+# which scalar kernel _broadcast_call evaluates
+_SANDIA_AC, _SANDIA_DC, _LOSS, _CONVERTER_AC, _VOLT_VAR, _SANDIA_CURVE = range(6)
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _broadcast_call(kind, x, y, c):
-    """Evaluate scalar kernel ``kind`` elementwise (0: sandia ac, 1: sandia dc, 2: loss,
-    3: converter ac, 4: volt-var, 5: sandia curve unclipped)."""
+    """Evaluate scalar kernel ``kind`` elementwise over ``x`` and ``y`` with coefficients ``c``."""
     out = np.empty(x.size)
     for i in range(x.size):
-        if kind == 0:
+        if kind == _SANDIA_AC:
             out[i] = _sandia_ac(x[i], y[i], c)
-        elif kind == 1:
+        elif kind == _SANDIA_DC:
             out[i] = _sandia_dc(x[i], y[i], c)
-        elif kind == 2:
+        elif kind == _LOSS:
             out[i] = _converter_loss(x[i], c[0], c[1], c[2])
-        elif kind == 3:
+        elif kind == _CONVERTER_AC:
             out[i] = _converter_ac(x[i], c[0], c[1], c[2])
-        elif kind == 4:
+        elif kind == _VOLT_VAR:
             out[i] = _volt_var(x[i], c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
         else:
             b, k, cc = _sandia_terms(x[i], c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
@@ -453,7 +456,7 @@ def sandia_ac_power(v_dc, p_dc, params: SandiaInverter):
     p_ac : ndarray or float
         AC output power. [W]
     """
-    return _apply(0, v_dc, p_dc, params.coefficients())
+    return _apply(_SANDIA_AC, v_dc, p_dc, params.coefficients())
 
 
 def sandia_curve(v_dc, p_dc, params: SandiaInverter):
@@ -462,7 +465,7 @@ def sandia_curve(v_dc, p_dc, params: SandiaInverter):
     What a fit of the coefficients compares with measured AC power while the inverter runs
     unclipped (:mod:`twin.calibrate_inverter`).
     """
-    return _apply(5, v_dc, p_dc, params.coefficients())
+    return _apply(_SANDIA_CURVE, v_dc, p_dc, params.coefficients())
 
 
 def sandia_efficiency(v_dc, p_dc, params: SandiaInverter):
@@ -483,19 +486,19 @@ def sandia_dc_power(v_dc, p_ac, params: SandiaInverter):
     Valid between the AC power at ``pso_w`` and ``paco_w``; this is what a curtailed inverter
     draws when its MPPT moves off the maximum power point. [W]
     """
-    return _apply(1, v_dc, p_ac, params.coefficients())
+    return _apply(_SANDIA_DC, v_dc, p_ac, params.coefficients())
 
 
 def converter_losses(p_ac_w, losses: ConverterLosses):
     """Losses of a bidirectional converter at AC power ``p_ac_w`` (either sign). [W]"""
     c = np.array([losses.standby_w, losses.linear, losses.quadratic_per_w])
-    return _apply(2, p_ac_w, 0.0, c)
+    return _apply(_LOSS, p_ac_w, 0.0, c)
 
 
 def converter_ac_power(p_dc_w, losses: ConverterLosses):
     """AC power for DC power ``p_dc_w`` (positive discharging): the loss model inverted. [W]"""
     c = np.array([losses.standby_w, losses.linear, losses.quadratic_per_w])
-    return _apply(3, p_dc_w, 0.0, c)
+    return _apply(_CONVERTER_AC, p_dc_w, 0.0, c)
 
 
 def volt_var(v_pu, curve: VoltVar = VoltVar()):
@@ -508,7 +511,7 @@ def volt_var(v_pu, curve: VoltVar = VoltVar()):
     curve : VoltVar
         Break points; the default is IEEE 1547-2018 Category B (clause 5.3.3, Table 8).
     """
-    return _apply(4, v_pu, 0.0, np.array(curve.v_pu + curve.q_pu, dtype=float))
+    return _apply(_VOLT_VAR, v_pu, 0.0, np.array(curve.v_pu + curve.q_pu, dtype=float))
 
 
 def frequency_droop(f_hz, p_pre_w, p_rated_w, p_avail_w, p_min_w=0.0, f_nom_hz=60.0,

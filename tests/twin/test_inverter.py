@@ -433,3 +433,16 @@ def test_parameter_errors_name_the_field(tmp_path):
     with pytest.raises(ParameterError, match="mode"):
         InverterParams(s_max_va=1.0, efficiency_model="symmetric",
                        losses=ConverterLosses(0, 0, 0), mode="grid_feeling")
+
+
+def test_neutral_inputs_when_none_are_given(pv_params, conv_params):
+    """The stepper starts from each model's default inputs, not from zeros."""
+    pv, conv = Inverter(pv_params), Inverter(conv_params)
+    out = stepper.Stepper({"pv": pv, "conv": conv}).advance({}, 0.01)
+    o = pv.output_dict(out["pv"])
+    assert o["w_max_lim_pct"][0] == 100.0 and o["freq_hz"][0] == 60.0
+    assert o["v_ac_v"][0] == 480.0 and o["p_ac_w"][0] == -pv_params.sandia.pnt_w
+    c = conv.output_dict(out["conv"])
+    assert c["p_ac_w"][0] == 0.0 and c["p_cmd_w"][0] == 0.0
+    with pytest.raises(TwinError, match="unknown input 'p_ac_w'"):
+        pv.input_array(p_ac_w=1.0)

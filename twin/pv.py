@@ -103,7 +103,8 @@ def haurwitz_ghi(zenith_rad):
     cos_z = np.cos(np.asarray(zenith_rad, dtype=float))
     day = cos_z > 0
     safe = np.where(day, cos_z, 1.0)
-    return np.where(day, 1098.0 * safe * np.exp(-0.059 / safe), 0.0)
+    ghi = np.where(day, 1098.0 * safe * np.exp(-0.059 / safe), 0.0)
+    return ghi if ghi.ndim else float(ghi)
 
 
 def sunrise_sunset(latitude_deg: float, day_of_year: float) -> tuple[float, float]:

@@ -76,13 +76,21 @@ class Asset(ABC):
         """Outputs by name, each ``(n,)``."""
         return {name: y[:, i] for i, name in enumerate(self.output_names)}
 
+    def default_inputs(self) -> np.ndarray:
+        """Inputs when none are given, ``(n, nu)``: zero unless a model says otherwise.
+
+        Models whose neutral input is not zero (a curtailment of 100 %, the nominal grid
+        frequency) override this.
+        """
+        return np.zeros((self.n, len(self.input_names)))
+
     def input_array(self, **inputs: float | np.ndarray) -> np.ndarray:
-        """Inputs by name into an ``(n, nu)`` array; unnamed inputs are zero."""
+        """Inputs by name into an ``(n, nu)`` array; unnamed inputs take their defaults."""
         for k in inputs:
             if k not in self.input_names:
                 raise TwinError(f"{self.kind}: unknown input '{k}'; inputs are "
                                 f"{', '.join(self.input_names)}")
-        u = np.zeros((self.n, len(self.input_names)))
+        u = self.default_inputs()
         for i, name in enumerate(self.input_names):
             if name in inputs:
                 u[:, i] = inputs[name]
@@ -132,7 +140,7 @@ class Stepper:
             x = self.state[name]
             ua = u.get(name)
             if ua is None:
-                ua = np.zeros((a.n, len(a.input_names)))
+                ua = a.default_inputs()
             w = a.hold(self.t, x, ua, dt)
             out[name] = a.outputs(self.t, x, w)
             if self.method == "exact":

@@ -1,0 +1,344 @@
+"""The node bus: power balance, the grid connection, and islanded frequency.
+
+Each node balances, in per unit of its base ``s_base_va`` (``df`` the frequency deviation in
+per unit of ``f_nom_hz``)::
+
+    2H ddf/dt = p_gov + p_gfm + p_gen - p_load - D df + p_grid          (swing equation)
+    Tg dp_gov/dt = p_gov_set - (r_gov / (R s_base)) df - p_gov              (governor)
+    Tf dp_gfm/dt = p_gfm_set - (r_gfm / (m_p s_base)) df - p_gfm    (grid-forming droop)
+
+``p_load`` is what the node consumes (GPU racks, other loads), ``p_gen`` what its
+grid-following sources deliver (PV inverters, battery converters on setpoints); ``p_gov`` is
+a governed machine (a genset) and ``p_gfm`` the grid-forming inverters, both first-order droop
+sources (a grid-forming inverter with P-f droop ``m_p`` and a power low-pass filter ``Tf`` is
+a governor with ``R = m_p`` and ``Tg = Tf``, [2]_).  ``D`` is the load's frequency dependence.
+
+Grid-connected (input ``islanded = 0``)
+    the grid holds the frequency: ``ddf/dt = -df / sync_tau_s`` (after a reconnection the
+    node locks to the grid with that time constant), and ``p_grid`` is whatever closes the
+    balance.  ``p_grid`` is limited to ``[-export_max_w, import_max_w]`` at every tick: demand
+    beyond the import limit is *unserved* (the node must shed it), generation beyond the
+    export limit is *curtailed*; both are recorded as power and energy and flagged, never
+    created.
+Islanded (``islanded = 1``)
+    ``p_grid = 0`` and the frequency follows the swing equation.
+
+All of it is linear, so each step is exact: the states and the energy integrals (source,
+damping, grid) are advanced with one matrix exponential per mode, precomputed per ``dt``
+(:func:`twin.stepper.discretise`).  Unserved and curtailed power are decided once per step
+(held over it).  Energy balance over any run, with ``e_kinetic = 2 H s_base df`` (the
+linearised kinetic energy relative to nominal speed)::
+
+    e_gen + e_src + e_grid = e_load + e_damp + (e_kinetic(T) - e_kinetic(0))
+
+References
+----------
+.. [1] P. Kundur, "Power System Stability and Control", McGraw-Hill, 1994, ch. 11
+   (swing equation, governor droop, load damping).
+.. [2] J. Rocabert, A. Luna, F. Blaabjerg, P. Rodriguez, "Control of Power Converters in AC
+   Microgrids", IEEE Trans. Power Electron. 27 (2012) 4734-4749.
+   :doi:`10.1109/TPEL.2012.2199334`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numba
+import numpy as np
+
+from twin import stepper
+from twin.errors import ParameterError, TwinError
+from twin.params import ParamSet, from_mapping
+from twin.units import S_PER_H
+
+
+@dataclass(frozen=True)
+class DroopSource:
+    """A first-order droop source: a governed genset, or grid-forming inverters in aggregate."""
+
+    rating_w: float = 0.0
+    """Rating on which the droop is expressed; 0 when the node has no such source. [W]"""
+    droop_pu: float = 0.05
+    """Droop R (or m_p): per-unit frequency change for a 1 pu change in power. [pu/pu]"""
+    tau_s: float = 0.5
+    """Governor time constant Tg (or the power low-pass filter's). [s]"""
+
+    def __post_init__(self) -> None:
+        if self.rating_w < 0 or self.droop_pu <= 0 or self.tau_s <= 0:
+            raise ParameterError("droop source: rating_w >= 0, droop_pu > 0, tau_s > 0")
+
+
+@dataclass(frozen=True)
+class BusParams:
+    """One node's bus and grid connection."""
+
+    s_base_va: float
+    """Base power of the per-unit swing equation. [VA]"""
+    import_max_w: float
+    """Largest power drawn from the grid. [W]"""
+    export_max_w: float
+    """Largest power fed into the grid. [W]"""
+    h_s: float = 2.0
+    """Inertia constant on ``s_base_va`` (rotating machines and virtual inertia). [s]"""
+    d_pu: float = 1.0
+    """Load damping: per-unit load change for a 1 pu frequency change. [pu/pu]"""
+    f_nom_hz: float = 60.0
+    """Nominal frequency. [Hz]"""
+    sync_tau_s: float = 0.05
+    """Time constant with which the node locks to the grid frequency when connected. [s]"""
+    governor: DroopSource = field(default_factory=DroopSource)
+    grid_forming: DroopSource = field(default_factory=lambda: DroopSource(tau_s=0.05))
+
+    def __post_init__(self) -> None:
+        if self.s_base_va <= 0 or self.h_s <= 0 or self.f_nom_hz <= 0 or self.sync_tau_s <= 0:
+            raise ParameterError("s_base_va, h_s, f_nom_hz and sync_tau_s must be positive")
+        if self.import_max_w < 0 or self.export_max_w < 0 or self.d_pu < 0:
+            raise ParameterError("import_max_w, export_max_w and d_pu must not be negative")
+
+    @classmethod
+    def from_params(cls, pset: ParamSet) -> BusParams:
+        """The parameters of a ``bus`` parameter file."""
+        if pset.kind != "bus":
+            where = pset.path or pset.name
+            raise ParameterError(f"{where}: meta.kind is '{pset.kind}', expected 'bus'")
+        return from_mapping(cls, pset.params, where=f"{pset.path or pset.name}: params")
+
+
+def swing_matrices(p: BusParams, islanded: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, B)`` of the linear part, ``dz/dt = A z + B w``, for one node in one mode.
+
+    ``z = [df, p_gov, p_gfm, e_src_wh, e_damp_wh, e_grid_wh]`` (per unit, then Wh) and
+    ``w = [p_net, p_gov_set, p_gfm_set]`` in per unit, ``p_net = (p_gen - p_load) / s_base``
+    after the grid limits.
+    """
+    h2, d = 2.0 * p.h_s, p.d_pu
+    kg = p.governor.rating_w / (p.governor.droop_pu * p.s_base_va)
+    kf = p.grid_forming.rating_w / (p.grid_forming.droop_pu * p.s_base_va)
+    tg, tf = p.governor.tau_s, p.grid_forming.tau_s
+    wh = p.s_base_va / S_PER_H
+    a = np.zeros((6, 6))
+    b = np.zeros((6, 3))
+    if islanded:
+        a[0, :3] = (-d / h2, 1.0 / h2, 1.0 / h2)
+        b[0, 0] = 1.0 / h2
+    else:
+        a[0, 0] = -1.0 / p.sync_tau_s
+        # p_grid = 2H ddf/dt - p_gov - p_gfm - p_net + D df
+        a[5, :3] = (wh * (-h2 / p.sync_tau_s + d), -wh, -wh)
+        b[5, 0] = -wh
+    a[1, 0], a[1, 1], b[1, 1] = -kg / tg, -1.0 / tg, 1.0 / tg
+    a[2, 0], a[2, 2], b[2, 2] = -kf / tf, -1.0 / tf, 1.0 / tf
+    a[3, 1:3] = wh
+    a[4, 0] = wh * d
+    return a, b
+
+
+# state, input, held columns
+_NZ = 6  # the linear block: df, p_gov, p_gfm, e_src_wh, e_damp_wh, e_grid_wh
+_ELOAD, _EGEN, _EUNS, _ECURT = 6, 7, 8, 9
+_UL, _UG, _UISL, _UGS, _UFS = range(5)
+(_WNET, _WGS, _WFS, _WISL, _WGRID, _WUNS, _WCURT, _WLOAD, _WGEN, _WILIM, _WELIM) = range(11)
+_NW = 11
+_NY = 18
+# packed parameters
+_SB, _IMP, _EXP, _H, _D, _FN, _TS = range(7)
+_NPAR = 7
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _hold_kernel(x, u, par, kind):
+    n = x.shape[0]
+    w = np.empty((n, _NW))
+    for i in range(n):
+        k = kind[i]
+        sb = par[k, _SB]
+        load, gen = u[i, _UL], u[i, _UG]
+        isl = u[i, _UISL] > 0.5
+        uns = 0.0
+        curt = 0.0
+        grid = 0.0
+        if not isl:
+            df = x[i, 0]
+            # p_grid that holds the frequency (see swing_matrices), before the limits
+            need = (2.0 * par[k, _H] * (-df / par[k, _TS]) + par[k, _D] * df
+                    - x[i, 1] - x[i, 2]) * sb + load - gen
+            if need > par[k, _IMP]:
+                uns = need - par[k, _IMP]
+            elif need < -par[k, _EXP]:
+                curt = -par[k, _EXP] - need
+            grid = need - uns + curt
+        w[i, _WNET] = (gen - curt - (load - uns)) / sb
+        w[i, _WGS] = u[i, _UGS] / sb
+        w[i, _WFS] = u[i, _UFS] / sb
+        w[i, _WISL] = 1.0 if isl else 0.0
+        w[i, _WGRID] = grid
+        w[i, _WUNS] = uns
+        w[i, _WCURT] = curt
+        w[i, _WLOAD] = load - uns
+        w[i, _WGEN] = gen - curt
+        w[i, _WILIM] = 1.0 if uns > 0.0 else 0.0
+        w[i, _WELIM] = 1.0 if curt > 0.0 else 0.0
+    return w
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step_kernel(x, w, kind, ad, bd, dt):
+    """Exact step; ``ad``/``bd`` per parameter set ``kind[i]`` and mode.
+
+    The energy integrators do not feed back (their columns of ``ad`` are the identity), so
+    only the first three columns are multiplied.
+    """
+    n = x.shape[0]
+    xn = np.empty_like(x)
+    h = dt / 3600.0
+    for i in range(n):
+        m = 1 if w[i, _WISL] > 0.5 else 0
+        k = kind[i]
+        x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
+        w0, w1, w2 = w[i, 0], w[i, 1], w[i, 2]
+        for r in range(_NZ):
+            xn[i, r] = (ad[k, m, r, 0] * x0 + ad[k, m, r, 1] * x1 + ad[k, m, r, 2] * x2
+                        + bd[k, m, r, 0] * w0 + bd[k, m, r, 1] * w1 + bd[k, m, r, 2] * w2)
+        for r in range(3, _NZ):
+            xn[i, r] += x[i, r]
+        xn[i, _ELOAD] = x[i, _ELOAD] + w[i, _WLOAD] * h
+        xn[i, _EGEN] = x[i, _EGEN] + w[i, _WGEN] * h
+        xn[i, _EUNS] = x[i, _EUNS] + w[i, _WUNS] * h
+        xn[i, _ECURT] = x[i, _ECURT] + w[i, _WCURT] * h
+    return xn
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _outputs_kernel(x, w, par, kind, a, b):
+    n = x.shape[0]
+    y = np.empty((n, _NY))
+    for i in range(n):
+        m = 1 if w[i, _WISL] > 0.5 else 0
+        k = kind[i]
+        ddf = (a[k, m, 0, 0] * x[i, 0] + a[k, m, 0, 1] * x[i, 1] + a[k, m, 0, 2] * x[i, 2]
+               + b[k, m, 0, 0] * w[i, 0])
+        sb, fn = par[k, _SB], par[k, _FN]
+        y[i, 0] = w[i, _WGRID]
+        y[i, 1] = fn * (1.0 + x[i, 0])
+        y[i, 2] = fn * ddf
+        y[i, 3] = x[i, 1] * sb
+        y[i, 4] = x[i, 2] * sb
+        y[i, 5] = w[i, _WUNS]
+        y[i, 6] = w[i, _WCURT]
+        y[i, 7] = w[i, _WILIM]
+        y[i, 8] = w[i, _WELIM]
+        y[i, 9] = w[i, _WISL]
+        y[i, 10] = x[i, 5]
+        y[i, 11] = x[i, 3]
+        y[i, 12] = x[i, 4]
+        y[i, 13] = x[i, _ELOAD]
+        y[i, 14] = x[i, _EGEN]
+        y[i, 15] = x[i, _EUNS]
+        y[i, 16] = x[i, _ECURT]
+        y[i, 17] = 2.0 * par[k, _H] * sb * x[i, 0] / 3600.0
+    return y
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_kernel(x, u, par, kind, a, b, ad, bd, dt):
+    w = _hold_kernel(x, u, par, kind)
+    return _step_kernel(x, w, kind, ad, bd, dt), _outputs_kernel(x, w, par, kind, a, b)
+
+
+class Bus(stepper.Asset):
+    """The buses of ``n`` nodes, each with its own :class:`BusParams`.
+
+    Inputs: ``p_load_w`` (consumed by racks and loads), ``p_gen_w`` (delivered by the
+    grid-following sources), ``islanded`` (0 or 1), and the dispatch of the droop sources,
+    ``p_gov_set_w`` and ``p_gfm_set_w``.  In an island the droop sources carry the imbalance:
+    ``p_gov_w`` and ``p_gfm_w`` are the powers a node model hands to the genset and to the
+    grid-forming converters (which must then not be counted in ``p_gen_w``).
+    """
+
+    kind: ClassVar[str] = "bus"
+    state_names: ClassVar[tuple[str, ...]] = (
+        "df_pu", "p_gov_pu", "p_gfm_pu", "e_src_wh", "e_damp_wh", "e_grid_wh", "e_load_wh",
+        "e_gen_wh", "e_unserved_wh", "e_curtailed_wh")
+    input_names: ClassVar[tuple[str, ...]] = ("p_load_w", "p_gen_w", "islanded", "p_gov_set_w",
+                                              "p_gfm_set_w")
+    held_names: ClassVar[tuple[str, ...]] = (
+        "p_net_pu", "p_gov_set_pu", "p_gfm_set_pu", "islanded", "p_w", "p_unserved_w",
+        "p_curtailed_w", "p_load_served_w", "p_gen_used_w", "import_limited", "export_limited")
+    output_names: ClassVar[tuple[str, ...]] = (
+        "p_w", "freq_hz", "rocof_hz_per_s", "p_gov_w", "p_gfm_w", "p_unserved_w",
+        "p_curtailed_w", "import_limited", "export_limited", "islanded", "e_grid_wh",
+        "e_src_wh", "e_damp_wh", "e_load_wh", "e_gen_wh", "e_unserved_wh", "e_curtailed_wh",
+        "e_kinetic_wh")
+
+    def __init__(self, params: BusParams | Sequence[BusParams], n: int | None = None) -> None:
+        plist = [params] if isinstance(params, BusParams) else list(params)
+        if n is None:
+            n = len(plist)
+        if len(plist) == 1:
+            plist = plist * n
+        if len(plist) != n or n < 1:
+            raise TwinError(f"bus: {len(plist)} parameter sets for n={n} nodes")
+        self.n = n
+        self.params = tuple(plist)
+        # nodes share parameter sets: keep one row (and one set of matrices) per distinct set
+        unique: dict[BusParams, int] = {}
+        self._kind = np.array([unique.setdefault(p, len(unique)) for p in plist],
+                              dtype=np.int64)
+        sets = list(unique)
+        self._par = np.array([[p.s_base_va, p.import_max_w, p.export_max_w, p.h_s, p.d_pu,
+                               p.f_nom_hz, p.sync_tau_s] for p in sets])
+        a = np.empty((len(sets), 2, _NZ, _NZ))
+        b = np.empty((len(sets), 2, _NZ, 3))
+        for k, p in enumerate(sets):
+            for m in (0, 1):
+                a[k, m], b[k, m] = swing_matrices(p, islanded=bool(m))
+        self._a, self._b = a, b
+        self._disc: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_params(cls, pset: ParamSet, n: int = 1) -> Bus:
+        return cls(BusParams.from_params(pset), n=n)
+
+    def _discrete(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        d = self._disc.get(dt)
+        if d is None:
+            d = stepper.discretise(self._a, self._b, dt)
+            d = (np.ascontiguousarray(d[0]), np.ascontiguousarray(d[1]))
+            self._disc[dt] = d
+        return d
+
+    def initial_state(self) -> np.ndarray:
+        """At nominal frequency, droop sources idle, counters at zero."""
+        return np.zeros((self.n, len(self.state_names)))
+
+    def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        return _hold_kernel(np.ascontiguousarray(x, dtype=float),
+                            np.ascontiguousarray(u, dtype=float), self._par, self._kind)
+
+    def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        m = (w[:, _WISL] > 0.5).astype(int)
+        dx = np.empty_like(x)
+        dx[:, :_NZ] = (np.einsum("nij,nj->ni", self._a[self._kind, m], x[:, :_NZ])
+                       + np.einsum("nij,nj->ni", self._b[self._kind, m], w[:, :3]))
+        dx[:, _ELOAD] = w[:, _WLOAD] / S_PER_H
+        dx[:, _EGEN] = w[:, _WGEN] / S_PER_H
+        dx[:, _EUNS] = w[:, _WUNS] / S_PER_H
+        dx[:, _ECURT] = w[:, _WCURT] / S_PER_H
+        return dx
+
+    def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
+        ad, bd = self._discrete(dt)
+        return _step_kernel(np.ascontiguousarray(x, dtype=float), w, self._kind, ad, bd, dt)
+
+    def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return _outputs_kernel(np.ascontiguousarray(x, dtype=float), w, self._par, self._kind,
+                               self._a, self._b)
+
+    def advance(self, t: float, x: np.ndarray, u: np.ndarray,
+                dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Hold, outputs at ``t`` and the exact step in one compiled call: ``(x_next, y)``."""
+        ad, bd = self._discrete(dt)
+        return _advance_kernel(x, u, self._par, self._kind, self._a, self._b, ad, bd, dt)

@@ -1,0 +1,1 @@
+"""Importers of parameter sets from other tools (PyBaMM, the CEC library through pvlib)."""

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import tty
 from collections.abc import Callable
+from typing import Self
 
 #: bytes a :class:`TtyStream` holds for a peer that does not read before it drops them
 MAX_PENDING = 1 << 20
@@ -202,7 +203,7 @@ class Pty:
         self.unplug()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> Pty:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 
@@ -22,12 +23,12 @@ GOLDEN = {
     "hello": (MsgType.HELLO, 1, "", "01 01 01 00 F6 75", "04 01 01 01 03 F6 75 00"),
     "hello_reply": (
         MsgType.HELLO_REPLY, 1,
-        "78 56 34 12 64 00 07 62 61 74 74 65 72 79 03 00 01 03 70 5F 77 01 01 03 73 6F 63 "
-        "02 02 07 70 5F 73 65 74 5F 77",
-        "01 81 01 25 78 56 34 12 64 00 07 62 61 74 74 65 72 79 03 00 01 03 70 5F 77 01 01 03 "
-        "73 6F 63 02 02 07 70 5F 73 65 74 5F 77 F2 B2",
-        "0A 01 81 01 25 78 56 34 12 64 0A 07 62 61 74 74 65 72 79 03 18 01 03 70 5F 77 01 01 "
-        "03 73 6F 63 02 02 07 70 5F 73 65 74 5F 77 F2 B2 00"),
+        ("78 56 34 12 64 00 07 62 61 74 74 65 72 79 03 00 01 03 70 5F 77 01 01 03 73 6F 63 "
+         "02 02 07 70 5F 73 65 74 5F 77"),
+        ("01 81 01 25 78 56 34 12 64 00 07 62 61 74 74 65 72 79 03 00 01 03 70 5F 77 01 01 03 "
+         "73 6F 63 02 02 07 70 5F 73 65 74 5F 77 F2 B2"),
+        ("0A 01 81 01 25 78 56 34 12 64 0A 07 62 61 74 74 65 72 79 03 18 01 03 70 5F 77 01 01 "
+         "03 73 6F 63 02 02 07 70 5F 73 65 74 5F 77 F2 B2 00")),
     "read_all": (MsgType.READ, 2, "", "01 02 02 00 FA 76", "04 01 02 02 03 FA 76 00"),
     "read_reply": (MsgType.READ_REPLY, 2, "00 00 80 BB 44 01 00 00 00 3F",
                    "01 82 02 0A 00 00 80 BB 44 01 00 00 00 3F AC 3C",
@@ -48,12 +49,12 @@ GOLDEN = {
                   "07 01 90 07 0E E8 03 01 01 01 05 80 BB 44 01 01 01 04 3F 42 64 00"),
     "boot_hello": (
         MsgType.HELLO_REPLY, 0,
-        "0D F0 FE CA 00 00 08 67 70 75 5F 72 61 63 6B 01 00 03 0B 70 6F 77 65 72 5F 63 61 70 "
-        "5F 77",
-        "01 81 00 1E 0D F0 FE CA 00 00 08 67 70 75 5F 72 61 63 6B 01 00 03 0B 70 6F 77 65 72 "
-        "5F 63 61 70 5F 77 26 A1",
-        "03 01 81 06 1E 0D F0 FE CA 01 0B 08 67 70 75 5F 72 61 63 6B 01 10 03 0B 70 6F 77 65 "
-        "72 5F 63 61 70 5F 77 26 A1 00"),
+        ("0D F0 FE CA 00 00 08 67 70 75 5F 72 61 63 6B 01 00 03 0B 70 6F 77 65 72 5F 63 61 70 "
+         "5F 77"),
+        ("01 81 00 1E 0D F0 FE CA 00 00 08 67 70 75 5F 72 61 63 6B 01 00 03 0B 70 6F 77 65 72 "
+         "5F 63 61 70 5F 77 26 A1"),
+        ("03 01 81 06 1E 0D F0 FE CA 01 0B 08 67 70 75 5F 72 61 63 6B 01 10 03 0B 70 6F 77 65 "
+         "72 5F 63 61 70 5F 77 26 A1 00")),
 }
 
 BATTERY = Hello(0x12345678, 100, "battery", (Point(0, "p_w", Access.READ),
@@ -236,7 +237,7 @@ frames_st = st.builds(Frame, st.integers(0, 255), st.integers(0, 255),
 
 def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 @given(st.lists(frames_st, min_size=1, max_size=5), st.lists(st.integers(0, 2000), max_size=8))

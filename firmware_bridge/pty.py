@@ -162,7 +162,11 @@ class Pty:
         self.path = os.path.join(self._dir, "tty")
         self.fd = -1
         self._client_fd = -1
-        self.plug()
+        try:
+            self.plug()
+        except OSError:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
 
     @property
     def plugged(self) -> bool:
@@ -237,7 +241,12 @@ class PtyPair:
 
     async def open(self) -> tuple[str, str]:
         """Create both terminals and start the relay; returns ``(path_a, path_b)``."""
-        a, b = Pty(), Pty()
+        a = Pty()
+        try:
+            b = Pty()
+        except OSError:
+            a.close()
+            raise
         self._ptys = (a, b)
         self._streams = (TtyStream(a.fd, self._from_a, self._lost, self.max_pending),
                          TtyStream(b.fd, self._from_b, self._lost, self.max_pending))

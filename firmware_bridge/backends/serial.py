@@ -254,11 +254,12 @@ class SerialDevice(Device):
         last: Exception | None = None
         for _ in range(attempts):
             self._seq = self._seq % 255 + 1
+            self.stats.requests += 1
+            self._send(frames.encode(Frame(mtype, self._seq, payload)))
+            # no reply can arrive before the next await, so registering after sending is safe
             pending = _Pending(self._seq, REPLY[mtype], loop.create_future())
             self._pending = pending
-            self.stats.requests += 1
             try:
-                self._send(frames.encode(Frame(mtype, pending.seq, payload)))
                 reply = await asyncio.wait_for(pending.future, self.timeout_s)
             except TimeoutError:
                 self.stats.timeouts += 1

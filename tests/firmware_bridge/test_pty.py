@@ -144,3 +144,25 @@ def test_leak_check_sees_an_open_pty() -> None:
     finally:
         pty.close()
     assert new_fds(before) == {}
+
+
+def test_pty_pair_carries_modbus_rtu_between_pymodbus_server_and_client() -> None:
+    from pymodbus.client import AsyncModbusSerialClient
+    from pymodbus.server import ModbusSerialServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+
+    async def main() -> None:
+        async with PtyPair() as (path_a, path_b):
+            device = SimDevice(1, simdata=[SimData(0, values=[11, 22, 33],
+                                                   datatype=DataType.REGISTERS)])
+            server = ModbusSerialServer(device, port=path_b, baudrate=19200, parity="N")
+            await server.serve_forever(background=True)
+            client = AsyncModbusSerialClient(path_a, baudrate=19200, timeout=2)
+            try:
+                assert await client.connect()
+                reply = await client.read_holding_registers(0, count=3, device_id=1)
+                assert reply.registers == [11, 22, 33]
+            finally:
+                client.close()
+                await server.shutdown()
+    run(main)

@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import serial
 
@@ -39,6 +40,7 @@ from firmware_bridge.serialproto.frames import Frame
 from firmware_bridge.serialproto.messages import BOOT_SEQ, REPLY, Access, Hello, MsgType
 
 EventCallback = Callable[[str, str], None]
+T = TypeVar("T")
 
 PARITIES = {"N": "none", "E": "even", "O": "odd", "M": "mark", "S": "space"}
 STOPBITS = (1, 1.5, 2)
@@ -191,7 +193,7 @@ class SerialDevice(Device):
                                extra={"source": "telemetry", "age_s": age})
         reply = await self._transact(MsgType.READ, lambda hello: b"")
         assert self._hello is not None
-        values = messages.decode_values(reply.payload)
+        values = self._decode(messages.decode_values, reply.payload, "READ reply")
         names = self._hello.names()
         wanted = {p.id for p in self._hello.points if p.access & Access.READ}
         if set(values) != wanted:
@@ -242,7 +244,7 @@ class SerialDevice(Device):
             self._ensure_link()
             if self._hello_needed or mtype == MsgType.HELLO:
                 reply = await self._exchange(MsgType.HELLO, b"")
-                self._adopt(messages.decode_hello(reply.payload))
+                self._adopt(self._decode(messages.decode_hello, reply.payload, "HELLO reply"))
                 if mtype == MsgType.HELLO:
                     return reply
             assert self._hello is not None
@@ -281,6 +283,12 @@ class SerialDevice(Device):
             return reply
         assert last is not None
         raise last
+
+    def _decode(self, decode: Callable[[bytes], T], payload: bytes, what: str) -> T:
+        try:
+            return decode(payload)
+        except FrameError as exc:
+            raise FrameError(f"{self.name}: {what}: {exc}") from None
 
     def _send(self, data: bytes) -> None:
         if self._stream is None:

@@ -343,7 +343,7 @@ async def scripted_board(answer: Callable[[Frame], bytes]) -> AsyncIterator[str]
     (lambda f: frames.encode(Frame(MsgType.READ_REPLY, f.seq, messages.encode_values(
         {0: 1.0, 5: 2.0}))), FrameError, "READ reply has points \\[0, 5\\], expected \\[0\\]"),
     (lambda f: frames.encode(Frame(MsgType.READ_REPLY, f.seq, b"\x00\x01\x02")),
-     FrameError, "3 bytes is not a multiple of 5"),
+     FrameError, "READ reply: values payload of 3 bytes is not a multiple of 5"),
     (lambda f: b"\x07garbage\x00", FrameError, "COBS"),
     (lambda f: frames.encode(Frame(MsgType.READ_REPLY, f.seq, version=2)),
      FrameError, "protocol version 2"),

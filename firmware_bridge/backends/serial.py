@@ -1,0 +1,436 @@
+"""The ``serial`` back-end: microcontroller firmware speaking the gridloop serial protocol.
+
+The protocol (docs/serial-protocol.md) is COBS-framed, CRC-16 checked, request/response
+matched by sequence number, with unsolicited telemetry.  One request is outstanding at a
+time; a reply whose sequence number or type does not match it is a late reply to an earlier
+request and is dropped (counted in :attr:`SerialDevice.stats`).
+
+I/O runs on the event loop, not in a thread: pyserial opens the port and applies the line
+settings, then the port's descriptor is read with ``loop.add_reader`` and written without
+blocking (:class:`~firmware_bridge.pty.TtyStream`).  So a device costs no thread, a
+deadline is a plain ``wait_for``, and closing never waits for a blocked read.
+
+A lost port (a USB adapter unplugged, a board rebooting) fails the request in flight with
+:class:`~firmware_bridge.errors.DeviceDisconnected`; later calls reopen the port, no more
+often than an exponential back-off allows, and never wait for it: a call inside the
+back-off fails at once, so one dead device never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import serial
+
+from firmware_bridge.device import Device, Quality, Reading
+from firmware_bridge.errors import (
+    ConfigError,
+    DeviceDisconnected,
+    DeviceTimeout,
+    ExceptionResponse,
+    FrameError,
+)
+from firmware_bridge.pty import TtyStream
+from firmware_bridge.serialproto import frames, messages
+from firmware_bridge.serialproto.frames import Frame
+from firmware_bridge.serialproto.messages import BOOT_SEQ, REPLY, Access, Hello, MsgType
+
+EventCallback = Callable[[str, str], None]
+T = TypeVar("T")
+
+PARITIES = {"N": "none", "E": "even", "O": "odd", "M": "mark", "S": "space"}
+STOPBITS = (1, 1.5, 2)
+MAX_BAUDRATE = 12_000_000
+
+
+@dataclass
+class SerialStats:
+    """Counters of one serial device since it was built."""
+
+    requests: int = 0
+    timeouts: int = 0
+    frame_errors: int = 0
+    stale_replies: int = 0
+    telemetry: int = 0
+    telemetry_lost: int = 0
+    disconnects: int = 0
+    reconnect_attempts: int = 0
+    reconnects: int = 0
+    reboots: int = 0
+
+
+@dataclass
+class _Pending:
+    seq: int
+    reply: MsgType
+    future: asyncio.Future[Frame]
+
+
+class SerialDevice(Device):
+    """A board on a serial port that speaks the gridloop serial protocol.
+
+    Its signals and setpoints are the points the board announces in its HELLO reply, read at
+    :meth:`open`.
+
+    Parameters
+    ----------
+    port : str
+        Serial port path (``/dev/ttyACM0``, or a pty from an emulator).
+    baudrate : int
+        Line speed. [bit/s]
+    timeout_s : float
+        Deadline of one request attempt. [s]
+    bytesize, parity, stopbits
+        Line settings; the protocol is binary, so ``bytesize`` must be 8.  ``parity`` is one
+        of ``N E O M S``, ``stopbits`` one of 1, 1.5, 2.
+    retries : int
+        Further attempts after a timeout or a corrupted reply, each with a new sequence
+        number (every request is idempotent).
+    telemetry_max_age_s : float or None
+        If set, :meth:`read` answers from the latest telemetry frame when it holds every
+        signal and is at most this old, without a request. [s]
+    backoff_s, max_backoff_s : float
+        First and longest wait between attempts to reopen a lost port; it doubles after each
+        failed attempt. [s]
+    on_event : callable
+        ``on_event(kind, message)`` on ``disconnect``, ``reconnect`` and ``reboot``.
+    """
+
+    backend = "serial"
+
+    def __init__(self, port: str, baudrate: int = 115200, timeout_s: float = 0.2, *,
+                 bytesize: int = 8, parity: str = "N", stopbits: float = 1,
+                 retries: int = 1, telemetry_max_age_s: float | None = None,
+                 backoff_s: float = 0.05, max_backoff_s: float = 2.0,
+                 on_event: EventCallback | None = None, name: str = "") -> None:
+        super().__init__(name or f"serial:{port}")
+        self.port = str(port)
+        self.baudrate, self.bytesize, self.parity, self.stopbits = validate_line(
+            baudrate, bytesize, parity, stopbits)
+        for field, value in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
+            if not value > 0:
+                raise ConfigError(f"serial device {self.port}: {field} must be > 0, got {value}")
+        if not max_backoff_s >= backoff_s:
+            raise ConfigError(f"serial device {self.port}: max_backoff_s ({max_backoff_s}) "
+                              f"must be >= backoff_s ({backoff_s})")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"serial device {self.port}: retries must be an integer >= 0, "
+                              f"got {retries!r}")
+        if telemetry_max_age_s is not None and not telemetry_max_age_s > 0:
+            raise ConfigError(f"serial device {self.port}: telemetry_max_age_s must be > 0, "
+                              f"got {telemetry_max_age_s}")
+        self.timeout_s = float(timeout_s)
+        self.retries = retries
+        self.telemetry_max_age_s = telemetry_max_age_s
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.on_event = on_event
+        self.stats = SerialStats()
+        self._opened = False
+        self._serial: serial.Serial | None = None
+        self._stream: TtyStream | None = None
+        self._parser = frames.FrameParser()
+        self._lock = asyncio.Lock()
+        self._pending: _Pending | None = None
+        self._seq = 0
+        self._hello: Hello | None = None
+        self._hello_needed = True
+        self._lost_link = False
+        self._backoff = self.backoff_s
+        self._retry_at = 0.0
+        self._telemetry: dict[str, float] = {}
+        self._telemetry_at = 0.0
+        self._telemetry_mono = 0.0
+        self._telemetry_next: int | None = None
+
+    # -- the Device contract ----------------------------------------------------------------
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return self._hello.signals if self._hello else ()
+
+    @property
+    def setpoints(self) -> tuple[str, ...]:
+        return self._hello.setpoints if self._hello else ()
+
+    @property
+    def hello(self) -> Hello | None:
+        """The board's latest HELLO: boot id, telemetry period, point table."""
+        return self._hello
+
+    async def open(self) -> None:
+        """Open the port and ask the board for its HELLO."""
+        if self._opened:
+            return
+        self._opened = True
+        try:
+            self._connect()
+            await self._transact(MsgType.HELLO, lambda hello: b"")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self._opened = False
+        self._fail_pending(DeviceDisconnected(f"{self.name}: closed"))
+        self._drop_link()
+        self._hello_needed = True
+        self._lost_link = False
+        self._telemetry = {}
+        self._telemetry_next = None
+
+    async def read(self) -> Reading:
+        t0 = time.perf_counter()
+        if self._opened and self.telemetry_max_age_s is not None:
+            age = time.monotonic() - self._telemetry_mono
+            if age <= self.telemetry_max_age_s and set(self.signals) <= set(self._telemetry):
+                return Reading(dict(self._telemetry), self._telemetry_at, Quality.OK,
+                               time.perf_counter() - t0,
+                               extra={"source": "telemetry", "age_s": age})
+        reply = await self._transact(MsgType.READ, lambda hello: b"")
+        assert self._hello is not None
+        values = self._decode(messages.decode_values, reply.payload, "READ reply")
+        names = self._hello.names()
+        wanted = {p.id for p in self._hello.points if p.access & Access.READ}
+        if set(values) != wanted:
+            raise FrameError(f"{self.name}: READ reply has points {sorted(values)}, "
+                             f"expected {sorted(wanted)}")
+        return Reading({names[i]: v for i, v in values.items()}, time.time(), Quality.OK,
+                       time.perf_counter() - t0, extra={"source": "poll"})
+
+    async def write(self, setpoints: Mapping[str, float]) -> None:
+        def payload(hello: Hello) -> bytes:
+            pairs: dict[int, float] = {}
+            for name, value in setpoints.items():
+                point = hello.point(name)
+                if point is None or not point.access & Access.WRITE:
+                    raise ConfigError(f"{self.name}: cannot write {name}; writable: "
+                                      f"{', '.join(hello.setpoints) or 'nothing'}")
+                if not messages.finite(float(value)):
+                    raise ConfigError(f"{self.name}: setpoint {name} = {value} is not a "
+                                      f"finite float32")
+                pairs[point.id] = float(value)
+            return messages.encode_values(pairs)
+
+        if setpoints:
+            await self._transact(MsgType.WRITE, payload)
+
+    async def ping(self, data: bytes = b"") -> float:
+        """Round-trip time of a PING carrying ``data``, which the board must echo. [s]"""
+        t0 = time.perf_counter()
+        reply = await self._transact(MsgType.PING, lambda hello: bytes(data))
+        if reply.payload != bytes(data):
+            raise FrameError(f"{self.name}: PONG does not echo the PING payload")
+        return time.perf_counter() - t0
+
+    def telemetry(self) -> Reading | None:
+        """The latest telemetry frame as a reading, or None if none arrived since opening."""
+        if not self._telemetry:
+            return None
+        return Reading(dict(self._telemetry), self._telemetry_at, Quality.OK, 0.0,
+                       extra={"source": "telemetry",
+                              "age_s": time.monotonic() - self._telemetry_mono})
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _transact(self, mtype: MsgType, payload: Callable[[Hello], bytes]) -> Frame:
+        """Send one request (after a HELLO if the board's table is unknown) and return the
+        reply; ``payload`` builds the request from the board's point table."""
+        async with self._lock:
+            self._ensure_link()
+            if self._hello_needed or mtype == MsgType.HELLO:
+                reply = await self._exchange(MsgType.HELLO, b"")
+                self._adopt(self._decode(messages.decode_hello, reply.payload, "HELLO reply"))
+                if mtype == MsgType.HELLO:
+                    return reply
+            assert self._hello is not None
+            return await self._exchange(mtype, payload(self._hello))
+
+    async def _exchange(self, mtype: MsgType, payload: bytes) -> Frame:
+        loop = asyncio.get_running_loop()
+        attempts = self.retries + 1
+        last: Exception | None = None
+        for _ in range(attempts):
+            self._seq = self._seq % 255 + 1
+            self.stats.requests += 1
+            self._send(frames.encode(Frame(mtype, self._seq, payload)))
+            # no reply can arrive before the next await, so registering after sending is safe
+            pending = _Pending(self._seq, REPLY[mtype], loop.create_future())
+            self._pending = pending
+            try:
+                reply = await asyncio.wait_for(pending.future, self.timeout_s)
+            except TimeoutError:
+                self.stats.timeouts += 1
+                last = DeviceTimeout(f"{self.name}: no reply to {mtype.name} within "
+                                     f"{self.timeout_s:g} s ({attempts} attempt"
+                                     f"{'s' if attempts > 1 else ''})")
+                continue
+            except FrameError as exc:
+                last = exc
+                continue
+            finally:
+                self._pending = None
+            if reply.type == MsgType.ERROR:
+                code, detail, text = messages.decode_error(reply.payload)
+                raise ExceptionResponse(code, f"{self.name}: {mtype.name} refused: "
+                                              f"{messages.describe_error(code, detail, text)}")
+            if self._lost_link:
+                self._reconnected()
+            return reply
+        assert last is not None
+        raise last
+
+    def _decode(self, decode: Callable[[bytes], T], payload: bytes, what: str) -> T:
+        try:
+            return decode(payload)
+        except FrameError as exc:
+            raise FrameError(f"{self.name}: {what}: {exc}") from None
+
+    def _send(self, data: bytes) -> None:
+        if self._stream is None:
+            raise DeviceDisconnected(f"{self.name}: port {self.port} is not connected")
+        try:
+            self._stream.write(data)
+        except ConnectionError as exc:
+            raise DeviceDisconnected(f"{self.name}: write to {self.port} failed: {exc}") from exc
+
+    def _fail_pending(self, exc: Exception) -> None:
+        if self._pending is not None and not self._pending.future.done():
+            self._pending.future.set_exception(exc)
+
+    # -- the link ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            port = serial.Serial(self.port, self.baudrate, self.bytesize, self.parity,
+                                 self.stopbits, timeout=0, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DeviceDisconnected(f"{self.name}: cannot open {self.port}: {exc}") from exc
+        port.reset_input_buffer()
+        self._serial = port
+        self._parser = frames.FrameParser()
+        self._stream = TtyStream(port.fileno(), self._on_data, self._on_lost)
+        self._stream.write(frames.DELIMITER)  # ends any partial frame the board holds
+
+    def _drop_link(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
+
+    def _ensure_link(self) -> None:
+        """Raise unless the port is open, reopening a lost one when the back-off allows."""
+        if not self._opened:
+            raise DeviceDisconnected(f"{self.name}: device is not open")
+        if self._stream is not None:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise DeviceDisconnected(f"{self.name}: port {self.port} lost; next reconnect "
+                                     f"attempt in {self._retry_at - now:.3f} s")
+        self.stats.reconnect_attempts += 1
+        try:
+            self._connect()
+        except DeviceDisconnected:
+            self._backoff = min(2 * self._backoff, self.max_backoff_s)
+            self._retry_at = now + self._backoff
+            raise
+        self._hello_needed = True
+
+    def _on_lost(self, exc: OSError | None) -> None:
+        self._drop_link()
+        self.stats.disconnects += 1
+        self._lost_link = True
+        self._backoff = self.backoff_s
+        self._retry_at = time.monotonic() + self._backoff
+        reason = f": {exc.strerror}" if exc is not None else " (hang-up)"
+        self._event("disconnect", f"port lost{reason}")
+        self._fail_pending(DeviceDisconnected(f"{self.name}: port {self.port} lost{reason}"))
+
+    def _reconnected(self) -> None:
+        self._lost_link = False
+        self._backoff = self.backoff_s
+        self.stats.reconnects += 1
+        self._event("reconnect", "port reopened, board answers")
+
+    def _event(self, kind: str, message: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, f"{self.name}: {message}")
+
+    # -- what arrives -----------------------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        for item in self._parser.feed(data):
+            if isinstance(item, FrameError):
+                self.stats.frame_errors += 1
+                self._fail_pending(FrameError(f"{self.name}: {item}"))
+            elif item.version != frames.VERSION:
+                self.stats.frame_errors += 1
+                self._fail_pending(FrameError(f"{self.name}: frame of protocol version "
+                                              f"{item.version}; this host speaks "
+                                              f"{frames.VERSION}"))
+            elif item.type == MsgType.TELEMETRY:
+                self._on_telemetry(item)
+            elif item.type == MsgType.HELLO_REPLY and item.seq == BOOT_SEQ:
+                try:
+                    self._adopt(messages.decode_hello(item.payload))
+                except FrameError:
+                    self.stats.frame_errors += 1
+            elif (self._pending is not None and item.seq == self._pending.seq
+                  and item.type in (self._pending.reply, MsgType.ERROR)
+                  and not self._pending.future.done()):
+                self._pending.future.set_result(item)
+            else:
+                self.stats.stale_replies += 1
+
+    def _adopt(self, hello: Hello) -> None:
+        if self._hello is not None and hello.boot_id != self._hello.boot_id:
+            self.stats.reboots += 1
+            self._telemetry = {}
+            self._telemetry_next = None
+            self._event("reboot", f"board rebooted (boot id {self._hello.boot_id:#010x} -> "
+                                  f"{hello.boot_id:#010x})")
+        self._hello = hello
+        self._hello_needed = False
+
+    def _on_telemetry(self, frame: Frame) -> None:
+        if self._hello is None:
+            return
+        try:
+            _, values = messages.decode_telemetry(frame.payload)
+        except FrameError:
+            self.stats.frame_errors += 1
+            return
+        if self._telemetry_next is not None:
+            self.stats.telemetry_lost += (frame.seq - self._telemetry_next) & 0xFF
+        self._telemetry_next = (frame.seq + 1) & 0xFF
+        names = self._hello.names()
+        self._telemetry.update({names[i]: v for i, v in values.items() if i in names})
+        self._telemetry_at = time.time()
+        self._telemetry_mono = time.monotonic()
+        self.stats.telemetry += 1
+
+
+def validate_line(baudrate: int, bytesize: int, parity: str,
+                  stopbits: float) -> tuple[int, int, str, float]:
+    """Check serial line settings; raises ConfigError naming the setting that is wrong."""
+    if isinstance(baudrate, bool) or not isinstance(baudrate, int) \
+            or not 50 <= baudrate <= MAX_BAUDRATE:
+        raise ConfigError(f"serial line: baudrate must be an integer in "
+                          f"[50, {MAX_BAUDRATE}] bit/s, got {baudrate!r}")
+    if bytesize != 8:
+        raise ConfigError(f"serial line: bytesize must be 8 (the protocol is binary), "
+                          f"got {bytesize!r}")
+    if not isinstance(parity, str) or parity.upper() not in PARITIES:
+        raise ConfigError(f"serial line: parity must be one of "
+                          f"{', '.join(f'{k} ({v})' for k, v in PARITIES.items())}, "
+                          f"got {parity!r}")
+    if stopbits not in STOPBITS:
+        raise ConfigError(f"serial line: stopbits must be 1, 1.5 or 2, got {stopbits!r}")
+    return baudrate, 8, parity.upper(), stopbits

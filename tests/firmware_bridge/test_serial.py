@@ -1,0 +1,447 @@
+"""The ``serial`` back-end over a real pty against the MCU emulator: the device contract,
+every fault card as the client sees it, telemetry, sequence numbers, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from firmware_bridge.backends.serial import SerialDevice, validate_line
+from firmware_bridge.device import Quality, poll
+from firmware_bridge.emulators.serial_server import SerialEmulator, SerialFaults
+from firmware_bridge.errors import (
+    BridgeError,
+    ConfigError,
+    DeviceDisconnected,
+    DeviceTimeout,
+    ExceptionResponse,
+    FrameError,
+)
+from firmware_bridge.pty import Pty, TtyStream
+from firmware_bridge.registry import open_device
+from firmware_bridge.serialproto import frames, messages
+from firmware_bridge.serialproto.frames import Frame, FrameParser
+from firmware_bridge.serialproto.messages import Access, ErrorCode, Hello, MsgType, Point
+
+from .contract import DeviceContract, Harness
+from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
+from .plants import LagBattery
+
+
+class TestSerialContract(DeviceContract):
+    """The device contract over a pty, with telemetry streaming between the replies."""
+
+    @asynccontextmanager
+    async def harness(self) -> AsyncIterator[Harness]:
+        plant = LagBattery()
+        async with SerialEmulator(plant, "battery", ("p_set_w", "connect"),
+                                  telemetry_period_s=0.005) as emu:
+            dev = open_device("serial", port=emu.path, timeout_s=0.5)
+            assert isinstance(dev, SerialDevice)
+            async with dev:
+                yield Harness(dev, plant, "battery")
+
+    def run(self, test: Callable[[Harness], object]) -> None:
+        async def main() -> None:
+            async with self.harness() as h:
+                await test(h)
+        run(main)
+
+
+@dataclass
+class Bench:
+    emu: SerialEmulator
+    dev: SerialDevice
+    plant: LagBattery
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.events]
+
+
+def on_bench(test: Callable[[Bench], Awaitable[None]], *, telemetry_period_s: float = 0.0,
+             **device: object) -> None:
+    """Run ``test`` with an emulated battery board and a SerialDevice opened on its pty."""
+    async def main() -> None:
+        plant = LagBattery()
+        events: list[tuple[str, str]] = []
+        async with SerialEmulator(plant, "battery", ("p_set_w", "connect"),
+                                  telemetry_period_s=telemetry_period_s, seed=7,
+                                  on_event=lambda k, m: events.append((k, m))) as emu:
+            dev = SerialDevice(emu.path, on_event=lambda k, m: events.append((k, m)),
+                               **device)
+            async with dev:
+                await test(Bench(emu, dev, plant, events))
+    run(main)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.002)
+
+
+# -- what the device learns and does --------------------------------------------------------
+
+def test_open_learns_the_point_table_from_hello() -> None:
+    async def t(b: Bench) -> None:
+        assert b.dev.signals == tuple(b.plant.read("battery"))
+        assert b.dev.setpoints == ("p_set_w", "connect")
+        assert b.dev.hello is not None and b.dev.hello.boot_id == b.emu.boot_id
+        assert await b.dev.ping(b"\x00abc") > 0
+    on_bench(t)
+
+
+def test_writes_are_validated_by_name_before_sending() -> None:
+    async def t(b: Bench) -> None:
+        requests = b.emu.stats.requests
+        with pytest.raises(ConfigError, match="cannot write soc; writable: p_set_w, connect"):
+            await b.dev.write({"soc": 0.9})
+        with pytest.raises(ConfigError, match="p_set_w = nan is not a finite float32"):
+            await b.dev.write({"p_set_w": math.nan})
+        with pytest.raises(ConfigError, match="1e\\+39"):
+            await b.dev.write({"p_set_w": 1e39})
+        await b.dev.write({})
+        assert b.emu.stats.requests == requests
+    on_bench(t)
+
+
+def test_concurrent_requests_are_serialised() -> None:
+    async def t(b: Bench) -> None:
+        readings = await asyncio.gather(*(b.dev.read() for _ in range(10)),
+                                        b.dev.write({"p_set_w": 10.0}))
+        assert all(r.quality == Quality.OK for r in readings[:10])
+        assert b.plant.state["p_set_w"] == 10.0
+        assert b.dev.stats.stale_replies == 0 and b.dev.stats.timeouts == 0
+    on_bench(t)
+
+
+def test_sequence_numbers_wrap_and_skip_zero() -> None:
+    async def t(b: Bench) -> None:
+        for i in range(300):
+            await b.dev.ping(i.to_bytes(2, "little"))
+        assert b.dev.stats.requests == 301 and b.dev.stats.stale_replies == 0
+    on_bench(t)
+
+
+# -- fault cards, as the client sees them ---------------------------------------------------
+
+def test_extra_delay_is_seen_in_the_round_trip_time() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.faults = SerialFaults(delay_s=0.05)
+        r = await b.dev.read()
+        assert r.quality == Quality.OK and r.rtt_s >= 0.05
+        assert b.kinds() == ["fault_card"]
+    on_bench(t, timeout_s=0.5)
+
+
+def test_a_late_reply_times_out_and_is_then_dropped_as_stale() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.faults = SerialFaults(delay_s=0.15)
+        with pytest.raises(DeviceTimeout, match="no reply to READ within 0.05 s"):
+            await b.dev.read()
+        b.emu.faults = SerialFaults()
+        await until(lambda: b.dev.stats.stale_replies == 1)  # the late READ_REPLY
+        b.plant.write("battery", {"p_set_w": 100.0})
+        b.plant.advance(10.0)
+        r = await b.dev.read()
+        assert r.values["p_w"] == pytest.approx(100.0, abs=0.01)
+        assert b.dev.stats.timeouts == 1
+    on_bench(t, timeout_s=0.05, retries=0)
+
+
+def test_no_answer_gives_a_timeout_after_every_retry() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.faults = SerialFaults(no_answer=1.0)
+        with pytest.raises(DeviceTimeout, match=r"within 0.03 s \(3 attempts\)"):
+            await b.dev.read()
+        assert b.emu.stats.no_answers == 3 and b.dev.stats.timeouts == 3
+        r = await poll(b.dev)
+        assert r.quality == Quality.TIMEOUT and r.values == {} and "no reply" in r.error
+        assert b.kinds().count("no_answer") == 6
+        b.emu.faults = SerialFaults()
+        assert (await b.dev.read()).quality == Quality.OK
+    on_bench(t, timeout_s=0.03, retries=2)
+
+
+def test_a_dropped_write_is_acknowledged_but_the_plant_does_not_follow() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.faults = SerialFaults(drop_writes=1.0)
+        await b.dev.write({"p_set_w": 5000.0})
+        b.plant.advance(10.0)
+        assert (await b.dev.read()).values["p_w"] == 0.0
+        assert b.kinds() == ["fault_card", "drop_write"]
+        b.emu.faults = SerialFaults()
+        await b.dev.write({"p_set_w": 5000.0})
+        b.plant.advance(10.0)
+        assert (await b.dev.read()).values["p_w"] == pytest.approx(5000.0, abs=0.01)
+    on_bench(t)
+
+
+def test_corrupted_replies_give_a_frame_error() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.faults = SerialFaults(corrupt=1.0)
+        with pytest.raises(FrameError, match="bad CRC"):
+            await b.dev.read()
+        assert b.dev.stats.frame_errors == b.emu.stats.corrupted == 2  # the request and its retry
+        r = await poll(b.dev)
+        assert r.quality == Quality.ERROR and "bad CRC" in r.error
+    on_bench(t, retries=1)
+
+
+def test_occasional_corruption_is_retried_and_counted_exactly() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.faults = SerialFaults(corrupt=0.3)
+        outcomes = []
+        for _ in range(60):
+            try:
+                await b.dev.read()
+                outcomes.append("ok")
+            except FrameError:
+                outcomes.append("error")
+        assert outcomes.count("ok") >= 55
+        assert b.dev.stats.frame_errors == b.emu.stats.corrupted > 0
+        assert b.kinds().count("corrupt_frame") == b.emu.stats.corrupted
+    on_bench(t, retries=3)
+
+
+def test_reboot_with_unplug_disconnects_then_reconnects_with_backoff() -> None:
+    async def t(b: Bench) -> None:
+        old_boot = b.emu.boot_id
+        reboot = asyncio.create_task(b.emu.reboot(downtime_s=0.4, unplug=True))
+        failures: list[BaseException] = []
+        while True:
+            try:
+                r = await b.dev.read()
+            except DeviceDisconnected as exc:
+                failures.append(exc)
+                await asyncio.sleep(0.005)
+                continue
+            if reboot.done():
+                break
+            await asyncio.sleep(0.005)
+        await reboot
+        assert r.quality == Quality.OK and failures
+        assert any("next reconnect attempt in" in str(e) for e in failures)
+        s = b.dev.stats
+        assert (s.disconnects, s.reconnects, s.reboots) == (1, 1, 1)
+        # back-off from 0.05 s doubling: about 4 attempts in 0.4 s, not one per read
+        assert 2 <= s.reconnect_attempts <= 6 < len(failures)
+        assert b.dev.hello is not None and b.dev.hello.boot_id == b.emu.boot_id != old_boot
+        assert b.kinds() == ["reboot", "disconnect", "reconnect", "reboot"]
+    on_bench(t)
+
+
+def test_silent_reboot_times_out_then_the_boot_hello_is_noticed() -> None:
+    async def t(b: Bench) -> None:
+        reboot = asyncio.create_task(b.emu.reboot(downtime_s=0.2, unplug=False))
+        with pytest.raises(DeviceTimeout):
+            await b.dev.read()
+        await reboot
+        await until(lambda: b.dev.stats.reboots == 1)
+        assert b.dev.hello is not None and b.dev.hello.boot_id == b.emu.boot_id
+        assert (await b.dev.read()).quality == Quality.OK
+        assert b.dev.stats.disconnects == 0 and b.dev.stats.reconnects == 0
+    on_bench(t, timeout_s=0.05, retries=0)
+
+
+def test_one_dead_board_does_not_hold_up_another() -> None:
+    async def main() -> None:
+        async with SerialEmulator(LagBattery(), "battery") as good_board, \
+                SerialEmulator(LagBattery(), "battery") as dead_board:
+            good = SerialDevice(good_board.path, timeout_s=0.3)
+            dead = SerialDevice(dead_board.path, timeout_s=0.3, retries=0)
+            async with good, dead:
+                dead_board.faults = SerialFaults(no_answer=1.0)
+                done: list[str] = []
+
+                async def read(dev: SerialDevice, label: str) -> Quality:
+                    r = await poll(dev)
+                    done.append(label)
+                    return r.quality
+                qualities = await asyncio.gather(read(dead, "dead"), read(good, "good"))
+                assert qualities == [Quality.TIMEOUT, Quality.OK] and done == ["good", "dead"]
+    run(main)
+
+
+# -- telemetry ------------------------------------------------------------------------------
+
+def test_fresh_telemetry_answers_reads_without_a_request() -> None:
+    async def t(b: Bench) -> None:
+        await until(lambda: b.dev.stats.telemetry >= 3)
+        b.plant.write("battery", {"p_set_w": 700.0})
+        b.plant.advance(10.0)
+        await until(lambda: (t := b.dev.telemetry()) is not None and t.values["p_w"] > 699.0)
+        requests = b.emu.stats.requests
+        r = await b.dev.read()
+        assert r.extra["source"] == "telemetry" and r.extra["age_s"] <= 0.5
+        assert r.values["p_w"] == pytest.approx(700.0, abs=0.01)
+        assert set(r.values) == set(b.dev.signals)
+        assert b.emu.stats.requests == requests
+        assert b.dev.stats.telemetry_lost == 0
+    on_bench(t, telemetry_period_s=0.01, telemetry_max_age_s=0.5)
+
+
+def test_stale_telemetry_falls_back_to_polling() -> None:
+    async def t(b: Bench) -> None:
+        assert b.dev.telemetry() is None
+        r = await b.dev.read()
+        assert r.extra["source"] == "poll"
+    on_bench(t, telemetry_max_age_s=0.5)  # the board sends no telemetry
+
+
+def test_lost_telemetry_frames_are_counted_from_the_sequence_gaps() -> None:
+    async def t(b: Bench) -> None:
+        await until(lambda: b.dev.stats.telemetry >= 2)
+        b.emu.faults = SerialFaults(corrupt=0.5)
+        await until(lambda: b.emu.stats.corrupted >= 10)
+        b.emu.faults = SerialFaults()
+        corrupted = b.emu.stats.corrupted
+        seen = b.dev.stats.telemetry
+        await until(lambda: b.dev.stats.telemetry >= seen + 2)
+        assert b.dev.stats.telemetry_lost == corrupted == b.dev.stats.frame_errors
+    on_bench(t, telemetry_period_s=0.003)
+
+
+# -- a board that answers garbage, on a real pty --------------------------------------------
+
+HELLO = Hello(1, 0, "battery", (Point(0, "p_w", Access.READ), Point(1, "p_set_w",
+                                                                     Access.WRITE)))
+
+
+@asynccontextmanager
+async def scripted_board(answer: Callable[[Frame], bytes]) -> AsyncIterator[str]:
+    """A board that answers HELLO properly and every other request with ``answer(request)``."""
+    parser = FrameParser()
+    with Pty() as pty:
+        def on_data(data: bytes) -> None:
+            for item in parser.feed(data):
+                assert isinstance(item, Frame)
+                if item.type == MsgType.HELLO:
+                    stream.write(frames.encode(Frame(MsgType.HELLO_REPLY, item.seq,
+                                                     messages.encode_hello(HELLO))))
+                else:
+                    stream.write(answer(item))
+        stream = TtyStream(pty.fd, on_data, lambda exc: None)
+        try:
+            yield pty.path
+        finally:
+            stream.close()
+
+
+@pytest.mark.parametrize(("answer", "error", "message"), [
+    (lambda f: frames.encode(Frame(MsgType.ERROR, f.seq, messages.encode_error(
+        ErrorCode.BUSY, 0, "flash write in progress"))),
+     ExceptionResponse, "READ refused: BUSY \\(detail 0\\): flash write in progress"),
+    (lambda f: frames.encode(Frame(MsgType.READ_REPLY, f.seq, messages.encode_values(
+        {0: 1.0, 5: 2.0}))), FrameError, "READ reply has points \\[0, 5\\], expected \\[0\\]"),
+    (lambda f: frames.encode(Frame(MsgType.READ_REPLY, f.seq, b"\x00\x01\x02")),
+     FrameError, "READ reply: values payload of 3 bytes is not a multiple of 5"),
+    (lambda f: b"\x07garbage\x00", FrameError, "COBS"),
+    (lambda f: frames.encode(Frame(MsgType.READ_REPLY, f.seq, version=2)),
+     FrameError, "protocol version 2"),
+    (lambda f: frames.encode(Frame(MsgType.WRITE_ACK, f.seq)), DeviceTimeout, "no reply"),
+])
+def test_a_board_answering_garbage_gets_a_clear_error(answer: Callable[[Frame], bytes],
+                                                     error: type, message: str) -> None:
+    async def main() -> None:
+        async with scripted_board(answer) as path, \
+                SerialDevice(path, timeout_s=0.05, retries=1) as dev:
+            with pytest.raises(error, match=message):
+                await dev.read()
+    run(main)
+
+
+def test_exception_response_carries_the_code() -> None:
+    async def main() -> None:
+        reply = messages.encode_error(ErrorCode.NOT_WRITABLE, 1, "locked")
+        board = scripted_board(lambda f: frames.encode(Frame(MsgType.ERROR, f.seq, reply)))
+        async with board as path, SerialDevice(path) as dev:
+            with pytest.raises(ExceptionResponse) as info:
+                await dev.write({"p_set_w": 1.0})
+            assert info.value.code == ErrorCode.NOT_WRITABLE
+    run(main)
+
+
+# -- opening, closing, line settings --------------------------------------------------------
+
+def test_open_of_a_missing_port_names_it_and_leaves_nothing_open(tmp_path) -> None:
+    async def main() -> None:
+        dev = SerialDevice(str(tmp_path / "ttyACM9"))
+        with pytest.raises(DeviceDisconnected, match="cannot open .*ttyACM9"):
+            await dev.open()
+        with pytest.raises(DeviceDisconnected, match="not open"):
+            await dev.read()
+    run(main)
+
+
+def test_open_of_a_silent_port_times_out_and_closes() -> None:
+    async def main() -> None:
+        with Pty() as pty:
+            dev = SerialDevice(pty.path, timeout_s=0.02, retries=0)
+            with pytest.raises(DeviceTimeout, match="no reply to HELLO"):
+                await dev.open()
+            assert os.read(pty.fd, 100).startswith(b"\x00")  # it sent a delimiter, then HELLO
+    run(main)
+
+
+def test_a_port_is_opened_exclusively() -> None:
+    async def main() -> None:
+        async with SerialEmulator(LagBattery(), "battery") as emu, SerialDevice(emu.path):
+            with pytest.raises(DeviceDisconnected, match="lock"):
+                await SerialDevice(emu.path).open()
+    run(main)
+
+
+def test_registry_builds_the_serial_backend() -> None:
+    dev = open_device("serial", port="/dev/null", baudrate=9600, parity="E", stopbits=2)
+    assert isinstance(dev, SerialDevice) and dev.backend == "serial"
+    assert (dev.baudrate, dev.bytesize, dev.parity, dev.stopbits) == (9600, 8, "E", 2)
+    assert dev.signals == () and dev.setpoints == ()
+
+
+def test_accepted_line_settings_work_over_the_pty() -> None:
+    async def t(b: Bench) -> None:
+        assert (await b.dev.read()).quality == Quality.OK
+    on_bench(t, baudrate=9600, parity="o", stopbits=1.5)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"baudrate": 0}, "baudrate must be an integer in \\[50, 12000000\\] bit/s, got 0"),
+    ({"baudrate": 115200.0}, "baudrate .* got 115200.0"),
+    ({"baudrate": True}, "baudrate .* got True"),
+    ({"bytesize": 7}, "bytesize must be 8 \\(the protocol is binary\\), got 7"),
+    ({"parity": "X"}, "parity must be one of N \\(none\\), E \\(even\\).*got 'X'"),
+    ({"parity": None}, "parity .* got None"),
+    ({"stopbits": 3}, "stopbits must be 1, 1.5 or 2, got 3"),
+])
+def test_line_settings_are_validated(settings: dict, message: str) -> None:
+    line = {"baudrate": 115200, "bytesize": 8, "parity": "N", "stopbits": 1} | settings
+    with pytest.raises(ConfigError, match=message):
+        validate_line(**line)
+    with pytest.raises(ConfigError, match=message):
+        SerialDevice("/dev/null", **settings)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"timeout_s": 0}, "timeout_s must be > 0"),
+    ({"backoff_s": -1}, "backoff_s must be > 0"),
+    ({"max_backoff_s": 0.01}, "max_backoff_s \\(0.01\\) must be >= backoff_s"),
+    ({"retries": -1}, "retries must be an integer >= 0"),
+    ({"retries": 1.5}, "retries must be an integer >= 0"),
+    ({"telemetry_max_age_s": 0}, "telemetry_max_age_s must be > 0"),
+])
+def test_device_options_are_validated(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SerialDevice("/dev/null", **options)
+
+
+def test_errors_belong_to_the_bridge_tree() -> None:
+    assert issubclass(ConfigError, BridgeError) and issubclass(DeviceTimeout, TimeoutError)

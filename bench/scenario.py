@@ -142,6 +142,8 @@ class AssetConfig:
     profile: str = ""
     #: for an inverter: the pv asset that feeds it
     source: str = ""
+    #: for a battery: its bidirectional converter's parameter set (name or path)
+    converter: str = ""
     #: emulated transport: Modbus TCP, Modbus RTU on a pty, or the serial MCU protocol
     transport: Literal["tcp", "rtu", "serial"] = "tcp"
     #: hardware address: { backend = "modbus_tcp", host = ..., port = ..., unit = ... }

@@ -1,0 +1,356 @@
+"""From a validated scenario to a :class:`~bench.plan.Plan`: parameters, twin, devices.
+
+Parameter sets are looked up by name in ``twin/data`` (``params = "battery_lfp_rack"``) or
+as a path relative to the scenario.  The twin uses ``params`` with the asset's ``override``
+table; an emulator uses ``emulator_params`` (default: the same) with the same overrides and
+then ``emulator_scale`` factors, so the emulated plant can differ from the twin exactly as a
+physical kit would.  Errors in any of it name the scenario line.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import ScenarioError
+from bench.plan import DEVICE_MAPS, Plan
+from bench.profiles import build_profile
+from bench.scenario import AssetConfig, Scenario
+from bench.tomlpos import key_lines, line_of
+from twin import params as tparams
+from twin.errors import TwinError
+from twin.microgrid import AssetSpec, Microgrid
+
+DATA = Path(__file__).resolve().parents[1] / "twin" / "data"
+
+#: parameter set used when an asset names none
+DEFAULT_PARAMS = {"battery": "battery_lfp_rack", "inverter": "inverter_pv_abb_trio_60",
+                  "pv": "pv_80kwp", "grid": "bus_node_100kva", "gpu_rack": "rack_h100_8gpu"}
+DEFAULT_CONVERTER = "converter_battery_100kw"
+
+
+def shipped(name: str) -> Path:
+    """Path of a parameter set shipped with gridloop."""
+    return DATA / f"{name}.toml"
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in DATA.glob("*.toml"))
+
+
+class _Where:
+    """Turns a field path into ``file:line: field`` for error messages."""
+
+    def __init__(self, s: Scenario) -> None:
+        self.source = str(s.path) if s.path else "<scenario>"
+        self.lines = key_lines(s.text) if s.text else {}
+
+    def __call__(self, *path: str) -> str:
+        line = line_of(self.lines, tuple(path))
+        loc = f"{self.source}:{line}" if line else self.source
+        return f"{loc}: {'.'.join(path)}"
+
+
+def load_params(s: Scenario, ref: str, where: str) -> tparams.ParamSet:
+    """A parameter set by shipped name or path."""
+    path = shipped(ref)
+    if not path.is_file():
+        path = s.resolve(ref)
+    if not path.is_file():
+        raise ScenarioError(f"{where}: no parameter set '{ref}' (neither shipped"
+                            f"{tparams.did_you_mean(ref, shipped_names())} nor a file)")
+    try:
+        return tparams.load(path)
+    except TwinError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def _set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    target = params
+    for p in parts[:-1]:
+        target = target.setdefault(p, {})
+    target[parts[-1]] = value
+
+
+def _get_dotted(params: dict[str, Any], key: str) -> Any:
+    target: Any = params
+    for p in key.split("."):
+        if not isinstance(target, dict) or p not in target:
+            raise KeyError(key)
+        target = target[p]
+    return target
+
+
+def with_overrides(pset: tparams.ParamSet, override: Mapping[str, Any],
+                   scale: Mapping[str, float] = ()) -> tparams.ParamSet:
+    """A copy of ``pset`` with parameter overrides, then multiplicative factors."""
+    out = copy.deepcopy(pset)
+    for key, value in override.items():
+        _set_dotted(out.params, key, value)
+    for key, factor in dict(scale).items():
+        value = _get_dotted(out.params, key)
+        if isinstance(value, dict) and "values" in value:
+            value = dict(value, values=(np.asarray(value["values"]) * factor).tolist())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value) * factor
+        else:
+            raise KeyError(key)
+        _set_dotted(out.params, key, value)
+    if override or scale:
+        out.meta = dict(out.meta, source=f"{out.meta.get('source', '')} (modified by the "
+                        f"scenario: override {dict(override)}, scale {dict(scale)})")
+    return out
+
+
+def _asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _Where,
+                  emulator: bool) -> tuple[tparams.ParamSet | None, tparams.ParamSet | None]:
+    """(params, converter params) of one asset, for the twin or its emulator."""
+    if cfg.kind == "meter":
+        return None, None
+    base = ("nodes", node, name)
+    ref = (cfg.emulator_params if emulator and cfg.emulator_params else cfg.params) \
+        or DEFAULT_PARAMS[cfg.kind]
+    field = "emulator_params" if emulator and cfg.emulator_params else "params"
+    pset = load_params(s, ref, where(*base, field))
+    try:
+        pset = with_overrides(pset, cfg.override, cfg.emulator_scale if emulator else {})
+    except KeyError as exc:
+        key = exc.args[0]
+        table = "emulator_scale" if key in cfg.emulator_scale else "override"
+        raise ScenarioError(f"{where(*base, table, key)}: '{key}' is not a numeric parameter "
+                            f"of {ref}{tparams.did_you_mean(key, pset.params)}") from None
+    conv = None
+    if cfg.kind == "battery":
+        conv = load_params(s, cfg.converter or DEFAULT_CONVERTER, where(*base, "converter"))
+    _validate(pset, cfg, where(*base, "override" if cfg.override else field))
+    return pset, conv
+
+
+def _validate(pset: tparams.ParamSet, cfg: AssetConfig, where: str) -> None:
+    """Build the model's parameters once, so a bad override names the scenario line."""
+    try:
+        if cfg.kind == "battery":
+            from twin.battery import params_from_set
+
+            params_from_set(pset)
+        elif cfg.kind == "inverter":
+            from twin.inverter import InverterParams
+
+            InverterParams.from_params(pset)
+        elif cfg.kind == "pv":
+            from twin.pv import PVParams
+
+            PVParams.from_params(pset)
+        elif cfg.kind == "grid":
+            from twin.bus import BusParams
+
+            BusParams.from_params(pset)
+        elif cfg.kind == "gpu_rack":
+            from twin.rack import RackParams
+
+            RackParams.from_params(pset)
+    except TwinError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
+                drives: dict[str, Any] | None = None) -> list[AssetSpec]:
+    """Twin asset specs of the scenario (or of some nodes, with emulator parameters)."""
+    where = _Where(s)
+    drives = drives if drives is not None else {}
+    specs = []
+    for node, name, cfg in s.assets():
+        if nodes is not None and node not in nodes:
+            continue
+        pset, conv = _asset_params(s, node, name, cfg, where, emulator)
+        drive = None
+        if cfg.profile:
+            if cfg.profile not in drives:
+                drives[cfg.profile] = build_profile(s, cfg.profile)
+            drive = drives[cfg.profile]
+        specs.append(AssetSpec(node, name, cfg.kind, pset, conv, drive, cfg.source,
+                               dict(cfg.initial)))
+    return specs
+
+
+def build_twin(s: Scenario, emulator: bool = False, nodes: list[str] | None = None,
+               drives: dict[str, Any] | None = None) -> Microgrid:
+    specs = asset_specs(s, emulator, nodes, drives)
+    try:
+        return Microgrid(specs, method=s.run.method,
+                         bus_default=tparams.load(shipped(DEFAULT_PARAMS["grid"])))
+    except TwinError as exc:
+        raise ScenarioError(f"{s.path or '<scenario>'}: {exc}") from None
+
+
+def _map_options(kind: str, pset: tparams.ParamSet | None, conv: tparams.ParamSet | None,
+                 mg: Microgrid, node: str, asset: str) -> dict[str, float]:
+    """Ratings a register map needs (scale factors follow them)."""
+    if kind == "battery" and conv is not None:
+        i = mg.index(node, asset, "capacity_wh")
+        return {"rating_w": float(conv.params.get("p_max_w", conv.params.get("s_max_va"))),
+                "capacity_wh": float(mg.y[i])}
+    if kind == "inverter" and pset is not None:
+        return {"rating_w": float(pset.params.get("p_max_w", pset.params.get("s_max_va")))}
+    if kind == "gpu_rack":
+        i = mg.index(node, asset, "p_w")
+        return {"rating_w": float(max(1.5 * abs(mg.y[i]), getattr(mg, "rack_rating_w",
+                                                                  {}).get((node, asset), 0.0),
+                                      10_000.0))}
+    if kind == "meter":
+        g = [sp for sp in mg.specs if sp.node == node and sp.kind == "grid"]
+        limit = 100_000.0
+        if g and g[0].params is not None:
+            limit = float(max(g[0].params.params.get("import_max_w", limit),
+                              g[0].params.params.get("export_max_w", limit)))
+        return {"rating_w": limit}
+    return {}
+
+
+def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
+    """Everything a run of ``s`` needs; devices are opened when the run starts."""
+    drives: dict[str, Any] = {}
+    twin = build_twin(s, drives=drives)
+    kinds = {(n, a): c.kind for n, a, c in s.assets()}
+    params: dict[tuple[str, str], dict[str, Any]] = {}
+    for spec in twin.specs:
+        p: dict[str, Any] = {}
+        if spec.kind == "battery" and spec.converter is not None:
+            p["p_rated_w"] = float(spec.converter.params.get("p_max_w", 0.0))
+        params[(spec.node, spec.name)] = p
+    plan = Plan(s, twin, kinds, params)
+    _attach_devices(s, plan, drives)
+    if s.market.kind != "none":
+        from bench.market import MarketLink
+
+        plan.market = MarketLink(s, plan, ledger)
+    return plan
+
+
+def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
+    """Emulators for emulated assets, client devices for emulated and hardware assets."""
+    from firmware_bridge.faults import FaultCard
+    from firmware_bridge.maps import get_map
+
+    where = _Where(s)
+    deadline = s.run.device_deadline_s
+    emulated_nodes = sorted({n for n, _, c in s.assets()
+                             if s.effective_mode(c) == "emulated" and c.kind in DEVICE_MAPS},
+                            key=list(s.nodes).index)
+    plants: dict[str, Any] = {}
+    device_specs = []
+    if emulated_nodes:
+        from firmware_bridge.emulators.host import DeviceSpec
+        from firmware_bridge.plants import TwinPlant
+
+        for node in emulated_nodes:
+            plants[node] = TwinPlant(build_twin(s, emulator=True, nodes=[node],
+                                                drives=drives))
+    for node, name, cfg in s.assets():
+        mode = s.effective_mode(cfg)
+        if mode == "twin" or cfg.kind not in DEVICE_MAPS:
+            continue
+        base = ("nodes", node, name)
+        if mode == "emulated":
+            mg = plants[node].mg
+            spec = next(sp for sp in mg.specs if sp.name == name)
+            options = _map_options(cfg.kind, spec.params, spec.converter, mg, node, name)
+            cards = []
+            for i, table in enumerate(cfg.faults):
+                try:
+                    cards.append(FaultCard.from_mapping(table,
+                                                        where=where(*base, "faults", str(i))))
+                except Exception as exc:  # the card's own error names the field
+                    raise ScenarioError(str(exc)) from None
+            if len(cards) > 1:
+                raise ScenarioError(f"{where(*base, 'faults')}: one fault card per device "
+                                    f"(combine the fields into one table)")
+            device_specs.append(DeviceSpec(node, name, DEVICE_MAPS[cfg.kind],
+                                           transport=cfg.transport,
+                                           map_options=options,
+                                           fault=cards[0] if cards else None))
+            regmap = get_map(DEVICE_MAPS[cfg.kind], **options)
+            plan.add_device(node, name, _Pending(name, regmap.signals, regmap.setpoints,
+                                                 DEVICE_MAPS[cfg.kind], options), deadline)
+        else:
+            plan.add_device(node, name, _hardware_device(cfg, where(*base, "device")), deadline)
+    if device_specs:
+        from firmware_bridge.emulators.host import EmulatorHost
+
+        plan.emulators = _Emulators(EmulatorHost(plants, device_specs), plants, plan)
+
+
+def _hardware_device(cfg: AssetConfig, where: str) -> Any:
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.registry import open_device
+
+    options = dict(cfg.device)
+    backend = options.pop("backend", None)
+    if not backend:
+        raise ScenarioError(f"{where}: the device table needs a 'backend' "
+                            f"(modbus_tcp, modbus_rtu, serial, nvml)")
+    if backend.startswith("modbus") and "map" not in options:
+        options["map"] = DEVICE_MAPS[cfg.kind]
+    try:
+        return open_device(backend, **options)
+    except (BridgeError, TypeError) as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+class _Pending:
+    """A client device whose address is known once its emulator listens."""
+
+    def __init__(self, asset: str, signals: tuple[str, ...], setpoints: tuple[str, ...],
+                 map_name: str, map_options: dict[str, float]) -> None:
+        self.asset = asset
+        self.signals = signals
+        self.setpoints = setpoints
+        self.map_name = map_name
+        self.map_options = map_options
+
+
+class _Emulators:
+    """The run's EmulatorHost, stepped on the bench's clock, its faults recorded as events."""
+
+    def __init__(self, host: Any, plants: dict[str, Any], plan: Plan) -> None:
+        self.host = host
+        self.plants = plants
+        self.plan = plan
+
+    async def start(self) -> None:
+        from firmware_bridge.registry import open_device
+
+        rec = self.plan._rec
+        if rec is not None:
+            self.host.on_event = lambda kind, msg: rec.event(
+                self.plan.twin.t, kind, msg)
+        await self.host.start()
+        where = {(d["node"], d["asset"]): d for d in self.host.describe()}
+        for slot in self.plan.devices:
+            pending = slot.device
+            if not isinstance(pending, _Pending):
+                continue
+            d = where[(slot.node, slot.asset)]
+            if d["transport"] == "tcp":
+                slot.device = open_device("modbus_tcp", host=d["host"], port=d["port"],
+                                          unit=d["unit"], map=pending.map_name,
+                                          name=f"{slot.node}.{slot.asset}")
+            elif d["transport"] == "rtu":
+                slot.device = open_device("modbus_rtu", port=d["serial_port"], unit=d["unit"],
+                                          map=pending.map_name,
+                                          name=f"{slot.node}.{slot.asset}")
+            else:
+                slot.device = open_device("serial", port=d["serial_port"],
+                                          name=f"{slot.node}.{slot.asset}")
+
+    def advance(self, dt: float) -> None:
+        for plant in self.plants.values():
+            plant.advance(dt)
+
+    async def stop(self) -> None:
+        await self.host.stop()

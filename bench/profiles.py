@@ -1,0 +1,184 @@
+"""Exogenous profiles of a scenario: irradiance, GPU workloads, prices, power traces.
+
+A profile comes from a generator (seeded from the run's seed and the profile's name, so two
+profiles never share a random stream and the same scenario gives the same profile) or from
+a file (CSV with ``t_s`` and a value column, an events JSON for workloads, or a recorded
+trace in the format of ``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import inspect
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import ScenarioError
+from bench.scenario import ProfileConfig, Scenario
+from twin.microgrid import Series
+from twin.params import did_you_mean
+
+#: resolution at which generated irradiance is sampled (interpolated linearly between) [s]
+IRRADIANCE_STEP_S = 0.5
+
+
+def profile_seed(run_seed: int, name: str) -> int:
+    """A seed per profile: the run's seed mixed with the profile's name."""
+    h = hashlib.sha256(f"{run_seed}:{name}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def _call(fn: Callable[..., Any], options: dict[str, Any], where: str, **fixed: Any) -> Any:
+    """Call a generator with scenario options, naming a misspelt option."""
+    sig = inspect.signature(fn)
+    names = [p for p in sig.parameters if p not in fixed]
+    for key in options:
+        if key not in names:
+            raise ScenarioError(f"{where}.options.{key}: unknown option"
+                                f"{did_you_mean(key, names)}; options are {', '.join(names)}")
+    try:
+        return fn(**fixed, **options)
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def clear_sky(t_s: np.ndarray, latitude_deg: float = 40.0, day_of_year: int = 172,
+              start_hour: float = 12.0, scale: float = 1.0) -> np.ndarray:
+    """Clear-sky irradiance with run time 0 at ``start_hour`` of solar time. [W/m^2]"""
+    from twin.pv import clear_sky_ghi
+
+    return scale * np.asarray(clear_sky_ghi(t_s + start_hour * 3600.0, latitude_deg,
+                                            day_of_year))
+
+
+def clear_sky_clouds(t_s: np.ndarray, seed: int, latitude_deg: float = 40.0,
+                     day_of_year: int = 172, start_hour: float = 12.0, scale: float = 1.0,
+                     mean_clear_s: float = 600.0, mean_cloudy_s: float = 180.0,
+                     k_cloudy_min: float = 0.2, k_cloudy_max: float = 0.5,
+                     edge_tau_s: float = 5.0) -> np.ndarray:
+    """Clear-sky irradiance shaded by seeded cloud transients. [W/m^2]"""
+    from twin.pv import CloudParams, cloud_transients
+
+    clouds = CloudParams(mean_clear_s, mean_cloudy_s, k_cloudy_min, k_cloudy_max, edge_tau_s)
+    return clear_sky(t_s, latitude_deg, day_of_year, start_hour, scale) * \
+        cloud_transients(t_s, seed, clouds)
+
+
+def constant(t_s: np.ndarray, value: float = 0.0) -> np.ndarray:
+    return np.full(len(t_s), float(value))
+
+
+IRRADIANCE = {"clear_sky": clear_sky, "clear_sky_clouds": clear_sky_clouds,
+              "constant": constant}
+PRICE = {"constant": constant}
+
+
+def read_csv_column(path: Path, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``t_s`` and one column of a CSV (optionally gzipped); errors name file, line, column."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as f:  # type: ignore[operator]
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise ScenarioError(f"{path}: empty file")
+            header = [h.strip() for h in header]
+            if "t_s" not in header:
+                raise ScenarioError(f"{path}:1: no 't_s' column (columns: {', '.join(header)})")
+            if not column:
+                others = [h for h in header if h != "t_s"]
+                if len(others) != 1:
+                    raise ScenarioError(f"{where}.column: {path} has several value columns "
+                                        f"({', '.join(others)}); name one")
+                column = others[0]
+            if column not in header:
+                raise ScenarioError(f"{where}.column: {path} has no column '{column}'"
+                                    f"{did_you_mean(column, header)}")
+            it, iv = header.index("t_s"), header.index(column)
+            t, v = [], []
+            for lineno, row in enumerate(reader, start=2):
+                try:
+                    t.append(float(row[it]))
+                    v.append(float(row[iv]))
+                except (ValueError, IndexError):
+                    raise ScenarioError(f"{path}:{lineno}: not a number in column "
+                                        f"'t_s' or '{column}'") from None
+    except FileNotFoundError:
+        raise ScenarioError(f"{where}.file: no such file {path}") from None
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise ScenarioError(f"{path}: unreadable ({exc})") from None
+    ta, va = np.asarray(t), np.asarray(v)
+    if len(ta) < 1:
+        raise ScenarioError(f"{path}: no data rows")
+    if np.any(np.diff(ta) <= 0):
+        bad = int(np.argmax(np.diff(ta) <= 0)) + 3
+        raise ScenarioError(f"{path}:{bad}: t_s is not increasing")
+    if not np.all(np.isfinite(va)):
+        raise ScenarioError(f"{path}: column '{column}' has non-finite values")
+    return ta, va
+
+
+def build_profile(s: Scenario, name: str) -> Any:
+    """The drive object of profile ``name``: a Series, or a workload for GPU racks."""
+    cfg: ProfileConfig = s.profiles[name]
+    where = f"profiles.{name}"
+    seed = profile_seed(s.run.seed, name)
+    duration = s.run.duration_s
+    if cfg.kind in ("irradiance", "price", "temperature", "power"):
+        if cfg.file:
+            t, v = read_csv_column(s.resolve(cfg.file), cfg.column, where)
+            return Series(t, v * cfg.scale)
+        table = IRRADIANCE if cfg.kind == "irradiance" else PRICE
+        fn = table.get(cfg.generator)
+        if fn is None:
+            raise ScenarioError(f"{where}.generator: unknown {cfg.kind} generator "
+                                f"'{cfg.generator}'{did_you_mean(cfg.generator, table)}; "
+                                f"generators: {', '.join(table)}")
+        step = min(IRRADIANCE_STEP_S, s.run.dt_s)
+        t = np.arange(0.0, duration + 2 * step, step)
+        fixed: dict[str, Any] = {"t_s": t}
+        if "seed" in inspect.signature(fn).parameters:
+            fixed["seed"] = seed
+        v = _call(fn, dict(cfg.options), where, **fixed)
+        return Series(t, np.asarray(v, dtype=float) * cfg.scale)
+    if cfg.kind == "workload":
+        return build_workload(s, cfg, where, seed)
+    raise ScenarioError(f"{where}.kind: profiles of kind '{cfg.kind}' are not supported")
+
+
+def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> Any:
+    """A GPU workload schedule from a generator or an events JSON file."""
+    from twin import workload
+
+    if cfg.file:
+        from bench.traces import read_events
+
+        return read_events(s.resolve(cfg.file))
+    gens = workload.GENERATORS
+    fn = gens.get(cfg.generator)
+    if fn is None:
+        raise ScenarioError(f"{where}.generator: unknown workload generator "
+                            f"'{cfg.generator}'{did_you_mean(cfg.generator, gens)}; "
+                            f"generators: {', '.join(gens)}")
+    fixed: dict[str, Any] = {}
+    params = inspect.signature(fn).parameters
+    if "seed" in params:
+        fixed["seed"] = seed
+    options = dict(cfg.options)
+    if "duration_s" in params and "duration_s" not in options:
+        options["duration_s"] = s.run.duration_s + 1.0
+    return _call(fn, options, where, **fixed)
+
+
+def price_at(series: Series | None, t: float, default: int) -> int:
+    """An integer price from a price profile (micro-units per kWh)."""
+    if series is None:
+        return default
+    v = series(t)
+    return int(round(v)) if math.isfinite(v) else default

@@ -294,12 +294,18 @@ def params_from_set(pset: ParamSet) -> tuple[PackParams, BatteryInitial]:
 
 
 def param_set(pack: PackParams | BatteryParams, name: str,
-              initial: BatteryInitial | None = None, **meta: Any) -> ParamSet:
-    """A :class:`twin.params.ParamSet` (ready for :func:`twin.params.save`) of a battery."""
+              initial: BatteryInitial | None = None,
+              meta: Mapping[str, Any] | None = None) -> ParamSet:
+    """A :class:`twin.params.ParamSet` (ready for :func:`twin.params.save`) of a battery.
+
+    ``meta`` is the provenance (``source`` and any notes); its ``kind`` and ``name`` are
+    replaced.
+    """
     pack = pack if isinstance(pack, PackParams) else PackParams(pack)
     init = tp.to_mapping(initial or BatteryInitial())
+    meta = {k: v for k, v in (meta or {}).items() if k not in ("kind", "name")}
     return ParamSet(kind="battery", name=name, params=pack.to_mapping(), initial=init,
-                    meta=dict(meta))
+                    meta=meta)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ Limits
 ------
 Current, power, voltage and SOC limits saturate the current in :meth:`Battery.hold`, never
 reverse it, and set bits of the output ``limited`` (the ``LIMIT_*`` constants below).
+Without a minimum voltage, discharge stops where the terminal voltage would reach 0 V (the
+short-circuit current): a cell cannot deliver more.
 Voltage limits hold at both ends of the step (the voltage is monotonic within a step);
 the SOC limits keep ``soc`` within ``[soc_min, soc_max]``; the model never produces a SOC
 outside ``[0, 1]`` or a non-finite value.
@@ -143,7 +145,7 @@ class BatteryParams:
     #: terminal power limits, positive numbers [W]
     power_max_discharge_w: float | None = None
     power_max_charge_w: float | None = None
-    #: terminal voltage limits [V]
+    #: terminal voltage limits [V]; without a minimum, discharge stops at 0 V
     voltage_min_v: float | None = None
     voltage_max_v: float | None = None
     #: SOC window [-]
@@ -393,7 +395,7 @@ def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
             inf if c.current_max_charge_a is None else c.current_max_charge_a,
             inf if c.power_max_discharge_w is None else c.power_max_discharge_w,
             inf if c.power_max_charge_w is None else c.power_max_charge_w,
-            -inf if c.voltage_min_v is None else c.voltage_min_v,
+            0.0 if c.voltage_min_v is None else c.voltage_min_v,
             inf if c.voltage_max_v is None else c.voltage_max_v,
             c.soc_min, c.soc_max, pack.cells_series, pack.cells_parallel]
         for s, name in enumerate(_SLOTS):
@@ -568,17 +570,22 @@ def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w,
     r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
     r1 = _param(r, _S_R1, pf, pi, tmeta, tgrid, tdata, coords)
     r2 = _param(r, _S_R2, pf, pi, tmeta, tgrid, tdata, coords)
-    if power_mode and not flags & LIMIT_CURRENT:
-        cur, infeasible = _power_current(cmd, e, r0)
-        if infeasible:
-            flags |= LIMIT_POWER_INFEASIBLE
-    p_term = cur * (e - r0 * cur)
-    if p_term > pdis:
-        cur, infeasible = _power_current(pdis, e, r0)
-        flags |= LIMIT_POWER
-    elif p_term < -pch:
-        cur, infeasible = _power_current(-pch, e, r0)
-        flags |= LIMIT_POWER
+    if power_mode:
+        if not flags & LIMIT_CURRENT:
+            cur, infeasible = _power_current(cmd, e, r0)
+            if infeasible:
+                flags |= LIMIT_POWER_INFEASIBLE
+    elif cur > 0.0 and pdis < math.inf:
+        # P(I) = I (E - R0 I) rises to its maximum, then falls: the limit is the lower root
+        i_lim, beyond = _power_current(pdis, e, r0)
+        if not beyond and cur > i_lim:
+            cur = i_lim
+            flags |= LIMIT_POWER
+    elif cur < 0.0 and pch < math.inf:
+        i_lim, beyond = _power_current(-pch, e, r0)
+        if cur < i_lim:
+            cur = i_lim
+            flags |= LIMIT_POWER
 
     # RC factors over the step: precomputed per dt when tau is a constant.
     tau1 = r1 * _param(r, _S_C1, pf, pi, tmeta, tgrid, tdata, coords)
@@ -601,7 +608,7 @@ def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w,
     gamma = pf[r, _GAMMA]
     vmin = pf[r, _VMIN]
     vmax = pf[r, _VMAX]
-    if (cur > 0.0 and vmin > -math.inf) or (cur < 0.0 and vmax < math.inf):
+    if cur > 0.0 or (cur < 0.0 and vmax < math.inf):
         sgn = 1.0 if cur > 0.0 else -1.0
         eta_c = 1.0 if cur > 0.0 else eta
         b, gb = _decay(gamma * eta_c * abs(cur) / q_as, dt)
@@ -827,7 +834,8 @@ def _discretise(pf: np.ndarray, dts: np.ndarray) -> np.ndarray:
     for rs, cs, da in ((_S_R1, _S_C1, _DA1), (_S_R2, _S_C2, _DA2)):
         tau = pf[:, _K0 + rs] * pf[:, _K0 + cs]
         safe = np.where(tau > 0, tau, 1.0)
-        g = np.where(tau > 0, -np.expm1(-dts[:, None] / safe), 1.0)
+        with np.errstate(over="ignore"):  # tau of a denormal resistance: g = 1
+            g = np.where(tau > 0, -np.expm1(-dts[:, None] / safe), 1.0)
         d[..., da] = 1.0 - g
         d[..., da + 1] = g
     return d

@@ -428,6 +428,22 @@ def test_power_beyond_the_cell_gives_maximum_power() -> None:
     assert int(y[Y["limited"]]) & LIMIT_POWER_INFEASIBLE
 
 
+def test_power_limit_takes_the_lower_root() -> None:
+    """Far past the maximum-power current P(I) falls again; the limit is the lower root."""
+    bat = Battery(simple_cell(r0_ohm=5e-3, power_max_discharge_w=1.0, power_max_charge_w=1.0))
+    y, end = held(bat, bat.initial_state(), 60.0, current_a=1813.0)
+    assert int(y[Y["limited"]]) & LIMIT_POWER
+    assert y[Y["p_w"]] == pytest.approx(1.0, rel=1e-9)
+    assert 0 < y[Y["current_a"]] < 1.0
+
+
+def test_discharge_stops_at_zero_volts_without_a_minimum() -> None:
+    bat = Battery(simple_cell())
+    start, end = held(bat, bat.initial_state(), 1.0, current_a=1e5)
+    assert int(start[Y["limited"]]) == LIMIT_VOLTAGE_MIN
+    assert min(start[Y["voltage_v"]], end[Y["voltage_v"]]) == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.mark.parametrize("soc, cmd, bit", [(0.02, 500.0, LIMIT_VOLTAGE_MIN),
                                            (0.98, -500.0, LIMIT_VOLTAGE_MAX)])
 def test_voltage_limits_hold_at_both_ends_of_the_step(soc: float, cmd: float, bit: int) -> None:

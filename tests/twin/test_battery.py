@@ -547,3 +547,13 @@ def test_simulate_profile_resamples_with_dt_and_runs_power() -> None:
 def test_simulate_profile_errors(t: list, inputs: dict, message: str) -> None:
     with pytest.raises(TwinError, match=message):
         simulate_profile(ecm_pset(), np.array(t), {k: np.array(v) for k, v in inputs.items()})
+
+
+def test_pybamm_importer_without_pybamm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from twin.interop.pybamm import import_parameter_set
+
+    monkeypatch.setitem(sys.modules, "pybamm", None)  # as if the extra were not installed
+    with pytest.raises(ParameterError, match=r"needs PyBaMM: pip install 'gridloop\[interop\]'"):
+        import_parameter_set("ECM_Example")

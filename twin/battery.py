@@ -429,8 +429,7 @@ def _axis(x, off, n, x0, invh, data):
         if s >= n - 1:
             return n - 2, 1.0
         i = int(s)
-        if i > n - 2:
-            i = n - 2
+        i = min(i, n - 2)
         return i, s - i
     if x <= data[off]:
         return 0, 0.0

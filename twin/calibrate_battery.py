@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from twin.battery import INPUT_NAMES, OUTPUT_NAMES, Battery, BatteryInitial, BatteryParams, PackParams
+from twin.battery import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    Battery,
+    BatteryInitial,
+    BatteryParams,
+    PackParams,
+)
 from twin.errors import TwinError
 from twin.params import Table
 

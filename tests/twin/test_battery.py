@@ -40,14 +40,14 @@ X = {name: k for k, name in enumerate(STATE_NAMES)}
 
 def simple_cell(**overrides: object) -> BatteryParams:
     """A 100 A h cell with two RC pairs, a sloped OCV and PyBaMM's ECM_Example thermal values."""
-    fields: dict[str, object] = dict(
-        capacity_ah=100.0,
-        ocv_v=Table((("soc", np.linspace(0.0, 1.0, 11)),),
-                    np.array([3.0, 3.35, 3.5, 3.58, 3.63, 3.68, 3.75, 3.85, 3.96, 4.07, 4.2])),
-        r0_ohm=1.0e-3, r1_ohm=1.0e-3, c1_f=3.0e4, r2_ohm=5.0e-4, c2_f=4.0e5,
-        thermal_mass_cell_j_per_k=1000.0, thermal_mass_jig_j_per_k=500.0,
-        k_cell_jig_w_per_k=10.0, k_jig_ambient_w_per_k=10.0,
-    )
+    fields: dict[str, object] = {
+        "capacity_ah": 100.0,
+        "ocv_v": Table((("soc", np.linspace(0.0, 1.0, 11)),),
+                       np.array([3.0, 3.35, 3.5, 3.58, 3.63, 3.68, 3.75, 3.85, 3.96, 4.07, 4.2])),
+        "r0_ohm": 1.0e-3, "r1_ohm": 1.0e-3, "c1_f": 3.0e4, "r2_ohm": 5.0e-4, "c2_f": 4.0e5,
+        "thermal_mass_cell_j_per_k": 1000.0, "thermal_mass_jig_j_per_k": 500.0,
+        "k_cell_jig_w_per_k": 10.0, "k_jig_ambient_w_per_k": 10.0,
+    }
     fields.update(overrides)
     return BatteryParams(**fields)  # type: ignore[arg-type]
 
@@ -133,8 +133,8 @@ def test_minimal_file(tmp_path: Path) -> None:
     ("values = [3.0, 4.0]", "values = [3.0, nan]", "ocv_v: table values are not all finite"),
     ("values = [3.0, 4.0]", "values = [3.0, 4.0, 5.0]", "params.ocv_v: table values have shape"),
     ("capacity_ah = 10.0", "capacity_ah = 10.0\ncells_series = 0", "params.cells_series: must be"),
-    ("capacity_ah = 10.0", "capacity_ah = 10.0\ncells_parallel = 2.5", "params.cells_parallel: "
-     "expected an integer"),
+    ("capacity_ah = 10.0", "capacity_ah = 10.0\ncells_parallel = 2.5",
+     "params.cells_parallel: expected an integer"),
     ("soc = 0.4", "soc = 1.4", "initial.soc: must be in [0, 1]"),
     ("soc = 0.4", "temp_cel_c = 20.0", "initial.temp_cel_c: unknown parameter (did you mean"),
     ('kind = "battery"', 'kind = "inverter"', "meta.kind is 'inverter', expected 'battery'"),
@@ -185,7 +185,7 @@ def test_constant_current_matches_closed_form() -> None:
     """One RC pair, one OCV slope: V(t) = U(soc(t)) - R0 I - R1 I (1 - exp(-t / tau))."""
     cell = simple_cell(r2_ohm=0.0, c2_f=0.0)
     bat = Battery(cell, initial=BatteryInitial(soc=0.65))
-    xs, ys = run_steps(bat, np.full((200, 1, 2), 50.0), 0.5)
+    _, ys = run_steps(bat, np.full((200, 1, 2), 50.0), 0.5)
     t = 0.5 * np.arange(200)
     soc = 0.65 - 50.0 * t / 360000.0
     ocv = cell.ocv_v(soc=soc)
@@ -431,7 +431,7 @@ def test_power_beyond_the_cell_gives_maximum_power() -> None:
 def test_power_limit_takes_the_lower_root() -> None:
     """Far past the maximum-power current P(I) falls again; the limit is the lower root."""
     bat = Battery(simple_cell(r0_ohm=5e-3, power_max_discharge_w=1.0, power_max_charge_w=1.0))
-    y, end = held(bat, bat.initial_state(), 60.0, current_a=1813.0)
+    y, _ = held(bat, bat.initial_state(), 60.0, current_a=1813.0)
     assert int(y[Y["limited"]]) & LIMIT_POWER
     assert y[Y["p_w"]] == pytest.approx(1.0, rel=1e-9)
     assert 0 < y[Y["current_a"]] < 1.0
@@ -447,9 +447,9 @@ def test_discharge_stops_at_zero_volts_without_a_minimum() -> None:
 @pytest.mark.parametrize("soc, cmd, bit", [(0.02, 500.0, LIMIT_VOLTAGE_MIN),
                                            (0.98, -500.0, LIMIT_VOLTAGE_MAX)])
 def test_voltage_limits_hold_at_both_ends_of_the_step(soc: float, cmd: float, bit: int) -> None:
-    limits = dict(voltage_min_v=3.0, voltage_max_v=4.2)
     for hysteresis_v in (0.0, 0.02):
-        cell = simple_cell(**limits, hysteresis_v=hysteresis_v, hysteresis_rate=50.0)
+        cell = simple_cell(voltage_min_v=3.0, voltage_max_v=4.2, hysteresis_v=hysteresis_v,
+                           hysteresis_rate=50.0)
         bat = Battery(cell, initial=BatteryInitial(soc=soc, v_rc1_v=0.01 * np.sign(cmd)))
         x = bat.initial_state()
         for dt in (0.01, 1.0, 100.0):

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from twin import params as tp
-from twin.battery import OUTPUT_NAMES, Battery, BatteryInitial, BatteryParams, PackParams, params_from_set
+from twin.battery import (
+    OUTPUT_NAMES,
+    Battery,
+    BatteryInitial,
+    BatteryParams,
+    PackParams,
+    params_from_set,
+)
 from twin.calibrate_battery import fit_battery, pulse_guesses
 from twin.errors import TwinError
 from twin.params import Table

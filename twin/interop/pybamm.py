@@ -160,9 +160,6 @@ def _number(key: str, value: Any) -> float:
 
 def _description(pybamm: Any, name: str) -> str:
     """The first paragraph of the parameter set's docstring, on one line."""
-    try:
-        doc = pybamm.parameter_sets.get_docstring(name)
-    except Exception:  # a set without a docstring still converts
-        return ""
+    doc = pybamm.parameter_sets.get_docstring(name) or ""
     first = doc.strip().split("\n\n")[0]
     return " ".join(first.split())

@@ -19,9 +19,9 @@ doi:10.1016/j.jpowsour.2004.02.032): the OCV is shifted by ``M h``, where ``h`` 
 towards -1 on discharge and +1 on charge at a rate proportional to the charge throughput.
 The energy it takes is dissipated (the area of the hysteresis loop), so it counts as a loss.
 
-Heat in the cell follows PyBaMM's ``Thevenin`` model (its eq. (1) of Nieto et al. 2012):
-irreversible ``R0 I^2 + sum_j I v_j`` (the power into each RC element), plus the hysteresis and
-coulombic losses, plus the reversible entropic heat ``-I (T + 273.15) dU/dT``. The thermal
+Heat in the cell is computed as PyBaMM's ``Thevenin`` model computes it: irreversible
+``R0 I^2 + sum_j I v_j`` (the power into each RC element), plus here the hysteresis and
+coulombic losses, plus the reversible entropic heat ``-I (T + 273.15) dU/dT``.  The thermal
 model is the two-node one of :mod:`twin.thermal` (cell and jig, jig to ambient).
 
 Discretisation (``exact``)
@@ -85,6 +85,8 @@ LIMIT_INVALID = 128  #: command not finite, treated as zero
 STATE_NAMES = ("soc", "v_rc1_v", "v_rc2_v", "hysteresis", "temp_cell_c", "temp_jig_c",
                "e_out_j", "e_loss_j", "e_stored_j")
 INPUT_NAMES = ("current_a", "power_w")
+#: held inputs: cell current and parameters of the step, and its exponential factors
+#: (``a = exp(-dt/tau)``, ``g = 1 - a`` of each RC pair and of the hysteresis state)
 HELD_NAMES = ("current_a", "ocv_v", "hysteresis_v", "r0_ohm", "r1_ohm", "tau1_s", "r2_ohm",
               "tau2_s", "hysteresis_rate_per_s", "sign", "eta", "q_heat_w", "limited",
               "a1", "g1", "a2", "g2", "b_hyst", "g_hyst")
@@ -264,6 +266,9 @@ class BatteryInitial:
     hysteresis: float = 0.0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check(value is None or math.isfinite(value), f.name, "must be finite")
         _check(0 <= self.soc <= 1, "soc", "must be in [0, 1]")
         _check(-1 <= self.hysteresis <= 1, "hysteresis", "must be in [-1, 1]")
 
@@ -313,14 +318,15 @@ def param_set(pack: PackParams | BatteryParams, name: str,
 # ---------------------------------------------------------------------------------------------
 # Packed parameters for the kernels: one row per distinct parameter set, ``row[i]`` per unit.
 # Columns of the float array ``pf``:
-_Q_AS, _ETA, _GAMMA, _CC, _CJ, _KCJ, _KJA, _TAMB = range(8)
-_IDIS, _ICH, _PDIS, _PCH, _VMIN, _VMAX, _SOCMIN, _SOCMAX, _NS, _NP = range(8, 18)
+_Q_AS, _ETA, _CC, _CJ, _KCJ, _KJA, _TAMB = range(7)  # _Q_AS: capacity in A s
+_IDIS, _ICH, _PDIS, _PCH, _VMIN, _VMAX, _SOCMIN, _SOCMAX, _NS, _NP = range(7, 17)
+_INV_Q, _GAMMA_Q, _INV_NP, _INV_CELLS = range(17, 21)  # 1/Q, gamma/Q, 1/Np, 1/(Ns Np)
 # Parameters that may be tables (slots); their constant value sits at pf[:, _K0 + slot] and
 # their table index (-1 for a constant) at pi[:, slot].
 _SLOTS = ("ocv_v", "r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "entropic_v_per_k",
           "hysteresis_v")
 _S_OCV, _S_R0, _S_R1, _S_C1, _S_R2, _S_C2, _S_DUDT, _S_HYST = range(8)
-_K0 = 18
+_K0 = 21
 _NPF = _K0 + len(_SLOTS)
 _TAUC1, _TAUC2 = len(_SLOTS), len(_SLOTS) + 1  # pi columns: 1 where tau_j is a constant
 _NPI = _TAUC2 + 1
@@ -387,9 +393,10 @@ def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
     inf = math.inf
     for i, pack in enumerate(packs):
         c = pack.cell
+        q_as = c.capacity_ah * C_PER_AH
         pf[i, :_K0] = [
-            c.capacity_ah * C_PER_AH, c.coulombic_efficiency, c.hysteresis_rate,
-            c.thermal_mass_cell_j_per_k, c.thermal_mass_jig_j_per_k, c.k_cell_jig_w_per_k,
+            q_as, c.coulombic_efficiency, c.thermal_mass_cell_j_per_k,
+            c.thermal_mass_jig_j_per_k, c.k_cell_jig_w_per_k,
             c.k_jig_ambient_w_per_k, c.temp_ambient_c,
             inf if c.current_max_discharge_a is None else c.current_max_discharge_a,
             inf if c.current_max_charge_a is None else c.current_max_charge_a,
@@ -397,7 +404,8 @@ def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
             inf if c.power_max_charge_w is None else c.power_max_charge_w,
             0.0 if c.voltage_min_v is None else c.voltage_min_v,
             inf if c.voltage_max_v is None else c.voltage_max_v,
-            c.soc_min, c.soc_max, pack.cells_series, pack.cells_parallel]
+            c.soc_min, c.soc_max, pack.cells_series, pack.cells_parallel,
+            1.0 / q_as, c.hysteresis_rate / q_as, 1.0 / pack.cells_parallel, 1.0 / pack.n_cells]
         for s, name in enumerate(_SLOTS):
             v = getattr(c, name)
             if isinstance(v, Table):
@@ -414,24 +422,26 @@ def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
 # allocate nothing are compiled without reference counting: numba's atomic increments on every
 # array argument would otherwise cost more than the arithmetic (50 ns per table lookup).
 _helper = numba.njit(cache=True, _nrt=False)
-_inline = numba.njit(cache=True, inline="always")
+# Small and per-unit functions are inlined (numba IR) into ``_helper`` callers: a call with
+# a dozen array arguments costs as much as the unit's arithmetic.
+_unit = numba.njit(cache=True, _nrt=False, inline="always")
 
 
-@_helper
+@_unit
 def _axis(x, off, n, x0, invh, data):
-    """Cell index and fraction of ``x`` on an axis; edge values held outside."""
+    """Cell index and fraction of ``x`` on an axis; edge values held outside (and for NaN)."""
     if n == 1:
         return 0, 0.0
     if invh > 0.0:  # uniform breakpoints
         s = (x - x0) * invh
-        if s <= 0.0:
+        if not s > 0.0:
             return 0, 0.0
         if s >= n - 1:
             return n - 2, 1.0
         i = int(s)
         i = min(i, n - 2)
         return i, s - i
-    if x <= data[off]:
+    if not x > data[off]:
         return 0, 0.0
     if x >= data[off + n - 1]:
         return n - 2, 1.0
@@ -477,7 +487,7 @@ def _lookup(j, tmeta, tgrid, tdata, coords):
     return lo * (1.0 - f0) + hi * f0
 
 
-@_helper
+@_unit
 def _param(r, slot, pf, pi, tmeta, tgrid, tdata, coords):
     """Parameter ``slot`` of row ``r``: its constant, or its table at ``coords``."""
     j = pi[r, slot]
@@ -518,24 +528,25 @@ def _decay(rate, dt):
     return 1.0 - g, g
 
 
-@_helper
+@_unit
 def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, k):
-    """Held inputs of unit ``i`` (parameter row ``r``) into ``w[k]``."""
+    """Held inputs of unit ``i`` (parameter row ``r``) into ``w[k]``.
+
+    Written for the common case: no division or exponential unless a limit binds or a
+    parameter varies.
+    """
     soc = x[i, _X_SOC]
     v1 = x[i, _X_V1]
     v2 = x[i, _X_V2]
     h = x[i, _X_H]
     tc = x[i, _X_TC]
-    q_as = pf[r, _Q_AS]
-    ns = pf[r, _NS]
-    npar = pf[r, _NP]
     idis = pf[r, _IDIS]
     ich = pf[r, _ICH]
     pdis = pf[r, _PDIS]
     pch = pf[r, _PCH]
     flags = 0
 
-    cmd = u[i, _U_P] / (ns * npar) if power_mode else u[i, _U_I] / npar
+    cmd = u[i, _U_P] * pf[r, _INV_CELLS] if power_mode else u[i, _U_I] * pf[r, _INV_NP]
     if not math.isfinite(cmd):
         cmd = 0.0
         flags |= LIMIT_INVALID
@@ -602,40 +613,41 @@ def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w,
 
     # Voltage limits at both ends of the step (V is monotonic within it).  The hysteresis
     # state at the end is taken at the larger, unreduced current: a smaller current moves it
-    # less, so the bound stays safe.
+    # less, so the bound stays safe.  Without a minimum voltage, the minimum is 0 V.
     eta = pf[r, _ETA]
-    gamma = pf[r, _GAMMA]
-    vmin = pf[r, _VMIN]
-    vmax = pf[r, _VMAX]
-    if cur > 0.0 or (cur < 0.0 and vmax < math.inf):
-        sgn = 1.0 if cur > 0.0 else -1.0
-        eta_c = 1.0 if cur > 0.0 else eta
-        b, gb = _decay(gamma * eta_c * abs(cur) / q_as, dt)
+    gamma_q = pf[r, _GAMMA_Q]
+    sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
+    eta_c = eta if cur < 0.0 else 1.0
+    kappa = gamma_q * eta_c * abs(cur)
+    b, gb = _decay(kappa, dt)
+    lim = pf[r, _VMIN] if cur > 0.0 else pf[r, _VMAX]
+    if cur != 0.0 and lim < math.inf:
+        v_start = e - r0 * cur
         e_end = ocv + m * (b * h - gb * sgn) - a1 * v1 - a2 * v2
-        lim = vmin if cur > 0.0 else vmax
-        bound = min(_voltage_bound(sgn * (e - lim), r0),
-                    _voltage_bound(sgn * (e_end - lim), r0 + g1 * r1 + g2 * r2))
-        if sgn * cur > bound:
-            cur = sgn * bound
+        g_end = r0 + g1 * r1 + g2 * r2
+        if sgn * (v_start - lim) < 0.0 or sgn * (e_end - g_end * cur - lim) < 0.0:
+            cur = sgn * min(_voltage_bound(sgn * (e - lim), r0),
+                            _voltage_bound(sgn * (e_end - lim), g_end))
             flags |= LIMIT_VOLTAGE_MIN if sgn > 0.0 else LIMIT_VOLTAGE_MAX
 
     # SOC limits: the step may not carry the SOC out of its window.
     if cur > 0.0:
-        room = max((soc - pf[r, _SOCMIN]) * q_as / dt, 0.0)
-        if cur > room:
-            cur = room
+        avail = (soc - pf[r, _SOCMIN]) * pf[r, _Q_AS]
+        if cur * dt > avail:
+            cur = max(avail / dt, 0.0)
             flags |= LIMIT_SOC_MIN
     elif cur < 0.0:
-        room = max((pf[r, _SOCMAX] - soc) * q_as / (eta * dt), 0.0)
-        if -cur > room:
-            cur = -room
+        avail = (pf[r, _SOCMAX] - soc) * pf[r, _Q_AS]
+        if -cur * eta * dt > avail:
+            cur = -max(avail / (eta * dt), 0.0)
             flags |= LIMIT_SOC_MAX
 
     # Hysteresis, coulombic efficiency and the step-average heat with the final current.
-    sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
-    eta_c = eta if cur < 0.0 else 1.0
-    kappa = gamma * eta_c * abs(cur) / q_as
-    b, gb = _decay(kappa, dt)
+    if flags & (LIMIT_VOLTAGE_MIN | LIMIT_VOLTAGE_MAX | LIMIT_SOC_MIN | LIMIT_SOC_MAX):
+        sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
+        eta_c = eta if cur < 0.0 else 1.0
+        kappa = gamma_q * eta_c * abs(cur)
+        b, gb = _decay(kappa, dt)
     iv1 = cur * r1 * dt + (v1 - cur * r1) * tau1 * g1
     iv2 = cur * r2 * dt + (v2 - cur * r2) * tau2 * g2
     ih = (-sgn * dt + (h + sgn) * gb / kappa) if kappa > 0.0 else h * dt
@@ -665,7 +677,7 @@ def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w,
     w[k, _W_GB] = gb
 
 
-@_inline
+@_unit
 def _output_unit(i, r, x, w, k, pf, y):
     """Outputs of unit ``i`` with held inputs ``w[k]`` into ``y[i]``."""
     cur = w[k, _W_I]
@@ -688,7 +700,7 @@ def _output_unit(i, r, x, w, k, pf, y):
     y[i, 11] = cells * x[i, _X_ESTORED]
 
 
-@_inline
+@_unit
 def _step_unit(i, r, x, w, k, pf, disc, dt, xn):
     """Exact step of unit ``i`` with held inputs ``w[k]`` into ``xn[i]``."""
     cur = w[k, _W_I]
@@ -706,7 +718,7 @@ def _step_unit(i, r, x, w, k, pf, disc, dt, xn):
     v1 = x[i, _X_V1]
     v2 = x[i, _X_V2]
     h = x[i, _X_H]
-    soc = x[i, _X_SOC] - eta_c * cur * dt / pf[r, _Q_AS]
+    soc = x[i, _X_SOC] - eta_c * cur * dt * pf[r, _INV_Q]
     xn[i, _X_SOC] = min(max(soc, 0.0), 1.0)
     xn[i, _X_V1] = w[k, _W_A1] * v1 + g1 * cur * r1
     xn[i, _X_V2] = w[k, _W_A2] * v2 + g2 * cur * r2
@@ -728,63 +740,75 @@ def _step_unit(i, r, x, w, k, pf, disc, dt, xn):
     xn[i, _X_ESTORED] = x[i, _X_ESTORED] - ocv * eta_c * cur * dt
 
 
+@_helper
+def _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w):
+    for i in range(x.shape[0]):
+        _hold_unit(i, row[i], mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, i)
+
+
+@_helper
+def _outputs_into(x, w, row, pf, y):
+    for i in range(x.shape[0]):
+        _output_unit(i, row[i], x, w, i, pf, y)
+
+
+@_helper
+def _step_into(x, w, row, pf, disc, dt, xn):
+    for i in range(x.shape[0]):
+        _step_unit(i, row[i], x, w, i, pf, disc, dt, xn)
+
+
+@_helper
+def _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, xn):
+    for i in range(x.shape[0]):
+        r = row[i]
+        _hold_unit(i, r, mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, 0)
+        _output_unit(i, r, x, w, 0, pf, y)
+        _step_unit(i, r, x, w, 0, pf, disc, dt, xn)
+
+
 @numba.njit(cache=True)
 def _hold_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
     w = np.empty((x.shape[0], _NW))
-    for i in range(x.shape[0]):
-        _hold_unit(i, row[i], mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, i)
+    _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w)
     return w
 
 
 @numba.njit(cache=True)
 def _outputs_all(x, w, row, pf):
     y = np.empty((x.shape[0], _NY))
-    for i in range(x.shape[0]):
-        _output_unit(i, row[i], x, w, i, pf, y)
+    _outputs_into(x, w, row, pf, y)
     return y
 
 
 @numba.njit(cache=True)
 def _step_all(x, w, row, pf, disc, dt):
     xn = np.empty_like(x)
-    for i in range(x.shape[0]):
-        _step_unit(i, row[i], x, w, i, pf, disc, dt, xn)
+    _step_into(x, w, row, pf, disc, dt, xn)
     return xn
 
 
 @numba.njit(cache=True)
 def _advance_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
-    n = x.shape[0]
     w = np.empty((1, _NW))  # one unit's held inputs at a time: stays in cache
-    y = np.empty((n, _NY))
+    y = np.empty((x.shape[0], _NY))
     xn = np.empty_like(x)
-    for i in range(n):
-        r = row[i]
-        _hold_unit(i, r, mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, 0)
-        _output_unit(i, r, x, w, 0, pf, y)
-        _step_unit(i, r, x, w, 0, pf, disc, dt, xn)
+    _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, xn)
     return xn, y
 
 
 @numba.njit(cache=True)
 def _run_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, kdt, dts, temp):
     steps = u.shape[0]
-    n = x.shape[0]
-    y = np.empty((steps, n, _NY))
+    y = np.empty((steps, x.shape[0], _NY))
     w = np.empty((1, _NW))
     xa = x.copy()
     xb = np.empty_like(xa)
-    forced = temp.shape[0] > 0
     for k in range(steps):
-        d = disc[kdt[k]]
-        dt = dts[k]
-        for i in range(n):
-            if forced:
-                xa[i, _X_TC] = temp[k, i]
-            r = row[i]
-            _hold_unit(i, r, mode[i] == 1, xa, u[k], pf, pi, tmeta, tgrid, tdata, d, dt, w, 0)
-            _output_unit(i, r, xa, w, 0, pf, y[k])
-            _step_unit(i, r, xa, w, 0, pf, d, dt, xb)
+        if temp.shape[0] > 0:
+            xa[:, _X_TC] = temp[k]
+        _advance_into(xa, u[k], row, mode, pf, pi, tmeta, tgrid, tdata, disc[kdt[k]], dts[k],
+                      w, y[k], xb)
         xa, xb = xb, xa
     return xa, y
 
@@ -804,7 +828,7 @@ def _rhs_all(x, w, row, pf):
         h = x[i, _X_H]
         tau1 = w[i, _W_TAU1]
         tau2 = w[i, _W_TAU2]
-        dx[i, _X_SOC] = -eta_c * cur / pf[r, _Q_AS]
+        dx[i, _X_SOC] = -eta_c * cur * pf[r, _INV_Q]
         dx[i, _X_V1] = (w[i, _W_R1] * cur - v1) / tau1 if tau1 > 0.0 else 0.0
         dx[i, _X_V2] = (w[i, _W_R2] * cur - v2) / tau2 if tau2 > 0.0 else 0.0
         dx[i, _X_H] = -w[i, _W_KAPPA] * (h + w[i, _W_SIGN])
@@ -984,6 +1008,8 @@ class Battery(Asset):
             temp = np.zeros((0, self.n))
         else:
             temp = np.ascontiguousarray(np.broadcast_to(temp_cell_c, u.shape[:2]), dtype=float)
+            if not np.all(np.isfinite(temp)):
+                raise TwinError("battery: prescribed cell temperatures must be finite")
         return _run_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
                         self._tgrid, self._tdata, disc, kdt.astype(np.int64),
                         np.ascontiguousarray(dts), temp)

@@ -52,7 +52,8 @@ class Table:
 
     ``axes`` maps each axis name to its strictly increasing breakpoints; ``values`` has one
     dimension per axis, in the same order.  Outside the breakpoints the edge value holds
-    (no extrapolation), as PyBaMM's linear interpolants do with their default settings.
+    (no extrapolation); PyBaMM's linear interpolants extrapolate linearly by default, so
+    the two agree within the breakpoints only.
     """
 
     axes: tuple[tuple[str, np.ndarray], ...]

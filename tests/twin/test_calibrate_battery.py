@@ -1,0 +1,119 @@
+"""Calibration: an emulator whose parameters are 20 % off the twin's is recovered within 5 %."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twin import params as tp
+from twin.battery import (
+    OUTPUT_NAMES,
+    Battery,
+    BatteryInitial,
+    BatteryParams,
+    PackParams,
+    params_from_set,
+)
+from twin.calibrate_battery import fit_battery, pulse_guesses
+from twin.errors import TwinError
+from twin.params import Table
+
+from .test_battery import simple_cell
+
+DATA = Path(__file__).resolve().parents[2] / "twin" / "data"
+Y = {name: k for k, name in enumerate(OUTPUT_NAMES)}
+OFF = {"r0_ohm": 1.2, "r1_ohm": 0.8, "c1_f": 1.2, "r2_ohm": 1.2, "c2_f": 0.8,
+       "capacity_ah": 0.8}
+
+
+def scaled(cell: BatteryParams, factors: dict[str, float]) -> BatteryParams:
+    def one(v: float | Table, f: float) -> float | Table:
+        return Table(v.axes, v.values * f) if isinstance(v, Table) else v * f
+    return dataclasses.replace(cell, **{k: one(getattr(cell, k), f) for k, f in factors.items()})
+
+
+def pulse_profile(cycles: int, dt: float, amps: float) -> np.ndarray:
+    """Discharge pulse, long rest, shorter charge pulse, long rest: net discharge."""
+    one = np.concatenate([np.full(int(120 / dt), amps), np.zeros(int(600 / dt)),
+                          np.full(int(120 / dt), -amps / 2), np.zeros(int(600 / dt))])
+    return np.tile(one, cycles)
+
+
+def record(pack: PackParams, current: np.ndarray, dt: float, soc0: float,
+           seed: int) -> tuple[np.ndarray, ...]:
+    """What an emulator with ``pack`` records: noisy voltage and temperature."""
+    bat = Battery(pack, initial=BatteryInitial(soc=soc0))
+    u = np.zeros((current.size, 1, 2))
+    u[:, 0, 0] = current
+    y = bat.run(bat.initial_state(), u, dt)[1][:, 0, :]
+    rng = np.random.default_rng(seed)
+    v = y[:, Y["voltage_v"]] + rng.normal(0.0, 0.5e-3 * pack.cells_series, current.size)
+    temp = y[:, Y["temp_cell_c"]] + rng.normal(0.0, 0.05, current.size)
+    return np.arange(current.size) * dt, v, temp
+
+
+def test_recovers_ecm_example_with_two_rc_pairs() -> None:
+    pack, _ = params_from_set(tp.load(DATA / "battery_ecm_example.toml"))
+    twin = dataclasses.replace(pack.cell, r2_ohm=3e-4, c2_f=1e6)  # tables for R0, R1, C1
+    emulator = scaled(twin, OFF)
+    current = pulse_profile(8, 1.0, 100.0)
+    t, v, temp = record(PackParams(emulator), current, 1.0, 0.7, seed=1)
+    fitted, report = fit_battery(t, current, v, temp, twin, soc0=0.7)
+    assert isinstance(fitted, BatteryParams)
+    for name, factor in OFF.items():
+        assert report["factors"][name] == pytest.approx(factor, rel=0.05), name
+    np.testing.assert_allclose(fitted.r0_ohm.values, emulator.r0_ohm.values, rtol=0.05)
+    assert fitted.capacity_ah == pytest.approx(80.0, rel=0.05)
+    # residuals shrink from tens of millivolts to the 0.5 mV noise
+    assert report["rms_base_v"] > 10e-3
+    assert report["rms_fit_v"] < 0.6e-3
+    assert report["success"]
+
+
+def test_recovers_a_pack_with_one_rc_pair() -> None:
+    twin = PackParams(simple_cell(r2_ohm=0.0, c2_f=0.0), cells_series=4, cells_parallel=2)
+    off = {k: OFF[k] for k in ("r0_ohm", "r1_ohm", "c1_f", "capacity_ah")}
+    emulator = PackParams(scaled(twin.cell, off), 4, 2)
+    current = pulse_profile(6, 2.0, 150.0)
+    t, v, temp = record(emulator, current, 2.0, 0.6, seed=2)
+    fitted, report = fit_battery(t, current, v, temp, twin, soc0=0.6, n_rc=1)
+    assert isinstance(fitted, PackParams) and fitted.cells_series == 4
+    assert report["fields"] == ["r0_ohm", "r1_ohm", "c1_f", "capacity_ah"]
+    for name, factor in off.items():
+        assert report["factors"][name] == pytest.approx(factor, rel=0.05), name
+    assert fitted.cell.r2_ohm == 0.0
+    assert report["rms_fit_v"] < report["rms_base_v"] / 10
+
+
+def test_pulse_guesses_read_the_circuit() -> None:
+    """On a clean pulse and relaxation the guesses are close to the truth."""
+    cell = simple_cell(r0_ohm=1e-3, r1_ohm=2e-3, c1_f=1e4, r2_ohm=1e-3, c2_f=3e5)
+    current = np.concatenate([np.zeros(10), np.full(300, 80.0), np.zeros(3000)])
+    bat = Battery(cell)
+    u = np.zeros((current.size, 1, 2))
+    u[:, 0, 0] = current
+    v = bat.run(bat.initial_state(), u, 0.5)[1][:, 0, Y["voltage_v"]]
+    g = pulse_guesses(np.arange(current.size) * 0.5, current, v)
+    assert g["r0_ohm"] == pytest.approx(1e-3, rel=0.05)  # includes 0.5 s of RC response
+    assert g["tau1_s"] == pytest.approx(20.0, rel=0.05)
+    assert g["r1_ohm"] == pytest.approx(2e-3, rel=0.05)
+    assert g["tau2_s"] == pytest.approx(300.0, rel=0.1)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {**a, "voltage_v": a["voltage_v"][:-1]}, "must be one-dimensional and of equal"),
+    (lambda a: {**a, "voltage_v": np.where(np.arange(50) == 7, np.nan, a["voltage_v"])},
+     r"voltage_v\[7\] is not finite"),
+    (lambda a: {**a, "t_s": a["t_s"][::-1]}, "t_s must increase strictly"),
+    (lambda a: {k: v[:5] for k, v in a.items()}, "5 samples are too few"),
+])
+def test_bad_recordings(change, message: str) -> None:
+    good = {"t_s": np.arange(50.0), "current_a": np.ones(50), "voltage_v": np.full(50, 3.7),
+            "temp_c": np.full(50, 25.0)}
+    with pytest.raises(TwinError, match=message):
+        fit_battery(**change(good), base=simple_cell(), soc0=0.5)
+    with pytest.raises(TwinError, match="n_rc=3"):
+        fit_battery(**good, base=simple_cell(), soc0=0.5, n_rc=3)

@@ -1,0 +1,1094 @@
+r"""Battery: Thevenin equivalent circuit with one or two RC pairs and a two-node thermal model.
+
+Model of one cell (a pack of ``cells_series`` x ``cells_parallel`` identical cells scales it).
+Current ``I`` is positive on discharge, as in PyBaMM::
+
+    V      = U(soc, T) + M h - R0 I - v1 - v2              terminal voltage [V]
+    dsoc/dt = -eta I / (3600 Q)                           eta = coulombic efficiency on
+                                                          charge (I < 0), 1 on discharge
+    dv_j/dt = (R_j I - v_j) / (R_j C_j)                   RC pairs, j = 1, 2
+    dh/dt   = -gamma eta |I| / (3600 Q) (h + sign I)      one-state hysteresis, h in [-1, 1]
+
+``U`` is the open-circuit voltage table; ``R0, R_j, C_j`` may be tables over cell temperature,
+SOC and current (evaluated by multilinear interpolation, edge values held outside the
+breakpoints; PyBaMM extrapolates linearly instead, which only matters outside the tables).
+``v_j`` is the voltage across RC pair ``j`` (PyBaMM's "Element-j overpotential" is ``-v_j``).
+
+Hysteresis is Plett's one-state model (G. L. Plett, J. Power Sources 134 (2004) 262-276,
+doi:10.1016/j.jpowsour.2004.02.032): the OCV is shifted by ``M h``, where ``h`` relaxes
+towards -1 on discharge and +1 on charge at a rate proportional to the charge throughput.
+The energy it takes is dissipated (the area of the hysteresis loop), so it counts as a loss.
+
+Heat in the cell is computed as PyBaMM's ``Thevenin`` model computes it: irreversible
+``R0 I^2 + sum_j I v_j`` (the power into each RC element), plus here the hysteresis and
+coulombic losses, plus the reversible entropic heat ``-I (T + 273.15) dU/dT``.  The thermal
+model is the two-node one of :mod:`twin.thermal` (cell and jig, jig to ambient).
+
+Discretisation (``exact``)
+--------------------------
+:meth:`Battery.hold` evaluates the non-linear algebra once per step at its start: OCV, the
+tables, the current (for constant power the closed-form root of ``P = I (E - R0 I)``), the
+limits, and the heat, which is held at its exact average over the step (the RC and
+hysteresis states are exponentials with the current held). With these held, every state
+equation is linear and :meth:`Battery.step_exact` is their exact solution. :meth:`Battery.rhs`
+is the same model as a right-hand side for the ``scipy`` reference method.
+
+Energy counters
+---------------
+Three states integrate, per cell, the energy delivered at the terminals ``e_out_j``
+(``int I V dt``), the losses ``e_loss_j`` (``int I (U - V) dt`` plus the coulombic loss) and
+the change of stored energy ``e_stored_j``. Stored (chemical) energy is defined with the OCV
+held over each step, ``d e_stored/dt = -U(soc_k) eta I``: the OCV the circuit sees in that
+step. With this definition ``e_out + e_loss + e_stored = 0`` holds identically at every
+instant of every step, so both methods conserve energy to rounding. The reversible heat
+is exchanged with the surroundings, not drawn from the electrical energy, so it is not a loss.
+
+Limits
+------
+Current, power, voltage and SOC limits saturate the current in :meth:`Battery.hold`, never
+reverse it, and set bits of the output ``limited`` (the ``LIMIT_*`` constants below).
+Without a minimum voltage, discharge stops where the terminal voltage would reach 0 V (the
+short-circuit current): a cell cannot deliver more.
+Voltage limits hold at both ends of the step (the voltage is monotonic within a step);
+the SOC limits keep ``soc`` within ``[soc_min, soc_max]``; the model never produces a SOC
+outside ``[0, 1]`` or a non-finite value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from twin import params as tp
+from twin.errors import ParameterError, TwinError
+from twin.params import ParamSet, Table
+from twin.stepper import METHODS, Asset, step_scipy
+from twin.thermal import two_node_step
+from twin.units import C_PER_AH, KELVIN_OFFSET
+
+#: bits of the output ``limited``
+LIMIT_CURRENT = 1  #: current limit (discharge or charge)
+LIMIT_POWER = 2  #: power limit (discharge or charge)
+LIMIT_VOLTAGE_MIN = 4  #: minimum voltage (discharge reduced)
+LIMIT_VOLTAGE_MAX = 8  #: maximum voltage (charge reduced)
+LIMIT_SOC_MIN = 16  #: SOC at its minimum (discharge reduced)
+LIMIT_SOC_MAX = 32  #: SOC at its maximum (charge reduced)
+LIMIT_POWER_INFEASIBLE = 64  #: power above what the cell can deliver: maximum power instead
+LIMIT_INVALID = 128  #: command not finite, treated as zero
+
+STATE_NAMES = ("soc", "v_rc1_v", "v_rc2_v", "hysteresis", "temp_cell_c", "temp_jig_c",
+               "e_out_j", "e_loss_j", "e_stored_j")
+INPUT_NAMES = ("current_a", "power_w")
+#: held inputs: cell current and parameters of the step, and its exponential factors
+#: (``a = exp(-dt/tau)``, ``g = 1 - a`` of each RC pair and of the hysteresis state)
+HELD_NAMES = ("current_a", "ocv_v", "hysteresis_v", "r0_ohm", "r1_ohm", "tau1_s", "r2_ohm",
+              "tau2_s", "hysteresis_rate_per_s", "sign", "eta", "q_heat_w", "limited",
+              "a1", "g1", "a2", "g2", "b_hyst", "g_hyst")
+OUTPUT_NAMES = ("voltage_v", "current_a", "p_w", "soc", "temp_cell_c", "temp_jig_c",
+                "ocv_v", "q_heat_w", "limited", "e_out_j", "e_loss_j", "e_stored_j")
+MODES = ("current", "power")
+
+# Table coordinates and the axes each parameter may have.
+_COORDS = {"temp_c": 0, "soc": 1, "current_a": 2, "ocv_v": 3}
+_RC_AXES = ("temp_c", "soc", "current_a")
+_AXES = {"ocv_v": ("soc", "temp_c"), "r0_ohm": _RC_AXES, "r1_ohm": _RC_AXES, "c1_f": _RC_AXES,
+         "r2_ohm": _RC_AXES, "c2_f": _RC_AXES, "entropic_v_per_k": ("soc", "ocv_v", "temp_c"),
+         "hysteresis_v": ("soc", "temp_c")}
+_MAXD = 3
+
+
+@dataclass(frozen=True)
+class BatteryParams:
+    """Parameters of one cell; any field typed ``float | Table`` may be a lookup table.
+
+    Tables are :class:`twin.params.Table` over the axes named in brackets.  ``None`` means
+    no limit.  All values are per cell; :class:`PackParams` scales them to a pack.
+    """
+
+    #: usable capacity [A h]
+    capacity_ah: float
+    #: open-circuit voltage [V] (soc, temp_c)
+    ocv_v: Table
+    #: series resistance [Ohm] (temp_c, soc, current_a)
+    r0_ohm: float | Table
+    #: first RC pair resistance [Ohm] and capacitance [F] (temp_c, soc, current_a)
+    r1_ohm: float | Table
+    c1_f: float | Table
+    #: heat capacity of the cell [J/K]
+    thermal_mass_cell_j_per_k: float
+    #: heat capacity of the jig or enclosure the cell sits in [J/K]
+    thermal_mass_jig_j_per_k: float
+    #: conductance cell to jig [W/K]
+    k_cell_jig_w_per_k: float
+    #: conductance jig to ambient air [W/K]
+    k_jig_ambient_w_per_k: float
+    #: second RC pair; ``r2_ohm = 0`` means a one-pair model [Ohm], [F]
+    r2_ohm: float | Table = 0.0
+    c2_f: float | Table = 0.0
+    #: ambient temperature [degC]
+    temp_ambient_c: float = 25.0
+    #: fraction of the charge current stored [-]
+    coulombic_efficiency: float = 1.0
+    #: entropic coefficient dU/dT [V/K] (soc or ocv_v, temp_c)
+    entropic_v_per_k: float | Table = 0.0
+    #: hysteresis magnitude M [V] (soc, temp_c); 0 disables hysteresis
+    hysteresis_v: float | Table = 0.0
+    #: hysteresis rate gamma: h moves by 1 - exp(-gamma) per unit of SOC throughput [-]
+    hysteresis_rate: float = 0.0
+    #: current limits, positive numbers [A]
+    current_max_discharge_a: float | None = None
+    current_max_charge_a: float | None = None
+    #: terminal power limits, positive numbers [W]
+    power_max_discharge_w: float | None = None
+    power_max_charge_w: float | None = None
+    #: terminal voltage limits [V]; without a minimum, discharge stops at 0 V
+    voltage_min_v: float | None = None
+    voltage_max_v: float | None = None
+    #: SOC window [-]
+    soc_min: float = 0.0
+    soc_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in _AXES.items():
+            value = getattr(self, name)
+            if isinstance(value, Table):
+                for axis in value.axis_names:
+                    if axis not in allowed:
+                        raise ParameterError(
+                            f"{name}: table axis '{axis}' is not one of {', '.join(allowed)}"
+                            f"{tp.did_you_mean(axis, allowed)}")
+                if not np.all(np.isfinite(value.values)):
+                    raise ParameterError(f"{name}: table values are not all finite")
+        if not isinstance(self.ocv_v, Table) or "soc" not in self.ocv_v.axis_names:
+            raise ParameterError("ocv_v: must be a table over 'soc'")
+        _check(self.capacity_ah > 0, "capacity_ah", "must be positive")
+        for name in ("r0_ohm", "r1_ohm", "r2_ohm", "hysteresis_v"):
+            _check(np.all(_values(getattr(self, name)) >= 0), name, "must not be negative")
+        _check(np.all(_values(self.c1_f) > 0), "c1_f", "must be positive")
+        if np.any(_values(self.r2_ohm) > 0):
+            _check(np.all(_values(self.c2_f) > 0), "c2_f", "must be positive with r2_ohm > 0")
+        _check(0 < self.coulombic_efficiency <= 1, "coulombic_efficiency", "must be in (0, 1]")
+        _check(self.thermal_mass_cell_j_per_k > 0, "thermal_mass_cell_j_per_k",
+               "must be positive")
+        _check(self.thermal_mass_jig_j_per_k > 0, "thermal_mass_jig_j_per_k", "must be positive")
+        _check(self.k_cell_jig_w_per_k >= 0, "k_cell_jig_w_per_k", "must not be negative")
+        _check(self.k_jig_ambient_w_per_k >= 0, "k_jig_ambient_w_per_k", "must not be negative")
+        _check(self.hysteresis_rate >= 0, "hysteresis_rate", "must not be negative")
+        for name in ("current_max_discharge_a", "current_max_charge_a",
+                     "power_max_discharge_w", "power_max_charge_w", "voltage_min_v",
+                     "voltage_max_v"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, name, "must be positive")
+        if self.voltage_min_v is not None and self.voltage_max_v is not None:
+            _check(self.voltage_min_v < self.voltage_max_v, "voltage_min_v",
+                   "must be below voltage_max_v")
+        _check(0 <= self.soc_min < self.soc_max <= 1, "soc_min",
+               "soc_min and soc_max must satisfy 0 <= soc_min < soc_max <= 1")
+
+    @property
+    def n_rc(self) -> int:
+        """Number of RC pairs (1 or 2)."""
+        return 2 if np.any(_values(self.r2_ohm) > 0) else 1
+
+
+@dataclass(frozen=True)
+class PackParams:
+    """Identical cells, ``cells_series`` in series times ``cells_parallel`` in parallel.
+
+    Pack voltage is ``cells_series`` times the cell's, pack current ``cells_parallel`` times,
+    capacity, energy and heat scale with the number of cells; SOC and temperatures are the
+    cells'.  A parameter file keeps the two counts beside the cell's fields in ``[params]``.
+    """
+
+    cell: BatteryParams
+    cells_series: int = 1
+    cells_parallel: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.cells_series >= 1, "cells_series", "must be at least 1")
+        _check(self.cells_parallel >= 1, "cells_parallel", "must be at least 1")
+
+    @property
+    def n_cells(self) -> int:
+        return self.cells_series * self.cells_parallel
+
+    @property
+    def capacity_ah(self) -> float:
+        """Pack capacity. [A h]"""
+        return self.cell.capacity_ah * self.cells_parallel
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Flat ``[params]`` mapping: the cell's fields plus the two counts."""
+        m = tp.to_mapping(self.cell)
+        if self.n_cells > 1:
+            m = {"cells_series": self.cells_series, "cells_parallel": self.cells_parallel, **m}
+        return m
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str = "params") -> PackParams:
+        """Read a flat ``[params]`` mapping; errors name ``where.field``."""
+        m = dict(mapping)
+        counts = {k: m.pop(k) for k in ("cells_series", "cells_parallel") if k in m}
+        cell_fields = {f.name for f in dataclasses.fields(BatteryParams)}
+        for key in m:
+            if key not in cell_fields:
+                hint = tp.did_you_mean(key, cell_fields | {"cells_series", "cells_parallel"})
+                raise ParameterError(f"{where}.{key}: unknown parameter{hint}")
+        try:
+            cell = tp.from_mapping(BatteryParams, m, where)
+        except ParameterError as exc:
+            msg = str(exc)
+            raise ParameterError(msg if msg.startswith(where) else f"{where}.{msg}") from None
+        for key, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ParameterError(f"{where}.{key}: expected an integer, got {value!r}")
+        try:
+            return cls(cell, **counts)
+        except ParameterError as exc:
+            raise ParameterError(f"{where}.{exc}") from None
+
+
+@dataclass(frozen=True)
+class BatteryInitial:
+    """Initial conditions; ``None`` temperatures start at the ambient temperature."""
+
+    soc: float = 0.5
+    temp_cell_c: float | None = None
+    temp_jig_c: float | None = None
+    v_rc1_v: float = 0.0
+    v_rc2_v: float = 0.0
+    hysteresis: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check(value is None or math.isfinite(value), f.name, "must be finite")
+        _check(0 <= self.soc <= 1, "soc", "must be in [0, 1]")
+        _check(-1 <= self.hysteresis <= 1, "hysteresis", "must be in [-1, 1]")
+
+
+def _check(ok: Any, name: str, what: str) -> None:
+    if not bool(ok):
+        raise ParameterError(f"{name}: {what}")
+
+
+def _values(v: float | Table | None) -> np.ndarray:
+    if isinstance(v, Table):
+        return v.values
+    return np.asarray(0.0 if v is None else v, dtype=float)
+
+
+def params_from_set(pset: ParamSet) -> tuple[PackParams, BatteryInitial]:
+    """The pack parameters and initial conditions of a battery parameter file."""
+    where = f"{pset.path}: params" if pset.path else "params"
+    if pset.kind != "battery":
+        raise ParameterError(f"{pset.path or pset.name}: meta.kind is '{pset.kind}', "
+                             "expected 'battery'")
+    pack = PackParams.from_mapping(pset.params, where)
+    iwhere = f"{pset.path}: initial" if pset.path else "initial"
+    try:
+        initial = tp.from_mapping(BatteryInitial, dict(pset.initial), iwhere)
+    except ParameterError as exc:
+        msg = str(exc)
+        raise ParameterError(msg if msg.startswith(iwhere) else f"{iwhere}.{msg}") from None
+    return pack, initial
+
+
+def param_set(pack: PackParams | BatteryParams, name: str,
+              initial: BatteryInitial | None = None,
+              meta: Mapping[str, Any] | None = None) -> ParamSet:
+    """A :class:`twin.params.ParamSet` (ready for :func:`twin.params.save`) of a battery.
+
+    ``meta`` is the provenance (``source`` and any notes); its ``kind`` and ``name`` are
+    replaced.
+    """
+    pack = pack if isinstance(pack, PackParams) else PackParams(pack)
+    init = tp.to_mapping(initial or BatteryInitial())
+    meta = {k: v for k, v in (meta or {}).items() if k not in ("kind", "name")}
+    return ParamSet(kind="battery", name=name, params=pack.to_mapping(), initial=init,
+                    meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed parameters for the kernels: one row per distinct parameter set, ``row[i]`` per unit.
+# Columns of the float array ``pf``:
+_Q_AS, _ETA, _CC, _CJ, _KCJ, _KJA, _TAMB = range(7)  # _Q_AS: capacity in A s
+_IDIS, _ICH, _PDIS, _PCH, _VMIN, _VMAX, _SOCMIN, _SOCMAX, _NS, _NP = range(7, 17)
+_INV_Q, _GAMMA_Q, _INV_NP, _INV_CELLS = range(17, 21)  # 1/Q, gamma/Q, 1/Np, 1/(Ns Np)
+# Parameters that may be tables (slots); their constant value sits at pf[:, _K0 + slot] and
+# their table index (-1 for a constant) at pi[:, slot].
+_SLOTS = ("ocv_v", "r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "entropic_v_per_k",
+          "hysteresis_v")
+_S_OCV, _S_R0, _S_R1, _S_C1, _S_R2, _S_C2, _S_DUDT, _S_HYST = range(8)
+_K0 = 21
+_NPF = _K0 + len(_SLOTS)
+_TAUC1, _TAUC2 = len(_SLOTS), len(_SLOTS) + 1  # pi columns: 1 where tau_j is a constant
+_NPI = _TAUC2 + 1
+# per-dt factors ``disc`` (per row): thermal Ad, Bd (row-major), constant-tau RC factors
+_AD, _BD, _DA1, _DG1, _DA2, _DG2 = 0, 4, 8, 9, 10, 11
+_NDISC = 12
+# table metadata: tmeta[j] = ndim, (coord, offset, length) per axis, values offset
+_TM_VOFF = 1 + 3 * _MAXD
+
+# state, input, held and output columns
+(_X_SOC, _X_V1, _X_V2, _X_H, _X_TC, _X_TJ, _X_EOUT, _X_ELOSS, _X_ESTORED) = range(9)
+_U_I, _U_P = 0, 1
+(_W_I, _W_OCV, _W_M, _W_R0, _W_R1, _W_TAU1, _W_R2, _W_TAU2, _W_KAPPA, _W_SIGN, _W_ETA,
+ _W_Q, _W_LIM, _W_A1, _W_G1, _W_A2, _W_G2, _W_B, _W_GB) = range(19)
+_NW = len(HELD_NAMES)
+_NY = len(OUTPUT_NAMES)
+
+
+class _TablePacker:
+    """Flattens tables into the arrays the kernels read; a shared table is stored once."""
+
+    def __init__(self) -> None:
+        self.meta: list[list[int]] = []
+        self.grid: list[list[float]] = []
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+        self.index: dict[int, int] = {}
+
+    def _put(self, a: np.ndarray) -> int:
+        off = self.size
+        self.chunks.append(np.ascontiguousarray(a, dtype=float).reshape(-1))
+        self.size += a.size
+        return off
+
+    def add(self, table: Table) -> int:
+        if id(table) in self.index:
+            return self.index[id(table)]
+        meta = [len(table.axes)] + [0] * (3 * _MAXD) + [0]
+        grid = [0.0] * (2 * _MAXD)  # first breakpoint and 1/step of uniform axes, else 0
+        for d, (name, bp) in enumerate(table.axes):
+            meta[1 + 3 * d: 4 + 3 * d] = [_COORDS[name], self._put(bp), len(bp)]
+            if len(bp) > 1:
+                h = np.diff(bp)
+                if np.all(np.abs(h - h.mean()) <= 1e-9 * abs(h.mean())):
+                    grid[2 * d: 2 * d + 2] = [bp[0], (len(bp) - 1) / (bp[-1] - bp[0])]
+        meta[_TM_VOFF] = self._put(table.values)
+        self.meta.append(meta)
+        self.grid.append(grid)
+        self.index[id(table)] = len(self.meta) - 1
+        return self.index[id(table)]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        meta = np.array(self.meta, dtype=np.int64).reshape(-1, _TM_VOFF + 1)
+        grid = np.array(self.grid, dtype=float).reshape(-1, 2 * _MAXD)
+        data = np.concatenate(self.chunks) if self.chunks else np.zeros(1)
+        return meta, grid, data
+
+
+def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
+    """``pf, pi, tmeta, tgrid, tdata``: one row of ``pf``, ``pi`` per parameter set."""
+    pf = np.zeros((len(packs), _NPF))
+    pi = np.full((len(packs), _NPI), -1, dtype=np.int64)
+    tables = _TablePacker()
+    inf = math.inf
+    for i, pack in enumerate(packs):
+        c = pack.cell
+        q_as = c.capacity_ah * C_PER_AH
+        pf[i, :_K0] = [
+            q_as, c.coulombic_efficiency, c.thermal_mass_cell_j_per_k,
+            c.thermal_mass_jig_j_per_k, c.k_cell_jig_w_per_k,
+            c.k_jig_ambient_w_per_k, c.temp_ambient_c,
+            inf if c.current_max_discharge_a is None else c.current_max_discharge_a,
+            inf if c.current_max_charge_a is None else c.current_max_charge_a,
+            inf if c.power_max_discharge_w is None else c.power_max_discharge_w,
+            inf if c.power_max_charge_w is None else c.power_max_charge_w,
+            0.0 if c.voltage_min_v is None else c.voltage_min_v,
+            inf if c.voltage_max_v is None else c.voltage_max_v,
+            c.soc_min, c.soc_max, pack.cells_series, pack.cells_parallel,
+            1.0 / q_as, c.hysteresis_rate / q_as, 1.0 / pack.cells_parallel, 1.0 / pack.n_cells]
+        for s, name in enumerate(_SLOTS):
+            v = getattr(c, name)
+            if isinstance(v, Table):
+                pi[i, s] = tables.add(v)
+            else:
+                pf[i, _K0 + s] = v
+        pi[i, _TAUC1] = int(not isinstance(c.r1_ohm, Table) and not isinstance(c.c1_f, Table))
+        pi[i, _TAUC2] = int(not isinstance(c.r2_ohm, Table) and not isinstance(c.c2_f, Table))
+    return (pf, pi) + tables.arrays()
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels (numba): scalar code per unit, looped over units.  Helpers that take arrays but
+# allocate nothing are compiled without reference counting: numba's atomic increments on every
+# array argument would otherwise cost more than the arithmetic (50 ns per table lookup).
+_helper = numba.njit(cache=True, _nrt=False)
+# Small and per-unit functions are inlined (numba IR) into ``_helper`` callers: a call with
+# a dozen array arguments costs as much as the unit's arithmetic.
+_unit = numba.njit(cache=True, _nrt=False, inline="always")
+
+
+@_unit
+def _axis(x, off, n, x0, invh, data):
+    """Cell index and fraction of ``x`` on an axis; edge values held outside (and for NaN)."""
+    if n == 1:
+        return 0, 0.0
+    if invh > 0.0:  # uniform breakpoints
+        s = (x - x0) * invh
+        if not s > 0.0:
+            return 0, 0.0
+        if s >= n - 1:
+            return n - 2, 1.0
+        i = int(s)
+        i = min(i, n - 2)
+        return i, s - i
+    if not x > data[off]:
+        return 0, 0.0
+    if x >= data[off + n - 1]:
+        return n - 2, 1.0
+    lo, hi = 0, n - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if data[off + mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo, (x - data[off + lo]) / (data[off + lo + 1] - data[off + lo])
+
+
+@_helper
+def _lookup(j, tmeta, tgrid, tdata, coords):
+    """Multilinear interpolation in packed table ``j`` at ``coords`` (temp, soc, I, ocv)."""
+    nd = tmeta[j, 0]
+    v = tmeta[j, _TM_VOFF]
+    n0 = tmeta[j, 3]
+    i0, f0 = _axis(coords[tmeta[j, 1]], tmeta[j, 2], n0, tgrid[j, 0], tgrid[j, 1], tdata)
+    d0 = 1 if n0 > 1 else 0
+    if nd == 1:
+        return tdata[v + i0] * (1.0 - f0) + tdata[v + i0 + d0] * f0
+    n1 = tmeta[j, 6]
+    i1, f1 = _axis(coords[tmeta[j, 4]], tmeta[j, 5], n1, tgrid[j, 2], tgrid[j, 3], tdata)
+    d1 = 1 if n1 > 1 else 0
+    if nd == 2:
+        b = v + i0 * n1 + i1
+        s0 = n1 * d0
+        return ((tdata[b] * (1.0 - f1) + tdata[b + d1] * f1) * (1.0 - f0)
+                + (tdata[b + s0] * (1.0 - f1) + tdata[b + s0 + d1] * f1) * f0)
+    n2 = tmeta[j, 9]
+    i2, f2 = _axis(coords[tmeta[j, 7]], tmeta[j, 8], n2, tgrid[j, 4], tgrid[j, 5], tdata)
+    d2 = 1 if n2 > 1 else 0
+    s1 = n2 * d1
+    s0 = n1 * n2 * d0
+    b = v + (i0 * n1 + i1) * n2 + i2
+    lo = ((tdata[b] * (1.0 - f2) + tdata[b + d2] * f2) * (1.0 - f1)
+          + (tdata[b + s1] * (1.0 - f2) + tdata[b + s1 + d2] * f2) * f1)
+    b += s0
+    hi = ((tdata[b] * (1.0 - f2) + tdata[b + d2] * f2) * (1.0 - f1)
+          + (tdata[b + s1] * (1.0 - f2) + tdata[b + s1 + d2] * f2) * f1)
+    return lo * (1.0 - f0) + hi * f0
+
+
+@_unit
+def _param(r, slot, pf, pi, tmeta, tgrid, tdata, coords):
+    """Parameter ``slot`` of row ``r``: its constant, or its table at ``coords``."""
+    j = pi[r, slot]
+    if j < 0:
+        return pf[r, _K0 + slot]
+    return _lookup(j, tmeta, tgrid, tdata, coords)
+
+
+@numba.njit(cache=True)
+def _power_current(p, e, r0):
+    """Current drawing power ``p`` from ``E - R0 I``: the root nearer zero of the quadratic.
+
+    Returns the current and whether ``p`` was beyond the maximum power ``E^2 / (4 R0)`` (then
+    the current of maximum power).
+    """
+    if e <= 0.0:
+        return 0.0, True
+    disc = e * e - 4.0 * r0 * p
+    if disc < 0.0:
+        return e / (2.0 * r0), True
+    return 2.0 * p / (e + math.sqrt(disc)), False
+
+
+@numba.njit(cache=True)
+def _voltage_bound(room, r):
+    """Largest current magnitude, >= 0, that keeps ``room - r |I|`` non-negative."""
+    if room <= 0.0:
+        return 0.0
+    return room / r if r > 0.0 else math.inf
+
+
+@numba.njit(cache=True)
+def _decay(rate, dt):
+    """``(exp(-rate dt), 1 - exp(-rate dt))`` without cancellation."""
+    if rate == 0.0:
+        return 1.0, 0.0
+    g = -math.expm1(-rate * dt)
+    return 1.0 - g, g
+
+
+@_unit
+def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, k):
+    """Held inputs of unit ``i`` (parameter row ``r``) into ``w[k]``.
+
+    Written for the common case: no division or exponential unless a limit binds or a
+    parameter varies.
+    """
+    soc = x[i, _X_SOC]
+    v1 = x[i, _X_V1]
+    v2 = x[i, _X_V2]
+    h = x[i, _X_H]
+    tc = x[i, _X_TC]
+    idis = pf[r, _IDIS]
+    ich = pf[r, _ICH]
+    pdis = pf[r, _PDIS]
+    pch = pf[r, _PCH]
+    flags = 0
+
+    cmd = u[i, _U_P] * pf[r, _INV_CELLS] if power_mode else u[i, _U_I] * pf[r, _INV_NP]
+    if not math.isfinite(cmd):
+        cmd = 0.0
+        flags |= LIMIT_INVALID
+    coords = (tc, soc, 0.0, 0.0)
+    ocv = _param(r, _S_OCV, pf, pi, tmeta, tgrid, tdata, coords)
+    m = _param(r, _S_HYST, pf, pi, tmeta, tgrid, tdata, coords)
+    e = ocv + m * h - v1 - v2
+
+    # The current: commanded, or the root of P = I (E - R0 I) with R0 at that current.
+    if power_mode:
+        if cmd > pdis:
+            cmd = pdis
+            flags |= LIMIT_POWER
+        elif cmd < -pch:
+            cmd = -pch
+            flags |= LIMIT_POWER
+        cur = cmd / e if e > 0.0 else 0.0
+        for _ in range(2):
+            cur = min(max(cur, -ich), idis)
+            r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, (tc, soc, cur, ocv))
+            cur, infeasible = _power_current(cmd, e, r0)
+    else:
+        cur = cmd
+    if cur > idis:
+        cur = idis
+        flags |= LIMIT_CURRENT
+    elif cur < -ich:
+        cur = -ich
+        flags |= LIMIT_CURRENT
+    coords = (tc, soc, cur, ocv)
+    r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
+    r1 = _param(r, _S_R1, pf, pi, tmeta, tgrid, tdata, coords)
+    r2 = _param(r, _S_R2, pf, pi, tmeta, tgrid, tdata, coords)
+    if power_mode:
+        if not flags & LIMIT_CURRENT:
+            cur, infeasible = _power_current(cmd, e, r0)
+            if infeasible:
+                flags |= LIMIT_POWER_INFEASIBLE
+    elif cur > 0.0 and pdis < math.inf:
+        # P(I) = I (E - R0 I) rises to its maximum, then falls: the limit is the lower root
+        i_lim, beyond = _power_current(pdis, e, r0)
+        if not beyond and cur > i_lim:
+            cur = i_lim
+            flags |= LIMIT_POWER
+    elif cur < 0.0 and pch < math.inf:
+        i_lim, beyond = _power_current(-pch, e, r0)
+        if cur < i_lim:
+            cur = i_lim
+            flags |= LIMIT_POWER
+
+    # RC factors over the step: precomputed per dt when tau is a constant.
+    tau1 = r1 * _param(r, _S_C1, pf, pi, tmeta, tgrid, tdata, coords)
+    tau2 = r2 * _param(r, _S_C2, pf, pi, tmeta, tgrid, tdata, coords) if r2 > 0.0 else 0.0
+    if pi[r, _TAUC1] == 1:
+        a1 = disc[r, _DA1]
+        g1 = disc[r, _DG1]
+    else:
+        a1, g1 = _decay(1.0 / tau1, dt) if tau1 > 0.0 else (0.0, 1.0)
+    if pi[r, _TAUC2] == 1:
+        a2 = disc[r, _DA2]
+        g2 = disc[r, _DG2]
+    else:
+        a2, g2 = _decay(1.0 / tau2, dt) if tau2 > 0.0 else (0.0, 1.0)
+
+    # Voltage limits at both ends of the step (V is monotonic within it).  The hysteresis
+    # state at the end is taken at the larger, unreduced current: a smaller current moves it
+    # less, so the bound stays safe.  Without a minimum voltage, the minimum is 0 V.
+    eta = pf[r, _ETA]
+    gamma_q = pf[r, _GAMMA_Q]
+    sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
+    eta_c = eta if cur < 0.0 else 1.0
+    kappa = gamma_q * eta_c * abs(cur)
+    b, gb = _decay(kappa, dt)
+    lim = pf[r, _VMIN] if cur > 0.0 else pf[r, _VMAX]
+    if cur != 0.0 and lim < math.inf:
+        v_start = e - r0 * cur
+        e_end = ocv + m * (b * h - gb * sgn) - a1 * v1 - a2 * v2
+        g_end = r0 + g1 * r1 + g2 * r2
+        if sgn * (v_start - lim) < 0.0 or sgn * (e_end - g_end * cur - lim) < 0.0:
+            cur = sgn * min(_voltage_bound(sgn * (e - lim), r0),
+                            _voltage_bound(sgn * (e_end - lim), g_end))
+            flags |= LIMIT_VOLTAGE_MIN if sgn > 0.0 else LIMIT_VOLTAGE_MAX
+
+    # SOC limits: the step may not carry the SOC out of its window.
+    if cur > 0.0:
+        avail = (soc - pf[r, _SOCMIN]) * pf[r, _Q_AS]
+        if cur * dt > avail:
+            cur = max(avail / dt, 0.0)
+            flags |= LIMIT_SOC_MIN
+    elif cur < 0.0:
+        avail = (pf[r, _SOCMAX] - soc) * pf[r, _Q_AS]
+        if -cur * eta * dt > avail:
+            cur = -max(avail / (eta * dt), 0.0)
+            flags |= LIMIT_SOC_MAX
+
+    # Hysteresis, coulombic efficiency and the step-average heat with the final current.
+    if flags & (LIMIT_VOLTAGE_MIN | LIMIT_VOLTAGE_MAX | LIMIT_SOC_MIN | LIMIT_SOC_MAX):
+        sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
+        eta_c = eta if cur < 0.0 else 1.0
+        kappa = gamma_q * eta_c * abs(cur)
+        b, gb = _decay(kappa, dt)
+    iv1 = cur * r1 * dt + (v1 - cur * r1) * tau1 * g1
+    iv2 = cur * r2 * dt + (v2 - cur * r2) * tau2 * g2
+    ih = (-sgn * dt + (h + sgn) * gb / kappa) if kappa > 0.0 else h * dt
+    coul = ocv * (1.0 - eta) * -cur if cur < 0.0 else 0.0
+    q_irr = cur * cur * r0 + cur * (iv1 + iv2 - m * ih) / dt + coul
+    dudt = _param(r, _S_DUDT, pf, pi, tmeta, tgrid, tdata, (tc, soc, cur, ocv))
+    q_rev = -cur * (tc + KELVIN_OFFSET) * dudt
+
+    w[k, _W_I] = cur
+    w[k, _W_OCV] = ocv
+    w[k, _W_M] = m
+    w[k, _W_R0] = r0
+    w[k, _W_R1] = r1
+    w[k, _W_TAU1] = tau1
+    w[k, _W_R2] = r2
+    w[k, _W_TAU2] = tau2
+    w[k, _W_KAPPA] = kappa
+    w[k, _W_SIGN] = sgn
+    w[k, _W_ETA] = eta_c
+    w[k, _W_Q] = q_irr + q_rev
+    w[k, _W_LIM] = flags
+    w[k, _W_A1] = a1
+    w[k, _W_G1] = g1
+    w[k, _W_A2] = a2
+    w[k, _W_G2] = g2
+    w[k, _W_B] = b
+    w[k, _W_GB] = gb
+
+
+@_unit
+def _output_unit(i, r, x, w, k, pf, y):
+    """Outputs of unit ``i`` with held inputs ``w[k]`` into ``y[i]``."""
+    cur = w[k, _W_I]
+    v_cell = (w[k, _W_OCV] + w[k, _W_M] * x[i, _X_H] - w[k, _W_R0] * cur
+              - x[i, _X_V1] - x[i, _X_V2])
+    ns = pf[r, _NS]
+    npar = pf[r, _NP]
+    cells = ns * npar
+    y[i, 0] = ns * v_cell
+    y[i, 1] = npar * cur
+    y[i, 2] = cells * v_cell * cur
+    y[i, 3] = x[i, _X_SOC]
+    y[i, 4] = x[i, _X_TC]
+    y[i, 5] = x[i, _X_TJ]
+    y[i, 6] = ns * w[k, _W_OCV]
+    y[i, 7] = cells * w[k, _W_Q]
+    y[i, 8] = w[k, _W_LIM]
+    y[i, 9] = cells * x[i, _X_EOUT]
+    y[i, 10] = cells * x[i, _X_ELOSS]
+    y[i, 11] = cells * x[i, _X_ESTORED]
+
+
+@_unit
+def _step_unit(i, r, x, w, k, pf, disc, dt, xn):
+    """Exact step of unit ``i`` with held inputs ``w[k]`` into ``xn[i]``."""
+    cur = w[k, _W_I]
+    ocv = w[k, _W_OCV]
+    m = w[k, _W_M]
+    r0 = w[k, _W_R0]
+    r1 = w[k, _W_R1]
+    r2 = w[k, _W_R2]
+    eta_c = w[k, _W_ETA]
+    sgn = w[k, _W_SIGN]
+    kappa = w[k, _W_KAPPA]
+    g1 = w[k, _W_G1]
+    g2 = w[k, _W_G2]
+    gb = w[k, _W_GB]
+    v1 = x[i, _X_V1]
+    v2 = x[i, _X_V2]
+    h = x[i, _X_H]
+    soc = x[i, _X_SOC] - eta_c * cur * dt * pf[r, _INV_Q]
+    xn[i, _X_SOC] = min(max(soc, 0.0), 1.0)
+    xn[i, _X_V1] = w[k, _W_A1] * v1 + g1 * cur * r1
+    xn[i, _X_V2] = w[k, _W_A2] * v2 + g2 * cur * r2
+    xn[i, _X_H] = w[k, _W_B] * h - gb * sgn
+    # integrals over the step of v1, v2 and h (exponentials with the current held)
+    iv1 = cur * r1 * dt + (v1 - cur * r1) * w[k, _W_TAU1] * g1
+    iv2 = cur * r2 * dt + (v2 - cur * r2) * w[k, _W_TAU2] * g2
+    ih = (-sgn * dt + (h + sgn) * gb / kappa) if kappa > 0.0 else h * dt
+    tc = x[i, _X_TC]
+    tj = x[i, _X_TJ]
+    q = w[k, _W_Q]
+    ta = pf[r, _TAMB]
+    xn[i, _X_TC] = disc[r, 0] * tc + disc[r, 1] * tj + disc[r, 4] * q + disc[r, 5] * ta
+    xn[i, _X_TJ] = disc[r, 2] * tc + disc[r, 3] * tj + disc[r, 6] * q + disc[r, 7] * ta
+    coul = ocv * (1.0 - eta_c) * -cur if cur < 0.0 else 0.0
+    xn[i, _X_EOUT] = x[i, _X_EOUT] + cur * ((ocv - r0 * cur) * dt + m * ih - iv1 - iv2)
+    xn[i, _X_ELOSS] = (x[i, _X_ELOSS] + cur * cur * r0 * dt + cur * (iv1 + iv2 - m * ih)
+                       + coul * dt)
+    xn[i, _X_ESTORED] = x[i, _X_ESTORED] - ocv * eta_c * cur * dt
+
+
+@_helper
+def _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w):
+    for i in range(x.shape[0]):
+        _hold_unit(i, row[i], mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, i)
+
+
+@_helper
+def _outputs_into(x, w, row, pf, y):
+    for i in range(x.shape[0]):
+        _output_unit(i, row[i], x, w, i, pf, y)
+
+
+@_helper
+def _step_into(x, w, row, pf, disc, dt, xn):
+    for i in range(x.shape[0]):
+        _step_unit(i, row[i], x, w, i, pf, disc, dt, xn)
+
+
+@_helper
+def _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, xn):
+    for i in range(x.shape[0]):
+        r = row[i]
+        _hold_unit(i, r, mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, 0)
+        _output_unit(i, r, x, w, 0, pf, y)
+        _step_unit(i, r, x, w, 0, pf, disc, dt, xn)
+
+
+@numba.njit(cache=True)
+def _hold_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
+    w = np.empty((x.shape[0], _NW))
+    _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w)
+    return w
+
+
+@numba.njit(cache=True)
+def _outputs_all(x, w, row, pf):
+    y = np.empty((x.shape[0], _NY))
+    _outputs_into(x, w, row, pf, y)
+    return y
+
+
+@numba.njit(cache=True)
+def _step_all(x, w, row, pf, disc, dt):
+    xn = np.empty_like(x)
+    _step_into(x, w, row, pf, disc, dt, xn)
+    return xn
+
+
+@numba.njit(cache=True)
+def _advance_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
+    w = np.empty((1, _NW))  # one unit's held inputs at a time: stays in cache
+    y = np.empty((x.shape[0], _NY))
+    xn = np.empty_like(x)
+    _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, xn)
+    return xn, y
+
+
+@numba.njit(cache=True)
+def _run_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, kdt, dts, temp):
+    steps = u.shape[0]
+    y = np.empty((steps, x.shape[0], _NY))
+    w = np.empty((1, _NW))
+    xa = x.copy()
+    xb = np.empty_like(xa)
+    for k in range(steps):
+        if temp.shape[0] > 0:
+            xa[:, _X_TC] = temp[k]
+        _advance_into(xa, u[k], row, mode, pf, pi, tmeta, tgrid, tdata, disc[kdt[k]], dts[k],
+                      w, y[k], xb)
+        xa, xb = xb, xa
+    return xa, y
+
+
+@numba.njit(cache=True)
+def _rhs_all(x, w, row, pf):
+    dx = np.empty_like(x)
+    for i in range(x.shape[0]):
+        r = row[i]
+        cur = w[i, _W_I]
+        eta_c = w[i, _W_ETA]
+        ocv = w[i, _W_OCV]
+        m = w[i, _W_M]
+        r0 = w[i, _W_R0]
+        v1 = x[i, _X_V1]
+        v2 = x[i, _X_V2]
+        h = x[i, _X_H]
+        tau1 = w[i, _W_TAU1]
+        tau2 = w[i, _W_TAU2]
+        dx[i, _X_SOC] = -eta_c * cur * pf[r, _INV_Q]
+        dx[i, _X_V1] = (w[i, _W_R1] * cur - v1) / tau1 if tau1 > 0.0 else 0.0
+        dx[i, _X_V2] = (w[i, _W_R2] * cur - v2) / tau2 if tau2 > 0.0 else 0.0
+        dx[i, _X_H] = -w[i, _W_KAPPA] * (h + w[i, _W_SIGN])
+        flow = pf[r, _KCJ] * (x[i, _X_TC] - x[i, _X_TJ])
+        dx[i, _X_TC] = (w[i, _W_Q] - flow) / pf[r, _CC]
+        dx[i, _X_TJ] = (flow - pf[r, _KJA] * (x[i, _X_TJ] - pf[r, _TAMB])) / pf[r, _CJ]
+        coul = ocv * (1.0 - eta_c) * -cur if cur < 0.0 else 0.0
+        dx[i, _X_EOUT] = cur * (ocv + m * h - r0 * cur - v1 - v2)
+        dx[i, _X_ELOSS] = cur * cur * r0 + cur * (v1 + v2 - m * h) + coul
+        dx[i, _X_ESTORED] = -ocv * eta_c * cur
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _discretise(pf: np.ndarray, dts: np.ndarray) -> np.ndarray:
+    """Per-dt factors ``(len(dts), rows, _NDISC)``: thermal Ad, Bd and constant-tau RC decay."""
+    if not np.all(dts > 0) or not np.all(np.isfinite(dts)):
+        raise TwinError(f"battery: time steps must be positive and finite, got {dts.min()} s")
+    rows = len(pf)
+    d = np.zeros((len(dts), rows, _NDISC))
+    for k, dt in enumerate(dts):
+        ad, bd = two_node_step(pf[:, _CC], pf[:, _CJ], pf[:, _KCJ], pf[:, _KJA], float(dt))
+        d[k, :, _AD:_AD + 4] = ad.reshape(rows, 4)
+        d[k, :, _BD:_BD + 4] = bd.reshape(rows, 4)
+    for rs, cs, da in ((_S_R1, _S_C1, _DA1), (_S_R2, _S_C2, _DA2)):
+        tau = pf[:, _K0 + rs] * pf[:, _K0 + cs]
+        safe = np.where(tau > 0, tau, 1.0)
+        with np.errstate(over="ignore"):  # tau of a denormal resistance: g = 1
+            g = np.where(tau > 0, -np.expm1(-dts[:, None] / safe), 1.0)
+        d[..., da] = 1.0 - g
+        d[..., da + 1] = g
+    return d
+
+
+class Battery(Asset):
+    """``n`` batteries (cells or packs), each with its own parameters and operating mode.
+
+    Parameters
+    ----------
+    params
+        One :class:`PackParams` or :class:`BatteryParams` for all units, or one per unit.
+    n
+        Number of units when ``params`` is a single set.
+    mode
+        ``"current"`` (input ``current_a``) or ``"power"`` (input ``power_w``), for all
+        units or one per unit; the other input is ignored.
+    initial
+        Initial conditions, for all units or one per unit.
+
+    Inputs are the pack's commanded current [A] or terminal power [W], positive on
+    discharge.  Outputs are pack quantities (see :data:`OUTPUT_NAMES`); states are per cell.
+    """
+
+    kind = "battery"
+    state_names = STATE_NAMES
+    input_names = INPUT_NAMES
+    held_names = HELD_NAMES
+    output_names = OUTPUT_NAMES
+
+    def __init__(self, params: PackParams | BatteryParams | Sequence[PackParams | BatteryParams],
+                 n: int | None = None, mode: str | Sequence[str] = "current",
+                 initial: BatteryInitial | Sequence[BatteryInitial] | None = None) -> None:
+        units = list(params) if isinstance(params, (list, tuple)) else [params] * (n or 1)
+        if n is not None and len(units) != n:
+            raise TwinError(f"battery: {len(units)} parameter sets for n={n} units")
+        self.params = tuple(p if isinstance(p, PackParams) else PackParams(p) for p in units)
+        self.n = len(self.params)
+        # one packed row per distinct parameter set: 1,000 identical units share one row
+        rows: dict[int, int] = {}
+        self._row = np.array([rows.setdefault(id(p), len(rows)) for p in units],
+                             dtype=np.int64)
+        distinct = {r: p for p, r in zip(self.params, self._row)}
+        self._mode = np.zeros(self.n, dtype=np.int64)
+        inits = initial if isinstance(initial, (list, tuple)) else [initial] * self.n
+        if len(inits) != self.n:
+            raise TwinError(f"battery: {len(inits)} initial conditions for {self.n} units")
+        self.initial = tuple(BatteryInitial() if x is None else x for x in inits)
+        self._pf, self._pi, self._tmeta, self._tgrid, self._tdata = _pack(
+            [distinct[r] for r in range(len(distinct))])
+        self._discs: dict[float, np.ndarray] = {}
+        self.set_mode(mode)
+
+    def set_mode(self, mode: str | Sequence[str]) -> None:
+        """Select current or power control, for all units or one mode per unit."""
+        modes = [mode] * self.n if isinstance(mode, str) else list(mode)
+        if len(modes) != self.n:
+            raise TwinError(f"battery: {len(modes)} modes for {self.n} units")
+        for m in modes:
+            if m not in MODES:
+                raise TwinError(f"battery: unknown mode '{m}'; choose one of {MODES}")
+        self._mode[:] = [MODES.index(m) for m in modes]
+
+    def initial_state(self) -> np.ndarray:
+        x = np.zeros((self.n, len(STATE_NAMES)))
+        for i, (p, ini) in enumerate(zip(self.params, self.initial)):
+            t_amb = p.cell.temp_ambient_c
+            x[i, _X_SOC] = ini.soc
+            x[i, _X_V1] = ini.v_rc1_v
+            x[i, _X_V2] = ini.v_rc2_v
+            x[i, _X_H] = ini.hysteresis
+            x[i, _X_TC] = t_amb if ini.temp_cell_c is None else ini.temp_cell_c
+            x[i, _X_TJ] = t_amb if ini.temp_jig_c is None else ini.temp_jig_c
+        return x
+
+    def _disc(self, dt: float) -> np.ndarray:
+        """Factors that depend on ``dt`` only, per parameter row: thermal step, RC decay."""
+        d = self._discs.get(dt)
+        if d is None:
+            if len(self._discs) >= 16:
+                self._discs.clear()
+            d = self._discs[dt] = _discretise(self._pf, np.array([dt]))[0]
+        return d
+
+    def _check(self, x: np.ndarray, u: np.ndarray | None = None) -> None:
+        if x.shape != (self.n, len(STATE_NAMES)):
+            raise TwinError(f"battery: state has shape {x.shape}, expected "
+                            f"{(self.n, len(STATE_NAMES))}")
+        if u is not None and u.shape != (self.n, len(INPUT_NAMES)):
+            raise TwinError(f"battery: inputs have shape {u.shape}, expected "
+                            f"{(self.n, len(INPUT_NAMES))}")
+
+    def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        self._check(x, u)
+        return _hold_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
+                         self._tgrid, self._tdata, self._disc(dt), dt)
+
+    def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return _rhs_all(x, w, self._row, self._pf)
+
+    def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
+        self._check(x)
+        return _step_all(x, w, self._row, self._pf, self._disc(dt), dt)
+
+    def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        self._check(x)
+        return _outputs_all(x, w, self._row, self._pf)
+
+    def advance(self, t: float, x: np.ndarray, u: np.ndarray,
+                dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """``hold``, ``outputs`` and ``step_exact`` in one compiled call: ``(x_next, y)``."""
+        self._check(x, u)
+        return _advance_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
+                            self._tgrid, self._tdata, self._disc(dt), dt)
+
+    def run(self, x: np.ndarray, u: np.ndarray, dt: float | np.ndarray,
+            temp_cell_c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Advance over a whole profile in one compiled call (the ``exact`` method).
+
+        Parameters
+        ----------
+        x
+            State at the start, ``(n, nx)``.
+        u
+            Inputs held over each step, ``(steps, n, nu)``. [A], [W]
+        dt
+            One step length, or one per step. [s]
+        temp_cell_c
+            Cell temperature prescribed at each step, ``(steps, n)``, e.g. a recorded one:
+            it replaces the thermal model's in the tables and the outputs. [degC]
+
+        Returns
+        -------
+        x_end, y
+            The state after the last step and the outputs at the start of every step,
+            ``(steps, n, ny)``.
+        """
+        self._check(x)
+        u = np.ascontiguousarray(u, dtype=float)
+        if u.ndim != 3 or u.shape[1:] != (self.n, len(INPUT_NAMES)):
+            raise TwinError(f"battery: profile inputs have shape {u.shape}, expected "
+                            f"(steps, {self.n}, {len(INPUT_NAMES)})")
+        dts = np.broadcast_to(np.asarray(dt, dtype=float), (u.shape[0],))
+        distinct, kdt = np.unique(dts, return_inverse=True)
+        disc = _discretise(self._pf, distinct) if distinct.size else np.zeros((0, 1, _NDISC))
+        if temp_cell_c is None:
+            temp = np.zeros((0, self.n))
+        else:
+            temp = np.ascontiguousarray(np.broadcast_to(temp_cell_c, u.shape[:2]), dtype=float)
+            if not np.all(np.isfinite(temp)):
+                raise TwinError("battery: prescribed cell temperatures must be finite")
+        return _run_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
+                        self._tgrid, self._tdata, disc, kdt.astype(np.int64),
+                        np.ascontiguousarray(dts), temp)
+
+
+def simulate_profile(pset: ParamSet, t_s: np.ndarray, inputs: Mapping[str, np.ndarray],
+                     method: str = "exact", dt: float | None = None) -> dict[str, np.ndarray]:
+    """Run one battery on a profile and return its output columns.
+
+    Parameters
+    ----------
+    pset
+        A battery parameter set (its ``[initial]`` gives the initial state).
+    t_s
+        Sample times, strictly increasing. [s]
+    inputs
+        Exactly one of ``current_a`` [A] or ``power_w`` [W] (positive on discharge), sampled
+        at ``t_s`` and held until the next sample.
+    method
+        ``"exact"`` or ``"scipy"`` (see :mod:`twin.stepper`).
+    dt
+        Resample the held inputs on ``t_s[0] + k dt`` instead of stepping from sample to
+        sample. [s]
+
+    Returns
+    -------
+    dict
+        ``t_s`` and every output of :data:`OUTPUT_NAMES`, one value per time.
+    """
+    if method not in METHODS:
+        raise TwinError(f"unknown stepper method '{method}'; choose one of {METHODS}")
+    t = np.asarray(t_s, dtype=float)
+    if t.ndim != 1 or t.size < 1:
+        raise TwinError("profile: t_s must be a non-empty one-dimensional array")
+    if not np.all(np.isfinite(t)):
+        raise TwinError(f"profile: t_s[{int(np.argmin(np.isfinite(t)))}] is not finite")
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    if bad.size:
+        k = int(bad[0]) + 1
+        raise TwinError(f"profile: t_s must increase strictly (t_s[{k}] = {t[k]} after "
+                        f"{t[k - 1]})")
+    given = [k for k in inputs if k in INPUT_NAMES]
+    unknown = [k for k in inputs if k not in INPUT_NAMES]
+    if unknown:
+        raise TwinError(f"profile: unknown input column '{unknown[0]}'"
+                        f"{tp.did_you_mean(unknown[0], INPUT_NAMES)}; battery inputs are "
+                        f"{', '.join(INPUT_NAMES)}")
+    if len(given) != 1:
+        raise TwinError("profile: give exactly one of current_a or power_w")
+    name = given[0]
+    values = np.asarray(inputs[name], dtype=float)
+    if values.shape != t.shape:
+        raise TwinError(f"profile: {name} has {values.size} values for {t.size} times")
+    if dt is not None:
+        if not dt > 0:
+            raise TwinError(f"profile: dt={dt} s must be positive")
+        grid = t[0] + dt * np.arange(int(np.floor((t[-1] - t[0]) / dt + 1e-9)) + 1)
+        values = values[np.searchsorted(t, grid + 1e-9 * dt, side="right") - 1]
+        t = grid
+    pack, initial = params_from_set(pset)
+    bat = Battery(pack, mode="current" if name == "current_a" else "power", initial=initial)
+    col = INPUT_NAMES.index(name)
+    u = np.zeros((len(t), 1, len(INPUT_NAMES)))
+    u[:, 0, col] = values
+    steps = np.diff(t)
+    if steps.size and np.allclose(steps, steps[0], rtol=1e-9, atol=0.0):
+        steps[:] = (t[-1] - t[0]) / steps.size  # one dt, not rounding noise of the samples
+    # the last sample is held for as long as the step before it (its limits need a dt)
+    steps = np.append(steps, steps[-1] if steps.size else 1.0)
+    x = bat.initial_state()
+    if method == "exact":
+        y = bat.run(x, u, steps)[1][:, 0, :]
+    else:
+        y = np.empty((len(t), len(OUTPUT_NAMES)))
+        for k in range(len(t)):
+            w = bat.hold(t[k], x, u[k], steps[k])
+            y[k] = bat.outputs(t[k], x, w)[0]
+            if k < len(t) - 1:
+                x = step_scipy(bat, t[k], x, w, steps[k])
+    out = {"t_s": t}
+    out.update({n: y[:, j] for j, n in enumerate(OUTPUT_NAMES)})
+    return out

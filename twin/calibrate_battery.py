@@ -1,0 +1,245 @@
+"""Fit a battery's resistances, capacitances and capacity to a recorded current/voltage trace.
+
+The fit is nonlinear least squares (:func:`scipy.optimize.least_squares`) on the terminal
+voltage, simulated with the same exact-step model the twin runs (:meth:`Battery.run`), with
+the recorded current as input and the recorded cell temperature in the tables.  The unknowns
+are log scale factors on the base parameters, so a parameter given as a table keeps its shape
+and only its level is fitted.  Initial guesses come from the recording itself: the
+series resistance from the voltage steps at current steps, the RC pairs from the longest
+relaxation after a pulse (two exponentials), the capacity from the base set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+
+from twin.battery import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    Battery,
+    BatteryInitial,
+    BatteryParams,
+    PackParams,
+)
+from twin.errors import TwinError
+from twin.params import Table
+
+_V = OUTPUT_NAMES.index("voltage_v")
+_MAX_FACTOR = 5.0  # fitted parameters stay within base / 5 ... base * 5
+
+
+def _fields(n_rc: int) -> tuple[str, ...]:
+    if n_rc == 1:
+        return ("r0_ohm", "r1_ohm", "c1_f", "capacity_ah")
+    if n_rc == 2:
+        return ("r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "capacity_ah")
+    raise TwinError(f"calibration: n_rc={n_rc}; the battery model has 1 or 2 RC pairs")
+
+
+def _scaled(value: float | Table, factor: float) -> float | Table:
+    if isinstance(value, Table):
+        return Table(value.axes, value.values * factor)
+    return value * factor
+
+
+def _level(value: float | Table, temp_c: float, soc: float, current_a: float) -> float:
+    """A representative value of a parameter: a table at the recording's operating point."""
+    if not isinstance(value, Table):
+        return float(value)
+    point = {"temp_c": temp_c, "soc": soc, "current_a": current_a}
+    return float(value(**{a: point[a] for a in value.axis_names}))
+
+
+def _relaxation(t: np.ndarray, v: np.ndarray, n_rc: int) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitudes and time constants of ``v(t) = v_inf + sum_j A_j exp(-t / tau_j)``."""
+    span = t[-1] - t[0]
+    tt = t - t[0]
+    taus0 = np.array([span / 20.0, span / 3.0])[:n_rc]
+
+    def model(p: np.ndarray) -> np.ndarray:
+        amps, taus = p[1:1 + n_rc], np.exp(p[1 + n_rc:])
+        return p[0] + (amps[None, :] * np.exp(-tt[:, None] / taus[None, :])).sum(axis=1)
+
+    p0 = np.concatenate([[v[-1]], np.full(n_rc, (v[0] - v[-1]) / n_rc), np.log(taus0)])
+    sol = scipy.optimize.least_squares(lambda p: model(p) - v, p0, method="lm")
+    amps, taus = sol.x[1:1 + n_rc], np.exp(sol.x[1 + n_rc:])
+    order = np.argsort(taus)
+    return amps[order], taus[order]
+
+
+def pulse_guesses(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
+                  n_rc: int = 2) -> dict[str, float]:
+    """Series resistance and RC pairs read off current steps and relaxations, at the terminals.
+
+    Returns
+    -------
+    dict
+        ``r0_ohm`` from the voltage jumps at current steps (median), and where the recording
+        has a rest after a pulse, ``r{j}_ohm`` and ``tau{j}_s`` from a fit of exponentials to
+        the longest such relaxation.  Values are of the whole pack as recorded. [Ohm], [s]
+    """
+    out: dict[str, float] = {}
+    di = np.diff(current_a)
+    dv = np.diff(voltage_v)
+    scale = np.abs(current_a).max()
+    if scale == 0:
+        return out
+    edges = np.flatnonzero(np.abs(di) > 0.2 * np.abs(di).max())
+    r0 = -dv[edges] / di[edges]
+    if r0.size and np.median(r0) > 0:
+        out["r0_ohm"] = float(np.median(r0))
+    rest = np.abs(current_a) <= 1e-3 * scale
+    best = None
+    k = 1
+    while k < len(rest):
+        if rest[k] and not rest[k - 1]:
+            end = k
+            while end < len(rest) and rest[end]:
+                end += 1
+            if end - k >= 20 and (best is None or end - k > best[1] - best[0]):
+                best = (k, end)
+            k = end
+        else:
+            k += 1
+    if best is None:
+        return out
+    start, end = best
+    i_pulse = current_a[start - 1]
+    p0 = start - 1
+    while p0 > 0 and abs(current_a[p0 - 1] - i_pulse) <= 1e-3 * scale:
+        p0 -= 1
+    duration = t_s[start] - t_s[p0]
+    try:
+        amps, taus = _relaxation(t_s[start:end], voltage_v[start:end], n_rc)
+    except (ValueError, np.linalg.LinAlgError):
+        return out
+    for j, (amp, tau) in enumerate(zip(amps, taus), start=1):
+        r = -amp / (i_pulse * -np.expm1(-duration / tau))
+        if np.isfinite(r) and r > 0 and np.isfinite(tau) and tau > 0:
+            out[f"r{j}_ohm"] = float(r)
+            out[f"tau{j}_s"] = float(tau)
+    return out
+
+
+def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
+                temp_c: np.ndarray, base: BatteryParams | PackParams, soc0: float,
+                n_rc: int = 2) -> tuple[BatteryParams | PackParams, dict[str, Any]]:
+    """Fit R0, R1, C1 (R2, C2) and capacity of ``base`` to a recording.
+
+    Parameters
+    ----------
+    t_s
+        Sample times, strictly increasing. [s]
+    current_a
+        Recorded current, held until the next sample, positive on discharge. [A]
+    voltage_v
+        Recorded terminal voltage. [V]
+    temp_c
+        Recorded cell temperature, used in the parameter tables. [degC]
+    base
+        The parameters to start from (the twin's); values not fitted are kept.
+    soc0
+        State of charge at the first sample, with the RC pairs relaxed. [-]
+    n_rc
+        Number of RC pairs in the fitted model; 1 drops a second pair of ``base``.
+
+    Returns
+    -------
+    params, report
+        The fitted parameters (of the same type as ``base``) and a report: the scale
+        factor of each field against ``base``, the initial guesses, RMS voltage residuals
+        with the base, the guessed and the fitted parameters [V], and the optimiser's status.
+    """
+    fields = _fields(n_rc)
+    t, i_a, v, temp = (np.asarray(a, dtype=float) for a in (t_s, current_a, voltage_v, temp_c))
+    if not (t.ndim == 1 and t.shape == i_a.shape == v.shape == temp.shape):
+        raise TwinError("calibration: t_s, current_a, voltage_v and temp_c must be "
+                        "one-dimensional and of equal length")
+    if t.size < 10:
+        raise TwinError(f"calibration: {t.size} samples are too few to fit")
+    for name, a in (("t_s", t), ("current_a", i_a), ("voltage_v", v), ("temp_c", temp)):
+        if not np.all(np.isfinite(a)):
+            raise TwinError(f"calibration: {name}[{int(np.argmin(np.isfinite(a)))}] "
+                            "is not finite")
+    if np.any(np.diff(t) <= 0):
+        raise TwinError("calibration: t_s must increase strictly")
+    if not 0 <= soc0 <= 1:
+        raise TwinError(f"calibration: soc0={soc0} is not in [0, 1]")
+    pack = base if isinstance(base, PackParams) else PackParams(base)
+    cell = pack.cell
+    if n_rc == 1:
+        cell = dataclasses.replace(cell, r2_ohm=0.0, c2_f=0.0)
+    elif cell.n_rc == 1:  # give the missing pair a start: a tenth of R1, ten times tau1
+        cell = dataclasses.replace(cell, r2_ohm=_scaled(cell.r1_ohm, 0.1),
+                                   c2_f=_scaled(cell.c1_f, 100.0))
+    dts = np.append(np.diff(t), np.diff(t)[-1])
+    u = np.zeros((t.size, 1, len(INPUT_NAMES)))
+    u[:, 0, INPUT_NAMES.index("current_a")] = i_a
+    initial = BatteryInitial(soc=soc0)
+
+    def scaled_cell(theta: np.ndarray) -> BatteryParams:
+        f = np.exp(theta)
+        return dataclasses.replace(cell, **{n: _scaled(getattr(cell, n), float(k))
+                                            for n, k in zip(fields, f)})
+
+    def simulate(thetas: np.ndarray) -> np.ndarray:
+        packs = [PackParams(scaled_cell(th), pack.cells_series, pack.cells_parallel)
+                 for th in thetas]
+        bat = Battery(packs, initial=initial)
+        uu = np.repeat(u, len(packs), axis=1)
+        y = bat.run(bat.initial_state(), uu, dts, temp_cell_c=temp[:, None])[1]
+        return y[:, :, _V].T
+
+    # initial guesses, from the recording where it has pulses and relaxations
+    guess = pulse_guesses(t, i_a, v, n_rc)
+    cell_per_pack = pack.cells_parallel / pack.cells_series  # pack resistance -> cell
+    at = (float(np.mean(temp)), soc0, float(np.mean(np.abs(i_a))))
+    theta0 = np.zeros(len(fields))
+    for k, name in enumerate(fields):
+        if name == "capacity_ah":
+            continue
+        j = name[1]
+        if name.startswith("r") and name in guess:
+            value = guess[name] * cell_per_pack
+        elif name.startswith("c") and f"tau{j}_s" in guess and f"r{j}_ohm" in guess:
+            value = guess[f"tau{j}_s"] / (guess[f"r{j}_ohm"] * cell_per_pack)
+        else:
+            continue
+        theta0[k] = np.log(value / _level(getattr(cell, name), *at))
+    bound = np.log(_MAX_FACTOR)
+    theta0 = np.clip(theta0, -0.9 * bound, 0.9 * bound)
+    step = 1e-6
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        return simulate(theta[None, :])[0] - v
+
+    def jacobian(theta: np.ndarray) -> np.ndarray:
+        thetas = np.vstack([theta, theta + step * np.eye(len(theta))])
+        vs = simulate(thetas)
+        return ((vs[1:] - vs[0]) / step).T
+
+    first = simulate(np.vstack([np.zeros(len(fields)), theta0]))
+    sol = scipy.optimize.least_squares(residuals, theta0, jac=jacobian,
+                                       bounds=(-bound, bound), x_scale=1.0,
+                                       xtol=1e-10, ftol=1e-12, gtol=1e-10)
+    fitted = scaled_cell(sol.x)
+    factors = np.exp(sol.x)
+    report = {
+        "fields": list(fields),
+        "factors": {n: float(f) for n, f in zip(fields, factors)},
+        "guesses": guess,
+        "rms_base_v": float(np.sqrt(np.mean((first[0] - v) ** 2))),
+        "rms_guess_v": float(np.sqrt(np.mean((first[1] - v) ** 2))),
+        "rms_fit_v": float(np.sqrt(np.mean(sol.fun ** 2))),
+        "samples": int(t.size),
+        "success": bool(sol.success),
+        "evaluations": int(sol.nfev),
+        "message": str(sol.message),
+    }
+    if isinstance(base, PackParams):
+        return PackParams(fitted, base.cells_series, base.cells_parallel), report
+    return fitted, report

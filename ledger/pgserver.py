@@ -56,7 +56,8 @@ def temporary_server() -> Iterator[str]:
     data, port = root / "data", _free_port()
 
     def run(*args: str) -> None:
-        done = subprocess.run([*prefix, *args], capture_output=True, text=True, cwd=root)
+        done = subprocess.run([*prefix, *args], capture_output=True, text=True, cwd=root,
+                              check=False)
         if done.returncode:
             raise StoreError(f"{Path(args[0]).name} failed ({done.returncode}): "
                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")

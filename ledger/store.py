@@ -255,8 +255,8 @@ class Store(ABC):
                     last[rec.signer] = self.last_nonce(rec.signer)
                 if rec.nonce <= last[rec.signer]:
                     raise ReplayError(f"{self.location}: {rec.NAME} {r.id.hex()} reuses nonce "
-                                      f"{rec.nonce} of {fingerprint(rec.signer)} (last stored "
-                                      f"nonce {last[rec.signer]})")
+                                      f"{rec.nonce} of {fingerprint(rec.signer)} (its last "
+                                      f"nonce is {last[rec.signer]})")
                 last[rec.signer] = rec.nonce
                 known.add(r.id)
                 rows.append((r.id, rec.KIND, rec.signer, rec.nonce, rec.interval, r.body,

@@ -85,7 +85,7 @@ def _signatures(batch: list[StoredRow]) -> list[bool]:
     return verify_signatures([(r.signer, r.body, r.signature) for r in batch])
 
 
-def verify_chain(store: Store) -> ChainReport:
+def verify_chain(store: Store, known_head: bytes | None = None) -> ChainReport:
     """Re-check everything in ``store``; raise :class:`VerificationError` at the first fault.
 
     Checks, in chain order: each block header decodes, has the expected height, links to the
@@ -93,6 +93,10 @@ def verify_chain(store: Store) -> ChainReport:
     of its records; each record's id is the SHA-256 of its canonical body, the stored columns
     agree with the body, the signature verifies, and its nonce is above its signer's previous
     one.  Pending records (not yet in a block) get the record checks too.
+
+    A chain cut cleanly after some block is still a valid, shorter chain; pass the hash of a
+    block you know of as ``known_head`` (``verify`` prints the head hash) to have the chain
+    checked to still hold it.
     """
     walk = _Walk(store)
     blocks = store.block_rows()
@@ -155,6 +159,9 @@ def verify_chain(store: Store) -> ChainReport:
         if current >= 0:
             finish(current, leaves)
         current, leaves = current + 1, []
+    if known_head is not None and known_head not in {row[2] for row in blocks}:
+        raise VerificationError(f"{store.location}: no block has the hash {known_head.hex()} "
+                                "(chain truncated or rewritten)")
     sealed = walk.records
     pending = store.pending_rows()
     for row, ok in zip(pending, _signatures(pending), strict=True):

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,3 +80,14 @@ def schema_url(url: str, schema: str) -> str:
     """``url`` with ``schema`` first on the search path, so one database holds many ledgers."""
     separator = "&" if "?" in url else "?"
     return f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+def new_schema_url(url: str) -> str:
+    """Create an empty schema with a random name on the server at ``url``; return the URL of a
+    new ledger in it (:func:`schema_url`)."""
+    import psycopg
+
+    schema = f"ledger_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return schema_url(url, schema)

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = sub.add_parser("verify", help="re-check every signature, id, nonce, Merkle root "
                                            "and chain link")
     verify.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
+    verify.add_argument("--head", metavar="HASH",
+                        help="hash of a block the chain must still hold (as printed by an "
+                             "earlier verify): finds a chain cut short")
     verify.set_defaults(func=_verify)
 
     export = sub.add_parser("export", help="print every record, one JSON object per line")
@@ -58,13 +61,19 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ledger.errors import VerificationError
+    from ledger.errors import LedgerError, VerificationError
     from ledger.store import open_store
     from ledger.verify import verify_chain
 
+    try:
+        head = bytes.fromhex(args.head) if args.head else None
+    except ValueError:
+        head = b""
+    if head is not None and len(head) != 32:
+        raise LedgerError(f"--head {args.head!r} is not a block hash (64 hex digits)")
     with open_store(args.db, create=False) as store:
         try:
-            report = verify_chain(store)
+            report = verify_chain(store, known_head=head)
         except VerificationError as exc:
             print(f"gridloop: error: {exc}", file=sys.stderr)
             return 1

@@ -1,16 +1,13 @@
 """Fixtures of the ledger tests: one suite over both stores, on a real PostgreSQL server.
 
 ``ledger_target`` is parametrised over ``sqlite`` (a file in the test's tmp dir) and
-``postgres`` (a fresh schema in a server that this session starts on loopback with initdb and
-pg_ctl, or the server in ``GRIDLOOP_TEST_POSTGRES``).  Without PostgreSQL binaries the
-postgres tests fail: they are never skipped.
+``postgres`` (a fresh schema in the session's server: the ``postgres_server`` fixture of
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,29 +15,8 @@ from typing import Any
 import pytest
 
 from ledger.keys import KeyDirectory
-from ledger.pgserver import schema_url, temporary_server
+from ledger.pgserver import new_schema_url
 from ledger.store import is_postgres_url
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """URL of a PostgreSQL server for this test session."""
-    url = os.environ.get("GRIDLOOP_TEST_POSTGRES")
-    if url:
-        yield url
-        return
-    with temporary_server() as started:
-        yield started
-
-
-def new_schema(server: str) -> str:
-    """A ``postgresql://`` URL whose search path is a new, empty schema on ``server``."""
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    return schema_url(server, schema)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -51,7 +27,7 @@ def new_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], s
         counter = iter(range(10**9))
         return lambda: str(tmp_path / f"ledger{next(counter)}.db")
     server = request.getfixturevalue("postgres_server")
-    return lambda: new_schema(server)
+    return lambda: new_schema_url(server)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import functools
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,26 +113,33 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
 _POOL: ThreadPoolExecutor | None = None
 
 
-def verify_signatures(items: Sequence[tuple[bytes, bytes, bytes]],
-                      workers: int | None = None) -> list[bool]:
-    """:func:`verify_signature` over ``(public_key, message, signature)`` triples, on all cores.
+def submit_signatures(items: Sequence[tuple[bytes, bytes, bytes]],
+                      workers: int | None = None) -> Callable[[], list[bool]]:
+    """Start checking ``(public_key, message, signature)`` triples on ``workers`` threads
+    (default: one per core); return a function that waits for the results, in input order.
 
-    OpenSSL releases the GIL while it verifies, so threads scale with the cores (Ed25519 has
-    no batch verification in ``cryptography`` or libsodium).  Results keep the input order.
+    OpenSSL releases the GIL while it verifies, so threads scale with the cores and the caller
+    can do other work meanwhile (Ed25519 has no batch verification in ``cryptography`` or
+    libsodium).
     """
     global _POOL
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(items) < 64:
-        return [verify_signature(*item) for item in items]
+        results = [verify_signature(*item) for item in items]
+        return lambda: results
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                    thread_name_prefix="ledger-verify")
     step = -(-len(items) // workers)
-    chunks = [items[k:k + step] for k in range(0, len(items), step)]
-    results: list[bool] = []
-    for part in _POOL.map(lambda chunk: [verify_signature(*i) for i in chunk], chunks):
-        results.extend(part)
-    return results
+    futures = [_POOL.submit(lambda chunk: [verify_signature(*i) for i in chunk],
+                            items[k:k + step]) for k in range(0, len(items), step)]
+    return lambda: [ok for f in futures for ok in f.result()]
+
+
+def verify_signatures(items: Sequence[tuple[bytes, bytes, bytes]],
+                      workers: int | None = None) -> list[bool]:
+    """:func:`verify_signature` over many triples, on all cores; results in input order."""
+    return submit_signatures(items, workers)()
 
 
 class KeyDirectory:

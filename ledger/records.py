@@ -101,6 +101,14 @@ class Record:
         return {"id": self.id, "kind": self.NAME, "signer": self.signer, "nonce": self.nonce,
                 "interval": self.interval, **self.fields()}
 
+    @classmethod
+    def row_types(cls) -> dict[str, type]:
+        """The keys of :meth:`row` and the type of each value (``int``, ``str`` or ``bytes``;
+        bytes are at most 32 long), so tables can be created before the first record."""
+        types = {"int": int, "str": str, "bytes": bytes}
+        return {"id": bytes, "kind": str, "signer": bytes, "nonce": int, "interval": int,
+                **{f.name: types[f.type] for f in dataclasses.fields(cls)[3:]}}
+
 
 @dataclass(frozen=True)
 class Order(Record):

@@ -9,12 +9,13 @@ Signatures are checked in batches on every core.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ledger import records
 from ledger.chain import GENESIS_PREV, decode_header, merkle_root
 from ledger.errors import EncodingError, LedgerError, RecordError, VerificationError
-from ledger.keys import fingerprint, verify_signature, verify_signatures
+from ledger.keys import fingerprint, submit_signatures, verify_signature
 from ledger.store import Store, StoredRow
 
 
@@ -81,11 +82,26 @@ class _Walk:
         return record_id
 
 
-def _signatures(batch: list[StoredRow]) -> list[bool]:
-    return verify_signatures([(r.signer, r.body, r.signature) for r in batch])
+def _signatures(batch: list[StoredRow], workers: int | None) -> Callable[[], list[bool]]:
+    return submit_signatures([(r.signer, r.body, r.signature) for r in batch], workers)
 
 
-def verify_chain(store: Store, known_head: bytes | None = None) -> ChainReport:
+def _ahead(batches: Iterable[list[StoredRow]],
+           workers: int | None) -> Iterator[tuple[list[StoredRow], list[bool]]]:
+    """Batches with their signature results, checking the next batch's signatures while the
+    caller works on this one."""
+    previous = None
+    for batch in batches:
+        started = (batch, _signatures(batch, workers))
+        if previous is not None:
+            yield previous[0], previous[1]()
+        previous = started
+    if previous is not None:
+        yield previous[0], previous[1]()
+
+
+def verify_chain(store: Store, known_head: bytes | None = None,
+                 workers: int | None = None) -> ChainReport:
     """Re-check everything in ``store``; raise :class:`VerificationError` at the first fault.
 
     Checks, in chain order: each block header decodes, has the expected height, links to the
@@ -96,7 +112,7 @@ def verify_chain(store: Store, known_head: bytes | None = None) -> ChainReport:
 
     A chain cut cleanly after some block is still a valid, shorter chain; pass the hash of a
     block you know of as ``known_head`` (``verify`` prints the head hash) to have the chain
-    checked to still hold it.
+    checked to still hold it.  ``workers`` threads check signatures (default: one per core).
     """
     walk = _Walk(store)
     blocks = store.block_rows()
@@ -141,8 +157,8 @@ def verify_chain(store: Store, known_head: bytes | None = None) -> ChainReport:
                             "deleted or inserted)", block=index)
 
     current, leaves = -1, []
-    for batch in store.chain_rows():
-        for row, ok in zip(batch, _signatures(batch), strict=True):
+    for batch, signatures in _ahead(store.chain_rows(), workers):
+        for row, ok in zip(batch, signatures, strict=True):
             while row.block > current and current + 1 < len(headers):
                 if current >= 0:
                     finish(current, leaves)
@@ -164,7 +180,7 @@ def verify_chain(store: Store, known_head: bytes | None = None) -> ChainReport:
                                 "(chain truncated or rewritten)")
     sealed = walk.records
     pending = store.pending_rows()
-    for row, ok in zip(pending, _signatures(pending), strict=True):
+    for row, ok in zip(pending, _signatures(pending, workers)(), strict=True):
         walk.check_record(row, ok)
     return ChainReport(blocks=len(headers), records=sealed, pending=len(pending),
                        head=prev if headers else None, operator=operator)

@@ -99,7 +99,8 @@ def test_every_kind_round_trips_and_verifies_under_libsodium(record) -> None:
     nacl.signing.VerifyKey(PK).verify(signed.body, signed.signature)
     row = record.row()
     assert row["id"] == record.id and row["kind"] == record.NAME
-    assert all(type(v) in (int, str, bytes) for v in row.values())
+    assert {k: type(v) for k, v in row.items()} == type(record).row_types()
+    assert all(len(v) <= 32 for v in row.values() if isinstance(v, bytes))
 
 
 def test_libsodium_signatures_verify_in_the_ledger() -> None:

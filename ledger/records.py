@@ -216,6 +216,8 @@ class Transfer(Record):
         _require(self.payee != self.signer, self.NAME, "payer and payee are the same account")
         _require(self.amount_micro > 0, self.NAME,
                  f"amount_micro must be > 0, not {self.amount_micro}")
+        _require(len(self.reference) in (0, 32), self.NAME,
+                 "reference must be a 32-byte record id or empty")
 
 
 KINDS: dict[int, type[Record]] = {cls.KIND: cls for cls in

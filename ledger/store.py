@@ -169,6 +169,10 @@ class Store(ABC):
         try:
             self._end(commit=True)
         except self._db_errors as exc:
+            try:
+                self._end(commit=False)
+            except self._db_errors:
+                pass  # the failed commit already ended the transaction
             raise StoreError(f"{self.location}: commit failed: {exc}") from None
 
     def __enter__(self) -> Self:

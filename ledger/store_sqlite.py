@@ -25,7 +25,10 @@ class SQLiteStore(Store):
         if not create and not path.is_file():
             raise StoreError(f"{path}: no such ledger")
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            # One connection, used by one thread at a time (the caller serialises), not
+            # necessarily the thread that opened it (the bench may call from a worker thread).
+            self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0,
+                                         check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open: {exc}") from None
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ledger import records
-from ledger.chain import GENESIS_PREV, decode_header, merkle_root
+from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
 from ledger.errors import EncodingError, LedgerError, RecordError, VerificationError
 from ledger.keys import fingerprint, submit_signatures, verify_signature
 from ledger.store import Store, StoredRow
@@ -31,12 +31,19 @@ class ChainReport:
 
 
 class _Walk:
-    """State of one pass over the chain."""
+    """State of one pass over the chain, in chain order."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, blocks: list[tuple[int, int, bytes, bytes, bytes]]) -> None:
         self.store = store
+        self.blocks = blocks
+        operator = store.get_meta("operator")
+        self.operator = bytes.fromhex(operator) if operator else None
         self.last_nonce: dict[bytes, int] = {}
         self.records = 0
+        self.prev = GENESIS_PREV
+        self.last_interval: int | None = None
+        self.header: BlockHeader | None = None
+        self.leaves: list[bytes] = []
 
     def fail(self, message: str, *, block: int | None = None, position: int | None = None,
              row: StoredRow | None = None) -> VerificationError:
@@ -50,6 +57,72 @@ class _Walk:
             where += f": {kind} {row.id.hex()[:16]}"
         return VerificationError(f"{self.store.location}: {where}: {message}", block=block,
                                  position=position, record_id=row.id if row else None)
+
+    def open_block(self, index: int) -> None:
+        """Check the header of the ``index``-th stored block; its records follow."""
+        height, interval, stored_hash, body, signature = self.blocks[index]
+        if height != index:
+            raise self.fail(f"block heights jump from {index - 1} to {height} "
+                            "(block deleted or inserted)", block=height)
+        try:
+            header = decode_header(body)
+        except LedgerError as exc:
+            raise self.fail(f"header is malformed: {exc}", block=height) from None
+        if header.height != height or header.interval != interval:
+            raise self.fail("stored height or interval disagrees with the header", block=height)
+        if hashlib.sha256(body).digest() != stored_hash:
+            raise self.fail("stored hash is not the SHA-256 of the header", block=height)
+        if header.prev != self.prev:
+            raise self.fail("does not link to the previous block's hash", block=height)
+        if self.last_interval is not None and interval <= self.last_interval:
+            raise self.fail(f"interval {interval} does not follow interval "
+                            f"{self.last_interval}", block=height)
+        self.operator = self.operator or header.signer
+        if header.signer != self.operator:
+            raise self.fail(f"signed by {fingerprint(header.signer)}, not the operator "
+                            f"{fingerprint(self.operator)}", block=height)
+        if not verify_signature(header.signer, body, signature):
+            raise self.fail("block signature does not verify", block=height)
+        self.prev, self.last_interval = stored_hash, interval
+        self.header, self.leaves = header, []
+
+    def close_block(self) -> None:
+        """Check that the records seen make up the open block."""
+        header = self.header
+        if header is None:
+            return
+        if len(self.leaves) != header.records:
+            raise self.fail(f"holds {len(self.leaves)} records, its header says "
+                            f"{header.records} (record deleted or inserted)",
+                            block=header.height)
+        if merkle_root(self.leaves) != header.merkle_root:
+            raise self.fail("Merkle root does not match its records (reordered, replaced, "
+                            "deleted or inserted)", block=header.height)
+
+    def sealed_record(self, row: StoredRow, signature_ok: bool) -> None:
+        """Check a record of a block, opening the blocks before and up to its own."""
+        while row.block > self.height and self.height + 1 < len(self.blocks):
+            self.close_block()
+            self.open_block(self.height + 1)
+        if row.block != self.height:
+            raise self.fail(f"belongs to block {row.block}, which is not in the chain",
+                            block=row.block, position=row.position, row=row)
+        if row.position != len(self.leaves):
+            raise self.fail(f"expected position {len(self.leaves)} (record missing or "
+                            "duplicated before it)", block=row.block, position=row.position,
+                            row=row)
+        self.leaves.append(self.check_record(row, signature_ok))
+
+    @property
+    def height(self) -> int:
+        return self.header.height if self.header else -1
+
+    def finish_blocks(self) -> None:
+        """Close the open block and check the blocks that hold no records."""
+        self.close_block()
+        while self.height + 1 < len(self.blocks):
+            self.open_block(self.height + 1)
+            self.close_block()
 
     def check_record(self, row: StoredRow, signature_ok: bool) -> bytes:
         """Check one record; return its recomputed id (the Merkle leaf)."""
@@ -114,67 +187,12 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     block you know of as ``known_head`` (``verify`` prints the head hash) to have the chain
     checked to still hold it.  ``workers`` threads check signatures (default: one per core).
     """
-    walk = _Walk(store)
     blocks = store.block_rows()
-    operator_hex = store.get_meta("operator")
-    operator = bytes.fromhex(operator_hex) if operator_hex else None
-    prev = GENESIS_PREV
-    last_interval: int | None = None
-    headers = []
-    for index, (height, interval, stored_hash, header_body, signature) in enumerate(blocks):
-        if height != index:
-            raise walk.fail(f"block heights jump from {index - 1} to {height} "
-                            "(block deleted or inserted)", block=height)
-        try:
-            header = decode_header(header_body)
-        except LedgerError as exc:
-            raise walk.fail(f"header is malformed: {exc}", block=height) from None
-        if header.height != height or header.interval != interval:
-            raise walk.fail("stored height or interval disagrees with the header", block=height)
-        if hashlib.sha256(header_body).digest() != stored_hash:
-            raise walk.fail("stored hash is not the SHA-256 of the header", block=height)
-        if header.prev != prev:
-            raise walk.fail("does not link to the previous block's hash", block=height)
-        if last_interval is not None and interval <= last_interval:
-            raise walk.fail(f"interval {interval} does not follow interval {last_interval}",
-                            block=height)
-        operator = operator or header.signer
-        if header.signer != operator:
-            raise walk.fail(f"signed by {fingerprint(header.signer)}, not the operator "
-                            f"{fingerprint(operator)}", block=height)
-        if not verify_signature(header.signer, header_body, signature):
-            raise walk.fail("block signature does not verify", block=height)
-        prev, last_interval = stored_hash, interval
-        headers.append(header)
-
-    def finish(index: int, leaves: list[bytes]) -> None:
-        header = headers[index]
-        if len(leaves) != header.records:
-            raise walk.fail(f"holds {len(leaves)} records, its header says {header.records} "
-                            "(record deleted or inserted)", block=index)
-        if merkle_root(leaves) != header.merkle_root:
-            raise walk.fail("Merkle root does not match its records (reordered, replaced, "
-                            "deleted or inserted)", block=index)
-
-    current, leaves = -1, []
+    walk = _Walk(store, blocks)
     for batch, signatures in _ahead(store.chain_rows(), workers):
         for row, ok in zip(batch, signatures, strict=True):
-            while row.block > current and current + 1 < len(headers):
-                if current >= 0:
-                    finish(current, leaves)
-                current, leaves = current + 1, []
-            if row.block != current:
-                raise walk.fail(f"belongs to block {row.block}, which is not in the chain",
-                                block=row.block, position=row.position, row=row)
-            if row.position != len(leaves):
-                raise walk.fail(f"expected position {len(leaves)} (record missing or "
-                                "duplicated before it)", block=row.block,
-                                position=row.position, row=row)
-            leaves.append(walk.check_record(row, ok))
-    while current < len(headers):
-        if current >= 0:
-            finish(current, leaves)
-        current, leaves = current + 1, []
+            walk.sealed_record(row, ok)
+    walk.finish_blocks()
     if known_head is not None and known_head not in {row[2] for row in blocks}:
         raise VerificationError(f"{store.location}: no block has the hash {known_head.hex()} "
                                 "(chain truncated or rewritten)")
@@ -182,5 +200,5 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     pending = store.pending_rows()
     for row, ok in zip(pending, _signatures(pending, workers)(), strict=True):
         walk.check_record(row, ok)
-    return ChainReport(blocks=len(headers), records=sealed, pending=len(pending),
-                       head=prev if headers else None, operator=operator)
+    return ChainReport(blocks=len(blocks), records=sealed, pending=len(pending),
+                       head=walk.prev if blocks else None, operator=walk.operator)

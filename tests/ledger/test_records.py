@@ -149,6 +149,7 @@ def test_only_the_signer_signs() -> None:
     (lambda: Settlement(PK, 1, 0, b"x", OTHER, PK, 5, 300, 1500), "trade"),
     (lambda: Transfer(PK, 1, 0, PK, 1, b""), "same account"),
     (lambda: Transfer(PK, 1, 0, OTHER, 0, b""), "amount_micro must be > 0"),
+    (lambda: Transfer(PK, 1, 0, OTHER, 1, b"invoice 7"), "reference"),
 ])
 def test_out_of_range_fields_are_refused(make, message: str) -> None:
     with pytest.raises(RecordError, match=message):

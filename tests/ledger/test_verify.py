@@ -295,3 +295,14 @@ def test_foreign_operator(chain: str, raw: Callable[[str], Raw], keys: KeyDirect
     db = raw(chain)
     db.execute("UPDATE meta SET value = ? WHERE key = 'operator'", (bytes(32).hex(),))
     fails(chain, r"block 0: signed by .*, not the operator")
+
+
+
+def test_the_first_fault_in_chain_order_is_named(chain: str, raw: Callable[[str], Raw]) -> None:
+    db = raw(chain)
+    db.execute("UPDATE blocks SET signature = ? WHERE height = 1", (bytes(64),))
+    seq, _, _, signature = record_at(db, 0, 5)
+    db.execute("UPDATE records SET signature = ? WHERE seq = ?", (bytes(64), seq))
+    fails(chain, r"block 0 position 5: .*: signature does not verify")  # before block 1
+    db.execute("UPDATE records SET signature = ? WHERE seq = ?", (signature, seq))
+    fails(chain, r"block 1: block signature does not verify")

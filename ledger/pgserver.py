@@ -3,7 +3,8 @@ benchmarks without touching a system database.
 
 :func:`temporary_server` runs ``initdb`` and ``pg_ctl`` from the PATH or from Debian's
 ``/usr/lib/postgresql/*/bin`` in a fresh directory, listens on 127.0.0.1 and a unix socket in
-that directory only, and removes everything when it ends.  PostgreSQL refuses to run as root,
+that directory only, and removes everything when it ends (an immediate shutdown: nothing in
+it is kept).  PostgreSQL refuses to run as root,
 so as root the server runs as the ``postgres`` system user.
 """
 
@@ -71,7 +72,7 @@ def temporary_server() -> Iterator[str]:
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -17,7 +17,9 @@ from typing import Any
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ledger", help="node keys, verification, export and balances of a trading ledger",
-        description=__doc__)
+        description="Make node keys; verify, export and show a ledger. DB is a SQLite path "
+                    "or a postgresql:// URL. verify exits 1 naming the first bad block or "
+                    "record; unreadable input exits 2.")
     sub = parser.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
 
     keygen = sub.add_parser("keygen", help="make an Ed25519 key pair per node",

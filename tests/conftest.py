@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,18 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server: ``GRIDLOOP_TEST_POSTGRES``, or one this session starts on
+    loopback in a temporary directory (initdb + pg_ctl).  Without PostgreSQL binaries the
+    tests that use it fail: they are never skipped."""
+    url = os.environ.get("GRIDLOOP_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    from ledger.pgserver import temporary_server
+
+    with temporary_server() as started:
+        yield started

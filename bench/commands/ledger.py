@@ -1,0 +1,150 @@
+"""``gridloop ledger``: make node keys, verify, export and show a ledger.
+
+``DB`` is a SQLite path or a ``postgresql://`` URL.  ``verify`` exits 1 and names the first
+bad block or record when a check fails; unreadable input exits 2 as every command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ledger", help="node keys, verification, export and balances of a trading ledger",
+        description="Make node keys; verify, export and show a ledger. DB is a SQLite path "
+                    "or a postgresql:// URL. verify exits 1 naming the first bad block or "
+                    "record; unreadable input exits 2.")
+    sub = parser.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+
+    keygen = sub.add_parser("keygen", help="make an Ed25519 key pair per node",
+                            description="Write DIR/NODE.key (private, mode 0600) and "
+                                        "DIR/NODE.pub; print each node's public key.")
+    keygen.add_argument("nodes", nargs="+", metavar="NODE", help="node names")
+    keygen.add_argument("--dir", default="keys", help="key directory (default: ./keys)")
+    keygen.set_defaults(func=_keygen)
+
+    verify = sub.add_parser("verify", help="re-check every signature, id, nonce, Merkle root "
+                                           "and chain link")
+    verify.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
+    verify.add_argument("--head", metavar="HASH",
+                        help="hash of a block the chain must still hold (as printed by an "
+                             "earlier verify): finds a chain cut short")
+    verify.set_defaults(func=_verify)
+
+    export = sub.add_parser("export", help="print every record, one JSON object per line")
+    export.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
+    fmt = export.add_mutually_exclusive_group(required=True)
+    fmt.add_argument("--json", action="store_true", help="JSON lines (the only format)")
+    export.set_defaults(func=_export)
+
+    show = sub.add_parser("show", help="balances per account and the last blocks")
+    show.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
+    show.add_argument("--blocks", type=int, default=10, metavar="N",
+                      help="how many of the last blocks to list (default 10)")
+    show.set_defaults(func=_show)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from ledger.keys import KeyDirectory, check_name, fingerprint
+
+    keys = KeyDirectory(args.dir)
+    for name in args.nodes:  # check every name before writing any file
+        check_name(name)
+    for name in args.nodes:
+        identity = keys.create(name)
+        print(f"{name}\t{fingerprint(identity.public_key)}\t{keys.files(name)[1]}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ledger.errors import LedgerError, VerificationError
+    from ledger.store import open_store
+    from ledger.verify import verify_chain
+
+    try:
+        head = bytes.fromhex(args.head) if args.head else None
+    except ValueError:
+        head = b""
+    if head is not None and len(head) != 32:
+        raise LedgerError(f"--head {args.head!r} is not a block hash (64 hex digits)")
+    with open_store(args.db, create=False) as store:
+        try:
+            report = verify_chain(store, known_head=head)
+        except VerificationError as exc:
+            print(f"gridloop: error: {exc}", file=sys.stderr)
+            return 1
+        head = report.head.hex() if report.head else "none"
+        print(f"{store.location}: ok: {report.blocks} blocks, {report.records} records in "
+              f"blocks, {report.pending} pending; head {head}")
+    return 0
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ledger import records
+    from ledger.errors import LedgerError
+    from ledger.store import open_store
+
+    with open_store(args.db, create=False) as store:
+        names = {key: name for name, key, _ in store.accounts()}
+        out = sys.stdout
+        for batch in store.all_rows():
+            for row in batch:
+                doc: dict[str, Any] = {
+                    "kind": records.KINDS[row.kind].NAME if row.kind in records.KINDS
+                    else row.kind,
+                    "id": row.id.hex(), "body": _b64(row.body), "signature": _b64(row.signature),
+                    "public_key": _b64(row.signer), "signer": names.get(row.signer),
+                    "nonce": row.nonce, "interval": row.interval, "block": row.block,
+                    "position": row.position}
+                try:
+                    fields = records.decode(row.body).fields()
+                    doc["fields"] = {k: v.hex() if isinstance(v, bytes) else v
+                                     for k, v in fields.items()}
+                except LedgerError as exc:
+                    doc["fields"], doc["error"] = None, str(exc)
+                try:
+                    out.write(json.dumps(doc) + "\n")
+                except BrokenPipeError:  # the reader stopped early (| head): not an error
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+                    return 0
+    return 0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+                     for line in lines)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ledger.session import balances
+    from ledger.store import open_store
+
+    with open_store(args.db, create=False) as store:
+        roles = {name: role for name, _, role in store.accounts()}
+        totals = balances(store)
+        print(f"ledger {store.location}")
+        print()
+        print(_table(["account", "role", "money [micro]", "sold [Wh]", "bought [Wh]"],
+                     [[name, roles.get(name, "?"), f"{b.money_micro:+d}", str(b.sold_wh),
+                       str(b.bought_wh)] for name, b in sorted(totals.items())]))
+        sealed, pending = store.count()
+        blocks = store.last_blocks(max(args.blocks, 0))
+        print()
+        print(f"{sealed} records in blocks, {pending} pending; last {len(blocks)} block(s):")
+        print(_table(["height", "interval", "records", "hash"],
+                     [[str(b.height), str(b.interval), str(b.header.records), b.hash.hex()[:16]]
+                      for b in blocks]))
+    return 0

@@ -1,0 +1,402 @@
+"""The hash-chained record store: one schema, two databases (SQLite and PostgreSQL).
+
+Tables (the same in both; ``BLOB`` is ``BYTEA`` in PostgreSQL)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)               format, interval_ms, operator
+    accounts(name TEXT PRIMARY KEY, public_key BLOB UNIQUE, role TEXT)   node | grid | operator
+    records(seq PRIMARY KEY, id BLOB UNIQUE, kind, signer BLOB, nonce, interval_no,
+            body BLOB, signature BLOB, block, position, UNIQUE (signer, nonce))
+    blocks(height PRIMARY KEY, interval_no UNIQUE, hash BLOB UNIQUE, header BLOB,
+           signature BLOB)
+    intervals(interval_no PRIMARY KEY, cleared)          gates that have closed
+
+A record is stored when it arrives (``block`` NULL: pending) and becomes part of a block when
+an interval is sealed: the pending records, in arrival order, are the block.  ``kind``,
+``signer``, ``nonce`` and ``interval_no`` repeat what the body says, for queries; ``verify``
+checks that they agree.  Every write runs in one transaction (:meth:`Store.transaction`), so a
+process killed at any moment leaves either all of an operation or none of it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from ledger.chain import GENESIS_PREV, Block, BlockHeader, decode_header, merkle_root
+from ledger.errors import ReplayError, SignatureError, StoreError
+from ledger.keys import Identity, fingerprint, verify_signatures
+from ledger.records import BY_NAME, SignedRecord
+
+FORMAT = "gridloop-ledger 1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, public_key BLOB NOT NULL UNIQUE,
+                                     role TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq SEQ_PRIMARY_KEY,
+    id BLOB NOT NULL UNIQUE,
+    kind INTEGER NOT NULL,
+    signer BLOB NOT NULL,
+    nonce BIGINT NOT NULL,
+    interval_no BIGINT NOT NULL,
+    body BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    block BIGINT,
+    position BIGINT,
+    UNIQUE (signer, nonce));
+CREATE INDEX IF NOT EXISTS records_interval ON records (interval_no, kind);
+CREATE UNIQUE INDEX IF NOT EXISTS records_place ON records (block, position);
+CREATE TABLE IF NOT EXISTS blocks (height BIGINT PRIMARY KEY, interval_no BIGINT NOT NULL UNIQUE,
+                                   hash BLOB NOT NULL UNIQUE, header BLOB NOT NULL,
+                                   signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS intervals (interval_no BIGINT PRIMARY KEY, cleared INTEGER NOT NULL);
+"""
+
+RECORD_COLUMNS = "seq, block, position, id, kind, signer, nonce, interval_no, body, signature"
+
+
+class StoredRow(tuple):
+    """One ``records`` row as stored, in :data:`RECORD_COLUMNS` order (no checks applied)."""
+
+    __slots__ = ()
+    seq = property(lambda s: s[0])
+    block = property(lambda s: s[1])
+    position = property(lambda s: s[2])
+    id = property(lambda s: bytes(s[3]))
+    kind = property(lambda s: s[4])
+    signer = property(lambda s: bytes(s[5]))
+    nonce = property(lambda s: s[6])
+    interval = property(lambda s: s[7])
+    body = property(lambda s: bytes(s[8]))
+    signature = property(lambda s: bytes(s[9]))
+
+    def signed(self) -> SignedRecord:
+        return SignedRecord.from_bytes(self.body, self.signature)
+
+
+class Store(ABC):
+    """Records, blocks and accounts in a SQL database; subclasses bring the connection.
+
+    Use :func:`open_store` to get one.  ``location`` names the database in every message.
+    """
+
+    placeholder = "?"
+    seq_primary_key = "INTEGER PRIMARY KEY"
+    blob = "BLOB"
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._depth = 0
+
+    # -- what a database back-end provides ------------------------------------------------
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; return a cursor."""
+
+    @abstractmethod
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    def _begin(self) -> None:
+        """Start a write transaction that excludes every other writer until it ends."""
+
+    @abstractmethod
+    def _end(self, commit: bool) -> None: ...
+
+    @abstractmethod
+    def _stream(self, sql: str, params: Sequence[Any] = (),
+                size: int = 5000) -> Iterator[list[tuple]]:
+        """Batches of rows of a large query, without holding all of them in memory."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def _db_errors(self) -> tuple[type[BaseException], ...]: ...
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._execute(self._sql(sql), params).fetchall()
+        except self._db_errors as exc:
+            raise StoreError(f"{self.location}: {exc}".strip()) from None
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            self._execute(self._sql(sql), params)
+        except self._db_errors as exc:
+            raise StoreError(f"{self.location}: {exc}".strip()) from None
+
+    def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._executemany(self._sql(sql), rows)
+        except self._db_errors as exc:
+            raise StoreError(f"{self.location}: {exc}".strip()) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """One atomic write: nested uses join the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._begin()
+        except self._db_errors as exc:
+            raise StoreError(f"{self.location}: cannot start a transaction: {exc}") from None
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self._end(commit=False)
+            raise
+        self._depth = 0
+        try:
+            self._end(commit=True)
+        except self._db_errors as exc:
+            try:
+                self._end(commit=False)
+            except self._db_errors:
+                pass  # the failed commit already ended the transaction
+            raise StoreError(f"{self.location}: commit failed: {exc}") from None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema and metadata --------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        ddl = SCHEMA.replace("SEQ_PRIMARY_KEY", self.seq_primary_key).replace("BLOB", self.blob)
+        with self.transaction():
+            for statement in filter(str.strip, ddl.split(";")):
+                self._write(statement)
+            if self.get_meta("format") is None:
+                self.set_meta("format", FORMAT)
+
+    def _check_format(self) -> None:
+        try:
+            fmt = self.get_meta("format")
+        except StoreError:
+            fmt = None
+        if fmt != FORMAT:
+            raise StoreError(f"{self.location}: not a gridloop ledger"
+                             + (f" (format {fmt!r})" if fmt else ""))
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._write("DELETE FROM meta WHERE key = ?", (key,))
+            self._write("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def register(self, name: str, public_key: bytes, role: str) -> None:
+        """Record that ``name`` (a node, the grid or the operator) owns ``public_key``."""
+        with self.transaction():
+            rows = self._query("SELECT name, public_key, role FROM accounts "
+                               "WHERE name = ? OR public_key = ?", (name, public_key))
+            for have_name, have_key, have_role in rows:
+                if have_name == name and bytes(have_key) == public_key and have_role == role:
+                    return
+                raise StoreError(f"{self.location}: account {have_name!r} ({have_role}) is "
+                                 f"registered with key {fingerprint(bytes(have_key))}; cannot "
+                                 f"register {name!r} ({role}) with key {fingerprint(public_key)}")
+            self._write("INSERT INTO accounts (name, public_key, role) VALUES (?, ?, ?)",
+                        (name, public_key, role))
+
+    def accounts(self) -> list[tuple[str, bytes, str]]:
+        """``(name, public_key, role)`` of every registered account, by name."""
+        return [(n, bytes(k), r) for n, k, r in
+                self._query("SELECT name, public_key, role FROM accounts ORDER BY name")]
+
+    # -- records ----------------------------------------------------------------------------
+
+    def last_nonce(self, signer: bytes) -> int:
+        """The highest nonce stored for ``signer`` (0 when none)."""
+        rows = self._query("SELECT MAX(nonce) FROM records WHERE signer = ?", (signer,))
+        return rows[0][0] or 0
+
+    def insert(self, records: Sequence[SignedRecord]) -> int:
+        """Store records whose signatures the caller has checked; return how many were new.
+
+        A record whose id is already stored is skipped (a retry); any other record must carry
+        a nonce above every stored nonce of its signer, else :class:`ReplayError`.
+        """
+        with self.transaction():
+            ids = [r.id for r in records]
+            known: set[bytes] = set()
+            for k in range(0, len(ids), 500):
+                chunk = ids[k:k + 500]
+                marks = ", ".join("?" * len(chunk))
+                known.update(bytes(i) for (i,) in
+                             self._query(f"SELECT id FROM records WHERE id IN ({marks})", chunk))
+            last: dict[bytes, int] = {}
+            rows = []
+            for r in records:
+                if r.id in known:
+                    continue
+                rec = r.record
+                if rec.signer not in last:
+                    last[rec.signer] = self.last_nonce(rec.signer)
+                if rec.nonce <= last[rec.signer]:
+                    raise ReplayError(f"{self.location}: {rec.NAME} {r.id.hex()} reuses nonce "
+                                      f"{rec.nonce} of {fingerprint(rec.signer)} (its last "
+                                      f"nonce is {last[rec.signer]})")
+                last[rec.signer] = rec.nonce
+                known.add(r.id)
+                rows.append((r.id, rec.KIND, rec.signer, rec.nonce, rec.interval, r.body,
+                             r.signature))
+            self._write_many("INSERT INTO records (id, kind, signer, nonce, interval_no, body, "
+                             "signature) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            return len(rows)
+
+    def append(self, records: Sequence[SignedRecord]) -> int:
+        """Check every signature (on all cores), then :meth:`insert` in one transaction."""
+        ok = verify_signatures([(r.record.signer, r.body, r.signature) for r in records])
+        for r, good in zip(records, ok, strict=True):
+            if not good:
+                raise SignatureError(f"{r.record.NAME} {r.id.hex()}: signature does not "
+                                     "verify under its signer's public key")
+        return self.insert(records)
+
+    def get(self, record_id: bytes) -> SignedRecord | None:
+        rows = self._query("SELECT body, signature FROM records WHERE id = ?", (record_id,))
+        return SignedRecord.from_bytes(bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def find(self, *, kind: str | None = None, interval: int | None = None,
+             signer: bytes | None = None) -> list[SignedRecord]:
+        """Records matching every given filter, in arrival order."""
+        where, params = [], []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(BY_NAME[kind].KIND)
+        if interval is not None:
+            where.append("interval_no = ?")
+            params.append(interval)
+        if signer is not None:
+            where.append("signer = ?")
+            params.append(signer)
+        sql = "SELECT body, signature FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._query(sql + " ORDER BY seq", params)
+        return [SignedRecord.from_bytes(bytes(b), bytes(s)) for b, s in rows]
+
+    def count(self) -> tuple[int, int]:
+        """``(records in blocks, pending records)``."""
+        rows = self._query("SELECT COUNT(block), COUNT(*) - COUNT(block) FROM records")
+        return rows[0][0], rows[0][1]
+
+    def chain_rows(self, size: int = 5000) -> Iterator[list[StoredRow]]:
+        """Every sealed record in chain order (block, position), in batches."""
+        for batch in self._stream(self._sql(
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE block IS NOT NULL "
+                "ORDER BY block, position"), (), size):
+            yield [StoredRow(r) for r in batch]
+
+    def pending_rows(self) -> list[StoredRow]:
+        """Records not yet in a block, in arrival order."""
+        return [StoredRow(r) for r in self._query(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE block IS NULL ORDER BY seq")]
+
+    def all_rows(self, size: int = 5000) -> Iterator[list[StoredRow]]:
+        """Every record, sealed ones in chain order, then pending ones in arrival order."""
+        yield from self.chain_rows(size)
+        yield self.pending_rows()
+
+    # -- intervals and blocks ---------------------------------------------------------------
+
+    def is_cleared(self, interval: int) -> bool:
+        return bool(self._query("SELECT 1 FROM intervals WHERE interval_no = ?", (interval,)))
+
+    def mark_cleared(self, interval: int) -> None:
+        with self.transaction():
+            if not self.is_cleared(interval):
+                self._write("INSERT INTO intervals (interval_no, cleared) VALUES (?, 1)",
+                            (interval,))
+
+    def last_cleared(self) -> int | None:
+        return self._query("SELECT MAX(interval_no) FROM intervals")[0][0]
+
+    def seal(self, interval: int, operator: Identity) -> Block:
+        """Make the pending records (in arrival order) the next block, for ``interval``."""
+        with self.transaction():
+            head = self.head()
+            if head is not None and interval <= head.interval:
+                raise StoreError(f"{self.location}: cannot seal interval {interval} after "
+                                 f"block {head.height} of interval {head.interval}")
+            pending = self._query("SELECT seq, id FROM records WHERE block IS NULL ORDER BY seq")
+            height = head.height + 1 if head else 0
+            header = BlockHeader(height=height, interval=interval,
+                                 prev=head.hash if head else GENESIS_PREV,
+                                 merkle_root=merkle_root([bytes(i) for _, i in pending]),
+                                 records=len(pending), signer=operator.public_key)
+            block = Block(header, operator.sign(header.body))
+            self._write_many("UPDATE records SET block = ?, position = ? WHERE seq = ?",
+                             [(height, pos, seq) for pos, (seq, _) in enumerate(pending)])
+            self._write("INSERT INTO blocks (height, interval_no, hash, header, signature) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (height, interval, block.hash, header.body, block.signature))
+            return block
+
+    def _blocks(self, where: str = "", params: Sequence[Any] = (),
+                order: str = "height") -> list[Block]:
+        rows = self._query(f"SELECT header, signature FROM blocks {where} ORDER BY {order}",
+                           params)
+        return [Block(decode_header(bytes(h)), bytes(s)) for h, s in rows]
+
+    def head(self) -> Block | None:
+        """The last block, or None before the first seal."""
+        blocks = self._blocks(order="height DESC LIMIT 1")
+        return blocks[0] if blocks else None
+
+    def block_for(self, interval: int) -> Block | None:
+        blocks = self._blocks("WHERE interval_no = ?", (interval,))
+        return blocks[0] if blocks else None
+
+    def last_blocks(self, n: int) -> list[Block]:
+        """The last ``n`` blocks, oldest first."""
+        return self._blocks(order=f"height DESC LIMIT {int(n)}")[::-1]
+
+    def block_rows(self) -> list[tuple[int, int, bytes, bytes, bytes]]:
+        """``(height, interval_no, hash, header, signature)`` of every block as stored."""
+        return [(h, i, bytes(x), bytes(b), bytes(s)) for h, i, x, b, s in self._query(
+            "SELECT height, interval_no, hash, header, signature FROM blocks ORDER BY height")]
+
+
+def is_postgres_url(target: str | os.PathLike[str]) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(target: str | os.PathLike[str], *, create: bool = True) -> Store:
+    """Open the ledger at a SQLite path or a ``postgresql://`` URL.
+
+    With ``create=False`` (verify, export, show) a missing ledger is an error instead of a new
+    empty one.
+    """
+    if is_postgres_url(target):
+        from ledger.store_postgres import PostgresStore
+
+        return PostgresStore(str(target), create=create)
+    from ledger.store_sqlite import SQLiteStore
+
+    return SQLiteStore(Path(target), create=create)

@@ -1,7 +1,8 @@
 """The compound tables a run with a market records under ``/market``.
 
-Integers only, as on the ledger: energy in Wh, prices in micro-units of the currency per
-kWh, money in micro-units.  ``id`` is the ledger record id (SHA-256, hex).
+Integers only, as on the ledger: energy in Wh, prices in micro-units of the currency per Wh,
+money in micro-units.  ``id`` is the ledger record's id (SHA-256, hex); node names are the
+ledger's account names (``grid`` is the grid account).
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 ORDERS = np.dtype([("t", "f8"), ("interval", "i8"), ("node", "S32"), ("side", "S4"),
-                   ("energy_wh", "i8"), ("price_micro_per_kwh", "i8"), ("id", "S64")])
+                   ("energy_wh", "i8"), ("price_micro_per_wh", "i8"), ("id", "S64")])
 TRADES = np.dtype([("t", "f8"), ("interval", "i8"), ("buyer", "S32"), ("seller", "S32"),
-                   ("energy_wh", "i8"), ("price_micro_per_kwh", "i8"), ("id", "S64")])
-#: ``amount_micro`` > 0: the node is paid; < 0: the node pays.  The grid account appears as
-#: node ``grid``; every interval's amounts sum to zero.
-SETTLEMENTS = np.dtype([("t", "f8"), ("interval", "i8"), ("node", "S32"),
-                        ("traded_wh", "i8"), ("delivered_wh", "i8"),
-                        ("grid_import_wh", "i8"), ("grid_export_wh", "i8"),
-                        ("amount_micro", "i8"), ("id", "S64")])
+                   ("energy_wh", "i8"), ("price_micro_per_wh", "i8"), ("id", "S64")])
+#: one row per trade (energy delivered by the min-of-two rule) and per node exchange with
+#: the grid account; ``amount_micro = energy_wh * price_micro_per_wh``, paid by the buyer.
+SETTLEMENTS = np.dtype([("t", "f8"), ("interval", "i8"), ("seller", "S32"), ("buyer", "S32"),
+                        ("energy_wh", "i8"), ("price_micro_per_wh", "i8"),
+                        ("amount_micro", "i8"), ("trade", "S64"), ("id", "S64")])
+#: the signed meter readings settlement used
+METER = np.dtype([("t", "f8"), ("interval", "i8"), ("node", "S32"), ("import_wh", "i8"),
+                  ("export_wh", "i8"), ("id", "S64")])
 
-TABLES = {"market/orders": ORDERS, "market/trades": TRADES, "market/settlements": SETTLEMENTS}
+TABLES = {"market/orders": ORDERS, "market/trades": TRADES,
+          "market/settlements": SETTLEMENTS, "market/meter_readings": METER}

@@ -161,12 +161,16 @@ class MarketConfig:
     kind: Literal["none", "uniform", "continuous"] = "none"
     #: market and delivery interval [s]
     interval_s: float = 15.0
-    #: grid import price [micro-units of currency per kWh]
-    import_price_micro_per_kwh: int = 300_000
-    #: grid export price [micro-units of currency per kWh]
-    export_price_micro_per_kwh: int = 50_000
-    #: a ``price`` profile that replaces the fixed import price
-    price_profile: str = ""
+    #: grid import price [micro-units of currency per Wh] (300 = 0.30 per kWh)
+    import_price_micro_per_wh: int = 300
+    #: grid export price [micro-units of currency per Wh]
+    export_price_micro_per_wh: int = 50
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        if self.import_price_micro_per_wh < 0 or self.export_price_micro_per_wh < 0:
+            raise ValueError("prices must not be negative")
 
 
 @dataclass(frozen=True)
@@ -332,9 +336,14 @@ def _cross_check(s: Scenario, source: str, lines: dict) -> None:
                 raise _fail(source, lines, path + ("device",),
                             "a hardware asset needs a device address "
                             "(backend, host/port or serial port)")
-    if s.market.price_profile and s.market.price_profile not in s.profiles:
-        raise _fail(source, lines, ("market", "price_profile"),
-                    f"no profile named '{s.market.price_profile}'")
+    if s.market.kind != "none":
+        ticks = s.market.interval_s / s.run.dt_s
+        if abs(ticks - round(ticks)) > 1e-6:
+            raise _fail(source, lines, ("market", "interval_s"),
+                        f"{s.market.interval_s} s is not a whole number of ticks of "
+                        f"{s.run.dt_s} s")
+        if not any(c.kind in ("meter", "grid") for _, _, c in s.assets()):
+            raise _fail(source, lines, ("market",), "trading needs a meter or grid asset")
 
 
 def _parse_value(text: str) -> Any:

@@ -234,6 +234,14 @@ class Microgrid:
         grid.u[:, _in(grid.asset, "islanded")] = self._islanded0
         grid.u0[:, _in(grid.asset, "islanded")] = self._islanded0
         self._meters = by_kind["meter"]
+        # nominal AC voltage of each node (meters report it): its converters' and inverters'
+        v = {}
+        for kind in ("converter", "inverter"):
+            g = self.groups.get(kind)
+            if g is not None:
+                for s, p in zip(g.specs, g.asset.params):
+                    v.setdefault(s.node, p.v_nom_v)
+        self._v_nom = np.array([v.get(n, 400.0) for n in self.nodes])
         self._e_import_wh = np.zeros(len(self.nodes))
         self._e_export_wh = np.zeros(len(self.nodes))
         self.islanded = {n: bool(v) for n, v in zip(self.nodes, self._islanded0)}
@@ -328,20 +336,62 @@ class Microgrid:
                     self._sp_map.append((kind, i, col))
         self.setpoints = setpoints
         self.u = np.full(len(setpoints), np.nan)
-        self._bat_sp = {}
-        for j, (kind, i, col) in enumerate(self._sp_map):
-            if kind == "battery":
-                self._bat_sp[(i, setpoints[j][2])] = j
+        # setpoints that are asset inputs: per group, (units, input columns, positions in u)
+        self._sp_inputs = []
+        for kind in self.SETPOINTS:
+            rows = [(i, col, j) for j, (k, i, col) in enumerate(self._sp_map)
+                    if k == kind and col >= 0]
+            if rows:
+                r = np.array(rows, dtype=int)
+                self._sp_inputs.append((self.groups[kind], r[:, 0], r[:, 1], r[:, 2]))
+        # battery setpoints, handled here: position in u of each battery's p_set_w, connect
+        if "battery" in self.groups:
+            nb = self.groups["battery"].asset.n
+            self._bat_pset_j = np.full(nb, -1)
+            self._bat_conn_j = np.full(nb, -1)
+            for j, (kind, i, col) in enumerate(self._sp_map):
+                if kind == "battery":
+                    target = self._bat_pset_j if setpoints[j][2] == "p_set_w" else \
+                        self._bat_conn_j
+                    target[i] = j
+            self._bat_pset = np.zeros(nb)
+            self._bat_p_ac = np.zeros(nb)
+            self._bat_p_dc = np.zeros(nb)
+        self._columns()
+
+    def _columns(self) -> None:
+        """Column numbers used every step, looked up once."""
+        g = self.groups
+        self._c = c = {}
+        if "pv" in g:
+            a = g["pv"].asset
+            c["pv_irr"], c["pv_pdc"], c["pv_vdc"] = (_in(a, "irradiance_w_m2"),
+                                                    _col(a, "p_dc_w"), _col(a, "v_dc_v"))
+        if "inverter" in g:
+            a = g["inverter"].asset
+            c["inv_pav"], c["inv_vdc"], c["inv_f"], c["inv_pac"] = (
+                _in(a, "p_dc_avail_w"), _in(a, "v_dc_v"), _in(a, "freq_hz"), _col(a, "p_ac_w"))
+            self._inv_has_src = self._inv_src >= 0
+            self._inv_src_idx = self._inv_src[self._inv_has_src]
+        if "gpu_rack" in g:
+            c["rack_p"] = _col(g["gpu_rack"].asset, "p_w")
+        if "battery" in g:
+            conv, bat = g["converter"].asset, g["battery"].asset
+            c["conv_pset"], c["conv_pac"], c["conv_pdc"] = (
+                _in(conv, "p_set_w"), _col(conv, "p_ac_w"), _col(conv, "p_dc_w"))
+            c["bat_pw_in"], c["bat_pw"] = _in(bat, "power_w"), _col(bat, "p_w")
+        a = g["grid"].asset
+        c.update(bus_isl=_in(a, "islanded"), bus_load=_in(a, "p_load_w"),
+                 bus_gen=_in(a, "p_gen_w"), bus_gfm_set=_in(a, "p_gfm_set_w"),
+                 bus_p=_col(a, "p_w"), bus_f=_col(a, "freq_hz"), bus_gfm=_col(a, "p_gfm_w"))
 
     # -- stepping -----------------------------------------------------------------------
 
     def _apply_setpoints(self) -> None:
         u = self.u
-        for j, (kind, i, col) in enumerate(self._sp_map):
-            if col >= 0:
-                v = u[j]
-                g = self.groups[kind]
-                g.u[i, col] = g.u0[i, col] if np.isnan(v) else v
+        for g, units, cols, js in self._sp_inputs:
+            v = u[js]
+            g.u[units, cols] = np.where(np.isnan(v), g.u0[units, cols], v)
 
     def _run(self, g: _Group, dt: float) -> None:
         if self.method == "exact":
@@ -351,139 +401,134 @@ class Microgrid:
             g.y = g.asset.outputs(self.t, g.x, w)
             g.x = step_scipy(g.asset, self.t, g.x, w, dt)
 
+    def _node_sum(self, node: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.bincount(node, weights=values, minlength=len(self.nodes))
+
     def advance(self, dt: float) -> None:
         """Step every asset over ``[t, t + dt]`` with the setpoints in :attr:`u` held."""
         self._apply_setpoints()
         t = self.t
-        nn = len(self.nodes)
-        p_load = np.zeros(nn)
-        p_gen = np.zeros(nn)
+        c = self._c
         groups = self.groups
-        freq = groups["grid"].y[:, _col(groups["grid"].asset, "freq_hz")] \
-            if self._k else None
+        nn = len(self.nodes)
+        bus = groups["grid"]
+        freq = bus.y[:, c["bus_f"]] if self._k else None
+        p_gen = np.zeros(nn)
+        p_load = np.zeros(nn)
         pv = groups.get("pv")
         if pv is not None:
-            ui = _in(pv.asset, "irradiance_w_m2")
             cache: dict[int, float] = {}
             for i, s in enumerate(pv.specs):
                 key = id(s.drive)
                 if key not in cache:
                     cache[key] = s.drive(t) if s.drive is not None else 0.0
-                pv.u[i, ui] = cache[key]
+                pv.u[i, c["pv_irr"]] = cache[key]
             self._run(pv, dt)
         inv = groups.get("inverter")
         if inv is not None:
-            a = inv.asset
             if pv is not None:
-                has = self._inv_src >= 0
-                src = self._inv_src[has]
-                inv.u[has, _in(a, "p_dc_avail_w")] = pv.y[src, _col(pv.asset, "p_dc_w")]
-                inv.u[has, _in(a, "v_dc_v")] = pv.y[src, _col(pv.asset, "v_dc_v")]
+                has, src = self._inv_has_src, self._inv_src_idx
+                inv.u[has, c["inv_pav"]] = pv.y[src, c["pv_pdc"]]
+                inv.u[has, c["inv_vdc"]] = pv.y[src, c["pv_vdc"]]
             if freq is not None:
-                inv.u[:, _in(a, "freq_hz")] = freq[inv.node]
+                inv.u[:, c["inv_f"]] = freq[inv.node]
             self._run(inv, dt)
-            np.add.at(p_gen, inv.node, inv.y[:, _col(a, "p_ac_w")])
+            p_gen += self._node_sum(inv.node, inv.y[:, c["inv_pac"]])
         rack = groups.get("gpu_rack")
         if rack is not None:
             self._run(rack, dt)
-            np.add.at(p_load, rack.node, rack.y[:, _col(rack.asset, "p_w")])
-        bus = groups["grid"]
-        islanded = bus.u[:, _in(bus.asset, "islanded")] > 0.5
+            p_load += self._node_sum(rack.node, rack.y[:, c["rack_p"]])
+        islanded = bus.u[:, c["bus_isl"]] > 0.5
         bat = groups.get("battery")
+        shortfall = None
         if bat is not None:
+            conv = groups["converter"]
             bat_isl = islanded[self._bat_node]
             self._battery_setpoints()
-            # grid-following batteries first: they are generation the bus sees
-            conv = groups["converter"]
+            conv.u[:, c["conv_pset"]] = self._bat_pset
             self._run(conv, dt)
-            p_ac = conv.y[:, _col(conv.asset, "p_ac_w")].copy()
-            p_dc = conv.y[:, _col(conv.asset, "p_dc_w")].copy()
-            np.add.at(p_gen, self._bat_node[~bat_isl], p_ac[~bat_isl])
-        bus.u[:, _in(bus.asset, "p_load_w")] = p_load
-        bus.u[:, _in(bus.asset, "p_gen_w")] = p_gen
-        if bat is not None:
-            gfm = np.zeros(nn)
-            np.add.at(gfm, self._bat_node[bat_isl], self._bat_pset[bat_isl])
-            bus.u[:, _in(bus.asset, "p_gfm_set_w")] = gfm
+            p_ac = conv.y[:, c["conv_pac"]].copy()
+            p_dc = conv.y[:, c["conv_pdc"]].copy()
+            follow = ~bat_isl
+            p_gen += self._node_sum(self._bat_node[follow], p_ac[follow])
+            bus.u[:, c["bus_gfm_set"]] = self._node_sum(self._bat_node[bat_isl],
+                                                        self._bat_pset[bat_isl])
+        bus.u[:, c["bus_load"]] = p_load
+        bus.u[:, c["bus_gen"]] = p_gen
         self._run(bus, dt)
         if bat is not None:
             if bat_isl.any():
-                # islanded: the grid-forming batteries deliver what the bus asks of them,
-                # shared in proportion to their ratings
-                gfm_w = bus.y[:, _col(bus.asset, "p_gfm_w")]
-                share = self._bat_rating * bat_isl
-                tot = np.zeros(nn)
-                np.add.at(tot, self._bat_node, share)
-                frac = np.divide(share, tot[self._bat_node], out=np.zeros_like(share),
-                                 where=tot[self._bat_node] > 0)
-                from twin.inverter import converter_losses
-
-                p_ac[bat_isl] = (gfm_w[self._bat_node] * frac)[bat_isl]
-                for i in np.flatnonzero(bat_isl):
-                    loss = converter_losses(p_ac[i], conv.asset.params[i].losses)
-                    p_dc[i] = p_ac[i] + loss
+                self._grid_forming(bat_isl, p_ac, p_dc)
             p_dc *= self._bat_connected
             p_ac *= self._bat_connected
-            bat.u[:, _in(bat.asset, "power_w")] = p_dc
+            bat.u[:, c["bat_pw_in"]] = p_dc
             self._run(bat, dt)
-            p_cells = bat.y[:, _col(bat.asset, "p_w")]
-            # a battery that cannot deliver what the converter draws: the AC side is short
-            self._bat_p_ac = p_ac - (p_dc - p_cells)
+            p_cells = bat.y[:, c["bat_pw"]]
+            # a battery that cannot deliver what its converter draws: the AC side is short
+            # by the difference, which the grid connection carries in the same step
+            short = p_dc - p_cells
+            self._bat_p_ac = p_ac - short
             self._bat_p_dc = p_cells
-            if (~bat_isl).any():
-                short = np.zeros(nn)
-                np.add.at(short, self._bat_node[~bat_isl], (p_dc - p_cells)[~bat_isl])
-                # the bus balanced with the converter's AC power; the shortfall comes from
-                # the grid connection in the same step (held power, so it is exact)
-                self._grid_correction = short
-            else:
-                self._grid_correction = np.zeros(nn)
-        else:
-            self._grid_correction = np.zeros(nn)
-        p_grid = bus.y[:, _col(bus.asset, "p_w")] + self._grid_correction
+            shortfall = self._node_sum(self._bat_node[follow], short[follow])
+        p_grid = bus.y[:, c["bus_p"]]
+        if shortfall is not None:
+            p_grid = p_grid + shortfall
         self._p_grid = p_grid
-        self._e_import_wh += np.clip(p_grid, 0, None) * dt / S_PER_H
-        self._e_export_wh += np.clip(-p_grid, 0, None) * dt / S_PER_H
+        self._e_import_wh += np.maximum(p_grid, 0.0) * (dt / S_PER_H)
+        self._e_export_wh += np.maximum(-p_grid, 0.0) * (dt / S_PER_H)
         self._scatter()
         self._k += 1
         self.t = self._k * dt
 
+    def _grid_forming(self, bat_isl: np.ndarray, p_ac: np.ndarray, p_dc: np.ndarray) -> None:
+        """Islanded batteries deliver the bus's grid-forming power, shared by rating."""
+        from twin.inverter import converter_losses
+
+        bus = self.groups["grid"]
+        conv = self.groups["converter"]
+        gfm_w = bus.y[:, self._c["bus_gfm"]]
+        share = self._bat_rating * bat_isl
+        total = self._node_sum(self._bat_node, share)[self._bat_node]
+        frac = np.divide(share, total, out=np.zeros_like(share), where=total > 0)
+        for i in np.flatnonzero(bat_isl):
+            p_ac[i] = gfm_w[self._bat_node[i]] * frac[i]
+            p_dc[i] = p_ac[i] + converter_losses(p_ac[i], conv.asset.params[i].losses)
+
     def _battery_setpoints(self) -> None:
         """Battery setpoints act on the converter (``p_set_w``) and the contactor."""
-        conv = self.groups["converter"]
-        n = conv.asset.n
-        pset = np.zeros(n)
-        for i in range(n):
-            j = self._bat_sp.get((i, "p_set_w"))
-            v = self.u[j] if j is not None else np.nan
-            pset[i] = 0.0 if np.isnan(v) else v
-            j = self._bat_sp.get((i, "connect"))
-            c = self.u[j] if j is not None else np.nan
-            self._bat_connected[i] = 1.0 if np.isnan(c) or c > 0.5 else 0.0
-        self._bat_pset = pset * self._bat_connected
-        conv.u[:, _in(conv.asset, "p_set_w")] = self._bat_pset
+        u = self.u
+        has = self._bat_pset_j >= 0
+        pset = np.zeros(len(has))
+        pset[has] = np.nan_to_num(u[self._bat_pset_j[has]], nan=0.0)
+        conn = np.ones(len(has))
+        hc = self._bat_conn_j >= 0
+        cv = u[self._bat_conn_j[hc]]
+        conn[hc] = np.where(np.isnan(cv) | (cv > 0.5), 1.0, 0.0)
+        self._bat_connected = conn
+        self._bat_pset = pset * conn
 
     def _scatter(self) -> None:
         y = self.y
         for kind, g in self.groups.items():
             if kind == "converter" or not len(g.cols):
                 continue
-            y[g.dest.ravel()] = g.y[:, g.cols].ravel()
-        bat = self.groups.get("battery")
-        if bat is not None:
-            cap = self._bat_capacity_wh
-            extra = np.column_stack([self._bat_p_ac, self._bat_p_dc, self._bat_connected,
-                                     cap, np.ones(len(cap))])
-            y[self._bat_dest.ravel()] = extra.ravel()
+            y[g.dest] = g.y[:, g.cols]
+        if "battery" in self.groups:
+            d = self._bat_dest
+            y[d[:, 0]] = self._bat_p_ac
+            y[d[:, 1]] = self._bat_p_dc
+            y[d[:, 2]] = self._bat_connected
+            y[d[:, 3]] = self._bat_capacity_wh
+            y[d[:, 4]] = 1.0
         if len(self._meters):
-            bus = self.groups["grid"]
             nodes = self._meter_node
-            v_nom = 0.0
-            extra = np.column_stack([
-                self._p_grid[nodes], np.zeros(len(nodes)), np.full(len(nodes), v_nom),
-                bus.y[nodes, _col(bus.asset, "freq_hz")], self._e_import_wh[nodes],
-                self._e_export_wh[nodes]])
-            y[self._meter_dest.ravel()] = extra.ravel()
+            d = self._meter_dest
+            y[d[:, 0]] = self._p_grid[nodes]
+            y[d[:, 1]] = 0.0
+            y[d[:, 2]] = self._v_nom[nodes]
+            y[d[:, 3]] = self.groups["grid"].y[nodes, self._c["bus_f"]]
+            y[d[:, 4]] = self._e_import_wh[nodes]
+            y[d[:, 5]] = self._e_export_wh[nodes]
 
     def _first_outputs(self) -> None:
         """Outputs before the first step: a step of zero length from the initial state."""

@@ -142,8 +142,8 @@ def read_trace(path: str | Path) -> Trace:
     back = np.flatnonzero(np.diff(t) <= 0)
     if len(back):
         line = body[back[0] + 1][0]
-        raise RecordingError(f"{path}:{line}: column 't_s': {t[back[0] + 1]!r} is not after "
-                             f"the previous row's {t[back[0]]!r}")
+        raise RecordingError(f"{path}:{line}: column 't_s': {float(t[back[0] + 1]):g} is not "
+                             f"after the previous row's {float(t[back[0]]):g}")
     return Trace(path, columns)
 
 

@@ -77,6 +77,8 @@ class GpuParams:
     limit_gain: float
     #: time constant of the limiter's power average [s]
     limit_avg_tau_s: float
+    #: integral gain of the limiter, removes its offset under oscillation [1/s]
+    limit_integral_per_s: float
     #: time constant of clock reductions [s]
     clock_down_tau_s: float
     #: time constant of clock recoveries [s]
@@ -110,7 +112,7 @@ class GpuParams:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ParameterError(f"params.{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("leak_w", "power_tau_s", "limit_gain"):
+        for name in ("leak_w", "power_tau_s", "limit_gain", "limit_integral_per_s"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"params.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("activity_memory", "activity_light", "activity_checkpoint"):
@@ -195,12 +197,12 @@ def idle_temperature_c(p: GpuParams) -> float:
 #: one-second moving average: it keeps rising after the power has dropped)
 AVG_STAGES = 3
 STATE_NAMES = ("clock_ratio", "p_w", "temp_die_c", "temp_sink_c") + tuple(
-    f"p_avg{i}_w" for i in range(AVG_STAGES))
+    f"p_avg{i}_w" for i in range(AVG_STAGES)) + ("limit_integral_w",)
 NX = len(STATE_NAMES)
 #: layout of the coefficient vector built by :func:`coefficients`
 _C = ("idle_w", "leak_w", "leak_temp_c", "temp_ref_c", "dynamic_w", "phi_min", "v_min",
       "r_burst", "k", "a_dn", "a_up", "a_p", "m_p", "a_avg", "t11", "t12", "t21", "t22",
-      "b1p", "b1a", "b2p", "b2a", "ambient_c")
+      "b1p", "b1a", "b2p", "b2a", "ambient_c", "ki_dt")
 
 
 def coefficients(p: GpuParams, dt: float) -> np.ndarray:
@@ -224,7 +226,7 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
          "a_p": a_p, "m_p": m_p, "a_avg": math.exp(-dt * AVG_STAGES / p.limit_avg_tau_s),
          "t11": ad[0, 0], "t12": ad[0, 1], "t21": ad[1, 0], "t22": ad[1, 1],
          "b1p": bd[0, 0], "b1a": bd[0, 1], "b2p": bd[1, 0], "b2a": bd[1, 1],
-         "ambient_c": p.ambient_c}
+         "ambient_c": p.ambient_c, "ki_dt": p.limit_integral_per_s * dt}
     return np.array([c[k] for k in _C])
 
 
@@ -236,7 +238,8 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
     """
     t = idle_temperature_c(p) if temp_die_c is None else float(temp_die_c)
     ps = float(static_power_w(p, t))
-    return np.array([1.0, ps, t, t - p.r_die_c_per_w * ps] + [ps] * AVG_STAGES)
+    return np.array([1.0, ps, t, t - p.r_die_c_per_w * ps] + [ps] * AVG_STAGES
+                    + [(p.burst_limit_ratio - 1.0) * p.power_limit_w])
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -277,9 +280,10 @@ def gpu_step(c, x, r, o, act, limit_w, out):
     tdie = x[r, o + 2]
     tsink = x[r, o + 3]
     pavg = x[r, o + 3 + AVG_STAGES]
+    integ = x[r, o + 4 + AVG_STAGES]
     pstat = c[0] + c[1] * (math.exp((tdie - c[3]) / c[2]) - 1.0)
     dyn = act * c[4]
-    budget = min(c[7] * limit_w, limit_w + c[8] * (limit_w - pavg))
+    budget = min(c[7] * limit_w, limit_w + c[8] * (limit_w - pavg) + integ)
     if dyn > 1e-9:
         target = clock_for((budget - pstat) / dyn, c[5], c[6], phi, 1)
     else:
@@ -298,6 +302,8 @@ def gpu_step(c, x, r, o, act, limit_w, out):
     for i in range(o + 4, o + 4 + AVG_STAGES):
         x[r, i] = u + (x[r, i] - u) * c[13]
         u = x[r, i]
+    span = (c[7] - 1.0) * limit_w
+    x[r, o + 4 + AVG_STAGES] = min(max(integ + c[23] * (limit_w - pavg), -span), span)
     out[0] = pmean
     out[1] = phim
     out[2] = tdie

@@ -226,15 +226,11 @@ def _idle_windows(m: Measured, span) -> tuple[np.ndarray, np.ndarray]:
     te, pw = m.energy_windows()
     s = m.schedule
     busy = s.load != IDLE
-    ends = np.sort((s.t_s + s.seconds)[busy])
-    starts = np.sort(s.t_s[busy])
+    starts, ends = s.t_s[busy], (s.t_s + s.seconds)[busy]  # in time order, not overlapping
     a, b = te[:-1], te[1:]
-    # Last load end before the window, first load start before the window's end.
-    i_end = np.searchsorted(ends, b, side="right") - 1
-    last_end = np.where(i_end >= 0, ends[np.maximum(i_end, 0)], -np.inf)
-    i_start = np.searchsorted(starts, b, side="left") - 1
-    last_start = np.where(i_start >= 0, starts[np.maximum(i_start, 0)], -np.inf)
-    settled = (a - last_end >= IDLE_SETTLE_S) & (last_start <= last_end)
+    # The last load that starts before the window ends must have ended long enough before.
+    i = np.searchsorted(starts, b, side="left") - 1
+    settled = (i < 0) | (ends[np.maximum(i, 0)] <= a - IDLE_SETTLE_S)
     sel = settled & (a >= span[0]) & (b <= span[1])
     temp = np.interp(0.5 * (a + b), m.t_s, m.temp_c)
     return pw[sel], temp[sel]
@@ -269,6 +265,7 @@ _DYNAMIC_BOUNDS = {
     "burst_limit_ratio": (1.0, 1.6),
     "limit_gain": (0.0, 50.0),
     "limit_avg_tau_s": (0.05, 5.0),
+    "limit_integral_per_s": (0.0, 50.0),
     "clock_down_tau_s": (0.003, 2.0),
     "clock_up_tau_s": (0.003, 5.0),
     "power_tau_s": (0.0, 0.3),

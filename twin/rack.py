@@ -179,6 +179,23 @@ def _interp(x, xs, ys):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _dc_for_ac(ac_w, rated_w, xs, ys):
+    """DC power whose AC input is ``ac_w``: ``P / eta(P / rated) = ac`` solved exactly on
+    the efficiency table's linear pieces (constant beyond its ends)."""
+    n = xs.shape[0]
+    p = ac_w * ys[0]
+    if p <= xs[0] * rated_w:
+        return p
+    for i in range(n - 1):
+        b = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) / rated_w  # eta = a + b P
+        a = ys[i] - b * xs[i] * rated_w
+        p = ac_w * a / (1.0 - ac_w * b)
+        if p <= xs[i + 1] * rated_w:
+            return p
+    return ac_w * ys[n - 1]
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _integral(sched, lo, hi, i, t):
     """Running activity integral at ``t`` of entries ``[lo, hi)``, with cursor ``i``.
 
@@ -211,7 +228,7 @@ def _correct(c, x, r, o, dp):
     x[r, o + 3] += c[20] * dp
     f = 1.0 - c[13]
     g = f
-    for i in range(o + 4, o + NX):
+    for i in range(o + 4, o + 4 + AVG_STAGES):
         x[r, i] += g * dp
         g *= f
 
@@ -254,9 +271,7 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, sizes):
             budget = math.inf
             lim = rp[9]
             if has_cap:
-                p_it = cap * _interp(cap / rp[7], psu[0], psu[1])
-                p_it = cap * _interp(p_it / rp[7], psu[0], psu[1])
-                budget = p_it - p_oh
+                budget = _dc_for_ac(cap, rp[7], psu[0], psu[1]) - p_oh
                 lim = min(max(budget / gpus, rp[8]), rp[9])
             p_nat = 0.0
             clk = 0.0
@@ -422,8 +437,8 @@ class GpuRack(Asset):
         p_oh = r.host_w + r.network_w + fan_power_w(r, tmean)
         budget = np.full(self.n, np.inf)
         if has_cap.any():
-            it = cap * r.psu_efficiency(load_fraction=cap / r.psu_rated_w)
-            it = cap * r.psu_efficiency(load_fraction=it / r.psu_rated_w)
+            axis, eff = r.psu_efficiency.axes[0][1], r.psu_efficiency.values
+            it = np.array([_dc_for_ac(c, r.psu_rated_w, axis, eff) for c in cap])
             budget = np.where(has_cap, it - p_oh, np.inf)
         lim = np.where(has_cap, np.clip(budget / r.gpus, r.gpu_power_limit_min_w,
                                         g.power_limit_w), g.power_limit_w)
@@ -437,8 +452,13 @@ class GpuRack(Asset):
             phi, pe[:, i], tdie = xs[:, 0], xs[:, 1], xs[:, 2]
             pstat = g.idle_w + g.leak_w * np.expm1((tdie - g.temp_ref_c) / g.leak_temp_c)
             dyn = w[:, 3 + i] * g.dynamic_w
+            pavg, integ = xs[:, 3 + AVG_STAGES], xs[:, 4 + AVG_STAGES]
             b = np.minimum(g.burst_limit_ratio * lim,
-                           lim + g.limit_gain * (lim - xs[:, 3 + AVG_STAGES]))
+                           lim + g.limit_gain * (lim - pavg) + integ)
+            span = (g.burst_limit_ratio - 1.0) * lim
+            di = g.limit_integral_per_s * (lim - pavg)
+            dx[:, i * nx + 4 + AVG_STAGES] = np.where(
+                ((integ >= span) & (di > 0)) | ((integ <= -span) & (di < 0)), 0.0, di)
             need = np.where(dyn > 1e-9, (b - pstat) / np.maximum(dyn, 1e-9), np.inf)
             target = np.array([clock_for(v, phi_min, g.voltage_min, 1.0, 6) for v in need])
             tau = np.where(target < phi, g.clock_down_tau_s, g.clock_up_tau_s)

@@ -220,7 +220,7 @@ def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray)
     bad = ~np.isfinite(sec) | (sec < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ScheduleError(f"entry {i}: seconds must be >= 0, got {sec[i]!r}")
+        raise ScheduleError(f"entry {i}: seconds must be >= 0, got {float(sec[i]):g}")
     bad = (load < 0) | (load >= len(LOADS))
     if bad.any():
         i = int(np.argmax(bad))
@@ -229,7 +229,7 @@ def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray)
     bad = has & ~((mfu > 0) & (mfu <= 1))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ScheduleError(f"entry {i}: mfu must be in (0, 1], got {mfu[i]!r}")
+        raise ScheduleError(f"entry {i}: mfu must be in (0, 1], got {float(mfu[i]):g}")
     bad = has & (load != COMPUTE)
     if bad.any():
         i = int(np.argmax(bad))
@@ -241,10 +241,11 @@ def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray)
         if bad.any():
             i = int(np.argmax(bad)) + 1
             if t[i] < t[i - 1]:
-                raise ScheduleError(f"entry {i}: t_s={t[i]!r} is before the previous "
-                                    f"entry's t_s={t[i - 1]!r}; entries must be in time order")
-            raise ScheduleError(f"entry {i}: starts at t_s={t[i]!r}, before entry {i - 1} "
-                                f"ends at {t[i - 1] + sec[i - 1]!r}")
+                raise ScheduleError(f"entry {i}: t_s={float(t[i]):g} is before the previous "
+                                    f"entry's t_s={float(t[i - 1]):g}; entries must be in "
+                                    "time order")
+            raise ScheduleError(f"entry {i}: starts at t_s={float(t[i]):g}, before entry "
+                                f"{i - 1} ends at {float(t[i - 1] + sec[i - 1]):g}")
         # Clip the recorder's sub-millisecond overlaps so entries tile time.
         np.minimum(sec[:-1], np.maximum(t[1:] - t[:-1], 0.0), out=sec[:-1])
 

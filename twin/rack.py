@@ -234,7 +234,12 @@ def _correct(c, x, r, o, dp):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, sizes):
+def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, sizes):
+    """One lockstep step of every rack: ``(x at t + dt, outputs over [t, t + dt))``.
+
+    ``cur`` and ``memo`` cache, per group, the schedule cursor and the activity integral
+    at the end of the previous step, which is where this step starts when time runs on.
+    """
     n = x.shape[0]
     k_groups = sizes.shape[0]
     g0 = k_groups * NX
@@ -247,7 +252,7 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, sizes):
     for r in range(n):
         cap = u[r, 0]
         has_cap = cap > 0.0
-        # Outputs at the step start: energies, temperature, phase.
+        dc_cap = _dc_for_ac(cap, rp[7], psu[0], psu[1]) if has_cap else math.inf
         tsum = 0.0
         for k in range(k_groups):
             tsum += sizes[k] * x[r, k * NX + 2]
@@ -256,31 +261,30 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, sizes):
         y[r, 5] = tsum / gpus
         y[r, 6] = cap if has_cap else 0.0
         j0 = r * k_groups
-        _, i0 = _integral(sched, offs[j0], offs[j0 + 1], cur[j0], t)
-        cur[j0] = i0
-        inside = i0 >= offs[j0] and t < sched[0, i0] + sched[1, i0]
-        y[r, 7] = sched[4, i0] if inside else 0.0
         limited = 0.0
         for s in range(sub):
             ts = t + s * h
-            tsum = 0.0
-            for k in range(k_groups):
-                tsum += sizes[k] * xn[r, k * NX + 2]
             xf = min(max((tsum / gpus - rp[5]) / (rp[6] - rp[5]), 0.0), 1.0)
             p_oh = rp[1] + rp[2] + rp[3] + (rp[4] - rp[3]) * xf * xf * xf
-            budget = math.inf
-            lim = rp[9]
-            if has_cap:
-                budget = _dc_for_ac(cap, rp[7], psu[0], psu[1]) - p_oh
-                lim = min(max(budget / gpus, rp[8]), rp[9])
+            budget = dc_cap - p_oh
+            lim = min(max(budget / gpus, rp[8]), rp[9]) if has_cap else rp[9]
             p_nat = 0.0
             clk = 0.0
             throttled = False
             for k in range(k_groups):
                 j = j0 + k
-                a0, i = _integral(sched, offs[j], offs[j + 1], cur[j], ts)
+                if abs(memo[0, j] - ts) < 1e-9:
+                    a0 = memo[1, j]
+                    i = cur[j]
+                else:
+                    a0, i = _integral(sched, offs[j], offs[j + 1], cur[j], ts)
+                if s == 0 and k == 0:  # phase: group 0's load at the step start
+                    inside = i >= offs[j] and ts < sched[0, i] + sched[1, i]
+                    y[r, 7] = sched[4, i] if inside else 0.0
                 a1, i = _integral(sched, offs[j], offs[j + 1], i, ts + h)
                 cur[j] = i
+                memo[0, j] = ts + h
+                memo[1, j] = a1
                 gpu_step(c, xn, r, k * NX, (a1 - a0) / h, lim, out)
                 pk[k] = out[0]
                 p_nat += sizes[k] * out[0]
@@ -293,8 +297,7 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, sizes):
                 lower = max(lower, prev - rp[12] * h)
             if rp[11] > 0.0:
                 upper = min(upper, prev + rp[11] * h)
-            p_gpu = max(p_nat, lower)
-            p_gpu = min(p_gpu, upper)
+            p_gpu = min(max(p_nat, lower), upper)
             dp = p_gpu - p_nat
             if dp != 0.0 and p_nat > 0.0:
                 for k in range(k_groups):
@@ -310,6 +313,10 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, sizes):
             y[r, 9] += clk / gpus * rp[13] / sub
             if dp < -1e-9 or (lim < rp[9] and throttled):
                 limited = 1.0
+            if sub > 1:
+                tsum = 0.0
+                for k in range(k_groups):
+                    tsum += sizes[k] * xn[r, k * NX + 2]
         y[r, 8] = limited
     return xn, y
 
@@ -355,6 +362,7 @@ class GpuRack(Asset):
         flat = [s for group in per_rack for s in group]
         self._sched, self._offs = _pack(flat, gpu)
         self._cursor = self._offs[:-1] - 1
+        self._memo = np.full((2, len(self._cursor)), np.nan)
         self._rp = np.array([float(getattr(rack, name)) for name in _R]
                             + [rack.gpu_power_limit_min_w, gpu.power_limit_w,
                                rack.power_floor_w, rack.ramp_up_w_per_s,
@@ -379,7 +387,8 @@ class GpuRack(Asset):
         """Hold, outputs and exact step in one call: ``(x at t + dt, outputs at t)``."""
         sub = substeps(dt)
         return _advance(float(t), float(dt), sub, x, u, self._c(dt / sub), self._rp,
-                        self._psu, self._sched, self._offs, self._cursor, self.sizes)
+                        self._psu, self._sched, self._offs, self._cursor, self._memo,
+                        self.sizes)
 
     def run(self, t_end: float, dt: float, power_cap_w: float | np.ndarray = 0.0,
             t0: float = 0.0) -> dict[str, np.ndarray]:
@@ -406,7 +415,6 @@ class GpuRack(Asset):
             lo, hi = self._offs[j], self._offs[j + 1]
             a0, i = _integral(self._sched, lo, hi, self._cursor[j], t)
             a1, _ = _integral(self._sched, lo, hi, i, t + dt)
-            self._cursor[j] = i
             w[j // self.groups, 3 + j % self.groups] = (a1 - a0) / dt
         return w
 
@@ -422,7 +430,7 @@ class GpuRack(Asset):
         sub = substeps(dt)
         return _advance(float(w[0, 0]), dt, sub, x, w[:, 2:3].copy(), self._c(dt / sub),
                         self._rp, self._psu, self._sched, self._offs, self._cursor,
-                        self.sizes)
+                        self._memo, self.sizes)
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         """The continuous-time model with the held activities: the reference for

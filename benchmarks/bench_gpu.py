@@ -59,7 +59,7 @@ def _predict(quick: bool) -> dict:
         wall = _best(predict, 3 if quick else 10)
         model = _best(lambda: simulate(p, sched, DT, temp_die_c=temp), 3 if quick else 10)
     # Baseline: the same GPU stepped with solve_ivp (a one-GPU rack, scipy method).
-    rack, gpu, _ = load_rack()
+    rack = load_rack()[0]
     one = GpuRack(rack.replace(gpus=1), p, [sched], temp)
     span = 1.0 if quick else 3.0
     st = Stepper({"gpu": one}, method="scipy")

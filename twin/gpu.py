@@ -202,7 +202,7 @@ NX = len(STATE_NAMES)
 #: layout of the coefficient vector built by :func:`coefficients`
 _C = ("idle_w", "leak_w", "leak_temp_c", "temp_ref_c", "dynamic_w", "phi_min", "v_min",
       "r_burst", "k", "a_dn", "a_up", "a_p", "m_p", "a_avg", "t11", "t12", "t21", "t22",
-      "b1p", "b1a", "b2p", "b2a", "ambient_c", "ki_dt")
+      "b1p", "b1a", "b2p", "b2a", "ambient_c", "ki_dt", "inv_leak_temp", "v_slope")
 
 
 def coefficients(p: GpuParams, dt: float) -> np.ndarray:
@@ -226,7 +226,9 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
          "a_p": a_p, "m_p": m_p, "a_avg": math.exp(-dt * AVG_STAGES / p.limit_avg_tau_s),
          "t11": ad[0, 0], "t12": ad[0, 1], "t21": ad[1, 0], "t22": ad[1, 1],
          "b1p": bd[0, 0], "b1a": bd[0, 1], "b2p": bd[1, 0], "b2a": bd[1, 1],
-         "ambient_c": p.ambient_c, "ki_dt": p.limit_integral_per_s * dt}
+         "ambient_c": p.ambient_c, "ki_dt": p.limit_integral_per_s * dt,
+         "inv_leak_temp": 1.0 / p.leak_temp_c,
+         "v_slope": (1.0 - p.voltage_min) / (1.0 - p.clock_min_ratio)}
     return np.array([c[k] for k in _C])
 
 
@@ -281,7 +283,7 @@ def gpu_step(c, x, r, o, act, limit_w, out):
     tsink = x[r, o + 3]
     pavg = x[r, o + 3 + AVG_STAGES]
     integ = x[r, o + 4 + AVG_STAGES]
-    pstat = c[0] + c[1] * (math.exp((tdie - c[3]) / c[2]) - 1.0)
+    pstat = c[0] + c[1] * (math.exp((tdie - c[3]) * c[24]) - 1.0)
     dyn = act * c[4]
     budget = min(c[7] * limit_w, limit_w + c[8] * (limit_w - pavg) + integ)
     if dyn > 1e-9:
@@ -291,7 +293,7 @@ def gpu_step(c, x, r, o, act, limit_w, out):
     a = c[9] if target < phi else c[10]
     phin = target + (phi - target) * a
     phim = 0.5 * (phi + phin)
-    v = _voltage(phim, c[5], c[6])
+    v = c[6] + c[25] * (phim - c[5])
     ptarget = pstat + dyn * phim * v * v
     pmean = ptarget + (pe - ptarget) * c[12]
     x[r, o] = phin

@@ -202,20 +202,20 @@ def _integral(sched, lo, hi, i, t):
     Returns the integral and the new cursor (last entry starting at or before ``t``, or
     ``lo - 1``).  Forward in time the cursor walks; backwards it is found by bisection.
     """
-    if i >= lo and sched[0, i] > t:
+    if i >= lo and sched[i, 0] > t:
         a, b = lo, hi
         while a < b:
             m = (a + b) // 2
-            if sched[0, m] <= t:
+            if sched[m, 0] <= t:
                 a = m + 1
             else:
                 b = m
         i = a - 1
-    while i + 1 < hi and sched[0, i + 1] <= t:
+    while i + 1 < hi and sched[i + 1, 0] <= t:
         i += 1
     if i < lo:
         return 0.0, i
-    return sched[3, i] + sched[2, i] * min(max(t - sched[0, i], 0.0), sched[1, i]), i
+    return sched[i, 3] + sched[i, 2] * min(max(t - sched[i, 0], 0.0), sched[i, 1]), i
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -234,11 +234,12 @@ def _correct(c, x, r, o, dp):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, sizes):
+def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, sizes):
     """One lockstep step of every rack: ``(x at t + dt, outputs over [t, t + dt))``.
 
     ``cur`` and ``memo`` cache, per group, the schedule cursor and the activity integral
-    at the end of the previous step, which is where this step starts when time runs on.
+    at the end of the previous step, which is where this step starts when time runs on;
+    ``capmemo`` caches, per rack, the last cap and the DC power it allows.
     """
     n = x.shape[0]
     k_groups = sizes.shape[0]
@@ -246,28 +247,41 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, sizes):
     xn = x.copy()
     y = np.zeros((n, 10))
     h = dt / sub
+    inv_h = 1.0 / h
+    inv_sub = 1.0 / sub
+    wh = h / 3600.0
     out = np.empty(3)
     pk = np.empty(k_groups)
     gpus = rp[0]
+    inv_gpus = 1.0 / gpus
+    inv_fan = 1.0 / (rp[6] - rp[5])
+    inv_rated = 1.0 / rp[7]
     for r in range(n):
         cap = u[r, 0]
         has_cap = cap > 0.0
-        dc_cap = _dc_for_ac(cap, rp[7], psu[0], psu[1]) if has_cap else math.inf
+        if not has_cap:
+            dc_cap = math.inf
+        elif capmemo[0, r] == cap:
+            dc_cap = capmemo[1, r]
+        else:
+            dc_cap = _dc_for_ac(cap, rp[7], psu[0], psu[1])
+            capmemo[0, r] = cap
+            capmemo[1, r] = dc_cap
         tsum = 0.0
         for k in range(k_groups):
             tsum += sizes[k] * x[r, k * NX + 2]
         y[r, 3] = x[r, g0 + 1]
         y[r, 4] = x[r, g0 + 2]
-        y[r, 5] = tsum / gpus
+        y[r, 5] = tsum * inv_gpus
         y[r, 6] = cap if has_cap else 0.0
         j0 = r * k_groups
         limited = 0.0
         for s in range(sub):
             ts = t + s * h
-            xf = min(max((tsum / gpus - rp[5]) / (rp[6] - rp[5]), 0.0), 1.0)
+            xf = min(max((tsum * inv_gpus - rp[5]) * inv_fan, 0.0), 1.0)
             p_oh = rp[1] + rp[2] + rp[3] + (rp[4] - rp[3]) * xf * xf * xf
             budget = dc_cap - p_oh
-            lim = min(max(budget / gpus, rp[8]), rp[9]) if has_cap else rp[9]
+            lim = min(max(budget * inv_gpus, rp[8]), rp[9]) if has_cap else rp[9]
             p_nat = 0.0
             clk = 0.0
             throttled = False
@@ -279,13 +293,13 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, sizes):
                 else:
                     a0, i = _integral(sched, offs[j], offs[j + 1], cur[j], ts)
                 if s == 0 and k == 0:  # phase: group 0's load at the step start
-                    inside = i >= offs[j] and ts < sched[0, i] + sched[1, i]
-                    y[r, 7] = sched[4, i] if inside else 0.0
+                    inside = i >= offs[j] and ts < sched[i, 0] + sched[i, 1]
+                    y[r, 7] = sched[i, 4] if inside else 0.0
                 a1, i = _integral(sched, offs[j], offs[j + 1], i, ts + h)
                 cur[j] = i
                 memo[0, j] = ts + h
                 memo[1, j] = a1
-                gpu_step(c, xn, r, k * NX, (a1 - a0) / h, lim, out)
+                gpu_step(c, xn, r, k * NX, (a1 - a0) * inv_h, lim, out)
                 pk[k] = out[0]
                 p_nat += sizes[k] * out[0]
                 clk += sizes[k] * out[1]
@@ -304,13 +318,13 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, sizes):
                     _correct(c, xn, r, k * NX, dp * pk[k] / p_nat)
             xn[r, g0] = p_gpu
             p_dc = p_gpu + p_oh
-            p_ac = p_dc / _interp(p_dc / rp[7], psu[0], psu[1])
-            xn[r, g0 + 1] += p_ac * h / 3600.0
-            xn[r, g0 + 2] += max(dp, 0.0) * h / 3600.0
-            y[r, 0] += p_ac / sub
-            y[r, 1] += p_dc / sub
-            y[r, 2] += p_gpu / sub
-            y[r, 9] += clk / gpus * rp[13] / sub
+            p_ac = p_dc / _interp(p_dc * inv_rated, psu[0], psu[1])
+            xn[r, g0 + 1] += p_ac * wh
+            xn[r, g0 + 2] += max(dp, 0.0) * wh
+            y[r, 0] += p_ac * inv_sub
+            y[r, 1] += p_dc * inv_sub
+            y[r, 2] += p_gpu * inv_sub
+            y[r, 9] += clk * inv_gpus * rp[13] * inv_sub
             if dp < -1e-9 or (lim < rp[9] and throttled):
                 limited = 1.0
             if sub > 1:
@@ -363,6 +377,7 @@ class GpuRack(Asset):
         self._sched, self._offs = _pack(flat, gpu)
         self._cursor = self._offs[:-1] - 1
         self._memo = np.full((2, len(self._cursor)), np.nan)
+        self._capmemo = np.full((2, self.n), np.nan)
         self._rp = np.array([float(getattr(rack, name)) for name in _R]
                             + [rack.gpu_power_limit_min_w, gpu.power_limit_w,
                                rack.power_floor_w, rack.ramp_up_w_per_s,
@@ -388,7 +403,7 @@ class GpuRack(Asset):
         sub = substeps(dt)
         return _advance(float(t), float(dt), sub, x, u, self._c(dt / sub), self._rp,
                         self._psu, self._sched, self._offs, self._cursor, self._memo,
-                        self.sizes)
+                        self._capmemo, self.sizes)
 
     def run(self, t_end: float, dt: float, power_cap_w: float | np.ndarray = 0.0,
             t0: float = 0.0) -> dict[str, np.ndarray]:
@@ -430,7 +445,7 @@ class GpuRack(Asset):
         sub = substeps(dt)
         return _advance(float(w[0, 0]), dt, sub, x, w[:, 2:3].copy(), self._c(dt / sub),
                         self._rp, self._psu, self._sched, self._offs, self._cursor,
-                        self._memo, self.sizes)
+                        self._memo, self._capmemo, self.sizes)
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         """The continuous-time model with the held activities: the reference for
@@ -503,12 +518,13 @@ class GpuRack(Asset):
 
 
 def _pack(schedules: Sequence[Schedule], gpu: GpuParams) -> tuple[np.ndarray, np.ndarray]:
-    """Schedules as one array ``(5, entries)`` (start, seconds, activity, running
-    integral, load code) and the offsets of each schedule's entries."""
+    """Schedules as one array ``(entries, 5)`` (start, seconds, activity, running
+    integral, load code; an entry's fields side by side in memory) and the offsets of each
+    schedule's entries."""
     rows, offs = [], [0]
     for s in schedules:
         a = gpu_activity(gpu, s.load, s.mfu)
         cum = np.concatenate(([0.0], np.cumsum(a * s.seconds)[:-1])) if len(s) else a
-        rows.append(np.vstack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
+        rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
         offs.append(offs[-1] + len(s))
-    return np.hstack(rows) if rows else np.zeros((5, 0)), np.array(offs, dtype=np.int64)
+    return np.vstack(rows), np.array(offs, dtype=np.int64)

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from bench.errors import RecordingError
-from bench.traces import (beside, read_events, read_power_limit_w, read_trace, to_measured,
-                          write_columns, write_events)
+from bench.traces import (
+    beside,
+    read_events,
+    read_power_limit_w,
+    read_trace,
+    to_measured,
+    write_columns,
+    write_events,
+)
 from twin.workload import COMPUTE, Schedule
 
 
@@ -45,8 +52,8 @@ HEADER = "t_s,segment,load,power_w,energy_j,temp_c\n"
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    (HEADER + "0.0,a,idle,100,0,35\n0.01,a,idle,1O0,1,35\n", ":3: column 'power_w': '1O0' is "
-                                                             "not a finite number"),
+    (HEADER + "0.0,a,idle,100,0,35\n0.01,a,idle,1O0,1,35\n",
+     ":3: column 'power_w': '1O0' is not a finite number"),
     (HEADER + "0.0,a,idle,100,0,35\n0.01,a,idle,100,1\n", ":3: 5 fields, the header has 6"),
     (HEADER + "0.0,a,idle,100,0,35\n0.0,a,idle,100,1,35\n", ":3: column 't_s': 0 is not after"),
     (HEADER + "0.0,a,idle,nan,0,35\n", ":2: column 'power_w': 'nan' is not a finite number"),
@@ -82,8 +89,8 @@ def test_corrupt_gzip_and_missing_files(tmp_path, shared_data):
 @pytest.mark.parametrize(("text", "message"), [
     ('[{"t_s": 0, "load": "compute", "seconds": 1}', ":1: not valid JSON"),
     ('{"t_s": 0}', "expected a JSON list of events, got dict"),
-    ('[{"t_s": 0, "load": "comput", "seconds": 1}]', "entry 0: unknown load 'comput' (did you "
-                                                     "mean 'compute'?)"),
+    ('[{"t_s": 0, "load": "comput", "seconds": 1}]',
+     "entry 0: unknown load 'comput' (did you mean 'compute'?)"),
     ('[{"t_s": 0, "load": "idle", "seconds": -2}]', "entry 0: seconds must be >= 0"),
 ])
 def test_malformed_events_are_named(tmp_path, text, message):

@@ -10,8 +10,18 @@ import pytest
 
 from twin import params
 from twin.errors import ParameterError
-from twin.gpu import (H100_SXM, MAX_STEP_S, GpuParams, activity, dvfs_scale,
-                      idle_temperature_c, load_params, nvml_view, simulate, static_power_w)
+from twin.gpu import (
+    H100_SXM,
+    MAX_STEP_S,
+    GpuParams,
+    activity,
+    dvfs_scale,
+    idle_temperature_c,
+    load_params,
+    nvml_view,
+    simulate,
+    static_power_w,
+)
 from twin.gpu_fit import Measured, score
 from twin.workload import COMPUTE, IDLE, LIGHT, MEMORY, Schedule
 

@@ -9,8 +9,7 @@ from twin.errors import ParameterError, TwinError
 from twin.gpu import simulate, static_power_w
 from twin.rack import H100_8GPU, GpuRack, ac_power_w, fan_power_w, load_rack
 from twin.stepper import Stepper
-from twin.workload import (CHECKPOINT, COMPUTE, IDLE, Schedule, desynchronise,
-                           synchronous_training)
+from twin.workload import CHECKPOINT, COMPUTE, IDLE, Schedule, desynchronise, synchronous_training
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +145,7 @@ def test_time_may_restart(shipped, training):
 
 
 def test_bad_rack_input(shipped, tmp_path, training):
-    rack, gpu, temp = shipped
+    rack, gpu, _ = shipped
     with pytest.raises(TwinError, match="same number"):
         GpuRack(rack, gpu, [[training], [training, training]])
     with pytest.raises(TwinError, match="9 groups for 8 GPUs"):

@@ -7,8 +7,19 @@ import json
 import numpy as np
 import pytest
 
-from twin.workload import (CHECKPOINT, COMPUTE, IDLE, LOADS, MEMORY, Schedule, ScheduleError,
-                           concat, desynchronise, inference, synchronous_training)
+from twin.workload import (
+    CHECKPOINT,
+    COMPUTE,
+    IDLE,
+    LOADS,
+    MEMORY,
+    Schedule,
+    ScheduleError,
+    concat,
+    desynchronise,
+    inference,
+    synchronous_training,
+)
 
 
 def test_shared_schedules_read_with_their_loads_and_mfu(shared_data):

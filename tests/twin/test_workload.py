@@ -39,6 +39,13 @@ def test_shared_schedules_read_with_their_loads_and_mfu(shared_data):
     assert cal.segment[1] == "train_a"
 
 
+def test_other_tools_fields_are_ignored():
+    s = Schedule.from_entries([{"t_s": 0, "load": "compute", "seconds": 1, "step": 7,
+                                "tokens": 8192, "mfu": 0.3},
+                               {"t_s": 1, "load": "idle", "seconds": 1, "mfu": 0.2}])
+    assert len(s) == 2 and s.mfu[0] == 0.3
+
+
 def test_entries_round_trip():
     entries = [{"t_s": 0.0, "load": "compute", "seconds": 0.5, "mfu": 0.4, "segment": "a"},
                {"t_s": 0.5, "load": "memory", "seconds": 0.25},
@@ -53,9 +60,9 @@ def test_entries_round_trip():
     ([{"t_s": 0, "load": "compute", "seconds": -1}], "entry 0: seconds must be >= 0"),
     ([{"t_s": 0, "load": "comptue", "seconds": 1}], "did you mean 'compute'"),
     ([{"t_s": 0, "seconds": 1}], "entry 0: field 'load' is missing"),
-    ([{"t_s": 0, "load": "idle", "seconds": 1, "mfu": 0.5}], "only meaningful on compute"),
-    ([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": 1.5}], "mfu must be in (0, 1]"),
-    ([{"t_s": 0, "load": "idle", "seconds": 1, "lod": 1}], "unknown field 'lod'"),
+    ([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": 1.5}], "mfu must be in [0, 1]"),
+    ([{"t_s": 0, "load": "compute", "seconds": 1, "mfuu": 0.3}],
+     "unknown field 'mfuu' (did you mean 'mfu'?)"),
     ([{"t_s": "soon", "load": "idle", "seconds": 1}], "entry 0.t_s: expected a number"),
     ([{"t_s": 5, "load": "idle", "seconds": 1}, {"t_s": 1, "load": "idle", "seconds": 1}],
      "entry 1: t_s=1 is before the previous"),

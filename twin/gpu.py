@@ -14,13 +14,13 @@ idle and checkpoints; a compute step with a model FLOPs utilisation ``m`` has
 still streams memory like a copy, and its tensor-core power grows with the FLOP rate.
 
 The power limiter lowers the clock so that the *averaged* power stays at the limit ``L``:
-the card holds a budget ``B = min(r_burst L, L + k (L - P_avg))`` where ``P_avg`` is its
-running average of power (about one second), and moves the clock towards the highest clock
-whose power fits the budget, quickly down (``tau_down``) and slowly up (``tau_up``).  Hence
-the three regimes of the recordings: bursts shorter than the clock's response overshoot the
-limit (up to ~950 W on an H100 at 700 W), bursts up to a second sit near ``r_burst L``, and
-sustained load averages exactly ``L`` (the proportional law has no offset: ``P = L`` is its
-only fixed point).  Electrical power follows with one time constant (``tau_p``), and heat
+the card holds a budget ``B = min(r_burst L, L + k (L - P_avg) + I)`` where ``P_avg`` is
+its running average of power (about one second) and ``I`` integrates ``k_i (L - P_avg)``,
+and moves the clock towards the highest clock whose power fits the budget, quickly down
+(``tau_down``) and slowly up (``tau_up``).  Hence the three regimes of the recordings:
+bursts shorter than the clock's response overshoot the limit (up to ~950 W on an H100 at
+700 W), bursts up to a second sit near ``r_burst L``, and sustained load averages ``L``
+with a ripple, after a dip when the average first reaches it.  Electrical power follows with one time constant (``tau_p``), and heat
 flows die -> heat sink -> ambient through two thermal nodes, each a first-order lag.
 
 :func:`simulate` runs the model over a schedule on a fixed step (a numba kernel, about a
@@ -192,17 +192,18 @@ def idle_temperature_c(p: GpuParams) -> float:
 
 # --- the kernel -------------------------------------------------------------------------
 
-#: layout of the per-GPU state vector
 #: stages of the limiter's power average (a cascade of equal lags, close to the card's
 #: one-second moving average: it keeps rising after the power has dropped)
 AVG_STAGES = 3
+#: layout of the per-GPU state vector
 STATE_NAMES = ("clock_ratio", "p_w", "temp_die_c", "temp_sink_c") + tuple(
     f"p_avg{i}_w" for i in range(AVG_STAGES)) + ("limit_integral_w",)
 NX = len(STATE_NAMES)
-#: layout of the coefficient vector built by :func:`coefficients`
-_C = ("idle_w", "leak_w", "leak_temp_c", "temp_ref_c", "dynamic_w", "phi_min", "v_min",
-      "r_burst", "k", "a_dn", "a_up", "a_p", "m_p", "a_avg", "t11", "t12", "t21", "t22",
-      "b1p", "b1a", "b2p", "b2a", "ambient_c", "ki_dt", "inv_leak_temp", "v_slope")
+# Positions in the coefficient vector of :func:`coefficients` (numba folds these
+# module-level integers into constants).
+(C_IDLE, C_LEAK, C_TREF, C_INV_TLEAK, C_DYN, C_PHI_MIN, C_V_MIN, C_V_SLOPE, C_BURST, C_GAIN,
+ C_KI_DT, C_A_DOWN, C_A_UP, C_A_P, C_M_P, C_A_AVG, C_T11, C_T12, C_T21, C_T22, C_B1P, C_B1A,
+ C_B2P, C_B2A, C_AMBIENT, N_COEFFS) = range(26)
 
 
 def coefficients(p: GpuParams, dt: float) -> np.ndarray:
@@ -219,17 +220,22 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
     a_p = math.exp(-dt / p.power_tau_s) if p.power_tau_s > 0 else 0.0
     # Mean over the step of a first-order response, as a fraction of its start offset.
     m_p = (1.0 - a_p) * p.power_tau_s / dt if p.power_tau_s > 0 else 0.0
-    c = {"idle_w": p.idle_w, "leak_w": p.leak_w, "leak_temp_c": p.leak_temp_c,
-         "temp_ref_c": p.temp_ref_c, "dynamic_w": p.dynamic_w, "phi_min": p.clock_min_ratio,
-         "v_min": p.voltage_min, "r_burst": p.burst_limit_ratio, "k": p.limit_gain,
-         "a_dn": math.exp(-dt / p.clock_down_tau_s), "a_up": math.exp(-dt / p.clock_up_tau_s),
-         "a_p": a_p, "m_p": m_p, "a_avg": math.exp(-dt * AVG_STAGES / p.limit_avg_tau_s),
-         "t11": ad[0, 0], "t12": ad[0, 1], "t21": ad[1, 0], "t22": ad[1, 1],
-         "b1p": bd[0, 0], "b1a": bd[0, 1], "b2p": bd[1, 0], "b2a": bd[1, 1],
-         "ambient_c": p.ambient_c, "ki_dt": p.limit_integral_per_s * dt,
-         "inv_leak_temp": 1.0 / p.leak_temp_c,
-         "v_slope": (1.0 - p.voltage_min) / (1.0 - p.clock_min_ratio)}
-    return np.array([c[k] for k in _C])
+    c = np.empty(N_COEFFS)
+    c[C_IDLE], c[C_LEAK], c[C_TREF] = p.idle_w, p.leak_w, p.temp_ref_c
+    c[C_INV_TLEAK] = 1.0 / p.leak_temp_c
+    c[C_DYN] = p.dynamic_w
+    c[C_PHI_MIN], c[C_V_MIN] = p.clock_min_ratio, p.voltage_min
+    c[C_V_SLOPE] = (1.0 - p.voltage_min) / (1.0 - p.clock_min_ratio)
+    c[C_BURST], c[C_GAIN] = p.burst_limit_ratio, p.limit_gain
+    c[C_KI_DT] = p.limit_integral_per_s * dt
+    c[C_A_DOWN] = math.exp(-dt / p.clock_down_tau_s)
+    c[C_A_UP] = math.exp(-dt / p.clock_up_tau_s)
+    c[C_A_P], c[C_M_P] = a_p, m_p
+    c[C_A_AVG] = math.exp(-dt * AVG_STAGES / p.limit_avg_tau_s)
+    c[C_T11], c[C_T12], c[C_T21], c[C_T22] = ad[0, 0], ad[0, 1], ad[1, 0], ad[1, 1]
+    c[C_B1P], c[C_B1A], c[C_B2P], c[C_B2A] = bd[0, 0], bd[0, 1], bd[1, 0], bd[1, 1]
+    c[C_AMBIENT] = p.ambient_c
+    return c
 
 
 def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
@@ -244,8 +250,7 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
                     + [(p.burst_limit_ratio - 1.0) * p.power_limit_w])
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _voltage(phi, phi_min, v_min):
+def _voltage(phi: np.ndarray, phi_min: float, v_min: float) -> np.ndarray:
     return v_min + (1.0 - v_min) * (phi - phi_min) / (1.0 - phi_min)
 
 
@@ -270,6 +275,16 @@ def clock_for(need, phi_min, v_min, phi, iterations):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def thermal_step(c, temp_die_c, temp_sink_c, power_w):
+    """Die and heat-sink temperatures after one step with ``power_w`` held (exact)."""
+    die = (c[C_T11] * temp_die_c + c[C_T12] * temp_sink_c + c[C_B1P] * power_w
+           + c[C_B1A] * c[C_AMBIENT])
+    sink = (c[C_T21] * temp_die_c + c[C_T22] * temp_sink_c + c[C_B2P] * power_w
+            + c[C_B2A] * c[C_AMBIENT])
+    return die, sink
+
+
+@numba.njit(cache=True, error_model="numpy")
 def gpu_step(c, x, r, o, act, limit_w, out):
     """Advance the GPU state ``x[r, o:o + NX]`` (in place) over one step.
 
@@ -283,29 +298,28 @@ def gpu_step(c, x, r, o, act, limit_w, out):
     tsink = x[r, o + 3]
     pavg = x[r, o + 3 + AVG_STAGES]
     integ = x[r, o + 4 + AVG_STAGES]
-    pstat = c[0] + c[1] * (math.exp((tdie - c[3]) * c[24]) - 1.0)
-    dyn = act * c[4]
-    budget = min(c[7] * limit_w, limit_w + c[8] * (limit_w - pavg) + integ)
+    pstat = c[C_IDLE] + c[C_LEAK] * (math.exp((tdie - c[C_TREF]) * c[C_INV_TLEAK]) - 1.0)
+    dyn = act * c[C_DYN]
+    budget = min(c[C_BURST] * limit_w, limit_w + c[C_GAIN] * (limit_w - pavg) + integ)
     if dyn > 1e-9:
-        target = clock_for((budget - pstat) / dyn, c[5], c[6], phi, 1)
+        target = clock_for((budget - pstat) / dyn, c[C_PHI_MIN], c[C_V_MIN], phi, 1)
     else:
         target = 1.0
-    a = c[9] if target < phi else c[10]
+    a = c[C_A_DOWN] if target < phi else c[C_A_UP]
     phin = target + (phi - target) * a
     phim = 0.5 * (phi + phin)
-    v = c[6] + c[25] * (phim - c[5])
+    v = c[C_V_MIN] + c[C_V_SLOPE] * (phim - c[C_PHI_MIN])
     ptarget = pstat + dyn * phim * v * v
-    pmean = ptarget + (pe - ptarget) * c[12]
+    pmean = ptarget + (pe - ptarget) * c[C_M_P]
     x[r, o] = phin
-    x[r, o + 1] = ptarget + (pe - ptarget) * c[11]
-    x[r, o + 2] = c[14] * tdie + c[15] * tsink + c[18] * pmean + c[19] * c[22]
-    x[r, o + 3] = c[16] * tdie + c[17] * tsink + c[20] * pmean + c[21] * c[22]
+    x[r, o + 1] = ptarget + (pe - ptarget) * c[C_A_P]
+    x[r, o + 2], x[r, o + 3] = thermal_step(c, tdie, tsink, pmean)
     u = pmean
     for i in range(o + 4, o + 4 + AVG_STAGES):
-        x[r, i] = u + (x[r, i] - u) * c[13]
+        x[r, i] = u + (x[r, i] - u) * c[C_A_AVG]
         u = x[r, i]
-    span = (c[7] - 1.0) * limit_w
-    x[r, o + 4 + AVG_STAGES] = min(max(integ + c[23] * (limit_w - pavg), -span), span)
+    span = (c[C_BURST] - 1.0) * limit_w
+    x[r, o + 4 + AVG_STAGES] = min(max(integ + c[C_KI_DT] * (limit_w - pavg), -span), span)
     out[0] = pmean
     out[1] = phim
     out[2] = tdie

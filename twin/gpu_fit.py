@@ -31,7 +31,7 @@ import numpy as np
 import scipy.optimize
 
 from twin.errors import TwinError
-from twin.gpu import GpuParams, Prediction, coefficients, simulate, static_power_w
+from twin.gpu import GpuParams, Prediction, coefficients, simulate, static_power_w, thermal_step
 from twin.workload import CHECKPOINT, IDLE, LIGHT, MEMORY, Schedule
 
 #: idle windows closer than this to the end of a load are left out of the static fit [s]
@@ -181,9 +181,7 @@ def _thermal_run(c, tdie, tsink, power_w):
     out = np.empty(n)
     for k in range(n):
         out[k] = tdie
-        td = c[14] * tdie + c[15] * tsink + c[18] * power_w[k] + c[19] * c[22]
-        tsink = c[16] * tdie + c[17] * tsink + c[20] * power_w[k] + c[21] * c[22]
-        tdie = td
+        tdie, tsink = thermal_step(c, tdie, tsink, power_w[k])
     return out
 
 

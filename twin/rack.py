@@ -52,6 +52,9 @@ from twin import params as _params
 from twin.errors import ParameterError, TwinError
 from twin.gpu import (
     AVG_STAGES,
+    C_A_AVG,
+    C_B1P,
+    C_B2P,
     NX,
     STATE_NAMES,
     GpuParams,
@@ -224,9 +227,9 @@ def _correct(c, x, r, o, dp):
     and its limiter see it.  The kernel's thermal and averaging updates are linear in the
     step's power, so this is exact.
     """
-    x[r, o + 2] += c[18] * dp
-    x[r, o + 3] += c[20] * dp
-    f = 1.0 - c[13]
+    x[r, o + 2] += c[C_B1P] * dp
+    x[r, o + 3] += c[C_B2P] * dp
+    f = 1.0 - c[C_A_AVG]
     g = f
     for i in range(o + 4, o + 4 + AVG_STAGES):
         x[r, i] += g * dp

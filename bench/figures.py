@@ -1,0 +1,53 @@
+"""Report figures as PNG files (matplotlib, Agg backend, no global pyplot state).
+
+Each function takes plain data, writes one figure and returns its path, so ``gridloop
+report`` and the commands that end in a figure share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from twin.spectrum import BAND_HZ, Spectrum, spectrum
+
+
+def spectrum_figure(out: str | Path, series: Mapping[str, tuple[np.ndarray, float] | Spectrum],
+                    band_hz: tuple[float, float] = BAND_HZ, title: str | None = None
+                    ) -> Path:
+    """Power spectral density of rack and node power with the share in a band.
+
+    Parameters
+    ----------
+    out : PNG file to write.
+    series : name -> ``(power_w, dt)`` (evenly sampled power [W] every dt [s]) or a
+        precomputed :class:`twin.spectrum.Spectrum`; e.g. ``{"rack": ..., "node": ...}``.
+    band_hz : band to shade and whose share of the variance is annotated. [Hz]
+    title : figure title.
+    """
+    if not series:
+        raise ValueError("spectrum_figure: no series to plot")
+    fig = Figure(figsize=(8.0, 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, s in series.items():
+        sp = s if isinstance(s, Spectrum) else spectrum(s[0], s[1], band_hz)
+        f, psd = sp.f_hz[1:], sp.psd_w2_per_hz[1:]
+        ax.loglog(f, np.maximum(psd, 1e-12), lw=1.0,
+                  label=f"{name}: {100 * sp.band_share:.0f} % of variance in band, "
+                        f"peak {sp.peak_hz:.2f} Hz, std {sp.std_w:.0f} W")
+    ax.axvspan(band_hz[0], band_hz[1], color="tab:orange", alpha=0.12,
+               label=f"band {band_hz[0]:g}-{band_hz[1]:g} Hz")
+    ax.set_xlabel("frequency [Hz]")
+    ax.set_ylabel("power spectral density [W$^2$/Hz]")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title or "Power spectral density")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, format="png")
+    return out

@@ -1,0 +1,126 @@
+"""``gridloop gpu``: fit, predict, score and spectrum, run in-process on the shared data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.traces import read_trace
+from twin import params
+from twin.gpu import H100_SXM, load_params, simulate
+from twin.workload import Schedule
+
+CAL = "h100_power_calibration"
+FAST = "h100_power_fast"
+
+
+def test_predict_writes_power_and_the_nvml_view(shared_data, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    events = shared_data / f"{CAL}.events.json"
+    assert main(["gpu", "predict", str(H100_SXM), "--events", str(events),
+                 "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert out.read_text().splitlines()[0] == "t_s,power_w,power_nvml_w,temp_c,sm_clock_mhz"
+    tr = read_trace(out)
+    np.testing.assert_allclose(np.diff(tr["t_s"]), 0.01, atol=1e-6)
+    p, temp = load_params(H100_SXM)
+    sched = Schedule.from_entries(json.loads(events.read_text()))
+    pred = simulate(p, sched, 0.01, temp_die_c=temp)
+    np.testing.assert_allclose(tr["power_w"], pred.power_w, atol=1e-3)
+    # The one-second average lags the instantaneous power but keeps its energy.
+    assert tr["power_nvml_w"].sum() == pytest.approx(tr["power_w"].sum(), rel=0.01)
+    assert 700 < tr["power_w"].max() < 1000
+    assert main(["gpu", "predict", str(H100_SXM), "--events", str(events), "--out",
+                 str(tmp_path / "coarse.csv"), "--dt", "0.1", "--temp-c", "50"]) == 0
+    coarse = read_trace(tmp_path / "coarse.csv")
+    assert coarse["temp_c"][0] == 50.0 and len(coarse) == pytest.approx(len(tr) / 10, abs=2)
+
+
+def test_score_prints_the_three_figures(shared_data, capsys):
+    assert main(["gpu", "score", str(H100_SXM), str(shared_data / f"{CAL}.csv.gz"),
+                 str(shared_data / f"{FAST}.csv.gz"), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["recording"] for r in rows] == [CAL, FAST]
+    for r in rows:
+        assert r["window_error_energy"] < 0.03 and abs(r["energy_error"]) < 0.01
+        assert r["temp_error_c"] < 2.0
+    assert main(["gpu", "score", str(H100_SXM), str(shared_data / f"{FAST}.csv.gz"),
+                 "--span", "72.87:"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{FAST}: window ") and "energy " in line and "degC" in line
+
+
+@pytest.mark.slow
+def test_fit_predict_score_round_trip(shared_data, tmp_path, capsys):
+    gpu = tmp_path / "gpu.toml"
+    cal = shared_data / f"{CAL}.csv.gz"
+    fast = shared_data / f"{FAST}.csv.gz"
+    prior = H100_SXM.with_name("gpu_h100_sxm_prior.toml")
+    assert main(["gpu", "fit", str(cal), str(fast), "--span", ":", "--span", ":72.87",
+                 "--start", str(prior), "--out", str(gpu)]) == 0
+    out = capsys.readouterr().out
+    assert "held out h100_power_fast" in out
+    pset = params.load(gpu)
+    assert pset.kind == "gpu" and pset.meta["fitted_on"]
+    roles = {(r["recording"], r["role"]) for r in pset.meta["accuracy"]}
+    assert roles == {(CAL, "fit"), (FAST, "fit"), (FAST, "held out")}
+    assert pset.params["power_limit_w"] == 700.0  # from the meta.json beside the trace
+    pred = tmp_path / "pred.csv"
+    assert main(["gpu", "predict", str(gpu), "--events",
+                 str(shared_data / f"{FAST}.events.json"), "--out", str(pred)]) == 0
+    energy = read_trace(pred)["power_w"].sum() * 0.01
+    measured = read_trace(fast)["energy_j"][-1]
+    assert energy == pytest.approx(measured, rel=0.02)
+    capsys.readouterr()
+    assert main(["gpu", "score", str(gpu), str(fast), "--span", "72.87:", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["window_error_energy"] < 0.022 and abs(held["energy_error"]) < 0.01
+
+
+def test_spectrum_command_writes_a_figure(shared_data, tmp_path, capsys):
+    from twin.workload import synchronous_training
+
+    events = tmp_path / "train.events.json"
+    events.write_text(json.dumps(synchronous_training(0.5, 0.6, 0.2, stop_s=60.0).to_entries()))
+    fig = tmp_path / "psd.png"
+    assert main(["gpu", "spectrum", "--events", str(events), "--out", str(fig),
+                 "--groups", "2", "--spread", "0.1"]) == 0
+    out = capsys.readouterr().out
+    rack = next(line for line in out.splitlines() if line.startswith("rack (AC):"))
+    assert float(rack.split("peak ")[1].split(" Hz")[0]) == pytest.approx(2.0, abs=0.02)
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["gpu", "predict", "P", "--events", "{missing}", "--out", "{tmp}/p.csv"],
+     "no such events file"),
+    (["gpu", "predict", "{tmp}/none.toml", "--events", "{events}", "--out", "{tmp}/p.csv"],
+     "none.toml: no such parameter file"),
+    (["gpu", "score", "P", "{cal}", "{cal}", "--events", "{events}"],
+     "--events names the schedule of a single trace"),
+    (["gpu", "score", "P", "{cal}", "--span", "9:3"], "--span '9:3': expected T0:T1"),
+    (["gpu", "score", "P", "{cal}", "--span", ":", "--span", ":"], "--span given 2 times"),
+    (["gpu", "fit", "{tmp}/bad.csv", "--events", "{events}", "--out", "{tmp}/g.toml"],
+     "bad.csv:3: column 'energy_j'"),
+])
+def test_bad_input_exits_2_with_one_line(shared_data, tmp_path, capsys, argv, message):
+    (tmp_path / "bad.csv").write_text("t_s,energy_j,temp_c\n0,0,30\n0.1,x,30\n")
+    fill = {"missing": str(tmp_path / "missing.events.json"), "tmp": str(tmp_path),
+            "events": str(shared_data / f"{CAL}.events.json"),
+            "cal": str(shared_data / f"{CAL}.csv.gz")}
+    argv = [str(H100_SXM) if a == "P" else a.format(**fill) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gridloop: error: ") and message in err and "\n" not in err
+
+
+def test_help_lists_the_actions(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["gpu", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for action in ("fit", "predict", "score", "spectrum"):
+        assert action in out

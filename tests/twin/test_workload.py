@@ -1,0 +1,161 @@
+"""Workload schedules: the events format, exact step means, and the generators."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from twin.workload import (
+    CHECKPOINT,
+    COMPUTE,
+    IDLE,
+    LOADS,
+    MEMORY,
+    Schedule,
+    ScheduleError,
+    concat,
+    desynchronise,
+    inference,
+    synchronous_training,
+)
+
+
+def test_shared_schedules_read_with_their_loads_and_mfu(shared_data):
+    cal = Schedule.from_entries(json.loads(
+        (shared_data / "h100_power_calibration.events.json").read_text()))
+    fast = Schedule.from_entries(json.loads(
+        (shared_data / "h100_power_fast.events.json").read_text()))
+    assert len(cal) == 215
+    assert set(np.unique(cal.load)) == {LOADS[n] for n in ("idle", "compute", "memory", "light")}
+    assert np.isnan(cal.mfu).all()
+    has = ~np.isnan(fast.mfu)
+    assert has.sum() == 881 and (fast.load[has] == COMPUTE).all()
+    assert 0.15 < fast.mfu[has].min() and fast.mfu[has].max() < 0.3
+    assert (fast.load == CHECKPOINT).sum() == 24
+    # Entries tile time: the recorder's sub-millisecond overlaps are trimmed.
+    assert np.all(fast.t_s[:-1] + fast.seconds[:-1] <= fast.t_s[1:] + 1e-12)
+    assert cal.segment[1] == "train_a"
+
+
+def test_other_tools_fields_are_ignored():
+    s = Schedule.from_entries([{"t_s": 0, "load": "compute", "seconds": 1, "step": 7,
+                                "tokens": 8192, "mfu": 0.3},
+                               {"t_s": 1, "load": "idle", "seconds": 1, "mfu": 0.2}])
+    assert len(s) == 2 and s.mfu[0] == 0.3
+
+
+def test_entries_round_trip():
+    entries = [{"t_s": 0.0, "load": "compute", "seconds": 0.5, "mfu": 0.4, "segment": "a"},
+               {"t_s": 0.5, "load": "memory", "seconds": 0.25},
+               {"t_s": 1.0, "load": "checkpoint", "seconds": 2.0}]
+    s = Schedule.from_entries(entries)
+    assert Schedule.from_entries(s.to_entries()).to_entries() == s.to_entries()
+    assert s.to_entries()[0] == entries[0]
+    assert s.end_s == 3.0
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ([{"t_s": 0, "load": "compute", "seconds": -1}], "entry 0: seconds must be >= 0"),
+    ([{"t_s": 0, "load": "comptue", "seconds": 1}], "did you mean 'compute'"),
+    ([{"t_s": 0, "seconds": 1}], "entry 0: field 'load' is missing"),
+    ([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": 1.5}], "mfu must be in [0, 1]"),
+    ([{"t_s": 0, "load": "compute", "seconds": 1, "mfuu": 0.3}],
+     "unknown field 'mfuu' (did you mean 'mfu'?)"),
+    ([{"t_s": "soon", "load": "idle", "seconds": 1}], "entry 0.t_s: expected a number"),
+    ([{"t_s": 5, "load": "idle", "seconds": 1}, {"t_s": 1, "load": "idle", "seconds": 1}],
+     "entry 1: t_s=1 is before the previous"),
+    ([{"t_s": 0, "load": "idle", "seconds": 2}, {"t_s": 1, "load": "idle", "seconds": 1}],
+     "entry 1: starts at t_s=1, before entry 0 ends at 2"),
+    (["compute"], "entry 0: expected an object"),
+])
+def test_malformed_entries_are_named(entries, message):
+    with pytest.raises(ScheduleError) as exc:
+        Schedule.from_entries(entries)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_step_means_are_exact_for_entries_shorter_than_a_step():
+    s = Schedule.from_entries([{"t_s": 0.03, "load": "compute", "seconds": 0.02},
+                               {"t_s": 0.15, "load": "compute", "seconds": 0.1}])
+    v = np.array([1.0, 2.0])
+    m = s.step_means(v, 0.0, 0.1, 3)
+    np.testing.assert_allclose(m, [0.2, 1.0, 1.0])
+    # The integral of what follows from a schedule does not depend on the step.
+    fine = s.step_means(v, 0.0, 0.001, 300).sum() * 0.001
+    np.testing.assert_allclose(m.sum() * 0.1, fine)
+    # Idle time counts as idle_value.
+    np.testing.assert_allclose(s.step_means(v, 0.0, 0.1, 1, idle_value=5.0), [0.2 + 0.8 * 5])
+
+
+def test_lookups_and_windows():
+    s = Schedule.from_entries([{"t_s": 1.0, "load": "memory", "seconds": 1.0},
+                               {"t_s": 3.0, "load": "compute", "seconds": 1.0}])
+    np.testing.assert_array_equal(s.load_at([0.5, 1.0, 1.99, 2.5, 3.5, 9.0]),
+                                  [IDLE, MEMORY, MEMORY, IDLE, COMPUTE, IDLE])
+    w = s.window(1.5, 3.5)
+    np.testing.assert_allclose(w.t_s, [1.5, 3.0])
+    np.testing.assert_allclose(w.seconds, [0.5, 0.5])
+    both = concat([s, s.shifted(10.0)])
+    assert len(both) == 4 and both.end_s == 14.0
+
+
+def test_synchronous_training_steps_checkpoints_and_span():
+    s = synchronous_training(0.5, 0.6, 0.2, start_s=2.0, stop_s=32.0,
+                             checkpoint_every_steps=10, checkpoint_s=1.5)
+    assert s.start_s == pytest.approx(2.0) and s.end_s == pytest.approx(32.0)
+    comp = s.load == COMPUTE
+    np.testing.assert_allclose(s.seconds[comp], 0.3)
+    np.testing.assert_allclose(s.seconds[s.load == MEMORY], 0.1)
+    starts = s.t_s[comp]
+    # Ten steps of 0.5 s, then a 1.5 s checkpoint, then the next steps.
+    assert np.diff(starts[:10]) == pytest.approx(0.5)
+    assert starts[10] - starts[9] == pytest.approx(0.5 + 1.5)
+    ck = s.t_s[s.load == CHECKPOINT]
+    assert len(ck) == 4
+    assert np.diff(ck) == pytest.approx(6.5)
+    assert np.isnan(s.mfu).all()
+
+
+def test_training_jitter_is_seeded_and_lowers_mfu_of_slow_steps():
+    a = synchronous_training(1.0, 0.8, mfu=0.4, stop_s=50, jitter=0.1, seed=3)
+    b = synchronous_training(1.0, 0.8, mfu=0.4, stop_s=50, jitter=0.1, seed=3)
+    c = synchronous_training(1.0, 0.8, mfu=0.4, stop_s=50, jitter=0.1, seed=4)
+    assert a.to_entries() == b.to_entries()
+    assert a.to_entries() != c.to_entries()
+    comp = a.load == COMPUTE
+    # The same FLOPs in more time: mfu x compute time is constant.
+    np.testing.assert_allclose(a.mfu[comp] * a.seconds[comp], 0.4 * 0.8, rtol=1e-6)
+
+
+def test_training_rejects_impossible_fractions():
+    with pytest.raises(ScheduleError):
+        synchronous_training(1.0, 0.8, 0.3)
+    with pytest.raises(ScheduleError):
+        synchronous_training(0.0, 0.5)
+
+
+def test_inference_is_seeded_with_prefill_decode_and_idle():
+    a = inference(60.0, 2.0, seed=1)
+    assert a.to_entries() == inference(60.0, 2.0, seed=1).to_entries()
+    segs = set(a.segment)
+    assert {"prefill", "decode", "serve"} <= segs
+    pre = np.array([s == "prefill" for s in a.segment])
+    dec = np.array([s == "decode" for s in a.segment])
+    assert (a.mfu[pre] == 0.45).all() and (a.mfu[dec] == 0.05).all()
+    assert a.end_s <= 60.0 + 1e-9
+    busy = a.seconds[a.load != IDLE].sum()
+    busier = inference(60.0, 20.0, seed=1)
+    assert busier.seconds[busier.load != IDLE].sum() > busy
+
+
+def test_desynchronise_spreads_offsets():
+    s = synchronous_training(1.0, 0.5, stop_s=10)
+    copies = desynchronise(s, 4, 0.3, seed=2)
+    offsets = sorted(c.t_s[0] - s.t_s[0] for c in copies)
+    np.testing.assert_allclose(offsets, [0.0, 0.1, 0.2, 0.3])
+    assert [c.t_s[0] for c in copies] == [c.t_s[0] for c in desynchronise(s, 4, 0.3, seed=2)]
+    with pytest.raises(ScheduleError):
+        desynchronise(s, 0, 0.1)

@@ -1,0 +1,441 @@
+"""Electrical and thermal model of one GPU, driven by a workload schedule.
+
+The board power of a GPU is a static part that grows with die temperature (leakage) plus a
+dynamic part set by what the chip is doing (its activity) and by its clock::
+
+    P      = P_static(T_die) + P_dyn_max * a * s(phi)
+    P_static(T) = P_idle + P_leak * (exp((T - T_ref) / T_leak) - 1)
+    s(phi) = phi * v(phi)**2        dynamic power ~ f V^2, V linear in f over the DVFS range
+
+``phi`` is the SM clock over its maximum.  Activity ``a`` is 1 for saturated tensor cores
+(large bf16 matrix products), a fitted constant for memory-bound and light loads, 0 for
+idle and checkpoints; a compute step with a model FLOPs utilisation ``m`` has
+``a = a_mem + (1 - a_mem) * min(1, m / m_sat)``: a step that does no useful arithmetic
+still streams memory like a copy, and its tensor-core power grows with the FLOP rate.
+
+The power limiter lowers the clock so that the *averaged* power stays at the limit ``L``:
+the card holds a budget ``B = min(r_burst L, L + k (L - P_avg) + I)`` where ``P_avg`` is
+its running average of power (about one second) and ``I`` integrates ``k_i (L - P_avg)``,
+and moves the clock towards the highest clock whose power fits the budget, quickly down
+(``tau_down``) and slowly up (``tau_up``).  Hence the three regimes of the recordings:
+bursts shorter than the clock's response overshoot the limit (up to ~950 W on an H100 at
+700 W), bursts up to a second sit near ``r_burst L``, and sustained load averages ``L``
+with a ripple, after a dip when the average first reaches it.  Electrical power follows with one time constant (``tau_p``), and heat
+flows die -> heat sink -> ambient through two thermal nodes, each a first-order lag.
+
+:func:`simulate` runs the model over a schedule on a fixed step (a numba kernel, about a
+million steps a second); :func:`nvml_view` turns its power into what NVML would report.
+The equations, the fit and the accuracy are in ``docs/gpu-model.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from twin import params as _params
+from twin.errors import ParameterError
+from twin.stepper import discretise
+from twin.workload import CHECKPOINT, COMPUTE, LIGHT, MEMORY, Schedule
+
+#: longest step the kernel takes; longer steps are split [s]
+MAX_STEP_S = 0.01
+#: the parameter set fitted to the shared H100 recordings, shipped with the package
+H100_SXM = Path(__file__).with_name("data") / "gpu_h100_sxm.toml"
+
+
+@dataclass(frozen=True)
+class GpuParams:
+    """Parameters of one GPU (see the module docstring for the equations)."""
+
+    #: default power limit of the card, L [W]
+    power_limit_w: float
+    #: board power when idle at ``temp_ref_c``, P_idle [W]
+    idle_w: float
+    #: leakage part of the static power at ``temp_ref_c``, P_leak [W]
+    leak_w: float
+    #: temperature rise that multiplies leakage by e, T_leak [degC]
+    leak_temp_c: float
+    #: dynamic power of saturated tensor cores at the maximum clock, P_dyn_max [W]
+    dynamic_w: float
+    #: activity of memory-bound kernels (copies, collectives), a_mem [fraction]
+    activity_memory: float
+    #: activity of small kernels with gaps, a_light [fraction]
+    activity_light: float
+    #: model FLOPs utilisation at which a step draws like saturated tensor cores [fraction]
+    mfu_saturation: float
+    #: relative core voltage at the lowest clock, v(phi_min) [fraction]
+    voltage_min: float
+    #: short-term power the limiter allows, as a multiple of the limit, r_burst [-]
+    burst_limit_ratio: float
+    #: gain of the limiter on the averaged-power error, k [-]
+    limit_gain: float
+    #: time constant of the limiter's power average [s]
+    limit_avg_tau_s: float
+    #: integral gain of the limiter, removes its offset under oscillation [1/s]
+    limit_integral_per_s: float
+    #: time constant of clock reductions [s]
+    clock_down_tau_s: float
+    #: time constant of clock recoveries [s]
+    clock_up_tau_s: float
+    #: time constant of electrical power following the demand, tau_p [s]
+    power_tau_s: float
+    #: thermal resistance die to heat sink [degC/W]
+    r_die_c_per_w: float
+    #: thermal time constant of the die node [s]
+    tau_die_s: float
+    #: thermal resistance heat sink to ambient [degC/W]
+    r_sink_c_per_w: float
+    #: thermal time constant of the heat-sink node [s]
+    tau_sink_s: float
+    #: cooling air or coolant temperature [degC]
+    ambient_c: float
+    #: activity of a checkpoint (weights copied to the host) [fraction]
+    activity_checkpoint: float = 0.0
+    #: reference temperature of ``idle_w`` and ``leak_w``, T_ref [degC]
+    temp_ref_c: float = 40.0
+    #: maximum SM clock [MHz]
+    clock_max_mhz: float = 1980.0
+    #: lowest clock the limiter uses [MHz]
+    clock_min_mhz: float = 795.0
+
+    def __post_init__(self) -> None:
+        positive = ("power_limit_w", "idle_w", "leak_temp_c", "dynamic_w", "mfu_saturation",
+                    "voltage_min", "limit_avg_tau_s", "clock_down_tau_s", "clock_up_tau_s",
+                    "r_die_c_per_w", "tau_die_s", "r_sink_c_per_w", "tau_sink_s",
+                    "clock_max_mhz", "clock_min_mhz")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ParameterError(f"params.{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("leak_w", "power_tau_s", "limit_gain", "limit_integral_per_s"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"params.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("activity_memory", "activity_light", "activity_checkpoint"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ParameterError(f"params.{name}: must be in [0, 1], "
+                                     f"got {getattr(self, name)}")
+        if self.burst_limit_ratio < 1:
+            raise ParameterError("params.burst_limit_ratio: must be >= 1, "
+                                 f"got {self.burst_limit_ratio}")
+        if self.clock_min_mhz >= self.clock_max_mhz:
+            raise ParameterError("params.clock_min_mhz: must be below clock_max_mhz")
+
+    @property
+    def clock_min_ratio(self) -> float:
+        """Lowest clock over the maximum, phi_min [fraction]."""
+        return self.clock_min_mhz / self.clock_max_mhz
+
+    def replace(self, **changes: float) -> GpuParams:
+        return dataclasses.replace(self, **changes)
+
+
+def load_params(path: str | Path = H100_SXM) -> tuple[GpuParams, float | None]:
+    """Read a ``kind = "gpu"`` parameter file: the parameters and the initial die
+    temperature (``[initial] temp_c``, None for the idle steady state)."""
+    pset = _params.load(path)
+    if pset.kind != "gpu":
+        raise ParameterError(f"{path}: meta.kind is '{pset.kind}', expected 'gpu'")
+    try:
+        p = _params.from_mapping(GpuParams, pset.params)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: {exc}") from None
+    temp = pset.initial.get("temp_c")
+    if temp is not None and (isinstance(temp, bool) or not isinstance(temp, (int, float))):
+        raise ParameterError(f"{path}: initial.temp_c: expected a number, got {temp!r}")
+    return p, None if temp is None else float(temp)
+
+
+# --- pure functions ---------------------------------------------------------------------
+
+
+def static_power_w(p: GpuParams, temp_die_c: np.ndarray | float) -> np.ndarray:
+    """Idle floor and leakage at a die temperature. [W]"""
+    t = np.asarray(temp_die_c, dtype=float)
+    return p.idle_w + p.leak_w * np.expm1((t - p.temp_ref_c) / p.leak_temp_c)
+
+
+def dvfs_scale(p: GpuParams, clock_ratio: np.ndarray | float) -> np.ndarray:
+    """Dynamic power at a clock relative to the maximum clock, ``phi v(phi)^2``. [-]"""
+    phi = np.asarray(clock_ratio, dtype=float)
+    v = _voltage(phi, p.clock_min_ratio, p.voltage_min)
+    return phi * v * v
+
+
+def activity(p: GpuParams, load: np.ndarray, mfu: np.ndarray) -> np.ndarray:
+    """Activity of each schedule entry, 0 (idle) to 1 (saturated tensor cores). [fraction]"""
+    load = np.asarray(load)
+    mfu = np.asarray(mfu, dtype=float)
+    a = np.zeros(load.shape)
+    a[load == MEMORY] = p.activity_memory
+    a[load == LIGHT] = p.activity_light
+    a[load == CHECKPOINT] = p.activity_checkpoint
+    comp = load == COMPUTE
+    a[comp] = 1.0
+    has = comp & ~np.isnan(mfu)
+    a[has] = p.activity_memory + (1.0 - p.activity_memory) * np.minimum(
+        1.0, mfu[has] / p.mfu_saturation)
+    return a
+
+
+def idle_temperature_c(p: GpuParams) -> float:
+    """Die temperature of an idle card in steady state (fixed point of leakage and heat). [degC]"""
+    t = p.ambient_c
+    for _ in range(50):
+        t = p.ambient_c + (p.r_die_c_per_w + p.r_sink_c_per_w) * float(static_power_w(p, t))
+    return t
+
+
+# --- the kernel -------------------------------------------------------------------------
+
+#: stages of the limiter's power average (a cascade of equal lags, close to the card's
+#: one-second moving average: it keeps rising after the power has dropped)
+AVG_STAGES = 3
+#: layout of the per-GPU state vector
+STATE_NAMES = ("clock_ratio", "p_w", "temp_die_c", "temp_sink_c") + tuple(
+    f"p_avg{i}_w" for i in range(AVG_STAGES)) + ("limit_integral_w",)
+NX = len(STATE_NAMES)
+# Positions in the coefficient vector of :func:`coefficients` (numba folds these
+# module-level integers into constants).
+(C_IDLE, C_LEAK, C_TREF, C_INV_TLEAK, C_DYN, C_PHI_MIN, C_V_MIN, C_V_SLOPE, C_BURST, C_GAIN,
+ C_KI_DT, C_A_DOWN, C_A_UP, C_A_P, C_M_P, C_A_AVG, C_T11, C_T12, C_T21, C_T22, C_B1P, C_B1A,
+ C_B2P, C_B2A, C_AMBIENT, N_COEFFS) = range(26)
+
+
+def coefficients(p: GpuParams, dt: float) -> np.ndarray:
+    """The model's numbers for a step of ``dt``, exponentials precomputed, as one array."""
+    if not dt > 0:
+        raise ParameterError(f"time step must be > 0, got {dt}")
+    g = 1.0 / p.r_die_c_per_w
+    h = 1.0 / p.r_sink_c_per_w
+    c_die = p.tau_die_s * g
+    c_sink = p.tau_sink_s * h
+    a = np.array([[-g / c_die, g / c_die], [g / c_sink, -(g + h) / c_sink]])
+    b = np.array([[1.0 / c_die, 0.0], [0.0, h / c_sink]])
+    ad, bd = discretise(a, b, dt)
+    a_p = math.exp(-dt / p.power_tau_s) if p.power_tau_s > 0 else 0.0
+    # Mean over the step of a first-order response, as a fraction of its start offset.
+    m_p = (1.0 - a_p) * p.power_tau_s / dt if p.power_tau_s > 0 else 0.0
+    c = np.empty(N_COEFFS)
+    c[C_IDLE], c[C_LEAK], c[C_TREF] = p.idle_w, p.leak_w, p.temp_ref_c
+    c[C_INV_TLEAK] = 1.0 / p.leak_temp_c
+    c[C_DYN] = p.dynamic_w
+    c[C_PHI_MIN], c[C_V_MIN] = p.clock_min_ratio, p.voltage_min
+    c[C_V_SLOPE] = (1.0 - p.voltage_min) / (1.0 - p.clock_min_ratio)
+    c[C_BURST], c[C_GAIN] = p.burst_limit_ratio, p.limit_gain
+    c[C_KI_DT] = p.limit_integral_per_s * dt
+    c[C_A_DOWN] = math.exp(-dt / p.clock_down_tau_s)
+    c[C_A_UP] = math.exp(-dt / p.clock_up_tau_s)
+    c[C_A_P], c[C_M_P] = a_p, m_p
+    c[C_A_AVG] = math.exp(-dt * AVG_STAGES / p.limit_avg_tau_s)
+    c[C_T11], c[C_T12], c[C_T21], c[C_T22] = ad[0, 0], ad[0, 1], ad[1, 0], ad[1, 1]
+    c[C_B1P], c[C_B1A], c[C_B2P], c[C_B2A] = bd[0, 0], bd[0, 1], bd[1, 0], bd[1, 1]
+    c[C_AMBIENT] = p.ambient_c
+    return c
+
+
+def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
+    """State of a card that has idled long enough for its power and clock to settle.
+
+    ``temp_die_c`` None means thermal steady state too; a given die temperature puts the
+    heat sink where it would be at that die temperature with idle power flowing.
+    """
+    t = idle_temperature_c(p) if temp_die_c is None else float(temp_die_c)
+    ps = float(static_power_w(p, t))
+    return np.array([1.0, ps, t, t - p.r_die_c_per_w * ps] + [ps] * AVG_STAGES
+                    + [(p.burst_limit_ratio - 1.0) * p.power_limit_w])
+
+
+def _voltage(phi: np.ndarray, phi_min: float, v_min: float) -> np.ndarray:
+    return v_min + (1.0 - v_min) * (phi - phi_min) / (1.0 - phi_min)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def clock_for(need, phi_min, v_min, phi, iterations):
+    """Highest clock ratio with ``phi v(phi)^2 <= need``: Newton from ``phi``.
+
+    ``phi v^2`` is convex, so every iterate after the first is above the root and falls
+    monotonically: from 1.0 four iterations reach 1e-7 over the whole range.  The kernel
+    starts from the present clock with one, which is exact in steady state and follows the
+    target within a step or two when the load changes (the clock lags far longer).
+    """
+    if need >= 1.0:
+        return 1.0
+    if need <= phi_min * v_min * v_min:
+        return phi_min
+    slope = (1.0 - v_min) / (1.0 - phi_min)
+    for _ in range(iterations):
+        v = v_min + slope * (phi - phi_min)
+        phi -= (phi * v * v - need) / (v * v + 2.0 * phi * v * slope)
+    return min(max(phi, phi_min), 1.0)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def thermal_step(c, temp_die_c, temp_sink_c, power_w):
+    """Die and heat-sink temperatures after one step with ``power_w`` held (exact)."""
+    die = (c[C_T11] * temp_die_c + c[C_T12] * temp_sink_c + c[C_B1P] * power_w
+           + c[C_B1A] * c[C_AMBIENT])
+    sink = (c[C_T21] * temp_die_c + c[C_T22] * temp_sink_c + c[C_B2P] * power_w
+            + c[C_B2A] * c[C_AMBIENT])
+    return die, sink
+
+
+@numba.njit(cache=True, error_model="numpy")
+def gpu_step(c, x, r, o, act, limit_w, out):
+    """Advance the GPU state ``x[r, o:o + NX]`` (in place) over one step.
+
+    ``act`` is the mean activity over the step, ``limit_w`` the power limit; writes
+    ``out = (mean power [W], mean clock ratio, die temperature at the step start [degC])``.
+    States live in rows of a 2-D array so a rack kernel updates many without views.
+    """
+    phi = x[r, o]
+    pe = x[r, o + 1]
+    tdie = x[r, o + 2]
+    tsink = x[r, o + 3]
+    pavg = x[r, o + 3 + AVG_STAGES]
+    integ = x[r, o + 4 + AVG_STAGES]
+    pstat = c[C_IDLE] + c[C_LEAK] * (math.exp((tdie - c[C_TREF]) * c[C_INV_TLEAK]) - 1.0)
+    dyn = act * c[C_DYN]
+    budget = min(c[C_BURST] * limit_w, limit_w + c[C_GAIN] * (limit_w - pavg) + integ)
+    if dyn > 1e-9:
+        target = clock_for((budget - pstat) / dyn, c[C_PHI_MIN], c[C_V_MIN], phi, 1)
+    else:
+        target = 1.0
+    a = c[C_A_DOWN] if target < phi else c[C_A_UP]
+    phin = target + (phi - target) * a
+    phim = 0.5 * (phi + phin)
+    v = c[C_V_MIN] + c[C_V_SLOPE] * (phim - c[C_PHI_MIN])
+    ptarget = pstat + dyn * phim * v * v
+    pmean = ptarget + (pe - ptarget) * c[C_M_P]
+    x[r, o] = phin
+    x[r, o + 1] = ptarget + (pe - ptarget) * c[C_A_P]
+    x[r, o + 2], x[r, o + 3] = thermal_step(c, tdie, tsink, pmean)
+    u = pmean
+    for i in range(o + 4, o + 4 + AVG_STAGES):
+        x[r, i] = u + (x[r, i] - u) * c[C_A_AVG]
+        u = x[r, i]
+    span = (c[C_BURST] - 1.0) * limit_w
+    x[r, o + 4 + AVG_STAGES] = min(max(integ + c[C_KI_DT] * (limit_w - pavg), -span), span)
+    out[0] = pmean
+    out[1] = phim
+    out[2] = tdie
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _run(c, x, act, limit_w):
+    n = act.shape[0]
+    res = np.empty((n, 3))
+    out = np.empty(3)
+    xs = x.reshape(1, -1)
+    for k in range(n):
+        gpu_step(c, xs, 0, 0, act[k], limit_w[k], out)
+        res[k, 0] = out[0]
+        res[k, 1] = out[1]
+        res[k, 2] = out[2]
+    return res
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A simulated GPU trace on a fixed step.
+
+    Attributes
+    ----------
+    t_s : start of each step. [s]
+    power_w : mean electrical power over each step (instantaneous as dt -> 0). [W]
+    clock_mhz : mean SM clock over each step. [MHz]
+    temp_c : die temperature at the start of each step. [degC]
+    """
+
+    t_s: np.ndarray
+    power_w: np.ndarray
+    clock_mhz: np.ndarray
+    temp_c: np.ndarray
+
+    @property
+    def dt(self) -> float:
+        return float(self.t_s[1] - self.t_s[0]) if len(self.t_s) > 1 else 0.0
+
+    def energy_j(self, t_s: np.ndarray) -> np.ndarray:
+        """Energy since the first step at times ``t_s`` (exact for the stepped power). [J]"""
+        e = np.concatenate(([0.0], np.cumsum(self.power_w) * self.dt))
+        edges = np.concatenate((self.t_s, [self.t_s[-1] + self.dt]))
+        return np.interp(t_s, edges, e)
+
+
+def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
+             t0: float | None = None, t_end: float | None = None,
+             temp_die_c: float | None = None,
+             power_limit_w: float | np.ndarray | None = None) -> Prediction:
+    """Run one GPU through a schedule on a step of ``dt``.
+
+    Steps longer than :data:`MAX_STEP_S` are split into equal sub-steps (the limiter acts in
+    tens of milliseconds) and their outputs averaged, so the energy does not depend on the
+    reporting step.
+
+    Parameters
+    ----------
+    p : the GPU's parameters.
+    schedule : what the GPU is commanded to do.
+    dt : time step. [s]
+    t0, t_end : simulated span; default from the start (or 0, whichever is earlier) to the
+        end of the schedule. [s]
+    temp_die_c : die temperature at ``t0``; None means the idle steady state. [degC]
+    power_limit_w : power limit, a constant or one value per step; None means the card's
+        default ``p.power_limit_w``. [W]
+    """
+    if not dt > 0:
+        raise ParameterError(f"time step must be > 0, got {dt}")
+    if t0 is None:
+        t0 = dt * math.floor(min(0.0, schedule.start_s) / dt + 1e-9)
+    if t_end is None:
+        t_end = schedule.end_s
+    n = max(1, math.ceil((t_end - t0) / dt - 1e-9))
+    sub = substeps(dt)
+    h = dt / sub
+    act = schedule.step_means(activity(p, schedule.load, schedule.mfu), t0, h, n * sub)
+    if power_limit_w is None:
+        power_limit_w = p.power_limit_w
+    limit = np.repeat(np.broadcast_to(np.asarray(power_limit_w, dtype=float), (n,)), sub)
+    x = initial_state(p, temp_die_c)
+    res = _run(coefficients(p, h), x, act, limit).reshape(n, sub, 3)
+    return Prediction(t_s=t0 + dt * np.arange(n), power_w=res[:, :, 0].mean(axis=1),
+                      clock_mhz=res[:, :, 1].mean(axis=1) * p.clock_max_mhz,
+                      temp_c=res[:, 0, 2])
+
+
+def substeps(dt: float) -> int:
+    """Sub-steps of at most :data:`MAX_STEP_S` in a step of ``dt``."""
+    return max(1, math.ceil(dt / MAX_STEP_S - 1e-9))
+
+
+def nvml_view(t_s: np.ndarray, power_w: np.ndarray, *, refresh_s: float = 0.1,
+              average_s: float = 1.0, phase_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """What NVML reports of a power trace: ``(power_instant_w, power_usage_w)``.
+
+    ``NVML_FI_DEV_POWER_INSTANT`` is refreshed every ``refresh_s`` (about 0.1 s on an H100)
+    and held in between; ``nvmlDeviceGetPowerUsage`` is the mean over the last
+    ``average_s`` (one second), refreshed at the same instants.  A twin compared with NVML
+    readings must be compared through this view, like with like.  ``power_w`` holds the mean
+    over each step starting at ``t_s`` (a fixed step). [W]
+    """
+    t = np.asarray(t_s, dtype=float)
+    pw = np.asarray(power_w, dtype=float)
+    if len(t) < 2:
+        return pw.copy(), pw.copy()
+    dt = t[1] - t[0]
+    edges = np.concatenate((t, [t[-1] + dt]))
+    energy = np.concatenate(([0.0], np.cumsum(pw) * dt))
+    k = np.floor((t - t[0] - phase_s) / refresh_s + 1e-9)
+    tr = t[0] + phase_s + np.maximum(k, 0.0) * refresh_s  # last refresh instant
+    i = np.clip(np.searchsorted(t, tr, side="right") - 1, 0, len(t) - 1)
+    instant = pw[i]
+    span = np.minimum(average_s, np.maximum(tr - t[0], dt))
+    usage = (np.interp(tr, edges, energy) - np.interp(tr - span, edges, energy)) / span
+    usage = np.where(tr - t[0] < dt, pw[0], usage)
+    return instant, usage
+

@@ -1,0 +1,347 @@
+"""Fit :class:`twin.gpu.GpuParams` to recordings of a real GPU, and score a parameter set.
+
+The reference for power is the card's energy counter: NVML's ``TotalEnergyConsumption``
+advances every 100 ms and its differences are exact mean powers, where the instantaneous
+field is a short sample held for 100 ms that aliases with any rhythm near 10 Hz.  The fit
+runs in three stages, each on the data that determines its parameters:
+
+1. thermal: the two-node network, driven by the measured power (energy-counter windows),
+   against the measured temperature (linear; no power model involved);
+2. static power: idle windows at least ``IDLE_SETTLE_S`` after any load, against the
+   measured temperature (the idle floor and its leakage growth);
+3. dynamics: the whole model simulated over the recordings, against the 100 ms energy
+   windows and (lightly) the SM clock: dynamic power, load activities, the mfu curve, DVFS,
+   the limiter and the time constants.  Parameters whose load is absent from the
+   recordings (no ``memory`` entries, no ``mfu``) keep their starting values.
+
+:func:`score` gives the figures of the accuracy table: the mean absolute error of one-second
+window means of power, over the mean power (against the instantaneous field, as the issue
+defines it, and against the energy counter), the total energy error and the temperature
+error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.optimize
+
+from twin.errors import TwinError
+from twin.gpu import GpuParams, Prediction, coefficients, simulate, static_power_w, thermal_step
+from twin.workload import CHECKPOINT, IDLE, LIGHT, MEMORY, Schedule
+
+#: idle windows closer than this to the end of a load are left out of the static fit [s]
+IDLE_SETTLE_S = 0.3
+#: weight of the clock residual in the dynamic fit [W/MHz]
+CLOCK_WEIGHT_W_PER_MHZ = 0.1
+#: weight of one-second window means against the 100 ms windows in the dynamic fit [-]
+SECOND_WEIGHT = 3.0
+#: step of the simulations inside the fit [s]
+FIT_DT_S = 0.01
+
+
+class FitError(TwinError, ValueError):
+    """A recording cannot be fitted (too short, no idle, counters that go backwards)."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One recording of a GPU with the schedule that drove it (arrays on one clock).
+
+    Attributes
+    ----------
+    name : label used in reports.
+    schedule : the commanded workload.
+    t_s : sample times. [s]
+    energy_j : energy counter, any offset. [J]
+    temp_c : die temperature. [degC]
+    power_inst_w : NVML instantaneous power field, or None. [W]
+    clock_mhz : SM clock, or None. [MHz]
+    """
+
+    name: str
+    schedule: Schedule
+    t_s: np.ndarray
+    energy_j: np.ndarray
+    temp_c: np.ndarray
+    power_inst_w: np.ndarray | None = None
+    clock_mhz: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.t_s) < 20:
+            raise FitError(f"{self.name}: {len(self.t_s)} samples; a fit needs a recording")
+        if np.any(np.diff(self.t_s) <= 0):
+            raise FitError(f"{self.name}: t_s is not strictly increasing")
+        if np.any(np.diff(self.energy_j) < 0):
+            raise FitError(f"{self.name}: energy_j goes backwards")
+
+    def energy_updates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Instants the energy counter advanced, and its value there. [s], [J]
+
+        The counter steps every 100 ms; between updates a sample repeats the last value,
+        so the update instants are where the energy is known.
+        """
+        ch = np.concatenate(([0], np.flatnonzero(np.diff(self.energy_j)) + 1))
+        return self.t_s[ch], self.energy_j[ch]
+
+    def energy_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Counter update instants and the mean power between consecutive updates. [s], [W]"""
+        te, ee = self.energy_updates()
+        return te, np.diff(ee) / np.diff(te)
+
+    def simulate(self, p: GpuParams, dt: float = FIT_DT_S) -> Prediction:
+        """The model over this recording's span, from its first temperature."""
+        return simulate(p, self.schedule, dt, t0=dt * np.floor(min(self.t_s[0],
+                                                                   self.schedule.start_s) / dt),
+                        t_end=self.t_s[-1] + dt, temp_die_c=float(self.temp_c[0]))
+
+
+@dataclass(frozen=True)
+class Score:
+    """Accuracy of a parameter set on one recording (the figures of the accuracy table)."""
+
+    name: str
+    #: MAE of 1 s window means of power vs the instantaneous field, over its mean [fraction]
+    window_error: float
+    #: the same against the energy counter's 1 s differences [fraction]
+    window_error_energy: float
+    #: the instantaneous field's own error against the energy counter, the same way: the
+    #: floor of ``window_error`` that aliasing of the 100 ms samples sets [fraction]
+    window_floor: float
+    #: total energy, predicted over measured, minus 1 [fraction]
+    energy_error: float
+    #: mean absolute temperature error [degC]
+    temp_error_c: float
+    #: mean power measured over the scored span [W]
+    mean_power_w: float
+    #: scored span [s]
+    seconds: float
+
+    def row(self) -> str:
+        return (f"{self.name}: window {100 * self.window_error:.2f} % "
+                f"(floor {100 * self.window_floor:.2f} %; energy-counter windows "
+                f"{100 * self.window_error_energy:.2f} %), "
+                f"energy {100 * self.energy_error:+.2f} %, "
+                f"temperature {self.temp_error_c:.2f} degC, "
+                f"mean {self.mean_power_w:.1f} W over {self.seconds:.0f} s")
+
+
+def score(p: GpuParams, m: Measured, span: tuple[float, float] | None = None,
+          prediction: Prediction | None = None) -> Score:
+    """Score ``p`` on recording ``m`` (whole seconds inside ``span``)."""
+    pred = m.simulate(p) if prediction is None else prediction
+    a, b = span if span is not None else (m.t_s[0], m.t_s[-1])
+    a, b = max(a, m.t_s[0]), min(b, m.t_s[-1])
+    k = np.arange(np.ceil(a), np.floor(b) + 1e-9)
+    if len(k) < 2:
+        raise FitError(f"{m.name}: span {span} holds no whole second to score")
+    p_pred = np.diff(pred.energy_j(k))
+    te, ee = m.energy_updates()
+    p_energy = np.diff(np.interp(k, te, ee))
+    if m.power_inst_w is not None:
+        win = np.floor(m.t_s).astype(np.int64)
+        sel = (m.t_s >= k[0]) & (m.t_s < k[-1])
+        sums = np.bincount(win[sel] - int(k[0]), m.power_inst_w[sel], len(k) - 1)
+        counts = np.bincount(win[sel] - int(k[0]), minlength=len(k) - 1)
+        p_inst = sums / np.maximum(counts, 1)
+    else:
+        p_inst = p_energy
+    # Energy over the counter's own span inside the scored span.
+    ea = max(te[0], a)
+    eb = min(te[-1], b)
+    e_meas = np.interp(eb, te, ee) - np.interp(ea, te, ee)
+    e_pred = pred.energy_j(np.array([eb]))[0] - pred.energy_j(np.array([ea]))[0]
+    sel = (m.t_s >= a) & (m.t_s <= b)
+    temp_pred = np.interp(m.t_s[sel], pred.t_s, pred.temp_c)
+    return Score(
+        name=m.name,
+        window_error=float(np.mean(np.abs(p_pred - p_inst)) / np.mean(p_inst)),
+        window_error_energy=float(np.mean(np.abs(p_pred - p_energy)) / np.mean(p_energy)),
+        window_floor=float(np.mean(np.abs(p_inst - p_energy)) / np.mean(p_inst)),
+        energy_error=float(e_pred / e_meas - 1.0),
+        temp_error_c=float(np.mean(np.abs(temp_pred - m.temp_c[sel]))),
+        mean_power_w=float(np.mean(p_energy)),
+        seconds=float(k[-1] - k[0]),
+    )
+
+
+# --- stage 1: thermal -------------------------------------------------------------------
+
+_THERMAL = ("r_die_c_per_w", "tau_die_s", "r_sink_c_per_w", "tau_sink_s", "ambient_c")
+_THERMAL_BOUNDS = ((1e-3, 0.2), (0.01, 5.0), (1e-3, 0.5), (1.0, 2000.0), (0.0, 60.0))
+
+
+@numba.njit(cache=True)
+def _thermal_run(c, tdie, tsink, power_w):
+    n = power_w.shape[0]
+    out = np.empty(n)
+    for k in range(n):
+        out[k] = tdie
+        tdie, tsink = thermal_step(c, tdie, tsink, power_w[k])
+    return out
+
+
+def _measured_power_grid(m: Measured, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    te, pw = m.energy_windows()
+    t = np.arange(te[0], te[-1], dt)
+    i = np.clip(np.searchsorted(te, t, side="right") - 1, 0, len(pw) - 1)
+    return t, pw[i]
+
+
+def _fit_thermal(p: GpuParams, recs: Sequence[Measured], spans) -> GpuParams:
+    grids = [_measured_power_grid(m, FIT_DT_S) for m in recs]
+
+    def resid(q: np.ndarray) -> np.ndarray:
+        pq = p.replace(**dict(zip(_THERMAL, q)))
+        c = coefficients(pq, FIT_DT_S)
+        out = []
+        for m, (t, pw), (a, b) in zip(recs, grids, spans):
+            t0 = float(np.interp(t[0], m.t_s, m.temp_c))
+            temp = _thermal_run(c, t0, t0 - pq.r_die_c_per_w * pw[0], pw)
+            sel = (m.t_s >= max(a, t[0])) & (m.t_s < min(b, t[-1]))
+            out.append(np.interp(m.t_s[sel], t, temp) - m.temp_c[sel])
+        return np.concatenate(out)
+
+    q0 = np.array([getattr(p, k) for k in _THERMAL])
+    lo, hi = np.array(_THERMAL_BOUNDS).T
+    res = scipy.optimize.least_squares(resid, np.clip(q0, lo, hi), bounds=(lo, hi),
+                                       x_scale="jac", loss="soft_l1", f_scale=2.0)
+    return p.replace(**dict(zip(_THERMAL, res.x)))
+
+
+# --- stage 2: static power --------------------------------------------------------------
+
+_STATIC = ("idle_w", "leak_w", "leak_temp_c")
+_STATIC_BOUNDS = ((20.0, 400.0), (0.0, 200.0), (3.0, 200.0))
+
+
+def _idle_windows(m: Measured, span) -> tuple[np.ndarray, np.ndarray]:
+    """(mean power, temperature) of energy windows that are idle and settled."""
+    te, pw = m.energy_windows()
+    s = m.schedule
+    busy = s.load != IDLE
+    starts, ends = s.t_s[busy], (s.t_s + s.seconds)[busy]  # in time order, not overlapping
+    a, b = te[:-1], te[1:]
+    # The last load that starts before the window ends must have ended long enough before.
+    i = np.searchsorted(starts, b, side="left") - 1
+    settled = (i < 0) | (ends[np.maximum(i, 0)] <= a - IDLE_SETTLE_S)
+    sel = settled & (a >= span[0]) & (b <= span[1])
+    temp = np.interp(0.5 * (a + b), m.t_s, m.temp_c)
+    return pw[sel], temp[sel]
+
+
+def _fit_static(p: GpuParams, recs: Sequence[Measured], spans) -> GpuParams:
+    pw, temp = (np.concatenate(x) for x in zip(*(_idle_windows(m, s)
+                                                  for m, s in zip(recs, spans))))
+    if len(pw) < 10:
+        raise FitError("the recordings hold too little settled idle time to fit the idle "
+                       "floor (need a few seconds of idle after a load or at the start)")
+
+    def resid(q: np.ndarray) -> np.ndarray:
+        return static_power_w(p.replace(**dict(zip(_STATIC, q))), temp) - pw
+
+    q0 = np.array([getattr(p, k) for k in _STATIC])
+    lo, hi = np.array(_STATIC_BOUNDS).T
+    res = scipy.optimize.least_squares(resid, np.clip(q0, lo, hi), bounds=(lo, hi),
+                                       x_scale="jac", loss="soft_l1", f_scale=2.0)
+    return p.replace(**dict(zip(_STATIC, res.x)))
+
+
+# --- stage 3: dynamics ------------------------------------------------------------------
+
+_DYNAMIC_BOUNDS = {
+    "dynamic_w": (100.0, 3000.0),
+    "activity_memory": (0.0, 1.0),
+    "activity_light": (0.0, 1.0),
+    "activity_checkpoint": (0.0, 0.5),
+    "mfu_saturation": (0.05, 1.0),
+    "voltage_min": (0.3, 1.0),
+    "burst_limit_ratio": (1.0, 1.6),
+    "limit_gain": (0.0, 50.0),
+    "limit_avg_tau_s": (0.05, 5.0),
+    "limit_integral_per_s": (0.0, 50.0),
+    "clock_down_tau_s": (0.003, 2.0),
+    "clock_up_tau_s": (0.003, 5.0),
+    "power_tau_s": (0.0, 0.3),
+}
+
+
+def _dynamic_names(recs: Sequence[Measured], spans) -> list[str]:
+    """The dynamic parameters the recordings can determine."""
+    present: set[int] = set()
+    has_mfu = False
+    for m, (a, b) in zip(recs, spans):
+        s = m.schedule.window(a, b)
+        present |= set(np.unique(s.load).tolist())
+        has_mfu |= bool(np.any(~np.isnan(s.mfu)))
+    names = list(_DYNAMIC_BOUNDS)
+    for load, name in ((MEMORY, "activity_memory"), (LIGHT, "activity_light"),
+                       (CHECKPOINT, "activity_checkpoint")):
+        if load not in present:
+            names.remove(name)
+    if not has_mfu:
+        names.remove("mfu_saturation")
+    return names
+
+
+def _fit_dynamic(p: GpuParams, recs: Sequence[Measured], spans, max_nfev: int) -> GpuParams:
+    names = _dynamic_names(recs, spans)
+    windows = []
+    for m, (a, b) in zip(recs, spans):
+        te, pw = m.energy_windows()
+        sel_e = (te[:-1] >= a) & (te[1:] <= b)
+        sel_c = (m.t_s >= a) & (m.t_s < b) & (m.clock_mhz is not None)
+        k = np.arange(np.ceil(max(a, te[0])), np.floor(min(b, te[-1])) + 1e-9)
+        windows.append((te, pw, sel_e, sel_c, k, np.diff(np.interp(k, te, m.energy_updates()[1]))))
+
+    def resid(q: np.ndarray) -> np.ndarray:
+        pq = p.replace(**dict(zip(names, q)))
+        out = []
+        for m, (te, pw, sel_e, sel_c, k, p_second) in zip(recs, windows):
+            pred = m.simulate(pq)
+            out.append((np.diff(pred.energy_j(te)) / np.diff(te) - pw)[sel_e])
+            out.append(SECOND_WEIGHT * (np.diff(pred.energy_j(k)) - p_second))
+            if m.clock_mhz is not None:
+                clk = np.interp(m.t_s[sel_c][::5], pred.t_s, pred.clock_mhz)
+                out.append(CLOCK_WEIGHT_W_PER_MHZ * (clk - m.clock_mhz[sel_c][::5]))
+        return np.concatenate(out)
+
+    q0 = np.array([getattr(p, k) for k in names])
+    lo, hi = np.array([_DYNAMIC_BOUNDS[k] for k in names]).T
+    res = scipy.optimize.least_squares(resid, np.clip(q0, lo, hi), bounds=(lo, hi),
+                                       x_scale="jac", max_nfev=max_nfev)
+    return p.replace(**dict(zip(names, res.x)))
+
+
+def fit(recordings: Sequence[Measured], start: GpuParams,
+        spans: Sequence[tuple[float, float]] | None = None, *,
+        max_nfev: int = 200) -> GpuParams:
+    """Fit a GPU's parameters to recordings, starting from ``start``.
+
+    ``spans`` restricts each recording's residuals to ``[t0, t1)`` (the simulation still
+    runs over the whole recording, so the state entering the span is the model's own):
+    hold out the rest to test on it.  ``start.power_limit_w`` is taken as known (it is a
+    setting of the card, read from NVML), as are the clock range and reference temperature.
+    """
+    if not recordings:
+        raise FitError("fit needs at least one recording")
+    if spans is None:
+        spans = [(-np.inf, np.inf)] * len(recordings)
+    if len(spans) != len(recordings):
+        raise FitError(f"{len(spans)} spans for {len(recordings)} recordings")
+    p = _fit_thermal(start, recordings, spans)
+    p = _fit_static(p, recordings, spans)
+    return _fit_dynamic(p, recordings, spans, max_nfev)
+
+
+def rounded(p: GpuParams, digits: int = 4) -> GpuParams:
+    """Parameters rounded to ``digits`` significant digits (for parameter files)."""
+    def r(v: float) -> float:
+        return 0.0 if abs(v) < 1e-9 else float(f"{v:.{digits}g}")
+
+    return dataclasses.replace(p, **{f.name: r(getattr(p, f.name))
+                                     for f in dataclasses.fields(p)})

@@ -1,0 +1,533 @@
+"""A GPU rack as a load on a node bus: N GPUs, their host, fans and power supplies.
+
+Electrical chain of one rack::
+
+    P_gpu  = sum over groups of (GPUs in group) x (GPU power, twin.gpu)
+    P_dc   = P_gpu + P_host + P_network + P_fan(T_gpu)        (IT power)
+    P_ac   = P_dc / eta_psu(P_dc / P_psu_rated)               (drawn from the bus, + consuming)
+    P_fan  = P_fan_min + (P_fan_max - P_fan_min) * x**3,  x = clip((T - T_low)/(T_high - T_low))
+
+Fans follow the mean GPU die temperature between two thresholds; their power goes with the
+cube of their speed (fan affinity law).  The power-supply efficiency is a table over load
+fraction (80 PLUS Titanium points in the shipped file).
+
+Desynchronised GPUs without N GPU states: the GPUs of a rack are split into K groups; each
+group has its own schedule (e.g. from :func:`twin.workload.desynchronise`) and its own GPU
+state, and stands for its GPUs, which are identical within the group.  Rack power is
+exact when the GPUs of a group do the same thing (one synchronous job with K offsets); a
+finer spread of offsets needs more groups, and the cost of a step is linear in K.
+
+Limits, all on the rack:
+
+``power_cap_w`` (input, AC watts; 0 or NaN: none)
+    is held two ways, as a rack power-capping controller does: each GPU gets the power limit
+    that leaves the cap's share after overhead and PSU losses (between the card's minimum and
+    default limits), which its own limiter enforces on its averaged power; and a power brake
+    holds the AC power at the cap in every step (the GPUs lose the excess at once).
+``power_floor_w`` and the ramp limits (parameters; 0: none)
+    are the power smoothing of newer GPUs: the GPUs never draw less than the floor nor fall
+    faster than ``ramp_down_w_per_s``, burning the difference (counted in ``e_burn_wh``), and
+    never rise faster than ``ramp_up_w_per_s`` (they are throttled).  The cap wins over the
+    floor.  Burnt and braked power heat and are measured by the GPUs like any other.
+
+``phase`` is the load code (:data:`twin.workload.LOADS`) of group 0 at the step start;
+``limited`` is 1 when the cap or a ramp limit held the rack's power down in the step.
+The fused :meth:`GpuRack.advance` does hold, outputs and step in one numba call; it splits
+steps longer than :data:`twin.gpu.MAX_STEP_S` and looks the schedules up with cursors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numba
+import numpy as np
+
+from twin import params as _params
+from twin.errors import ParameterError, TwinError
+from twin.gpu import (
+    AVG_STAGES,
+    C_A_AVG,
+    C_B1P,
+    C_B2P,
+    NX,
+    STATE_NAMES,
+    GpuParams,
+    clock_for,
+    coefficients,
+    gpu_step,
+    initial_state,
+    load_params,
+    substeps,
+)
+from twin.gpu import activity as gpu_activity
+from twin.params import Table
+from twin.stepper import Asset
+from twin.units import S_PER_H
+from twin.workload import Schedule
+
+#: the shipped rack: an 8-GPU H100 SXM server
+H100_8GPU = Path(__file__).with_name("data") / "rack_h100_8gpu.toml"
+
+
+@dataclass(frozen=True)
+class RackParams:
+    """Parameters of one GPU rack (server or rack of servers behind one feed)."""
+
+    #: GPUs in the rack
+    gpus: int
+    #: CPUs, memory, storage and management at their typical load [W]
+    host_w: float
+    #: NICs and GPU switches [W]
+    network_w: float
+    #: fan power at the lowest and the highest speed [W]
+    fan_min_w: float
+    fan_max_w: float
+    #: mean GPU die temperature where fans start to speed up, and reach full speed [degC]
+    fan_temp_low_c: float
+    fan_temp_high_c: float
+    #: rated output of the power supplies sharing the load [W]
+    psu_rated_w: float
+    #: PSU efficiency over load fraction (axis ``load_fraction``) [fraction]
+    psu_efficiency: Table
+    #: GPU parameter file, relative to the rack file
+    gpu_params: str = "gpu_h100_sxm.toml"
+    #: lowest power limit a GPU accepts [W]
+    gpu_power_limit_min_w: float = 200.0
+    #: power smoothing: least power the rack's GPUs draw together (0: none) [W]
+    power_floor_w: float = 0.0
+    #: power smoothing: fastest rise and fall of the rack's GPU power (0: none) [W/s]
+    ramp_up_w_per_s: float = 0.0
+    ramp_down_w_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise ParameterError(f"params.gpus: must be >= 1, got {self.gpus}")
+        for name in ("host_w", "network_w", "fan_min_w", "gpu_power_limit_min_w",
+                     "power_floor_w", "ramp_up_w_per_s", "ramp_down_w_per_s"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"params.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.fan_max_w < self.fan_min_w:
+            raise ParameterError("params.fan_max_w: must be >= fan_min_w")
+        if not self.fan_temp_high_c > self.fan_temp_low_c:
+            raise ParameterError("params.fan_temp_high_c: must be above fan_temp_low_c")
+        if not self.psu_rated_w > 0:
+            raise ParameterError(f"params.psu_rated_w: must be > 0, got {self.psu_rated_w}")
+        if self.psu_efficiency.axis_names != ("load_fraction",):
+            raise ParameterError("params.psu_efficiency: needs the one axis 'load_fraction'")
+        eff = self.psu_efficiency.values
+        if not np.all((eff > 0) & (eff <= 1)):
+            raise ParameterError("params.psu_efficiency: values must be in (0, 1]")
+
+    def replace(self, **changes: object) -> RackParams:
+        return dataclasses.replace(self, **changes)
+
+
+def load_rack(path: str | Path = H100_8GPU) -> tuple[RackParams, GpuParams, float | None]:
+    """Read a ``kind = "gpu_rack"`` file and the GPU file it names.
+
+    Returns the rack's parameters, its GPUs' parameters and their initial die temperature.
+    """
+    path = Path(path)
+    pset = _params.load(path)
+    if pset.kind != "gpu_rack":
+        raise ParameterError(f"{path}: meta.kind is '{pset.kind}', expected 'gpu_rack'")
+    try:
+        rack = _params.from_mapping(RackParams, pset.params)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: {exc}") from None
+    gpu, temp = load_params(path.parent / rack.gpu_params)
+    return rack, gpu, temp
+
+
+def fan_power_w(p: RackParams, temp_gpu_c: np.ndarray | float) -> np.ndarray:
+    """Fan power at a mean GPU die temperature (speed linear in temperature, power ~ speed^3). [W]"""
+    x = np.clip((np.asarray(temp_gpu_c, dtype=float) - p.fan_temp_low_c)
+                / (p.fan_temp_high_c - p.fan_temp_low_c), 0.0, 1.0)
+    return p.fan_min_w + (p.fan_max_w - p.fan_min_w) * x**3
+
+
+def ac_power_w(p: RackParams, p_dc_w: np.ndarray | float) -> np.ndarray:
+    """AC input power of the power supplies delivering ``p_dc_w``. [W]"""
+    dc = np.asarray(p_dc_w, dtype=float)
+    return dc / p.psu_efficiency(load_fraction=dc / p.psu_rated_w)
+
+
+# --- the kernel -------------------------------------------------------------------------
+
+_EXTRA = ("p_gpu_w", "energy_wh", "e_burn_wh")
+OUTPUT_NAMES = ("p_w", "p_dc_w", "p_gpu_w", "energy_wh", "e_burn_wh", "temp_c",
+                "power_cap_w", "phase", "limited", "clock_mhz")
+# Rack parameter vector layout (after these: the GPU limits, smoothing and clock).
+_R = ("gpus", "host_w", "network_w", "fan_min_w", "fan_max_w", "fan_temp_low_c",
+      "fan_temp_high_c", "psu_rated_w")
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _interp(x, xs, ys):
+    n = xs.shape[0]
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[n - 1]:
+        return ys[n - 1]
+    i = 0
+    while xs[i + 1] < x:
+        i += 1
+    return ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _dc_for_ac(ac_w, rated_w, xs, ys):
+    """DC power whose AC input is ``ac_w``: ``P / eta(P / rated) = ac`` solved exactly on
+    the efficiency table's linear pieces (constant beyond its ends)."""
+    n = xs.shape[0]
+    p = ac_w * ys[0]
+    if p <= xs[0] * rated_w:
+        return p
+    for i in range(n - 1):
+        b = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) / rated_w  # eta = a + b P
+        a = ys[i] - b * xs[i] * rated_w
+        p = ac_w * a / (1.0 - ac_w * b)
+        if p <= xs[i + 1] * rated_w:
+            return p
+    return ac_w * ys[n - 1]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _integral(sched, lo, hi, i, t):
+    """Running activity integral at ``t`` of entries ``[lo, hi)``, with cursor ``i``.
+
+    Returns the integral and the new cursor (last entry starting at or before ``t``, or
+    ``lo - 1``).  Forward in time the cursor walks; backwards it is found by bisection.
+    """
+    if i >= lo and sched[i, 0] > t:
+        a, b = lo, hi
+        while a < b:
+            m = (a + b) // 2
+            if sched[m, 0] <= t:
+                a = m + 1
+            else:
+                b = m
+        i = a - 1
+    while i + 1 < hi and sched[i + 1, 0] <= t:
+        i += 1
+    if i < lo:
+        return 0.0, i
+    return sched[i, 3] + sched[i, 2] * min(max(t - sched[i, 0], 0.0), sched[i, 1]), i
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _correct(c, x, r, o, dp):
+    """Add ``dp`` to the power the GPU ``x[r, o:o + NX]`` drew in its last step: its heat
+    and its limiter see it.  The kernel's thermal and averaging updates are linear in the
+    step's power, so this is exact.
+    """
+    x[r, o + 2] += c[C_B1P] * dp
+    x[r, o + 3] += c[C_B2P] * dp
+    f = 1.0 - c[C_A_AVG]
+    g = f
+    for i in range(o + 4, o + 4 + AVG_STAGES):
+        x[r, i] += g * dp
+        g *= f
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, sizes):
+    """One lockstep step of every rack: ``(x at t + dt, outputs over [t, t + dt))``.
+
+    ``cur`` and ``memo`` cache, per group, the schedule cursor and the activity integral
+    at the end of the previous step, which is where this step starts when time runs on;
+    ``capmemo`` caches, per rack, the last cap and the DC power it allows.
+    """
+    n = x.shape[0]
+    k_groups = sizes.shape[0]
+    g0 = k_groups * NX
+    xn = x.copy()
+    y = np.zeros((n, 10))
+    h = dt / sub
+    inv_h = 1.0 / h
+    inv_sub = 1.0 / sub
+    wh = h / 3600.0
+    out = np.empty(3)
+    pk = np.empty(k_groups)
+    gpus = rp[0]
+    inv_gpus = 1.0 / gpus
+    inv_fan = 1.0 / (rp[6] - rp[5])
+    inv_rated = 1.0 / rp[7]
+    for r in range(n):
+        cap = u[r, 0]
+        has_cap = cap > 0.0
+        if not has_cap:
+            dc_cap = math.inf
+        elif capmemo[0, r] == cap:
+            dc_cap = capmemo[1, r]
+        else:
+            dc_cap = _dc_for_ac(cap, rp[7], psu[0], psu[1])
+            capmemo[0, r] = cap
+            capmemo[1, r] = dc_cap
+        tsum = 0.0
+        for k in range(k_groups):
+            tsum += sizes[k] * x[r, k * NX + 2]
+        y[r, 3] = x[r, g0 + 1]
+        y[r, 4] = x[r, g0 + 2]
+        y[r, 5] = tsum * inv_gpus
+        y[r, 6] = cap if has_cap else 0.0
+        j0 = r * k_groups
+        limited = 0.0
+        for s in range(sub):
+            ts = t + s * h
+            xf = min(max((tsum * inv_gpus - rp[5]) * inv_fan, 0.0), 1.0)
+            p_oh = rp[1] + rp[2] + rp[3] + (rp[4] - rp[3]) * xf * xf * xf
+            budget = dc_cap - p_oh
+            lim = min(max(budget * inv_gpus, rp[8]), rp[9]) if has_cap else rp[9]
+            p_nat = 0.0
+            clk = 0.0
+            throttled = False
+            for k in range(k_groups):
+                j = j0 + k
+                if abs(memo[0, j] - ts) < 1e-9:
+                    a0 = memo[1, j]
+                    i = cur[j]
+                else:
+                    a0, i = _integral(sched, offs[j], offs[j + 1], cur[j], ts)
+                if s == 0 and k == 0:  # phase: group 0's load at the step start
+                    inside = i >= offs[j] and ts < sched[i, 0] + sched[i, 1]
+                    y[r, 7] = sched[i, 4] if inside else 0.0
+                a1, i = _integral(sched, offs[j], offs[j + 1], i, ts + h)
+                cur[j] = i
+                memo[0, j] = ts + h
+                memo[1, j] = a1
+                gpu_step(c, xn, r, k * NX, (a1 - a0) * inv_h, lim, out)
+                pk[k] = out[0]
+                p_nat += sizes[k] * out[0]
+                clk += sizes[k] * out[1]
+                throttled = throttled or out[1] < 0.999
+            lower = rp[10]
+            upper = budget
+            prev = xn[r, g0]
+            if rp[12] > 0.0:
+                lower = max(lower, prev - rp[12] * h)
+            if rp[11] > 0.0:
+                upper = min(upper, prev + rp[11] * h)
+            p_gpu = min(max(p_nat, lower), upper)
+            dp = p_gpu - p_nat
+            if dp != 0.0 and p_nat > 0.0:
+                for k in range(k_groups):
+                    _correct(c, xn, r, k * NX, dp * pk[k] / p_nat)
+            xn[r, g0] = p_gpu
+            p_dc = p_gpu + p_oh
+            p_ac = p_dc / _interp(p_dc * inv_rated, psu[0], psu[1])
+            xn[r, g0 + 1] += p_ac * wh
+            xn[r, g0 + 2] += max(dp, 0.0) * wh
+            y[r, 0] += p_ac * inv_sub
+            y[r, 1] += p_dc * inv_sub
+            y[r, 2] += p_gpu * inv_sub
+            y[r, 9] += clk * inv_gpus * rp[13] * inv_sub
+            if dp < -1e-9 or (lim < rp[9] and throttled):
+                limited = 1.0
+            if sub > 1:
+                tsum = 0.0
+                for k in range(k_groups):
+                    tsum += sizes[k] * xn[r, k * NX + 2]
+        y[r, 8] = limited
+    return xn, y
+
+
+class GpuRack(Asset):
+    """``n`` GPU racks, each running its own schedules (one per group of GPUs).
+
+    Parameters
+    ----------
+    rack : the racks' parameters (shared).
+    gpu : their GPUs' parameters.
+    schedules : per rack, a schedule (one group) or a sequence of K schedules (K groups of
+        GPUs, sizes as equal as possible); every rack has the same K.
+    temp_c : initial GPU die temperature; None means idle steady state. [degC]
+    """
+
+    kind: ClassVar[str] = "gpu_rack"
+    input_names: ClassVar[tuple[str, ...]] = ("power_cap_w",)
+    output_names: ClassVar[tuple[str, ...]] = OUTPUT_NAMES
+    state_names: tuple[str, ...]  # type: ignore[misc]
+    held_names: tuple[str, ...]  # type: ignore[misc]
+
+    def __init__(self, rack: RackParams, gpu: GpuParams,
+                 schedules: Sequence[Schedule | Sequence[Schedule]],
+                 temp_c: float | None = None) -> None:
+        if not schedules:
+            raise TwinError("gpu_rack: needs a schedule for at least one rack")
+        per_rack = [[s] if isinstance(s, Schedule) else list(s) for s in schedules]
+        k = len(per_rack[0])
+        if k < 1 or any(len(g) != k for g in per_rack):
+            raise TwinError("gpu_rack: every rack needs the same number (>= 1) of group "
+                            "schedules")
+        if k > rack.gpus:
+            raise TwinError(f"gpu_rack: {k} groups for {rack.gpus} GPUs")
+        self.rack, self.gpu, self.n, self.groups = rack, gpu, len(per_rack), k
+        self.temp_c = temp_c
+        self.sizes = np.array([rack.gpus // k + (1 if i < rack.gpus % k else 0)
+                               for i in range(k)], dtype=float)
+        self.state_names = tuple(f"g{i}.{name}" for i in range(k)
+                                 for name in STATE_NAMES) + _EXTRA
+        self.held_names = ("t_s", "dt_s", "power_cap_w") + tuple(f"activity_{i}"
+                                                                 for i in range(k))
+        flat = [s for group in per_rack for s in group]
+        self._sched, self._offs = _pack(flat, gpu)
+        self._cursor = self._offs[:-1] - 1
+        self._memo = np.full((2, len(self._cursor)), np.nan)
+        self._capmemo = np.full((2, self.n), np.nan)
+        self._rp = np.array([float(getattr(rack, name)) for name in _R]
+                            + [rack.gpu_power_limit_min_w, gpu.power_limit_w,
+                               rack.power_floor_w, rack.ramp_up_w_per_s,
+                               rack.ramp_down_w_per_s, gpu.clock_max_mhz])
+        axis = rack.psu_efficiency.axes[0][1]
+        self._psu = np.vstack([axis, rack.psu_efficiency.values])
+        self._coeffs: dict[float, np.ndarray] = {}
+
+    def _c(self, h: float) -> np.ndarray:
+        c = self._coeffs.get(h)
+        if c is None:
+            c = self._coeffs[h] = coefficients(self.gpu, h)
+        return c
+
+    def initial_state(self) -> np.ndarray:
+        g = initial_state(self.gpu, self.temp_c)
+        x = np.concatenate([np.tile(g, self.groups), [self.rack.gpus * g[1], 0.0, 0.0]])
+        return np.tile(x, (self.n, 1))
+
+    def advance(self, t: float, x: np.ndarray, u: np.ndarray, dt: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Hold, outputs and exact step in one call: ``(x at t + dt, outputs at t)``."""
+        sub = substeps(dt)
+        return _advance(float(t), float(dt), sub, x, u, self._c(dt / sub), self._rp,
+                        self._psu, self._sched, self._offs, self._cursor, self._memo,
+                        self._capmemo, self.sizes)
+
+    def run(self, t_end: float, dt: float, power_cap_w: float | np.ndarray = 0.0,
+            t0: float = 0.0) -> dict[str, np.ndarray]:
+        """Outputs of every step from ``t0`` to ``t_end`` with a constant cap, by name,
+        each ``(steps, n)`` (``(steps,)`` for one rack), plus ``t_s``."""
+        steps = max(1, math.ceil((t_end - t0) / dt - 1e-9))
+        x = self.initial_state()
+        u = self.input_array(power_cap_w=power_cap_w)
+        y = np.empty((steps, self.n, len(self.output_names)))
+        for k in range(steps):
+            x, y[k] = self.advance(t0 + k * dt, x, u, dt)
+        out = {name: (y[:, :, i] if self.n > 1 else y[:, 0, i])
+               for i, name in enumerate(self.output_names)}
+        out["t_s"] = t0 + dt * np.arange(steps)
+        return out
+
+    def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        """The step's time and length, the cap, and each group's mean activity over it."""
+        w = np.empty((self.n, len(self.held_names)))
+        w[:, 0] = t
+        w[:, 1] = dt
+        w[:, 2] = u[:, 0]
+        for j in range(self.n * self.groups):
+            lo, hi = self._offs[j], self._offs[j + 1]
+            a0, i = _integral(self._sched, lo, hi, self._cursor[j], t)
+            a1, _ = _integral(self._sched, lo, hi, i, t + dt)
+            w[j // self.groups, 3 + j % self.groups] = (a1 - a0) / dt
+        return w
+
+    def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Outputs of the step held in ``w`` (powers are means over it, the rest at ``t``)."""
+        return self._run(x, w)[1]
+
+    def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
+        return self._run(x, w)[0]
+
+    def _run(self, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dt = float(w[0, 1])
+        sub = substeps(dt)
+        return _advance(float(w[0, 0]), dt, sub, x, w[:, 2:3].copy(), self._c(dt / sub),
+                        self._rp, self._psu, self._sched, self._offs, self._cursor,
+                        self._memo, self._capmemo, self.sizes)
+
+    def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """The continuous-time model with the held activities: the reference for
+        :meth:`step_exact` (limiter, electrical lag, average, heat, energies)."""
+        g, r = self.gpu, self.rack
+        k, nx = self.groups, NX
+        dx = np.zeros_like(x)
+        cap = w[:, 2]
+        has_cap = cap > 0
+        temps = x[:, [i * nx + 2 for i in range(k)]]
+        tmean = temps @ self.sizes / r.gpus
+        p_oh = r.host_w + r.network_w + fan_power_w(r, tmean)
+        budget = np.full(self.n, np.inf)
+        if has_cap.any():
+            axis, eff = r.psu_efficiency.axes[0][1], r.psu_efficiency.values
+            it = np.array([_dc_for_ac(c, r.psu_rated_w, axis, eff) for c in cap])
+            budget = np.where(has_cap, it - p_oh, np.inf)
+        lim = np.where(has_cap, np.clip(budget / r.gpus, r.gpu_power_limit_min_w,
+                                        g.power_limit_w), g.power_limit_w)
+        phi_min = g.clock_min_ratio
+        tau_p = max(g.power_tau_s, 1e-4)
+        tau_avg = g.limit_avg_tau_s / AVG_STAGES
+        p_nat = np.zeros(self.n)
+        pe = np.empty((self.n, k))
+        for i in range(k):
+            xs = x[:, i * nx:(i + 1) * nx]
+            phi, pe[:, i], tdie = xs[:, 0], xs[:, 1], xs[:, 2]
+            pstat = g.idle_w + g.leak_w * np.expm1((tdie - g.temp_ref_c) / g.leak_temp_c)
+            dyn = w[:, 3 + i] * g.dynamic_w
+            pavg, integ = xs[:, 3 + AVG_STAGES], xs[:, 4 + AVG_STAGES]
+            b = np.minimum(g.burst_limit_ratio * lim,
+                           lim + g.limit_gain * (lim - pavg) + integ)
+            span = (g.burst_limit_ratio - 1.0) * lim
+            di = g.limit_integral_per_s * (lim - pavg)
+            dx[:, i * nx + 4 + AVG_STAGES] = np.where(
+                ((integ >= span) & (di > 0)) | ((integ <= -span) & (di < 0)), 0.0, di)
+            need = np.where(dyn > 1e-9, (b - pstat) / np.maximum(dyn, 1e-9), np.inf)
+            target = np.array([clock_for(v, phi_min, g.voltage_min, 1.0, 6) for v in need])
+            tau = np.where(target < phi, g.clock_down_tau_s, g.clock_up_tau_s)
+            dx[:, i * nx] = (target - phi) / tau
+            v = g.voltage_min + (1 - g.voltage_min) * (phi - phi_min) / (1 - phi_min)
+            dx[:, i * nx + 1] = (pstat + dyn * phi * v * v - pe[:, i]) / tau_p
+            p_nat += self.sizes[i] * pe[:, i]
+        lower = np.full(self.n, r.power_floor_w)
+        p_gpu_target = np.minimum(np.maximum(p_nat, lower), budget)
+        p_gpu = x[:, -3]
+        rate = (p_gpu_target - p_gpu) / tau_p
+        if r.ramp_up_w_per_s > 0:
+            rate = np.minimum(rate, r.ramp_up_w_per_s)
+        if r.ramp_down_w_per_s > 0:
+            rate = np.maximum(rate, -r.ramp_down_w_per_s)
+        dx[:, -3] = rate
+        scale = np.where(p_nat > 0, p_gpu / np.maximum(p_nat, 1e-9), 1.0)
+        gd, hs = 1.0 / g.r_die_c_per_w, 1.0 / g.r_sink_c_per_w
+        c_die, c_sink = g.tau_die_s * gd, g.tau_sink_s * hs
+        for i in range(k):
+            o = i * nx
+            p_i = pe[:, i] * scale
+            tdie, tsink = x[:, o + 2], x[:, o + 3]
+            dx[:, o + 2] = (p_i - gd * (tdie - tsink)) / c_die
+            dx[:, o + 3] = (gd * (tdie - tsink) - hs * (tsink - g.ambient_c)) / c_sink
+            u_in = p_i
+            for s in range(AVG_STAGES):
+                dx[:, o + 4 + s] = (u_in - x[:, o + 4 + s]) / tau_avg
+                u_in = x[:, o + 4 + s]
+        p_dc = p_gpu + p_oh
+        dx[:, -2] = ac_power_w(r, p_dc) / S_PER_H
+        dx[:, -1] = np.maximum(p_gpu - p_nat, 0.0) / S_PER_H
+        return dx
+
+
+def _pack(schedules: Sequence[Schedule], gpu: GpuParams) -> tuple[np.ndarray, np.ndarray]:
+    """Schedules as one array ``(entries, 5)`` (start, seconds, activity, running
+    integral, load code; an entry's fields side by side in memory) and the offsets of each
+    schedule's entries."""
+    rows, offs = [], [0]
+    for s in schedules:
+        a = gpu_activity(gpu, s.load, s.mfu)
+        cum = np.concatenate(([0.0], np.cumsum(a * s.seconds)[:-1])) if len(s) else a
+        rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
+        offs.append(offs[-1] + len(s))
+    return np.vstack(rows), np.array(offs, dtype=np.int64)

@@ -153,7 +153,10 @@ def _validate(pset: tparams.ParamSet, cfg: AssetConfig, where: str) -> None:
         elif cfg.kind == "gpu_rack":
             from twin.rack import RackParams
 
-            RackParams.from_params(pset)
+            if pset.kind != "gpu_rack":
+                raise TwinError(f"{pset.path}: meta.kind is '{pset.kind}', expected "
+                                f"'gpu_rack'")
+            tparams.from_mapping(RackParams, pset.params, "params")
     except TwinError as exc:
         raise ScenarioError(f"{where}: {exc}") from None
 
@@ -190,25 +193,28 @@ def build_twin(s: Scenario, emulator: bool = False, nodes: list[str] | None = No
 
 def _map_options(kind: str, pset: tparams.ParamSet | None, conv: tparams.ParamSet | None,
                  mg: Microgrid, node: str, asset: str) -> dict[str, float]:
-    """Ratings a register map needs (scale factors follow them)."""
-    if kind == "battery" and conv is not None:
-        i = mg.index(node, asset, "capacity_wh")
+    """Ratings a register map needs: its scale factors follow them, so values fit."""
+    if kind == "battery" and pset is not None and conv is not None:
+        from twin.battery import params_from_set
+
+        pack, _ = params_from_set(pset)
+        v_nom = pack.cells_series * float(np.mean(pack.cell.ocv_v.values))
         return {"rating_w": float(conv.params.get("p_max_w", conv.params.get("s_max_va"))),
-                "capacity_wh": float(mg.y[i])}
+                "capacity_wh": float(mg.y[mg.index(node, asset, "capacity_wh")]),
+                "v_dc_nom_v": v_nom}
     if kind == "inverter" and pset is not None:
-        return {"rating_w": float(pset.params.get("p_max_w", pset.params.get("s_max_va")))}
-    if kind == "gpu_rack":
-        i = mg.index(node, asset, "p_w")
-        return {"rating_w": float(max(1.5 * abs(mg.y[i]), getattr(mg, "rack_rating_w",
-                                                                  {}).get((node, asset), 0.0),
-                                      10_000.0))}
+        return {"rating_w": float(pset.params.get("p_max_w", pset.params.get("s_max_va"))),
+                "v_nom_v": float(pset.params.get("v_nom_v", 400.0))}
+    if kind == "gpu_rack" and pset is not None:
+        return {"rating_w": float(pset.params.get("psu_rated_w", 100_000.0))}
     if kind == "meter":
         g = [sp for sp in mg.specs if sp.node == node and sp.kind == "grid"]
-        limit = 100_000.0
+        limit = 150_000.0
         if g and g[0].params is not None:
             limit = float(max(g[0].params.params.get("import_max_w", limit),
                               g[0].params.params.get("export_max_w", limit)))
-        return {"rating_w": limit}
+        return {"rating_w": limit,
+                "v_nom_v": float(mg.y[mg.index(node, asset, "v_ac_v")])}
     return {}
 
 

@@ -153,27 +153,46 @@ def build_profile(s: Scenario, name: str) -> Any:
 
 
 def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> Any:
-    """A GPU workload schedule from a generator or an events JSON file."""
+    """A GPU workload: a schedule from a generator or an events JSON file.
+
+    Options ``groups`` and ``spread_s`` desynchronise it across the rack's GPUs: ``groups``
+    copies, each delayed by its own offset in ``[0, spread_s]`` (:func:`desynchronise`).
+    """
     from twin import workload
 
+    options = dict(cfg.options)
+    groups = options.pop("groups", 1)
+    spread = options.pop("spread_s", 0.0)
+    if not isinstance(groups, int) or groups < 1:
+        raise ScenarioError(f"{where}.options.groups: must be a whole number >= 1")
     if cfg.file:
         from bench.traces import read_events
 
-        return read_events(s.resolve(cfg.file))
-    gens = workload.GENERATORS
-    fn = gens.get(cfg.generator)
-    if fn is None:
-        raise ScenarioError(f"{where}.generator: unknown workload generator "
-                            f"'{cfg.generator}'{did_you_mean(cfg.generator, gens)}; "
-                            f"generators: {', '.join(gens)}")
-    fixed: dict[str, Any] = {}
-    params = inspect.signature(fn).parameters
-    if "seed" in params:
-        fixed["seed"] = seed
-    options = dict(cfg.options)
-    if "duration_s" in params and "duration_s" not in options:
-        options["duration_s"] = s.run.duration_s + 1.0
-    return _call(fn, options, where, **fixed)
+        if options:
+            raise ScenarioError(f"{where}.options: a workload read from a file takes only "
+                                f"groups and spread_s")
+        schedule = read_events(s.resolve(cfg.file))
+    else:
+        gens = workload.GENERATORS
+        fn = gens.get(cfg.generator)
+        if fn is None:
+            raise ScenarioError(f"{where}.generator: unknown workload generator "
+                                f"'{cfg.generator}'{did_you_mean(cfg.generator, gens)}; "
+                                f"generators: {', '.join(gens)}")
+        fixed: dict[str, Any] = {}
+        params = inspect.signature(fn).parameters
+        if "seed" in params:
+            fixed["seed"] = seed
+        for name in ("duration_s", "stop_s"):
+            if name in params and name not in options:
+                options[name] = s.run.duration_s + 1.0
+        schedule = _call(fn, options, where, **fixed)
+    if groups == 1 and not spread:
+        return schedule
+    try:
+        return workload.desynchronise(schedule, groups, float(spread), seed=seed + 1)
+    except workload.ScheduleError as exc:
+        raise ScenarioError(f"{where}.options: {exc}") from None
 
 
 def price_at(series: Series | None, t: float, default: int) -> int:

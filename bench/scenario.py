@@ -70,7 +70,8 @@ class RunConfig:
     late_after_s: float = 0.002
     #: recorder flush period (data older than this survives a crash) [s of wall clock]
     flush_s: float = 1.0
-    #: per-device read deadline within a tick [s]; default: 0.8 dt
+    #: per-device deadline of a read or write [s]; default: 0.8 dt in real time, and 2 s
+    #: as fast as possible (a slow machine must not turn a deterministic run into timeouts)
     deadline_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -89,7 +90,9 @@ class RunConfig:
 
     @property
     def device_deadline_s(self) -> float:
-        return self.deadline_s if self.deadline_s > 0 else 0.8 * self.dt_s
+        if self.deadline_s > 0:
+            return self.deadline_s
+        return 0.8 * self.dt_s if self.realtime else 2.0
 
 
 @dataclass(frozen=True)

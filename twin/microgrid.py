@@ -241,7 +241,9 @@ class Microgrid:
             if g is not None:
                 for s, p in zip(g.specs, g.asset.params):
                     v.setdefault(s.node, p.v_nom_v)
-        self._v_nom = np.array([v.get(n, 400.0) for n in self.nodes])
+        # meters report the line-to-neutral voltage (SunSpec 203 PhV) of the nominal
+        # line-to-line voltage
+        self._v_nom = np.array([v.get(n, 400.0) for n in self.nodes]) / np.sqrt(3.0)
         self._e_import_wh = np.zeros(len(self.nodes))
         self._e_export_wh = np.zeros(len(self.nodes))
         self.islanded = {n: bool(v) for n, v in zip(self.nodes, self._islanded0)}

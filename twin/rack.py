@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
@@ -531,3 +531,96 @@ def _pack(schedules: Sequence[Schedule], gpu: GpuParams) -> tuple[np.ndarray, np
         rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
         offs.append(offs[-1] + len(s))
     return np.vstack(rows), np.array(offs, dtype=np.int64)
+
+
+class TraceRack(Asset):
+    """Racks whose AC power replays a recorded trace (``power(t)``, scaled) instead of a model.
+
+    For studies driven by a real recording (an H100 trace replayed as a rack's power): the
+    rack's power is the trace, clipped to the power cap when one is set; the energy counter
+    integrates it.  Temperature, clock and phase are not known (NaN).
+    """
+
+    kind: ClassVar[str] = "gpu_rack"
+    input_names: ClassVar[tuple[str, ...]] = ("power_cap_w",)
+    output_names: ClassVar[tuple[str, ...]] = OUTPUT_NAMES
+    state_names: ClassVar[tuple[str, ...]] = ("energy_wh",)
+    held_names: ClassVar[tuple[str, ...]] = ("p_w", "power_cap_w", "limited")
+
+    def __init__(self, traces: Sequence[Callable[[float], float]]) -> None:
+        if not traces:
+            raise TwinError("gpu_rack: needs a trace for at least one rack")
+        self.traces = list(traces)
+        self.n = len(self.traces)
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros((self.n, 1))
+
+    def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        p = np.array([max(0.0, float(f(t))) for f in self.traces])
+        cap = u[:, 0]
+        capped = (cap > 0) & (p > cap)
+        p = np.where(capped, cap, p)
+        return np.column_stack([p, cap, capped.astype(float)])
+
+    def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return w[:, :1] / S_PER_H
+
+    def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
+        return x + w[:, :1] * (dt / S_PER_H)
+
+    def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        y = np.full((self.n, len(OUTPUT_NAMES)), np.nan)
+        y[:, OUTPUT_NAMES.index("p_w")] = w[:, 0]
+        y[:, OUTPUT_NAMES.index("energy_wh")] = x[:, 0]
+        y[:, OUTPUT_NAMES.index("e_burn_wh")] = 0.0
+        y[:, OUTPUT_NAMES.index("power_cap_w")] = w[:, 1]
+        y[:, OUTPUT_NAMES.index("limited")] = w[:, 2]
+        return y
+
+    def advance(self, t: float, x: np.ndarray, u: np.ndarray,
+                dt: float) -> tuple[np.ndarray, np.ndarray]:
+        w = self.hold(t, x, u, dt)
+        return self.step_exact(x, w, dt), self.outputs(t, x, w)
+
+
+def racks_from_specs(specs: Sequence[Any]) -> Asset:
+    """The racks of a microgrid (:class:`twin.microgrid.AssetSpec` with kind ``gpu_rack``).
+
+    Each spec's ``drive`` is a :class:`~twin.workload.Schedule`, a list of schedules (one per
+    group of desynchronised GPUs), or a callable ``power_w(t)`` (a recorded trace).  Racks
+    modelled from schedules must share one parameter set and group count; racks replaying
+    traces must all replay.
+    """
+    traces = [callable(s.drive) and not isinstance(s.drive, (Schedule, list, tuple))
+              for s in specs]
+    if all(traces):
+        return TraceRack([s.drive for s in specs])
+    if any(traces):
+        raise TwinError("gpu_rack: either every rack replays a power trace or none does")
+    first = specs[0].params
+    for s in specs:
+        if s.params is None:
+            raise TwinError(f"{s.node}.{s.name}: a gpu_rack needs a parameter set")
+        if s.params.params != first.params:
+            raise TwinError(f"{s.node}.{s.name}: racks of one run share one parameter set "
+                            f"({specs[0].node}.{specs[0].name} uses {first.name})")
+        if s.drive is None:
+            raise TwinError(f"{s.node}.{s.name}: a gpu_rack needs a workload")
+    pset = first
+    where = pset.path or pset.name
+    if pset.kind != "gpu_rack":
+        raise ParameterError(f"{where}: meta.kind is '{pset.kind}', expected 'gpu_rack'")
+    rack = _params.from_mapping(RackParams, pset.params, f"{where}: params")
+    base = Path(pset.path).parent if pset.path else H100_8GPU.parent
+    gpu, temp = load_params(base / rack.gpu_params)
+    temp = float(pset.initial.get("temp_c", temp)) if pset.initial else temp
+    # racks with fewer groups than others run their schedule in every group (identical
+    # groups behave as one)
+    drives = [[s.drive] if isinstance(s.drive, Schedule) else list(s.drive) for s in specs]
+    k = max(len(d) for d in drives)
+    for s, d in zip(specs, drives):
+        if len(d) not in (1, k):
+            raise TwinError(f"{s.node}.{s.name}: {len(d)} GPU groups; racks of one run have "
+                            f"1 or {k}")
+    return GpuRack(rack, gpu, [d * k if len(d) == 1 else d for d in drives], temp_c=temp)

@@ -450,3 +450,7 @@ def desynchronise(schedule: Schedule, n: int, spread_s: float, seed: int = 0
     offsets = np.linspace(0.0, spread_s, n) if n > 1 else np.zeros(1)
     offsets = np.random.default_rng(seed).permutation(offsets)
     return [schedule.shifted(float(o)) for o in offsets]
+
+
+#: generators a scenario names (``[profiles.X] generator = "training"``)
+GENERATORS = {"training": synchronous_training, "inference": inference}

@@ -49,6 +49,8 @@ class MarketLink:
         self.nodes = [n for n in s.nodes if n in self.meters]
         self._last_wh: dict[str, tuple[int, int]] = {}
         self.session: Any = None
+        #: ledger interval of this run's interval 0 (a ledger may hold earlier runs)
+        self.offset = 0
         self.settled = 0
         self.trades = 0
         self.orders = 0
@@ -64,6 +66,12 @@ class MarketLink:
             interval_s=self.cfg.interval_s,
             import_price_micro_per_wh=self.cfg.import_price_micro_per_wh,
             export_price_micro_per_wh=self.cfg.export_price_micro_per_wh)
+        # continue after what the ledger holds: this run's intervals come after the last one
+        store = self.session.store
+        head, cleared = store.head(), store.last_cleared()
+        last = max([i for i in (head.interval if head else None, cleared) if i is not None],
+                   default=None)
+        self.offset = 0 if last is None else last + 2
 
     def _counters(self, obs: Any, node: str) -> tuple[int, int]:
         asset = self.meters[node]
@@ -81,9 +89,9 @@ class MarketLink:
         if self.session is None:
             self._open()
         rec = self.plan._rec
-        b = k // self.ticks_per_interval
+        b = k // self.ticks_per_interval + self.offset
         name = self.session.names
-        if b >= 1:
+        if b > self.offset:
             rows = []
             for node in self.nodes:
                 now = self._counters(obs, node)

@@ -27,7 +27,13 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         from dataclasses import replace
 
         scenario = replace(scenario, run=replace(scenario.run, flush_s=0.1))
-    ledger_url = ledger or str(default_ledger_path(out))
+    if ledger is None:
+        # the default ledger belongs to the recording: a new run replaces both
+        ledger_url = str(default_ledger_path(out))
+        for suffix in ("", "-wal", "-shm"):
+            Path(ledger_url + suffix).unlink(missing_ok=True)
+    else:
+        ledger_url = ledger
     plan = build_plan(scenario, ledger=ledger_url)
     print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
           f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "

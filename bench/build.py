@@ -238,57 +238,76 @@ def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
     return plan
 
 
+def emulated_assets(s: Scenario) -> list[tuple[str, str, AssetConfig]]:
+    """Assets that get an emulator in this run: emulated, with a register map."""
+    return [(n, a, c) for n, a, c in s.assets()
+            if s.effective_mode(c) == "emulated" and c.kind in DEVICE_MAPS]
+
+
+def build_emulators(s: Scenario, drives: dict[str, Any] | None = None,
+                    host: str = "127.0.0.1", port_base: int | None = None,
+                    on_event: Any = None) -> Any:
+    """An EmulatorHost serving every emulated asset of ``s`` from twin-backed plants (one
+    per node, with the emulators' own parameters), or None when nothing is emulated."""
+    from firmware_bridge.emulators.host import DeviceSpec, EmulatorHost
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.faults import FaultCard
+    from firmware_bridge.plants import TwinPlant
+
+    assets = emulated_assets(s)
+    if not assets:
+        return None
+    drives = drives if drives is not None else {}
+    where = _Where(s)
+    nodes = list(dict.fromkeys(n for n, _, _ in assets))
+    plants = {node: TwinPlant(build_twin(s, emulator=True, nodes=[node], drives=drives))
+              for node in nodes}
+    specs = []
+    for node, name, cfg in assets:
+        base = ("nodes", node, name)
+        mg = plants[node].mg
+        spec = next(sp for sp in mg.specs if sp.name == name)
+        options = _map_options(cfg.kind, spec.params, spec.converter, mg, node, name)
+        if len(cfg.faults) > 1:
+            raise ScenarioError(f"{where(*base, 'faults')}: one fault card per device "
+                                f"(combine the fields into one table)")
+        card = None
+        if cfg.faults:
+            try:
+                card = FaultCard.from_mapping(cfg.faults[0], where=where(*base, "faults", "0"))
+            except BridgeError as exc:
+                raise ScenarioError(str(exc)) from None
+        specs.append(DeviceSpec(node, name, DEVICE_MAPS[cfg.kind], transport=cfg.transport,
+                                map_options=options, fault=card))
+    return EmulatorHost(plants, specs, host=host, port_base=port_base, on_event=on_event)
+
+
 def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
     """Emulators for emulated assets, client devices for emulated and hardware assets."""
-    from firmware_bridge.faults import FaultCard
     from firmware_bridge.maps import get_map
 
     where = _Where(s)
     deadline = s.run.device_deadline_s
-    emulated_nodes = sorted({n for n, _, c in s.assets()
-                             if s.effective_mode(c) == "emulated" and c.kind in DEVICE_MAPS},
-                            key=list(s.nodes).index)
-    plants: dict[str, Any] = {}
-    device_specs = []
-    if emulated_nodes:
-        from firmware_bridge.emulators.host import DeviceSpec
-        from firmware_bridge.plants import TwinPlant
+    def on_event(kind: str, message: str) -> None:
+        if plan._rec is not None:  # faults injected by emulators land in /events
+            plan._rec.event(plan.twin.t, kind, message)
 
-        for node in emulated_nodes:
-            plants[node] = TwinPlant(build_twin(s, emulator=True, nodes=[node],
-                                                drives=drives))
+    host = build_emulators(s, drives, on_event=on_event)
+    specs = {(d.node, d.asset): d for d in host.specs} if host is not None else {}
     for node, name, cfg in s.assets():
         mode = s.effective_mode(cfg)
         if mode == "twin" or cfg.kind not in DEVICE_MAPS:
             continue
-        base = ("nodes", node, name)
         if mode == "emulated":
-            mg = plants[node].mg
-            spec = next(sp for sp in mg.specs if sp.name == name)
-            options = _map_options(cfg.kind, spec.params, spec.converter, mg, node, name)
-            cards = []
-            for i, table in enumerate(cfg.faults):
-                try:
-                    cards.append(FaultCard.from_mapping(table,
-                                                        where=where(*base, "faults", str(i))))
-                except Exception as exc:  # the card's own error names the field
-                    raise ScenarioError(str(exc)) from None
-            if len(cards) > 1:
-                raise ScenarioError(f"{where(*base, 'faults')}: one fault card per device "
-                                    f"(combine the fields into one table)")
-            device_specs.append(DeviceSpec(node, name, DEVICE_MAPS[cfg.kind],
-                                           transport=cfg.transport,
-                                           map_options=options,
-                                           fault=cards[0] if cards else None))
-            regmap = get_map(DEVICE_MAPS[cfg.kind], **options)
+            spec = specs[(node, name)]
+            regmap = get_map(spec.map, **spec.map_options)
             plan.add_device(node, name, _Pending(name, regmap.signals, regmap.setpoints,
-                                                 DEVICE_MAPS[cfg.kind], options), deadline)
+                                                 spec.map, dict(spec.map_options)), deadline)
         else:
-            plan.add_device(node, name, _hardware_device(cfg, where(*base, "device")), deadline)
-    if device_specs:
-        from firmware_bridge.emulators.host import EmulatorHost
-
-        plan.emulators = _Emulators(EmulatorHost(plants, device_specs), plants, plan)
+            plan.add_device(node, name, _hardware_device(cfg, where("nodes", node, name,
+                                                                    "device")), deadline)
+    if host is not None:
+        plan.emulators = _Emulators(host, host.plants, plan)
 
 
 def _hardware_device(cfg: AssetConfig, where: str) -> Any:
@@ -331,10 +350,6 @@ class _Emulators:
     async def start(self) -> None:
         from firmware_bridge.registry import open_device
 
-        rec = self.plan._rec
-        if rec is not None:
-            self.host.on_event = lambda kind, msg: rec.event(
-                self.plan.twin.t, kind, msg)
         await self.host.start()
         where = {(d["node"], d["asset"]): d for d in self.host.describe()}
         for slot in self.plan.devices:

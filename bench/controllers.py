@@ -78,8 +78,17 @@ class Observation:
     reading failed this tick is NaN and its quality is non-zero.
     """
 
-    __slots__ = ("t", "k", "dt", "_index", "_values", "_twin", "_quality", "_qindex",
-                 "_forecast")
+    __slots__ = (
+        "_forecast",
+        "_index",
+        "_qindex",
+        "_quality",
+        "_twin",
+        "_values",
+        "dt",
+        "k",
+        "t",
+    )
 
     def __init__(self, index: Mapping[str, int], values: np.ndarray, twin: np.ndarray,
                  qindex: Mapping[str, int], quality: np.ndarray, dt: float,

@@ -203,9 +203,9 @@ class Engine:
                 obs.t, obs.k = t, k
                 # 1. observe
                 if has_devices:
-                    await plan.observe(t)
+                    await plan.observe(k, t)
                 else:
-                    plan.observe_twin()
+                    plan.observe_twin(k)
                 # 2. control
                 try:
                     setpoints = controller.step(obs)

@@ -68,6 +68,10 @@ class Plan:
         self.device_errors: dict[str, int] = {}
         self.emulators: Any = None
         self.market: Any = None
+        #: replay: recorded measured values, one row per tick, a column per observation
+        #: (NaN where the recording has none), and the assets they belong to
+        self.replay_values: np.ndarray | None = None
+        self.replay_assets: set[str] = set()
         self._rec: Recorder | None = None
         self._build_indices()
 
@@ -139,21 +143,28 @@ class Plan:
         floats = [Column("time", "s"), Column("wall", "s"), Column("timing/lateness", "s"),
                   Column("timing/skipped", "")]
         twin_out = {f"{n}.{a}.{s}": i for i, (n, a, s, _) in enumerate(self.twin.outputs)}
-        device_assets = {s.key for s in self.devices}
+        device_assets = {s.key for s in self.devices} | self.replay_assets
         self._obs_cols = []   # (column, obs index)
         self._twin_cols = []  # (column, twin output index)
         residuals = []
         for key in self.obs_keys:
             node, asset, sig = key.split(".", 2)
             unit = self.obs_units.get(key, "")
-            col = len(floats)
-            floats.append(Column(f"nodes/{node}/{asset}/{sig}", unit))
-            self._obs_cols.append((col, self.obs_index[key]))
-            if f"{node}.{asset}" in device_assets and key in twin_out:
+            idx = self.obs_index[key]
+            has_device = f"{node}.{asset}" in device_assets
+            measured = self._measured_mask[idx]
+            col = -1
+            # an asset with a device records what the device measured; the rest of its
+            # signals only as the twin's (never a twin value under the measured name)
+            if measured or not has_device:
+                col = len(floats)
+                floats.append(Column(f"nodes/{node}/{asset}/{sig}", unit))
+                self._obs_cols.append((col, idx))
+            if has_device and key in twin_out:
                 tcol = len(floats)
                 floats.append(Column(f"nodes/{node}/{asset}/twin/{sig}", unit))
                 self._twin_cols.append((tcol, twin_out[key]))
-                if self._measured_mask[self.obs_index[key]]:
+                if measured:
                     residuals.append(Residual(f"nodes/{node}/{asset}/residual/{sig}", col,
                                               tcol, unit))
         self._sp_cols = []
@@ -184,15 +195,25 @@ class Plan:
 
     # -- per tick -------------------------------------------------------------------------
 
-    def observe_twin(self) -> None:
-        """Twin-only run: the observation is the twin's output."""
+    def observe_twin(self, k: int) -> None:
+        """No devices: the observation is the twin's output, or in a replay the recording's
+        measured values where it has them."""
         y = self.twin.y
         self.obs_twin[self._twin_to_obs] = y
         self.obs_values[self._twin_to_obs] = y
+        if self.replay_values is not None:
+            row = self.replay_values[min(k, len(self.replay_values) - 1)]
+            self.obs_values[self._measured_mask] = row[self._measured_mask]
 
-    async def observe(self, t: float) -> None:
+    def set_replay(self, values: np.ndarray, assets: set[str]) -> None:
+        """Observe recorded values (``values[k, j]`` for observation ``j`` at tick ``k``)."""
+        self.replay_values = values
+        self.replay_assets = set(assets)
+        self._measured_mask[:] = np.isfinite(values).any(axis=0)
+
+    async def observe(self, k: int, t: float) -> None:
         """Read every device concurrently within its deadline."""
-        self.observe_twin()
+        self.observe_twin(k)
         self.obs_values[self._measured_mask] = np.nan
         if self.devices:
             await asyncio.gather(*(self._read(slot, t) for slot in self.devices))
@@ -203,7 +224,7 @@ class Plan:
         t0 = time.perf_counter()
         try:
             reading = await asyncio.wait_for(poll(slot.device), slot.deadline_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.quality[slot.qidx] = Quality.TIMEOUT
             slot.rtt_s = time.perf_counter() - t0
             self._count_error(slot, t, "timeout", f"{slot.key}: no answer within "
@@ -258,7 +279,7 @@ class Plan:
 
         try:
             await asyncio.wait_for(slot.device.write(values), slot.deadline_s)
-        except (asyncio.TimeoutError, DeviceError) as exc:
+        except (TimeoutError, DeviceError) as exc:
             self._count_error(slot, t, "write_failed", f"{slot.key}: write "
                               f"{', '.join(values)} failed: {exc or type(exc).__name__}")
             return
@@ -277,7 +298,7 @@ class Plan:
     async def advance_without_io(self, rec: Recorder, k: int, wall0: float,
                                  late: float) -> None:
         """A skipped real-time tick: setpoints held, no device I/O, the row marked skipped."""
-        self.observe_twin()
+        self.observe_twin(k)
         self.obs_values[self._measured_mask] = np.nan
         row, flags = rec.row()
         self.record_row_values(row, k * self.scenario.run.dt_s,

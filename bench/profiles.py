@@ -8,11 +8,8 @@ trace in the format of ``../shared/data``).
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
 import inspect
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,47 +78,22 @@ PRICE = {"constant": constant}
 
 def read_csv_column(path: Path, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     """``t_s`` and one column of a CSV (optionally gzipped); errors name file, line, column."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    from bench.csvio import CsvError, read_columns
+
     try:
-        with opener(path, "rt", newline="") as f:  # type: ignore[operator]
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ScenarioError(f"{path}: empty file")
-            header = [h.strip() for h in header]
-            if "t_s" not in header:
-                raise ScenarioError(f"{path}:1: no 't_s' column (columns: {', '.join(header)})")
-            if not column:
-                others = [h for h in header if h != "t_s"]
-                if len(others) != 1:
-                    raise ScenarioError(f"{where}.column: {path} has several value columns "
-                                        f"({', '.join(others)}); name one")
-                column = others[0]
-            if column not in header:
-                raise ScenarioError(f"{where}.column: {path} has no column '{column}'"
-                                    f"{did_you_mean(column, header)}")
-            it, iv = header.index("t_s"), header.index(column)
-            t, v = [], []
-            for lineno, row in enumerate(reader, start=2):
-                try:
-                    t.append(float(row[it]))
-                    v.append(float(row[iv]))
-                except (ValueError, IndexError):
-                    raise ScenarioError(f"{path}:{lineno}: not a number in column "
-                                        f"'t_s' or '{column}'") from None
-    except FileNotFoundError:
-        raise ScenarioError(f"{where}.file: no such file {path}") from None
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise ScenarioError(f"{path}: unreadable ({exc})") from None
-    ta, va = np.asarray(t), np.asarray(v)
-    if len(ta) < 1:
-        raise ScenarioError(f"{path}: no data rows")
-    if np.any(np.diff(ta) <= 0):
-        bad = int(np.argmax(np.diff(ta) <= 0)) + 3
-        raise ScenarioError(f"{path}:{bad}: t_s is not increasing")
-    if not np.all(np.isfinite(va)):
-        raise ScenarioError(f"{path}: column '{column}' has non-finite values")
-    return ta, va
+        cols = read_columns(path, (column,) if column else None)
+    except CsvError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    others = [c for c in cols if c != "t_s"]
+    if not column:
+        if len(others) != 1:
+            raise ScenarioError(f"{where}.column: {path} has several value columns "
+                                f"({', '.join(others)}); name one")
+        column = others[0]
+    if column not in cols:
+        raise ScenarioError(f"{where}.column: {path} has no column '{column}'"
+                            f"{did_you_mean(column, others)}")
+    return cols["t_s"], cols[column]
 
 
 def build_profile(s: Scenario, name: str) -> Any:
@@ -193,11 +165,3 @@ def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> An
         return workload.desynchronise(schedule, groups, float(spread), seed=seed + 1)
     except workload.ScheduleError as exc:
         raise ScenarioError(f"{where}.options: {exc}") from None
-
-
-def price_at(series: Series | None, t: float, default: int) -> int:
-    """An integer price from a price profile (micro-units per kWh)."""
-    if series is None:
-        return default
-    v = series(t)
-    return int(round(v)) if math.isfinite(v) else default

@@ -15,7 +15,7 @@ from bench.recording import Run, open_run
 from bench.summary import _asset_kinds, figures, format_figures
 
 
-def _plt():  # noqa: ANN202 - matplotlib's pyplot module
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +24,7 @@ def _plt():  # noqa: ANN202 - matplotlib's pyplot module
     return plt
 
 
-def _save(fig, path: Path) -> Path:  # noqa: ANN001
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)

@@ -349,7 +349,7 @@ def _cross_check(s: Scenario, source: str, lines: dict) -> None:
             raise _fail(source, lines, ("market",), "trading needs a meter or grid asset")
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """A ``--set`` value: TOML syntax if it parses (numbers, booleans, arrays), else a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -368,7 +368,7 @@ def apply_override(doc: dict, item: str) -> None:
     if not sep or not key.strip():
         raise ScenarioError(f"--set {item}: expected KEY=VALUE")
     path = key.strip().split(".")
-    value = _parse_value(raw.strip())
+    value = parse_value(raw.strip())
     if path[0] not in ("run", "controller", "market", "profiles", "nodes") and len(path) == 3:
         node, asset, name = path
         nodes = doc.get("nodes", {})

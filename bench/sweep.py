@@ -138,7 +138,7 @@ def sweep(scenario_path: Path, items: Sequence[str], out_dir: Path, workers: int
     try:
         futures = [client.submit(run_batch, str(scenario_path.resolve()), b, str(out_dir),
                                  tuple(extra), pure=False) for b in batches]
-        for done, fut in enumerate(as_completed(futures), start=1):
+        for fut in as_completed(futures):
             rows.extend(fut.result())
             if progress:
                 print(f"sweep: {len(rows)}/{len(pts)} points "

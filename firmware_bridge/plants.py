@@ -21,10 +21,10 @@ class TwinPlant(Plant):
     def __init__(self, microgrid: Microgrid) -> None:
         self.mg = microgrid
         self._signals: dict[str, list[tuple[str, int]]] = {}
-        for i, (node, asset, sig, _) in enumerate(microgrid.outputs):
+        for i, (_, asset, sig, _) in enumerate(microgrid.outputs):
             self._signals.setdefault(asset, []).append((sig, i))
         self._setpoints: dict[str, dict[str, int]] = {}
-        for j, (node, asset, sp, _) in enumerate(microgrid.setpoints):
+        for j, (_, asset, sp, _) in enumerate(microgrid.setpoints):
             self._setpoints.setdefault(asset, {})[sp] = j
         if len({n for n, *_ in microgrid.outputs}) > 1:
             raise ConfigError("a TwinPlant runs the assets of one node")

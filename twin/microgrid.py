@@ -134,6 +134,8 @@ class Microgrid:
         self.method = method
         self.t = 0.0
         self._k = 0
+        self._t_base = 0.0
+        self._dt = 0.0
         self.specs = list(specs)
         seen = set()
         for s in self.specs:
@@ -216,7 +218,7 @@ class Microgrid:
         rack_specs = by_kind["gpu_rack"]
         if rack_specs:
             if rack_factory is None:
-                from twin.rack import racks_from_specs as rack_factory  # noqa: N813
+                from twin.rack import racks_from_specs as rack_factory
             self.groups["gpu_rack"] = self._group(rack_factory(rack_specs), rack_specs)
         # one bus per node, in node order
         grid_of = {s.node: s for s in by_kind["grid"]}
@@ -351,7 +353,7 @@ class Microgrid:
             nb = self.groups["battery"].asset.n
             self._bat_pset_j = np.full(nb, -1)
             self._bat_conn_j = np.full(nb, -1)
-            for j, (kind, i, col) in enumerate(self._sp_map):
+            for j, (kind, i, _) in enumerate(self._sp_map):
                 if kind == "battery":
                     target = self._bat_pset_j if setpoints[j][2] == "p_set_w" else \
                         self._bat_conn_j
@@ -414,7 +416,7 @@ class Microgrid:
         groups = self.groups
         nn = len(self.nodes)
         bus = groups["grid"]
-        freq = bus.y[:, c["bus_f"]] if self._k else None
+        freq = bus.y[:, c["bus_f"]] if self.t > 0 else None
         p_gen = np.zeros(nn)
         p_load = np.zeros(nn)
         pv = groups.get("pv")
@@ -479,8 +481,14 @@ class Microgrid:
         self._e_import_wh += np.maximum(p_grid, 0.0) * (dt / S_PER_H)
         self._e_export_wh += np.maximum(-p_grid, 0.0) * (dt / S_PER_H)
         self._scatter()
+        self._tick(dt)
+
+    def _tick(self, dt: float) -> None:
+        """``t = t_base + k dt`` while ``dt`` stays the same (no accumulated rounding)."""
+        if dt != self._dt:
+            self._t_base, self._k, self._dt = self.t, 0, dt
         self._k += 1
-        self.t = self._k * dt
+        self.t = self._t_base + self._k * dt
 
     def _grid_forming(self, bat_isl: np.ndarray, p_ac: np.ndarray, p_dc: np.ndarray) -> None:
         """Islanded batteries deliver the bus's grid-forming power, shared by rating."""
@@ -539,7 +547,7 @@ class Microgrid:
         self.advance(1e-9)
         self.method = method
         self.groups, self._e_import_wh, self._e_export_wh = saved
-        self._k = 0
+        self._k, self._t_base, self._dt = 0, 0.0, 0.0
         self.t = 0.0
 
     # -- forecasts ----------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""``gridloop twin``: run one asset model on a profile; import parameter sets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+#: models ``twin simulate`` runs: kind -> module with ``simulate_profile``
+SIMULATORS = {"battery": "twin.battery", "inverter": "twin.inverter"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("twin", help="run one asset model; import parameter sets",
+                       description="Run one asset model on a profile, or convert a "
+                       "parameter set from PyBaMM or the CEC library.")
+    tsub = p.add_subparsers(dest="twin_command", metavar="SUBCOMMAND", required=True)
+
+    sim = tsub.add_parser("simulate", help="run one model on a CSV profile",
+                          description="Run one asset model on a profile. Input CSV: t_s and "
+                          "the model's inputs (battery: current_a, positive = discharge, or "
+                          "power_w; inverter: p_dc_w and v_dc_v), held over each step. "
+                          "Output CSV: t_s and the model's outputs.")
+    sim.add_argument("kind", choices=sorted(SIMULATORS))
+    sim.add_argument("--params", required=True, metavar="PARAMS.toml",
+                     help="parameter file (or the name of a shipped one)")
+    sim.add_argument("--input", required=True, metavar="IN.csv")
+    sim.add_argument("--out", required=True, metavar="OUT.csv")
+    sim.add_argument("--dt", type=float, metavar="S",
+                     help="resample the profile to this step (default: the input's times)")
+    sim.add_argument("--method", choices=("exact", "scipy"), default="exact",
+                     help="exact discretisation (default) or solve_ivp per step (reference)")
+    sim.set_defaults(func=simulate)
+
+    params = tsub.add_parser("params", help="import parameter sets from other tools")
+    psub = params.add_subparsers(dest="params_command", metavar="SUBCOMMAND", required=True)
+    pb = psub.add_parser("import-pybamm", help="convert a PyBaMM equivalent-circuit set",
+                         description="Convert a PyBaMM equivalent-circuit parameter set "
+                         "(e.g. ECM_Example) with its lookup tables, thermal parameters and "
+                         "initial conditions into a gridloop battery parameter file.")
+    pb.add_argument("name", help="PyBaMM parameter set name, e.g. ECM_Example")
+    pb.add_argument("--out", required=True, metavar="PARAMS.toml")
+    pb.set_defaults(func=import_pybamm)
+    cec = psub.add_parser("import-cec", help="take an inverter from pvlib's CEC library",
+                          description="Write an inverter parameter file (Sandia model) for "
+                          "an inverter of the CEC library that pvlib ships.")
+    cec.add_argument("name", help='inverter name, e.g. "ABB: TRIO-60.0-TL-OUTD-US-480 [480V]"')
+    cec.add_argument("--out", required=True, metavar="PARAMS.toml")
+    cec.set_defaults(func=import_cec)
+
+
+def _params(ref: str):  # noqa: ANN202 - twin.params.ParamSet
+    from bench.build import shipped
+    from twin import params
+
+    path = Path(ref)
+    if not path.is_file() and shipped(ref).is_file():
+        path = shipped(ref)
+    return params.load(path)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    import importlib
+
+    from bench.csvio import read_columns, write_columns
+
+    pset = _params(args.params)
+    columns = read_columns(args.input)
+    t = columns.pop("t_s")
+    if args.dt is not None and args.dt <= 0:
+        from bench.errors import BenchError
+
+        raise BenchError(f"--dt must be positive, not {args.dt}")
+    module = importlib.import_module(SIMULATORS[args.kind])
+    if args.dt is not None:
+        t, columns = _resample(t, columns, args.dt)
+    out = module.simulate_profile(pset, t, columns, method=args.method)
+    write_columns(args.out, {"t_s": out.pop("t_s"), **out})
+    print(f"wrote {args.out}: {len(next(iter(out.values())))} rows, columns "
+          f"{', '.join(['t_s', *out])}")
+    return 0
+
+
+def _resample(t, columns, dt):  # noqa: ANN001, ANN202
+    """Zero-order hold of the input profile on a grid of step ``dt``."""
+    import numpy as np
+
+    grid = np.arange(t[0], t[-1] + dt / 2, dt)
+    idx = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(t) - 1)
+    return grid, {k: v[idx] for k, v in columns.items()}
+
+
+def import_pybamm(args: argparse.Namespace) -> int:
+    from twin import params
+    from twin.interop.pybamm import import_parameter_set
+
+    pset = import_parameter_set(args.name)
+    params.save(pset, args.out)
+    print(f"wrote {args.out}: {pset.name} ({pset.source})")
+    return 0
+
+
+def import_cec(args: argparse.Namespace) -> int:
+    from twin import params
+    from twin.interop.cec import import_cec_inverter
+
+    pset = import_cec_inverter(args.name)
+    params.save(pset, args.out)
+    print(f"wrote {args.out}: {pset.name}")
+    return 0

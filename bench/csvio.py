@@ -1,0 +1,85 @@
+"""Numeric CSV files (optionally gzipped): columns by name, errors naming file, line, column."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import BenchError
+
+
+class CsvError(BenchError, ValueError):
+    """A CSV file is missing, empty or malformed; the message names file, line and column."""
+
+
+def read_columns(path: str | Path, columns: tuple[str, ...] | None = None,
+                 required: tuple[str, ...] = ("t_s",)) -> dict[str, np.ndarray]:
+    """Columns of a CSV as float arrays (``columns``, or every column); ``t_s`` must increase
+    strictly.  Columns not asked for may hold text."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as f:  # type: ignore[operator]
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise CsvError(f"{path}: empty file (expected a header line)")
+            names = [h.strip() for h in header]
+            for name in required + tuple(columns or ()):
+                if name not in names:
+                    raise CsvError(f"{path}:1: no '{name}' column (columns: {', '.join(names)})")
+            wanted = [i for i, n in enumerate(names)
+                      if columns is None or n in columns or n in required]
+            rows = []
+            for lineno, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(names):
+                    raise CsvError(f"{path}:{lineno}: {len(row)} fields, the header has "
+                                   f"{len(names)}")
+                values = []
+                for i in wanted:
+                    name, cell = names[i], row[i]
+                    try:
+                        values.append(float(cell))
+                    except ValueError:
+                        raise CsvError(f"{path}:{lineno}: column '{name}': {cell!r} is not a "
+                                       f"number") from None
+                rows.append(values)
+    except FileNotFoundError:
+        raise CsvError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise CsvError(f"{path}: unreadable ({exc})") from None
+    if not rows:
+        raise CsvError(f"{path}: no data rows")
+    data = np.asarray(rows)
+    out = {names[i]: data[:, j] for j, i in enumerate(wanted)}
+    if "t_s" in out:
+        bad = np.flatnonzero(~(np.diff(out["t_s"]) > 0))
+        if len(bad):
+            raise CsvError(f"{path}:{int(bad[0]) + 3}: t_s does not increase")
+    for name, col in out.items():
+        nonfinite = np.flatnonzero(~np.isfinite(col))
+        if len(nonfinite):
+            raise CsvError(f"{path}:{int(nonfinite[0]) + 2}: column '{name}' is not finite")
+    return out
+
+
+def write_columns(path: str | Path, columns: Mapping[str, np.ndarray]) -> Path:
+    """Write equal-length columns as CSV (written to a temporary file, then renamed)."""
+    path = Path(path)
+    names = list(columns)
+    data = np.column_stack([np.asarray(columns[n], dtype=float) for n in names])
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for row in data:
+            w.writerow(["" if math.isnan(v) else repr(float(v)) for v in row])
+    tmp.replace(path)
+    return path

@@ -1,0 +1,148 @@
+"""Replay: run a (new) controller against a recording and report where it diverges.
+
+The recorded measured values of every device become the observations, tick by tick; the
+new controller's setpoints drive the twin, which runs in lockstep and predicts what the
+plant would have done under them.  The new recording holds the recorded measurements, the
+twin under the new setpoints, and the new setpoints; the report names, for every setpoint,
+the first tick where the new controller departs from the recorded one, and for every
+measured signal the first tick where the twin under the new setpoints is further from the
+recorded plant than the recorded twin was, by more than the signal's tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import RecordingError
+from bench.recording import open_run
+from bench.scenario import parse
+
+
+@dataclass
+class Divergence:
+    key: str
+    kind: str               # "setpoint" or "signal"
+    first_t_s: float        # NaN: never diverged
+    max_abs: float
+    tolerance: float
+
+
+@dataclass
+class ReplayReport:
+    out: Path
+    ticks: int
+    divergences: list[Divergence] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> list[Divergence]:
+        return [d for d in self.divergences if math.isfinite(d.first_t_s)]
+
+    def format(self) -> str:
+        if not self.diverged:
+            return (f"no divergence: {len(self.divergences)} setpoints and signals within "
+                    f"tolerance; {self.ticks} ticks replayed -> {self.out}")
+        lines = [f"{'what':<9} {'signal':<34} {'diverges at':>12} {'max |diff|':>12} "
+                 f"{'tolerance':>10}"]
+        for d in sorted(self.diverged, key=lambda d: (d.first_t_s, d.key)):
+            at = f"{d.first_t_s:.3f} s" if math.isfinite(d.first_t_s) else "never"
+            lines.append(f"{d.kind:<9} {d.key:<34} {at:>12} {d.max_abs:12.4g} "
+                         f"{d.tolerance:10.4g}")
+        lines.append(f"{len(self.diverged)} of {len(self.divergences)} diverge; "
+                     f"{self.ticks} ticks replayed -> {self.out}")
+        return "\n".join(lines)
+
+
+def _tolerance(values: np.ndarray, given: float | None) -> float:
+    """A signal's tolerance: the scenario's, else the largest of 2 % of its recorded range,
+    0.5 % of its largest magnitude and its resolution (the smallest step it took)."""
+    if given is not None:
+        return float(given)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return 1e-6
+    span = float(finite.max() - finite.min())
+    steps = np.diff(np.unique(finite))
+    resolution = float(steps.min()) if len(steps) else 0.0
+    return max(0.02 * span, 0.005 * float(np.abs(finite).max()), resolution, 1e-6)
+
+
+def _first_divergence(a: np.ndarray, b: np.ndarray, tol: float, t: np.ndarray
+                      ) -> tuple[float, float]:
+    n = min(len(a), len(b))
+    d = np.abs(a[:n] - b[:n])
+    both = np.isfinite(d)
+    if not both.any():
+        return math.nan, math.nan
+    over = np.flatnonzero(both & (d > tol))
+    first = float(t[over[0]]) if len(over) else math.nan
+    return first, float(np.nanmax(d))
+
+
+def replay(path: str | Path, controller: str | None = None, out: str | Path | None = None,
+           options: dict | None = None, progress: bool = True) -> ReplayReport:
+    """Replay recording ``path`` with ``controller`` (default: the recorded one)."""
+    from bench.build import build_plan
+    from bench.engine import run_plan
+
+    path = Path(path)
+    with open_run(path) as run:
+        attrs = run.attrs
+        text = run.scenario_text
+        if not text:
+            raise RecordingError(f"{path}: the recording holds no scenario to replay")
+        scenario_path = Path(str(attrs.get("scenario_path") or path))
+        s = parse(text, f"{path}:scenario", scenario_path, ["run.mode=twin"])
+        n = len(run)
+        if n == 0:
+            raise RecordingError(f"{path}: the recording has no ticks")
+        s = replace(s, run=replace(s.run, duration_s=n * s.run.dt_s, realtime=False))
+        if controller is not None:
+            s = replace(s, controller=replace(s.controller, name=controller,
+                                              options=dict(options or {})))
+        elif options:
+            s = replace(s, controller=replace(s.controller,
+                                              options={**s.controller.options, **options}))
+        plan = build_plan(s, ledger=str(Path(out or path).with_suffix(".replay.ledger.db")))
+        plan.market = None  # a replay does not trade again
+        measured = {r.key for r in run.signals("residual")}  # measured by a device
+        values = np.full((n, len(plan.obs_keys)), np.nan)
+        for j, key in enumerate(plan.obs_keys):
+            if key in measured:
+                node, asset, sig = key.split(".", 2)
+                values[:, j] = run.signal(node, asset, sig)[:n]
+        assets = {k.rsplit(".", 1)[0] for k in measured}
+        plan.set_replay(values, assets)
+        rec_setpoints = {r.key: run.signal(r.node, r.asset, r.name, "setpoint")[:n]
+                         for r in run.signals("setpoint")}
+        rec_residuals = {r.key: run.signal(r.node, r.asset, r.name, "residual")[:n]
+                         for r in run.signals("residual")}
+        t = run.time[:n]
+    out = Path(out) if out else path.with_name(path.stem + ".replay.h5")
+    summary = run_plan(plan, out, progress=progress)
+    report = ReplayReport(out, summary.ticks)
+    tol_cfg = {f"{n}.{a}.{sig}": v for n, a, c in s.assets() for sig, v in c.tolerance.items()}
+    with open_run(out) as new:
+        for r in new.signals("setpoint"):
+            old = rec_setpoints.get(r.key)
+            if old is None:
+                continue
+            now = new.signal(r.node, r.asset, r.name, "setpoint")
+            # a setpoint never given (NaN) on both sides agrees
+            a, b = np.nan_to_num(old, nan=0.0), np.nan_to_num(now, nan=0.0)
+            tol = _tolerance(a, tol_cfg.get(r.key))
+            first, worst = _first_divergence(a, b, tol, t)
+            report.divergences.append(Divergence(r.key, "setpoint", first, worst, tol))
+        for r in new.signals("residual"):
+            # how much further the twin under the new setpoints is from the recorded plant
+            # than the recorded twin was: the twin's own mismatch cancels out
+            res = np.abs(new.signal(r.node, r.asset, r.name, "residual"))
+            base = np.abs(rec_residuals.get(r.key, np.zeros_like(res)))
+            recorded = new.signal(r.node, r.asset, r.name)
+            tol = _tolerance(recorded, tol_cfg.get(r.key))
+            first, worst = _first_divergence(res, base, tol, t)
+            report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
+    return report

@@ -20,6 +20,10 @@ Built-ins (``[controller] name = ...``):
 ``droop``
     frequency support when islanded: battery power ``p0 - (f - f_nom) / (f_nom * droop) *
     p_rated``.
+``schedule``
+    piecewise-constant setpoints over time: ``{"north.battery.p_set_w" = [[0, 0],
+    [10, 50000], [20, 0]]}`` holds 0 W from 0 s, 50 kW from 10 s, 0 W from 20 s (pulse
+    tests, lab exercises).
 ``external``
     the controller runs elsewhere (firmware on an MCU talking Modbus to the devices): the
     bench only observes and records.
@@ -173,6 +177,33 @@ class Passthrough:
             return {}
         self._sent = True
         return dict(self.setpoints)
+
+
+class Schedule:
+    """Setpoints that change at given times: ``{key: [[t_s, value], ...]}``, held between."""
+
+    def __init__(self, context: ControllerContext, **schedules: Any) -> None:
+        known = {f"{a.node}.{a.name}.{s}" for a in context.assets for s in a.setpoints}
+        self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for key, pairs in schedules.items():
+            if key not in known:
+                raise ControllerError(f"schedule: no setpoint '{key}'{did_you_mean(key, known)}")
+            try:
+                arr = np.asarray(pairs, dtype=float).reshape(-1, 2)
+            except (TypeError, ValueError):
+                raise ControllerError(f"schedule: '{key}' must be a list of [t_s, value] "
+                                      f"pairs") from None
+            if len(arr) == 0 or np.any(np.diff(arr[:, 0]) <= 0):
+                raise ControllerError(f"schedule: the times of '{key}' must increase")
+            self.steps[key] = (arr[:, 0], arr[:, 1])
+
+    def step(self, obs: Observation) -> dict[str, float]:
+        out = {}
+        for key, (times, values) in self.steps.items():
+            i = int(np.searchsorted(times, obs.t + 1e-9, side="right")) - 1
+            if i >= 0:
+                out[key] = float(values[i])
+        return out
 
 
 class External:
@@ -339,6 +370,7 @@ BUILTINS: dict[str, type] = {
     "peak_shaving": PeakShaving,
     "gpu_smoothing": GpuSmoothing,
     "droop": Droop,
+    "schedule": Schedule,
     "external": External,
 }
 

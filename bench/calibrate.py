@@ -1,0 +1,148 @@
+"""Calibration from a recording: fit an asset's twin parameters to what its device measured.
+
+``gridloop calibrate RUN.h5 --asset NODE.ASSET`` starts from the twin's parameters of that
+asset (from the scenario stored in the recording) and fits, for a battery, R0, R1, C1, R2,
+C2 and capacity to the measured current and voltage; for an inverter, the Sandia efficiency
+coefficients to the measured DC power, DC voltage and AC power.  The result is a parameter
+file with its provenance; run the scenario with it as ``params`` and the residuals shrink.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchError, RecordingError
+from bench.recording import Run, open_run
+from bench.scenario import parse
+from twin import params as tparams
+
+
+@dataclass
+class Calibration:
+    node: str
+    asset: str
+    kind: str
+    pset: tparams.ParamSet
+    rms_before: float
+    rms_after: float
+    unit: str
+    changes: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [f"{self.node}.{self.asset} ({self.kind}): residual RMS "
+                 f"{self.rms_before:.4g} -> {self.rms_after:.4g} {self.unit}",
+                 f"{'parameter':<24} {'twin':>14} {'fitted':>14} {'ratio':>8}"]
+        for name, (old, new) in self.changes.items():
+            ratio = new / old if old else float("nan")
+            lines.append(f"{name:<24} {old:14.6g} {new:14.6g} {ratio:8.4f}")
+        return "\n".join(lines)
+
+
+def _measured(run: Run, node: str, asset: str, name: str) -> np.ndarray:
+    if not run.has(node, asset, name):
+        raise RecordingError(f"{run.path}: {node}.{asset} has no measured '{name}' "
+                             f"(was the asset emulated or on hardware?)")
+    return run.signal(node, asset, name)
+
+
+def _good(*arrays: np.ndarray) -> np.ndarray:
+    ok = np.ones(len(arrays[0]), dtype=bool)
+    for a in arrays:
+        ok &= np.isfinite(a)
+    return ok
+
+
+def calibrate(path: str | Path, asset_key: str, n_rc: int = 2) -> Calibration:
+    """Fit the twin parameters of ``NODE.ASSET`` to recording ``path``."""
+    from bench.build import asset_specs
+
+    node, sep, asset = asset_key.partition(".")
+    if not sep:
+        raise BenchError(f"--asset {asset_key}: expected NODE.ASSET")
+    with open_run(path) as run:
+        s = parse(run.scenario_text, f"{path}:scenario",
+                  Path(str(run.attrs.get("scenario_path") or path)))
+        if node not in s.nodes or asset not in s.nodes[node]:
+            from twin.params import did_you_mean
+
+            keys = [f"{n}.{a}" for n, a, _ in s.assets()]
+            raise BenchError(f"--asset {asset_key}: not in the recorded scenario"
+                             f"{did_you_mean(asset_key, keys)}")
+        spec = next(sp for sp in asset_specs(s, emulator=False, nodes=[node])
+                    if sp.name == asset)
+        if spec.kind == "battery":
+            return _battery(run, spec, n_rc, path)
+        if spec.kind == "inverter":
+            return _inverter(run, spec, path)
+        raise BenchError(f"--asset {asset_key}: calibration fits batteries and inverters, "
+                         f"not a {spec.kind}")
+
+
+def _provenance(pset: tparams.ParamSet, path: str | Path, what: str,
+                report: dict[str, Any]) -> dict[str, Any]:
+    return {**pset.meta,
+            "source": f"gridloop calibrate: {what} fitted to {Path(path).name} on "
+                      f"{time.strftime('%Y-%m-%d')}; started from {pset.name}",
+            "calibration": {k: v for k, v in report.items()
+                            if isinstance(v, (int, float, str))}}
+
+
+def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
+    from twin.battery import param_set, params_from_set
+    from twin.calibrate_battery import fit_battery
+
+    node, asset = spec.node, spec.name
+    t = run.time
+    i = _measured(run, node, asset, "current_a")
+    v = _measured(run, node, asset, "voltage_v")
+    soc = _measured(run, node, asset, "soc")
+    temp = (run.signal(node, asset, "temp_cell_c") if run.has(node, asset, "temp_cell_c")
+            else run.signal(node, asset, "temp_cell_c", "twin"))
+    ok = _good(i, v, temp)
+    if ok.sum() < 10:
+        raise RecordingError(f"{run.path}: too few good samples of {node}.{asset}")
+    pack, initial = params_from_set(spec.params)
+    soc0 = float(soc[np.flatnonzero(np.isfinite(soc))[0]])
+    fitted, report = fit_battery(t[ok], i[ok], v[ok], temp[ok], pack, soc0, n_rc=n_rc)
+    changes = {}
+    for name in ("r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "capacity_ah"):
+        old, new = getattr(pack.cell, name, None), getattr(fitted.cell, name, None)
+        if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+            changes[name] = (float(old), float(new))
+        elif old is not None and hasattr(old, "values"):
+            changes[f"{name} (table mean)"] = (float(np.mean(old.values)),
+                                               float(np.mean(new.values)))
+    out = param_set(fitted, f"{spec.params.name} (calibrated)", initial=initial,
+                    meta=_provenance(spec.params, path, "R0, R1, C1, R2, C2, capacity",
+                                     report))
+    return Calibration(node, asset, "battery", out, float(report["rms_base_v"]),
+                       float(report["rms_fit_v"]), "V", changes)
+
+
+def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
+    from twin.calibrate_inverter import fit_inverter_efficiency
+    from twin.inverter import InverterParams
+
+    node, asset = spec.node, spec.name
+    p_ac = _measured(run, node, asset, "p_ac_w")
+    p_dc = _measured(run, node, asset, "p_dc_w")
+    v_dc = _measured(run, node, asset, "v_dc_v")
+    ok = _good(p_ac, p_dc, v_dc)
+    base = InverterParams.from_params(spec.params)
+    fitted, report = fit_inverter_efficiency(p_dc[ok], v_dc[ok], p_ac[ok], base)
+    changes = {}
+    for name in ("paco_w", "pdco_w", "vdco_v", "pso_w", "c0", "c1", "c2", "c3", "pnt_w"):
+        old, new = getattr(base.sandia, name, None), getattr(fitted.sandia, name, None)
+        if isinstance(old, (int, float)):
+            changes[name] = (float(old), float(new))
+    params = tparams.to_mapping(fitted)
+    out = replace(spec.params, params=params, name=f"{spec.params.name} (calibrated)",
+                  meta=_provenance(spec.params, path, "Sandia efficiency coefficients",
+                                   vars(report) if hasattr(report, "__dict__") else {}))
+    return Calibration(node, asset, "inverter", out, float(report.rms_base_w),
+                       float(report.rms_fit_w), "W", changes)

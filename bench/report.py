@@ -106,14 +106,15 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     paths = [_save(fig, out / "gpu_power.png")]
-    series = {f"{n}.{a}": np.nan_to_num(run.signal(n, a, "p_w")) for n, a in assets}
+    series = {f"{n}.{a}": (np.nan_to_num(run.signal(n, a, "p_w")), run.dt)
+              for n, a in assets}
     for node in dict.fromkeys(n for n, _ in assets):
         kinds = _asset_kinds(run)
         meters = [(node, a) for (nn, a), k in kinds.items()
                   if nn == node and k in ("meter", "grid") and run.has(node, a, "p_w")]
         if meters:
-            series[f"{node} grid"] = np.nan_to_num(run.signal(*meters[0], "p_w"))
-    paths.append(spectrum_figure(series, run.dt, out / "gpu_spectrum.png"))
+            series[f"{node} grid"] = (np.nan_to_num(run.signal(*meters[0], "p_w")), run.dt)
+    paths.append(spectrum_figure(out / "gpu_spectrum.png", series))
     return paths
 
 

@@ -55,18 +55,25 @@ class _Where:
         return f"{loc}: {'.'.join(path)}"
 
 
-def load_params(s: Scenario, ref: str, where: str) -> tparams.ParamSet:
-    """A parameter set by shipped name or path."""
+def load_params(s: Scenario, ref: str, where: str,
+                cache: dict[Path, tparams.ParamSet] | None = None) -> tparams.ParamSet:
+    """A parameter set by shipped name or path (read once per ``cache``)."""
     path = shipped(ref)
     if not path.is_file():
         path = s.resolve(ref)
     if not path.is_file():
         raise ScenarioError(f"{where}: no parameter set '{ref}' (neither shipped"
                             f"{tparams.did_you_mean(ref, shipped_names())} nor a file)")
+    path = path.resolve()
+    if cache is not None and path in cache:
+        return cache[path]
     try:
-        return tparams.load(path)
+        pset = tparams.load(path)
     except TwinError as exc:
         raise ScenarioError(f"{where}: {exc}") from None
+    if cache is not None:
+        cache[path] = pset
+    return pset
 
 
 def _set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
@@ -88,7 +95,11 @@ def _get_dotted(params: dict[str, Any], key: str) -> Any:
 
 def with_overrides(pset: tparams.ParamSet, override: Mapping[str, Any],
                    scale: Mapping[str, float] = ()) -> tparams.ParamSet:
-    """A copy of ``pset`` with parameter overrides, then multiplicative factors."""
+    """A copy of ``pset`` with parameter overrides, then multiplicative factors (``pset``
+    itself when there are none: assets sharing a parameter set share one object, so the twin
+    packs their parameters once)."""
+    if not override and not scale:
+        return pset
     out = copy.deepcopy(pset)
     for key, value in override.items():
         _set_dotted(out.params, key, value)
@@ -108,7 +119,8 @@ def with_overrides(pset: tparams.ParamSet, override: Mapping[str, Any],
 
 
 def _asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _Where,
-                  emulator: bool) -> tuple[tparams.ParamSet | None, tparams.ParamSet | None]:
+                  emulator: bool, cache: dict[Path, tparams.ParamSet]
+                  ) -> tuple[tparams.ParamSet | None, tparams.ParamSet | None]:
     """(params, converter params) of one asset, for the twin or its emulator."""
     if cfg.kind == "meter":
         return None, None
@@ -116,7 +128,7 @@ def _asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _W
     ref = (cfg.emulator_params if emulator and cfg.emulator_params else cfg.params) \
         or DEFAULT_PARAMS[cfg.kind]
     field = "emulator_params" if emulator and cfg.emulator_params else "params"
-    pset = load_params(s, ref, where(*base, field))
+    pset = load_params(s, ref, where(*base, field), cache)
     try:
         pset = with_overrides(pset, cfg.override, cfg.emulator_scale if emulator else {})
     except KeyError as exc:
@@ -126,7 +138,8 @@ def _asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _W
                             f"of {ref}{tparams.did_you_mean(key, pset.params)}") from None
     conv = None
     if cfg.kind == "battery":
-        conv = load_params(s, cfg.converter or DEFAULT_CONVERTER, where(*base, "converter"))
+        conv = load_params(s, cfg.converter or DEFAULT_CONVERTER, where(*base, "converter"),
+                           cache)
     _validate(pset, cfg, where(*base, "override" if cfg.override else field))
     return pset, conv
 
@@ -166,11 +179,12 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
     """Twin asset specs of the scenario (or of some nodes, with emulator parameters)."""
     where = _Where(s)
     drives = drives if drives is not None else {}
+    cache: dict[Path, tparams.ParamSet] = {}
     specs = []
     for node, name, cfg in s.assets():
         if nodes is not None and node not in nodes:
             continue
-        pset, conv = _asset_params(s, node, name, cfg, where, emulator)
+        pset, conv = _asset_params(s, node, name, cfg, where, emulator, cache)
         drive = None
         if cfg.profile:
             if cfg.profile not in drives:

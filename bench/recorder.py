@@ -206,12 +206,14 @@ class Recorder:
     """
 
     def __init__(self, path: str | Path, layout: Layout, attrs: dict[str, Any],
-                 flush_s: float = 1.0, capacity: int = 1 << 14) -> None:
+                 flush_s: float = 1.0, capacity: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.layout = layout
         self.flush_s = float(flush_s)
         nf, ng = len(layout.floats), len(layout.flags)
+        if capacity is None:  # rows between sends: up to ~8 MB of buffer however wide a run
+            capacity = int(min(1 << 14, max(64, (1 << 20) // max(nf, 1))))
         self._floats = np.full((capacity, nf), np.nan)
         self._flags = np.zeros((capacity, ng), dtype=np.uint8)
         self._n = 0

@@ -21,11 +21,11 @@ from pymodbus.framer import FramerRTU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware_bridge.emulators.ptylink import PtyLink
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.faults import NO_FAULT, EventSink, FaultCard, FaultInjector
 from firmware_bridge.maps import RegisterMap
 from firmware_bridge.plant import Plant
+from firmware_bridge.pty import PtyPair
 from firmware_bridge.sunspec import DeviceLayout
 
 #: a source's answer meaning "send nothing back" (a recorded timeout)
@@ -148,7 +148,7 @@ class ModbusEmulator:
         self.transactions = 0
         self._image = source.image()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._link: PtyLink | None = None
+        self._link: PtyPair | None = None
         self._drop_answer = False
         self._corrupt_answer = False
         self._down_until = 0.0
@@ -162,15 +162,20 @@ class ModbusEmulator:
     @property
     def serial_port(self) -> str | None:
         """The pseudo-terminal a client opens (RTU only)."""
-        return self._link.client_path if self._link else None
+        return self._link.paths[1] if self._link else None
 
     async def start(self) -> None:
         """Start serving; for TCP with port 0, :attr:`port` is the port bound."""
         if self._server is not None:
             return
         if self.transport == "rtu" and self._link is None:
-            self._link = PtyLink()
-        await self._serve()
+            self._link = PtyPair()
+            await self._link.open()
+        try:
+            await self._serve()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def _serve(self) -> None:
         device = SimDevice(self.unit, simdata=[SimData(self.source.base_address,
@@ -182,7 +187,7 @@ class ModbusEmulator:
                 device, address=(self.host, self.port), trace_packet=self._trace_packet)
         else:
             assert self._link is not None
-            server = ModbusSerialServer(device, port=self._link.device_path,
+            server = ModbusSerialServer(device, port=self._link.paths[0],
                                         baudrate=self.baudrate, parity=self.parity,
                                         trace_packet=self._trace_packet)
         try:
@@ -190,7 +195,7 @@ class ModbusEmulator:
         except RuntimeError as exc:
             await server.shutdown()
             where = (f"{self.host}:{self.port}" if self.transport == "tcp"
-                     else self._link.device_path if self._link else "?")
+                     else self._link.paths[0] if self._link else "?")
             raise ConfigError(f"emulator {self.name}: cannot listen on {where}: {exc}") from None
         if self.transport == "tcp" and self.port == 0:
             self.port = server.transport.sockets[0].getsockname()[1]
@@ -207,7 +212,7 @@ class ModbusEmulator:
             await self._server.shutdown()
             self._server = None
         if self._link is not None:
-            self._link.close()
+            await self._link.close()
             self._link = None
 
     async def __aenter__(self) -> Self:

@@ -34,12 +34,12 @@ from firmware_bridge.errors import (
     ExceptionResponse,
     FrameError,
 )
+from firmware_bridge.faults import EventSink
 from firmware_bridge.pty import TtyStream
 from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame
 from firmware_bridge.serialproto.messages import BOOT_SEQ, REPLY, Access, Hello, MsgType
 
-EventCallback = Callable[[str, str], None]
 T = TypeVar("T")
 
 PARITIES = {"N": "none", "E": "even", "O": "odd", "M": "mark", "S": "space"}
@@ -97,7 +97,8 @@ class SerialDevice(Device):
         First and longest wait between attempts to reopen a lost port; it doubles after each
         failed attempt. [s]
     on_event : callable
-        ``on_event(kind, message)`` on ``disconnect``, ``reconnect`` and ``reboot``.
+        ``on_event(kind, message)`` on ``device.disconnect``, ``device.reconnect`` and
+        ``device.reboot`` (kinds in :mod:`firmware_bridge.faults`).
     """
 
     backend = "serial"
@@ -106,7 +107,7 @@ class SerialDevice(Device):
                  bytesize: int = 8, parity: str = "N", stopbits: float = 1,
                  retries: int = 1, telemetry_max_age_s: float | None = None,
                  backoff_s: float = 0.05, max_backoff_s: float = 2.0,
-                 on_event: EventCallback | None = None, name: str = "") -> None:
+                 on_event: EventSink | None = None, name: str = "") -> None:
         super().__init__(name or f"serial:{port}")
         self.port = str(port)
         self.baudrate, self.bytesize, self.parity, self.stopbits = validate_line(
@@ -361,7 +362,7 @@ class SerialDevice(Device):
 
     def _event(self, kind: str, message: str) -> None:
         if self.on_event is not None:
-            self.on_event(kind, f"{self.name}: {message}")
+            self.on_event(f"device.{kind}", f"{self.name}: {message}")
 
     # -- what arrives -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware_bridge.errors import BridgeError, ConfigError
-from firmware_bridge.faults import NO_FAULT, EventSink, FaultCard, FaultInjector
+from firmware_bridge.faults import EventSink, FaultCard, FaultInjector
 from firmware_bridge.maps import RegisterMap
 from firmware_bridge.plant import Plant
 from firmware_bridge.pty import PtyPair
@@ -154,7 +154,8 @@ class ModbusEmulator:
         self._down_until = 0.0
         self._reboot_task: asyncio.Task | None = None
         self._sleeping: set[asyncio.Task] = set()
-        self._injector: FaultInjector | None = None
+        #: the fault card in force and its draws
+        self.faults = FaultInjector(None, self.name, source.now, on_event)
         self.set_fault(fault)
 
     # ------------------------------------------------------------------ lifecycle
@@ -229,11 +230,7 @@ class ModbusEmulator:
         if card is not None and card.corrupt_crc and self.transport != "rtu":
             raise ConfigError(f"emulator {self.name}: corrupt_crc applies to RTU devices "
                               f"only (this one is {self.transport})")
-        had_card = self._injector is not None
-        self._injector = (FaultInjector(card, self.name, self.source.now, self.on_event)
-                          if card is not None else None)
-        if self.on_event is not None and (card is not None or had_card):
-            self.on_event("fault.set", f"{self.name}: {card if card else 'cleared'}")
+        self.faults.set_card(card)
 
     async def _reboot(self, down_s: float) -> None:
         """Drop every connection, stay down ``down_s`` seconds (wall clock), come back."""
@@ -251,8 +248,7 @@ class ModbusEmulator:
             if self.on_event is not None:
                 self.on_event("emulator.error", str(exc))
         else:
-            if self.on_event is not None:
-                self.on_event("fault.reconnect", f"{self.name}: back after {down_s:g} s")
+            self.faults.report("reconnect", f"back after {down_s:g} s")
         finally:
             self._reboot_task = None
 
@@ -268,8 +264,8 @@ class ModbusEmulator:
         if time.monotonic() < self._down_until:
             self._drop_answer = True
             return None
-        hit = (self._injector.draw(function_code, address, count, write)
-               if self._injector is not None else NO_FAULT)
+        hit = self.faults.draw(f"FC{function_code} {address}+{count}", reads=not write,
+                               writes=write)
         if hit.delay_s:
             await self._sleep(hit.delay_s)
         if hit.reboot_s:

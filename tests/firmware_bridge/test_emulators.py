@@ -27,11 +27,10 @@ from firmware_bridge.errors import ConfigError, DeviceDisconnected, ExceptionRes
 from firmware_bridge.faults import FaultCard
 from firmware_bridge.registry import open_device
 
+from .aio import run
 from .contract import DeviceContract, Harness
-from .modbus_support import KINDS, SignalPlant, no_leaks, run  # noqa: F401
+from .modbus_support import KINDS, SignalPlant
 from .plants import LagBattery
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 def _plants() -> dict[str, SignalPlant]:

@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import pytest
-
+from .aio import run
 from .contract import DeviceContract, Harness
-from .modbus_support import client, emulated, no_leaks, run  # noqa: F401  (fixture)
+from .modbus_support import client, emulated
 from .plants import LagBattery
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 class ModbusContract(DeviceContract):

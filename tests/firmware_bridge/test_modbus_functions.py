@@ -11,9 +11,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from firmware_bridge.maps import get_map
 from firmware_bridge.sunspec import SUNS_MARKER
 
-from .modbus_support import KINDS, SignalPlant, client, emulated, no_leaks, run  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
+from .aio import run
+from .modbus_support import KINDS, SignalPlant, client, emulated
 
 
 async def _raw(port: int) -> AsyncModbusTcpClient:

@@ -39,7 +39,7 @@ from firmware_bridge.errors import (
 )
 from firmware_bridge.registry import open_device
 
-from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
+from .aio import run
 
 pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
 
@@ -105,7 +105,7 @@ def test_write_is_refused_read_only() -> None:
     async def main() -> None:
         with pytest.raises(DeviceError, match="read-only; cannot write power_cap_w"):
             await NvmlDevice().write({"power_cap_w": 300.0})
-    run(main)
+    run(main())
 
 
 # -- errors at open, for real on this machine ---------------------------------------------------
@@ -127,7 +127,7 @@ def test_open_without_a_driver_is_backend_unavailable() -> None:
             await dev.open()
         with pytest.raises(DeviceDisconnected, match="not open"):
             await dev.read()
-    run(main)
+    run(main())
 
 
 def test_open_without_nvidia_ml_py_is_backend_unavailable(monkeypatch) -> None:
@@ -136,7 +136,7 @@ def test_open_without_nvidia_ml_py_is_backend_unavailable(monkeypatch) -> None:
     async def main() -> None:
         with pytest.raises(BackendUnavailable, match="nvidia-ml-py is not installed"):
             await NvmlDevice().open()
-    run(main)
+    run(main())
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -223,7 +223,7 @@ def test_read_converts_every_signal(gpu: FakeGpu) -> None:
             assert r.extra["gpu"] == dev.gpu_name == "NVIDIA H100 80GB HBM3"
         assert gpu.inits == 0
         assert all(re.fullmatch(r"nvmlInit|nvmlShutdown|nvmlDeviceGet\w+", c) for c in gpu.calls)
-    run(main)
+    run(main())
 
 
 def test_without_the_instant_field_the_signal_is_left_out(gpu: FakeGpu) -> None:
@@ -233,7 +233,7 @@ def test_without_the_instant_field_the_signal_is_left_out(gpu: FakeGpu) -> None:
         async with NvmlDevice(0) as dev:
             assert "p_inst_w" not in dev.signals
             assert set((await dev.read()).values) == set(dev.signals)
-    run(main)
+    run(main())
 
 
 def test_a_field_failing_after_open_is_a_device_error(gpu: FakeGpu) -> None:
@@ -242,7 +242,7 @@ def test_a_field_failing_after_open_is_a_device_error(gpu: FakeGpu) -> None:
             gpu.instant_ret = pynvml.NVML_ERROR_UNKNOWN
             with pytest.raises(DeviceError, match="NVML_FI_DEV_POWER_INSTANT"):
                 await dev.read()
-    run(main)
+    run(main())
 
 
 def test_a_hung_nvml_call_is_a_timeout(gpu: FakeGpu) -> None:
@@ -252,7 +252,7 @@ def test_a_hung_nvml_call_is_a_timeout(gpu: FakeGpu) -> None:
             r = await poll(dev)
             assert r.quality == Quality.TIMEOUT and "took longer than 0.05 s" in r.error
             gpu.delay_s = 0.0
-    run(main)
+    run(main())
 
 
 @pytest.mark.parametrize(("code", "error", "message"), [
@@ -268,7 +268,7 @@ def test_nvml_errors_map_to_the_bridge_tree(gpu: FakeGpu, code: int, error: type
             with pytest.raises(error, match=message):
                 await dev.read()
             gpu.error = None
-    run(main)
+    run(main())
 
 
 def test_a_missing_index_names_it_and_shuts_nvml_down(gpu: FakeGpu) -> None:
@@ -276,7 +276,7 @@ def test_a_missing_index_names_it_and_shuts_nvml_down(gpu: FakeGpu) -> None:
         with pytest.raises(ConfigError, match="no GPU with index 3; this machine has 1"):
             await NvmlDevice(3).open()
         assert gpu.inits == 0
-    run(main)
+    run(main())
 
 
 def test_no_driver_at_init_is_backend_unavailable(gpu: FakeGpu) -> None:
@@ -285,7 +285,7 @@ def test_no_driver_at_init_is_backend_unavailable(gpu: FakeGpu) -> None:
     async def main() -> None:
         with pytest.raises(BackendUnavailable, match="no NVIDIA driver"):
             await NvmlDevice(0).open()
-    run(main)
+    run(main())
 
 
 def test_close_is_idempotent_and_reopen_works(gpu: FakeGpu) -> None:
@@ -299,7 +299,7 @@ def test_close_is_idempotent_and_reopen_works(gpu: FakeGpu) -> None:
             await dev.read()
         async with dev:
             assert (await dev.read()).quality == Quality.OK
-    run(main)
+    run(main())
 
 
 # -- on a real GPU ------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class TestNvmlOnAGpu:
                 assert r.values["energy_wh"] > 0
                 if "p_inst_w" in r.values:
                     assert 0 < r.values["p_inst_w"] < 2 * r.values["power_cap_w"]
-        run(main)
+        run(main())
 
     def test_energy_counter_grows(self, real_gpu: int) -> None:
         async def main() -> None:
@@ -352,7 +352,7 @@ class TestNvmlOnAGpu:
                 second = (await dev.read()).values["energy_wh"]
                 assert second > first  # an idle H100 still draws tens of watts
                 assert second - first < 2000 / 3600 * 1.5  # at most ~2 kW for about a second
-        run(main)
+        run(main())
 
     def test_reading_changes_no_setting(self, real_gpu: int) -> None:
         async def main() -> None:
@@ -363,7 +363,7 @@ class TestNvmlOnAGpu:
                 with pytest.raises(DeviceError, match="read-only"):
                     await dev.write({"power_cap_w": 100.0})
             assert _power_limit_mw() == before
-        run(main)
+        run(main())
 
     def test_concurrent_reads_close_twice_and_reopen(self, real_gpu: int) -> None:
         async def main() -> None:
@@ -377,10 +377,10 @@ class TestNvmlOnAGpu:
                 await dev.read()
             async with dev:
                 assert (await dev.read()).quality == Quality.OK
-        run(main)
+        run(main())
 
     def test_a_missing_index_is_refused(self, real_gpu: int) -> None:
         async def main() -> None:
             with pytest.raises(ConfigError, match="no GPU with index 999"):
                 await NvmlDevice(999).open()
-        run(main)
+        run(main())

@@ -30,8 +30,8 @@ from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame, FrameParser
 from firmware_bridge.serialproto.messages import Access, ErrorCode, Hello, MsgType, Point
 
+from .aio import run
 from .contract import DeviceContract, Harness
-from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
 from .plants import LagBattery
 
 
@@ -52,7 +52,7 @@ class TestSerialContract(DeviceContract):
         async def main() -> None:
             async with self.harness() as h:
                 await test(h)
-        run(main)
+        run(main())
 
 
 @dataclass
@@ -79,7 +79,7 @@ def on_bench(test: Callable[[Bench], Awaitable[None]], *, telemetry_period_s: fl
                                **device)
             async with dev:
                 await test(Bench(emu, dev, plant, events))
-    run(main)
+    run(main())
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -325,7 +325,7 @@ def test_one_dead_board_does_not_hold_up_another() -> None:
                     return r.quality
                 qualities = await asyncio.gather(read(dead, "dead"), read(good, "good"))
                 assert qualities == [Quality.TIMEOUT, Quality.OK] and done == ["good", "dead"]
-    run(main)
+    run(main())
 
 
 # -- telemetry ------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ def test_a_board_answering_garbage_gets_a_clear_error(answer: Callable[[Frame], 
                 SerialDevice(path, timeout_s=0.05, retries=1) as dev:
             with pytest.raises(error, match=message):
                 await dev.read()
-    run(main)
+    run(main())
 
 
 def test_exception_response_carries_the_code() -> None:
@@ -424,7 +424,7 @@ def test_exception_response_carries_the_code() -> None:
             with pytest.raises(ExceptionResponse) as info:
                 await dev.write({"p_set_w": 1.0})
             assert info.value.code == ErrorCode.NOT_WRITABLE
-    run(main)
+    run(main())
 
 
 # -- opening, closing, line settings --------------------------------------------------------
@@ -436,7 +436,7 @@ def test_open_of_a_missing_port_names_it_and_leaves_nothing_open(tmp_path) -> No
             await dev.open()
         with pytest.raises(DeviceDisconnected, match="not open"):
             await dev.read()
-    run(main)
+    run(main())
 
 
 def test_open_of_a_silent_port_times_out_and_closes() -> None:
@@ -446,7 +446,7 @@ def test_open_of_a_silent_port_times_out_and_closes() -> None:
             with pytest.raises(DeviceTimeout, match="no reply to HELLO"):
                 await dev.open()
             assert os.read(pty.fd, 100).startswith(b"\x00")  # it sent a delimiter, then HELLO
-    run(main)
+    run(main())
 
 
 def test_a_port_is_opened_exclusively() -> None:
@@ -454,7 +454,7 @@ def test_a_port_is_opened_exclusively() -> None:
         async with SerialEmulator(LagBattery(), "battery") as emu, SerialDevice(emu.path):
             with pytest.raises(DeviceDisconnected, match="lock"):
                 await SerialDevice(emu.path).open()
-    run(main)
+    run(main())
 
 
 def test_registry_builds_the_serial_backend() -> None:

@@ -19,7 +19,7 @@ from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame, FrameParser
 from firmware_bridge.serialproto.messages import Access, ErrorCode, MsgType
 
-from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
+from .aio import run
 from .plants import LagBattery
 
 
@@ -79,7 +79,7 @@ def on_board(test: Callable[[SerialEmulator, RawLine, list], Awaitable[None]],
     async def main() -> None:
         async with board(**kw) as (emu, line, events):
             await test(emu, line, events)
-    run(main)
+    run(main())
 
 
 def table(hello_frame: Frame) -> dict[str, int]:
@@ -281,7 +281,7 @@ def test_a_modbus_only_exception_code_is_refused_on_the_serial_line() -> None:
             with pytest.raises(ConfigError, match="exception_code 11"):
                 emu.set_fault(card)
             assert emu.faults.card is None
-    run(main)
+    run(main())
 
 
 def test_emulator_configuration_is_validated() -> None:

@@ -10,9 +10,9 @@
 
 Exceptions, each where it is needed and nowhere else:
 
-- NVML opens descriptors once per process at its first ``nvmlInit`` and keeps them:
-  ``test_nvml.py`` and the NVML contract initialise it in a module-scoped fixture
-  (``real_gpu``), so they are open before the per-test snapshot.
+- NVML opens descriptors once per process at its first ``nvmlInit`` and keeps them: the
+  GPU tests take the session-scoped :func:`real_gpu`, which initialises NVML before the
+  per-test snapshot.
 - Tasks are watched only in loops made by ``asyncio.run`` (through the event-loop policy),
   which is how every test here runs a coroutine.
 
@@ -110,3 +110,17 @@ def no_leaks() -> Iterator[LeakCheck]:
         asyncio.set_event_loop_policy(saved)
     left = check.problems()
     assert not left, "test left behind: " + "; ".join(left)
+
+
+@pytest.fixture(scope="session")
+def real_gpu() -> Iterator[int]:
+    """Index 0 of a machine where NVML initialises; skips with the reason elsewhere."""
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        pytest.skip(f"no NVIDIA GPU: nvmlInit failed ({exc})")
+    try:
+        yield 0
+    finally:
+        pynvml.nvmlShutdown()

@@ -16,8 +16,6 @@ import asyncio
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 
@@ -28,9 +26,7 @@ from firmware_bridge.faults import FaultCard
 from firmware_bridge.registry import open_device
 
 from .aio import run
-from .contract import DeviceContract, Harness
 from .modbus_support import KINDS, SignalPlant
-from .plants import LagBattery
 
 
 def _plants() -> dict[str, SignalPlant]:
@@ -244,21 +240,3 @@ def test_a_device_listed_twice_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"n1\.inverter: listed twice"):
         EmulatorHost(_plants(), [spec, spec])
 
-
-class TestHostSerialContract(DeviceContract):
-    """The device contract against the host's serial board, telemetry streaming."""
-
-    @asynccontextmanager
-    async def harness(self) -> AsyncIterator[Harness]:
-        plant = LagBattery()
-        spec = DeviceSpec("n1", "battery", "sunspec_battery", transport="serial",
-                          telemetry_period_s=0.005)
-        async with EmulatorHost({"n1": plant}, [spec]) as host, \
-                _device(host.describe()[0], timeout_s=0.5) as device:
-            yield Harness(device, plant, "battery")
-
-    def run(self, test: Callable[[Harness], object]) -> None:
-        async def main() -> None:
-            async with self.harness() as h:
-                await test(h)  # type: ignore[misc]
-        run(main())

@@ -3,8 +3,6 @@ checked with pymodbus's own client (raw registers, no gridloop decoding)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -12,7 +10,7 @@ from firmware_bridge.maps import get_map
 from firmware_bridge.sunspec import SUNS_MARKER
 
 from .aio import run
-from .modbus_support import KINDS, SignalPlant, client, emulated
+from .modbus_support import KINDS, SignalPlant, emulated
 
 
 async def _raw(port: int) -> AsyncModbusTcpClient:
@@ -105,22 +103,4 @@ def test_writes_to_read_only_registers_answer_exception_02() -> None:
         assert w.exception_code == 0x02 and both.exception_code == 0x02
         assert plant.written["gpu_rack"] == []
         assert after.registers == [8430, 10_000]  # 84.3 kW, cap 100 kW at W_SF = 1
-    run(t())
-
-
-@pytest.mark.parametrize("transport", ["tcp", "rtu"])
-def test_concurrent_calls_on_one_device_take_turns(transport: str) -> None:
-    map_name, signals = KINDS["gpu_rack"]
-    plant = SignalPlant({"rack": signals})
-
-    async def t() -> None:
-        async with emulated(plant, "rack", map_name, transport=transport) as e, \
-                client(e, map_name) as dev:
-            results = await asyncio.gather(
-                dev.read(), dev.write({"power_cap_w": 70_000.0}), dev.read(),
-                dev.write({"power_cap_w": 65_000.0}), dev.read())
-        readings = [r for r in results if r is not None]
-        assert len(readings) == 3
-        assert all(r.values["p_w"] == pytest.approx(84_300.0) for r in readings)
-        assert plant.written["rack"] == [{"power_cap_w": 70_000.0}, {"power_cap_w": 65_000.0}]
     run(t())

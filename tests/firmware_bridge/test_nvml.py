@@ -2,8 +2,9 @@
 
 Without a GPU: the conversions, the error paths (no nvidia-ml-py, no driver) for real, and
 the read path with NVML's C calls replaced at the GPU boundary (the only part that cannot
-exist here).  With a GPU (marker ``gpu``, skipped when ``nvmlInit`` fails): the device
-contract on the real GPU, run as ``pytest -m gpu tests/firmware_bridge/test_nvml.py``.
+exist here).  With a GPU (marker ``gpu``, skipped when ``nvmlInit`` fails): plausible values, a growing
+energy counter and no setting changed, on the real GPU, run as ``pytest -m gpu
+tests/firmware_bridge``; the device contract on it is ``TestNvml`` in test_contract.py.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import ast
 import asyncio
 import ctypes
 import inspect
-import math
 import re
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -304,23 +303,6 @@ def test_close_is_idempotent_and_reopen_works(gpu: FakeGpu) -> None:
 
 # -- on a real GPU ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_gpu() -> Iterator[int]:
-    """Index 0 of a machine where NVML initialises; skips with the reason elsewhere.
-
-    Module-scoped, so the descriptors NVML opens once per process are open before the
-    per-test leak check takes its snapshot.
-    """
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        pytest.skip(f"no NVIDIA GPU: nvmlInit failed ({exc})")
-    try:
-        yield 0
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def _power_limit_mw() -> int:
     return pynvml.nvmlDeviceGetPowerManagementLimit(pynvml.nvmlDeviceGetHandleByIndex(0))
 
@@ -331,10 +313,7 @@ class TestNvmlOnAGpu:
         async def main() -> None:
             async with NvmlDevice(real_gpu) as dev:
                 r = await dev.read()
-                assert r.quality == Quality.OK and 0 < r.rtt_s < 1
-                assert abs(r.timestamp_s - time.time()) < 60
-                assert set(r.values) == set(dev.signals) and dev.gpu_name
-                assert all(math.isfinite(v) for v in r.values.values())
+                assert r.rtt_s < 1 and dev.gpu_name
                 assert 0 < r.values["p_w"] < 2 * r.values["power_cap_w"]
                 assert 50 <= r.values["power_cap_w"] <= 2000
                 assert 0 < r.values["temp_c"] < 120
@@ -363,20 +342,6 @@ class TestNvmlOnAGpu:
                 with pytest.raises(DeviceError, match="read-only"):
                     await dev.write({"power_cap_w": 100.0})
             assert _power_limit_mw() == before
-        run(main())
-
-    def test_concurrent_reads_close_twice_and_reopen(self, real_gpu: int) -> None:
-        async def main() -> None:
-            dev = NvmlDevice(real_gpu, timeout_s=2.0)
-            await dev.open()
-            readings = await asyncio.gather(*(dev.read() for _ in range(4)))
-            assert all(r.quality == Quality.OK for r in readings)
-            await dev.close()
-            await dev.close()
-            with pytest.raises(DeviceDisconnected):
-                await dev.read()
-            async with dev:
-                assert (await dev.read()).quality == Quality.OK
         run(main())
 
     def test_a_missing_index_is_refused(self, real_gpu: int) -> None:

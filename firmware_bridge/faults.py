@@ -137,11 +137,10 @@ class FaultCard:
         known = [f.name for f in fields(cls)]
         for key in data:
             if key not in known:
-                from difflib import get_close_matches
+                from twin.params import did_you_mean
 
-                close = get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"{where}: unknown fault '{key}'{hint}; known: "
+                raise ConfigError(f"{where}: unknown fault '{key}'"
+                                  f"{did_you_mean(str(key), known)}; known: "
                                   f"{', '.join(known)}")
         try:
             return cls(**data)  # type: ignore[arg-type]

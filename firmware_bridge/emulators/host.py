@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
+from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
 from firmware_bridge.emulators.serial_server import SerialEmulator
 from firmware_bridge.errors import ConfigError
@@ -78,7 +79,7 @@ class EmulatorHost:
         self.plants = dict(plants)
         self.host = host
         self.specs = list(devices)
-        self.emulators: dict[tuple[str, str], ModbusEmulator | SerialEmulator] = {}
+        self.emulators: dict[tuple[str, str], Emulator] = {}
         self._maps: dict[tuple[str, str], RegisterMap] = {}
         for i, spec in enumerate(self.specs):
             key = (spec.node, spec.asset)
@@ -95,7 +96,7 @@ class EmulatorHost:
                 plant = self.plants[spec.node]
                 name = f"{spec.node}/{spec.asset}"
                 if spec.transport == "serial":
-                    emulator: ModbusEmulator | SerialEmulator = SerialEmulator(
+                    emulator: Emulator = SerialEmulator(
                         plant, spec.asset, regmap.setpoints,
                         telemetry_period_s=spec.telemetry_period_s, fault=spec.fault,
                         on_event=on_event, seed=i, name=name)
@@ -148,6 +149,7 @@ class EmulatorHost:
                 entry |= {"serial_port": emulator.path, "baudrate": spec.baudrate,
                           "telemetry_period_s": spec.telemetry_period_s}
             else:
+                assert isinstance(emulator, ModbusEmulator)
                 entry |= {"host": self.host, "unit": spec.unit,
                           "base_address": spec.base_address, "models": list(regmap.models)}
                 if spec.transport == "tcp":

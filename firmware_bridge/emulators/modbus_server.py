@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Protocol, Self
+from typing import Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.faults import EventSink, FaultCard, FaultInjector
 from firmware_bridge.maps import RegisterMap
@@ -104,7 +105,7 @@ class PlantSource:
         return self.map.writable(self.layout, address, count)
 
 
-class ModbusEmulator:
+class ModbusEmulator(Emulator):
     """A Modbus server answering for one device.
 
     Parameters
@@ -215,13 +216,6 @@ class ModbusEmulator:
         if self._link is not None:
             await self._link.close()
             self._link = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ faults
 

@@ -24,8 +24,8 @@ import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Self
 
+from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.errors import ConfigError, FrameError
 from firmware_bridge.faults import EventSink, FaultCard, FaultInjector, Injection
 from firmware_bridge.plant import Plant
@@ -60,7 +60,7 @@ class EmulatorStats:
     reboots: int = 0
 
 
-class SerialEmulator:
+class SerialEmulator(Emulator):
     """Asset ``asset`` of ``plant`` served as a serial board on a pseudo-terminal.
 
     Use as ``async with SerialEmulator(plant, "battery", setpoints=("p_set_w",)) as emu``
@@ -161,13 +161,6 @@ class SerialEmulator:
         if self._pty is not None:
             self._pty.close()
             self._pty = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def _boot(self) -> None:
         assert self._pty is not None

@@ -263,7 +263,7 @@ def test_reboot_with_unplug_disconnects_then_reconnects_with_backoff() -> None:
             await asyncio.sleep(0.005)
         await reboot
         assert r.quality == Quality.OK and failures
-        assert any("next reconnect attempt in" in str(e) for e in failures)
+        assert any("next attempt in" in str(e) for e in failures)
         s = b.dev.stats
         assert (s.disconnects, s.reconnects, s.reboots) == (1, 1, 1)
         # back-off from 0.05 s doubling: about 4 attempts in 0.4 s, not one per read
@@ -467,8 +467,8 @@ def test_line_settings_are_validated(settings: dict, message: str) -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"timeout_s": 0}, "timeout_s must be > 0"),
-    ({"backoff_s": -1}, "backoff_s must be > 0"),
-    ({"max_backoff_s": 0.01}, "max_backoff_s \\(0.01\\) must be >= backoff_s"),
+    ({"backoff_s": -1}, "need 0 < backoff_s <= backoff_max_s, got -1 and 2.0"),
+    ({"backoff_max_s": 0.01}, "need 0 < backoff_s <= backoff_max_s, got 0.05 and 0.01"),
     ({"retries": -1}, "retries must be an integer >= 0"),
     ({"retries": 1.5}, "retries must be an integer >= 0"),
     ({"telemetry_max_age_s": 0}, "telemetry_max_age_s must be > 0"),

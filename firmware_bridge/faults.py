@@ -49,7 +49,8 @@ with the device's name):
 ``fault.drop_writes``   a write is acknowledged, not applied
 ``fault.disconnect``    the device reboots (drops its connections, or unplugs its port)
 ``fault.reconnect``     the device is back after that reboot
-``emulator.reboot``     a serial board was rebooted by hand (:meth:`SerialEmulator.reboot`)
+``emulator.reboot``     a serial board was rebooted by hand
+                        (:meth:`~firmware_bridge.emulators.serial_server.SerialEmulator.reboot`)
 ``emulator.error``      an emulator cannot serve (a value its map cannot encode, a port
                         taken while it rebooted)
 ``device.disconnect``   a client back-end lost its port (serial)

@@ -13,6 +13,8 @@ Exceptions, each where it is needed and nowhere else:
 - NVML opens descriptors once per process at its first ``nvmlInit`` and keeps them: the
   GPU tests take the session-scoped :func:`real_gpu`, which initialises NVML before the
   per-test snapshot.
+- A thread gets :data:`THREAD_GRACE_S` to end: asyncio's child-watcher thread (mbpoll runs
+  as a subprocess) ends a moment after the process it waited for.
 - Tasks are watched only in loops made by ``asyncio.run`` (through the event-loop policy),
   which is how every test here runs a coroutine.
 
@@ -26,10 +28,14 @@ import asyncio
 import gc
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+#: how long a thread the test started may take to finish after it [s]
+THREAD_GRACE_S = 0.5
 
 
 def open_fds() -> dict[int, str]:
@@ -81,6 +87,15 @@ class LeakCheck:
     def _new_fds(self) -> dict[int, str]:
         return {fd: target for fd, target in open_fds().items() if self._fds.get(fd) != target}
 
+    def _new_threads(self) -> list[threading.Thread]:
+        """Threads started since the snapshot and still running after a short grace (asyncio's
+        child watcher thread ends just after the process it waited for)."""
+        deadline = time.monotonic() + THREAD_GRACE_S
+        for t in threading.enumerate():
+            if t not in self._threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return [t for t in threading.enumerate() if t not in self._threads and t.is_alive()]
+
     def reset(self) -> None:
         """Take the snapshot again: what is open now is not a leak."""
         self._fds = open_fds()
@@ -92,8 +107,7 @@ class LeakCheck:
         if self._new_fds():
             gc.collect()  # objects dropped without close() but closed when collected
         out = [f"descriptor {fd} -> {target}" for fd, target in self._new_fds().items()]
-        out += [f"thread {t.name}" for t in threading.enumerate()
-                if t not in self._threads and t.is_alive()]
+        out += [f"thread {t.name}" for t in self._new_threads()]
         out += [f"task {t}" for t in self.pending_tasks]
         return out
 

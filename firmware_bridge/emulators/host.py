@@ -36,8 +36,8 @@ class DeviceSpec:
     ``transport`` is ``"tcp"`` or ``"rtu"`` (Modbus) or ``"serial"`` (the serial MCU
     protocol).  ``port`` 0 takes ``port_base + index`` when the host has a port base, else a
     free port.  ``map_options`` are the map's ratings (``rating_w``, ``capacity_wh``...).
-    A serial board uses its map only for its kind and the setpoints it accepts; it reads
-    every signal of its asset, and sends telemetry every ``telemetry_period_s`` (0: none).
+    A serial board takes from its map its kind and its points, the map's signals the asset
+    has and the map's setpoints, and sends telemetry every ``telemetry_period_s`` (0: none).
     ``unit``, ``port`` and ``base_address`` concern Modbus only.
     """
 
@@ -92,12 +92,16 @@ class EmulatorHost:
                 if spec.transport not in TRANSPORTS:
                     raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, "
                                       f"got {spec.transport!r}")
-                regmap = get_map(spec.map, **spec.map_options)
                 plant = self.plants[spec.node]
+                if spec.asset not in plant.assets:
+                    raise ConfigError(f"plant has no asset '{spec.asset}' "
+                                      f"(has {', '.join(plant.assets)})")
+                regmap = get_map(spec.map, **spec.map_options)
                 name = f"{spec.node}/{spec.asset}"
                 if spec.transport == "serial":
                     emulator: Emulator = SerialEmulator(
                         plant, spec.asset, regmap.setpoints,
+                        signals=[n for n in regmap.signals if n in plant.read(spec.asset)],
                         telemetry_period_s=spec.telemetry_period_s, fault=spec.fault,
                         on_event=on_event, seed=i, name=name)
                 else:

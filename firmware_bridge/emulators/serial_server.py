@@ -74,6 +74,8 @@ class SerialEmulator(Emulator):
         Which of the plant's assets the board is; its signals become readable points.
     setpoints : sequence of str
         Names the host may write (they become writable points).
+    signals : sequence of str or None
+        Names the host may read; None: every signal of the asset.
     telemetry_period_s : float
         Period of unsolicited TELEMETRY; 0 sends none. [s]
     fault : FaultCard or None
@@ -88,7 +90,8 @@ class SerialEmulator(Emulator):
 
     def __init__(self, plant: Plant, asset: str, setpoints: Sequence[str] = (), *,
                  telemetry_period_s: float = 0.0, fault: FaultCard | None = None,
-                 on_event: EventSink | None = None, seed: int = 0, name: str = "") -> None:
+                 on_event: EventSink | None = None, seed: int = 0, name: str = "",
+                 signals: Sequence[str] | None = None) -> None:
         if asset not in plant.assets:
             raise ConfigError(f"serial emulator: plant has no asset '{asset}' "
                               f"(has {', '.join(plant.assets)})")
@@ -103,7 +106,12 @@ class SerialEmulator(Emulator):
         self.stats = EmulatorStats()
         self._rng = random.Random(seed)
         self._served = plant.read(asset)  # the values last sent, which a frozen board repeats
-        self._points = self._point_table(tuple(self._served), tuple(setpoints))
+        missing = [n for n in signals or () if n not in self._served]
+        if missing:
+            raise ConfigError(f"serial emulator: asset '{asset}' has no signal "
+                              f"{', '.join(missing)} (has {', '.join(self._served)})")
+        self._points = self._point_table(tuple(self._served if signals is None else signals),
+                                         tuple(setpoints))
         self._by_id = {p.id: p for p in self._points}
         self._readable = {p.id: p.name for p in self._points if p.access & Access.READ}
         self._pty: Pty | None = None

@@ -23,6 +23,7 @@ from firmware_bridge.device import Device, Quality
 from firmware_bridge.emulators.host import DeviceSpec, EmulatorHost
 from firmware_bridge.errors import ConfigError, DeviceDisconnected, ExceptionResponse
 from firmware_bridge.faults import FaultCard
+from firmware_bridge.maps import get_map
 from firmware_bridge.registry import open_device
 
 from .aio import run
@@ -99,7 +100,9 @@ def test_every_device_reads_its_plant_and_follows_the_bench_clock() -> None:
                     assert len(values) >= 5
                     for name, value in values.items():
                         assert value == pytest.approx(truth[name], rel=1e-3, abs=0.06), name
-                assert devices[4].setpoints == ("p_set_w", "connect")  # the map's setpoints
+                # the serial board's points are its map's: no temp_cell_c, as over Modbus
+                assert devices[4].signals == get_map("sunspec_battery").signals
+                assert devices[4].setpoints == ("p_set_w", "connect")
                 host.advance(10.0)  # bench-clock mode: the bench advances the plants
                 inverter = (await devices[0].read()).values
                 assert inverter["energy_wh"] == pytest.approx(1_234_567.0 + 10_000.0)
@@ -225,7 +228,7 @@ def test_port_base_numbers_devices_in_order_and_stop_releases_them() -> None:
     (DeviceSpec("n1", "inverter", "sunspec_inverter", transport="udp"),
      "transport must be one of tcp, rtu, serial, got 'udp'"),
     (DeviceSpec("n1", "pv", "sunspec_inverter", transport="serial"),
-     r"device n1\.pv: serial emulator: plant has no asset 'pv'"),
+     r"device n1\.pv: plant has no asset 'pv'"),
     (DeviceSpec("n1", "inverter", "sunspec_inverter", unit=0), "unit id must be 1..247"),
     (DeviceSpec("n1", "inverter", "sunspec_inverter", map_options={"ratin_w": 1.0}),
      "unexpected keyword argument 'ratin_w'"),

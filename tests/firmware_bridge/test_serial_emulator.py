@@ -287,6 +287,8 @@ def test_a_modbus_only_exception_code_is_refused_on_the_serial_line() -> None:
 def test_emulator_configuration_is_validated() -> None:
     with pytest.raises(ConfigError, match="no asset 'pv'"):
         SerialEmulator(LagBattery(), "pv")
+    with pytest.raises(ConfigError, match="asset 'battery' has no signal q_var"):
+        SerialEmulator(LagBattery(), "battery", signals=("p_w", "q_var"))
     with pytest.raises(ConfigError, match="telemetry_period_s"):
         SerialEmulator(LagBattery(), "battery", telemetry_period_s=100.0)
 

@@ -1,7 +1,9 @@
 """Fault cards: what an emulated device does wrong, set in the scenario or at run time.
 
-A :class:`FaultCard` is one device's faults, with when and how often they strike.  The
-emulator asks a :class:`FaultInjector` for every transaction it serves which faults apply
+A :class:`FaultCard` is one device's faults, with when and how often they strike.  It is the
+one card of every emulator: the Modbus emulator (TCP and RTU) and the serial MCU emulator
+take the same card, and :meth:`FaultCard.from_mapping` reads it from a scenario table.  The
+emulator asks its :class:`FaultInjector` for every frame it answers which faults apply
 (:meth:`FaultInjector.draw`), injects them, and each injected fault is reported through
 ``on_event(kind, message)`` so the bench records it in ``/events``.
 
@@ -10,22 +12,51 @@ What the client sees, fault by fault:
 =================  ====================================================================
 ``delay_s``        the answer comes ``delay_s`` late (a timeout if later than the deadline)
 ``timeout``        no answer: :class:`~firmware_bridge.errors.DeviceTimeout`
-``exception_code`` a Modbus exception response with that code:
-                   :class:`~firmware_bridge.errors.ExceptionResponse`
-``frozen``         answers carry the registers as they were when the fault began; readings
-                   are flagged STALE when the client watches for it (``stale_after_s``)
-``corrupt_crc``    RTU only: the answer's CRC is wrong: :class:`~firmware_bridge.errors.FrameError`
+``exception_code`` an exception answer with that code:
+                   :class:`~firmware_bridge.errors.ExceptionResponse`; on Modbus the
+                   exception response, on the serial line an ERROR reply (codes 1-7 of
+                   :class:`~firmware_bridge.serialproto.messages.ErrorCode` only)
+``frozen``         answers carry the values as they were when the fault began; Modbus
+                   readings are flagged STALE when the client watches for it
+                   (``stale_after_s``); serial telemetry freezes too
+``corrupt_crc``    the frame's CRC is wrong: :class:`~firmware_bridge.errors.FrameError`;
+                   RTU and serial only (TCP has no CRC); serial telemetry is corrupted too
 ``drop_writes``    writes are acknowledged but never reach the plant
 ``disconnect_s``   the device reboots once: on TCP it closes every connection and refuses
                    new ones for ``disconnect_s`` (:class:`~firmware_bridge.errors.DeviceDisconnected`),
-                   on RTU it is silent for as long (DeviceTimeout, as on a real RS-485 line);
-                   then it answers again
+                   on RTU it is silent for as long (DeviceTimeout, as on a real RS-485 line),
+                   a serial board unplugs its port for as long (DeviceDisconnected, a USB
+                   board re-enumerating) and comes back with a new boot id; then it
+                   answers again
 =================  ====================================================================
 
 When several faults of a card strike one transaction: a reboot wins, then ``timeout``, then
-``exception_code``; ``delay_s`` delays whatever answer there is.  The card strikes while the
-device clock is in ``[start_s, stop_s)`` and, there, each transaction with ``probability``,
-drawn from a generator seeded with ``seed`` (reproducible runs).
+``exception_code``; ``delay_s`` delays whatever answer there is.  A frame the device sends
+unasked (serial telemetry) is struck by ``frozen`` and ``corrupt_crc`` only.  The card
+strikes while the device clock is in ``[start_s, stop_s)`` and, there, each frame with
+``probability``, drawn from a generator seeded with ``seed`` (reproducible runs).
+
+Event kinds, everywhere in firmware_bridge (``on_event(kind, message)``; the message starts
+with the device's name):
+
+======================  ================================================================
+``fault.set``           a fault card was set or cleared (at start too, for a scenario card)
+``fault.delay``         an answer is delayed
+``fault.timeout``       a request gets no answer
+``fault.exception``     a request gets an exception answer
+``fault.frozen``        an answer (or telemetry) carries frozen values
+``fault.corrupt_crc``   a frame goes out with a bad CRC
+``fault.drop_writes``   a write is acknowledged, not applied
+``fault.disconnect``    the device reboots (drops its connections, or unplugs its port)
+``fault.reconnect``     the device is back after that reboot
+``emulator.reboot``     a serial board was rebooted by hand
+                        (:meth:`~firmware_bridge.emulators.serial_server.SerialEmulator.reboot`)
+``emulator.error``      an emulator cannot serve (a value its map cannot encode, a port
+                        taken while it rebooted)
+``device.disconnect``   a client back-end lost its port (serial)
+``device.reconnect``    a client back-end reopened it and the device answers again
+``device.reboot``       a client back-end saw the device reboot (a new boot id)
+======================  ================================================================
 """
 
 from __future__ import annotations
@@ -40,7 +71,7 @@ from firmware_bridge.errors import ConfigError
 #: Modbus exception codes a device may answer (pymodbus's ExcCodes)
 EXCEPTION_CODES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0A, 0x0B})
 
-#: called with (kind, message) for every injected fault; kind is ``fault.<name>``
+#: called with (kind, message) for every event; the kinds are listed above
 EventSink = Callable[[str, str], None]
 
 
@@ -55,11 +86,11 @@ class FaultCard:
     timeout : bool
         Answer nothing.
     exception_code : int or None
-        Answer with this Modbus exception code (1-8, 10, 11).
+        Answer with this exception code (Modbus: 1-8, 10, 11; serial: 1-7).
     frozen : bool
-        Stop refreshing registers from the plant (stale values).
+        Stop refreshing values from the plant (stale values).
     corrupt_crc : bool
-        Send RTU answers with a wrong CRC.
+        Send frames with a wrong CRC (RTU and serial).
     drop_writes : bool
         Acknowledge writes without applying them.
     disconnect_s : float
@@ -107,16 +138,21 @@ class FaultCard:
         known = [f.name for f in fields(cls)]
         for key in data:
             if key not in known:
-                from difflib import get_close_matches
+                from twin.params import did_you_mean
 
-                close = get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"{where}: unknown fault '{key}'{hint}; known: "
+                raise ConfigError(f"{where}: unknown fault '{key}'"
+                                  f"{did_you_mean(str(key), known)}; known: "
                                   f"{', '.join(known)}")
         try:
             return cls(**data)  # type: ignore[arg-type]
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+
+    def describe(self) -> str:
+        """The fields that differ from a blank card, e.g. ``timeout=True, probability=0.5``."""
+        active = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                  if getattr(self, f.name) != f.default]
+        return ", ".join(active) or "no faults"
 
     def scheduled(self, t: float) -> bool:
         """Whether device time ``t`` [s] is inside the card's schedule."""
@@ -126,7 +162,7 @@ class FaultCard:
 
 @dataclass(frozen=True, slots=True)
 class Injection:
-    """The faults that strike one transaction."""
+    """The faults that strike one frame."""
 
     delay_s: float = 0.0
     reboot_s: float = 0.0
@@ -141,62 +177,87 @@ NO_FAULT = Injection()
 
 
 class FaultInjector:
-    """Decides, transaction by transaction, which faults of ``card`` strike, and reports them.
+    """Decides, frame by frame, which faults of the card in force strike, and reports them.
 
     Parameters
     ----------
-    card : FaultCard
+    card : FaultCard or None
+        The card at start (None: no faults); :meth:`set_card` replaces it.
     device : str
         Name used in event messages (``node/asset``).
     clock : callable
         The device clock the schedule refers to (the plant's time). [s]
     on_event : callable or None
-        ``on_event(kind, message)`` for every injected fault.
+        ``on_event(kind, message)`` for every injected fault and every card change.
     """
 
-    def __init__(self, card: FaultCard, device: str, clock: Callable[[], float],
+    def __init__(self, card: FaultCard | None, device: str, clock: Callable[[], float],
                  on_event: EventSink | None = None) -> None:
-        self.card = card
         self.device = device
         self.clock = clock
         self.on_event = on_event
-        self._rng = random.Random(card.seed)
+        self.card: FaultCard | None = None
+        self._rng = random.Random(0)
         self._rebooted = False
+        self.set_card(card)
 
-    def draw(self, function_code: int, address: int, count: int, write: bool) -> Injection:
-        """The faults for one request (function code, first register, register count)."""
+    def set_card(self, card: FaultCard | None) -> None:
+        """Replace the card (None clears it); a new card draws afresh and may reboot again."""
+        had_card = self.card is not None
+        self.card = card
+        self._rng = random.Random(card.seed if card is not None else 0)
+        self._rebooted = False
+        if card is not None or had_card:
+            self.report("set", card.describe() if card is not None else "cleared")
+
+    def draw(self, what: str, *, reads: bool = False, writes: bool = False,
+             reply: bool = True) -> Injection:
+        """The faults for one frame.
+
+        Parameters
+        ----------
+        what : str
+            The request, for event messages (``FC3 40000+10``, ``READ seq 7``).
+        reads, writes : bool
+            Whether it reads values (``frozen`` applies) or writes them (``drop_writes``).
+        reply : bool
+            False for a frame the device sends unasked (telemetry): only ``frozen`` and
+            ``corrupt_crc`` reach it.
+        """
         card = self.card
-        if not card.scheduled(self.clock()):
+        if card is None or not card.scheduled(self.clock()):
             return NO_FAULT
         if card.probability < 1 and self._rng.random() >= card.probability:
             return NO_FAULT
-        what = f"FC{function_code} {address}+{count}"
         reboot_s = 0.0
-        if card.disconnect_s and not self._rebooted:
+        if reply and card.disconnect_s and not self._rebooted:
             self._rebooted = True
             reboot_s = card.disconnect_s
-            self._report("disconnect", f"reboots on {what}, down for {reboot_s:g} s")
-        timeout = card.timeout and not reboot_s
-        exception = (card.exception_code
-                     if card.exception_code is not None and not (timeout or reboot_s) else None)
+            self.report("disconnect", f"reboots on {what}, down for {reboot_s:g} s")
+        timeout = reply and card.timeout and not reboot_s
+        exception = (card.exception_code if reply and card.exception_code is not None
+                     and not (timeout or reboot_s) else None)
         answered = not (reboot_s or timeout or exception is not None)
-        frozen = card.frozen and not write and answered
+        delay_s = card.delay_s if reply and not (reboot_s or timeout) else 0.0
+        frozen = card.frozen and reads and answered
         corrupt = card.corrupt_crc and answered
-        drop = card.drop_writes and write and answered
-        if card.delay_s:
-            self._report("delay", f"answer to {what} delayed {card.delay_s:g} s")
+        drop = card.drop_writes and writes and answered
+        target = f"the answer to {what}" if reply else what
+        if delay_s:
+            self.report("delay", f"{target} delayed {delay_s:g} s")
         if timeout:
-            self._report("timeout", f"no answer to {what}")
+            self.report("timeout", f"no answer to {what}")
         if exception is not None:
-            self._report("exception", f"exception {exception:#04x} to {what}")
+            self.report("exception", f"exception {exception:#04x} to {what}")
         if frozen:
-            self._report("frozen", f"stale registers for {what}")
+            self.report("frozen", f"stale values in {target}")
         if corrupt:
-            self._report("corrupt_crc", f"bad CRC on the answer to {what}")
+            self.report("corrupt_crc", f"bad CRC on {target}")
         if drop:
-            self._report("drop_writes", f"write {what} acknowledged, not applied")
-        return Injection(card.delay_s, reboot_s, timeout, exception, frozen, corrupt, drop)
+            self.report("drop_writes", f"{what} acknowledged, not applied")
+        return Injection(delay_s, reboot_s, timeout, exception, frozen, corrupt, drop)
 
-    def _report(self, kind: str, message: str) -> None:
+    def report(self, kind: str, message: str) -> None:
+        """Send event ``fault.<kind>`` about this device."""
         if self.on_event is not None:
             self.on_event(f"fault.{kind}", f"{self.device}: {message}")

@@ -507,11 +507,10 @@ def get_map(name: str | RegisterMap, **options: float | bool) -> RegisterMap:
     if isinstance(name, RegisterMap):
         return name
     if name not in MAPS:
-        from difflib import get_close_matches
+        from twin.params import did_you_mean
 
-        close = get_close_matches(name, MAPS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown register map '{name}'{hint}; known: {', '.join(MAPS)}")
+        raise ConfigError(f"unknown register map '{name}'{did_you_mean(name, MAPS)}; "
+                          f"known: {', '.join(MAPS)}")
     try:
         return MAPS[name](**options)
     except TypeError as exc:

@@ -38,11 +38,9 @@ def backend_class(name: str) -> type[Device]:
     """Import and return the class behind back-end ``name``."""
     table = available()
     if name not in table:
-        from difflib import get_close_matches
+        from twin.params import did_you_mean
 
-        close = get_close_matches(name, table, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown device back-end '{name}'{hint}; "
+        raise ConfigError(f"unknown device back-end '{name}'{did_you_mean(name, table)}; "
                           f"known: {', '.join(sorted(table))}")
     module_name, _, class_name = table[name].partition(":")
     try:

@@ -113,12 +113,10 @@ class ModelLayout:
         try:
             return self.points[name]
         except KeyError:
-            from difflib import get_close_matches
+            from twin.params import did_you_mean
 
-            close = get_close_matches(name, self.points, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"SunSpec model {self.id} ({self.name}) has no point "
-                              f"'{name}'{hint}") from None
+                              f"'{name}'{did_you_mean(name, self.points)}") from None
 
 
 def _definition_dirs() -> list[Path]:

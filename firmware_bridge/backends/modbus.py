@@ -32,6 +32,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerRTU
 
+from firmware_bridge.backends.backoff import Backoff
 from firmware_bridge.capture import Capture, Status, Transaction
 from firmware_bridge.device import Device, Quality, Reading
 from firmware_bridge.errors import (
@@ -93,9 +94,6 @@ class ModbusDevice(Device):
             raise ConfigError(f"{self.name}: timeout_s must be > 0, got {timeout_s}")
         if not 0 <= int(base_address) <= 0xFFFF - 4:
             raise ConfigError(f"{self.name}: base_address {base_address} is outside 0..65531")
-        if not 0 < backoff_s <= backoff_max_s:
-            raise ConfigError(f"{self.name}: need 0 < backoff_s <= backoff_max_s, got "
-                              f"{backoff_s} and {backoff_max_s}")
         self.unit = int(unit)
         self.map = get_map(map)
         self.timeout_s = float(timeout_s)
@@ -104,16 +102,13 @@ class ModbusDevice(Device):
         self.capture = capture
         if capture is not None:
             capture.add_device(self.name)
-        self.backoff_s = float(backoff_s)
-        self.backoff_max_s = float(backoff_max_s)
+        self.backoff = Backoff(backoff_s, backoff_max_s, self.name)
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._open = False
         self._layout: DeviceLayout | None = None
         self._spans: list[tuple[int, int]] = []
         self._image: list[int] = []
         self._implemented: tuple[str, ...] | None = None
-        self._next_attempt = 0.0
-        self._wait = self.backoff_s
         self._lock: asyncio.Lock | None = None
         self._abort: asyncio.Future | None = None
         self._request: tuple[int, int] = (0, 0)  # function code, register count in flight
@@ -158,8 +153,7 @@ class ModbusDevice(Device):
         """Connect, scan the SunSpec models, and read once to learn what is implemented."""
         self._open = True
         self._lock = asyncio.Lock()
-        self._next_attempt = 0.0
-        self._wait = self.backoff_s
+        self.backoff.reset()
         reading = await self.read()
         self._implemented = tuple(n for n in self.map.signals if n in reading.values)
 
@@ -214,10 +208,7 @@ class ModbusDevice(Device):
             raise DeviceDisconnected(f"{self.name}: device is not open")
         if self._client is not None and self._client.connected and self._layout is not None:
             return
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise DeviceDisconnected(f"{self.name}: disconnected from {self.where}; next "
-                                     f"attempt in {self._next_attempt - now:.2f} s")
+        self.backoff.check(f"{self.name}: disconnected from {self.where}")
         try:
             if self._client is None:
                 self._client = self._make_client()
@@ -226,13 +217,12 @@ class ModbusDevice(Device):
             self._layout = await self._scan()
         except DeviceDisconnected:
             self._layout = None
-            self._next_attempt = time.monotonic() + self._wait
-            self._wait = min(2 * self._wait, self.backoff_max_s)
+            self.backoff.failed()
             raise
         except DeviceError:  # reachable but not answering well: no back-off needed
             self._layout = None
             raise
-        self._wait = self.backoff_s
+        self.backoff.reset()
         self._spans = self.map.read_spans(self._layout)
         self._image = [0] * self._layout.size
 

@@ -12,8 +12,9 @@ deadline is a plain ``wait_for``, and closing never waits for a blocked read.
 
 A lost port (a USB adapter unplugged, a board rebooting) fails the request in flight with
 :class:`~firmware_bridge.errors.DeviceDisconnected`; later calls reopen the port, no more
-often than an exponential back-off allows, and never wait for it: a call inside the
-back-off fails at once, so one dead device never holds up the others.
+often than an exponential back-off allows
+(:class:`~firmware_bridge.backends.backoff.Backoff`), and never wait for it: a call inside
+the back-off fails at once, so one dead device never holds up the others.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TypeVar
 
 import serial
 
+from firmware_bridge.backends.backoff import Backoff
 from firmware_bridge.device import Device, Quality, Reading
 from firmware_bridge.errors import (
     ConfigError,
@@ -34,12 +36,12 @@ from firmware_bridge.errors import (
     ExceptionResponse,
     FrameError,
 )
+from firmware_bridge.faults import EventSink
 from firmware_bridge.pty import TtyStream
 from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame
 from firmware_bridge.serialproto.messages import BOOT_SEQ, REPLY, Access, Hello, MsgType
 
-EventCallback = Callable[[str, str], None]
 T = TypeVar("T")
 
 PARITIES = {"N": "none", "E": "even", "O": "odd", "M": "mark", "S": "space"}
@@ -93,11 +95,12 @@ class SerialDevice(Device):
     telemetry_max_age_s : float or None
         If set, :meth:`read` answers from the latest telemetry frame when it holds every
         signal and is at most this old, without a request. [s]
-    backoff_s, max_backoff_s : float
+    backoff_s, backoff_max_s : float
         First and longest wait between attempts to reopen a lost port; it doubles after each
         failed attempt. [s]
     on_event : callable
-        ``on_event(kind, message)`` on ``disconnect``, ``reconnect`` and ``reboot``.
+        ``on_event(kind, message)`` on ``device.disconnect``, ``device.reconnect`` and
+        ``device.reboot`` (kinds in :mod:`firmware_bridge.faults`).
     """
 
     backend = "serial"
@@ -105,18 +108,15 @@ class SerialDevice(Device):
     def __init__(self, port: str, baudrate: int = 115200, timeout_s: float = 0.2, *,
                  bytesize: int = 8, parity: str = "N", stopbits: float = 1,
                  retries: int = 1, telemetry_max_age_s: float | None = None,
-                 backoff_s: float = 0.05, max_backoff_s: float = 2.0,
-                 on_event: EventCallback | None = None, name: str = "") -> None:
+                 backoff_s: float = 0.05, backoff_max_s: float = 2.0,
+                 on_event: EventSink | None = None, name: str = "") -> None:
         super().__init__(name or f"serial:{port}")
         self.port = str(port)
         self.baudrate, self.bytesize, self.parity, self.stopbits = validate_line(
             baudrate, bytesize, parity, stopbits)
-        for field, value in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
-            if not value > 0:
-                raise ConfigError(f"serial device {self.port}: {field} must be > 0, got {value}")
-        if not max_backoff_s >= backoff_s:
-            raise ConfigError(f"serial device {self.port}: max_backoff_s ({max_backoff_s}) "
-                              f"must be >= backoff_s ({backoff_s})")
+        if not timeout_s > 0:
+            raise ConfigError(f"serial device {self.port}: timeout_s must be > 0, "
+                              f"got {timeout_s}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"serial device {self.port}: retries must be an integer >= 0, "
                               f"got {retries!r}")
@@ -126,8 +126,7 @@ class SerialDevice(Device):
         self.timeout_s = float(timeout_s)
         self.retries = retries
         self.telemetry_max_age_s = telemetry_max_age_s
-        self.backoff_s = float(backoff_s)
-        self.max_backoff_s = float(max_backoff_s)
+        self.backoff = Backoff(backoff_s, backoff_max_s, f"serial device {self.port}")
         self.on_event = on_event
         self.stats = SerialStats()
         self._opened = False
@@ -140,8 +139,6 @@ class SerialDevice(Device):
         self._hello: Hello | None = None
         self._hello_needed = True
         self._lost_link = False
-        self._backoff = self.backoff_s
-        self._retry_at = 0.0
         self._telemetry: dict[str, float] = {}
         self._telemetry_at = 0.0
         self._telemetry_mono = 0.0
@@ -330,16 +327,12 @@ class SerialDevice(Device):
             raise DeviceDisconnected(f"{self.name}: device is not open")
         if self._stream is not None:
             return
-        now = time.monotonic()
-        if now < self._retry_at:
-            raise DeviceDisconnected(f"{self.name}: port {self.port} lost; next reconnect "
-                                     f"attempt in {self._retry_at - now:.3f} s")
+        self.backoff.check(f"{self.name}: port {self.port} lost")
         self.stats.reconnect_attempts += 1
         try:
             self._connect()
         except DeviceDisconnected:
-            self._backoff = min(2 * self._backoff, self.max_backoff_s)
-            self._retry_at = now + self._backoff
+            self.backoff.failed()
             raise
         self._hello_needed = True
 
@@ -347,21 +340,21 @@ class SerialDevice(Device):
         self._drop_link()
         self.stats.disconnects += 1
         self._lost_link = True
-        self._backoff = self.backoff_s
-        self._retry_at = time.monotonic() + self._backoff
+        self.backoff.reset()
+        self.backoff.failed()  # a board rebooting needs a moment: no reopening at once
         reason = f": {exc.strerror}" if exc is not None else " (hang-up)"
         self._event("disconnect", f"port lost{reason}")
         self._fail_pending(DeviceDisconnected(f"{self.name}: port {self.port} lost{reason}"))
 
     def _reconnected(self) -> None:
         self._lost_link = False
-        self._backoff = self.backoff_s
+        self.backoff.reset()
         self.stats.reconnects += 1
         self._event("reconnect", "port reopened, board answers")
 
     def _event(self, kind: str, message: str) -> None:
         if self.on_event is not None:
-            self.on_event(kind, f"{self.name}: {message}")
+            self.on_event(f"device.{kind}", f"{self.name}: {message}")
 
     # -- what arrives -----------------------------------------------------------------------
 

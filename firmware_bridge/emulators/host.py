@@ -2,7 +2,9 @@
 
 ``gridloop emulate`` and the bench's ``emulated`` mode build an :class:`EmulatorHost` from a
 scenario: one :class:`~firmware_bridge.plant.Plant` per node and one :class:`DeviceSpec` per
-device.  Each device is a real server (:class:`ModbusEmulator`) answering from its plant.
+device.  Each device is a real server answering from its plant: a :class:`ModbusEmulator`
+on loopback TCP or on a pseudo-terminal (RTU), or a :class:`SerialEmulator` (an MCU speaking
+the serial protocol) on a pseudo-terminal.
 
 Clock: inside a bench run the bench calls :meth:`EmulatorHost.advance` every tick, so the
 plants follow the bench's clock (deterministic); standalone, :meth:`run_wallclock` advances
@@ -17,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
+from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
+from firmware_bridge.emulators.serial_server import SerialEmulator
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.faults import EventSink, FaultCard
-from firmware_bridge.maps import get_map
+from firmware_bridge.maps import RegisterMap, get_map
 from firmware_bridge.plant import Plant
 from firmware_bridge.sunspec import DEFAULT_BASE_ADDRESS
 
@@ -29,8 +33,12 @@ from firmware_bridge.sunspec import DEFAULT_BASE_ADDRESS
 class DeviceSpec:
     """One emulated device: asset ``asset`` of node ``node``, behind register map ``map``.
 
-    ``port`` 0 takes ``port_base + index`` when the host has a port base, else a free port.
-    ``map_options`` are the map's ratings (``rating_w``, ``capacity_wh``...).
+    ``transport`` is ``"tcp"`` or ``"rtu"`` (Modbus) or ``"serial"`` (the serial MCU
+    protocol).  ``port`` 0 takes ``port_base + index`` when the host has a port base, else a
+    free port.  ``map_options`` are the map's ratings (``rating_w``, ``capacity_wh``...).
+    A serial board takes from its map its kind and its points, the map's signals the asset
+    has and the map's setpoints, and sends telemetry every ``telemetry_period_s`` (0: none).
+    ``unit``, ``port`` and ``base_address`` concern Modbus only.
     """
 
     node: str
@@ -43,6 +51,11 @@ class DeviceSpec:
     base_address: int = DEFAULT_BASE_ADDRESS
     map_options: Mapping[str, float | bool] = field(default_factory=dict)
     fault: FaultCard | None = None
+    telemetry_period_s: float = 0.0
+
+
+#: transports an emulated device can be served on
+TRANSPORTS = ("tcp", "rtu", "serial")
 
 
 class EmulatorHost:
@@ -66,28 +79,46 @@ class EmulatorHost:
         self.plants = dict(plants)
         self.host = host
         self.specs = list(devices)
-        self.emulators: dict[tuple[str, str], ModbusEmulator] = {}
+        self.emulators: dict[tuple[str, str], Emulator] = {}
+        self._maps: dict[tuple[str, str], RegisterMap] = {}
         for i, spec in enumerate(self.specs):
-            where = f"device {spec.node}.{spec.asset}"
-            if spec.node not in self.plants:
-                raise ConfigError(f"{where}: no plant for node '{spec.node}' "
-                                  f"(nodes: {', '.join(self.plants) or 'none'})")
-            if (spec.node, spec.asset) in self.emulators:
-                raise ConfigError(f"{where}: listed twice")
-            regmap = get_map(spec.map, **spec.map_options)
-            layout = regmap.layout(spec.base_address)
-            name = f"{spec.node}/{spec.asset}"
+            key = (spec.node, spec.asset)
             try:
-                source = PlantSource(self.plants[spec.node], spec.asset, regmap, layout,
-                                     identity={"SN": f"{spec.node}.{spec.asset}",
-                                               "DA": spec.unit},
-                                     on_event=on_event)
+                if spec.node not in self.plants:
+                    raise ConfigError(f"no plant for node '{spec.node}' "
+                                      f"(nodes: {', '.join(self.plants) or 'none'})")
+                if key in self.emulators:
+                    raise ConfigError("listed twice")
+                if spec.transport not in TRANSPORTS:
+                    raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, "
+                                      f"got {spec.transport!r}")
+                plant = self.plants[spec.node]
+                if spec.asset not in plant.assets:
+                    raise ConfigError(f"plant has no asset '{spec.asset}' "
+                                      f"(has {', '.join(plant.assets)})")
+                regmap = get_map(spec.map, **spec.map_options)
+                name = f"{spec.node}/{spec.asset}"
+                if spec.transport == "serial":
+                    emulator: Emulator = SerialEmulator(
+                        plant, spec.asset, regmap.setpoints,
+                        signals=[n for n in regmap.signals if n in plant.read(spec.asset)],
+                        telemetry_period_s=spec.telemetry_period_s, fault=spec.fault,
+                        on_event=on_event, seed=i, name=name)
+                else:
+                    source = PlantSource(plant, spec.asset, regmap,
+                                         regmap.layout(spec.base_address),
+                                         identity={"SN": f"{spec.node}.{spec.asset}",
+                                                   "DA": spec.unit},
+                                         on_event=on_event)
+                    port = spec.port or (port_base + i if port_base is not None else 0)
+                    emulator = ModbusEmulator(
+                        source, unit=spec.unit, transport=spec.transport, host=host,
+                        port=port, baudrate=spec.baudrate, fault=spec.fault,
+                        on_event=on_event, name=name)
             except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-            port = spec.port or (port_base + i if port_base is not None else 0)
-            self.emulators[(spec.node, spec.asset)] = ModbusEmulator(
-                source, unit=spec.unit, transport=spec.transport, host=host, port=port,
-                baudrate=spec.baudrate, fault=spec.fault, on_event=on_event, name=name)
+                raise ConfigError(f"device {spec.node}.{spec.asset}: {exc}") from None
+            self.emulators[key] = emulator
+            self._maps[key] = regmap
 
     async def start(self) -> None:
         """Start every server; on a failure the ones already started are stopped."""
@@ -114,19 +145,21 @@ class EmulatorHost:
         """One JSON-ready dict per device, in spec order (``gridloop emulate --json``)."""
         out = []
         for spec in self.specs:
-            emulator = self.emulators[(spec.node, spec.asset)]
-            source = emulator.source
-            assert isinstance(source, PlantSource)
-            entry: dict = {"node": spec.node, "asset": spec.asset, "kind": source.map.kind,
-                           "map": source.map.name, "transport": spec.transport,
-                           "host": self.host, "unit": spec.unit,
-                           "base_address": spec.base_address,
-                           "models": list(source.map.models)}
-            if spec.transport == "tcp":
-                entry["port"] = emulator.port
+            key = (spec.node, spec.asset)
+            emulator, regmap = self.emulators[key], self._maps[key]
+            entry: dict = {"node": spec.node, "asset": spec.asset, "kind": regmap.kind,
+                           "map": regmap.name, "transport": spec.transport}
+            if isinstance(emulator, SerialEmulator):
+                entry |= {"serial_port": emulator.path, "baudrate": spec.baudrate,
+                          "telemetry_period_s": spec.telemetry_period_s}
             else:
-                entry["serial_port"] = emulator.serial_port
-                entry["baudrate"] = spec.baudrate
+                assert isinstance(emulator, ModbusEmulator)
+                entry |= {"host": self.host, "unit": spec.unit,
+                          "base_address": spec.base_address, "models": list(regmap.models)}
+                if spec.transport == "tcp":
+                    entry["port"] = emulator.port
+                else:
+                    entry |= {"serial_port": emulator.serial_port, "baudrate": spec.baudrate}
             out.append(entry)
         return out
 

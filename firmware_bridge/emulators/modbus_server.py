@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Protocol, Self
+from typing import Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware_bridge.emulators.ptylink import PtyLink
+from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.errors import BridgeError, ConfigError
-from firmware_bridge.faults import NO_FAULT, EventSink, FaultCard, FaultInjector
+from firmware_bridge.faults import EventSink, FaultCard, FaultInjector
 from firmware_bridge.maps import RegisterMap
 from firmware_bridge.plant import Plant
+from firmware_bridge.pty import PtyPair
 from firmware_bridge.sunspec import DeviceLayout
 
 #: a source's answer meaning "send nothing back" (a recorded timeout)
@@ -104,7 +105,7 @@ class PlantSource:
         return self.map.writable(self.layout, address, count)
 
 
-class ModbusEmulator:
+class ModbusEmulator(Emulator):
     """A Modbus server answering for one device.
 
     Parameters
@@ -148,13 +149,14 @@ class ModbusEmulator:
         self.transactions = 0
         self._image = source.image()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._link: PtyLink | None = None
+        self._link: PtyPair | None = None
         self._drop_answer = False
         self._corrupt_answer = False
         self._down_until = 0.0
         self._reboot_task: asyncio.Task | None = None
         self._sleeping: set[asyncio.Task] = set()
-        self._injector: FaultInjector | None = None
+        #: the fault card in force and its draws
+        self.faults = FaultInjector(None, self.name, source.now, on_event)
         self.set_fault(fault)
 
     # ------------------------------------------------------------------ lifecycle
@@ -162,15 +164,20 @@ class ModbusEmulator:
     @property
     def serial_port(self) -> str | None:
         """The pseudo-terminal a client opens (RTU only)."""
-        return self._link.client_path if self._link else None
+        return self._link.paths[1] if self._link else None
 
     async def start(self) -> None:
         """Start serving; for TCP with port 0, :attr:`port` is the port bound."""
         if self._server is not None:
             return
         if self.transport == "rtu" and self._link is None:
-            self._link = PtyLink()
-        await self._serve()
+            self._link = PtyPair()
+            await self._link.open()
+        try:
+            await self._serve()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def _serve(self) -> None:
         device = SimDevice(self.unit, simdata=[SimData(self.source.base_address,
@@ -182,7 +189,7 @@ class ModbusEmulator:
                 device, address=(self.host, self.port), trace_packet=self._trace_packet)
         else:
             assert self._link is not None
-            server = ModbusSerialServer(device, port=self._link.device_path,
+            server = ModbusSerialServer(device, port=self._link.paths[0],
                                         baudrate=self.baudrate, parity=self.parity,
                                         trace_packet=self._trace_packet)
         try:
@@ -190,7 +197,7 @@ class ModbusEmulator:
         except RuntimeError as exc:
             await server.shutdown()
             where = (f"{self.host}:{self.port}" if self.transport == "tcp"
-                     else self._link.device_path if self._link else "?")
+                     else self._link.paths[0] if self._link else "?")
             raise ConfigError(f"emulator {self.name}: cannot listen on {where}: {exc}") from None
         if self.transport == "tcp" and self.port == 0:
             self.port = server.transport.sockets[0].getsockname()[1]
@@ -207,15 +214,8 @@ class ModbusEmulator:
             await self._server.shutdown()
             self._server = None
         if self._link is not None:
-            self._link.close()
+            await self._link.close()
             self._link = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ faults
 
@@ -224,11 +224,7 @@ class ModbusEmulator:
         if card is not None and card.corrupt_crc and self.transport != "rtu":
             raise ConfigError(f"emulator {self.name}: corrupt_crc applies to RTU devices "
                               f"only (this one is {self.transport})")
-        had_card = self._injector is not None
-        self._injector = (FaultInjector(card, self.name, self.source.now, self.on_event)
-                          if card is not None else None)
-        if self.on_event is not None and (card is not None or had_card):
-            self.on_event("fault.set", f"{self.name}: {card if card else 'cleared'}")
+        self.faults.set_card(card)
 
     async def _reboot(self, down_s: float) -> None:
         """Drop every connection, stay down ``down_s`` seconds (wall clock), come back."""
@@ -246,8 +242,7 @@ class ModbusEmulator:
             if self.on_event is not None:
                 self.on_event("emulator.error", str(exc))
         else:
-            if self.on_event is not None:
-                self.on_event("fault.reconnect", f"{self.name}: back after {down_s:g} s")
+            self.faults.report("reconnect", f"back after {down_s:g} s")
         finally:
             self._reboot_task = None
 
@@ -263,8 +258,8 @@ class ModbusEmulator:
         if time.monotonic() < self._down_until:
             self._drop_answer = True
             return None
-        hit = (self._injector.draw(function_code, address, count, write)
-               if self._injector is not None else NO_FAULT)
+        hit = self.faults.draw(f"FC{function_code} {address}+{count}", reads=not write,
+                               writes=write)
         if hit.delay_s:
             await self._sleep(hit.delay_s)
         if hit.reboot_s:

@@ -5,11 +5,13 @@ it announces itself with a HELLO at boot, answers HELLO, READ, WRITE and PING, s
 TELEMETRY at a fixed period, and answers malformed requests with ERROR replies.  Its
 values come from a :class:`~firmware_bridge.plant.Plant`; it computes no physics.
 
-Fault cards (:class:`SerialFaults`) act on the line as a misbehaving board would: late
-replies, no reply, writes acknowledged but not applied, frames with a bad CRC; and
-:meth:`SerialEmulator.reboot` restarts the board (new boot id, sequence numbers from 0,
-a HELLO again), optionally unplugging the port as a USB device does.  Every fault that
-fires, and every change of the fault card, is reported through ``on_event(kind, message)``.
+Fault cards (:class:`~firmware_bridge.faults.FaultCard`, the same as the Modbus emulator's)
+act on the line as a misbehaving board would: late replies, no reply, ERROR replies, frozen
+values, writes acknowledged but not applied, frames with a bad CRC, and a reboot with the
+port unplugged (a USB board re-enumerating); :meth:`SerialEmulator.reboot` restarts the
+board by hand (new boot id, sequence numbers from 0, a HELLO again), unplugged or silent.
+Every fault that fires, and every change of the fault card, is reported through
+``on_event(kind, message)`` (kinds in :mod:`firmware_bridge.faults`).
 
 What it does not emulate: baud-rate timing (a pty moves bytes as fast as it can), line
 noise other than whole corrupted frames, and setpoints lost at reboot (the plant keeps them).
@@ -20,57 +22,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from typing import Self
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.errors import ConfigError, FrameError
+from firmware_bridge.faults import EventSink, FaultCard, FaultInjector, Injection
 from firmware_bridge.plant import Plant
 from firmware_bridge.pty import Pty, TtyStream
 from firmware_bridge.serialproto import cobs, frames, messages
 from firmware_bridge.serialproto.frames import Frame
-from firmware_bridge.serialproto.messages import BOOT_SEQ, Access, ErrorCode, Hello, MsgType, Point
-
-EventCallback = Callable[[str, str], None]
+from firmware_bridge.serialproto.messages import (
+    BOOT_SEQ,
+    Access,
+    ErrorCode,
+    Hello,
+    MsgType,
+    Point,
+)
 
 #: requests held while the board is busy answering; more are dropped
 MAX_QUEUED = 32
-
-
-@dataclass(frozen=True)
-class SerialFaults:
-    """Fault card of one serial board; probabilities are per frame, from a seeded generator.
-
-    Parameters
-    ----------
-    delay_s : float
-        Extra delay before every reply. [s]
-    no_answer : float
-        Probability that a request gets no reply at all. [0..1]
-    drop_writes : float
-        Probability that a valid WRITE is acknowledged but not applied. [0..1]
-    corrupt : float
-        Probability that a frame the board sends (reply or telemetry) has a bad CRC. [0..1]
-    """
-
-    delay_s: float = 0.0
-    no_answer: float = 0.0
-    drop_writes: float = 0.0
-    corrupt: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.delay_s >= 0.0:
-            raise ConfigError(f"serial fault card: delay_s must be >= 0, got {self.delay_s}")
-        for name in ("no_answer", "drop_writes", "corrupt"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"serial fault card: {name} is a probability in [0, 1], "
-                                  f"got {p}")
-
-    def describe(self) -> str:
-        active = [f"{f.name}={getattr(self, f.name):g}" for f in fields(self)
-                  if getattr(self, f.name)]
-        return ", ".join(active) or "no faults"
 
 
 @dataclass
@@ -88,7 +60,7 @@ class EmulatorStats:
     reboots: int = 0
 
 
-class SerialEmulator:
+class SerialEmulator(Emulator):
     """Asset ``asset`` of ``plant`` served as a serial board on a pseudo-terminal.
 
     Use as ``async with SerialEmulator(plant, "battery", setpoints=("p_set_w",)) as emu``
@@ -102,19 +74,24 @@ class SerialEmulator:
         Which of the plant's assets the board is; its signals become readable points.
     setpoints : sequence of str
         Names the host may write (they become writable points).
+    signals : sequence of str or None
+        Names the host may read; None: every signal of the asset.
     telemetry_period_s : float
         Period of unsolicited TELEMETRY; 0 sends none. [s]
-    faults : SerialFaults
-        The fault card at start; change it at run time through :attr:`faults`.
+    fault : FaultCard or None
+        The fault card at start; :meth:`set_fault` changes it at run time.
     on_event : callable
         ``on_event(kind, message)`` for every fault that fires and every card change.
     seed : int
-        Seeds the fault draws and the boot ids, so a run is repeatable.
+        Seeds the boot ids, so a run is repeatable (the card has a seed of its own).
+    name : str
+        Device name in events (``node/asset``); the asset by default.
     """
 
     def __init__(self, plant: Plant, asset: str, setpoints: Sequence[str] = (), *,
-                 telemetry_period_s: float = 0.0, faults: SerialFaults | None = None,
-                 on_event: EventCallback | None = None, seed: int = 0) -> None:
+                 telemetry_period_s: float = 0.0, fault: FaultCard | None = None,
+                 on_event: EventSink | None = None, seed: int = 0, name: str = "",
+                 signals: Sequence[str] | None = None) -> None:
         if asset not in plant.assets:
             raise ConfigError(f"serial emulator: plant has no asset '{asset}' "
                               f"(has {', '.join(plant.assets)})")
@@ -125,10 +102,16 @@ class SerialEmulator:
         self.asset = asset
         self.telemetry_period_s = float(telemetry_period_s)
         self.on_event = on_event
+        self.name = name or asset
         self.stats = EmulatorStats()
-        self._faults = faults or SerialFaults()
         self._rng = random.Random(seed)
-        self._points = self._point_table(tuple(plant.read(asset)), tuple(setpoints))
+        self._served = plant.read(asset)  # the values last sent, which a frozen board repeats
+        missing = [n for n in signals or () if n not in self._served]
+        if missing:
+            raise ConfigError(f"serial emulator: asset '{asset}' has no signal "
+                              f"{', '.join(missing)} (has {', '.join(self._served)})")
+        self._points = self._point_table(tuple(self._served if signals is None else signals),
+                                         tuple(setpoints))
         self._by_id = {p.id: p for p in self._points}
         self._readable = {p.id: p.name for p in self._points if p.access & Access.READ}
         self._pty: Pty | None = None
@@ -136,9 +119,13 @@ class SerialEmulator:
         self._parser = frames.FrameParser()
         self._queue: asyncio.Queue[Frame] = asyncio.Queue(MAX_QUEUED)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reboot_task: asyncio.Task[None] | None = None
         self._hello: Hello | None = None
         self._boot_time = 0.0
         self._telemetry_seq = 0
+        #: the fault card in force and its draws
+        self.faults = FaultInjector(None, self.name, lambda: float(plant.t), on_event)
+        self.set_fault(fault)
 
     @staticmethod
     def _point_table(signals: tuple[str, ...], setpoints: tuple[str, ...]) -> tuple[Point, ...]:
@@ -173,17 +160,15 @@ class SerialEmulator:
 
     async def stop(self) -> None:
         """Halt the board and remove the port.  Safe to call twice."""
+        if self._reboot_task is not None:
+            self._reboot_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reboot_task
+            self._reboot_task = None
         await self._halt()
         if self._pty is not None:
             self._pty.close()
             self._pty = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def _boot(self) -> None:
         assert self._pty is not None
@@ -221,9 +206,14 @@ class SerialEmulator:
         """
         if self._pty is None:
             raise RuntimeError("serial emulator is not started")
+        if self.on_event is not None:
+            self.on_event("emulator.reboot", f"{self.name}: rebooted by hand for "
+                          f"{downtime_s:g} s" + (", port unplugged" if unplug else ""))
+        await self._restart(downtime_s, unplug)
+
+    async def _restart(self, downtime_s: float, unplug: bool) -> None:
+        assert self._pty is not None
         self.stats.reboots += 1
-        self._event("reboot", f"board reboots for {downtime_s:g} s"
-                              + (", port unplugged" if unplug else ""))
         await self._halt()
         if unplug:
             self._pty.unplug()
@@ -232,24 +222,26 @@ class SerialEmulator:
             self._pty.plug()
         self._boot()
 
+    async def _fault_reboot(self, downtime_s: float) -> None:
+        """The reboot of a fault card: the port unplugged for ``downtime_s``, then back."""
+        try:
+            await self._restart(downtime_s, unplug=True)
+            self.faults.report("reconnect", f"back after {downtime_s:g} s")
+        finally:
+            self._reboot_task = None
+
     # -- faults ----------------------------------------------------------------------------
 
-    @property
-    def faults(self) -> SerialFaults:
-        """The fault card in force; assigning a new one takes effect at the next frame."""
-        return self._faults
+    def set_fault(self, card: FaultCard | None) -> None:
+        """Replace the board's fault card (None clears it); a new card may reboot again.
 
-    @faults.setter
-    def faults(self, card: SerialFaults) -> None:
-        self._faults = card
-        self._event("fault_card", card.describe())
-
-    def _event(self, kind: str, message: str) -> None:
-        if self.on_event is not None:
-            self.on_event(kind, f"serial {self.asset}: {message}")
-
-    def _draw(self, p: float) -> bool:
-        return p > 0.0 and self._rng.random() < p
+        ``exception_code`` must be an ERROR code of the serial protocol (1-7).
+        """
+        if card is not None and card.exception_code not in (None, *ErrorCode):
+            raise ConfigError(f"serial emulator {self.name}: exception_code "
+                              f"{card.exception_code} is not a serial ERROR code (one of "
+                              f"{', '.join(f'{c.value} {c.name}' for c in ErrorCode)})")
+        self.faults.set_card(card)
 
     # -- the line --------------------------------------------------------------------------
 
@@ -266,13 +258,11 @@ class SerialEmulator:
         # the board holds its own client side open, so only unplug() ends the line
         self._stream = None
 
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frame: Frame, corrupt: bool = False) -> None:
         body = frames.pack(frame)
-        if self._draw(self._faults.corrupt):
+        if corrupt:
             body = body[:-1] + bytes((body[-1] ^ 0x01,))
             self.stats.corrupted += 1
-            self._event("corrupt_frame", f"sent {MsgType(frame.type).name} seq {frame.seq} "
-                                         f"with a bad CRC")
         if self._stream is not None:
             self._stream.write(cobs.encode(body) + frames.DELIMITER)
 
@@ -280,22 +270,31 @@ class SerialEmulator:
         while True:
             request = await self._queue.get()
             self.stats.requests += 1
-            if self._draw(self._faults.no_answer):
-                self.stats.no_answers += 1
-                self._event("no_answer", f"ignored request type {request.type:#04x} "
-                                         f"seq {request.seq}")
+            mtype = request.type
+            what = f"{_type_name(mtype)} seq {request.seq}"
+            hit = self.faults.draw(what, reads=mtype == MsgType.READ,
+                                   writes=mtype == MsgType.WRITE)
+            if hit.reboot_s:
+                # the reboot halts this task: run it apart, and answer nothing
+                self._reboot_task = asyncio.create_task(self._fault_reboot(hit.reboot_s),
+                                                        name="serial-emulator-reboot")
                 continue
-            reply, writes = self._answer(request)
+            if hit.timeout:
+                self.stats.no_answers += 1
+                continue
+            if hit.delay_s:
+                await asyncio.sleep(hit.delay_s)
+            if hit.exception_code is not None:
+                reply, writes = _error(request, ErrorCode(hit.exception_code), 0,
+                                       "fault card"), {}
+            else:
+                reply, writes = self._answer(request, hit)
             if writes:
-                if self._draw(self._faults.drop_writes):
+                if hit.drop_write:
                     self.stats.dropped_writes += 1
-                    self._event("drop_write", f"acknowledged but dropped write of "
-                                              f"{', '.join(writes)} (seq {request.seq})")
                 else:
                     self.plant.write(self.asset, writes)
-            if self._faults.delay_s:
-                await asyncio.sleep(self._faults.delay_s)
-            self._send(reply)
+            self._send(reply, hit.corrupt_crc)
             self.stats.replies += 1
 
     async def _stream_telemetry(self) -> None:
@@ -309,22 +308,29 @@ class SerialEmulator:
     async def send_telemetry(self) -> None:
         """Send one TELEMETRY frame now, waiting while the line is full."""
         uptime_ms = round((asyncio.get_running_loop().time() - self._boot_time) * 1000)
-        values = self.plant.read(self.asset)
+        hit = self.faults.draw(f"TELEMETRY seq {self._telemetry_seq}", reads=True,
+                               reply=False)
+        values = self._values(hit)
         payload = messages.encode_telemetry(
             uptime_ms, {pid: values[name] for pid, name in self._readable.items()})
-        self._send(Frame(MsgType.TELEMETRY, self._telemetry_seq, payload))
+        self._send(Frame(MsgType.TELEMETRY, self._telemetry_seq, payload), hit.corrupt_crc)
         self._telemetry_seq = (self._telemetry_seq + 1) & 0xFF
         self.stats.telemetry += 1
         if self._stream is not None:
             await self._stream.drain()
 
+    def _values(self, hit: Injection) -> dict[str, float]:
+        """The plant's values now, or those last sent while ``frozen`` strikes."""
+        if not hit.frozen:
+            self._served = self.plant.read(self.asset)
+        return self._served
+
     # -- the firmware's request handler ----------------------------------------------------
 
-    def _answer(self, request: Frame) -> tuple[Frame, dict[str, float]]:
+    def _answer(self, request: Frame, hit: Injection) -> tuple[Frame, dict[str, float]]:
         """Reply to ``request``, and the setpoints it asks to apply (none if refused)."""
         def error(code: ErrorCode, detail: int, text: str) -> tuple[Frame, dict[str, float]]:
-            return Frame(MsgType.ERROR, request.seq,
-                         messages.encode_error(code, detail, text)), {}
+            return _error(request, code, detail, text), {}
 
         def reply(mtype: MsgType, payload: bytes) -> Frame:
             return Frame(mtype, request.seq, payload)
@@ -345,7 +351,7 @@ class SerialEmulator:
             for pid in ids:
                 if pid not in self._readable:
                     return error(ErrorCode.UNKNOWN_POINT, pid, f"no readable point {pid}")
-            values = self.plant.read(self.asset)
+            values = self._values(hit)
             return reply(MsgType.READ_REPLY, messages.encode_values(
                 {pid: values[self._readable[pid]] for pid in ids})), {}
         if request.type == MsgType.WRITE:
@@ -368,3 +374,14 @@ class SerialEmulator:
             return reply(MsgType.WRITE_ACK, b""), writes
         return error(ErrorCode.UNKNOWN_TYPE, request.type,
                      f"type {request.type:#04x} is not a request")
+
+
+def _error(request: Frame, code: ErrorCode, detail: int, text: str) -> Frame:
+    return Frame(MsgType.ERROR, request.seq, messages.encode_error(code, detail, text))
+
+
+def _type_name(mtype: int) -> str:
+    try:
+        return MsgType(mtype).name
+    except ValueError:
+        return f"type {mtype:#04x}"

@@ -1,20 +1,10 @@
-"""Helpers of the Modbus tests: emulators around test plants, clients for them, leak checks.
-
-``run`` executes a test coroutine and fails it when it leaves a task behind; the ``no_leaks``
-fixture fails a test that leaves a socket or a pseudo-terminal open, or a thread running.
-"""
+"""Helpers of the Modbus tests: a plant with given signals, emulators around it, clients."""
 
 from __future__ import annotations
 
-import asyncio
-import gc
-import os
-import threading
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-
-import pytest
 
 from firmware_bridge.backends.modbus import ModbusDevice
 from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
@@ -98,47 +88,3 @@ def client(emulator: ModbusEmulator, map: str, **kwargs: Any) -> ModbusDevice:
                              map=map, **kwargs)
     assert isinstance(device, ModbusDevice)
     return device
-
-
-def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
-    """Run ``coro``; fail if it leaves a task running, or a socket or pty open, behind it."""
-    async def main() -> Any:
-        before = _descriptors()
-        result = await asyncio.wait_for(coro, timeout)
-        for _ in range(3):  # let closed transports and finished callbacks settle
-            await asyncio.sleep(0)
-        left = [t for t in asyncio.all_tasks()
-                if t is not asyncio.current_task() and not t.done()]
-        assert not left, f"tasks left running: {left}"
-        _assert_closed(before)
-        return result
-    return asyncio.run(main())
-
-
-def _descriptors() -> dict[str, str]:
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            pass
-    return out
-
-
-def _assert_closed(before: dict[str, str]) -> None:
-    watched = ("socket:", "/dev/pts/", "/dev/ptmx")
-    leaked = sorted(f"fd {fd} -> {target}" for fd, target in _descriptors().items()
-                    if target.startswith(watched) and before.get(fd) != target)
-    assert not leaked, f"left open: {leaked}"
-
-
-@pytest.fixture
-def no_leaks() -> Any:
-    """Fail a test that leaves a socket, a pseudo-terminal or a thread behind."""
-    before = _descriptors()
-    threads = set(threading.enumerate())
-    yield
-    gc.collect()
-    _assert_closed(before)
-    extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
-    assert not extra, f"threads left running: {extra}"

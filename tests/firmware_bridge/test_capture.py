@@ -23,9 +23,8 @@ from firmware_bridge.emulators.modbus_server import ModbusEmulator
 from firmware_bridge.errors import ConfigError, DeviceTimeout, ExceptionResponse
 from firmware_bridge.faults import FaultCard
 
-from .modbus_support import SignalPlant, client, emulated, no_leaks, run  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
+from .aio import run
+from .modbus_support import SignalPlant, client, emulated
 
 MAP = "gpu_rack"
 DEVICE = "n1.rack"

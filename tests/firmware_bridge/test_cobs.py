@@ -10,8 +10,6 @@ from firmware_bridge.errors import FrameError
 from firmware_bridge.serialproto import cobs
 from firmware_bridge.serialproto.crc import CHECK, crc16
 
-from .leaks import no_leaks  # noqa: F401  (autouse)
-
 RUN_254 = bytes(range(1, 255))
 
 # Examples of the COBS definition (Cheshire and Baker 1999; the same set is on Wikipedia).

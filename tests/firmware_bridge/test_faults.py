@@ -22,12 +22,11 @@ from firmware_bridge.errors import (
     ExceptionResponse,
     FrameError,
 )
-from firmware_bridge.faults import FaultCard, FaultInjector
+from firmware_bridge.faults import NO_FAULT, FaultCard, FaultInjector
 from firmware_bridge.registry import open_device
 
-from .modbus_support import SignalPlant, client, emulated, no_leaks, run  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
+from .aio import run
+from .modbus_support import SignalPlant, client, emulated
 
 MAP = "gpu_rack"
 SIGNALS = {"p_w": 50_000.0, "energy_wh": 1_000.0, "temp_c": 60.0, "power_cap_w": 90_000.0,
@@ -233,12 +232,34 @@ def test_probability_draws_are_reproducible_with_the_seed() -> None:
     def pattern(seed: int) -> list[bool]:
         card = FaultCard(exception_code=4, probability=0.5, seed=seed)
         injector = FaultInjector(card, "x", clock=lambda: 0.0)
-        return [injector.draw(3, 40000, 10, False).exception_code is not None
+        return [injector.draw("FC3 40000+10", reads=True).exception_code is not None
                 for _ in range(200)]
 
     assert pattern(7) == pattern(7)
     assert pattern(7) != pattern(8)
     assert 60 < sum(pattern(7)) < 140
+
+
+def test_an_unsolicited_frame_is_struck_by_frozen_and_corrupt_crc_only() -> None:
+    events: list[tuple[str, str]] = []
+    card = FaultCard(delay_s=0.1, timeout=True, frozen=True, corrupt_crc=True,
+                     drop_writes=True, disconnect_s=1.0)
+    injector = FaultInjector(card, "n1/bms", lambda: 0.0, lambda *e: events.append(e))
+    telemetry = injector.draw("TELEMETRY seq 0", reads=True, reply=False)
+    assert (telemetry.frozen, telemetry.corrupt_crc) == (True, True)
+    assert (telemetry.delay_s, telemetry.reboot_s, telemetry.timeout,
+            telemetry.exception_code, telemetry.drop_write) == (0.0, 0.0, False, None, False)
+    assert _kinds(events) == ["fault.set", "fault.frozen", "fault.corrupt_crc"]
+    assert events[0][1] == ("n1/bms: delay_s=0.1, timeout=True, frozen=True, "
+                            "corrupt_crc=True, drop_writes=True, disconnect_s=1.0")
+    # the reboot is left for the first request, which it takes whole; then timeouts
+    assert injector.draw("READ seq 1", reads=True).reboot_s == 1.0
+    after = injector.draw("READ seq 2", reads=True)
+    assert (after.reboot_s, after.timeout, after.delay_s, after.frozen) == (0.0, True, 0.0, False)
+    assert _kinds(events)[3:] == ["fault.disconnect", "fault.timeout"]
+    injector.set_card(None)
+    assert injector.draw("READ seq 3", reads=True) == NO_FAULT
+    assert events[-1] == ("fault.set", "n1/bms: cleared")
 
 
 def test_probability_on_the_wire() -> None:

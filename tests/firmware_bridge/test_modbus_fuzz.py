@@ -25,9 +25,8 @@ from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
 from firmware_bridge.errors import DeviceError, DeviceTimeout, FrameError
 from firmware_bridge.maps import get_map
 
-from .modbus_support import SignalPlant, client, emulated, no_leaks, run  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
+from .aio import run
+from .modbus_support import SignalPlant, client, emulated
 
 MAP = "gpu_rack"
 SIGNALS = {"p_w": 50_000.0, "energy_wh": 1_000.0, "temp_c": 60.0, "power_cap_w": 90_000.0,

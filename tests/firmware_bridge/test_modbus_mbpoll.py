@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from .modbus_support import KINDS, SignalPlant, emulated, no_leaks, run  # noqa: F401
+from .aio import run
+from .modbus_support import KINDS, SignalPlant, emulated
 
-pytestmark = [pytest.mark.usefixtures("no_leaks"),
-              pytest.mark.skipif(shutil.which("mbpoll") is None, reason="mbpoll not installed")]
+pytestmark = pytest.mark.skipif(shutil.which("mbpoll") is None, reason="mbpoll not installed")
 
 
 async def _mbpoll(*args: str) -> list[str]:

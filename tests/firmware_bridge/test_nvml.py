@@ -2,8 +2,9 @@
 
 Without a GPU: the conversions, the error paths (no nvidia-ml-py, no driver) for real, and
 the read path with NVML's C calls replaced at the GPU boundary (the only part that cannot
-exist here).  With a GPU (marker ``gpu``, skipped when ``nvmlInit`` fails): the device
-contract on the real GPU, run as ``pytest -m gpu tests/firmware_bridge/test_nvml.py``.
+exist here).  With a GPU (marker ``gpu``, skipped when ``nvmlInit`` fails): plausible values, a growing
+energy counter and no setting changed, on the real GPU, run as ``pytest -m gpu
+tests/firmware_bridge``; the device contract on it is ``TestNvml`` in test_contract.py.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import ast
 import asyncio
 import ctypes
 import inspect
-import math
 import re
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -39,7 +38,7 @@ from firmware_bridge.errors import (
 )
 from firmware_bridge.registry import open_device
 
-from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
+from .aio import run
 
 pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
 
@@ -105,7 +104,7 @@ def test_write_is_refused_read_only() -> None:
     async def main() -> None:
         with pytest.raises(DeviceError, match="read-only; cannot write power_cap_w"):
             await NvmlDevice().write({"power_cap_w": 300.0})
-    run(main)
+    run(main())
 
 
 # -- errors at open, for real on this machine ---------------------------------------------------
@@ -127,7 +126,7 @@ def test_open_without_a_driver_is_backend_unavailable() -> None:
             await dev.open()
         with pytest.raises(DeviceDisconnected, match="not open"):
             await dev.read()
-    run(main)
+    run(main())
 
 
 def test_open_without_nvidia_ml_py_is_backend_unavailable(monkeypatch) -> None:
@@ -136,7 +135,7 @@ def test_open_without_nvidia_ml_py_is_backend_unavailable(monkeypatch) -> None:
     async def main() -> None:
         with pytest.raises(BackendUnavailable, match="nvidia-ml-py is not installed"):
             await NvmlDevice().open()
-    run(main)
+    run(main())
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -223,7 +222,7 @@ def test_read_converts_every_signal(gpu: FakeGpu) -> None:
             assert r.extra["gpu"] == dev.gpu_name == "NVIDIA H100 80GB HBM3"
         assert gpu.inits == 0
         assert all(re.fullmatch(r"nvmlInit|nvmlShutdown|nvmlDeviceGet\w+", c) for c in gpu.calls)
-    run(main)
+    run(main())
 
 
 def test_without_the_instant_field_the_signal_is_left_out(gpu: FakeGpu) -> None:
@@ -233,7 +232,7 @@ def test_without_the_instant_field_the_signal_is_left_out(gpu: FakeGpu) -> None:
         async with NvmlDevice(0) as dev:
             assert "p_inst_w" not in dev.signals
             assert set((await dev.read()).values) == set(dev.signals)
-    run(main)
+    run(main())
 
 
 def test_a_field_failing_after_open_is_a_device_error(gpu: FakeGpu) -> None:
@@ -242,7 +241,7 @@ def test_a_field_failing_after_open_is_a_device_error(gpu: FakeGpu) -> None:
             gpu.instant_ret = pynvml.NVML_ERROR_UNKNOWN
             with pytest.raises(DeviceError, match="NVML_FI_DEV_POWER_INSTANT"):
                 await dev.read()
-    run(main)
+    run(main())
 
 
 def test_a_hung_nvml_call_is_a_timeout(gpu: FakeGpu) -> None:
@@ -252,7 +251,7 @@ def test_a_hung_nvml_call_is_a_timeout(gpu: FakeGpu) -> None:
             r = await poll(dev)
             assert r.quality == Quality.TIMEOUT and "took longer than 0.05 s" in r.error
             gpu.delay_s = 0.0
-    run(main)
+    run(main())
 
 
 @pytest.mark.parametrize(("code", "error", "message"), [
@@ -268,7 +267,7 @@ def test_nvml_errors_map_to_the_bridge_tree(gpu: FakeGpu, code: int, error: type
             with pytest.raises(error, match=message):
                 await dev.read()
             gpu.error = None
-    run(main)
+    run(main())
 
 
 def test_a_missing_index_names_it_and_shuts_nvml_down(gpu: FakeGpu) -> None:
@@ -276,7 +275,7 @@ def test_a_missing_index_names_it_and_shuts_nvml_down(gpu: FakeGpu) -> None:
         with pytest.raises(ConfigError, match="no GPU with index 3; this machine has 1"):
             await NvmlDevice(3).open()
         assert gpu.inits == 0
-    run(main)
+    run(main())
 
 
 def test_no_driver_at_init_is_backend_unavailable(gpu: FakeGpu) -> None:
@@ -285,7 +284,7 @@ def test_no_driver_at_init_is_backend_unavailable(gpu: FakeGpu) -> None:
     async def main() -> None:
         with pytest.raises(BackendUnavailable, match="no NVIDIA driver"):
             await NvmlDevice(0).open()
-    run(main)
+    run(main())
 
 
 def test_close_is_idempotent_and_reopen_works(gpu: FakeGpu) -> None:
@@ -299,27 +298,10 @@ def test_close_is_idempotent_and_reopen_works(gpu: FakeGpu) -> None:
             await dev.read()
         async with dev:
             assert (await dev.read()).quality == Quality.OK
-    run(main)
+    run(main())
 
 
 # -- on a real GPU ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def real_gpu() -> Iterator[int]:
-    """Index 0 of a machine where NVML initialises; skips with the reason elsewhere.
-
-    Module-scoped, so the descriptors NVML opens once per process are open before the
-    per-test leak check takes its snapshot.
-    """
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        pytest.skip(f"no NVIDIA GPU: nvmlInit failed ({exc})")
-    try:
-        yield 0
-    finally:
-        pynvml.nvmlShutdown()
-
 
 def _power_limit_mw() -> int:
     return pynvml.nvmlDeviceGetPowerManagementLimit(pynvml.nvmlDeviceGetHandleByIndex(0))
@@ -331,10 +313,7 @@ class TestNvmlOnAGpu:
         async def main() -> None:
             async with NvmlDevice(real_gpu) as dev:
                 r = await dev.read()
-                assert r.quality == Quality.OK and 0 < r.rtt_s < 1
-                assert abs(r.timestamp_s - time.time()) < 60
-                assert set(r.values) == set(dev.signals) and dev.gpu_name
-                assert all(math.isfinite(v) for v in r.values.values())
+                assert r.rtt_s < 1 and dev.gpu_name
                 assert 0 < r.values["p_w"] < 2 * r.values["power_cap_w"]
                 assert 50 <= r.values["power_cap_w"] <= 2000
                 assert 0 < r.values["temp_c"] < 120
@@ -342,7 +321,7 @@ class TestNvmlOnAGpu:
                 assert r.values["energy_wh"] > 0
                 if "p_inst_w" in r.values:
                     assert 0 < r.values["p_inst_w"] < 2 * r.values["power_cap_w"]
-        run(main)
+        run(main())
 
     def test_energy_counter_grows(self, real_gpu: int) -> None:
         async def main() -> None:
@@ -352,7 +331,7 @@ class TestNvmlOnAGpu:
                 second = (await dev.read()).values["energy_wh"]
                 assert second > first  # an idle H100 still draws tens of watts
                 assert second - first < 2000 / 3600 * 1.5  # at most ~2 kW for about a second
-        run(main)
+        run(main())
 
     def test_reading_changes_no_setting(self, real_gpu: int) -> None:
         async def main() -> None:
@@ -363,24 +342,10 @@ class TestNvmlOnAGpu:
                 with pytest.raises(DeviceError, match="read-only"):
                     await dev.write({"power_cap_w": 100.0})
             assert _power_limit_mw() == before
-        run(main)
-
-    def test_concurrent_reads_close_twice_and_reopen(self, real_gpu: int) -> None:
-        async def main() -> None:
-            dev = NvmlDevice(real_gpu, timeout_s=2.0)
-            await dev.open()
-            readings = await asyncio.gather(*(dev.read() for _ in range(4)))
-            assert all(r.quality == Quality.OK for r in readings)
-            await dev.close()
-            await dev.close()
-            with pytest.raises(DeviceDisconnected):
-                await dev.read()
-            async with dev:
-                assert (await dev.read()).quality == Quality.OK
-        run(main)
+        run(main())
 
     def test_a_missing_index_is_refused(self, real_gpu: int) -> None:
         async def main() -> None:
             with pytest.raises(ConfigError, match="no GPU with index 999"):
                 await NvmlDevice(999).open()
-        run(main)
+        run(main())

@@ -11,7 +11,7 @@ import serial
 
 from firmware_bridge.pty import Pty, PtyPair, TtyStream
 
-from .leaks import new_fds, no_leaks, open_fds, run  # noqa: F401  (no_leaks is autouse)
+from .aio import run
 
 
 async def read_exactly(port: serial.Serial, n: int, timeout_s: float = 5.0) -> bytes:
@@ -70,7 +70,7 @@ def test_pty_pair_relays_both_ways_intact() -> None:
                 assert await read_exactly(a, len(data)) == data
                 await writer
         assert pair.dropped == 0
-    run(main)
+    run(main())
 
 
 def test_pty_pair_drops_what_nobody_reads_and_stays_bounded() -> None:
@@ -88,7 +88,7 @@ def test_pty_pair_drops_what_nobody_reads_and_stays_bounded() -> None:
                 assert pair.dropped > 0  # side b holds at most its kernel buffer + 4096 bytes
         with pytest.raises(RuntimeError, match="not open"):
             _ = pair.paths
-    run(main)
+    run(main())
 
 
 def test_tty_stream_reports_a_hang_up_once_and_refuses_writes_after() -> None:
@@ -118,7 +118,7 @@ def test_tty_stream_reports_a_hang_up_once_and_refuses_writes_after() -> None:
             stream.close()
             port.close()
             pty.close()
-    run(main)
+    run(main())
 
 
 def test_tty_stream_holds_what_the_line_cannot_take_and_drains() -> None:
@@ -131,19 +131,7 @@ def test_tty_stream_holds_what_the_line_cannot_take_and_drains() -> None:
             await stream.drain()
             assert await reader == data and stream.dropped == 0
             stream.close()
-    run(main)
-
-
-def test_leak_check_sees_an_open_pty() -> None:
-    before = open_fds()
-    pty = Pty()
-    try:
-        leaked = new_fds(before)
-        assert any(target == "/dev/ptmx" for target in leaked.values())
-        assert any(target.startswith("/dev/pts/") for target in leaked.values())
-    finally:
-        pty.close()
-    assert new_fds(before) == {}
+    run(main())
 
 
 def test_pty_pair_carries_modbus_rtu_between_pymodbus_server_and_client() -> None:
@@ -165,4 +153,4 @@ def test_pty_pair_carries_modbus_rtu_between_pymodbus_server_and_client() -> Non
             finally:
                 client.close()
                 await server.shutdown()
-    run(main)
+    run(main())

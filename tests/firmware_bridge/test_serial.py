@@ -14,7 +14,7 @@ import pytest
 
 from firmware_bridge.backends.serial import SerialDevice, validate_line
 from firmware_bridge.device import Quality, poll
-from firmware_bridge.emulators.serial_server import SerialEmulator, SerialFaults
+from firmware_bridge.emulators.serial_server import SerialEmulator
 from firmware_bridge.errors import (
     BridgeError,
     ConfigError,
@@ -23,35 +23,15 @@ from firmware_bridge.errors import (
     ExceptionResponse,
     FrameError,
 )
+from firmware_bridge.faults import FaultCard
 from firmware_bridge.pty import Pty, TtyStream
 from firmware_bridge.registry import open_device
 from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame, FrameParser
 from firmware_bridge.serialproto.messages import Access, ErrorCode, Hello, MsgType, Point
 
-from .contract import DeviceContract, Harness
-from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
+from .aio import run
 from .plants import LagBattery
-
-
-class TestSerialContract(DeviceContract):
-    """The device contract over a pty, with telemetry streaming between the replies."""
-
-    @asynccontextmanager
-    async def harness(self) -> AsyncIterator[Harness]:
-        plant = LagBattery()
-        async with SerialEmulator(plant, "battery", ("p_set_w", "connect"),
-                                  telemetry_period_s=0.005) as emu:
-            dev = open_device("serial", port=emu.path, timeout_s=0.5)
-            assert isinstance(dev, SerialDevice)
-            async with dev:
-                yield Harness(dev, plant, "battery")
-
-    def run(self, test: Callable[[Harness], object]) -> None:
-        async def main() -> None:
-            async with self.harness() as h:
-                await test(h)
-        run(main)
 
 
 @dataclass
@@ -78,7 +58,7 @@ def on_bench(test: Callable[[Bench], Awaitable[None]], *, telemetry_period_s: fl
                                **device)
             async with dev:
                 await test(Bench(emu, dev, plant, events))
-    run(main)
+    run(main())
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -113,12 +93,11 @@ def test_writes_are_validated_by_name_before_sending() -> None:
     on_bench(t)
 
 
-def test_concurrent_requests_are_serialised() -> None:
+def test_concurrent_requests_never_take_each_others_replies() -> None:
     async def t(b: Bench) -> None:
-        readings = await asyncio.gather(*(b.dev.read() for _ in range(10)),
-                                        b.dev.write({"p_set_w": 10.0}))
-        assert all(r.quality == Quality.OK for r in readings[:10])
-        assert b.plant.state["p_set_w"] == 10.0
+        await asyncio.gather(*(b.dev.read() for _ in range(10)),
+                             b.dev.write({"p_set_w": 10.0}))
+        assert b.dev.stats.requests == b.emu.stats.replies == 12  # with the HELLO of open
         assert b.dev.stats.stale_replies == 0 and b.dev.stats.timeouts == 0
     on_bench(t)
 
@@ -135,19 +114,19 @@ def test_sequence_numbers_wrap_and_skip_zero() -> None:
 
 def test_extra_delay_is_seen_in_the_round_trip_time() -> None:
     async def t(b: Bench) -> None:
-        b.emu.faults = SerialFaults(delay_s=0.05)
+        b.emu.set_fault(FaultCard(delay_s=0.05))
         r = await b.dev.read()
         assert r.quality == Quality.OK and r.rtt_s >= 0.05
-        assert b.kinds() == ["fault_card"]
+        assert b.kinds() == ["fault.set", "fault.delay"]
     on_bench(t, timeout_s=0.5)
 
 
 def test_a_late_reply_times_out_and_is_then_dropped_as_stale() -> None:
     async def t(b: Bench) -> None:
-        b.emu.faults = SerialFaults(delay_s=0.15)
+        b.emu.set_fault(FaultCard(delay_s=0.15))
         with pytest.raises(DeviceTimeout, match="no reply to READ within 0.05 s"):
             await b.dev.read()
-        b.emu.faults = SerialFaults()
+        b.emu.set_fault(None)
         await until(lambda: b.dev.stats.stale_replies == 1)  # the late READ_REPLY
         b.plant.write("battery", {"p_set_w": 100.0})
         b.plant.advance(10.0)
@@ -159,26 +138,26 @@ def test_a_late_reply_times_out_and_is_then_dropped_as_stale() -> None:
 
 def test_no_answer_gives_a_timeout_after_every_retry() -> None:
     async def t(b: Bench) -> None:
-        b.emu.faults = SerialFaults(no_answer=1.0)
+        b.emu.set_fault(FaultCard(timeout=True))
         with pytest.raises(DeviceTimeout, match=r"within 0.03 s \(3 attempts\)"):
             await b.dev.read()
         assert b.emu.stats.no_answers == 3 and b.dev.stats.timeouts == 3
         r = await poll(b.dev)
         assert r.quality == Quality.TIMEOUT and r.values == {} and "no reply" in r.error
-        assert b.kinds().count("no_answer") == 6
-        b.emu.faults = SerialFaults()
+        assert b.kinds().count("fault.timeout") == 6
+        b.emu.set_fault(None)
         assert (await b.dev.read()).quality == Quality.OK
     on_bench(t, timeout_s=0.03, retries=2)
 
 
 def test_a_dropped_write_is_acknowledged_but_the_plant_does_not_follow() -> None:
     async def t(b: Bench) -> None:
-        b.emu.faults = SerialFaults(drop_writes=1.0)
+        b.emu.set_fault(FaultCard(drop_writes=True))
         await b.dev.write({"p_set_w": 5000.0})
         b.plant.advance(10.0)
         assert (await b.dev.read()).values["p_w"] == 0.0
-        assert b.kinds() == ["fault_card", "drop_write"]
-        b.emu.faults = SerialFaults()
+        assert b.kinds() == ["fault.set", "fault.drop_writes"]
+        b.emu.set_fault(None)
         await b.dev.write({"p_set_w": 5000.0})
         b.plant.advance(10.0)
         assert (await b.dev.read()).values["p_w"] == pytest.approx(5000.0, abs=0.01)
@@ -187,7 +166,7 @@ def test_a_dropped_write_is_acknowledged_but_the_plant_does_not_follow() -> None
 
 def test_corrupted_replies_give_a_frame_error() -> None:
     async def t(b: Bench) -> None:
-        b.emu.faults = SerialFaults(corrupt=1.0)
+        b.emu.set_fault(FaultCard(corrupt_crc=True))
         with pytest.raises(FrameError, match="bad CRC"):
             await b.dev.read()
         assert b.dev.stats.frame_errors == b.emu.stats.corrupted == 2  # the request and its retry
@@ -198,7 +177,7 @@ def test_corrupted_replies_give_a_frame_error() -> None:
 
 def test_occasional_corruption_is_retried_and_counted_exactly() -> None:
     async def t(b: Bench) -> None:
-        b.emu.faults = SerialFaults(corrupt=0.3)
+        b.emu.set_fault(FaultCard(corrupt_crc=True, probability=0.3, seed=7))
         outcomes = []
         for _ in range(60):
             try:
@@ -208,8 +187,63 @@ def test_occasional_corruption_is_retried_and_counted_exactly() -> None:
                 outcomes.append("error")
         assert outcomes.count("ok") >= 55
         assert b.dev.stats.frame_errors == b.emu.stats.corrupted > 0
-        assert b.kinds().count("corrupt_frame") == b.emu.stats.corrupted
+        assert b.kinds().count("fault.corrupt_crc") == b.emu.stats.corrupted
     on_bench(t, retries=3)
+
+
+def test_exception_card_is_an_exception_response_with_its_code() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.set_fault(FaultCard(exception_code=ErrorCode.BUSY))
+        with pytest.raises(ExceptionResponse, match="READ refused: BUSY") as info:
+            await b.dev.read()
+        assert info.value.code == ErrorCode.BUSY
+        assert (await poll(b.dev)).quality == Quality.ERROR
+    on_bench(t)
+
+
+def test_frozen_card_serves_the_values_of_when_it_struck() -> None:
+    async def t(b: Bench) -> None:
+        first = await b.dev.read()
+        b.emu.set_fault(FaultCard(frozen=True))
+        await b.dev.write({"p_set_w": 2000.0})
+        b.plant.advance(10.0)
+        assert (await b.dev.read()).values == first.values
+        b.emu.set_fault(None)
+        assert (await b.dev.read()).values["p_w"] == pytest.approx(2000.0, abs=0.01)
+    on_bench(t)
+
+
+def test_schedule_strikes_only_inside_its_window_of_plant_time() -> None:
+    async def t(b: Bench) -> None:
+        b.emu.set_fault(FaultCard(timeout=True, start_s=10.0, stop_s=20.0))
+        assert (await b.dev.read()).quality == Quality.OK
+        b.plant.advance(12.0)
+        with pytest.raises(DeviceTimeout):
+            await b.dev.read()
+        b.plant.advance(10.0)
+        assert (await b.dev.read()).quality == Quality.OK
+    on_bench(t, timeout_s=0.05, retries=0)
+
+
+def test_disconnect_card_unplugs_the_board_then_the_device_reconnects() -> None:
+    async def t(b: Bench) -> None:
+        old_boot = b.emu.boot_id
+        b.emu.set_fault(FaultCard(disconnect_s=0.2))
+        with pytest.raises(DeviceDisconnected, match="lost"):
+            await b.dev.read()  # the request that struck is never answered: the port goes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while (r := await poll(b.dev)).quality != Quality.OK:
+            assert r.quality == Quality.ERROR and loop.time() < deadline, r
+            await asyncio.sleep(0.01)
+        assert b.dev.hello is not None and b.dev.hello.boot_id == b.emu.boot_id != old_boot
+        s = b.dev.stats
+        assert (s.disconnects, s.reconnects, s.reboots, b.emu.stats.reboots) == (1, 1, 1, 1)
+        kinds = b.kinds()
+        assert kinds[:3] == ["fault.set", "fault.disconnect", "device.disconnect"]
+        assert sorted(kinds[3:]) == ["device.reboot", "device.reconnect", "fault.reconnect"]
+        assert (await b.dev.read()).quality == Quality.OK  # once: the card does not strike again
+    on_bench(t)
 
 
 def test_reboot_with_unplug_disconnects_then_reconnects_with_backoff() -> None:
@@ -229,13 +263,14 @@ def test_reboot_with_unplug_disconnects_then_reconnects_with_backoff() -> None:
             await asyncio.sleep(0.005)
         await reboot
         assert r.quality == Quality.OK and failures
-        assert any("next reconnect attempt in" in str(e) for e in failures)
+        assert any("next attempt in" in str(e) for e in failures)
         s = b.dev.stats
         assert (s.disconnects, s.reconnects, s.reboots) == (1, 1, 1)
         # back-off from 0.05 s doubling: about 4 attempts in 0.4 s, not one per read
         assert 2 <= s.reconnect_attempts <= 6 < len(failures)
         assert b.dev.hello is not None and b.dev.hello.boot_id == b.emu.boot_id != old_boot
-        assert b.kinds() == ["reboot", "disconnect", "reconnect", "reboot"]
+        assert b.kinds() == ["emulator.reboot", "device.disconnect", "device.reconnect",
+                           "device.reboot"]
     on_bench(t)
 
 
@@ -259,7 +294,7 @@ def test_one_dead_board_does_not_hold_up_another() -> None:
             good = SerialDevice(good_board.path, timeout_s=0.3)
             dead = SerialDevice(dead_board.path, timeout_s=0.3, retries=0)
             async with good, dead:
-                dead_board.faults = SerialFaults(no_answer=1.0)
+                dead_board.set_fault(FaultCard(timeout=True))
                 done: list[str] = []
 
                 async def read(dev: SerialDevice, label: str) -> Quality:
@@ -268,7 +303,7 @@ def test_one_dead_board_does_not_hold_up_another() -> None:
                     return r.quality
                 qualities = await asyncio.gather(read(dead, "dead"), read(good, "good"))
                 assert qualities == [Quality.TIMEOUT, Quality.OK] and done == ["good", "dead"]
-    run(main)
+    run(main())
 
 
 # -- telemetry ------------------------------------------------------------------------------
@@ -300,9 +335,9 @@ def test_stale_telemetry_falls_back_to_polling() -> None:
 def test_lost_telemetry_frames_are_counted_from_the_sequence_gaps() -> None:
     async def t(b: Bench) -> None:
         await until(lambda: b.dev.stats.telemetry >= 2)
-        b.emu.faults = SerialFaults(corrupt=0.5)
+        b.emu.set_fault(FaultCard(corrupt_crc=True, probability=0.5))
         await until(lambda: b.emu.stats.corrupted >= 10)
-        b.emu.faults = SerialFaults()
+        b.emu.set_fault(None)
         corrupted = b.emu.stats.corrupted
         seen = b.dev.stats.telemetry
         await until(lambda: b.dev.stats.telemetry >= seen + 2)
@@ -356,7 +391,7 @@ def test_a_board_answering_garbage_gets_a_clear_error(answer: Callable[[Frame], 
                 SerialDevice(path, timeout_s=0.05, retries=1) as dev:
             with pytest.raises(error, match=message):
                 await dev.read()
-    run(main)
+    run(main())
 
 
 def test_exception_response_carries_the_code() -> None:
@@ -367,7 +402,7 @@ def test_exception_response_carries_the_code() -> None:
             with pytest.raises(ExceptionResponse) as info:
                 await dev.write({"p_set_w": 1.0})
             assert info.value.code == ErrorCode.NOT_WRITABLE
-    run(main)
+    run(main())
 
 
 # -- opening, closing, line settings --------------------------------------------------------
@@ -379,7 +414,7 @@ def test_open_of_a_missing_port_names_it_and_leaves_nothing_open(tmp_path) -> No
             await dev.open()
         with pytest.raises(DeviceDisconnected, match="not open"):
             await dev.read()
-    run(main)
+    run(main())
 
 
 def test_open_of_a_silent_port_times_out_and_closes() -> None:
@@ -389,7 +424,7 @@ def test_open_of_a_silent_port_times_out_and_closes() -> None:
             with pytest.raises(DeviceTimeout, match="no reply to HELLO"):
                 await dev.open()
             assert os.read(pty.fd, 100).startswith(b"\x00")  # it sent a delimiter, then HELLO
-    run(main)
+    run(main())
 
 
 def test_a_port_is_opened_exclusively() -> None:
@@ -397,7 +432,7 @@ def test_a_port_is_opened_exclusively() -> None:
         async with SerialEmulator(LagBattery(), "battery") as emu, SerialDevice(emu.path):
             with pytest.raises(DeviceDisconnected, match="lock"):
                 await SerialDevice(emu.path).open()
-    run(main)
+    run(main())
 
 
 def test_registry_builds_the_serial_backend() -> None:
@@ -432,8 +467,8 @@ def test_line_settings_are_validated(settings: dict, message: str) -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"timeout_s": 0}, "timeout_s must be > 0"),
-    ({"backoff_s": -1}, "backoff_s must be > 0"),
-    ({"max_backoff_s": 0.01}, "max_backoff_s \\(0.01\\) must be >= backoff_s"),
+    ({"backoff_s": -1}, "need 0 < backoff_s <= backoff_max_s, got -1 and 2.0"),
+    ({"backoff_max_s": 0.01}, "need 0 < backoff_s <= backoff_max_s, got 0.05 and 0.01"),
     ({"retries": -1}, "retries must be an integer >= 0"),
     ({"retries": 1.5}, "retries must be an integer >= 0"),
     ({"telemetry_max_age_s": 0}, "telemetry_max_age_s must be > 0"),

@@ -10,15 +10,16 @@ from contextlib import asynccontextmanager
 import pytest
 import serial
 
-from firmware_bridge.emulators.serial_server import SerialEmulator, SerialFaults
+from firmware_bridge.emulators.serial_server import SerialEmulator
 from firmware_bridge.errors import ConfigError, FrameError
+from firmware_bridge.faults import FaultCard
 from firmware_bridge.plant import Plant
 from firmware_bridge.pty import TtyStream
 from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame, FrameParser
 from firmware_bridge.serialproto.messages import Access, ErrorCode, MsgType
 
-from .leaks import no_leaks, run  # noqa: F401  (no_leaks is autouse)
+from .aio import run
 from .plants import LagBattery
 
 
@@ -78,7 +79,7 @@ def on_board(test: Callable[[SerialEmulator, RawLine, list], Awaitable[None]],
     async def main() -> None:
         async with board(**kw) as (emu, line, events):
             await test(emu, line, events)
-    run(main)
+    run(main())
 
 
 def table(hello_frame: Frame) -> dict[str, int]:
@@ -199,7 +200,7 @@ def test_reboot_changes_boot_id_and_announces_itself() -> None:
         boot = await line.next()
         assert (boot.type, boot.seq) == (MsgType.HELLO_REPLY, 0)
         assert messages.decode_hello(boot.payload).boot_id == emu.boot_id != before
-        assert [k for k, _ in events] == ["reboot"] and emu.stats.reboots == 1
+        assert [k for k, _ in events] == ["emulator.reboot"] and emu.stats.reboots == 1
     on_board(t)
 
 
@@ -208,43 +209,86 @@ def test_fault_cards_fire_and_are_reported() -> None:
 
     async def t(emu: SerialEmulator, line: RawLine, events: list) -> None:
         ids = table(await line.ask(Frame(MsgType.HELLO, 1)))
-        emu.faults = SerialFaults(drop_writes=1.0)
+        emu.set_fault(FaultCard(drop_writes=True))
         ack = await line.ask(Frame(MsgType.WRITE, 2, messages.encode_values(
             {ids["p_set_w"]: 500.0})))
         assert ack.type == MsgType.WRITE_ACK and plant.state["p_set_w"] == 0.0
-        emu.faults = SerialFaults(no_answer=1.0)
+        emu.set_fault(FaultCard(timeout=True))
         line.stream.write(frames.encode(Frame(MsgType.PING, 3)))
         with pytest.raises(TimeoutError):
             await line.next(timeout_s=0.2)
-        emu.faults = SerialFaults(corrupt=1.0)
+        emu.set_fault(FaultCard(corrupt_crc=True))
         line.stream.write(frames.encode(Frame(MsgType.PING, 4)))
         item = await asyncio.wait_for(line.items.get(), 2)
         assert isinstance(item, FrameError) and "bad CRC" in str(item)
-        emu.faults = SerialFaults(delay_s=0.05)
+        emu.set_fault(FaultCard(delay_s=0.05))
         t0 = asyncio.get_running_loop().time()
         assert (await line.ask(Frame(MsgType.PING, 5))).type == MsgType.PONG
         assert asyncio.get_running_loop().time() - t0 >= 0.05
         kinds = [k for k, _ in events]
-        assert kinds == ["fault_card", "drop_write", "fault_card", "no_answer", "fault_card",
-                         "corrupt_frame", "fault_card"]
-        assert "drop_writes=1" in events[0][1] and "p_set_w" in events[1][1]
+        assert kinds == ["fault.set", "fault.drop_writes", "fault.set", "fault.timeout",
+                         "fault.set", "fault.corrupt_crc", "fault.set", "fault.delay"]
+        assert events[0][1] == "battery: drop_writes=True" and "WRITE seq 2" in events[1][1]
         assert (emu.stats.dropped_writes, emu.stats.no_answers, emu.stats.corrupted) == (1, 1, 1)
     on_board(t, plant=plant)
 
 
-@pytest.mark.parametrize(("card", "message"), [
-    ({"delay_s": -1.0}, "delay_s must be >= 0"),
-    ({"no_answer": 1.5}, "no_answer is a probability"),
-    ({"corrupt": -0.1}, "corrupt is a probability"),
-])
-def test_fault_card_is_validated(card: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        SerialFaults(**card)
+def test_exception_card_answers_error_replies_and_applies_nothing() -> None:
+    plant = LagBattery()
+
+    async def t(emu: SerialEmulator, line: RawLine, events: list) -> None:
+        ids = table(await line.ask(Frame(MsgType.HELLO, 1)))
+        emu.set_fault(FaultCard(exception_code=ErrorCode.BUSY))
+        assert await line.error(Frame(MsgType.READ, 2)) == (ErrorCode.BUSY, 0)
+        assert await line.error(Frame(MsgType.WRITE, 3, messages.encode_values(
+            {ids["p_set_w"]: 500.0}))) == (ErrorCode.BUSY, 0)
+        assert plant.state["p_set_w"] == 0.0
+        assert [k for k, _ in events] == ["fault.set", "fault.exception", "fault.exception"]
+        assert "0x07 to READ seq 2" in events[1][1]
+    on_board(t, plant=plant)
+
+
+def test_frozen_card_repeats_the_values_last_sent_in_replies_and_telemetry() -> None:
+    plant = LagBattery()
+
+    async def t(emu: SerialEmulator, line: RawLine, events: list) -> None:
+        ids = table(await line.ask(Frame(MsgType.HELLO, 1)))
+        before = messages.decode_values((await line.ask(Frame(MsgType.READ, 2))).payload)
+        emu.set_fault(FaultCard(frozen=True))
+        plant.write("battery", {"p_set_w": 1000.0})
+        plant.advance(5.0)  # the plant moves on...
+        frozen = messages.decode_values((await line.ask(Frame(MsgType.READ, 3))).payload)
+        await emu.send_telemetry()
+        telemetry = messages.decode_telemetry((await line.next(telemetry=True)).payload)[1]
+        assert frozen == telemetry == before  # ...the board does not
+        emu.set_fault(None)
+        fresh = messages.decode_values((await line.ask(Frame(MsgType.READ, 4))).payload)
+        assert fresh[ids["p_w"]] == pytest.approx(plant.read("battery")["p_w"], rel=1e-6)
+        assert fresh[ids["p_w"]] > 999.0
+        assert [k for k, _ in events] == ["fault.set", "fault.frozen", "fault.frozen",
+                                          "fault.set"]
+    on_board(t, plant=plant)
+
+
+def test_a_modbus_only_exception_code_is_refused_on_the_serial_line() -> None:
+    card = FaultCard(exception_code=0x0B)  # gateway target failed to respond: Modbus only
+    with pytest.raises(ConfigError, match="battery: exception_code 11 is not a serial "
+                                          "ERROR code .*7 BUSY"):
+        SerialEmulator(LagBattery(), "battery", fault=card)
+
+    async def main() -> None:
+        async with SerialEmulator(LagBattery(), "battery") as emu:
+            with pytest.raises(ConfigError, match="exception_code 11"):
+                emu.set_fault(card)
+            assert emu.faults.card is None
+    run(main())
 
 
 def test_emulator_configuration_is_validated() -> None:
     with pytest.raises(ConfigError, match="no asset 'pv'"):
         SerialEmulator(LagBattery(), "pv")
+    with pytest.raises(ConfigError, match="asset 'battery' has no signal q_var"):
+        SerialEmulator(LagBattery(), "battery", signals=("p_w", "q_var"))
     with pytest.raises(ConfigError, match="telemetry_period_s"):
         SerialEmulator(LagBattery(), "battery", telemetry_period_s=100.0)
 

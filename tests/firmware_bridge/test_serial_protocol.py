@@ -16,8 +16,6 @@ from firmware_bridge.serialproto.crc import crc16
 from firmware_bridge.serialproto.frames import MAX_ENCODED, MAX_PAYLOAD, Frame, FrameParser
 from firmware_bridge.serialproto.messages import Access, ErrorCode, Hello, MsgType, Point
 
-from .leaks import no_leaks  # noqa: F401  (autouse)
-
 # The golden vectors of docs/serial-protocol.md, section 8: name -> (frame, body, wire).
 GOLDEN = {
     "hello": (MsgType.HELLO, 1, "", "01 01 01 00 F6 75", "04 01 01 01 03 F6 75 00"),

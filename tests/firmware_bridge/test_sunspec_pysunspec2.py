@@ -18,9 +18,8 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 from firmware_bridge.gpu_map import GPU_RACK_MODEL, MODEL_DIR
 from firmware_bridge.maps import get_map
 
-from .modbus_support import KINDS, SignalPlant, emulated, no_leaks, run  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
+from .aio import run
+from .modbus_support import KINDS, SignalPlant, emulated
 
 
 @pytest.fixture(autouse=True)

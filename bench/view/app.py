@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 import PySide6
 from PySide6 import QtCore, QtGui, QtSvg, QtWidgets
@@ -115,9 +116,14 @@ class ViewWindow(QtWidgets.QMainWindow):
     follow : bool
         Tail a run in progress: read new ticks every frame and keep the latest in view.
     window_s : float
-        Time span kept in view while following. [s]
+        Time span shown while following; it moves on by a quarter when the newest tick
+        reaches its right edge. [s]
     fps : float
         Rate of the frame timer. [1/s]
+    refresh_s : float
+        While following, read new ticks at most this often: a frame that takes in rows
+        redraws every curve, the frames between only what the user changes.  A 120 s window
+        on a plot 400 pixels wide moves 0.3 s per pixel, so faster would not show. [s]
     run : Run, optional
         An already open recording of ``path`` (see :func:`show_live`).
     """
@@ -126,15 +132,17 @@ class ViewWindow(QtWidgets.QMainWindow):
     closed = QtCore.Signal()
 
     def __init__(self, path: str | Path, follow: bool = False, window_s: float = 120.0,
-                 fps: float = 40.0, run: Run | None = None) -> None:
+                 fps: float = 40.0, refresh_s: float = 0.25, run: Run | None = None) -> None:
         super().__init__()
         self.run = run if run is not None else open_run(path, follow=follow)
         self.follow = follow
         self.window_s = float(window_s)
+        self.refresh_s = float(refresh_s)
+        self._polled_at = -math.inf
         self.data = Follower(self.run)
         self.rows = build_panels(self.data, self.run)
         self.panels = [p for row in self.rows for p in row]
-        #: keep the latest ``window_s`` in view (following, until the user zooms or pans)
+        #: keep the latest ticks in view (following, until the user zooms or pans)
         self.live = follow
         #: frames drawn so far
         self.frames = 0
@@ -143,6 +151,9 @@ class ViewWindow(QtWidgets.QMainWindow):
         self._readout_dirty = True
         self._syncing = False
         self._sharing = False
+        self._range = (0.0, 1.0)
+        self._range_moved = False
+        self._stale: set[Panel] = set()
         self._first = True
         self._frame_times: deque[float] = deque(maxlen=60)
         self.setWindowTitle(f"gridloop view · {self.run.path.name}")
@@ -183,12 +194,8 @@ class ViewWindow(QtWidgets.QMainWindow):
         self.statusBar().addWidget(self.status, 1)
 
         plots = [p for panel in self.panels for p in panel.time_plots]
-        self._views = [p.getViewBox() for p in plots]
-        self._master = self._views[0]
         self._cursors = []
         for p in plots:
-            # one time range everywhere (pyqtgraph's setXLink would align panels of
-            # different widths pixel by pixel instead)
             p.getViewBox().sigXRangeChanged.connect(self._share_time_range)
             p.getViewBox().sigRangeChangedManually.connect(self._zoomed_by_hand)
             line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#7b1fa2", width=1),
@@ -219,24 +226,42 @@ class ViewWindow(QtWidgets.QMainWindow):
 
     def frame(self) -> int:
         """Read new rows, draw them, move the live window and the cursor; returns new rows."""
-        new = self.data.poll() if self.follow else 0
+        new = 0
+        now = time.perf_counter()
+        if self.follow and now - self._polled_at >= self.refresh_s:
+            self._polled_at = now
+            new = self.data.poll()
         fresh = bool(new) or self._first
         if fresh and len(self.data.time):
             t = self.data.time.values
             if self._first and not self.follow:
                 self.fit()
-            elif self.live:
-                self._master.setXRange(max(t[0], t[-1] - self.window_s), t[-1], padding=0.01)
+            elif self.live and (self._first or t[-1] > self._range[1]):
+                # a page at a time: the newest tick lands at three quarters of the width and
+                # the axes stay put until the data reaches the right edge
+                start = max(t[0], t[-1] - 0.75 * self.window_s)
+                self._set_range(start, start + self.window_s)
             if not self._cursor_pinned:
                 self._move_cursor(t[-1])
         cursor = self.data.index_at(self._cursor_t)
+        rows = self._rows_in_view()
+        redraw = fresh or self._range_moved
+        self._range_moved = False
+        shown = self.isVisible()
         for panel in self.panels:
-            panel.on_frame(fresh, cursor)
+            if shown and panel.visibleRegion().isEmpty():
+                self._stale.add(panel)  # scrolled out of sight: catch up when seen again
+            elif panel in self._stale:
+                self._stale.discard(panel)
+                for plot in panel.time_plots:
+                    plot.setXRange(*self._range, padding=0.0)
+                panel.on_frame(True, cursor, rows)
+            else:
+                panel.on_frame(redraw, cursor, rows)
         if self._readout_dirty:
             self._update_readout(cursor)
         self._first = False
         self.frames += 1
-        now = time.perf_counter()
         self._frame_times.append(now)
         self._update_status()
         return new
@@ -257,14 +282,15 @@ class ViewWindow(QtWidgets.QMainWindow):
         if not t1 > t0:
             raise BenchError(f"zoom: the end {t1} s must come after the start {t0} s")
         self.live = False
-        self._master.setXRange(t0, t1, padding=0.0)
+        self._set_range(t0, t1)
 
     def fit(self) -> None:
         """Show the whole recording."""
         t = self.data.time.values
         self.live = False
         if len(t):
-            self._master.setXRange(t[0], max(t[-1], t[0] + self.run.dt), padding=0.01)
+            span = max(t[-1] - t[0], self.run.dt)
+            self._set_range(t[0] - 0.01 * span, t[-1] + 0.01 * span)
 
     def go_live(self) -> None:
         """Follow the latest ticks again (and the cursor with them)."""
@@ -274,17 +300,38 @@ class ViewWindow(QtWidgets.QMainWindow):
 
     def time_range(self) -> tuple[float, float]:
         """The visible simulated time span. [s]"""
-        x0, x1 = self._master.viewRange()[0]
-        return float(x0), float(x1)
+        return self._range
 
-    def _share_time_range(self, view: pg.ViewBox, span: tuple[float, float]) -> None:
+    def _rows_in_view(self) -> slice:
+        """The ticks of the visible time range and half a width either side (what a pan
+        shows before the next frame)."""
+        t = self.data.time.values
+        x0, x1 = self._range
+        half = 0.5 * (x1 - x0)
+        i0 = int(np.searchsorted(t, x0 - half)) - 1
+        i1 = int(np.searchsorted(t, x1 + half, side="right")) + 1
+        return slice(max(0, i0), min(len(t), i1))
+
+    def _set_range(self, t0: float, t1: float) -> None:
+        self._range = (float(t0), float(t1))
+        self._share_time_range(None, self._range)
+
+    def _share_time_range(self, view: pg.ViewBox | None, span: tuple[float, float]) -> None:
+        """One time range in every plot in sight (pyqtgraph's setXLink would align panels of
+        different widths pixel by pixel instead); the others follow when scrolled to."""
         if self._sharing:
             return
         self._sharing = True
+        self._range = (float(span[0]), float(span[1]))
+        self._range_moved = True
+        shown = self.isVisible()
         try:
-            for other in self._views:
-                if other is not view:
-                    other.setXRange(*span, padding=0.0)
+            for panel in self.panels:
+                if shown and panel in self._stale:
+                    continue
+                for plot in panel.time_plots:
+                    if plot.getViewBox() is not view:
+                        plot.setXRange(*span, padding=0.0)
         finally:
             self._sharing = False
 

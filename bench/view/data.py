@@ -135,6 +135,8 @@ class Follower:
         self.time = Series()
         self._series: dict[str, Series] = {}
         self._tables: dict[str, Table] = {}
+        #: h5py dataset objects by path (a lookup by name costs more than a small read)
+        self._datasets: dict[str, Any] = {}
         self._per_tick: list[str] | None = None
 
     @property
@@ -146,7 +148,7 @@ class Follower:
         """The in-memory copy of the per-tick dataset ``path``, kept up to date by polls."""
         s = self._series.get(path)
         if s is None:
-            d = self.run.file[path]
+            d = self._dataset(path)
             s = Series(d.dtype, capacity=max(4096, self.n))
             if self.n:
                 d.refresh()
@@ -160,24 +162,23 @@ class Follower:
         if t is None:
             if path not in self.run.file:
                 return None
-            t = Table(self.run.file[path].dtype)
+            t = Table(self._dataset(path).dtype)
             self._tables[path] = t
             self._poll_table(path, t)
         return t
 
     def poll(self) -> int:
         """Read the rows appended since the last poll; returns how many ticks arrived."""
-        f = self.run.file
         for path, t in self._tables.items():
             self._poll_table(path, t)
-        d_time = f["time"]
+        d_time = self._dataset("time")
         d_time.refresh()
         n_new = d_time.shape[0]
         if n_new <= self.n:
             return 0
         datasets = []
         for path, s in self._series.items():
-            d = f[path]
+            d = self._dataset(path)
             d.refresh()
             n_new = min(n_new, d.shape[0])
             datasets.append((d, s))
@@ -189,8 +190,14 @@ class Follower:
         self.time.extend(d_time[n0:n_new])
         return n_new - n0
 
+    def _dataset(self, path: str) -> Any:
+        d = self._datasets.get(path)
+        if d is None:
+            d = self._datasets[path] = self.run.file[path]
+        return d
+
     def _poll_table(self, path: str, t: Table) -> None:
-        d = self.run.file[path]
+        d = self._dataset(path)
         d.refresh()
         if d.shape[0] > len(t):
             t.extend(d[len(t):])
@@ -217,7 +224,7 @@ class Follower:
             if s is not None and index < len(s):
                 out[path] = float(s.values[index])
                 continue
-            d = self.run.file[path]
+            d = self._dataset(path)
             if index >= d.shape[0]:
                 d.refresh()
             out[path] = float(d[index]) if index < d.shape[0] else float("nan")

@@ -2,9 +2,10 @@
 
 Every panel follows the recording through the window's :class:`~bench.view.data.Follower`:
 :meth:`Panel.on_frame` is called once per frame and draws only what changed.  Time-series
-curves use peak downsampling and clip to the visible time range, so a panel costs the same
-whatever the length of the run; plots of simulated time share one time axis and carry the
-time cursor (``Panel.time_plots``).
+curves get only the ticks around the visible time range (clipped to the view) and draw them
+with peak downsampling (a min/max pair per pixel column), so a panel costs the same whatever
+the length of the run; plots of simulated time share one time axis and carry the time
+cursor (``Panel.time_plots``).
 
 Signs follow docs/developing.md: battery + discharging, inverter + generating, rack +
 consuming, grid + importing, so a node balances when ``grid + pv + battery - racks = 0``.
@@ -89,6 +90,8 @@ class Panel(QtWidgets.QFrame):
         self.time_plots: list[pg.PlotItem] = []
         self.items: dict[str, pg.GraphicsObject] = {}
         self._lines: list[tuple[pg.PlotDataItem, Series]] = []
+        #: the ticks last drawn
+        self.rows = slice(0, 0)
 
     # -- building -------------------------------------------------------------------------
 
@@ -98,7 +101,11 @@ class Panel(QtWidgets.QFrame):
         p = self.graphics.addPlot(row=row, col=col)
         p.setLabel("left", label, units=units)
         p.getAxis("left").enableAutoSIPrefix(si_prefix)
-        p.showGrid(x=True, y=True, alpha=0.25)
+        for side in ("left", "bottom"):
+            # axes overlap the plot by their ticks, so every new point would repaint them:
+            # Qt repaints them from a pixmap unless their range changed
+            p.getAxis(side).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # no grid: grid lines belong to the axes, which then repaint with every new point
         p.setMouseEnabled(x=True, y=False)
         p.enableAutoRange(x=False, y=True)
         p.setAutoVisible(y=True)
@@ -109,11 +116,11 @@ class Panel(QtWidgets.QFrame):
     def line(self, plot: pg.PlotItem, label: str, y: Series, color: str,
              fill: bool = False) -> pg.PlotDataItem:
         """A curve of ``y`` over simulated time, redrawn as rows arrive."""
-        item = plot.plot(pen=pg.mkPen(color, width=1),
-                         fillLevel=0.0 if fill else None, brush=color if fill else None,
-                         connect="finite")
+        # peak downsampling to one min/max pair per pixel column (per two for fills, which
+        # pyqtgraph paints in many small pieces)
+        item = plot.plot(pen=pg.mkPen(color, width=1), autoDownsampleFactor=0.5 if fill else 1.0,
+                         fillLevel=0.0 if fill else None, brush=color if fill else None)
         item.setDownsampling(auto=True, method="peak")
-        item.setClipToView(True)
         self.items[label] = item
         self._lines.append((item, y))
         return item
@@ -141,15 +148,21 @@ class Panel(QtWidgets.QFrame):
 
     # -- each frame -----------------------------------------------------------------------
 
-    def on_frame(self, new_rows: bool, cursor: int) -> None:
-        """Draw what arrived since the last frame; ``cursor`` is the tick under the cursor."""
-        if not new_rows:
+    def on_frame(self, redraw: bool, cursor: int, rows: slice) -> None:
+        """Draw what changed since the last frame.
+
+        ``redraw`` is true when rows arrived or the time range moved; ``rows`` are the ticks
+        in and around the visible time range (the curves get only those, so a frame costs
+        the same whatever the length of the run); ``cursor`` is the tick under the cursor.
+        """
+        if not redraw:
             return
-        t = self.data.time.values
+        self.rows = rows
+        t = self.data.time.values[rows]
         for item, y in self._lines:
             if isinstance(y, Derived):
                 y.catch_up()
-            item.setData(t, y.values)
+            item.setData(t, y.values[rows])
 
 
 def _series(data: Follower, assets: Sequence[Asset], kinds: Sequence[str],
@@ -279,8 +292,8 @@ class RackPanel(Panel):
         self._psd_at = -1
         self._every = max(1, round(0.5 / dt_s))
 
-    def on_frame(self, new_rows: bool, cursor: int) -> None:
-        super().on_frame(new_rows, cursor)
+    def on_frame(self, redraw: bool, cursor: int, rows: slice) -> None:
+        super().on_frame(redraw, cursor, rows)
         if cursor < 0 or abs(cursor - self._psd_at) < self._every:
             return
         self._psd_at = cursor
@@ -334,11 +347,11 @@ class ResidualPanel(Panel):
         self._outside = 0
         self._counted = 0
         self.outside.setText("no tolerance set")
-        self.on_frame(True, -1)
+        self.on_frame(True, -1, self.rows)
 
-    def on_frame(self, new_rows: bool, cursor: int) -> None:
-        super().on_frame(new_rows, cursor)
-        if not new_rows or not math.isfinite(self.tolerance):
+    def on_frame(self, redraw: bool, cursor: int, rows: slice) -> None:
+        super().on_frame(redraw, cursor, rows)
+        if not redraw or not math.isfinite(self.tolerance):
             return
         r = self._lines[0][1].values
         self._outside += int(np.count_nonzero(np.abs(r[self._counted:]) > self.tolerance))
@@ -395,8 +408,8 @@ class TimingPanel(Panel):
         self.late = 0
         self.max_ms = 0.0
 
-    def on_frame(self, new_rows: bool, cursor: int) -> None:
-        if not new_rows:
+    def on_frame(self, redraw: bool, cursor: int, rows: slice) -> None:
+        if not redraw:
             return
         t, wall = self.data.time.values, self.wall.values
         k = np.arange(len(self.rtf), len(t))
@@ -414,15 +427,15 @@ class TimingPanel(Panel):
         self.hist.setTitle(f"max {self.max_ms:.2f} ms · {self.late} late "
                            f"(> {self.late_after_ms:g} ms)" if self.realtime
                            else "not paced in real time", size="8pt")
-        super().on_frame(new_rows, cursor)
+        super().on_frame(redraw, cursor, rows)
 
 
 class HealthPanel(Panel):
     """Device health: each asset's quality flag over time, faults and device errors as
     markers, and how long before the cursor each asset last gave a good reading.
 
-    The quality image is rebuilt for the visible time range with at most ``columns`` columns,
-    each showing the worst flag of the ticks it covers (peak downsampling of flags).
+    The quality image is rebuilt for the ticks in view with at most ``columns`` columns, each
+    showing the worst flag of the ticks it covers (peak downsampling of flags).
     """
 
     def __init__(self, data: Follower, assets: Sequence[Asset], columns: int = 1500) -> None:
@@ -449,21 +462,15 @@ class HealthPanel(Panel):
         self.items["events"] = self.markers
         self._labels_at = -1
         self._events_drawn = -1
-        self._range_moved = True
-        self.plot.getViewBox().sigXRangeChanged.connect(self._moved)
 
-    def _moved(self) -> None:
-        self._range_moved = True
-
-    def on_frame(self, new_rows: bool, cursor: int) -> None:
+    def on_frame(self, redraw: bool, cursor: int, rows: slice) -> None:
         t = self.data.time.values
         if not len(t):
             return
-        if new_rows or cursor != self._labels_at:
+        if redraw or cursor != self._labels_at:
             self._label_rows(t, cursor)
-        if new_rows or self._range_moved:
-            self._range_moved = False
-            self._draw_quality(t)
+        if redraw:
+            self._draw_quality(t, rows)
         if self.events is not None and len(self.events) != self._events_drawn:
             self._draw_events()
 
@@ -478,10 +485,8 @@ class HealthPanel(Panel):
         labels.append((len(self.assets) + 0.5, "run"))
         self.plot.getAxis("left").setTicks([labels, []])
 
-    def _draw_quality(self, t: np.ndarray) -> None:
-        x0, x1 = self.plot.viewRange()[0]
-        i0 = max(0, int(np.searchsorted(t, x0)) - 1)
-        i1 = min(len(t), int(np.searchsorted(t, x1)) + 1)
+    def _draw_quality(self, t: np.ndarray, rows: slice) -> None:
+        i0, i1, _ = rows.indices(len(t))
         if i1 - i0 < 1 or not self.assets:
             return
         q = np.vstack([s.values[i0:i1] for s in self.quality])
@@ -553,7 +558,7 @@ class MarketPanel(Panel):
         self.set_legend(self._legend)
         self._seen = (-1, -1, -1)
 
-    def on_frame(self, new_rows: bool, cursor: int) -> None:
+    def on_frame(self, redraw: bool, cursor: int, rows: slice) -> None:
         tables = (self.orders, self.trades, self.settlements)
         seen = tuple(-1 if t is None else len(t) for t in tables)
         if seen == self._seen:
@@ -562,8 +567,8 @@ class MarketPanel(Panel):
         if self.orders is not None:
             o = self.orders.values
             bid = np.isin(np.char.lower(o["side"]), (b"buy", b"bid"))
-            for label, rows in (("bids", o[bid]), ("asks", o[~bid])):
-                self.items[label].setData(rows["t"], rows["price_micro_per_kwh"] / 1e6)
+            for label, side in (("bids", o[bid]), ("asks", o[~bid])):
+                self.items[label].setData(side["t"], side["price_micro_per_kwh"] / 1e6)
         if self.trades is not None:
             tr = self.trades.values
             size = 5 + 10 * np.sqrt(tr["energy_wh"] / max(1, tr["energy_wh"].max(initial=1)))
@@ -571,7 +576,7 @@ class MarketPanel(Panel):
         if self.settlements is not None:
             s = self.settlements.values
             for i, node in enumerate(dict.fromkeys(s["node"])):
-                rows = s[s["node"] == node]
+                mine = s[s["node"] == node]
                 label = f"settled {node.decode()}"
                 item = self.items.get(label)
                 if item is None:
@@ -580,4 +585,4 @@ class MarketPanel(Panel):
                     self.items[label] = item
                     self._legend.append((f"{node.decode()} settled", CYCLE[i % len(CYCLE)]))
                     self.set_legend(self._legend)
-                item.setData(rows["t"], np.cumsum(rows["amount_micro"]) / 1e6)
+                item.setData(mine["t"], np.cumsum(mine["amount_micro"]) / 1e6)

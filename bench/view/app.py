@@ -272,8 +272,9 @@ class ViewWindow(QtWidgets.QMainWindow):
         ft = self._frame_times
         fps = (len(ft) - 1) / (ft[-1] - ft[0]) if len(ft) > 1 and ft[-1] > ft[0] else 0.0
         state = "paused" if self.paused else ("following" if self.follow else "recording")
+        rate = f" · {fps:.0f} frames/s" if self.follow else ""
         self.status.setText(f"{state} · {n} ticks · {t_end:.2f} s · cursor "
-                            f"{self._cursor_t:.3f} s · {fps:.0f} frames/s")
+                            f"{self._cursor_t:.3f} s{rate}")
 
     # -- time range -----------------------------------------------------------------------
 

@@ -279,6 +279,14 @@ def test_cli_rejects_a_time_outside_the_run(recording: Path, tmp_path: Path, cap
     assert not (tmp_path / "x.png").exists()
 
 
+def test_cli_reports_an_unwritable_screenshot_in_one_line(recording: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    out = tmp_path / "missing" / "shot.png"
+    assert main(["view", str(recording), "--screenshot", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: cannot write the image" in err and err.count("\n") == 1
+
+
 def test_cli_reports_bad_recordings_in_one_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
     for path, message in ((tmp_path / "none.h5", "no such recording"),

@@ -1,13 +1,13 @@
 """The live view window: every panel of a run, a time cursor, pause, zoom and export.
 
->>> win = ViewWindow("runs/demo.h5", follow=True)     # doctest: +SKIP
->>> win.show(); application().exec()                  # doctest: +SKIP
+>>> show("runs/demo.h5", follow=True)                  # doctest: +SKIP
+>>> screenshot("runs/demo.h5", "demo.png", at=42.0)     # doctest: +SKIP
 
 A ``QTimer`` calls :meth:`ViewWindow.frame` about 40 times a second: it reads the rows
-appended since the last frame (:class:`~bench.view.data.Follower`), lets each panel draw
-them, keeps the latest ``window_s`` seconds in view while following, and refreshes the
-cursor read-out when the cursor moved.  :func:`show_live` runs a bench run in a background
-thread and watches its recording; :func:`screenshot` renders offscreen to an image.
+appended since the last read (:class:`~bench.view.data.Follower`, at most every
+``refresh_s``), lets each panel in sight draw them, pages the time range on while following,
+and refreshes the cursor read-out when the cursor moved.  :func:`show_live` runs a bench run
+in a background thread and watches its recording.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from bench.view.panels import (
     TimingPanel,
 )
 
-#: pixel height of one row of panels in a screenshot
+#: pixel height of a row of panels, and width of the cursor read-out, in a new window
 ROW_PX = 290
 READOUT_PX = 320
 
@@ -114,7 +114,7 @@ class ViewWindow(QtWidgets.QMainWindow):
     path : path-like
         The recording (``RUN.h5``).
     follow : bool
-        Tail a run in progress: read new ticks every frame and keep the latest in view.
+        Tail a run in progress: read new ticks as they are written and keep them in view.
     window_s : float
         Time span shown while following; it moves on by a quarter when the newest tick
         reaches its right edge. [s]

@@ -7,9 +7,10 @@ flushed every 0.1 s as ``gridloop run --view`` does.  The view follows the file 
 1920 x 1080 window, in Qt's event loop with the window's own frame timer set to 60 Hz: a frame
 reads the rows that arrived (at most every ``refresh_s`` = 0.25 s) and updates every visible
 curve, and Qt repaints what changed.  The figure is the frames per second the window delivers
-over ``seconds``, against the goal of 30, and against the same measurement with ten seconds of
-history (the baseline, same run); the frames that took in rows are timed on their own (update
-plus repaint).
+over ``seconds`` (the best of three rounds: the machine's other work only ever slows a round
+down), against the goal of 30, and against the same measurement with ten seconds of history
+(the baseline, same run); the frames that took in rows are timed on their own (update plus
+repaint).
 
 Run: ``python -m benchmarks --only view [--quick]``.
 """
@@ -132,13 +133,15 @@ def _follow(win, seconds: float) -> dict:
             "signals": len(win.data.per_tick_paths())}
 
 
-def _measure(path: Path, history_s: float, seconds: float, windows_s: list[float]
-             ) -> list[dict]:
-    """Start a writer with ``history_s`` of history and follow it once per window length."""
+def _measure(path: Path, history_s: float, seconds: float, windows_s: list[float],
+             rounds: int) -> list[dict]:
+    """Start a writer with ``history_s`` of history and follow it with each window length,
+    ``rounds`` times in turn; keep each length's best round (the least disturbed by the
+    machine's other work) and the frame rates of all."""
     from bench.view.app import ViewWindow, application
 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    live_s = seconds * len(windows_s) + 30.0
+    live_s = seconds * len(windows_s) * rounds + 30.0
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_view", str(path),
                              str(history_s), str(live_s)],
                             stdout=subprocess.PIPE, text=True, env=env)
@@ -146,30 +149,32 @@ def _measure(path: Path, history_s: float, seconds: float, windows_s: list[float
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the benchmark's writer process did not start")
         app = application(offscreen=True)
-        out = []
-        for window_s in windows_s:
-            win = ViewWindow(path, follow=True, window_s=window_s, fps=TIMER_FPS)
-            win.resize(1920, 1080)
-            win.show()
-            app.processEvents()
-            out.append({"window_s": window_s, "history_s": history_s,
-                        **_follow(win, seconds)})
-            win.close()
-            win.run.close()
-        return out
+        tries: dict[float, list[dict]] = {w: [] for w in windows_s}
+        for _ in range(rounds):
+            for window_s in windows_s:
+                win = ViewWindow(path, follow=True, window_s=window_s, fps=TIMER_FPS)
+                win.resize(1920, 1080)
+                win.show()
+                app.processEvents()
+                tries[window_s].append(_follow(win, seconds))
+                win.close()
+                win.run.close()
+        return [{"window_s": w, "history_s": history_s,
+                 **max(t, key=lambda r: r["fps"]),
+                 "fps_of_each_round": [r["fps"] for r in t]} for w, t in tries.items()]
     finally:
         proc.kill()
         proc.wait()
 
 
 def run(quick: bool = False) -> dict:
-    seconds = 3.0 if quick else 10.0
+    seconds, rounds = (3.0, 1) if quick else (5.0, 3)
     history_s = 120.0 if quick else 600.0
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        short, = _measure(Path(tmp) / "short.h5", 10.0, seconds, [120.0])
+        short, = _measure(Path(tmp) / "short.h5", 10.0, seconds, [120.0], rounds)
         live, whole = _measure(Path(tmp) / "long.h5", history_s, seconds,
-                               [120.0, history_s + 60.0])
+                               [120.0, history_s + 60.0], rounds)
     return {
         "goal_fps": GOAL_FPS,
         "fps_long_history_live_window": live["fps"],

@@ -483,6 +483,8 @@ class HealthPanel(Panel):
             seen = f"{t[cursor] - t[ok]:.1f} s ago" if ok >= 0 else "never ok"
             labels.append((i + 0.5, f"{a.key} · {seen}"))
         labels.append((len(self.assets) + 0.5, "run"))
+        #: the rows' names, bottom up, with the last good reading before the cursor
+        self.row_labels = [label for _, label in labels]
         self.plot.getAxis("left").setTicks([labels, []])
 
     def _draw_quality(self, t: np.ndarray, rows: slice) -> None:

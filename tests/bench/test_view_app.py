@@ -171,9 +171,9 @@ def test_health_timing_and_market_panels(recording: Path, windows) -> None:
     assert ys == {"catch_up": 8.5, "device_timeout": 0.5, "fault_cell_imbalance": 5.5}
     win.set_cursor(40.9)
     win.frame()
-    labels = {round(y, 1): s for y, s in health.plot.getAxis("left")._tickLevels[0]}
-    assert labels[0.5] == "north.battery · 0.9 s ago"  # last good reading at 39.98 s
-    assert labels[8.5] == "run"
+    assert health.row_labels[0] == "north.battery · 0.9 s ago"  # last good one at 39.98 s
+    assert health.row_labels[1] == "north.inverter · 0.0 s ago"
+    assert health.row_labels[-1] == "run"
     x, y = market.items["trades"].getData()
     np.testing.assert_array_equal(x, [15.0, 30.0, 45.0, 60.0, 75.0])
     np.testing.assert_allclose(y, [0.16, 0.1605, 0.161, 0.1615, 0.162])

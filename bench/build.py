@@ -217,8 +217,10 @@ def _map_options(kind: str, pset: tparams.ParamSet | None, conv: tparams.ParamSe
                 "capacity_wh": float(mg.y[mg.index(node, asset, "capacity_wh")]),
                 "v_dc_nom_v": v_nom}
     if kind == "inverter" and pset is not None:
+        sandia = pset.params.get("sandia", {})
         return {"rating_w": float(pset.params.get("p_max_w", pset.params.get("s_max_va"))),
-                "v_nom_v": float(pset.params.get("v_nom_v", 400.0))}
+                "v_nom_v": float(pset.params.get("v_nom_v", 400.0)),
+                "v_dc_nom_v": float(sandia.get("vdco_v", 800.0))}
     if kind == "gpu_rack" and pset is not None:
         return {"rating_w": float(pset.params.get("psu_rated_w", 100_000.0))}
     if kind == "meter":

@@ -112,6 +112,8 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
     changes = {}
     for name in ("r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "capacity_ah"):
         old, new = getattr(pack.cell, name, None), getattr(fitted.cell, name, None)
+        if not old and not new:
+            continue  # a pair the model does not have
         if isinstance(old, (int, float)) and isinstance(new, (int, float)):
             changes[name] = (float(old), float(new))
         elif old is not None and hasattr(old, "values"):
@@ -136,7 +138,8 @@ def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
     base = InverterParams.from_params(spec.params)
     fitted, report = fit_inverter_efficiency(p_dc[ok], v_dc[ok], p_ac[ok], base)
     changes = {}
-    for name in ("paco_w", "pdco_w", "vdco_v", "pso_w", "c0", "c1", "c2", "c3", "pnt_w"):
+    for name in ("paco_w", "pdco_w", "vdco_v", "pso_w", "c0_per_w", "c1_per_v", "c2_per_v",
+                 "c3_per_v", "pnt_w"):
         old, new = getattr(base.sandia, name, None), getattr(fitted.sandia, name, None)
         if isinstance(old, (int, float)):
             changes[name] = (float(old), float(new))
@@ -144,5 +147,5 @@ def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
     out = replace(spec.params, params=params, name=f"{spec.params.name} (calibrated)",
                   meta=_provenance(spec.params, path, "Sandia efficiency coefficients",
                                    vars(report) if hasattr(report, "__dict__") else {}))
-    return Calibration(node, asset, "inverter", out, float(report.rms_base_w),
-                       float(report.rms_fit_w), "W", changes)
+    return Calibration(node, asset, "inverter", out, float(report.rms_before_w),
+                       float(report.rms_after_w), "W", changes)

@@ -348,8 +348,11 @@ def power_scale_factor(rating_w: float, ptype: str = "int16") -> int:
     return fit_scale_factor(_HEADROOM * rating_w, ptype, finest=0)
 
 
-def sunspec_inverter(rating_w: float = 100_000.0, v_nom_v: float = 400.0) -> RegisterMap:
-    """A PV inverter: models 1, 701 (measurements), 702 (ratings), 704 (controls).
+def sunspec_inverter(rating_w: float = 100_000.0, v_nom_v: float = 400.0,
+                     v_dc_nom_v: float = 800.0) -> RegisterMap:
+    """A PV inverter: models 1, 701 (measurements), 702 (ratings), 704 (controls), and 103
+    (the legacy three-phase inverter model, for its DC side, which the 70x models leave to
+    714 with a variable number of ports; legacy clients read its AC points too).
 
     Parameters
     ----------
@@ -357,13 +360,17 @@ def sunspec_inverter(rating_w: float = 100_000.0, v_nom_v: float = 400.0) -> Reg
         Rated active power; sets the scale factors of power points. [W]
     v_nom_v : float
         Nominal line-to-line AC voltage. [V]
+    v_dc_nom_v : float
+        Nominal DC (array) voltage; sets the DC voltage's scale factor. [V]
     """
     w_sf = power_scale_factor(rating_w)
     rating_sf = fit_scale_factor(rating_w, "uint16", finest=0)
     return RegisterMap(
-        name="sunspec_inverter", kind="inverter", models=(1, 701, 702, 704),
+        name="sunspec_inverter", kind="inverter", models=(1, 701, 702, 704, 103),
         bindings=(
             Binding("p_ac_w", 701, "W"),
+            Binding("p_dc_w", 103, "DCW"),
+            Binding("v_dc_v", 103, "DCV"),
             Binding("q_var", 701, "Var"),
             Binding("v_ac_v", 701, "LLV"),
             Binding("freq_hz", 701, "Hz"),
@@ -377,6 +384,9 @@ def sunspec_inverter(rating_w: float = 100_000.0, v_nom_v: float = 400.0) -> Reg
         ),
         constants={
             **common_identity("inverter"),
+            (103, "DCW_SF"): w_sf, (103, "DCV_SF"): fit_scale_factor(_HEADROOM * v_dc_nom_v,
+                                                                       "uint16"),
+            (103, "St"): 4, (103, "Evt1"): 0, (103, "Evt2"): 0,
             (701, "ACType"): 2, (701, "W_SF"): w_sf, (701, "Var_SF"): w_sf,
             (701, "VA_SF"): w_sf, (701, "V_SF"): -1, (701, "Hz_SF"): -3,
             (701, "TotWh_SF"): 0,
@@ -434,12 +444,13 @@ def sunspec_battery(rating_w: float = 100_000.0, capacity_wh: float = 200_000.0,
             **common_identity("battery"),
             (701, "ACType"): 2, (701, "W_SF"): w_sf,
             (704, "WSetEna"): 0, (704, "WSetMod"): 1, (704, "WSet_SF"): 0,
-            (713, "WH_SF"): wh_sf, (713, "Pct_SF"): -1,
+            (713, "WH_SF"): wh_sf, (713, "Pct_SF"): -2,
             (802, "WHRtg_SF"): wh_sf, (802, "AHRtg_SF"): 0,
             (802, "WChaDisChaMax_SF"): rating_sf,
             (802, "WChaRteMax"): to_raw(rating_w, rating_sf),
             (802, "WDisChaRteMax"): to_raw(rating_w, rating_sf),
-            (802, "SoC_SF"): -1, (802, "SoH_SF"): -1, (802, "V_SF"): -1,
+            (802, "SoC_SF"): -2, (802, "SoH_SF"): -1,
+            (802, "V_SF"): fit_scale_factor(_HEADROOM * v_dc_nom_v, "uint16"),
             (802, "CellV_SF"): -3, (802, "A_SF"): a_sf, (802, "AMax_SF"): a_sf,
             (802, "W_SF"): w_sf, (802, "Typ"): 4, (802, "LocRemCtl"): 0,
             (802, "AlmRst"): 0, (802, "Evt1"): 0, (802, "Evt2"): 0,

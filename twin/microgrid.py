@@ -315,6 +315,12 @@ class Microgrid:
                 for n in self._bat_extra:
                     outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
             self._bat_dest = np.arange(start, len(outputs)).reshape(-1, len(self._bat_extra))
+        # a PV inverter's DC voltage is its array's (SunSpec 103 DCV)
+        if "inverter" in self.groups:
+            start = len(outputs)
+            for s in self.groups["inverter"].specs:
+                outputs.append((s.node, s.name, "v_dc_v", "V"))
+            self._inv_vdc_dest = np.arange(start, len(outputs))
         self._meter_extra = ("p_w", "q_var", "v_ac_v", "freq_hz", "e_import_wh", "e_export_wh")
         start = len(outputs)
         for s in self._meters:
@@ -530,6 +536,8 @@ class Microgrid:
             y[d[:, 2]] = self._bat_connected
             y[d[:, 3]] = self._bat_capacity_wh
             y[d[:, 4]] = 1.0
+        if "inverter" in self.groups:
+            y[self._inv_vdc_dest] = self.groups["inverter"].u[:, self._c["inv_vdc"]]
         if len(self._meters):
             nodes = self._meter_node
             d = self._meter_dest

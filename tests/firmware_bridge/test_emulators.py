@@ -71,7 +71,7 @@ def test_describe_lists_every_device_as_json_lines() -> None:
                 assert {"node", "asset", "kind", "map", "transport", "host", "unit",
                         "models"} <= set(e)
                 assert e["host"] == "127.0.0.1"
-            assert entries[0]["models"] == [1, 701, 702, 704]
+            assert entries[0]["models"] == [1, 701, 702, 704, 103]
             assert entries[3]["models"] == [1, 64901]
             tcp_ports = [e["port"] for e in entries if e["transport"] == "tcp"]
             assert len(set(tcp_ports)) == 3 and all(p > 0 for p in tcp_ports)

@@ -103,7 +103,9 @@ def test_inverter_calibration_recovers_its_efficiency_curve(tmp_path: Path) -> N
     for name, ratio in {"pso_w": 1.2, "c0_per_w": 0.8}.items():
         old, new = result.changes[name]
         assert new / old == pytest.approx(ratio, rel=0.05), name
-    assert result.rms_after < result.rms_before / 10
+    # down to the resolution of the power register (10 W steps: 2.9 W RMS of rounding)
+    assert result.rms_after < result.rms_before / 5
+    assert result.rms_after < 5.0
 
 
 def test_calibrate_names_a_missing_asset(tmp_path: Path, capsys: pytest.CaptureFixture

@@ -76,6 +76,8 @@ class Asset:
     #: residual tolerance per signal from the scenario [signal units]
     tolerance: dict[str, float] = field(default_factory=dict)
     has_quality: bool = False
+    #: signal name -> unit, for the twin's predictions of an asset with a device
+    twins: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -103,11 +105,13 @@ def assets(run: Run) -> dict[str, list[Asset]]:
                        if s.node == node and s.asset == name and s.kind == "measured"}
             residuals = {s.name: s.unit for s in refs
                          if s.node == node and s.asset == name and s.kind == "residual"}
+            twins = {s.name: s.unit for s in refs
+                     if s.node == node and s.asset == name and s.kind == "twin"}
             kind = str(cfg.get("kind", "")) or _guess_kind(signals)
             tolerance = {str(k): float(v) for k, v in dict(cfg.get("tolerance", {})).items()}
             out.setdefault(node, []).append(Asset(
                 node, name, kind, signals, residuals, tolerance,
-                f"quality/{node}/{name}" in run.file))
+                f"quality/{node}/{name}" in run.file, twins))
     return out
 
 

@@ -246,9 +246,12 @@ class BatteryPanel(Panel):
             if "soc" in a.signals:
                 self.line(soc, f"{a.name} SOC",
                           Derived(lambda s: 100.0 * s, data.series(a.path("soc"))), color)
-            if "temp_cell_c" in a.signals:
-                self.line(temp, f"{a.name} temperature", data.series(a.path("temp_cell_c")),
-                          color)
+            # a device that does not report its cell temperature: show the twin's
+            kind = "measured" if "temp_cell_c" in a.signals else \
+                ("twin" if "temp_cell_c" in a.twins else "")
+            if kind:
+                label = f"{a.name} temperature" + (" (twin)" if kind == "twin" else "")
+                self.line(temp, label, data.series(a.path("temp_cell_c", kind)), color)
 
 
 class RackPanel(Panel):
@@ -328,7 +331,10 @@ class ResidualPanel(Panel):
         self.band.setZValue(-10)
         self.plot.addItem(self.band, ignoreBounds=True)
         self.line(self.plot, "residual", Series(), "#1f77b4")
-        default = next((i for i, (a, s) in enumerate(self.choices) if s in a.tolerance), 0)
+        # the first signal with a tolerance, else the first of the usual suspects
+        usual = ("voltage_v", "p_w", "p_ac_w", "soc")
+        default = next((i for i, (a, s) in enumerate(self.choices) if s in a.tolerance),
+                       next((i for i, (a, s) in enumerate(self.choices) if s in usual), 0))
         self.combo.setCurrentIndex(default)
         self.combo.currentIndexChanged.connect(self.select)
         self.select(default)
@@ -539,8 +545,9 @@ def _event_style(kind: str) -> tuple[str, str]:
 class MarketPanel(Panel):
     """The market: order and trade prices over time, and each node's settled money.
 
-    Prices are in currency per kWh and money in currency (the tables hold micro-units, as
-    the ledger does); a positive settlement pays the node.
+    Prices are in currency per kWh and money in currency (the tables hold micro-units per
+    Wh and micro-units, as the ledger does); each node's line is the money it received
+    (as a seller) minus what it paid (as a buyer), accumulated over settlements.
     """
 
     def __init__(self, data: Follower) -> None:
@@ -570,15 +577,17 @@ class MarketPanel(Panel):
             o = self.orders.values
             bid = np.isin(np.char.lower(o["side"]), (b"buy", b"bid"))
             for label, side in (("bids", o[bid]), ("asks", o[~bid])):
-                self.items[label].setData(side["t"], side["price_micro_per_kwh"] / 1e6)
+                self.items[label].setData(side["t"], side["price_micro_per_wh"] / 1e3)
         if self.trades is not None:
             tr = self.trades.values
             size = 5 + 10 * np.sqrt(tr["energy_wh"] / max(1, tr["energy_wh"].max(initial=1)))
-            self.items["trades"].setData(tr["t"], tr["price_micro_per_kwh"] / 1e6, size=size)
+            self.items["trades"].setData(tr["t"], tr["price_micro_per_wh"] / 1e3, size=size)
         if self.settlements is not None:
             s = self.settlements.values
-            for i, node in enumerate(dict.fromkeys(s["node"])):
-                mine = s[s["node"] == node]
+            for i, node in enumerate(dict.fromkeys([*s["seller"], *s["buyer"]])):
+                mine = s[(s["seller"] == node) | (s["buyer"] == node)]
+                net = np.where(mine["seller"] == node, mine["amount_micro"],
+                               -mine["amount_micro"])
                 label = f"settled {node.decode()}"
                 item = self.items.get(label)
                 if item is None:
@@ -587,4 +596,4 @@ class MarketPanel(Panel):
                     self.items[label] = item
                     self._legend.append((f"{node.decode()} settled", CYCLE[i % len(CYCLE)]))
                     self.set_legend(self._legend)
-                item.setData(mine["t"], np.cumsum(mine["amount_micro"]) / 1e6)
+                item.setData(mine["t"], np.cumsum(net) / 1e6)

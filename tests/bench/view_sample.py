@@ -217,20 +217,19 @@ def _lag(x: np.ndarray, tau_s: float, dt_s: float) -> np.ndarray:
 
 
 def _market(duration_s: float) -> dict[str, list[tuple]]:
+    """Orders, trades and settlements as bench/market.py records them (micro-units per Wh)."""
     orders, trades, settlements = [], [], []
     for i, t in enumerate(np.arange(15.0, duration_s, 15.0)):
-        ask, bid = 120_000 + 4_000 * i, 200_000 - 3_000 * i
+        ask, bid = 120 + 4 * i, 200 - 3 * i
         price = (ask + bid) // 2
         energy = 200 + 10 * i
         orders += [(t, i, b"north", b"sell", energy, ask, f"o{i}n".encode()),
                    (t, i, b"south", b"buy", energy + 50, bid, f"o{i}s".encode())]
         trades.append((t, i, b"south", b"north", energy, price, f"t{i}".encode()))
-        paid = energy * price // 1000
-        grid = 50 * 300_000 // 1000
-        settlements += [(t, i, b"north", energy, energy, 0, 0, paid, f"s{i}n".encode()),
-                        (t, i, b"south", energy, energy, 50, 0, -paid - grid,
-                         f"s{i}s".encode()),
-                        (t, i, b"grid", 0, 0, 0, 0, grid, f"s{i}g".encode())]
+        settlements += [(t, i, b"north", b"south", energy, price, energy * price,
+                         f"t{i}".encode(), f"s{i}n".encode()),
+                        (t, i, b"grid", b"south", 50, 300, 50 * 300, b"",
+                         f"s{i}g".encode())]
     return {"market/orders": orders, "market/trades": trades,
             "market/settlements": settlements}
 

@@ -293,14 +293,42 @@ def build_emulators(s: Scenario, drives: dict[str, Any] | None = None,
                 card = FaultCard.from_mapping(cfg.faults[0], where=where(*base, "faults", "0"))
             except BridgeError as exc:
                 raise ScenarioError(str(exc)) from None
+        replay: tuple = ()
+        if cfg.replay_capture:
+            replay = _recorded_capture(s, cfg.replay_capture, f"{node}.{name}",
+                                       where(*base, "replay_capture"))
         specs.append(DeviceSpec(node, name, DEVICE_MAPS[cfg.kind], transport=cfg.transport,
-                                map_options=options, fault=card))
+                                map_options=options, fault=card, replay=replay))
     return EmulatorHost(plants, specs, host=host, port_base=port_base, on_event=on_event)
+
+
+def _recorded_capture(s: Scenario, ref: str, device: str, where: str) -> tuple:
+    """The transactions of ``device`` captured in recording ``ref``."""
+    import h5py
+
+    from firmware_bridge.capture import read_capture
+    from firmware_bridge.errors import BridgeError
+
+    path = s.resolve(ref)
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            capture = read_capture(f)
+    except (OSError, BridgeError) as exc:
+        raise ScenarioError(f"{where}: cannot replay {path}: {exc}") from None
+    if device not in capture.devices:
+        raise ScenarioError(f"{where}: {path} captured no device '{device}' (it has "
+                            f"{', '.join(capture.devices) or 'none'})")
+    return tuple(capture.transactions(device))
 
 
 def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
     """Emulators for emulated assets, client devices for emulated and hardware assets."""
     from firmware_bridge.maps import get_map
+
+    if s.run.capture:
+        from firmware_bridge.capture import Capture
+
+        plan.capture = Capture()
 
     where = _Where(s)
     deadline = s.run.device_deadline_s
@@ -319,14 +347,19 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
             regmap = get_map(spec.map, **spec.map_options)
             plan.add_device(node, name, _Pending(name, regmap.signals, regmap.setpoints,
                                                  spec.map, dict(spec.map_options)), deadline)
+            modbus = spec.transport in ("tcp", "rtu")
         else:
-            plan.add_device(node, name, _hardware_device(cfg, where("nodes", node, name,
-                                                                    "device")), deadline)
+            device = _hardware_device(cfg, where("nodes", node, name, "device"), plan.capture,
+                                      f"{node}.{name}")
+            plan.add_device(node, name, device, deadline)
+            modbus = cfg.device.get("backend", "").startswith("modbus")
+        if plan.capture is not None and modbus:
+            plan.capture_devices.append(f"{node}.{name}")
     if host is not None:
         plan.emulators = _Emulators(host, host.plants, plan)
 
 
-def _hardware_device(cfg: AssetConfig, where: str) -> Any:
+def _hardware_device(cfg: AssetConfig, where: str, capture: Any, name: str) -> Any:
     from firmware_bridge.errors import BridgeError
     from firmware_bridge.registry import open_device
 
@@ -335,8 +368,11 @@ def _hardware_device(cfg: AssetConfig, where: str) -> Any:
     if not backend:
         raise ScenarioError(f"{where}: the device table needs a 'backend' "
                             f"(modbus_tcp, modbus_rtu, serial, nvml)")
-    if backend.startswith("modbus") and "map" not in options:
-        options["map"] = DEVICE_MAPS[cfg.kind]
+    options.setdefault("name", name)
+    if backend.startswith("modbus"):
+        options.setdefault("map", DEVICE_MAPS[cfg.kind])
+        if capture is not None:
+            options["capture"] = capture
     try:
         return open_device(backend, **options)
     except (BridgeError, TypeError) as exc:
@@ -373,14 +409,15 @@ class _Emulators:
             if not isinstance(pending, _Pending):
                 continue
             d = where[(slot.node, slot.asset)]
+            capture = {"capture": self.plan.capture} if self.plan.capture is not None else {}
             if d["transport"] == "tcp":
                 slot.device = open_device("modbus_tcp", host=d["host"], port=d["port"],
                                           unit=d["unit"], map=pending.map_name,
-                                          name=f"{slot.node}.{slot.asset}")
+                                          name=f"{slot.node}.{slot.asset}", **capture)
             elif d["transport"] == "rtu":
                 slot.device = open_device("modbus_rtu", port=d["serial_port"], unit=d["unit"],
                                           map=pending.map_name,
-                                          name=f"{slot.node}.{slot.asset}")
+                                          name=f"{slot.node}.{slot.asset}", **capture)
             else:
                 slot.device = open_device("serial", port=d["serial_port"],
                                           name=f"{slot.node}.{slot.asset}")

@@ -72,6 +72,9 @@ class Plan:
         #: (NaN where the recording has none), and the assets they belong to
         self.replay_values: np.ndarray | None = None
         self.replay_assets: set[str] = set()
+        #: every Modbus transaction of the run's devices, recorded under /capture
+        self.capture: Any = None
+        self.capture_devices: list[str] = []
         self._rec: Recorder | None = None
         self._build_indices()
 
@@ -176,15 +179,23 @@ class Plan:
             floats.append(Column(f"timing/rtt/{slot.node}/{slot.asset}", "s"))
         flags = [Column(f"quality/{n}/{a}") for (n, a) in self.asset_kinds]
         tables = {}
+        group_attrs = {}
         if self.market is not None:
             tables.update(self.market.tables())
+        if self.capture is not None:
+            from firmware_bridge.capture import FORMAT, FORMAT_VERSION, TRANSACTION_DTYPE
+
+            group_attrs["capture"] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+            for name in self.capture_devices:
+                tables[f"capture/{name}/transactions"] = TRANSACTION_DTYPE
+                tables[f"capture/{name}/registers"] = np.dtype("<u2")
         self._obs_cols_a = np.array([c for c, _ in self._obs_cols], dtype=int)
         self._obs_idx_a = np.array([i for _, i in self._obs_cols], dtype=int)
         self._twin_cols_a = np.array([c for c, _ in self._twin_cols], dtype=int)
         self._twin_idx_a = np.array([i for _, i in self._twin_cols], dtype=int)
         self._sp_cols_a = np.array([c for c, _ in self._sp_cols], dtype=int)
         self._sp_idx_a = np.array([i for _, i in self._sp_cols], dtype=int)
-        return Layout(floats, flags, residuals, tables)
+        return Layout(floats, flags, residuals, tables, group_attrs)
 
     def recording_attrs(self) -> dict[str, Any]:
         s = self.scenario
@@ -293,7 +304,16 @@ class Plan:
             if self.quality[slot.qidx] == 0:
                 slot.streak = 0
         flags[:] = self.quality
+        if self.capture is not None and k % 25 == 0:
+            self.flush_capture(rec)
         rec.commit()
+
+    def flush_capture(self, rec: Recorder) -> None:
+        """Hand the transactions captured since the last time to the recorder."""
+        for name in self.capture_devices:
+            rows, flat = self.capture.take(name)
+            rec.table_rows(f"capture/{name}/transactions", rows)
+            rec.table_rows(f"capture/{name}/registers", flat)
 
     async def advance_without_io(self, rec: Recorder, k: int, wall0: float,
                                  late: float) -> None:
@@ -350,6 +370,8 @@ class Plan:
                 rec.event(0.0, "device_open_failed", f"{slot.key}: {exc}")
 
     async def stop(self) -> None:
+        if self.capture is not None and self._rec is not None:
+            self.flush_capture(self._rec)
         for slot in self.devices:
             try:
                 await slot.device.close()

@@ -79,6 +79,8 @@ class Layout:
     residuals: list[Residual] = field(default_factory=list)
     #: table path -> numpy structured dtype (market tables, captures)
     tables: dict[str, np.dtype] = field(default_factory=dict)
+    #: attributes of groups (``capture`` gets its format)
+    group_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def index(self, path: str) -> int:
         for i, c in enumerate(self.floats):
@@ -142,8 +144,13 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
             rs.append(d)
         tables = {}
         for tpath, dt in {"events": EVENT_DTYPE, **layout.tables}.items():
+            chunk = 256 if np.dtype(dt).names else 8192
             tables[tpath] = f.create_dataset(tpath, shape=(0,), dtype=dt, maxshape=(None,),
-                                             chunks=(256,))
+                                             chunks=(chunk,))
+        for gpath, gattrs in layout.group_attrs.items():
+            g = f.require_group(gpath)
+            for k, v in gattrs.items():
+                g.attrs[k] = v
         f.attrs["complete"] = False
         f.swmr_mode = True
         f.flush()
@@ -268,19 +275,21 @@ class Recorder:
         """Record an event (a fault, a catch-up, a reconnect) at simulated time ``t``."""
         self.table_rows("events", [(t, kind.encode()[:32], _clip(message, 256))])
 
-    def table_rows(self, table: str, rows: list[tuple]) -> None:
-        """Append rows to a compound table (``events`` or one of the layout's tables)."""
+    def table_rows(self, table: str, rows: list[tuple] | np.ndarray) -> None:
+        """Append rows to a table (``events`` or one of the layout's tables)."""
         if table != "events" and table not in self.layout.tables:
             raise RecordingError(f"recording has no table '{table}'")
-        self._tables.setdefault(table, []).extend(rows)
+        if len(rows):
+            self._tables.setdefault(table, []).append(rows)
 
     def _send(self, now: float | None = None) -> None:
         self._check_writer()
         n = self._n
         extra = {}
-        for t, rows in self._tables.items():
+        for t, parts in self._tables.items():
             dt = EVENT_DTYPE if t == "events" else self.layout.tables[t]
-            extra[t] = np.array(rows, dtype=dt)
+            extra[t] = np.concatenate([p if isinstance(p, np.ndarray) else np.array(p, dtype=dt)
+                                       for p in parts]).astype(dt, copy=False)
         self._tables = {}
         self._conn.send(("rows", (self._floats[:n].copy(), self._flags[:n].copy(), extra)))
         self._floats[:n] = np.nan

@@ -70,6 +70,8 @@ class RunConfig:
     late_after_s: float = 0.002
     #: recorder flush period (data older than this survives a crash) [s of wall clock]
     flush_s: float = 1.0
+    #: record every Modbus transaction of every device under /capture (replayable)
+    capture: bool = False
     #: per-device deadline of a read or write [s]; default: 0.8 dt in real time, and 2 s
     #: as fast as possible (a slow machine must not turn a deterministic run into timeouts)
     deadline_s: float = 0.0
@@ -151,6 +153,9 @@ class AssetConfig:
     transport: Literal["tcp", "rtu", "serial"] = "tcp"
     #: hardware address: { backend = "modbus_tcp", host = ..., port = ..., unit = ... }
     device: dict[str, Any] = field(default_factory=dict)
+    #: a recording whose /capture of this asset to serve as its emulator (Modbus): the
+    #: device answers exactly as the recorded one did
+    replay_capture: str = ""
     #: fault cards for this asset's emulator (see docs/scenarios.md)
     faults: list[dict[str, Any]] = field(default_factory=list)
     #: residual tolerance band per signal, e.g. { voltage_v = 0.5 } [signal units]

@@ -75,6 +75,8 @@ class Capture:
     def __init__(self) -> None:
         self._log: dict[str, list[Transaction]] = defaultdict(list)
         self._flushed: dict[str, int] = defaultdict(int)
+        #: registers already taken per device (where the next ``registers`` rows start)
+        self._registers: dict[str, int] = defaultdict(int)
 
     def add_device(self, device: str) -> None:
         """Declare ``device`` so its datasets exist from the first flush, even if empty."""
@@ -101,6 +103,16 @@ class Capture:
         """``(transactions, registers)`` of ``device`` as in the HDF5 layout."""
         return _to_arrays(self.transactions(device), 0)
 
+    def take(self, device: str) -> tuple[np.ndarray, np.ndarray]:
+        """Transactions of ``device`` not taken yet, as ``(transactions, registers)`` rows to
+        append to its two datasets (register offsets continue where the last take ended)."""
+        log = self._log.get(device, [])
+        new = log[self._flushed[device]:]
+        rows, flat = _to_arrays(new, self._registers[device])
+        self._flushed[device] = len(log)
+        self._registers[device] += len(flat)
+        return rows, flat
+
     def flush_to(self, parent: object) -> int:
         """Append transactions not yet written under ``parent`` (an h5py group or file).
 
@@ -113,7 +125,7 @@ class Capture:
         root.attrs["format"] = FORMAT
         root.attrs["format_version"] = FORMAT_VERSION
         written = 0
-        for device, log in self._log.items():
+        for device in self._log:
             group = root.require_group(device)
             if "transactions" not in group:
                 group.create_dataset("transactions", shape=(0,), maxshape=(None,),
@@ -121,17 +133,16 @@ class Capture:
                 group.create_dataset("registers", shape=(0,), maxshape=(None,),
                                      dtype="<u2", chunks=(8192,))
             txs, regs = group["transactions"], group["registers"]
-            new = log[self._flushed[device]:]
-            if not new:
+            self._registers[device] = regs.shape[0]
+            rows, flat = self.take(device)
+            if not len(rows):
                 continue
-            rows, flat = _to_arrays(new, regs.shape[0])
             txs.resize((txs.shape[0] + len(rows),))
             txs[-len(rows):] = rows
             if len(flat):
                 regs.resize((regs.shape[0] + len(flat),))
                 regs[-len(flat):] = flat
-            self._flushed[device] = len(log)
-            written += len(new)
+            written += len(rows)
         return written
 
 
@@ -182,6 +193,7 @@ def read_capture(parent: object) -> Capture:
                 tuple(int(v) for v in flat[resp]), Status(int(row["status"])),
                 int(row["exception_code"]), float(row["latency_s"])))
         capture._flushed[device] = len(rows)
+        capture._registers[device] = len(flat)
     return capture
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
+from firmware_bridge.capture import ReplaySource, Transaction
 from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
 from firmware_bridge.emulators.serial_server import SerialEmulator
@@ -52,6 +53,9 @@ class DeviceSpec:
     map_options: Mapping[str, float | bool] = field(default_factory=dict)
     fault: FaultCard | None = None
     telemetry_period_s: float = 0.0
+    #: a recorded capture to serve instead of the plant (Modbus only): the device answers
+    #: as the recorded one did (:class:`firmware_bridge.capture.ReplaySource`)
+    replay: tuple[Transaction, ...] = ()
 
 
 #: transports an emulated device can be served on
@@ -98,6 +102,8 @@ class EmulatorHost:
                                       f"(has {', '.join(plant.assets)})")
                 regmap = get_map(spec.map, **spec.map_options)
                 name = f"{spec.node}/{spec.asset}"
+                if spec.replay and spec.transport == "serial":
+                    raise ConfigError("a capture replays over Modbus (tcp or rtu) only")
                 if spec.transport == "serial":
                     emulator: Emulator = SerialEmulator(
                         plant, spec.asset, regmap.setpoints,
@@ -105,11 +111,15 @@ class EmulatorHost:
                         telemetry_period_s=spec.telemetry_period_s, fault=spec.fault,
                         on_event=on_event, seed=i, name=name)
                 else:
-                    source = PlantSource(plant, spec.asset, regmap,
-                                         regmap.layout(spec.base_address),
-                                         identity={"SN": f"{spec.node}.{spec.asset}",
-                                                   "DA": spec.unit},
-                                         on_event=on_event)
+                    source: ReplaySource | PlantSource
+                    if spec.replay:
+                        source = ReplaySource(spec.replay)
+                    else:
+                        source = PlantSource(plant, spec.asset, regmap,
+                                             regmap.layout(spec.base_address),
+                                             identity={"SN": f"{spec.node}.{spec.asset}",
+                                                       "DA": spec.unit},
+                                             on_event=on_event)
                     port = spec.port or (port_base + i if port_base is not None else 0)
                     emulator = ModbusEmulator(
                         source, unit=spec.unit, transport=spec.transport, host=host,
@@ -150,7 +160,8 @@ class EmulatorHost:
             entry: dict = {"node": spec.node, "asset": spec.asset, "kind": regmap.kind,
                            "map": regmap.name, "transport": spec.transport}
             if isinstance(emulator, SerialEmulator):
-                entry |= {"serial_port": emulator.path, "baudrate": spec.baudrate,
+                entry |= {"host": self.host, "unit": spec.unit, "models": [],
+                          "serial_port": emulator.path, "baudrate": spec.baudrate,
                           "telemetry_period_s": spec.telemetry_period_s}
             else:
                 assert isinstance(emulator, ModbusEmulator)

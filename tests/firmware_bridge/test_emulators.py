@@ -78,6 +78,7 @@ def test_describe_lists_every_device_as_json_lines() -> None:
             assert os.path.exists(entries[1]["serial_port"]) and entries[1]["unit"] == 3
             assert entries[4] == {"node": "n2", "asset": "bms", "kind": "battery",
                                   "map": "sunspec_battery", "transport": "serial",
+                                  "host": "127.0.0.1", "unit": 1, "models": [],
                                   "serial_port": entries[4]["serial_port"],
                                   "baudrate": 19200, "telemetry_period_s": 0.01}
             assert os.path.exists(entries[4]["serial_port"])

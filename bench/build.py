@@ -265,14 +265,25 @@ def build_emulators(s: Scenario, drives: dict[str, Any] | None = None,
                     on_event: Any = None) -> Any:
     """An EmulatorHost serving every emulated asset of ``s`` from twin-backed plants (one
     per node, with the emulators' own parameters), or None when nothing is emulated."""
-    from firmware_bridge.emulators.host import DeviceSpec, EmulatorHost
+    from firmware_bridge.emulators.host import EmulatorHost
+
+    plants, specs = emulator_specs(s, drives)
+    if not specs:
+        return None
+    return EmulatorHost(plants, specs, host=host, port_base=port_base, on_event=on_event)
+
+
+def emulator_specs(s: Scenario, drives: dict[str, Any] | None = None
+                   ) -> tuple[dict[str, Any], list[Any]]:
+    """The plants (one per node) and device specs of every emulated asset of ``s``."""
+    from firmware_bridge.emulators.host import DeviceSpec
     from firmware_bridge.errors import BridgeError
     from firmware_bridge.faults import FaultCard
     from firmware_bridge.plants import TwinPlant
 
     assets = emulated_assets(s)
     if not assets:
-        return None
+        return {}, []
     drives = drives if drives is not None else {}
     where = _Where(s)
     nodes = list(dict.fromkeys(n for n, _, _ in assets))
@@ -299,7 +310,7 @@ def build_emulators(s: Scenario, drives: dict[str, Any] | None = None,
                                        where(*base, "replay_capture"))
         specs.append(DeviceSpec(node, name, DEVICE_MAPS[cfg.kind], transport=cfg.transport,
                                 map_options=options, fault=card, replay=replay))
-    return EmulatorHost(plants, specs, host=host, port_base=port_base, on_event=on_event)
+    return plants, specs
 
 
 def _recorded_capture(s: Scenario, ref: str, device: str, where: str) -> tuple:
@@ -332,12 +343,10 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
 
     where = _Where(s)
     deadline = s.run.device_deadline_s
-    def on_event(kind: str, message: str) -> None:
-        if plan._rec is not None:  # faults injected by emulators land in /events
-            plan._rec.event(plan.twin.t, kind, message)
-
-    host = build_emulators(s, drives, on_event=on_event)
-    specs = {(d.node, d.asset): d for d in host.specs} if host is not None else {}
+    # the run's emulators live in a child process (bench/emulation.py) built from the same
+    # scenario; here we only need their devices' maps
+    _, device_specs = emulator_specs(s, drives)
+    specs = {(d.node, d.asset): d for d in device_specs}
     for node, name, cfg in s.assets():
         mode = s.effective_mode(cfg)
         if mode == "twin" or cfg.kind not in DEVICE_MAPS:
@@ -355,8 +364,8 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
             modbus = cfg.device.get("backend", "").startswith("modbus")
         if plan.capture is not None and modbus:
             plan.capture_devices.append(f"{node}.{name}")
-    if host is not None:
-        plan.emulators = _Emulators(host, host.plants, plan)
+    if specs:
+        plan.emulators = _Emulators(s, plan)
 
 
 def _hardware_device(cfg: AssetConfig, where: str, capture: Any, name: str) -> Any:
@@ -392,39 +401,43 @@ class _Pending:
 
 
 class _Emulators:
-    """The run's EmulatorHost, stepped on the bench's clock, its faults recorded as events."""
+    """The run's emulators, in a process of their own, stepped on the bench's clock; their
+    fault events are recorded; client devices connect once the servers listen."""
 
-    def __init__(self, host: Any, plants: dict[str, Any], plan: Plan) -> None:
-        self.host = host
-        self.plants = plants
+    def __init__(self, s: Scenario, plan: Plan) -> None:
+        from bench.emulation import EmulatorProcess
+
         self.plan = plan
+
+        def on_event(t: float, kind: str, message: str) -> None:
+            if plan._rec is not None:  # faults injected by emulators land in /events
+                plan._rec.event(t, kind, message)
+
+        self.process = EmulatorProcess(s, s.overrides, on_event)
 
     async def start(self) -> None:
         from firmware_bridge.registry import open_device
 
-        await self.host.start()
-        where = {(d["node"], d["asset"]): d for d in self.host.describe()}
+        where = {(d["node"], d["asset"]): d for d in self.process.start()}
+        capture = {"capture": self.plan.capture} if self.plan.capture is not None else {}
         for slot in self.plan.devices:
             pending = slot.device
             if not isinstance(pending, _Pending):
                 continue
             d = where[(slot.node, slot.asset)]
-            capture = {"capture": self.plan.capture} if self.plan.capture is not None else {}
+            name = f"{slot.node}.{slot.asset}"
             if d["transport"] == "tcp":
                 slot.device = open_device("modbus_tcp", host=d["host"], port=d["port"],
-                                          unit=d["unit"], map=pending.map_name,
-                                          name=f"{slot.node}.{slot.asset}", **capture)
+                                          unit=d["unit"], map=pending.map_name, name=name,
+                                          **capture)
             elif d["transport"] == "rtu":
                 slot.device = open_device("modbus_rtu", port=d["serial_port"], unit=d["unit"],
-                                          map=pending.map_name,
-                                          name=f"{slot.node}.{slot.asset}", **capture)
+                                          map=pending.map_name, name=name, **capture)
             else:
-                slot.device = open_device("serial", port=d["serial_port"],
-                                          name=f"{slot.node}.{slot.asset}")
+                slot.device = open_device("serial", port=d["serial_port"], name=name)
 
     def advance(self, dt: float) -> None:
-        for plant in self.plants.values():
-            plant.advance(dt)
+        self.process.advance(dt)
 
     async def stop(self) -> None:
-        await self.host.stop()
+        self.process.stop()

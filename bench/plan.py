@@ -363,11 +363,18 @@ class Plan:
         self._rec = rec
         if self.emulators is not None:
             await self.emulators.start()
-        for slot in self.devices:
+        async def open_and_read(slot: DeviceSlot) -> None:
+            # one read before the clock starts: connections, model scans and first-use
+            # costs are paid now, not by the first real-time ticks
+            from firmware_bridge.device import poll
+
             try:
                 await asyncio.wait_for(slot.device.open(), max(2.0, slot.deadline_s))
+                await asyncio.wait_for(poll(slot.device), max(2.0, slot.deadline_s))
             except Exception as exc:  # a device that fails to open is retried by reads
                 rec.event(0.0, "device_open_failed", f"{slot.key}: {exc}")
+
+        await asyncio.gather(*(open_and_read(slot) for slot in self.devices))
 
     async def stop(self) -> None:
         if self.capture is not None and self._rec is not None:

@@ -192,6 +192,8 @@ class Scenario:
     market: MarketConfig = field(default_factory=MarketConfig)
     path: Path | None = None
     text: str = ""
+    #: the ``--set`` overrides applied to ``text`` (the scenario is ``text`` + these)
+    overrides: tuple[str, ...] = ()
 
     def assets(self) -> list[tuple[str, str, AssetConfig]]:
         """Every (node, asset name, config), in file order."""
@@ -274,7 +276,8 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
     if not nodes:
         raise _fail(source, lines, ("nodes",), "a scenario needs at least one node")
     scenario = Scenario(run=parts["run"], controller=parts["controller"], nodes=nodes,
-                        profiles=profiles, market=parts["market"], path=path, text=text)
+                        profiles=profiles, market=parts["market"], path=path, text=text,
+                        overrides=tuple(overrides))
     _cross_check(scenario, source, lines)
     return scenario
 

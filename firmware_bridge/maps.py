@@ -39,8 +39,6 @@ from firmware_bridge.sunspec import (
     to_raw,
 )
 
-#: registers between two needed spans that are cheaper to read than a second request
-_MERGE_GAP = 32
 #: headroom of a scaled power point over the device's rating (a rated 200 kW fits int16 at 10 W)
 _HEADROOM = 1.5
 
@@ -191,8 +189,9 @@ class RegisterMap:
     def read_spans(self, layout: DeviceLayout) -> list[tuple[int, int]]:
         """``(address, count)`` reads covering every bound point, control and scale factor.
 
-        Neighbouring spans are merged (a gap of up to 32 registers is read rather than
-        costing a second request); no span exceeds the 125 registers of one Modbus read.
+        Neighbouring spans are merged while the union fits one Modbus read (125
+        registers): on any transport a request costs far more than the registers in it, so
+        reading a gap beats a second request.
         """
         needed: list[tuple[int, int]] = []
         for model_id, name in [(b.model, b.point) for b in self.bindings] + \
@@ -205,7 +204,7 @@ class RegisterMap:
         merged: list[list[int]] = []
         for start, size in needed:
             end = start + size
-            if merged and start - merged[-1][1] <= _MERGE_GAP:
+            if merged and max(merged[-1][1], end) - merged[-1][0] <= MAX_READ_REGISTERS:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
                 merged.append([start, end])

@@ -77,6 +77,9 @@ class PlantSource:
         self.base_address = layout.base_address
         self.identity = dict(identity or {})
         self.on_event = on_event
+        #: plant time of the signals in the image (they change only when the plant steps or
+        #: is written to, so several reads of one poll encode once)
+        self._encoded_at: float | None = None
 
     def image(self) -> list[int]:
         return self.map.blank(self.layout, self.identity)
@@ -86,12 +89,17 @@ class PlantSource:
 
     def on_read(self, function_code: int, address: int, count: int,
                 image: list[int]) -> int | None:
+        t = float(self.plant.t)
+        if t == self._encoded_at:
+            return None
         try:
             self.map.encode_into(image, self.layout, self.plant.read(self.asset))
         except BridgeError as exc:
+            self._encoded_at = None
             if self.on_event is not None:
                 self.on_event("emulator.error", f"{self.asset}: {exc}")
             return ExcCodes.DEVICE_FAILURE
+        self._encoded_at = t
         return None
 
     def on_write(self, function_code: int, address: int, values: list[int],
@@ -99,6 +107,7 @@ class PlantSource:
         setpoints = self.map.controls_written(image, self.layout, address, len(values))
         if setpoints:
             self.plant.write(self.asset, setpoints)
+            self._encoded_at = None  # a write may change what the plant reports
         return None
 
     def writable(self, address: int, count: int) -> bool:

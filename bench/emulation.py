@@ -1,0 +1,181 @@
+"""A run's emulators in a process of their own, stepped on the bench's clock.
+
+The emulated devices of a run are real servers on loopback; serving them costs as much CPU
+as reading them.  In the bench's own event loop they would take turns with it, so a tick
+would pay for both sides of every transaction.  Here they run in a child process (the other
+core), which builds the same twin-backed plants from the same scenario, and the bench steps
+them once per tick with an ``advance`` command it waits for: the plants still follow the
+bench's clock exactly, so a run stays deterministic.
+
+Protocol on the child's stdin/stdout, one JSON object per line: the parent sends the
+scenario (text, path, overrides), the child answers ``{"devices": [...]}`` (what
+``gridloop emulate --json`` prints) once its servers listen; then ``{"advance": dt}`` is
+answered ``{"ok": t}``, and ``{"stop": true}`` ends it.  Fault events the emulators inject
+come as ``{"event": kind, "message": ..., "t": ...}`` lines in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.scenario import Scenario, parse
+
+EventSink = Callable[[float, str, str], None]
+
+
+class EmulatorProcess:
+    """The child process serving every emulated device of a scenario."""
+
+    def __init__(self, s: Scenario, overrides: list[str] | tuple[str, ...] = (),
+                 on_event: EventSink | None = None) -> None:
+        self.scenario = s
+        self.overrides = list(overrides)
+        self.on_event = on_event
+        self.devices: list[dict[str, Any]] = []
+        self._proc: subprocess.Popen | None = None
+        self._stderr: list[str] = []
+
+    # -- parent side ------------------------------------------------------------------------
+
+    def start(self) -> list[dict[str, Any]]:
+        """Start the child and wait until its servers listen; returns their descriptions."""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.emulation"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        threading.Thread(target=self._drain_stderr, daemon=True,
+                         name="gridloop-emulators-stderr").start()
+        self._send({"scenario": self.scenario.text,
+                    "path": str(self.scenario.path or ""),
+                    "overrides": self.overrides})
+        reply = self._receive()
+        if "devices" not in reply:
+            raise BenchError(f"emulators did not start: {reply.get('error', reply)}")
+        self.devices = reply["devices"]
+        return self.devices
+
+    def _drain_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line.rstrip())
+            del self._stderr[:-20]
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(msg) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise BenchError(f"the emulator process died: {self._last_error()}") from None
+
+    def _receive(self) -> dict[str, Any]:
+        """The next reply, handing event lines to ``on_event`` on the way."""
+        assert self._proc is not None and self._proc.stdout is not None
+        while True:
+            line = self._proc.stdout.readline()
+            if not line:
+                self._proc.wait(5)
+                raise BenchError(f"the emulator process died: {self._last_error()}")
+            msg = json.loads(line)
+            if "event" in msg:
+                if self.on_event is not None:
+                    self.on_event(float(msg.get("t", 0.0)), msg["event"], msg["message"])
+                continue
+            if "error" in msg and "devices" not in msg:
+                raise BenchError(f"emulators: {msg['error']}")
+            return msg
+
+    def _last_error(self) -> str:
+        lines = [x for x in self._stderr if x.strip()]
+        return lines[-1] if lines else f"exit status {self._proc.poll() if self._proc else '?'}"
+
+    def advance(self, dt: float) -> None:
+        """Step every plant by ``dt`` and wait until it is done (the bench's clock)."""
+        self._send({"advance": dt})
+        self._receive()
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        try:
+            self._send({"stop": True})
+            self._receive()
+        except BenchError:
+            pass
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+# -- child side -----------------------------------------------------------------------------
+
+
+def _serve() -> int:
+    """``python -m bench.emulation``: serve a scenario's emulators, stepped by commands."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # only protocol lines on the real stdout
+
+    def reply(msg: dict[str, Any]) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    first = sys.stdin.readline()
+    if not first:
+        return 0
+    req = json.loads(first)
+    try:
+        from bench.build import build_emulators
+
+        s = parse(req["scenario"], req.get("path") or "<scenario>",
+                  Path(req["path"]) if req.get("path") else None, req.get("overrides", []))
+        plants_t = {"t": 0.0}
+
+        def on_event(kind: str, message: str) -> None:
+            reply({"event": kind, "message": message, "t": plants_t["t"]})
+
+        host = build_emulators(s, on_event=on_event)
+    except Exception as exc:  # the parent reports it as one line
+        reply({"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    if host is None:
+        reply({"error": "nothing to emulate"})
+        return 1
+    return asyncio.run(_loop(host, reply, plants_t))
+
+
+async def _loop(host: Any, reply: Callable[[dict[str, Any]], None],
+                plants_t: dict[str, float]) -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await host.start()
+    try:
+        reply({"devices": host.describe()})
+        while True:
+            line = await reader.readline()
+            if not line:
+                break  # the bench died: stop serving
+            msg = json.loads(line)
+            if "advance" in msg:
+                host.advance(float(msg["advance"]))
+                plants_t["t"] = next(iter(host.plants.values())).t
+                reply({"ok": plants_t["t"]})
+            elif "stop" in msg:
+                reply({"ok": plants_t["t"]})
+                break
+    finally:
+        await host.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())

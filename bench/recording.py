@@ -82,6 +82,28 @@ class Run:
     def scenario_text(self) -> str:
         return str(self._f.attrs.get("scenario", ""))
 
+    def asset_configs(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Each asset's table of the scenario stored in the recording (kind, tolerance...)."""
+        import tomllib
+
+        try:
+            doc = tomllib.loads(self.scenario_text)
+        except tomllib.TOMLDecodeError:
+            return {}
+        nodes = doc.get("nodes", {})
+        out = {}
+        if isinstance(nodes, dict):
+            for node, assets in nodes.items():
+                if isinstance(assets, dict):
+                    for asset, cfg in assets.items():
+                        if isinstance(cfg, dict):
+                            out[(node, asset)] = cfg
+        return out
+
+    def asset_kinds(self) -> dict[tuple[str, str], str]:
+        """``(node, asset) -> kind`` from the recorded scenario."""
+        return {k: str(c.get("kind", "")) for k, c in self.asset_configs().items()}
+
     @property
     def complete(self) -> bool:
         return bool(self._f.attrs.get("complete", False))

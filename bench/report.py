@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.recording import Run, open_run
-from bench.summary import _asset_kinds, figures, format_figures
+from bench.summary import figures, format_figures
 
 
 def _plt():
@@ -33,7 +33,7 @@ def _save(fig, path: Path) -> Path:
 
 def power_flows(run: Run, out: Path) -> Path | None:
     plt = _plt()
-    kinds = _asset_kinds(run)
+    kinds = run.asset_kinds()
     nodes = run.nodes()
     if not nodes:
         return None
@@ -57,7 +57,7 @@ def power_flows(run: Run, out: Path) -> Path | None:
 
 
 def _per_kind(run: Run, kind: str, signal: str) -> list[tuple[str, str]]:
-    kinds = _asset_kinds(run)
+    kinds = run.asset_kinds()
     return [(n, a) for (n, a), k in kinds.items() if k == kind and run.has(n, a, signal)]
 
 
@@ -109,7 +109,7 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
     series = {f"{n}.{a}": (np.nan_to_num(run.signal(n, a, "p_w")), run.dt)
               for n, a in assets}
     for node in dict.fromkeys(n for n, _ in assets):
-        kinds = _asset_kinds(run)
+        kinds = run.asset_kinds()
         meters = [(node, a) for (nn, a), k in kinds.items()
                   if nn == node and k in ("meter", "grid") and run.has(node, a, "p_w")]
         if meters:
@@ -122,20 +122,14 @@ def residuals(run: Run, out: Path) -> Path | None:
     refs = run.signals("residual")
     if not refs:
         return None
-    import tomllib
-
-    try:
-        doc = tomllib.loads(run.scenario_text)
-    except tomllib.TOMLDecodeError:
-        doc = {}
+    configs = run.asset_configs()
     plt = _plt()
     fig, axes = plt.subplots(len(refs), 1, figsize=(10, 1.8 * len(refs)), sharex=True,
                              squeeze=False)
     t = run.time
     for ax, r in zip(axes[:, 0], refs):
         ax.plot(t, run.signal(r.node, r.asset, r.name, "residual"), lw=0.7)
-        tol = (doc.get("nodes", {}).get(r.node, {}).get(r.asset, {})
-               .get("tolerance", {}).get(r.name))
+        tol = configs.get((r.node, r.asset), {}).get("tolerance", {}).get(r.name)
         if tol:
             ax.axhspan(-tol, tol, color="tab:green", alpha=0.15, label="tolerance")
         ax.set_ylabel(f"{r.node}.{r.asset}\n{r.name} [{r.unit}]", fontsize=7)

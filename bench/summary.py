@@ -63,7 +63,7 @@ def figures(run: Run) -> Figures:
     """Compute the run's figures from its recording."""
     dt = run.dt
     fig = Figures(ticks=len(run), simulated_s=len(run) * dt)
-    kinds = _asset_kinds(run)
+    kinds = run.asset_kinds()
     for node, assets in run.nodes().items():
         f = NodeFigures()
         for asset in assets:
@@ -110,22 +110,6 @@ def _grid_power(run: Run, node: str, assets: list[str],
             if kinds.get((node, asset)) == want and run.has(node, asset, "p_w"):
                 return run.signal(node, asset, "p_w")
     return None
-
-
-def _asset_kinds(run: Run) -> dict[tuple[str, str], str]:
-    """Asset kinds from the scenario text stored in the recording."""
-    import tomllib
-
-    try:
-        doc = tomllib.loads(run.scenario_text)
-    except tomllib.TOMLDecodeError:
-        return {}
-    out = {}
-    for node, assets in doc.get("nodes", {}).items():
-        for asset, cfg in assets.items():
-            if isinstance(cfg, dict):
-                out[(node, asset)] = str(cfg.get("kind", ""))
-    return out
 
 
 def format_figures(fig: Figures) -> str:

@@ -4,8 +4,8 @@ A :class:`Capture` given to a Modbus back-end (``capture=``) records each transa
 time, function code, first register, register count, the registers written, the registers
 answered or the exception code, and the latency.  :meth:`Capture.flush_to` appends what is
 new to the run's HDF5 file; :func:`read_capture` loads it back; :class:`ReplaySource` serves
-one device's capture again through a :class:`~firmware_bridge.emulators.modbus_server.ModbusEmulator`,
-so a lab session can be replayed against a new controller build in CI.
+one device's capture again through a
+:class:`~firmware_bridge.emulators.modbus_server.ModbusEmulator`, so a lab session can be replayed against a new controller build in CI.
 
 HDF5 layout (``format = "gridloop-capture"``, ``format_version = 1``), one group per device::
 

@@ -23,7 +23,8 @@ What the client sees, fault by fault:
                    RTU and serial only (TCP has no CRC); serial telemetry is corrupted too
 ``drop_writes``    writes are acknowledged but never reach the plant
 ``disconnect_s``   the device reboots once: on TCP it closes every connection and refuses
-                   new ones for ``disconnect_s`` (:class:`~firmware_bridge.errors.DeviceDisconnected`),
+                   new ones for ``disconnect_s``
+                   (:class:`~firmware_bridge.errors.DeviceDisconnected`),
                    on RTU it is silent for as long (DeviceTimeout, as on a real RS-485 line),
                    a serial board unplugs its port for as long (DeviceDisconnected, a USB
                    board re-enumerating) and comes back with a new boot id; then it

@@ -315,8 +315,9 @@ class MarketSession:
             readings = {r.signer: (r.import_wh, r.export_wh) for r in self.meter_readings(interval)}
             missing = ({t.buyer for t in trades} | {t.seller for t in trades}) - set(readings)
             if missing:
+                names = sorted(self.names.get(k, fingerprint(k)) for k in missing)
                 raise SettlementError(f"cannot settle interval {interval}: no meter reading "
-                                      f"from {sorted(self.names.get(k, fingerprint(k)) for k in missing)}")
+                                      f"from {names}")
             deliveries = settle(trades, readings, self.grid.public_key,
                                 self.import_price_micro_per_wh, self.export_price_micro_per_wh)
             nonce = self._nonces(self.operator)

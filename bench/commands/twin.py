@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cec.set_defaults(func=import_cec)
 
 
-def _params(ref: str):  # noqa: ANN202 - twin.params.ParamSet
+def _params(ref: str):
     from bench.build import shipped
     from twin import params
 
@@ -80,7 +80,7 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resample(t, columns, dt):  # noqa: ANN001, ANN202
+def _resample(t, columns, dt):
     """Zero-order hold of the input profile on a grid of step ``dt``."""
     import numpy as np
 

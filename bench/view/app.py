@@ -568,7 +568,7 @@ def show_live(path: str | Path, run_in_thread: Callable[[], object],
     def target() -> None:
         try:
             run_in_thread()
-        except BaseException as exc:  # noqa: BLE001 (handed to the main thread, raised there)
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name="gridloop-run")

@@ -12,7 +12,6 @@ length every tracked dataset has reached and picks up the rest on the next poll.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,17 +89,12 @@ class Asset:
 
 def assets(run: Run) -> dict[str, list[Asset]]:
     """Every node's assets, with kinds and tolerances from the scenario stored in the run."""
-    try:
-        doc = tomllib.loads(run.scenario_text)
-    except tomllib.TOMLDecodeError:
-        doc = {}
-    configs = doc.get("nodes", {}) if isinstance(doc.get("nodes"), dict) else {}
+    configs = run.asset_configs()
     out: dict[str, list[Asset]] = {}
     refs = run.signals()
     for node, names in run.nodes().items():
         for name in names:
-            cfg = configs.get(node, {}).get(name, {})
-            cfg = cfg if isinstance(cfg, dict) else {}
+            cfg = configs.get((node, name), {})
             signals = {s.name: s.unit for s in refs
                        if s.node == node and s.asset == name and s.kind == "measured"}
             residuals = {s.name: s.unit for s in refs

@@ -5,7 +5,9 @@ time, function code, first register, register count, the registers written, the 
 answered or the exception code, and the latency.  :meth:`Capture.flush_to` appends what is
 new to the run's HDF5 file; :func:`read_capture` loads it back; :class:`ReplaySource` serves
 one device's capture again through a
-:class:`~firmware_bridge.emulators.modbus_server.ModbusEmulator`, so a lab session can be replayed against a new controller build in CI.
+:class:`~firmware_bridge.emulators.modbus_server.ModbusEmulator`, so a lab session can be
+replayed against a new controller build in CI.  A bench run captures into its recording
+with ``[run] capture = true``, and serves a capture with an asset's ``replay_capture``.
 
 HDF5 layout (``format = "gridloop-capture"``, ``format_version = 1``), one group per device::
 

@@ -152,9 +152,9 @@ def grade(recs: Recordings, answers: dict) -> Grade:
         want = measured[key]
         if key == "nadir_hz":
             ok, target = abs(value - want) <= 0.05, f"{want:.3f} +- 0.05 Hz"
-        else:
+        else:  # a falling frequency's RoCoF and deviation are graded by their size
             tol = 0.25 if key == "settling_time_s" else 0.1
-            ok = relative_error(value, want) <= tol
+            ok = relative_error(abs(value), abs(want)) <= tol
             target = f"{want:.4g} {QUESTIONS[key].unit} +- {100 * tol:.0f} %"
         g.check(f"answer: {key}", f"{value:g} {QUESTIONS[key].unit}", target, ok)
     return g

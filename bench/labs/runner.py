@@ -47,13 +47,14 @@ def run_lab(lab: Lab, out: Path, quick: bool = False, quiet: bool = False) -> li
     """Write the lab's recordings (``out`` and ``out.<variant>.h5``); returns their paths."""
     from bench.runner import execute
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [("", out)] + [(v.name, lab.variant_path(out, v.name)) for v in lab.variants]
+    sets_of = {variant: overrides(lab, quick, variant) for variant, _ in jobs}  # fail early
+    out.parent.mkdir(parents=True, exist_ok=True)
     for variant, path in jobs:
         label = f"variant {variant}" if variant else "main recording"
         print(f"lab {lab.name}{' (quick)' if quick else ''}: {label} -> {path}",
               file=sys.stderr)
-        sets = overrides(lab, quick, variant)
+        sets = sets_of[variant]
         status = execute(lab.scenario, path, sets, quiet=quiet)
         if status:
             raise LabError(f"lab {lab.name}: the run of {label} failed (status {status})")

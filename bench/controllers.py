@@ -16,7 +16,8 @@ Built-ins (``[controller] name = ...``):
 ``gpu_smoothing``
     keeps the ramp of each node's grid-side power under ``ramp_limit_w_per_s`` by letting the
     battery absorb the rack's training swings, pulling the state of charge back to
-    ``soc_target`` slowly.
+    ``soc_target`` slowly; with ``feed_forward_s`` it meets the racks' power edges the twin
+    forecasts from their workload schedules.
 ``droop``
     frequency support when islanded: battery power ``p0 - (f - f_nom) / (f_nom * droop) *
     p_rated``.

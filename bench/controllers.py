@@ -16,7 +16,8 @@ Built-ins (``[controller] name = ...``):
 ``gpu_smoothing``
     keeps the ramp of each node's grid-side power under ``ramp_limit_w_per_s`` by letting the
     battery absorb the rack's training swings, pulling the state of charge back to
-    ``soc_target`` slowly.
+    ``soc_target`` slowly; with ``feed_forward_s`` it meets the racks' power edges the twin
+    forecasts from their workload schedules.
 ``droop``
     frequency support when islanded: battery power ``p0 - (f - f_nom) / (f_nom * droop) *
     p_rated``.
@@ -297,15 +298,28 @@ class GpuSmoothing:
     supplies (or absorbs) the difference between the net load and the target.  A slow term
     ``soc_gain_w`` x (SOC - ``soc_target``) steers the target so the battery does not drift
     empty or full over many training steps.
+
+    The net load is measured: it is a tick old when the setpoint lands, and the converter
+    follows its setpoint with a lag, so a rack's power edge reaches the grid before the
+    battery answers it.  With ``feed_forward_s`` > 0 the controller adds the change of the
+    racks' power that the twin forecasts (from their workload schedules) between the
+    measured tick and ``feed_forward_s`` after the setpoint lands, so the battery meets the
+    edge instead of following it.  Each tick then costs a twin forecast
+    (:meth:`Observation.forecast`).
     """
 
     def __init__(self, context: ControllerContext, ramp_limit_w_per_s: float,
-                 soc_target: float = 0.5, soc_gain_w: float = 20_000.0) -> None:
+                 soc_target: float = 0.5, soc_gain_w: float = 20_000.0,
+                 feed_forward_s: float = 0.0) -> None:
         if ramp_limit_w_per_s <= 0:
             raise ControllerError("gpu_smoothing: ramp_limit_w_per_s must be positive")
+        if feed_forward_s < 0:
+            raise ControllerError("gpu_smoothing: feed_forward_s must not be negative")
         self.max_step = float(ramp_limit_w_per_s) * context.dt_s
         self.soc_target = float(soc_target)
         self.soc_gain = float(soc_gain_w)
+        #: forecast steps: the setpoint's own tick, plus the lead, in ticks
+        self.lead = int(round(feed_forward_s / context.dt_s)) + 1 if feed_forward_s else 0
         self.nodes = [k for k in (_node_keys(context, n) for n in context.nodes)
                       if k.battery and k.grid]
         if not self.nodes:
@@ -319,6 +333,8 @@ class GpuSmoothing:
             if not (math.isfinite(grid) and math.isfinite(bat)):
                 continue
             net = grid + bat  # what the grid would carry without the battery
+            if self.lead:
+                net += self._forecast_change(obs, n.loads)
             soc = obs.get(n.battery_soc, self.soc_target)
             # SOC above target -> grid carries a little less, battery discharges a little more.
             wanted = net - self.soc_gain * (soc - self.soc_target)
@@ -327,6 +343,16 @@ class GpuSmoothing:
             self.target[n.battery] = target
             out[f"{n.battery}.p_set_w"] = net - target
         return out
+
+    def _forecast_change(self, obs: Observation, loads: list[str]) -> float:
+        """Forecast rack power ``lead`` ticks ahead minus the twin's value at the measured
+        tick: the edge the measurement has not seen yet."""
+        change = 0.0
+        horizon = self.lead * obs.dt
+        for key in loads:
+            ahead = obs.forecast(key, horizon)
+            change += float(ahead[-1]) - obs.twin(key)
+        return change
 
 
 class Droop:

@@ -13,10 +13,12 @@ and in the recording's ``/market`` tables.  Meter energy is the difference of th
 cumulative counters at the interval edges, so the Wh of all intervals add up exactly to the
 meter's total.
 
-Default strategy: a node whose grid connection imports at the interval edge bids for that
-power over the next interval at a quarter of the way down from the import price; a node that
-exports asks a quarter of the way up from the export price.  Both beat the grid, so trades
-clear when some nodes have surplus while others are short.
+Default strategy: a node expects the next interval to be like the last one it was metered
+over (persistence; at the first edge, the power it draws at that moment held for an
+interval).  A node that expects to import bids for that energy at a quarter of the way down
+from the import price; a node that expects to export asks a quarter of the way up from the
+export price.  Both beat the grid, so trades clear when some nodes have surplus while
+others are short.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class MarketLink:
                 self.meters[node] = asset
         self.nodes = [n for n in s.nodes if n in self.meters]
         self._last_wh: dict[str, tuple[int, int]] = {}
+        #: net import of each node over the last metered interval [Wh]
+        self._net_wh: dict[str, int] = {}
         self.session: Any = None
         #: ledger interval of this run's interval 0 (a ledger may hold earlier runs)
         self.offset = 0
@@ -99,6 +103,7 @@ class MarketLink:
                 r = self.session.submit_meter_reading(node, b - 1, max(0, now[0] - last[0]),
                                                       max(0, now[1] - last[1]))
                 self._last_wh[node] = now
+                self._net_wh[node] = r.import_wh - r.export_wh
                 rows.append((t, b - 1, node.encode(), r.import_wh, r.export_wh,
                              r.id.hex().encode()))
             rec.table_rows("market/meter_readings", rows)
@@ -135,13 +140,16 @@ class MarketLink:
         spread = max(imp - exp, 0)
         out = []
         for node in self.nodes:
-            p = obs.get(f"{node}.{self.meters[node]}.p_w")
-            if not math.isfinite(p):
+            if node in self._net_wh:
+                net = float(self._net_wh[node])
+            else:
+                net = obs.get(f"{node}.{self.meters[node]}.p_w") * self.cfg.interval_s / 3600.0
+            if not math.isfinite(net):
                 continue
-            energy = int(abs(p) * self.cfg.interval_s / 3600.0)
+            energy = int(abs(net))
             if energy <= 0:
                 continue
-            if p > 0:
+            if net > 0:
                 out.append((node, "buy", energy, imp - spread // 4))
             else:
                 out.append((node, "sell", energy, exp + spread // 4))

@@ -175,4 +175,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
         summary = out_dir / "summary.txt"
         summary.write_text(text + "\n")
         written.append(summary)
+    from bench.labs.grading import lab_figures
+
+    written.extend(lab_figures(path, out_dir))  # a lab's main recording: the lab's figures
     return summary, written

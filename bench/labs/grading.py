@@ -1,0 +1,235 @@
+"""Score tables: criteria with a measured or answered value, a target and points.
+
+A grader turns a lab's recordings (and a student's answers) into a :class:`Grade`: the
+figures it measured (findings) and the criteria it scored.  A criterion earns its points
+when its check holds; answers are scored against what the bench measured, within a
+tolerance the lab sheet states.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from bench.labs import Lab, LabError, get_lab, labs
+from bench.recording import Run, open_run
+from bench.scenario import Scenario, parse
+from twin.params import did_you_mean
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question of a lab sheet whose answer goes in the answers file under its key."""
+
+    text: str
+    #: unit of a numeric answer (SI, as in the parameter files)
+    unit: str = ""
+    #: the answer is a list of names instead of a number
+    names: bool = False
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One line of the score table."""
+
+    name: str
+    #: the value judged, formatted with its unit
+    value: str
+    #: what it had to be
+    target: str
+    points: float
+    max_points: float
+
+    @property
+    def passed(self) -> bool:
+        return self.points >= self.max_points
+
+
+@dataclass
+class Grade:
+    """A graded lab: findings (label, value with unit) and scored criteria."""
+
+    lab: str
+    pass_mark: float
+    criteria: list[Criterion] = field(default_factory=list)
+    findings: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, name: str, value: str, target: str, ok: bool, points: float = 1.0
+              ) -> bool:
+        """Add a criterion that earns ``points`` when ``ok``; returns ``ok``."""
+        self.criteria.append(Criterion(name, value, target, points if ok else 0.0, points))
+        return ok
+
+    def find(self, label: str, value: str) -> None:
+        self.findings.append((label, value))
+
+    @property
+    def points(self) -> float:
+        return sum(c.points for c in self.criteria)
+
+    @property
+    def max_points(self) -> float:
+        return sum(c.max_points for c in self.criteria)
+
+    @property
+    def score(self) -> float:
+        """Fraction of the points earned."""
+        return self.points / self.max_points if self.max_points else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.score >= self.pass_mark - 1e-12
+
+    def format(self) -> str:
+        lines = [f"lab {self.lab}"]
+        if self.findings:
+            width = max(len(label) for label, _ in self.findings)
+            lines += [f"  {label:<{width}}  {value}" for label, value in self.findings]
+        rows = [("criterion", "value", "target", "points")] + [
+            (c.name, c.value, c.target, f"{c.points:g}/{c.max_points:g}") for c in self.criteria]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines.append("")
+        for j, r in enumerate(rows):
+            lines.append("  ".join(f"{cell:<{w}}" if i < 3 else f"{cell:>{w}}"
+                                   for i, (cell, w) in enumerate(zip(r, widths))).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        verdict = "PASS" if self.passed else "FAIL"
+        lines.append(f"score {self.points:g}/{self.max_points:g} = {100 * self.score:.0f} % "
+                     f"(pass mark {100 * self.pass_mark:.0f} %): {verdict}")
+        return "\n".join(lines)
+
+
+def relative_error(value: float, reference: float) -> float:
+    """``|value / reference - 1|``; infinite when either is not a finite number."""
+    if not (math.isfinite(value) and math.isfinite(reference)) or reference == 0:
+        return math.inf
+    return abs(value / reference - 1.0)
+
+
+def read_answers(path: str | Path | None, questions: Mapping[str, Question]
+                 ) -> dict[str, Any]:
+    """A student's answers file (TOML, one ``key = value`` per answered question), checked
+    against the lab's ``questions``.  None reads as no answers."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabError(f"{path}: no such answers file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LabError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in doc.items():
+        q = questions.get(key)
+        if q is None:
+            listed = ", ".join(questions) or "none"
+            raise LabError(f"{path}: {key}: not a question of this lab"
+                           f"{did_you_mean(key, questions)}; questions: {listed}")
+        if q.names:
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise LabError(f"{path}: {key}: expected a list of names, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise LabError(f"{path}: {key}: expected a number in {q.unit or 'SI units'}, "
+                           f"got {value!r}")
+    return dict(doc)
+
+
+@dataclass(frozen=True)
+class Recordings:
+    """The recordings of one lab run: the main one and its variants beside it."""
+
+    lab: Lab
+    path: Path
+    quick: bool
+
+    def path_of(self, variant: str = "") -> Path:
+        """The recording of ``variant`` (the main one for ``""``); it must exist."""
+        p = self.lab.variant_path(self.path, variant) if variant else self.path
+        if not p.is_file():
+            raise LabError(f"{p}: missing recording of variant '{variant}' of lab "
+                           f"{self.lab.name} (run: gridloop lab run {self.lab.name} "
+                           f"--out {self.path})")
+        return p
+
+    def open(self, variant: str = "") -> Run:
+        return open_run(self.path_of(variant))
+
+    def new_grade(self) -> Grade:
+        return Grade(self.lab.name, self.lab.info.pass_mark)
+
+    def scenario(self, variant: str = "") -> Scenario:
+        """The scenario a recording ran: the recorded text with the lab's overrides."""
+        with self.open(variant) as run:
+            attrs = run.attrs
+            text = run.scenario_text
+        origin = Path(str(attrs.get("scenario_path") or self.lab.scenario))
+        try:
+            sets = json.loads(str(attrs.get("lab_overrides", "[]")))
+        except json.JSONDecodeError:
+            raise LabError(f"{self.path_of(variant)}: attribute lab_overrides is not "
+                           f"JSON") from None
+        return parse(text, f"{self.path_of(variant)}:scenario", origin, sets)
+
+
+def recordings(path: str | Path) -> Recordings:
+    """The lab a recording belongs to (its ``lab`` attribute, else its run name), checked to
+    be the lab's main recording."""
+    path = Path(path)
+    with open_run(path) as run:
+        attrs = run.attrs
+    name = str(attrs.get("lab") or attrs.get("name") or "")
+    if name not in labs():
+        raise LabError(f"{path}: not a lab recording (run name '{name}' is not a lab; "
+                       f"labs: {', '.join(labs())})")
+    variant = str(attrs.get("lab_variant", ""))
+    if variant:
+        main = path.name.removesuffix(f".{variant}{path.suffix}") + path.suffix
+        raise LabError(f"{path}: this is the '{variant}' recording of lab {name}; grade the "
+                       f"main recording {path.with_name(main)}")
+    return Recordings(get_lab(name), path, bool(attrs.get("lab_quick", False)))
+
+
+def grader(lab: Lab) -> ModuleType:
+    """The grader module of ``lab``: ``bench.labs.<grader>`` with ``QUESTIONS``,
+    ``grade(recordings, answers) -> Grade`` and ``figures(recordings, out) -> [paths]``."""
+    try:
+        return importlib.import_module(f"bench.labs.{lab.grader}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"bench.labs.{lab.grader}":
+            raise
+        raise LabError(f"{lab.folder / 'lab.toml'}: lab.grader: no grader "
+                       f"'{lab.grader}' in bench/labs") from None
+
+
+def grade(path: str | Path, answers: str | Path | None = None) -> Grade:
+    """Grade a lab's main recording (and its variants beside it) with optional answers."""
+    recs = recordings(path)
+    module = grader(recs.lab)
+    given = read_answers(answers, module.QUESTIONS)
+    return module.grade(recs, given)
+
+
+def lab_figures(path: str | Path, out: Path) -> list[Path]:
+    """The lab's own figures of a lab's main recording (none for other recordings)."""
+    try:
+        recs = recordings(path)
+    except LabError:
+        return []
+    return list(grader(recs.lab).figures(recs, out))
+
+
+def asset_of(s: Scenario, kind: str) -> tuple[str, str]:
+    """``(node, asset)`` of the first asset of ``kind`` in a lab's scenario."""
+    for node, name, cfg in s.assets():
+        if cfg.kind == kind:
+            return node, name
+    raise LabError(f"{s.path}: the lab needs a {kind} and its scenario has none")

@@ -1,0 +1,136 @@
+"""The lab registry, answers files, score tables and the lab command's bad-input paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.labs import LabError, get_lab, labs, load_lab
+from bench.labs.grading import Grade, Question, grader, read_answers
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
+LABS = ("battery_id", "gpu_smoothing", "gpu_smoothing_h100", "p2p_trading", "islanded",
+        "faults")
+SECTIONS = ("## Goal", "## Background", "## Steps", "## Questions")
+
+
+def test_every_lab_is_registered_with_a_grader_and_listed(capsys: pytest.CaptureFixture
+                                                          ) -> None:
+    found = labs()
+    assert tuple(sorted(found)) == tuple(sorted(LABS))
+    assert main(["lab", "list"]) == 0
+    out = capsys.readouterr().out
+    index = (REPO / "docs" / "labs.md").read_text()
+    for name, lab in found.items():
+        assert name in out and str(lab.sheet) in out
+        assert f"`{name}`" in index, f"docs/labs.md does not list {name}"
+        module = grader(lab)
+        assert callable(module.grade) and callable(module.figures)
+        assert all(isinstance(q, Question) for q in module.QUESTIONS.values())
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_each_sheet_has_its_sections_commands_and_answer_keys(name: str) -> None:
+    """A newcomer follows the sheet alone: it names the commands and every answer key."""
+    lab = get_lab(name)
+    sheet = lab.sheet.read_text()
+    positions = [sheet.find(s) for s in SECTIONS]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), SECTIONS
+    assert f"gridloop lab run {name}" in sheet
+    assert "gridloop lab grade" in sheet and "gridloop report" in sheet
+    keys = set(grader(lab).QUESTIONS)
+    in_sheet = set(re.findall(r"^\s*([a-z0-9_]+) = ", sheet, flags=re.M))
+    assert keys <= in_sheet, f"answer keys missing from the sheet: {keys - in_sheet}"
+
+
+def test_unknown_lab_is_one_line_with_a_suggestion(capsys: pytest.CaptureFixture) -> None:
+    assert main(["lab", "run", "islanded_grid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "no lab 'islanded_grid'" in err and "did you mean 'islanded'" in err
+
+
+def test_a_malformed_lab_file_names_file_and_field(tmp_path: Path) -> None:
+    folder = tmp_path / "mylab"
+    folder.mkdir()
+    (folder / "lab.toml").write_text('[lab]\ntitle = "x"\nsummary = "y"\npass_mrk = 0.5\n')
+    with pytest.raises(LabError, match=r"lab\.toml\.lab\.pass_mrk: unknown parameter "
+                                       r"\(did you mean 'pass_mark'\?\)"):
+        load_lab(folder)
+    (folder / "lab.toml").write_text('[lab]\ntitle = "x"\nsummary = "y"\npass_mark = 2\n')
+    with pytest.raises(LabError, match="pass_mark must be a fraction"):
+        load_lab(folder)
+    (folder / "lab.toml").write_text('[lab]\ntitle = "x"\nsummary = "y"\n')
+    with pytest.raises(LabError, match=r"scenario\.toml: missing"):
+        load_lab(folder)
+    (folder / "lab.toml").write_text("[lab\n")
+    with pytest.raises(LabError, match="not valid TOML"):
+        load_lab(folder)
+
+
+def test_answers_files_are_checked_against_the_questions(tmp_path: Path) -> None:
+    questions = {"r0_ohm": Question("R0", "Ohm"),
+                 "broken": Question("faults", names=True)}
+    path = tmp_path / "answers.toml"
+    path.write_text('r0_ohm = 2.6e-4\nbroken = ["meter_frozen"]\n')
+    assert read_answers(path, questions) == {"r0_ohm": 2.6e-4, "broken": ["meter_frozen"]}
+    assert read_answers(None, questions) == {}
+    path.write_text("r0_ohms = 1.0\n")
+    with pytest.raises(LabError, match=r"r0_ohms: not a question of this lab \(did you mean "
+                                       r"'r0_ohm'\?\)"):
+        read_answers(path, questions)
+    path.write_text('r0_ohm = "small"\n')
+    with pytest.raises(LabError, match="r0_ohm: expected a number in Ohm"):
+        read_answers(path, questions)
+    path.write_text("broken = 3\n")
+    with pytest.raises(LabError, match="broken: expected a list of names"):
+        read_answers(path, questions)
+    path.write_text("r0_ohm = \n")
+    with pytest.raises(LabError, match="not valid TOML"):
+        read_answers(path, questions)
+    with pytest.raises(LabError, match="no such answers file"):
+        read_answers(tmp_path / "none.toml", questions)
+
+
+def test_score_table_and_pass_mark() -> None:
+    g = Grade("demo", pass_mark=0.75)
+    g.find("swing", "6.6 kW")
+    assert g.check("reduction", "15.8 dB", ">= 10 dB", True, 3)
+    assert not g.check("ramp", "9000 W/s", "<= 2500 W/s", False, 1)
+    assert g.points == 3 and g.max_points == 4 and g.passed
+    text = g.format()
+    assert text.splitlines()[0] == "lab demo"
+    assert re.search(r"reduction\s+15\.8 dB\s+>= 10 dB\s+3/3", text)
+    assert re.search(r"ramp\s+9000 W/s\s+<= 2500 W/s\s+0/1", text)
+    assert text.endswith("score 3/4 = 75 % (pass mark 75 %): PASS")
+    g.check("another", "x", "y", False, 1)
+    assert not g.passed and g.format().endswith("FAIL")
+
+
+def test_grading_a_recording_that_is_no_lab_exits_2(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "plain.h5"
+    assert main(["run", str(SCENARIO), "--mode", "twin", "--out", str(out), "--quiet",
+                 "--set", "run.duration_s=0.5", "--set", "market.kind=none"]) == 0
+    capsys.readouterr()
+    assert main(["lab", "grade", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a lab recording (run name 'two_nodes' is not a lab" in err
+    assert main(["lab", "grade", str(tmp_path / "missing.h5")]) == 2
+    assert "no such recording" in capsys.readouterr().err
+
+
+def test_missing_shared_data_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("GRIDLOOP_SHARED_DATA", str(tmp_path))
+    assert main(["lab", "run", "gpu_smoothing_h100", "--quick", "--out",
+                 str(tmp_path / "h100.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "h100_power_calibration.csv.gz: shared recording not found" in err
+    assert "GRIDLOOP_SHARED_DATA" in err
+    assert not (tmp_path / "h100.h5").exists()

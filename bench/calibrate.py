@@ -18,7 +18,6 @@ import numpy as np
 
 from bench.errors import BenchError, RecordingError
 from bench.recording import Run, open_run
-from bench.scenario import parse
 from twin import params as tparams
 
 
@@ -65,8 +64,7 @@ def calibrate(path: str | Path, asset_key: str, n_rc: int = 2) -> Calibration:
     if not sep:
         raise BenchError(f"--asset {asset_key}: expected NODE.ASSET")
     with open_run(path) as run:
-        s = parse(run.scenario_text, f"{path}:scenario",
-                  Path(str(run.attrs.get("scenario_path") or path)))
+        s = run.scenario()
         if node not in s.nodes or asset not in s.nodes[node]:
             from twin.params import did_you_mean
 

@@ -200,6 +200,7 @@ class Plan:
     def recording_attrs(self) -> dict[str, Any]:
         s = self.scenario
         return {"gridloop_version": __version__, "scenario": s.text,
+                "scenario_overrides": "\n".join(s.overrides),
                 "scenario_path": str(s.path or ""), "mode": s.run.mode, "dt": s.run.dt_s,
                 "seed": s.run.seed, "method": s.run.method, "realtime": s.run.realtime,
                 "catch_up": s.run.catch_up, "name": s.run.name}

@@ -82,23 +82,33 @@ class Run:
     def scenario_text(self) -> str:
         return str(self._f.attrs.get("scenario", ""))
 
+    @property
+    def scenario_overrides(self) -> list[str]:
+        """The ``--set`` overrides the run applied to its scenario text."""
+        raw = str(self._f.attrs.get("scenario_overrides", ""))
+        return [x for x in raw.split("\n") if x]
+
+    def scenario(self, extra: list[str] | tuple[str, ...] = ()) -> Any:
+        """The run's scenario as it ran: its text with its overrides (and ``extra``)."""
+        from bench.scenario import parse
+
+        text = self.scenario_text
+        if not text:
+            raise RecordingError(f"{self.path}: the recording holds no scenario")
+        path = Path(str(self._f.attrs.get("scenario_path") or self.path))
+        return parse(text, f"{self.path}:scenario", path,
+                     [*self.scenario_overrides, *extra])
+
     def asset_configs(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Each asset's table of the scenario stored in the recording (kind, tolerance...)."""
-        import tomllib
+        """Each asset's kind and tolerance as the run had them (``{"kind", "tolerance"}``)."""
+        from bench.errors import BenchError
 
         try:
-            doc = tomllib.loads(self.scenario_text)
-        except tomllib.TOMLDecodeError:
+            s = self.scenario()
+        except BenchError:
             return {}
-        nodes = doc.get("nodes", {})
-        out = {}
-        if isinstance(nodes, dict):
-            for node, assets in nodes.items():
-                if isinstance(assets, dict):
-                    for asset, cfg in assets.items():
-                        if isinstance(cfg, dict):
-                            out[(node, asset)] = cfg
-        return out
+        return {(n, a): {"kind": c.kind, "tolerance": dict(c.tolerance)}
+                for n, a, c in s.assets()}
 
     def asset_kinds(self) -> dict[tuple[str, str], str]:
         """``(node, asset) -> kind`` from the recorded scenario."""

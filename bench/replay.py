@@ -19,7 +19,6 @@ import numpy as np
 
 from bench.errors import RecordingError
 from bench.recording import open_run
-from bench.scenario import parse
 
 
 @dataclass
@@ -90,12 +89,7 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
 
     path = Path(path)
     with open_run(path) as run:
-        attrs = run.attrs
-        text = run.scenario_text
-        if not text:
-            raise RecordingError(f"{path}: the recording holds no scenario to replay")
-        scenario_path = Path(str(attrs.get("scenario_path") or path))
-        s = parse(text, f"{path}:scenario", scenario_path, ["run.mode=twin"])
+        s = run.scenario(["run.mode=twin"])
         n = len(run)
         if n == 0:
             raise RecordingError(f"{path}: the recording has no ticks")

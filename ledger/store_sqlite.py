@@ -66,7 +66,15 @@ class SQLiteStore(Store):
     def _stream(self, sql: str, params: Sequence[Any] = (),
                 size: int = 5000) -> Iterator[list[tuple]]:
         cursor = self._conn.execute(sql, params)
-        while batch := cursor.fetchmany(size):
+        while True:
+            try:
+                batch = cursor.fetchmany(size)
+            except sqlite3.Error as exc:  # e.g. a body rewritten as undecodable text
+                reason = str(exc).split(" with text")[0]
+                raise StoreError(f"{self.location}: a stored record cannot be read ({reason}); "
+                                 "the ledger was altered outside gridloop") from None
+            if not batch:
+                return
             yield batch
 
     def close(self) -> None:

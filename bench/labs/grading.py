@@ -9,7 +9,6 @@ tolerance the lab sheet states.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from typing import Any
 
 from bench.labs import Lab, LabError, get_lab, labs
 from bench.recording import Run, open_run
-from bench.scenario import Scenario, parse
+from bench.scenario import Scenario
 from twin.params import did_you_mean
 
 
@@ -167,17 +166,9 @@ class Recordings:
         return Grade(self.lab.name, self.lab.info.pass_mark)
 
     def scenario(self, variant: str = "") -> Scenario:
-        """The scenario a recording ran: the recorded text with the lab's overrides."""
+        """The scenario a recording ran: the recorded text with its overrides."""
         with self.open(variant) as run:
-            attrs = run.attrs
-            text = run.scenario_text
-        origin = Path(str(attrs.get("scenario_path") or self.lab.scenario))
-        try:
-            sets = json.loads(str(attrs.get("lab_overrides", "[]")))
-        except json.JSONDecodeError:
-            raise LabError(f"{self.path_of(variant)}: attribute lab_overrides is not "
-                           f"JSON") from None
-        return parse(text, f"{self.path_of(variant)}:scenario", origin, sets)
+            return run.scenario()
 
 
 def recordings(path: str | Path) -> Recordings:

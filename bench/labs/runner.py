@@ -2,10 +2,9 @@
 
 Every recording is a plain ``gridloop run`` of the lab's scenario (:func:`bench.runner.execute`)
 with the lab's overrides: first the shared data paths, then the quick ones (``--quick``),
-then the variant's.  Afterwards the recording's root gets the attributes ``lab``,
-``lab_variant`` (empty for the main one), ``lab_quick`` and ``lab_overrides`` (the
-overrides as a JSON list: the recorded scenario text is the file's, without them), which
-``lab grade`` reads.
+then the variant's (the recording keeps them beside the scenario text).  Afterwards the
+recording's root gets the attributes ``lab``, ``lab_variant`` (empty for the main one) and
+``lab_quick``, which ``lab grade`` reads.
 """
 
 from __future__ import annotations
@@ -31,16 +30,14 @@ def overrides(lab: Lab, quick: bool, variant: str = "") -> list[str]:
     return out
 
 
-def stamp(path: Path, lab: str, variant: str, quick: bool, sets: list[str]) -> None:
-    """Mark a finished recording as lab ``lab``'s (``variant`` empty for the main one),
-    run with the overrides ``sets``."""
+def stamp(path: Path, lab: str, variant: str, quick: bool) -> None:
+    """Mark a finished recording as lab ``lab``'s (``variant`` empty for the main one)."""
     import h5py
 
     with h5py.File(path, "r+") as f:
         f.attrs["lab"] = lab
         f.attrs["lab_variant"] = variant
         f.attrs["lab_quick"] = quick
-        f.attrs["lab_overrides"] = json.dumps(sets)
 
 
 def run_lab(lab: Lab, out: Path, quick: bool = False, quiet: bool = False) -> list[Path]:
@@ -58,5 +55,5 @@ def run_lab(lab: Lab, out: Path, quick: bool = False, quiet: bool = False) -> li
         status = execute(lab.scenario, path, sets, quiet=quiet)
         if status:
             raise LabError(f"lab {lab.name}: the run of {label} failed (status {status})")
-        stamp(path, lab.name, variant, quick, sets)
+        stamp(path, lab.name, variant, quick)
     return [p for _, p in jobs]

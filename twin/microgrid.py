@@ -319,8 +319,8 @@ def _battery_sum(fa, ia, lay, values, islanded, out):
 @numba.njit(cache=True, error_model="numpy")
 def _couple_bus(fa, ia, lay):
     """Each bus's load (racks) and grid-following generation (PV inverters, converters of
-    grid-connected batteries); islanded batteries' setpoints dispatch its grid-forming
-    source."""
+    grid-connected batteries whose contactor is closed); islanded batteries' setpoints
+    dispatch its grid-forming source."""
     gen, load = _v1(fa, lay, _NODE_GEN), _v1(fa, lay, _NODE_LOAD)
     _node_sum(_v1(ia, lay, _INV_NODE), _v2(fa, lay, _INV_Y), _INV_PAC, gen)
     _node_sum(_v1(ia, lay, _RACK_NODE), _v2(fa, lay, _RACK_Y),
@@ -328,9 +328,10 @@ def _couple_bus(fa, ia, lay):
     bus_u = _v2(fa, lay, _BUS_U)
     conv_y, p_ac, p_dc = _v2(fa, lay, _CONV_Y), _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
     if p_ac.shape[0]:
-        for i in range(p_ac.shape[0]):
-            p_ac[i] = conv_y[i, _INV_PAC]
-            p_dc[i] = conv_y[i, _INV_PDC]
+        conn = _v1(fa, lay, _BAT_CONNECTED)
+        for i in range(p_ac.shape[0]):  # an open contactor: the converter has nothing to give
+            p_ac[i] = conv_y[i, _INV_PAC] * conn[i]
+            p_dc[i] = conv_y[i, _INV_PDC] * conn[i]
         tmp = _v1(fa, lay, _NODE_SUM)
         _battery_sum(fa, ia, lay, p_ac, False, tmp)
         for k in range(gen.shape[0]):
@@ -344,12 +345,16 @@ def _couple_bus(fa, ia, lay):
 @numba.njit(cache=True, error_model="numpy")
 def _couple_cells(fa, ia, lay):
     """What each battery's cells are asked for: its converter's DC power, or, islanded, the
-    DC power of its share (by rating) of the bus's grid-forming power; none when its
-    contactor is open."""
+    DC power of its share (by rating, among the batteries whose contactor is closed) of the
+    bus's grid-forming power; none when its contactor is open."""
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
     p_ac, p_dc = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
-    rating, total = _v1(fa, lay, _BAT_RATING), _v1(fa, lay, _NODE_SUM)
-    _battery_sum(fa, ia, lay, rating, True, total)
+    rating, conn, total = (_v1(fa, lay, _BAT_RATING), _v1(fa, lay, _BAT_CONNECTED),
+                           _v1(fa, lay, _NODE_SUM))
+    total[:] = 0.0
+    for i in range(node.shape[0]):
+        if bus_u[node[i], _BUS_ISL] > 0.5 and conn[i] > 0.0:
+            total[node[i]] += rating[i]
     gfm, conv_par = _v2(fa, lay, _BUS_Y), _v2(fa, lay, _CONV_PAR)
     for i in range(node.shape[0]):
         k = node[i]
@@ -357,7 +362,7 @@ def _couple_cells(fa, ia, lay):
             frac = rating[i] / total[k] if total[k] > 0.0 else 0.0
             p_ac[i] = gfm[k, _BUS_GFM] * frac
             p_dc[i] = p_ac[i] + inverter.converter_loss_w(conv_par, i, p_ac[i])
-    conn, bat_u = _v1(fa, lay, _BAT_CONNECTED), _v2(fa, lay, _BAT_U)
+    bat_u = _v2(fa, lay, _BAT_U)
     for i in range(node.shape[0]):
         p_dc[i] *= conn[i]
         p_ac[i] *= conn[i]

@@ -124,7 +124,7 @@ class AssetSpec:
  _PV_SER, _PV_COLS,
  _INV_NODE, _INV_SRC, _INV_SP, _INV_COLS,
  _BAT_NODE, _BAT_ROW, _BAT_MODE, _BAT_PI, _BAT_TMETA, _BAT_PSET_J, _BAT_CONN_J, _BAT_COLS,
- _RACK_NODE, _RACK_SER, _RACK_SP, _RACK_OFFS, _RACK_COLS,
+ _RACK_NODE, _RACK_SER, _RACK_SP, _RACK_SPAN, _RACK_COLS,
  _BUS_KIND, _BUS_SP, _BUS_COLS,
  _METER_NODE, _SER_OFF, _Y_START, _MODE,
  _N_SLOTS) = range(85)
@@ -141,7 +141,7 @@ _NDIM = {**dict.fromkeys((_PV_A, _INV_A, _CONV_A, _BAT_TDATA, _BAT_RATING, _BAT_
                           _NODE_E_IMPORT, _NODE_E_EXPORT, _NODE_V_NOM, _SER_T, _SER_V,
                           _SER_NOW, _PV_SER, _PV_COLS, _INV_NODE, _INV_SRC, _INV_COLS,
                           _BAT_NODE, _BAT_ROW, _BAT_MODE, _BAT_PSET_J, _BAT_CONN_J, _BAT_COLS,
-                          _RACK_NODE, _RACK_SER, _RACK_OFFS, _RACK_COLS, _BUS_KIND, _BUS_COLS,
+                          _RACK_NODE, _RACK_SER, _RACK_COLS, _BUS_KIND, _BUS_COLS,
                           _METER_NODE, _SER_OFF, _Y_START, _MODE), 1),
          **dict.fromkeys((_BUS_A, _BUS_B, _BUS_AD, _BUS_BD), 4)}
 
@@ -446,7 +446,7 @@ def _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo):
     if mode[_M_RACK] == _RACK_MODEL:
         rack.advance_inplace(t, x, u, dt, y, mode[_M_SUB], _v1(fa, lay, _RACK_C),
                              _v1(fa, lay, _RACK_RP), _v2(fa, lay, _RACK_PSU),
-                             _v2(fa, lay, _RACK_SCHED), _v1(ia, lay, _RACK_OFFS), cursor, memo,
+                             _v2(fa, lay, _RACK_SCHED), _v2(ia, lay, _RACK_SPAN), cursor, memo,
                              capmemo, _v1(fa, lay, _RACK_SIZES))
     elif mode[_M_RACK] == _RACK_TRACE:
         rack.trace_advance_inplace(t, x, u, dt, y, _v1(fa, lay, _RACK_P))
@@ -842,7 +842,7 @@ class Microgrid:
             if isinstance(p.asset, GpuRack):
                 mode[_M_RACK] = _RACK_MODEL
                 (mode[_M_SUB], a[_RACK_C], a[_RACK_RP], a[_RACK_PSU], a[_RACK_SCHED],
-                 a[_RACK_OFFS], *_, a[_RACK_SIZES]) = p.asset.kernel_args(dt)
+                 a[_RACK_SPAN], *_, a[_RACK_SIZES]) = p.asset.kernel_args(dt)
             elif isinstance(p.asset, TraceRack) and all(isinstance(f, Series)
                                                         for f in p.asset.traces):
                 mode[_M_RACK] = _RACK_TRACE

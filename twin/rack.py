@@ -237,7 +237,7 @@ def _correct(c, x, r, o, dp):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, offs, cur, memo, capmemo, sizes):
+def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, capmemo, sizes):
     """One lockstep step of every rack: ``x`` becomes the state at ``t + dt`` (in place),
     ``y`` the outputs over ``[t, t + dt)``; the arguments after ``y`` are
     :meth:`GpuRack.kernel_args`.
@@ -296,11 +296,11 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, offs, cur, memo, cap
                     a0 = memo[1, j]
                     i = cur[j]
                 else:
-                    a0, i = _integral(sched, offs[j], offs[j + 1], cur[j], ts)
+                    a0, i = _integral(sched, span[j, 0], span[j, 1], cur[j], ts)
                 if s == 0 and k == 0:  # phase: group 0's load at the step start
-                    inside = i >= offs[j] and ts < sched[i, 0] + sched[i, 1]
+                    inside = i >= span[j, 0] and ts < sched[i, 0] + sched[i, 1]
                     y[r, 7] = sched[i, 4] if inside else 0.0
-                a1, i = _integral(sched, offs[j], offs[j + 1], i, ts + h)
+                a1, i = _integral(sched, span[j, 0], span[j, 1], i, ts + h)
                 cur[j] = i
                 memo[0, j] = ts + h
                 memo[1, j] = a1
@@ -340,11 +340,11 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, offs, cur, memo, cap
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, sizes):
+def _advance(t, dt, sub, x, u, c, rp, psu, sched, span, cur, memo, capmemo, sizes):
     """``(x at t + dt, outputs over [t, t + dt))`` of :func:`advance_inplace`."""
     xn = x.copy()
     y = np.empty((x.shape[0], len(OUTPUT_NAMES)))
-    advance_inplace(t, xn, u, dt, y, sub, c, rp, psu, sched, offs, cur, memo, capmemo, sizes)
+    advance_inplace(t, xn, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, capmemo, sizes)
     return xn, y
 
 
@@ -387,8 +387,8 @@ class GpuRack(Asset):
         self.held_names = ("t_s", "dt_s", "power_cap_w") + tuple(f"activity_{i}"
                                                                  for i in range(k))
         flat = [s for group in per_rack for s in group]
-        self._sched, self._offs = _pack(flat, gpu)
-        self._cursor = self._offs[:-1] - 1
+        self._sched, self._span = _pack(flat, gpu)
+        self._cursor = self._span[:, 0] - 1
         self._memo = np.full((2, len(self._cursor)), np.nan)
         self._capmemo = np.full((2, self.n), np.nan)
         self._rp = np.array([float(getattr(rack, name)) for name in _R]
@@ -415,14 +415,14 @@ class GpuRack(Asset):
         """Hold, outputs and exact step in one call: ``(x at t + dt, outputs at t)``."""
         sub = substeps(dt)
         return _advance(float(t), float(dt), sub, x, u, self._c(dt / sub), self._rp,
-                        self._psu, self._sched, self._offs, self._cursor, self._memo,
+                        self._psu, self._sched, self._span, self._cursor, self._memo,
                         self._capmemo, self.sizes)
 
     def kernel_args(self, dt: float) -> tuple[Any, ...]:
         """What :func:`advance_inplace` takes after ``y`` for steps of ``dt``: the sub-steps,
         the model's arrays and the schedule lookup caches (updated by every step)."""
         sub = substeps(dt)
-        return (sub, self._c(dt / sub), self._rp, self._psu, self._sched, self._offs,
+        return (sub, self._c(dt / sub), self._rp, self._psu, self._sched, self._span,
                 self._cursor, self._memo, self._capmemo, self.sizes)
 
     def run(self, t_end: float, dt: float, power_cap_w: float | np.ndarray = 0.0,
@@ -447,7 +447,7 @@ class GpuRack(Asset):
         w[:, 1] = dt
         w[:, 2] = u[:, 0]
         for j in range(self.n * self.groups):
-            lo, hi = self._offs[j], self._offs[j + 1]
+            lo, hi = self._span[j]
             a0, i = _integral(self._sched, lo, hi, self._cursor[j], t)
             a1, _ = _integral(self._sched, lo, hi, i, t + dt)
             w[j // self.groups, 3 + j % self.groups] = (a1 - a0) / dt
@@ -464,7 +464,7 @@ class GpuRack(Asset):
         dt = float(w[0, 1])
         sub = substeps(dt)
         return _advance(float(w[0, 0]), dt, sub, x, w[:, 2:3].copy(), self._c(dt / sub),
-                        self._rp, self._psu, self._sched, self._offs, self._cursor,
+                        self._rp, self._psu, self._sched, self._span, self._cursor,
                         self._memo, self._capmemo, self.sizes)
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -539,15 +539,22 @@ class GpuRack(Asset):
 
 def _pack(schedules: Sequence[Schedule], gpu: GpuParams) -> tuple[np.ndarray, np.ndarray]:
     """Schedules as one array ``(entries, 5)`` (start, seconds, activity, running
-    integral, load code; an entry's fields side by side in memory) and the offsets of each
-    schedule's entries."""
-    rows, offs = [], [0]
+    integral, load code; an entry's fields side by side in memory) and the span
+    ``[lo, hi)`` of each schedule's entries; a schedule given for several groups (racks
+    running one job) is stored once."""
+    rows: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []
+    stored: dict[int, tuple[int, int]] = {}
+    end = 0
     for s in schedules:
-        a = gpu_activity(gpu, s.load, s.mfu)
-        cum = np.concatenate(([0.0], np.cumsum(a * s.seconds)[:-1])) if len(s) else a
-        rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
-        offs.append(offs[-1] + len(s))
-    return np.vstack(rows), np.array(offs, dtype=np.int64)
+        if id(s) not in stored:
+            a = gpu_activity(gpu, s.load, s.mfu)
+            cum = np.concatenate(([0.0], np.cumsum(a * s.seconds)[:-1])) if len(s) else a
+            rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
+            stored[id(s)] = (end, end + len(s))
+            end += len(s)
+        spans.append(stored[id(s)])
+    return np.vstack(rows), np.array(spans, dtype=np.int64).reshape(-1, 2)
 
 
 # --- racks replaying traces -----------------------------------------------------------

@@ -752,7 +752,7 @@ class Microgrid:
         self._meter_node = np.array([self._node_index[s.node] for s in self._meters],
                                     dtype=np.int64)
         self.outputs = outputs
-        self.y = np.full(len(outputs), np.nan)
+        self._y = np.full(len(outputs), np.nan)
 
         setpoints: list[tuple[str, str, str, str]] = []
         #: setpoints that are asset inputs, per kind: rows (unit, input column, position in u)
@@ -778,7 +778,26 @@ class Microgrid:
                     else:
                         self._bat_conn_j[i] = j
         self.setpoints = setpoints
-        self.u = np.full(len(setpoints), np.nan)
+        self._u = np.full(len(setpoints), np.nan)
+
+    @property
+    def y(self) -> np.ndarray:
+        """The outputs, one per :attr:`outputs` (updated in place by every step)."""
+        return self._y
+
+    @property
+    def u(self) -> np.ndarray:
+        """The setpoints, one per :attr:`setpoints`; NaN: none given, the model's default.
+        Write into it (or assign as many values)."""
+        return self._u
+
+    @u.setter
+    def u(self, values: Any) -> None:
+        values = np.asarray(values, dtype=float)
+        if values.shape != self._u.shape:
+            raise TwinError(f"microgrid: {values.size} setpoints given, it has "
+                            f"{self._u.size}")
+        self._u[...] = values
 
     # -- the arena ----------------------------------------------------------------------
 
@@ -815,6 +834,11 @@ class Microgrid:
 
         if "pv" in g:
             p = group("pv", (_PV_X, _PV_U, _PV_Y), (_PV_PAR, _PV_A))
+            for s in p.specs:
+                if s.drive is not None and not callable(s.drive):
+                    raise TwinError(f"{s.node}.{s.name}: the drive of a pv is its irradiance "
+                                    f"over time (a Series or a callable), not "
+                                    f"{type(s.drive).__name__}")
             a[_PV_SER] = [self._series(s.drive) for s in p.specs]
             a[_PV_COLS] = p.cols
         if "inverter" in g:
@@ -913,9 +937,9 @@ class Microgrid:
             self._drive_from_python()
         if self._fused:
             if self._rack_mode == _RACK_EXTERNAL:
-                _begin(self.t, arena.f, arena.i, arena.layout, self.u)
+                _begin(self.t, arena.f, arena.i, arena.layout, self._u)
                 self._run("gpu_rack", dt)
-            _step(self.t, dt, arena.f, arena.i, arena.layout, self.u, self.y,
+            _step(self.t, dt, arena.f, arena.i, arena.layout, self._u, self._y,
                   *self._rack_caches)
         else:
             self._advance_groups(dt)
@@ -926,18 +950,18 @@ class Microgrid:
         coupling functions as the fused step."""
         t, arena = self.t, self._arena
         f, i, lay = arena.f, arena.i, arena.layout
-        _begin(t, f, i, lay, self.u)
+        _begin(t, f, i, lay, self._u)
         self._run("pv", dt)
         _couple_inverters(t, f, i, lay)
         self._run("inverter", dt)
         self._run("gpu_rack", dt)
-        _couple_converters(f, i, lay, self.u)
+        _couple_converters(f, i, lay, self._u)
         self._run("converter", dt)
         _couple_bus(f, i, lay)
         self._run("grid", dt)
         _couple_cells(f, i, lay)
         self._run("battery", dt)
-        _close(dt, f, i, lay, self.y)
+        _close(dt, f, i, lay, self._y)
 
     def _run(self, kind: str, dt: float) -> None:
         g = self.groups.get(kind)

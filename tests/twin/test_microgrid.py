@@ -19,6 +19,7 @@ Scenarios (every bus has a grid connection unless marked islanded)::
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import pytest
 
 from twin import params
 from twin.battery import LIMIT_SOC_MAX, LIMIT_SOC_MIN
+from twin.errors import TwinError
 from twin.microgrid import AssetSpec, Microgrid, Series
 from twin.workload import desynchronise, inference, synchronous_training
 
@@ -301,3 +303,16 @@ def test_solve_ivp_reference_agrees_with_the_exact_step():
     ys_exact, ys_ref = run(exact, 12), run(reference, 12)
     powers = [i for i, o in enumerate(exact.outputs) if o[3] == "W"]
     np.testing.assert_allclose(ys_exact[:, powers], ys_ref[:, powers], rtol=1e-6, atol=1e-3)
+
+
+def test_bad_drives_and_setpoint_arrays_are_named():
+    specs = scenarios()["grid"]
+    with pytest.raises(TwinError, match=r"^a\.pv: the drive of a pv .* not float$"):
+        build([dataclasses.replace(s, drive=5.0) if s.kind == "pv" else s for s in specs])
+    mg = build(specs)
+    with pytest.raises(TwinError, match=f"3 setpoints given, it has {len(mg.setpoints)}"):
+        mg.u = np.zeros(3)
+    mg.u = np.full(len(mg.setpoints), 50.0)
+    assert (mg.u == 50.0).all()
+    with pytest.raises(AttributeError):
+        mg.y = np.zeros(len(mg.outputs))

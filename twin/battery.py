@@ -798,6 +798,16 @@ def _advance_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
 
 
 @numba.njit(cache=True)
+def advance_inplace(t, x, u, dt, y, row, mode, pf, pi, tmeta, tgrid, tdata, disc):
+    """:meth:`Battery.advance` into the caller's arrays, for compiled callers (the
+    microgrid's fused step): ``x`` is stepped in place (each unit's state is read before it
+    is written), ``y`` receives the outputs at ``t``; the arrays after ``y`` are
+    :meth:`Battery.kernel_args` (``t`` is there for the signature every asset shares)."""
+    w = np.empty((1, _NW))
+    _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, x)
+
+
+@numba.njit(cache=True)
 def _run_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, kdt, dts, temp):
     steps = u.shape[0]
     y = np.empty((steps, x.shape[0], _NY))
@@ -973,6 +983,11 @@ class Battery(Asset):
         self._check(x, u)
         return _advance_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
                             self._tgrid, self._tdata, self._disc(dt), dt)
+
+    def kernel_args(self, dt: float) -> tuple[np.ndarray, ...]:
+        """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
+        return (self._row, self._mode, self._pf, self._pi, self._tmeta, self._tgrid,
+                self._tdata, self._disc(dt))
 
     def run(self, x: np.ndarray, u: np.ndarray, dt: float | np.ndarray,
             temp_cell_c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -185,37 +185,34 @@ def _hold_kernel(x, u, par, kind):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _step_kernel(x, w, kind, ad, bd, dt):
-    """Exact step; ``ad``/``bd`` per parameter set ``kind[i]`` and mode.
+def _step_into(x, w, kind, ad, bd, dt, xn):
+    """Exact step into ``xn``, which may be ``x`` itself; ``ad``/``bd`` per parameter set
+    ``kind[i]`` and mode.
 
     The energy integrators do not feed back (their columns of ``ad`` are the identity), so
     only the first three columns are multiplied.
     """
-    n = x.shape[0]
-    xn = np.empty_like(x)
     h = dt / 3600.0
-    for i in range(n):
+    for i in range(x.shape[0]):
         m = 1 if w[i, _WISL] > 0.5 else 0
         k = kind[i]
         x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
         w0, w1, w2 = w[i, 0], w[i, 1], w[i, 2]
         for r in range(_NZ):
-            xn[i, r] = (ad[k, m, r, 0] * x0 + ad[k, m, r, 1] * x1 + ad[k, m, r, 2] * x2
-                        + bd[k, m, r, 0] * w0 + bd[k, m, r, 1] * w1 + bd[k, m, r, 2] * w2)
-        for r in range(3, _NZ):
-            xn[i, r] += x[i, r]
+            z = (ad[k, m, r, 0] * x0 + ad[k, m, r, 1] * x1 + ad[k, m, r, 2] * x2
+                 + bd[k, m, r, 0] * w0 + bd[k, m, r, 1] * w1 + bd[k, m, r, 2] * w2)
+            if r >= 3:
+                z += x[i, r]
+            xn[i, r] = z
         xn[i, _ELOAD] = x[i, _ELOAD] + w[i, _WLOAD] * h
         xn[i, _EGEN] = x[i, _EGEN] + w[i, _WGEN] * h
         xn[i, _EUNS] = x[i, _EUNS] + w[i, _WUNS] * h
         xn[i, _ECURT] = x[i, _ECURT] + w[i, _WCURT] * h
-    return xn
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _outputs_kernel(x, w, par, kind, a, b):
-    n = x.shape[0]
-    y = np.empty((n, _NY))
-    for i in range(n):
+def _outputs_into(x, w, par, kind, a, b, y):
+    for i in range(x.shape[0]):
         m = 1 if w[i, _WISL] > 0.5 else 0
         k = kind[i]
         ddf = (a[k, m, 0, 0] * x[i, 0] + a[k, m, 0, 1] * x[i, 1] + a[k, m, 0, 2] * x[i, 2]
@@ -239,13 +236,39 @@ def _outputs_kernel(x, w, par, kind, a, b):
         y[i, 15] = x[i, _EUNS]
         y[i, 16] = x[i, _ECURT]
         y[i, 17] = 2.0 * par[k, _H] * sb * x[i, 0] / 3600.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step_kernel(x, w, kind, ad, bd, dt):
+    xn = np.empty_like(x)
+    _step_into(x, w, kind, ad, bd, dt, xn)
+    return xn
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _outputs_kernel(x, w, par, kind, a, b):
+    y = np.empty((x.shape[0], _NY))
+    _outputs_into(x, w, par, kind, a, b, y)
     return y
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance_kernel(x, u, par, kind, a, b, ad, bd, dt):
+def advance_inplace(t, x, u, dt, y, par, kind, a, b, ad, bd):
+    """:meth:`Bus.advance` into the caller's arrays, for compiled callers (the microgrid's
+    fused step): ``x`` is stepped in place, ``y`` receives the outputs at ``t``;
+    ``(par, kind, a, b, ad, bd)`` is :meth:`Bus.kernel_args` (``t`` is there for the
+    signature every asset shares)."""
     w = _hold_kernel(x, u, par, kind)
-    return _step_kernel(x, w, kind, ad, bd, dt), _outputs_kernel(x, w, par, kind, a, b)
+    _outputs_into(x, w, par, kind, a, b, y)
+    _step_into(x, w, kind, ad, bd, dt, x)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_kernel(x, u, par, kind, a, b, ad, bd, dt):
+    xn = x.copy()
+    y = np.empty((x.shape[0], _NY))
+    advance_inplace(0.0, xn, u, dt, y, par, kind, a, b, ad, bd)
+    return xn, y
 
 
 class Bus(stepper.Asset):
@@ -342,3 +365,7 @@ class Bus(stepper.Asset):
         """Hold, outputs at ``t`` and the exact step in one compiled call: ``(x_next, y)``."""
         ad, bd = self._discrete(dt)
         return _advance_kernel(x, u, self._par, self._kind, self._a, self._b, ad, bd, dt)
+
+    def kernel_args(self, dt: float) -> tuple[np.ndarray, ...]:
+        """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
+        return (self._par, self._kind, self._a, self._b) + self._discrete(dt)

@@ -706,24 +706,20 @@ def _hold_kernel(x, u, par, a, dt):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _step_kernel(x, w, a, dt):
-    n = x.shape[0]
-    xn = np.empty_like(x)
+def _step_into(x, w, a, dt, xn):
+    """Exact step into ``xn``, which may be ``x`` itself (each element is read, then written)."""
     h = dt / 3600.0
-    for i in range(n):
+    for i in range(x.shape[0]):
         xn[i, _XP] = w[i, _WRP] + a[i] * (x[i, _XP] - w[i, _WRP])
         xn[i, _XQ] = w[i, _WRQ] + a[i] * (x[i, _XQ] - w[i, _WRQ])
         xn[i, _EDC] = x[i, _EDC] + w[i, _WPDC] * h
         xn[i, _EAC] = x[i, _EAC] + w[i, _WPAC] * h
         xn[i, _ELOSS] = x[i, _ELOSS] + w[i, _WLOSS] * h
-    return xn
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _outputs_kernel(x, w):
-    n = x.shape[0]
-    y = np.empty((n, _NY))
-    for i in range(n):
+def _outputs_into(x, w, y):
+    for i in range(x.shape[0]):
         y[i, 0] = w[i, _WPAC]
         y[i, 1] = w[i, _WQ]
         y[i, 2] = w[i, _WPDC]
@@ -742,13 +738,47 @@ def _outputs_kernel(x, w):
         y[i, 15] = w[i, _WWLIM]
         y[i, 16] = w[i, _WVAC]
         y[i, 17] = w[i, _WF]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step_kernel(x, w, a, dt):
+    xn = np.empty_like(x)
+    _step_into(x, w, a, dt, xn)
+    return xn
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _outputs_kernel(x, w):
+    y = np.empty((x.shape[0], _NY))
+    _outputs_into(x, w, y)
     return y
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance_kernel(x, u, par, a, dt):
+def advance_inplace(t, x, u, dt, y, par, a):
+    """:meth:`Inverter.advance` into the caller's arrays, for compiled callers (the
+    microgrid's fused step): ``x`` is stepped in place, ``y`` receives the outputs at ``t``;
+    ``(par, a)`` is :meth:`Inverter.kernel_args` (``t`` is there for the signature every
+    asset shares)."""
     w = _hold_kernel(x, u, par, a, dt)
-    return _step_kernel(x, w, a, dt), _outputs_kernel(x, w)
+    _outputs_into(x, w, y)
+    _step_into(x, w, a, dt, x)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_kernel(x, u, par, a, dt):
+    xn = x.copy()
+    y = np.empty((x.shape[0], _NY))
+    advance_inplace(0.0, xn, u, dt, y, par, a)
+    return xn, y
+
+
+@numba.njit(cache=True, error_model="numpy")
+def converter_loss_w(par, i, p_ac_w):
+    """Losses of unit ``i`` of packed parameters ``par`` (:meth:`Inverter.kernel_args`), a
+    bidirectional converter, at AC power ``p_ac_w``: :func:`converter_losses` for compiled
+    callers. [W]"""
+    return _converter_loss(p_ac_w, par[i, _LA], par[i, _LB], par[i, _LC])
 
 
 class Inverter(stepper.Asset):
@@ -846,6 +876,10 @@ class Inverter(stepper.Asset):
                 dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Hold, outputs at ``t`` and the exact step in one compiled call: ``(x_next, y)``."""
         return _advance_kernel(x, u, self._par, self._a(dt), dt)
+
+    def kernel_args(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
+        return self._par, self._a(dt)
 
 
 def simulate_profile(pset: ParamSet, t_s: np.ndarray, inputs: Mapping[str, np.ndarray],

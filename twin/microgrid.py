@@ -3,7 +3,7 @@
 Each node has a bus (with its grid connection, or islanded) and any of: PV arrays feeding PV
 inverters, batteries behind bidirectional converters, GPU racks, a meter on the grid
 connection.  Assets of one kind across all nodes form one vectorised
-:class:`~twin.stepper.Asset` (1,000 nodes are one call per kind per step).  One step, with
+:class:`~twin.stepper.Asset` (1,000 nodes are one kernel per kind per step).  One step, with
 every input held over it (zero-order hold):
 
 1. PV arrays turn the irradiance at ``t`` into the DC power their inverters are offered;
@@ -19,19 +19,47 @@ every input held over it (zero-order hold):
 :attr:`Microgrid.y` holds the outputs of the step just taken (powers held over it, states
 at its start): what a device sampled at the next tick, before that tick's setpoints land,
 reports.  :attr:`Microgrid.u` holds the setpoints (NaN: none given, the model's default).
+
+How a step runs
+---------------
+The coupling between the groups (setpoints, drives, node sums, the battery shortfall, the
+grid-forming share, meters, energy counters) is written once, as compiled functions
+(``_begin``, ``_couple_*``, ``_close``) between which the groups advance.  With
+``method="exact"`` one compiled call (``_step``) runs all of it and every group's fused kernel
+(``advance_inplace`` of :mod:`twin.pv`, :mod:`twin.inverter`, :mod:`twin.rack`,
+:mod:`twin.bus`, :mod:`twin.battery`): a node costs a few microseconds.  The per-group path
+(``fused=False``, and ``method="scipy"``, which integrates each group with ``solve_ivp``)
+calls the same coupling functions from Python between the groups' own ``advance``.
+
+A compiled call pays for every array it is passed (about 0.1 us each), so every array of the
+step - states, inputs, outputs, parameters, work arrays - lives in one float and one integer
+buffer (:class:`_Arena`) and the compiled code takes views of them by slot.  Numba's cache
+does not notice changes in the asset kernels this module compiles in: after editing one,
+delete ``twin/__pycache__/*.nbi`` and ``*.nbc``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numba
 import numpy as np
+from numba.core import types
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
+from numpy.lib.stride_tricks import as_strided
 
+from twin import battery, bus, inverter, pv, rack
+from twin.battery import Battery, BatteryInitial, params_from_set
+from twin.bus import Bus, BusParams
 from twin.errors import TwinError
+from twin.inverter import Inverter, InverterParams
 from twin.params import ParamSet
+from twin.pv import PV, PVParams
+from twin.rack import GpuRack, TraceRack, racks_from_specs
 from twin.stepper import METHODS, Asset, step_scipy
 from twin.units import S_PER_H
 
@@ -75,22 +103,441 @@ class AssetSpec:
     initial: dict[str, Any] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------------------------
+# the arena: every array of a step in two buffers, views by slot
+
+# Slots, float arrays first.  Per group: states X, inputs U, outputs Y (the asset's own
+# columns), inputs U0 taken where a setpoint is NaN, and what its kernel takes after ``y``
+# (``kernel_args``); per node: the sums the coupling builds; the drives' series.
+(_PV_X, _PV_U, _PV_Y, _PV_PAR, _PV_A,
+ _INV_X, _INV_U, _INV_Y, _INV_U0, _INV_PAR, _INV_A,
+ _CONV_X, _CONV_U, _CONV_Y, _CONV_PAR, _CONV_A,
+ _BAT_X, _BAT_U, _BAT_Y, _BAT_PF, _BAT_TGRID, _BAT_TDATA, _BAT_DISC,
+ _BAT_RATING, _BAT_CAPACITY, _BAT_PSET, _BAT_CONNECTED, _BAT_P_AC, _BAT_P_DC,
+ _RACK_X, _RACK_U, _RACK_Y, _RACK_U0, _RACK_C, _RACK_RP, _RACK_PSU, _RACK_SCHED, _RACK_SIZES,
+ _RACK_P,
+ _BUS_X, _BUS_U, _BUS_Y, _BUS_U0, _BUS_PAR, _BUS_A, _BUS_B, _BUS_AD, _BUS_BD,
+ _NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID, _NODE_E_IMPORT, _NODE_E_EXPORT, _NODE_V_NOM,
+ _SER_T, _SER_V, _SER_NOW,
+ # integer arrays: unit -> node, sources, setpoint maps (unit, input column, position in
+ # Microgrid.u), recorded columns of Y, kernel arguments
+ _PV_SER, _PV_COLS,
+ _INV_NODE, _INV_SRC, _INV_SP, _INV_COLS,
+ _BAT_NODE, _BAT_ROW, _BAT_MODE, _BAT_PI, _BAT_TMETA, _BAT_PSET_J, _BAT_CONN_J, _BAT_COLS,
+ _RACK_NODE, _RACK_SER, _RACK_SP, _RACK_SPAN, _RACK_COLS,
+ _BUS_KIND, _BUS_SP, _BUS_COLS,
+ _METER_NODE, _SER_OFF, _Y_START, _MODE,
+ _N_SLOTS) = range(85)
+_FIRST_INT = _PV_SER
+# _Y_START: where each part's signals start in Microgrid.y (unit by unit, column by column)
+_Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
+# _MODE: how the racks run, their sub-steps, their column of p_w
+_M_RACK, _M_SUB, _M_RACK_PW = range(3)
+_RACK_NONE, _RACK_MODEL, _RACK_TRACE, _RACK_EXTERNAL = range(4)
+# slots that are not 2-D (for the empty arrays of absent kinds)
+_NDIM = {**dict.fromkeys((_PV_A, _INV_A, _CONV_A, _BAT_TDATA, _BAT_RATING, _BAT_CAPACITY,
+                          _BAT_PSET, _BAT_CONNECTED, _BAT_P_AC, _BAT_P_DC, _RACK_C, _RACK_RP,
+                          _RACK_SIZES, _RACK_P, _NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID,
+                          _NODE_E_IMPORT, _NODE_E_EXPORT, _NODE_V_NOM, _SER_T, _SER_V,
+                          _SER_NOW, _PV_SER, _PV_COLS, _INV_NODE, _INV_SRC, _INV_COLS,
+                          _BAT_NODE, _BAT_ROW, _BAT_MODE, _BAT_PSET_J, _BAT_CONN_J, _BAT_COLS,
+                          _RACK_NODE, _RACK_SER, _RACK_COLS, _BUS_KIND, _BUS_COLS,
+                          _METER_NODE, _SER_OFF, _Y_START, _MODE), 1),
+         **dict.fromkeys((_BUS_A, _BUS_B, _BUS_AD, _BUS_BD), 4)}
+
+
+class _Arena:
+    """The arrays of one microgrid's step in one float and one integer buffer.
+
+    ``layout[slot]`` is ``(offset, d0, d1, d2, d3, ndim)``; compiled code takes views of the
+    buffers by slot (:func:`_v1`, :func:`_v2`, :func:`_v4`), Python through :meth:`view`.
+    Nothing keeps a view across calls, so a deep copy of the arena is a consistent copy.
+    """
+
+    def __init__(self, arrays: dict[int, np.ndarray]) -> None:
+        if sorted(arrays) != list(range(_N_SLOTS)):
+            missing = sorted(set(range(_N_SLOTS)) - set(arrays))
+            raise TwinError(f"microgrid arena: slots {missing} not given")
+        self.layout = np.zeros((_N_SLOTS, 6), dtype=np.int64)
+        chunks: dict[bool, list[np.ndarray]] = {False: [], True: []}
+        ends = {False: 0, True: 0}
+        for slot in range(_N_SLOTS):
+            integer = slot >= _FIRST_INT
+            a = np.ascontiguousarray(arrays[slot], dtype=np.int64 if integer else float)
+            shape = a.shape + (1,) * (4 - a.ndim)
+            self.layout[slot] = (ends[integer],) + shape + (a.ndim,)
+            chunks[integer].append(a.ravel())
+            ends[integer] += a.size
+        self.f = np.concatenate(chunks[False])
+        self.i = np.concatenate(chunks[True])
+
+    def view(self, slot: int) -> np.ndarray:
+        """The array of ``slot``, a view: writing to it writes the arena."""
+        o, *dims, ndim = (int(v) for v in self.layout[slot])
+        buf = self.i if slot >= _FIRST_INT else self.f
+        return buf[o:o + int(np.prod(dims))].reshape(dims[:ndim])
+
+
+@intrinsic
+def _as_c(typingctx, a):
+    """``a``, typed C-contiguous without a check or a copy: for views known to be."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+    return a.copy(layout="C")(a), codegen
+
+
+@numba.njit(cache=True)
+def _v1(buf, lay, k):
+    o = lay[k, 0]
+    return buf[o:o + lay[k, 1]]
+
+
+@numba.njit(cache=True)
+def _v2(buf, lay, k):
+    o, c = lay[k, 0], lay[k, 2]
+    s = buf.itemsize
+    return _as_c(as_strided(buf[o:], shape=(lay[k, 1], c), strides=(c * s, s)))
+
+
+@numba.njit(cache=True)
+def _v4(buf, lay, k):
+    o, d1, d2, d3 = lay[k, 0], lay[k, 2], lay[k, 3], lay[k, 4]
+    s = buf.itemsize
+    return _as_c(as_strided(buf[o:], shape=(lay[k, 1], d1, d2, d3),
+                            strides=(d1 * d2 * d3 * s, d2 * d3 * s, d3 * s, s)))
+
+
+# --------------------------------------------------------------------------------------------
+# the coupling between groups, once for both paths
+
+_PV_IRR = PV.input_names.index("irradiance_w_m2")
+_PV_PDC, _PV_VDC = (PV.output_names.index(n) for n in ("p_dc_w", "v_dc_v"))
+_INV_PAV, _INV_VDC, _INV_F, _INV_PSET = (Inverter.input_names.index(n) for n in (
+    "p_dc_avail_w", "v_dc_v", "freq_hz", "p_set_w"))
+_INV_PAC, _INV_PDC = (Inverter.output_names.index(n) for n in ("p_ac_w", "p_dc_w"))
+_BAT_PW_IN = Battery.input_names.index("power_w")
+_BAT_PW = Battery.output_names.index("p_w")
+_BUS_LOAD, _BUS_GEN, _BUS_ISL, _BUS_GFM_SET = (Bus.input_names.index(n) for n in (
+    "p_load_w", "p_gen_w", "islanded", "p_gfm_set_w"))
+_BUS_P, _BUS_F, _BUS_GFM = (Bus.output_names.index(n) for n in ("p_w", "freq_hz", "p_gfm_w"))
+_FLOAT_MAX = float(np.finfo(float).max)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _setpoints(u, sp, u0, gu):
+    """Setpoints ``u`` into a group's inputs ``gu`` by the map ``sp``; NaN: ``u0``."""
+    for r in range(sp.shape[0]):
+        i, col, j = sp[r, 0], sp[r, 1], sp[r, 2]
+        v = u[j]
+        gu[i, col] = u0[i, col] if np.isnan(v) else v
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _begin(t, fa, ia, lay, u):
+    """Setpoints into the groups' inputs, the drives' series at ``t`` into PV irradiance
+    and trace racks' power."""
+    _setpoints(u, _v2(ia, lay, _INV_SP), _v2(fa, lay, _INV_U0), _v2(fa, lay, _INV_U))
+    _setpoints(u, _v2(ia, lay, _RACK_SP), _v2(fa, lay, _RACK_U0), _v2(fa, lay, _RACK_U))
+    _setpoints(u, _v2(ia, lay, _BUS_SP), _v2(fa, lay, _BUS_U0), _v2(fa, lay, _BUS_U))
+    ts, vs, off = _v1(fa, lay, _SER_T), _v1(fa, lay, _SER_V), _v1(ia, lay, _SER_OFF)
+    now = _v1(fa, lay, _SER_NOW)
+    for k in range(now.shape[0]):
+        now[k] = np.interp(t, ts[off[k]:off[k + 1]], vs[off[k]:off[k + 1]])
+    ser, pv_u = _v1(ia, lay, _PV_SER), _v2(fa, lay, _PV_U)
+    for i in range(ser.shape[0]):
+        if ser[i] >= 0:
+            pv_u[i, _PV_IRR] = now[ser[i]]
+    ser, p = _v1(ia, lay, _RACK_SER), _v1(fa, lay, _RACK_P)
+    for r in range(ser.shape[0]):
+        if ser[r] >= 0:
+            p[r] = now[ser[r]]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _couple_inverters(t, fa, ia, lay):
+    """PV inverters are offered their array's DC power and voltage, and see the frequency
+    of their bus in the last step (none before the first)."""
+    inv_u, src, pv_y = _v2(fa, lay, _INV_U), _v1(ia, lay, _INV_SRC), _v2(fa, lay, _PV_Y)
+    for i in range(src.shape[0]):
+        j = src[i]
+        if j >= 0:
+            inv_u[i, _INV_PAV] = pv_y[j, _PV_PDC]
+            inv_u[i, _INV_VDC] = pv_y[j, _PV_VDC]
+    if t > 0.0:
+        node, bus_y = _v1(ia, lay, _INV_NODE), _v2(fa, lay, _BUS_Y)
+        for i in range(node.shape[0]):
+            inv_u[i, _INV_F] = bus_y[node[i], _BUS_F]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _couple_converters(fa, ia, lay, u):
+    """Battery setpoints act on the converter (``p_set_w``, NaN: 0) and the contactor
+    (``connect``, NaN: closed)."""
+    pj, cj = _v1(ia, lay, _BAT_PSET_J), _v1(ia, lay, _BAT_CONN_J)
+    pset, conn = _v1(fa, lay, _BAT_PSET), _v1(fa, lay, _BAT_CONNECTED)
+    conv_u = _v2(fa, lay, _CONV_U)
+    for i in range(pj.shape[0]):
+        p = 0.0
+        if pj[i] >= 0:
+            p = u[pj[i]]
+            if np.isnan(p):
+                p = 0.0
+            elif np.isinf(p):
+                p = _FLOAT_MAX if p > 0.0 else -_FLOAT_MAX
+        c = 1.0
+        if cj[i] >= 0:
+            v = u[cj[i]]
+            c = 1.0 if np.isnan(v) or v > 0.5 else 0.0
+        conn[i] = c
+        pset[i] = p * c
+        conv_u[i, _INV_PSET] = pset[i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _node_sum(node, y, col, out):
+    """``out[k]``: the sum of ``y[i, col]`` over units ``i`` of node ``k``."""
+    out[:] = 0.0
+    for i in range(node.shape[0]):
+        out[node[i]] += y[i, col]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _battery_sum(fa, ia, lay, values, islanded, out):
+    """``out[k]``: the sum of ``values[i]`` over the batteries of node ``k`` if the node is
+    islanded (``islanded`` True) or grid-connected (False)."""
+    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
+    out[:] = 0.0
+    for i in range(node.shape[0]):
+        if (bus_u[node[i], _BUS_ISL] > 0.5) == islanded:
+            out[node[i]] += values[i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _couple_bus(fa, ia, lay):
+    """Each bus's load (racks) and grid-following generation (PV inverters, converters of
+    grid-connected batteries whose contactor is closed); islanded batteries' setpoints
+    dispatch its grid-forming source."""
+    gen, load = _v1(fa, lay, _NODE_GEN), _v1(fa, lay, _NODE_LOAD)
+    _node_sum(_v1(ia, lay, _INV_NODE), _v2(fa, lay, _INV_Y), _INV_PAC, gen)
+    _node_sum(_v1(ia, lay, _RACK_NODE), _v2(fa, lay, _RACK_Y),
+              _v1(ia, lay, _MODE)[_M_RACK_PW], load)
+    bus_u = _v2(fa, lay, _BUS_U)
+    conv_y, p_ac, p_dc = _v2(fa, lay, _CONV_Y), _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
+    if p_ac.shape[0]:
+        conn = _v1(fa, lay, _BAT_CONNECTED)
+        for i in range(p_ac.shape[0]):  # an open contactor: the converter has nothing to give
+            p_ac[i] = conv_y[i, _INV_PAC] * conn[i]
+            p_dc[i] = conv_y[i, _INV_PDC] * conn[i]
+        tmp = _v1(fa, lay, _NODE_SUM)
+        _battery_sum(fa, ia, lay, p_ac, False, tmp)
+        for k in range(gen.shape[0]):
+            gen[k] += tmp[k]
+        _battery_sum(fa, ia, lay, _v1(fa, lay, _BAT_PSET), True, tmp)
+        bus_u[:, _BUS_GFM_SET] = tmp
+    bus_u[:, _BUS_LOAD] = load
+    bus_u[:, _BUS_GEN] = gen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _couple_cells(fa, ia, lay):
+    """What each battery's cells are asked for: its converter's DC power, or, islanded, the
+    DC power of its share (by rating, among the batteries whose contactor is closed) of the
+    bus's grid-forming power; none when its contactor is open."""
+    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
+    p_ac, p_dc = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
+    rating, conn, total = (_v1(fa, lay, _BAT_RATING), _v1(fa, lay, _BAT_CONNECTED),
+                           _v1(fa, lay, _NODE_SUM))
+    total[:] = 0.0
+    for i in range(node.shape[0]):
+        if bus_u[node[i], _BUS_ISL] > 0.5 and conn[i] > 0.0:
+            total[node[i]] += rating[i]
+    gfm, conv_par = _v2(fa, lay, _BUS_Y), _v2(fa, lay, _CONV_PAR)
+    for i in range(node.shape[0]):
+        k = node[i]
+        if bus_u[k, _BUS_ISL] > 0.5:
+            frac = rating[i] / total[k] if total[k] > 0.0 else 0.0
+            p_ac[i] = gfm[k, _BUS_GFM] * frac
+            p_dc[i] = p_ac[i] + inverter.converter_loss_w(conv_par, i, p_ac[i])
+    bat_u = _v2(fa, lay, _BAT_U)
+    for i in range(node.shape[0]):
+        p_dc[i] *= conn[i]
+        p_ac[i] *= conn[i]
+        bat_u[i, _BAT_PW_IN] = p_dc[i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _scatter(y, start, gy, cols):
+    """The recorded columns ``cols`` of a group's outputs ``gy`` into ``y`` from ``start``."""
+    j = start
+    for i in range(gy.shape[0]):
+        for k in range(cols.shape[0]):
+            y[j] = gy[i, cols[k]]
+            j += 1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _close(dt, fa, ia, lay, y):
+    """Batteries that fell short of their converter: the grid connection carries the
+    difference in the same step; meters and their energy counters; outputs into ``y``."""
+    grid, bus_y = _v1(fa, lay, _NODE_GRID), _v2(fa, lay, _BUS_Y)
+    grid[:] = bus_y[:, _BUS_P]
+    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
+    p_ac, p_dc, bat_y = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC), _v2(fa, lay, _BAT_Y)
+    if node.shape[0]:
+        short = _v1(fa, lay, _NODE_SUM)
+        short[:] = 0.0
+        for i in range(node.shape[0]):
+            d = p_dc[i] - bat_y[i, _BAT_PW]
+            p_ac[i] = p_ac[i] - d
+            p_dc[i] = bat_y[i, _BAT_PW]
+            if not bus_u[node[i], _BUS_ISL] > 0.5:
+                short[node[i]] += d
+        for k in range(grid.shape[0]):
+            grid[k] = grid[k] + short[k]
+    e_import, e_export = _v1(fa, lay, _NODE_E_IMPORT), _v1(fa, lay, _NODE_E_EXPORT)
+    h = dt / S_PER_H
+    for k in range(grid.shape[0]):
+        e_import[k] += np.maximum(grid[k], 0.0) * h
+        e_export[k] += np.maximum(-grid[k], 0.0) * h
+    start = _v1(ia, lay, _Y_START)
+    _scatter(y, start[_Y_PV], _v2(fa, lay, _PV_Y), _v1(ia, lay, _PV_COLS))
+    _scatter(y, start[_Y_INV], _v2(fa, lay, _INV_Y), _v1(ia, lay, _INV_COLS))
+    _scatter(y, start[_Y_BAT], _v2(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_COLS))
+    _scatter(y, start[_Y_BUS], _v2(fa, lay, _BUS_Y), _v1(ia, lay, _BUS_COLS))
+    _scatter(y, start[_Y_RACK], _v2(fa, lay, _RACK_Y), _v1(ia, lay, _RACK_COLS))
+    conn, cap = _v1(fa, lay, _BAT_CONNECTED), _v1(fa, lay, _BAT_CAPACITY)
+    j = start[_Y_BAT_NODE]
+    for i in range(node.shape[0]):  # p_w, p_dc_w, connected, capacity_wh, soh
+        y[j], y[j + 1], y[j + 2], y[j + 3], y[j + 4] = p_ac[i], p_dc[i], conn[i], cap[i], 1.0
+        j += 5
+    inv_u = _v2(fa, lay, _INV_U)
+    j = start[_Y_INV_VDC]
+    for i in range(inv_u.shape[0]):  # a PV inverter's DC voltage: its array's
+        y[j + i] = inv_u[i, _INV_VDC]
+    mn, v_nom = _v1(ia, lay, _METER_NODE), _v1(fa, lay, _NODE_V_NOM)
+    j = start[_Y_METER]
+    for m in range(mn.shape[0]):  # p_w, q_var, v_ac_v, freq_hz, e_import_wh, e_export_wh
+        k = mn[m]
+        y[j], y[j + 1], y[j + 2] = grid[k], 0.0, v_nom[k]
+        y[j + 3], y[j + 4], y[j + 5] = bus_y[k, _BUS_F], e_import[k], e_export[k]
+        j += 6
+
+
+# --------------------------------------------------------------------------------------------
+# the fused step: each group's kernel on views of the arena, between the coupling functions
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_pv(t, dt, fa, lay):
+    pv.advance_inplace(t, _v2(fa, lay, _PV_X), _v2(fa, lay, _PV_U), dt, _v2(fa, lay, _PV_Y),
+                       _v2(fa, lay, _PV_PAR), _v1(fa, lay, _PV_A))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_inverters(t, dt, fa, lay):
+    inverter.advance_inplace(t, _v2(fa, lay, _INV_X), _v2(fa, lay, _INV_U), dt,
+                             _v2(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v1(fa, lay, _INV_A))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo):
+    mode = _v1(ia, lay, _MODE)
+    x, u, y = _v2(fa, lay, _RACK_X), _v2(fa, lay, _RACK_U), _v2(fa, lay, _RACK_Y)
+    if mode[_M_RACK] == _RACK_MODEL:
+        rack.advance_inplace(t, x, u, dt, y, mode[_M_SUB], _v1(fa, lay, _RACK_C),
+                             _v1(fa, lay, _RACK_RP), _v2(fa, lay, _RACK_PSU),
+                             _v2(fa, lay, _RACK_SCHED), _v2(ia, lay, _RACK_SPAN), cursor, memo,
+                             capmemo, _v1(fa, lay, _RACK_SIZES))
+    elif mode[_M_RACK] == _RACK_TRACE:
+        rack.trace_advance_inplace(t, x, u, dt, y, _v1(fa, lay, _RACK_P))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_converters(t, dt, fa, lay):
+    inverter.advance_inplace(t, _v2(fa, lay, _CONV_X), _v2(fa, lay, _CONV_U), dt,
+                             _v2(fa, lay, _CONV_Y), _v2(fa, lay, _CONV_PAR),
+                             _v1(fa, lay, _CONV_A))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_buses(t, dt, fa, ia, lay):
+    bus.advance_inplace(t, _v2(fa, lay, _BUS_X), _v2(fa, lay, _BUS_U), dt, _v2(fa, lay, _BUS_Y),
+                        _v2(fa, lay, _BUS_PAR), _v1(ia, lay, _BUS_KIND), _v4(fa, lay, _BUS_A),
+                        _v4(fa, lay, _BUS_B), _v4(fa, lay, _BUS_AD), _v4(fa, lay, _BUS_BD))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_batteries(t, dt, fa, ia, lay):
+    battery.advance_inplace(t, _v2(fa, lay, _BAT_X), _v2(fa, lay, _BAT_U), dt,
+                            _v2(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_ROW),
+                            _v1(ia, lay, _BAT_MODE), _v2(fa, lay, _BAT_PF),
+                            _v2(ia, lay, _BAT_PI), _v2(ia, lay, _BAT_TMETA),
+                            _v2(fa, lay, _BAT_TGRID), _v1(fa, lay, _BAT_TDATA),
+                            _v2(fa, lay, _BAT_DISC))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step(t, dt, fa, ia, lay, u, y, cursor, memo, capmemo):
+    """One step of the whole microgrid (``method="exact"``) in one compiled call: the order
+    of :meth:`Microgrid._advance_groups`."""
+    _begin(t, fa, ia, lay, u)
+    if lay[_PV_X, 1]:
+        _advance_pv(t, dt, fa, lay)
+    _couple_inverters(t, fa, ia, lay)
+    if lay[_INV_X, 1]:
+        _advance_inverters(t, dt, fa, lay)
+    _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo)
+    _couple_converters(fa, ia, lay, u)
+    if lay[_BAT_X, 1]:
+        _advance_converters(t, dt, fa, lay)
+    _couple_bus(fa, ia, lay)
+    _advance_buses(t, dt, fa, ia, lay)
+    _couple_cells(fa, ia, lay)
+    if lay[_BAT_X, 1]:
+        _advance_batteries(t, dt, fa, ia, lay)
+    _close(dt, fa, ia, lay, y)
+
+
+# --------------------------------------------------------------------------------------------
+# the microgrid
+
+#: what the fused step is passed for racks that keep no schedule caches
+_NO_CACHES = (np.zeros(0, dtype=np.int64), np.zeros((2, 0)), np.zeros((2, 0)))
+
+
 @dataclass
 class _Group:
-    """One vectorised asset over the units of one kind, and where its columns go."""
+    """One vectorised asset over the units of one kind; its arrays live in the arena."""
 
     asset: Asset
     specs: list[AssetSpec]
-    x: np.ndarray
-    u: np.ndarray
-    y: np.ndarray
-    #: recorded output columns of the asset, and the flat positions they fill in Microgrid.y
-    cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    dest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     #: the node of each unit (index into Microgrid.nodes)
-    node: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    #: the inputs a unit takes when no setpoint is given
-    u0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    node: np.ndarray
+    #: the initial state, and the inputs a unit takes when no setpoint is given
+    x0: np.ndarray
+    u0: np.ndarray
+    #: recorded output columns of the asset, and where they start in Microgrid.y
+    cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    start: int = 0
+    #: the arena and the slots of x, u, y in it
+    arena: _Arena | None = None
+    slots: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.arena.view(self.slots[0])
+
+    @property
+    def u(self) -> np.ndarray:
+        return self.arena.view(self.slots[1])
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.arena.view(self.slots[2])
 
 
 def _col(asset: Asset, name: str) -> int:
@@ -124,14 +571,19 @@ class Microgrid:
         Bus parameters for nodes whose grid asset names none.
     rack_factory : callable, optional
         ``rack_factory(specs) -> Asset`` building the GPU racks (see :mod:`twin.rack`).
+    fused : bool
+        With ``method="exact"``, run each step as one compiled call (the default); False
+        advances group by group from Python, the reference the fused step is tested against.
     """
 
     def __init__(self, specs: Sequence[AssetSpec], method: str = "exact",
                  bus_default: ParamSet | None = None,
-                 rack_factory: Callable[[list[AssetSpec]], Asset] | None = None) -> None:
+                 rack_factory: Callable[[list[AssetSpec]], Asset] | None = None,
+                 fused: bool = True) -> None:
         if method not in METHODS:
             raise TwinError(f"unknown stepper method '{method}'; choose one of {METHODS}")
         self.method = method
+        self._fused = fused and method == "exact"
         self.t = 0.0
         self._k = 0
         self._t_base = 0.0
@@ -150,8 +602,9 @@ class Microgrid:
         for s in self.specs:
             by_kind[s.kind].append(s)
         self._by_kind = by_kind
-        self._build(by_kind, bus_default, rack_factory)
+        self._build(by_kind, bus_default, rack_factory or racks_from_specs)
         self._layout()
+        self._pack()
         self._first_outputs()
 
     # -- construction -------------------------------------------------------------------
@@ -159,18 +612,11 @@ class Microgrid:
     def _group(self, asset: Asset, specs: list[AssetSpec]) -> _Group:
         x = asset.initial_state()
         _set_initial(asset, x, specs)
-        u = asset.default_inputs()
-        node = np.array([self._node_index[s.node] for s in specs], dtype=int)
-        return _Group(asset, specs, x, u, np.zeros((asset.n, len(asset.output_names))),
-                      node=node, u0=u.copy())
+        node = np.array([self._node_index[s.node] for s in specs], dtype=np.int64)
+        return _Group(asset, specs, node, x, asset.default_inputs())
 
     def _build(self, by_kind: dict[str, list[AssetSpec]], bus_default: ParamSet | None,
-               rack_factory: Callable[[list[AssetSpec]], Asset] | None) -> None:
-        from twin.battery import Battery, BatteryInitial, params_from_set
-        from twin.bus import Bus, BusParams
-        from twin.inverter import Inverter, InverterParams
-        from twin.pv import PV, PVParams
-
+               rack_factory: Callable[[list[AssetSpec]], Asset]) -> None:
         self.groups: dict[str, _Group] = {}
         pv_specs = by_kind["pv"]
         if pv_specs:
@@ -183,20 +629,25 @@ class Microgrid:
                 inv_specs)
             pv_pos = {(s.node, s.name): i for i, s in enumerate(pv_specs)}
             self._inv_src = np.array([pv_pos.get((s.node, s.source), -1) for s in inv_specs],
-                                     dtype=int)
+                                     dtype=np.int64)
             for s, j in zip(inv_specs, self._inv_src):
                 if s.source and j < 0:
                     raise TwinError(f"{s.node}.{s.name}: no pv '{s.source}' on node {s.node}")
         bat_specs = by_kind["battery"]
         if bat_specs:
             packs, inits = [], []
+            # one pack per distinct parameter set, so that the kernel's rows are shared
+            by_set: dict[int, tuple[Any, BatteryInitial]] = {}
+            by_content: dict[str, Any] = {}
             for s in bat_specs:
-                pack, init = params_from_set(self._need(s))
+                pset = self._need(s)
+                if id(pset) not in by_set:
+                    pack, init = params_from_set(pset)
+                    by_set[id(pset)] = (by_content.setdefault(repr(pset.params), pack), init)
+                pack, init = by_set[id(pset)]
                 fields = {k: v for k, v in s.initial.items()
                           if k in BatteryInitial.__dataclass_fields__}
                 if fields:
-                    from dataclasses import replace
-
                     init = replace(init, **fields)
                 packs.append(pack)
                 inits.append(init)
@@ -208,8 +659,6 @@ class Microgrid:
                     raise TwinError(f"{s.node}.{s.name}: a battery needs converter parameters")
                 conv.append(InverterParams.from_params(s.converter))
             self.groups["converter"] = self._group(Inverter(conv), bat_specs)
-            self._bat_node = self.groups["battery"].node
-            self._bat_connected = np.ones(len(bat_specs))
             self._bat_rating = np.array([p.p_rated_w for p in conv])
             # nominal energy: capacity times the mean OCV of the SOC table
             self._bat_capacity_wh = np.array([
@@ -217,8 +666,6 @@ class Microgrid:
                 for pack in packs])
         rack_specs = by_kind["gpu_rack"]
         if rack_specs:
-            if rack_factory is None:
-                from twin.rack import racks_from_specs as rack_factory
             self.groups["gpu_rack"] = self._group(rack_factory(rack_specs), rack_specs)
         # one bus per node, in node order
         grid_of = {s.node: s for s in by_kind["grid"]}
@@ -232,9 +679,7 @@ class Microgrid:
             bus_specs.append(g if g is not None else AssetSpec(node, "grid", "grid", pset))
         self.groups["grid"] = self._group(Bus(bus_params), bus_specs)
         self._islanded0 = np.array([float(s.initial.get("islanded", 0.0)) for s in bus_specs])
-        grid = self.groups["grid"]
-        grid.u[:, _in(grid.asset, "islanded")] = self._islanded0
-        grid.u0[:, _in(grid.asset, "islanded")] = self._islanded0
+        self.groups["grid"].u0[:, _BUS_ISL] = self._islanded0
         self._meters = by_kind["meter"]
         # nominal AC voltage of each node (meters report it): its converters' and inverters'
         v = {}
@@ -246,8 +691,6 @@ class Microgrid:
         # meters report the line-to-neutral voltage (SunSpec 203 PhV) of the nominal
         # line-to-line voltage
         self._v_nom = np.array([v.get(n, 400.0) for n in self.nodes]) / np.sqrt(3.0)
-        self._e_import_wh = np.zeros(len(self.nodes))
-        self._e_export_wh = np.zeros(len(self.nodes))
         self.islanded = {n: bool(v) for n, v in zip(self.nodes, self._islanded0)}
 
     @staticmethod
@@ -286,53 +729,45 @@ class Microgrid:
 
     def _layout(self) -> None:
         outputs: list[tuple[str, str, str, str]] = []
-        for kind, names in self.RECORDED.items():
+        recorded = dict(self.RECORDED)
+        g = self.groups.get("gpu_rack")
+        if g is not None:  # racks: the rack asset says which of its outputs are signals
+            recorded["gpu_rack"] = tuple(getattr(g.asset, "recorded_names",
+                                                 g.asset.output_names))
+        for kind, names in recorded.items():
             g = self.groups.get(kind)
             if g is None:
                 continue
-            cols = np.array([_col(g.asset, n) for n in names], dtype=int)
-            g.cols = cols
-            start = len(outputs)
+            g.cols = np.array([_col(g.asset, n) for n in names], dtype=np.int64)
+            g.start = len(outputs)
             for s in g.specs:
                 for n in names:
                     outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
-            g.dest = np.arange(start, len(outputs)).reshape(len(g.specs), len(names))
-        # racks: the rack asset says which of its outputs are signals
-        g = self.groups.get("gpu_rack")
-        if g is not None:
-            names = tuple(getattr(g.asset, "recorded_names", g.asset.output_names))
-            g.cols = np.array([_col(g.asset, n) for n in names], dtype=int)
-            start = len(outputs)
-            for s in g.specs:
-                for n in names:
-                    outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
-            g.dest = np.arange(start, len(outputs)).reshape(len(g.specs), len(names))
-        # node-level signals computed here: battery AC power and state, meters
-        self._bat_extra = ("p_w", "p_dc_w", "connected", "capacity_wh", "soh")
-        if "battery" in self.groups:
-            start = len(outputs)
-            for s in self.groups["battery"].specs:
-                for n in self._bat_extra:
-                    outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
-            self._bat_dest = np.arange(start, len(outputs)).reshape(-1, len(self._bat_extra))
-        # a PV inverter's DC voltage is its array's (SunSpec 103 DCV)
-        if "inverter" in self.groups:
-            start = len(outputs)
-            for s in self.groups["inverter"].specs:
-                outputs.append((s.node, s.name, "v_dc_v", "V"))
-            self._inv_vdc_dest = np.arange(start, len(outputs))
-        self._meter_extra = ("p_w", "q_var", "v_ac_v", "freq_hz", "e_import_wh", "e_export_wh")
-        start = len(outputs)
-        for s in self._meters:
-            for n in self._meter_extra:
+        # node-level signals computed here (in this order, see _close): battery AC power and
+        # state, a PV inverter's DC voltage (SunSpec 103 DCV), meters
+        self._bat_start = len(outputs)
+        for s in self._by_kind["battery"]:
+            for n in ("p_w", "p_dc_w", "connected", "capacity_wh", "soh"):
                 outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
-        self._meter_dest = np.arange(start, len(outputs)).reshape(-1, len(self._meter_extra))
-        self._meter_node = np.array([self._node_index[s.node] for s in self._meters], dtype=int)
+        self._inv_vdc_start = len(outputs)
+        for s in self._by_kind["inverter"]:
+            outputs.append((s.node, s.name, "v_dc_v", "V"))
+        self._meter_start = len(outputs)
+        for s in self._meters:
+            for n in ("p_w", "q_var", "v_ac_v", "freq_hz", "e_import_wh", "e_export_wh"):
+                outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
+        self._meter_node = np.array([self._node_index[s.node] for s in self._meters],
+                                    dtype=np.int64)
         self.outputs = outputs
-        self.y = np.full(len(outputs), np.nan)
+        self._y = np.full(len(outputs), np.nan)
 
         setpoints: list[tuple[str, str, str, str]] = []
-        self._sp_map: list[tuple[str, int, int]] = []  # (group kind, unit, input col or -k)
+        #: setpoints that are asset inputs, per kind: rows (unit, input column, position in u)
+        self._sp_rows: dict[str, list[tuple[int, int, int]]] = {k: [] for k in self.SETPOINTS}
+        nb = len(self._by_kind["battery"])
+        #: position in u of each battery's p_set_w and connect (-1: none)
+        self._bat_pset_j = np.full(nb, -1, dtype=np.int64)
+        self._bat_conn_j = np.full(nb, -1, dtype=np.int64)
         for kind, names in self.SETPOINTS.items():
             g = self.groups.get(kind)
             if g is None:
@@ -341,153 +776,223 @@ class Microgrid:
                 if kind == "grid" and s not in self._by_kind["grid"]:
                     continue  # implicit grid connection: not a controllable asset
                 for name, unit, inp in names:
-                    col = _in(g.asset, inp) if inp else -1 - len(setpoints)
+                    j = len(setpoints)
                     setpoints.append((s.node, s.name, name, unit))
-                    self._sp_map.append((kind, i, col))
+                    if inp:
+                        self._sp_rows[kind].append((i, _in(g.asset, inp), j))
+                    elif name == "p_set_w":
+                        self._bat_pset_j[i] = j
+                    else:
+                        self._bat_conn_j[i] = j
         self.setpoints = setpoints
-        self.u = np.full(len(setpoints), np.nan)
-        # setpoints that are asset inputs: per group, (units, input columns, positions in u)
-        self._sp_inputs = []
-        for kind in self.SETPOINTS:
-            rows = [(i, col, j) for j, (k, i, col) in enumerate(self._sp_map)
-                    if k == kind and col >= 0]
-            if rows:
-                r = np.array(rows, dtype=int)
-                self._sp_inputs.append((self.groups[kind], r[:, 0], r[:, 1], r[:, 2]))
-        # battery setpoints, handled here: position in u of each battery's p_set_w, connect
-        if "battery" in self.groups:
-            nb = self.groups["battery"].asset.n
-            self._bat_pset_j = np.full(nb, -1)
-            self._bat_conn_j = np.full(nb, -1)
-            for j, (kind, i, _) in enumerate(self._sp_map):
-                if kind == "battery":
-                    target = self._bat_pset_j if setpoints[j][2] == "p_set_w" else \
-                        self._bat_conn_j
-                    target[i] = j
-            self._bat_pset = np.zeros(nb)
-            self._bat_p_ac = np.zeros(nb)
-            self._bat_p_dc = np.zeros(nb)
-        self._columns()
+        self._u = np.full(len(setpoints), np.nan)
 
-    def _columns(self) -> None:
-        """Column numbers used every step, looked up once."""
+    @property
+    def y(self) -> np.ndarray:
+        """The outputs, one per :attr:`outputs` (updated in place by every step)."""
+        return self._y
+
+    @property
+    def u(self) -> np.ndarray:
+        """The setpoints, one per :attr:`setpoints`; NaN: none given, the model's default.
+        Write into it (or assign as many values)."""
+        return self._u
+
+    @u.setter
+    def u(self, values: Any) -> None:
+        values = np.asarray(values, dtype=float)
+        if values.shape != self._u.shape:
+            raise TwinError(f"microgrid: {values.size} setpoints given, it has "
+                            f"{self._u.size}")
+        self._u[...] = values
+
+    # -- the arena ----------------------------------------------------------------------
+
+    def _series(self, drive: Any) -> int:
+        """Index of ``drive`` among the series the compiled step evaluates, or -1 when it is
+        not a :class:`Series` (None, or another callable: evaluated from Python)."""
+        if not isinstance(drive, Series):
+            return -1
+        k = self._series_index.get(id(drive))
+        if k is None:
+            k = self._series_index[id(drive)] = len(self._series_list)
+            self._series_list.append(drive)
+        return k
+
+    def _pack(self) -> None:
+        """Every array of the step into the arena, kernel arguments for steps of 1 ns (the
+        first outputs' step; :meth:`_load_dt` rewrites what depends on the step)."""
+        dt = 1e-9
         g = self.groups
-        self._c = c = {}
+        a: dict[int, Any] = {s: np.zeros((0,) * _NDIM.get(s, 2)) for s in range(_N_SLOTS)}
+        self._series_list: list[Series] = []
+        self._series_index: dict[int, int] = {}
+        mode = [_RACK_NONE, 1, 0]
+
+        def group(kind: str, slots: tuple[int, int, int], args: Sequence[int]) -> _Group:
+            grp = g[kind]
+            n = grp.asset.n
+            a[slots[0]], a[slots[1]] = grp.x0, grp.u0
+            a[slots[2]] = np.zeros((n, len(grp.asset.output_names)))
+            if args:
+                a.update(zip(args, grp.asset.kernel_args(dt)))
+            grp.slots = slots
+            return grp
+
         if "pv" in g:
-            a = g["pv"].asset
-            c["pv_irr"], c["pv_pdc"], c["pv_vdc"] = (_in(a, "irradiance_w_m2"),
-                                                    _col(a, "p_dc_w"), _col(a, "v_dc_v"))
+            p = group("pv", (_PV_X, _PV_U, _PV_Y), (_PV_PAR, _PV_A))
+            for s in p.specs:
+                if s.drive is not None and not callable(s.drive):
+                    raise TwinError(f"{s.node}.{s.name}: the drive of a pv is its irradiance "
+                                    f"over time (a Series or a callable), not "
+                                    f"{type(s.drive).__name__}")
+            a[_PV_SER] = [self._series(s.drive) for s in p.specs]
+            a[_PV_COLS] = p.cols
         if "inverter" in g:
-            a = g["inverter"].asset
-            c["inv_pav"], c["inv_vdc"], c["inv_f"], c["inv_pac"] = (
-                _in(a, "p_dc_avail_w"), _in(a, "v_dc_v"), _in(a, "freq_hz"), _col(a, "p_ac_w"))
-            self._inv_has_src = self._inv_src >= 0
-            self._inv_src_idx = self._inv_src[self._inv_has_src]
-        if "gpu_rack" in g:
-            c["rack_p"] = _col(g["gpu_rack"].asset, "p_w")
+            p = group("inverter", (_INV_X, _INV_U, _INV_Y), (_INV_PAR, _INV_A))
+            a[_INV_U0], a[_INV_NODE], a[_INV_SRC] = p.u0, p.node, self._inv_src
+            a[_INV_COLS] = p.cols
         if "battery" in g:
-            conv, bat = g["converter"].asset, g["battery"].asset
-            c["conv_pset"], c["conv_pac"], c["conv_pdc"] = (
-                _in(conv, "p_set_w"), _col(conv, "p_ac_w"), _col(conv, "p_dc_w"))
-            c["bat_pw_in"], c["bat_pw"] = _in(bat, "power_w"), _col(bat, "p_w")
-        a = g["grid"].asset
-        c.update(bus_isl=_in(a, "islanded"), bus_load=_in(a, "p_load_w"),
-                 bus_gen=_in(a, "p_gen_w"), bus_gfm_set=_in(a, "p_gfm_set_w"),
-                 bus_p=_col(a, "p_w"), bus_f=_col(a, "freq_hz"), bus_gfm=_col(a, "p_gfm_w"))
+            group("converter", (_CONV_X, _CONV_U, _CONV_Y), (_CONV_PAR, _CONV_A))
+            p = group("battery", (_BAT_X, _BAT_U, _BAT_Y),
+                      (_BAT_ROW, _BAT_MODE, _BAT_PF, _BAT_PI, _BAT_TMETA, _BAT_TGRID,
+                       _BAT_TDATA, _BAT_DISC))
+            n = p.asset.n
+            a[_BAT_NODE], a[_BAT_RATING], a[_BAT_CAPACITY] = (p.node, self._bat_rating,
+                                                             self._bat_capacity_wh)
+            a[_BAT_PSET], a[_BAT_P_AC], a[_BAT_P_DC] = np.zeros((3, n))
+            a[_BAT_CONNECTED] = np.ones(n)
+            a[_BAT_PSET_J], a[_BAT_CONN_J] = self._bat_pset_j, self._bat_conn_j
+            a[_BAT_COLS] = p.cols
+        if "gpu_rack" in g:
+            p = group("gpu_rack", (_RACK_X, _RACK_U, _RACK_Y), ())
+            a[_RACK_U0], a[_RACK_NODE] = p.u0, p.node
+            a[_RACK_P] = np.zeros(p.asset.n)
+            a[_RACK_COLS] = p.cols
+            mode[_M_RACK_PW] = _col(p.asset, "p_w")
+            if isinstance(p.asset, GpuRack):
+                mode[_M_RACK] = _RACK_MODEL
+                (mode[_M_SUB], a[_RACK_C], a[_RACK_RP], a[_RACK_PSU], a[_RACK_SCHED],
+                 a[_RACK_SPAN], *_, a[_RACK_SIZES]) = p.asset.kernel_args(dt)
+            elif isinstance(p.asset, TraceRack) and all(isinstance(f, Series)
+                                                        for f in p.asset.traces):
+                mode[_M_RACK] = _RACK_TRACE
+                a[_RACK_SER] = [self._series(f) for f in p.asset.traces]
+            else:
+                mode[_M_RACK] = _RACK_EXTERNAL
+        p = group("grid", (_BUS_X, _BUS_U, _BUS_Y),
+                  (_BUS_PAR, _BUS_KIND, _BUS_A, _BUS_B, _BUS_AD, _BUS_BD))
+        a[_BUS_U0], a[_BUS_COLS] = p.u0, p.cols
+        for kind, slot in (("inverter", _INV_SP), ("gpu_rack", _RACK_SP), ("grid", _BUS_SP)):
+            a[slot] = np.array(self._sp_rows[kind], dtype=np.int64).reshape(-1, 3)
+        nn = len(self.nodes)
+        for slot in (_NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID, _NODE_E_IMPORT,
+                     _NODE_E_EXPORT):
+            a[slot] = np.zeros(nn)
+        a[_NODE_V_NOM], a[_METER_NODE] = self._v_nom, self._meter_node
+        y_start = [0] * 8
+        for kind, k in (("pv", _Y_PV), ("inverter", _Y_INV), ("battery", _Y_BAT),
+                        ("grid", _Y_BUS), ("gpu_rack", _Y_RACK)):
+            if kind in g:
+                y_start[k] = g[kind].start
+        y_start[_Y_BAT_NODE], y_start[_Y_METER] = self._bat_start, self._meter_start
+        y_start[_Y_INV_VDC] = self._inv_vdc_start
+        a[_Y_START] = y_start
+        series = [(np.asarray(s.t_s, dtype=float), np.asarray(s.values, dtype=float))
+                  for s in self._series_list]
+        a[_SER_T] = np.concatenate([ts for ts, _ in series] + [np.zeros(0)])
+        a[_SER_V] = np.concatenate([vs for _, vs in series] + [np.zeros(0)])
+        a[_SER_OFF] = np.cumsum([0] + [len(ts) for ts, _ in series])
+        a[_SER_NOW] = np.zeros(len(series))
+        a[_MODE] = mode
+        self._arena = _Arena(a)
+        for grp in g.values():
+            grp.arena = self._arena
+        # drives that are neither a Series nor None: evaluated from Python, into the arena
+        self._py_drives: list[tuple[int, Callable[[float], float]]] = []
+        if "pv" in g:
+            o, ncols = self._arena.layout[_PV_U, 0], self._arena.layout[_PV_U, 2]
+            self._py_drives = [(int(o + i * ncols + _PV_IRR), s.drive)
+                               for i, s in enumerate(g["pv"].specs)
+                               if s.drive is not None and not isinstance(s.drive, Series)]
+        self._rack_mode = mode[_M_RACK]
+        self._rack_caches = _NO_CACHES
+        self._dt_loaded: float | None = None
+
+    def _load_dt(self, dt: float) -> None:
+        """Kernel arguments that depend on the step length into the arena."""
+        view = self._arena.view
+        for kind, slot in (("pv", _PV_A), ("inverter", _INV_A), ("converter", _CONV_A),
+                           ("battery", _BAT_DISC)):
+            if kind in self.groups:
+                view(slot)[...] = self.groups[kind].asset.kernel_args(dt)[-1]
+        view(_BUS_AD)[...], view(_BUS_BD)[...] = self.groups["grid"].asset.kernel_args(dt)[-2:]
+        if self._rack_mode == _RACK_MODEL:
+            args = self.groups["gpu_rack"].asset.kernel_args(dt)
+            view(_MODE)[_M_SUB] = args[0]
+            view(_RACK_C)[...] = args[1]
+            self._rack_caches = args[6:9]
+        self._dt_loaded = dt
 
     # -- stepping -----------------------------------------------------------------------
 
-    def _apply_setpoints(self) -> None:
-        u = self.u
-        for g, units, cols, js in self._sp_inputs:
-            v = u[js]
-            g.u[units, cols] = np.where(np.isnan(v), g.u0[units, cols], v)
-
-    def _run(self, g: _Group, dt: float) -> None:
-        if self.method == "exact":
-            g.x, g.y = g.asset.advance(self.t, g.x, g.u, dt)
-        else:
-            w = g.asset.hold(self.t, g.x, g.u, dt)
-            g.y = g.asset.outputs(self.t, g.x, w)
-            g.x = step_scipy(g.asset, self.t, g.x, w, dt)
-
-    def _node_sum(self, node: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return np.bincount(node, weights=values, minlength=len(self.nodes))
-
     def advance(self, dt: float) -> None:
         """Step every asset over ``[t, t + dt]`` with the setpoints in :attr:`u` held."""
-        self._apply_setpoints()
-        t = self.t
-        c = self._c
-        groups = self.groups
-        nn = len(self.nodes)
-        bus = groups["grid"]
-        freq = bus.y[:, c["bus_f"]] if self.t > 0 else None
-        p_gen = np.zeros(nn)
-        p_load = np.zeros(nn)
-        pv = groups.get("pv")
-        if pv is not None:
-            cache: dict[int, float] = {}
-            for i, s in enumerate(pv.specs):
-                key = id(s.drive)
-                if key not in cache:
-                    cache[key] = s.drive(t) if s.drive is not None else 0.0
-                pv.u[i, c["pv_irr"]] = cache[key]
-            self._run(pv, dt)
-        inv = groups.get("inverter")
-        if inv is not None:
-            if pv is not None:
-                has, src = self._inv_has_src, self._inv_src_idx
-                inv.u[has, c["inv_pav"]] = pv.y[src, c["pv_pdc"]]
-                inv.u[has, c["inv_vdc"]] = pv.y[src, c["pv_vdc"]]
-            if freq is not None:
-                inv.u[:, c["inv_f"]] = freq[inv.node]
-            self._run(inv, dt)
-            p_gen += self._node_sum(inv.node, inv.y[:, c["inv_pac"]])
-        rack = groups.get("gpu_rack")
-        if rack is not None:
-            self._run(rack, dt)
-            p_load += self._node_sum(rack.node, rack.y[:, c["rack_p"]])
-        islanded = bus.u[:, c["bus_isl"]] > 0.5
-        bat = groups.get("battery")
-        shortfall = None
-        if bat is not None:
-            conv = groups["converter"]
-            bat_isl = islanded[self._bat_node]
-            self._battery_setpoints()
-            conv.u[:, c["conv_pset"]] = self._bat_pset
-            self._run(conv, dt)
-            p_ac = conv.y[:, c["conv_pac"]].copy()
-            p_dc = conv.y[:, c["conv_pdc"]].copy()
-            follow = ~bat_isl
-            p_gen += self._node_sum(self._bat_node[follow], p_ac[follow])
-            bus.u[:, c["bus_gfm_set"]] = self._node_sum(self._bat_node[bat_isl],
-                                                        self._bat_pset[bat_isl])
-        bus.u[:, c["bus_load"]] = p_load
-        bus.u[:, c["bus_gen"]] = p_gen
-        self._run(bus, dt)
-        if bat is not None:
-            if bat_isl.any():
-                self._grid_forming(bat_isl, p_ac, p_dc)
-            p_dc *= self._bat_connected
-            p_ac *= self._bat_connected
-            bat.u[:, c["bat_pw_in"]] = p_dc
-            self._run(bat, dt)
-            p_cells = bat.y[:, c["bat_pw"]]
-            # a battery that cannot deliver what its converter draws: the AC side is short
-            # by the difference, which the grid connection carries in the same step
-            short = p_dc - p_cells
-            self._bat_p_ac = p_ac - short
-            self._bat_p_dc = p_cells
-            shortfall = self._node_sum(self._bat_node[follow], short[follow])
-        p_grid = bus.y[:, c["bus_p"]]
-        if shortfall is not None:
-            p_grid = p_grid + shortfall
-        self._p_grid = p_grid
-        self._e_import_wh += np.maximum(p_grid, 0.0) * (dt / S_PER_H)
-        self._e_export_wh += np.maximum(-p_grid, 0.0) * (dt / S_PER_H)
-        self._scatter()
+        if dt != self._dt_loaded:
+            self._load_dt(dt)
+        arena = self._arena
+        if self._py_drives:
+            self._drive_from_python()
+        if self._fused:
+            if self._rack_mode == _RACK_EXTERNAL:
+                _begin(self.t, arena.f, arena.i, arena.layout, self._u)
+                self._run("gpu_rack", dt)
+            _step(self.t, dt, arena.f, arena.i, arena.layout, self._u, self._y,
+                  *self._rack_caches)
+        else:
+            self._advance_groups(dt)
         self._tick(dt)
+
+    def _advance_groups(self, dt: float) -> None:
+        """The step group by group, each with its asset's own methods, between the same
+        coupling functions as the fused step."""
+        t, arena = self.t, self._arena
+        f, i, lay = arena.f, arena.i, arena.layout
+        _begin(t, f, i, lay, self._u)
+        self._run("pv", dt)
+        _couple_inverters(t, f, i, lay)
+        self._run("inverter", dt)
+        self._run("gpu_rack", dt)
+        _couple_converters(f, i, lay, self._u)
+        self._run("converter", dt)
+        _couple_bus(f, i, lay)
+        self._run("grid", dt)
+        _couple_cells(f, i, lay)
+        self._run("battery", dt)
+        _close(dt, f, i, lay, self._y)
+
+    def _run(self, kind: str, dt: float) -> None:
+        g = self.groups.get(kind)
+        if g is None:
+            return
+        x, u = g.x, g.u
+        if self.method == "exact":
+            xn, y = g.asset.advance(self.t, x, u, dt)
+        else:
+            w = g.asset.hold(self.t, x, u, dt)
+            y = g.asset.outputs(self.t, x, w)
+            xn = step_scipy(g.asset, self.t, x, w, dt)
+        x[...] = xn
+        g.y[...] = y
+
+    def _drive_from_python(self) -> None:
+        """PV irradiance from drives that are callables but not :class:`Series`."""
+        f, t = self._arena.f, self.t
+        values: dict[int, float] = {}
+        for pos, drive in self._py_drives:
+            if id(drive) not in values:
+                values[id(drive)] = drive(t)
+            f[pos] = values[id(drive)]
 
     def _tick(self, dt: float) -> None:
         """``t = t_base + k dt`` while ``dt`` stays the same (no accumulated rounding)."""
@@ -496,65 +1001,16 @@ class Microgrid:
         self._k += 1
         self.t = self._t_base + self._k * dt
 
-    def _grid_forming(self, bat_isl: np.ndarray, p_ac: np.ndarray, p_dc: np.ndarray) -> None:
-        """Islanded batteries deliver the bus's grid-forming power, shared by rating."""
-        from twin.inverter import converter_losses
-
-        bus = self.groups["grid"]
-        conv = self.groups["converter"]
-        gfm_w = bus.y[:, self._c["bus_gfm"]]
-        share = self._bat_rating * bat_isl
-        total = self._node_sum(self._bat_node, share)[self._bat_node]
-        frac = np.divide(share, total, out=np.zeros_like(share), where=total > 0)
-        for i in np.flatnonzero(bat_isl):
-            p_ac[i] = gfm_w[self._bat_node[i]] * frac[i]
-            p_dc[i] = p_ac[i] + converter_losses(p_ac[i], conv.asset.params[i].losses)
-
-    def _battery_setpoints(self) -> None:
-        """Battery setpoints act on the converter (``p_set_w``) and the contactor."""
-        u = self.u
-        has = self._bat_pset_j >= 0
-        pset = np.zeros(len(has))
-        pset[has] = np.nan_to_num(u[self._bat_pset_j[has]], nan=0.0)
-        conn = np.ones(len(has))
-        hc = self._bat_conn_j >= 0
-        cv = u[self._bat_conn_j[hc]]
-        conn[hc] = np.where(np.isnan(cv) | (cv > 0.5), 1.0, 0.0)
-        self._bat_connected = conn
-        self._bat_pset = pset * conn
-
-    def _scatter(self) -> None:
-        y = self.y
-        for kind, g in self.groups.items():
-            if kind == "converter" or not len(g.cols):
-                continue
-            y[g.dest] = g.y[:, g.cols]
-        if "battery" in self.groups:
-            d = self._bat_dest
-            y[d[:, 0]] = self._bat_p_ac
-            y[d[:, 1]] = self._bat_p_dc
-            y[d[:, 2]] = self._bat_connected
-            y[d[:, 3]] = self._bat_capacity_wh
-            y[d[:, 4]] = 1.0
-        if "inverter" in self.groups:
-            y[self._inv_vdc_dest] = self.groups["inverter"].u[:, self._c["inv_vdc"]]
-        if len(self._meters):
-            nodes = self._meter_node
-            d = self._meter_dest
-            y[d[:, 0]] = self._p_grid[nodes]
-            y[d[:, 1]] = 0.0
-            y[d[:, 2]] = self._v_nom[nodes]
-            y[d[:, 3]] = self.groups["grid"].y[nodes, self._c["bus_f"]]
-            y[d[:, 4]] = self._e_import_wh[nodes]
-            y[d[:, 5]] = self._e_export_wh[nodes]
-
     def _first_outputs(self) -> None:
         """Outputs before the first step: a step of zero length from the initial state."""
-        saved = copy.deepcopy((self.groups, self._e_import_wh, self._e_export_wh))
+        saved = self._arena.f.copy(), copy.deepcopy({k: g.asset for k, g in self.groups.items()})
         method, self.method = self.method, "exact"
         self.advance(1e-9)
         self.method = method
-        self.groups, self._e_import_wh, self._e_export_wh = saved
+        self._arena.f[...] = saved[0]
+        for kind, asset in saved[1].items():
+            self.groups[kind].asset = asset
+        self._dt_loaded = None  # the restored assets' caches, the arena's factors
         self._k, self._t_base, self._dt = 0, 0.0, 0.0
         self.t = 0.0
 

@@ -289,32 +289,53 @@ def _hold_kernel(x, u, par):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _step_kernel(x, w, a, dt):
-    n = x.shape[0]
-    xn = np.empty_like(x)
-    for i in range(n):
+def _step_into(x, w, a, dt, xn):
+    """Exact step into ``xn``, which may be ``x`` itself (each element is read, then written)."""
+    for i in range(x.shape[0]):
         xn[i, 0] = w[i, _WTSS] + a[i] * (x[i, 0] - w[i, _WTSS])
         xn[i, 1] = x[i, 1] + w[i, _WPDC] * dt / 3600.0
-    return xn
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _outputs_kernel(x, w):
-    n = x.shape[0]
-    y = np.empty((n, _NY))
-    for i in range(n):
+def _outputs_into(x, w, y):
+    for i in range(x.shape[0]):
         y[i, 0] = w[i, _WPDC]
         y[i, 1] = w[i, _WG]
         y[i, 2] = x[i, 0]
         y[i, 3] = w[i, _WV]
         y[i, 4] = x[i, 1]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step_kernel(x, w, a, dt):
+    xn = np.empty_like(x)
+    _step_into(x, w, a, dt, xn)
+    return xn
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _outputs_kernel(x, w):
+    y = np.empty((x.shape[0], _NY))
+    _outputs_into(x, w, y)
     return y
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance_kernel(x, u, par, a, dt):
+def advance_inplace(t, x, u, dt, y, par, a):
+    """:meth:`PV.advance` into the caller's arrays, for compiled callers (the microgrid's
+    fused step): ``x`` is stepped in place, ``y`` receives the outputs at ``t``; ``(par, a)``
+    is :meth:`PV.kernel_args` (``t`` is there for the signature every asset shares)."""
     w = _hold_kernel(x, u, par)
-    return _step_kernel(x, w, a, dt), _outputs_kernel(x, w)
+    _outputs_into(x, w, y)
+    _step_into(x, w, a, dt, x)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance_kernel(x, u, par, a, dt):
+    xn = x.copy()
+    y = np.empty((x.shape[0], _NY))
+    advance_inplace(0.0, xn, u, dt, y, par, a)
+    return xn, y
 
 
 class PV(stepper.Asset):
@@ -397,3 +418,7 @@ class PV(stepper.Asset):
                 dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Hold, outputs at ``t`` and the exact step in one compiled call: ``(x_next, y)``."""
         return _advance_kernel(x, u, self._par, self._a(dt), dt)
+
+    def kernel_args(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
+        return self._par, self._a(dt)

@@ -237,18 +237,19 @@ def _correct(c, x, r, o, dp):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, sizes):
-    """One lockstep step of every rack: ``(x at t + dt, outputs over [t, t + dt))``.
+def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, capmemo, sizes):
+    """One lockstep step of every rack: ``x`` becomes the state at ``t + dt`` (in place),
+    ``y`` the outputs over ``[t, t + dt)``; the arguments after ``y`` are
+    :meth:`GpuRack.kernel_args`.
 
     ``cur`` and ``memo`` cache, per group, the schedule cursor and the activity integral
     at the end of the previous step, which is where this step starts when time runs on;
-    ``capmemo`` caches, per rack, the last cap and the DC power it allows.
+    ``capmemo`` caches, per rack, the last cap and the DC power it allows.  A rack's state
+    is read at its start before it is written, so stepping in place is exact.
     """
     n = x.shape[0]
     k_groups = sizes.shape[0]
     g0 = k_groups * NX
-    xn = x.copy()
-    y = np.zeros((n, 10))
     h = dt / sub
     inv_h = 1.0 / h
     inv_sub = 1.0 / sub
@@ -260,6 +261,7 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, size
     inv_fan = 1.0 / (rp[6] - rp[5])
     inv_rated = 1.0 / rp[7]
     for r in range(n):
+        y[r, :] = 0.0
         cap = u[r, 0]
         has_cap = cap > 0.0
         if not has_cap:
@@ -294,22 +296,22 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, size
                     a0 = memo[1, j]
                     i = cur[j]
                 else:
-                    a0, i = _integral(sched, offs[j], offs[j + 1], cur[j], ts)
+                    a0, i = _integral(sched, span[j, 0], span[j, 1], cur[j], ts)
                 if s == 0 and k == 0:  # phase: group 0's load at the step start
-                    inside = i >= offs[j] and ts < sched[i, 0] + sched[i, 1]
+                    inside = i >= span[j, 0] and ts < sched[i, 0] + sched[i, 1]
                     y[r, 7] = sched[i, 4] if inside else 0.0
-                a1, i = _integral(sched, offs[j], offs[j + 1], i, ts + h)
+                a1, i = _integral(sched, span[j, 0], span[j, 1], i, ts + h)
                 cur[j] = i
                 memo[0, j] = ts + h
                 memo[1, j] = a1
-                gpu_step(c, xn, r, k * NX, (a1 - a0) * inv_h, lim, out)
+                gpu_step(c, x, r, k * NX, (a1 - a0) * inv_h, lim, out)
                 pk[k] = out[0]
                 p_nat += sizes[k] * out[0]
                 clk += sizes[k] * out[1]
                 throttled = throttled or out[1] < 0.999
             lower = rp[10]
             upper = budget
-            prev = xn[r, g0]
+            prev = x[r, g0]
             if rp[12] > 0.0:
                 lower = max(lower, prev - rp[12] * h)
             if rp[11] > 0.0:
@@ -318,12 +320,12 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, size
             dp = p_gpu - p_nat
             if dp != 0.0 and p_nat > 0.0:
                 for k in range(k_groups):
-                    _correct(c, xn, r, k * NX, dp * pk[k] / p_nat)
-            xn[r, g0] = p_gpu
+                    _correct(c, x, r, k * NX, dp * pk[k] / p_nat)
+            x[r, g0] = p_gpu
             p_dc = p_gpu + p_oh
             p_ac = p_dc / _interp(p_dc * inv_rated, psu[0], psu[1])
-            xn[r, g0 + 1] += p_ac * wh
-            xn[r, g0 + 2] += max(dp, 0.0) * wh
+            x[r, g0 + 1] += p_ac * wh
+            x[r, g0 + 2] += max(dp, 0.0) * wh
             y[r, 0] += p_ac * inv_sub
             y[r, 1] += p_dc * inv_sub
             y[r, 2] += p_gpu * inv_sub
@@ -333,8 +335,16 @@ def _advance(t, dt, sub, x, u, c, rp, psu, sched, offs, cur, memo, capmemo, size
             if sub > 1:
                 tsum = 0.0
                 for k in range(k_groups):
-                    tsum += sizes[k] * xn[r, k * NX + 2]
+                    tsum += sizes[k] * x[r, k * NX + 2]
         y[r, 8] = limited
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _advance(t, dt, sub, x, u, c, rp, psu, sched, span, cur, memo, capmemo, sizes):
+    """``(x at t + dt, outputs over [t, t + dt))`` of :func:`advance_inplace`."""
+    xn = x.copy()
+    y = np.empty((x.shape[0], len(OUTPUT_NAMES)))
+    advance_inplace(t, xn, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, capmemo, sizes)
     return xn, y
 
 
@@ -377,8 +387,8 @@ class GpuRack(Asset):
         self.held_names = ("t_s", "dt_s", "power_cap_w") + tuple(f"activity_{i}"
                                                                  for i in range(k))
         flat = [s for group in per_rack for s in group]
-        self._sched, self._offs = _pack(flat, gpu)
-        self._cursor = self._offs[:-1] - 1
+        self._sched, self._span = _pack(flat, gpu)
+        self._cursor = self._span[:, 0] - 1
         self._memo = np.full((2, len(self._cursor)), np.nan)
         self._capmemo = np.full((2, self.n), np.nan)
         self._rp = np.array([float(getattr(rack, name)) for name in _R]
@@ -405,8 +415,15 @@ class GpuRack(Asset):
         """Hold, outputs and exact step in one call: ``(x at t + dt, outputs at t)``."""
         sub = substeps(dt)
         return _advance(float(t), float(dt), sub, x, u, self._c(dt / sub), self._rp,
-                        self._psu, self._sched, self._offs, self._cursor, self._memo,
+                        self._psu, self._sched, self._span, self._cursor, self._memo,
                         self._capmemo, self.sizes)
+
+    def kernel_args(self, dt: float) -> tuple[Any, ...]:
+        """What :func:`advance_inplace` takes after ``y`` for steps of ``dt``: the sub-steps,
+        the model's arrays and the schedule lookup caches (updated by every step)."""
+        sub = substeps(dt)
+        return (sub, self._c(dt / sub), self._rp, self._psu, self._sched, self._span,
+                self._cursor, self._memo, self._capmemo, self.sizes)
 
     def run(self, t_end: float, dt: float, power_cap_w: float | np.ndarray = 0.0,
             t0: float = 0.0) -> dict[str, np.ndarray]:
@@ -430,7 +447,7 @@ class GpuRack(Asset):
         w[:, 1] = dt
         w[:, 2] = u[:, 0]
         for j in range(self.n * self.groups):
-            lo, hi = self._offs[j], self._offs[j + 1]
+            lo, hi = self._span[j]
             a0, i = _integral(self._sched, lo, hi, self._cursor[j], t)
             a1, _ = _integral(self._sched, lo, hi, i, t + dt)
             w[j // self.groups, 3 + j % self.groups] = (a1 - a0) / dt
@@ -447,7 +464,7 @@ class GpuRack(Asset):
         dt = float(w[0, 1])
         sub = substeps(dt)
         return _advance(float(w[0, 0]), dt, sub, x, w[:, 2:3].copy(), self._c(dt / sub),
-                        self._rp, self._psu, self._sched, self._offs, self._cursor,
+                        self._rp, self._psu, self._sched, self._span, self._cursor,
                         self._memo, self._capmemo, self.sizes)
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -522,15 +539,71 @@ class GpuRack(Asset):
 
 def _pack(schedules: Sequence[Schedule], gpu: GpuParams) -> tuple[np.ndarray, np.ndarray]:
     """Schedules as one array ``(entries, 5)`` (start, seconds, activity, running
-    integral, load code; an entry's fields side by side in memory) and the offsets of each
-    schedule's entries."""
-    rows, offs = [], [0]
+    integral, load code; an entry's fields side by side in memory) and the span
+    ``[lo, hi)`` of each schedule's entries; a schedule given for several groups (racks
+    running one job) is stored once."""
+    rows: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []
+    stored: dict[int, tuple[int, int]] = {}
+    end = 0
     for s in schedules:
-        a = gpu_activity(gpu, s.load, s.mfu)
-        cum = np.concatenate(([0.0], np.cumsum(a * s.seconds)[:-1])) if len(s) else a
-        rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
-        offs.append(offs[-1] + len(s))
-    return np.vstack(rows), np.array(offs, dtype=np.int64)
+        if id(s) not in stored:
+            a = gpu_activity(gpu, s.load, s.mfu)
+            cum = np.concatenate(([0.0], np.cumsum(a * s.seconds)[:-1])) if len(s) else a
+            rows.append(np.column_stack([s.t_s, s.seconds, a, cum, s.load.astype(float)]))
+            stored[id(s)] = (end, end + len(s))
+            end += len(s)
+        spans.append(stored[id(s)])
+    return np.vstack(rows), np.array(spans, dtype=np.int64).reshape(-1, 2)
+
+
+# --- racks replaying traces -----------------------------------------------------------
+
+_TY_P, _TY_E, _TY_BURN, _TY_CAP, _TY_LIM = (OUTPUT_NAMES.index(n) for n in (
+    "p_w", "energy_wh", "e_burn_wh", "power_cap_w", "limited"))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _trace_hold(p_w, u):
+    """Held ``(p_w, power_cap_w, limited)`` of racks whose traces read ``p_w``: the trace,
+    not negative (NaN reads as 0), clipped to the cap when one is set."""
+    n = p_w.shape[0]
+    w = np.empty((n, 3))
+    for r in range(n):
+        p = p_w[r] if p_w[r] > 0.0 else 0.0
+        cap = u[r, 0]
+        capped = cap > 0.0 and p > cap
+        w[r, 0] = cap if capped else p
+        w[r, 1] = cap
+        w[r, 2] = 1.0 if capped else 0.0
+    return w
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _trace_outputs_into(x, w, y):
+    for r in range(x.shape[0]):
+        y[r, :] = np.nan
+        y[r, _TY_P] = w[r, 0]
+        y[r, _TY_E] = x[r, 0]
+        y[r, _TY_BURN] = 0.0
+        y[r, _TY_CAP] = w[r, 1]
+        y[r, _TY_LIM] = w[r, 2]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _trace_step_into(x, w, dt, xn):
+    for r in range(x.shape[0]):
+        xn[r, 0] = x[r, 0] + w[r, 0] * (dt / S_PER_H)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def trace_advance_inplace(t, x, u, dt, y, p_w):
+    """:meth:`TraceRack.advance` into the caller's arrays, for compiled callers (the
+    microgrid's fused step), the traces reading ``p_w`` at ``t``: ``x`` is stepped in place,
+    ``y`` receives the outputs."""
+    w = _trace_hold(p_w, u)
+    _trace_outputs_into(x, w, y)
+    _trace_step_into(x, w, dt, x)
 
 
 class TraceRack(Asset):
@@ -557,25 +630,20 @@ class TraceRack(Asset):
         return np.zeros((self.n, 1))
 
     def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
-        p = np.array([max(0.0, float(f(t))) for f in self.traces])
-        cap = u[:, 0]
-        capped = (cap > 0) & (p > cap)
-        p = np.where(capped, cap, p)
-        return np.column_stack([p, cap, capped.astype(float)])
+        p = np.array([float(f(t)) for f in self.traces])
+        return _trace_hold(p, np.ascontiguousarray(u, dtype=float))
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         return w[:, :1] / S_PER_H
 
     def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
-        return x + w[:, :1] * (dt / S_PER_H)
+        xn = np.empty_like(x)
+        _trace_step_into(x, w, dt, xn)
+        return xn
 
     def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        y = np.full((self.n, len(OUTPUT_NAMES)), np.nan)
-        y[:, OUTPUT_NAMES.index("p_w")] = w[:, 0]
-        y[:, OUTPUT_NAMES.index("energy_wh")] = x[:, 0]
-        y[:, OUTPUT_NAMES.index("e_burn_wh")] = 0.0
-        y[:, OUTPUT_NAMES.index("power_cap_w")] = w[:, 1]
-        y[:, OUTPUT_NAMES.index("limited")] = w[:, 2]
+        y = np.empty((self.n, len(OUTPUT_NAMES)))
+        _trace_outputs_into(x, w, y)
         return y
 
     def advance(self, t: float, x: np.ndarray, u: np.ndarray,

@@ -439,5 +439,8 @@ class _Emulators:
     def advance(self, dt: float) -> None:
         self.process.advance(dt)
 
+    def prepare(self, dt: float) -> None:
+        self.process.prepare(dt)
+
     async def stop(self) -> None:
         self.process.stop()

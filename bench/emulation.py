@@ -10,7 +10,8 @@ bench's clock exactly, so a run stays deterministic.
 Protocol on the child's stdin/stdout, one JSON object per line: the parent sends the
 scenario (text, path, overrides), the child answers ``{"devices": [...]}`` (what
 ``gridloop emulate --json`` prints) once its servers listen; then ``{"advance": dt}`` is
-answered ``{"ok": t}``, and ``{"stop": true}`` ends it.  Fault events the emulators inject
+answered ``{"ok": t}`` (``{"prepare": dt}`` too, which only precomputes what depends on
+``dt``), and ``{"stop": true}`` ends it.  Fault events the emulators inject
 come as ``{"event": kind, "message": ..., "t": ...}`` lines in between.
 """
 
@@ -96,6 +97,11 @@ class EmulatorProcess:
         lines = [x for x in self._stderr if x.strip()]
         return lines[-1] if lines else f"exit status {self._proc.poll() if self._proc else '?'}"
 
+    def prepare(self, dt: float) -> None:
+        """Have the plants precompute what depends on ``dt`` alone, before the clock starts."""
+        self._send({"prepare": dt})
+        self._receive()
+
     def advance(self, dt: float) -> None:
         """Step every plant by ``dt`` and wait until it is done (the bench's clock)."""
         self._send({"advance": dt})
@@ -165,7 +171,11 @@ async def _loop(host: Any, reply: Callable[[dict[str, Any]], None],
             if not line:
                 break  # the bench died: stop serving
             msg = json.loads(line)
-            if "advance" in msg:
+            if "prepare" in msg:
+                for plant in host.plants.values():
+                    plant.prepare(float(msg["prepare"]))
+                reply({"ok": plants_t["t"]})
+            elif "advance" in msg:
                 host.advance(float(msg["advance"]))
                 plants_t["t"] = next(iter(host.plants.values())).t
                 reply({"ok": plants_t["t"]})

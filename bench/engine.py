@@ -48,7 +48,10 @@ class RunSummary:
     lateness_p50_s: float = math.nan
     lateness_p99_s: float = math.nan
     lateness_max_s: float = math.nan
+    #: ticks that started a whole period late: the tick before overran its deadline
     missed_deadlines: int = 0
+    #: ticks that started later than the run's ``late_after_s`` (catch-up acted)
+    late_ticks: int = 0
     catch_ups: int = 0
     device_errors: dict[str, int] = field(default_factory=dict)
     figures: dict[str, float] = field(default_factory=dict)
@@ -167,11 +170,11 @@ class Engine:
         sp_index = plan.setpoint_index
         progress = Progress(n, plan.scenario.run.name, self.progress)
         realtime = run.realtime
-        late_after = run.late_after_s
+        late_after = run.late_threshold_s
         lateness = np.zeros(n)
         wall0 = time.perf_counter()
         k = 0
-        missed = 0
+        late_ticks = 0
         catch_ups = 0
         has_devices = bool(plan.devices)
         try:
@@ -180,7 +183,7 @@ class Engine:
                 start = time.perf_counter()
                 late = start - (wall0 + t) if realtime else 0.0
                 if realtime and late > late_after:
-                    missed += 1
+                    late_ticks += 1
                     if run.catch_up == "fail":
                         rec.event(t, "catch_up", f"fail: tick {k} late by {late * 1e3:.2f} ms")
                         raise LateTickError(f"tick {k} (t = {t:.3f} s) was late by "
@@ -242,7 +245,7 @@ class Engine:
             summary.ticks = k
             summary.simulated_s = k * dt
             summary.wall_s = time.perf_counter() - wall0
-            summary.missed_deadlines = missed
+            summary.late_ticks = late_ticks
             summary.catch_ups = catch_ups
             summary.device_errors = dict(plan.device_errors)
             if realtime and k:
@@ -250,6 +253,7 @@ class Engine:
                 summary.lateness_p50_s = float(np.percentile(lat, 50))
                 summary.lateness_p99_s = float(np.percentile(lat, 99))
                 summary.lateness_max_s = float(lat.max())
+                summary.missed_deadlines = int((lat >= dt).sum())
             if plan.market is not None:
                 plan.market.finish(rec, k * dt)
 

@@ -203,7 +203,8 @@ class Plan:
                 "scenario_overrides": "\n".join(s.overrides),
                 "scenario_path": str(s.path or ""), "mode": s.run.mode, "dt": s.run.dt_s,
                 "seed": s.run.seed, "method": s.run.method, "realtime": s.run.realtime,
-                "catch_up": s.run.catch_up, "name": s.run.name}
+                "catch_up": s.run.catch_up, "late_after_s": s.run.late_threshold_s,
+                "name": s.run.name}
 
     # -- per tick -------------------------------------------------------------------------
 
@@ -362,8 +363,11 @@ class Plan:
     async def start(self, rec: Recorder) -> None:
         """Start emulators and open devices (each failure is an event, not a stop)."""
         self._rec = rec
+        dt = self.scenario.run.dt_s
+        self.twin.prepare(dt)
         if self.emulators is not None:
             await self.emulators.start()
+            self.emulators.prepare(dt)
         async def open_and_read(slot: DeviceSlot) -> None:
             # one read before the clock starts: connections, model scans and first-use
             # costs are paid now, not by the first real-time ticks

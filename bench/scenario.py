@@ -66,8 +66,9 @@ class RunConfig:
     #: what a late real-time tick does: ``hold`` (run it late), ``skip`` (drop the ticks
     #: whose deadline passed, holding setpoints), ``fail`` (stop the run)
     catch_up: Literal["hold", "skip", "fail"] = "hold"
-    #: a tick is late when it starts more than this after its deadline [s]
-    late_after_s: float = 0.002
+    #: a tick starting this much after its due time is late and the catch-up policy acts;
+    #: 0: a quarter of dt [s]
+    late_after_s: float = 0.0
     #: recorder flush period (data older than this survives a crash) [s of wall clock]
     flush_s: float = 1.0
     #: record every Modbus transaction of every device under /capture (replayable)
@@ -89,6 +90,10 @@ class RunConfig:
     @property
     def n_ticks(self) -> int:
         return int(round(self.duration_s / self.dt_s))
+
+    @property
+    def late_threshold_s(self) -> float:
+        return self.late_after_s if self.late_after_s > 0 else 0.25 * self.dt_s
 
     @property
     def device_deadline_s(self) -> float:

@@ -40,6 +40,7 @@ class Figures:
     lateness_p99_ms: float = math.nan
     lateness_max_ms: float = math.nan
     late_ticks: int = 0
+    missed_deadlines: int = 0
     events: dict[str, int] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
@@ -96,7 +97,8 @@ def figures(run: Run) -> Figures:
             fig.lateness_p50_ms = float(np.percentile(lat, 50)) * 1e3
             fig.lateness_p99_ms = float(np.percentile(lat, 99)) * 1e3
             fig.lateness_max_ms = float(lat.max()) * 1e3
-            fig.late_ticks = int((lat > float(run.attrs.get("late_after_s", 0.002))).sum())
+            fig.late_ticks = int((lat > float(run.attrs["late_after_s"])).sum())
+            fig.missed_deadlines = int((lat >= run.dt).sum())
     for _, kind, _ in run.events():
         fig.events[kind] = fig.events.get(kind, 0) + 1
     return fig
@@ -125,7 +127,8 @@ def format_figures(fig: Figures) -> str:
     lines.append(f"{fig.ticks} ticks, {fig.simulated_s:.1f} s simulated")
     if math.isfinite(fig.lateness_p50_ms):
         lines.append(f"lateness p50 {fig.lateness_p50_ms:.3f} ms, p99 {fig.lateness_p99_ms:.3f} "
-                     f"ms, max {fig.lateness_max_ms:.3f} ms, late ticks {fig.late_ticks}")
+                     f"ms, max {fig.lateness_max_ms:.3f} ms; {fig.late_ticks} late ticks, "
+                     f"{fig.missed_deadlines} missed deadlines")
     if fig.events:
         lines.append("events: " + ", ".join(f"{k} {v}" for k, v in sorted(fig.events.items())))
     return "\n".join(lines)

@@ -113,6 +113,7 @@ def _realtime(tmp: Path, duration_s: float) -> dict:
         "lateness_p99_ms": round(summary.lateness_p99_s * 1e3, 3),
         "lateness_max_ms": round(summary.lateness_max_s * 1e3, 3),
         "missed_deadlines": summary.missed_deadlines,
+        "late_ticks_over_quarter_dt": summary.late_ticks,
         "bare_loop_lateness_p50_ms": round(float(np.percentile(base, 50)) * 1e3, 3),
         "bare_loop_lateness_p99_ms": round(p99_base * 1e3, 3),
         "p99_ratio_to_bare_loop": round(summary.lateness_p99_s / p99_base, 2)

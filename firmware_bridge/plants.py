@@ -56,3 +56,7 @@ class TwinPlant(Plant):
 
     def advance(self, dt: float) -> None:
         self.mg.advance(dt)
+
+    def prepare(self, dt: float) -> None:
+        """Precompute what depends on ``dt`` alone (see :meth:`Microgrid.prepare`)."""
+        self.mg.prepare(dt)

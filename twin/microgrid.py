@@ -936,6 +936,12 @@ class Microgrid:
 
     # -- stepping -----------------------------------------------------------------------
 
+    def prepare(self, dt: float) -> None:
+        """Compute what depends on the step length alone (discretisations, kernel factors)
+        before the first step, so a real-time run's first tick is not late."""
+        if dt != self._dt_loaded:
+            self._load_dt(dt)
+
     def advance(self, dt: float) -> None:
         """Step every asset over ``[t, t + dt]`` with the setpoints in :attr:`u` held."""
         if dt != self._dt_loaded:

@@ -118,11 +118,21 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
     return paths
 
 
+#: residuals worth a plot when no tolerance names others
+MAIN_RESIDUALS = ("voltage_v", "current_a", "p_w", "p_ac_w", "soc", "temp_c")
+MAX_RESIDUAL_PLOTS = 12
+
+
 def residuals(run: Run, out: Path) -> Path | None:
+    """Residuals with a tolerance in the scenario, else the main ones of each device."""
+    configs = run.asset_configs()
     refs = run.signals("residual")
+    toleranced = [r for r in refs
+                  if r.name in configs.get((r.node, r.asset), {}).get("tolerance", {})]
+    main = [r for r in refs if r.name in MAIN_RESIDUALS and r not in toleranced]
+    refs = (toleranced + main)[:MAX_RESIDUAL_PLOTS]
     if not refs:
         return None
-    configs = run.asset_configs()
     plt = _plt()
     fig, axes = plt.subplots(len(refs), 1, figsize=(10, 1.8 * len(refs)), sharex=True,
                              squeeze=False)

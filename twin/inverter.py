@@ -44,9 +44,12 @@ inverted at that AC power.  A converter delivers the command and draws
 ``p_ac + converter_losses(p_ac)`` from its DC side; its DC source (the battery) enforces its
 own limits.
 
-Terminal powers are evaluated at ``t_k`` and held over ``[t_k, t_k + dt]`` (the zero-order hold
-of the lockstep loop), and the energy counters integrate exactly those held values, so the
-energy a node's bus sees from this unit equals the unit's own counters:
+Terminal powers are evaluated once per step from the *mean* of the command over
+``[t_k, t_k + dt]`` (the first-order response to the held reference, integrated exactly:
+``mean = ref + (cmd_k - ref) (1 - a) / ln(1/a)`` with ``a = exp(-dt/tau)``), so a setpoint
+acts within the step it is given, whatever ``dt`` is; they are held over the step (the
+zero-order hold of the lockstep loop), and the energy counters integrate exactly those held
+values, so the energy a node's bus sees from this unit equals the unit's own counters:
 ``e_dc_wh = e_ac_wh + e_loss_wh`` holds to rounding in every run.
 
 References
@@ -605,6 +608,17 @@ def _pack(p: InverterParams) -> np.ndarray:
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _lag_mean(a):
+    """Mean over a step of ``exp(-t/tau)`` relative to its start: ``(1 - a) / ln(1/a)``
+    with ``a = exp(-dt/tau)`` (0 for an instant response, 1 for no response)."""
+    if a <= 0.0:
+        return 0.0
+    if a >= 1.0:
+        return 1.0
+    return (1.0 - a) / -math.log(a)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(x, u, par, a, dt):
     """Held inputs ``w`` of every unit for one step (see the module docstring)."""
     n = x.shape[0]
@@ -668,8 +682,10 @@ def _hold_kernel(x, u, par, a, dt):
             p_act = min(p_ref, avail)
             qm = math.sqrt(max(s * s - p_act * p_act, 0.0))
             q_ref = min(max(q_ref, -qm), qm)
-        # terminal powers at t_k from the command state
-        xq = x[i, _XQ]
+        # terminal powers over the step from the mean of the command's response over it
+        g = _lag_mean(a[i])
+        xp = p_ref + (xp - p_ref) * g
+        xq = q_ref + (x[i, _XQ] - q_ref) * g
         standby = False
         dc_lim = False
         curtailed = False

@@ -275,7 +275,9 @@ def test_first_order_response_exact_and_scipy(conv_params):
         p = [s.advance({"c": u}, 0.01)["c"][0, 0] for _ in range(6)]
         results[method] = np.array(p)
     tau = conv_params.tau_s
-    expect = 50e3 * (1 - np.exp(-np.arange(6) * 0.01 / tau))
+    # the power over step k is the mean of the response over [k dt, (k + 1) dt]
+    mean = (1 - np.exp(-0.01 / tau)) / (0.01 / tau)
+    expect = 50e3 * (1 - np.exp(-np.arange(6) * 0.01 / tau) * mean)
     assert np.allclose(results["exact"], expect, rtol=1e-12, atol=1e-9)
     assert np.allclose(results["scipy"], expect, rtol=1e-8, atol=1e-6)
 

@@ -84,6 +84,7 @@ class Plan:
         twin = self.twin
         # observable signals: the twin's outputs (devices add their own names in add_device)
         self.obs_keys: list[str] = [f"{n}.{a}.{s}" for n, a, s, _ in twin.outputs]
+        self._twin_index = {k: i for i, k in enumerate(self.obs_keys)}
         self.obs_units: dict[str, str] = {f"{n}.{a}.{s}": u for n, a, s, u in twin.outputs}
         self.obs_index: dict[str, int] = {k: i for i, k in enumerate(self.obs_keys)}
         self.setpoint_index: dict[str, int] = {f"{n}.{a}.{s}": i
@@ -344,19 +345,11 @@ class Plan:
 
     def forecast(self, key: str, horizon_s: float) -> np.ndarray:
         """The twin's forecast of ``key`` over ``horizon_s`` with setpoints held."""
-        node, asset, sig = key.split(".", 2)
-        try:
-            i = [(n, a, s) for n, a, s, _ in self.twin.outputs].index((node, asset, sig))
-        except ValueError:
+        i = self._twin_index.get(key)
+        if i is None:
             raise ControllerError(f"no twin signal '{key}' to forecast") from None
         dt = self.scenario.run.dt_s
-        steps = max(1, int(round(horizon_s / dt)))
-        clone = self.twin.copy()
-        out = np.empty(steps)
-        for j in range(steps):
-            clone.advance(dt)
-            out[j] = clone.y[i]
-        return out
+        return self.twin.forecast(i, max(1, int(round(horizon_s / dt))), dt)
 
     # -- life cycle -----------------------------------------------------------------------
 

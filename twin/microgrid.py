@@ -1024,7 +1024,43 @@ class Microgrid:
 
     def copy(self) -> Microgrid:
         """An independent copy (for forecasts that must not disturb the run)."""
-        return copy.deepcopy(self)
+        scratch, self._scratch = getattr(self, "_scratch", None), None
+        try:
+            return copy.deepcopy(self)
+        finally:
+            self._scratch = scratch
+
+    def forecast(self, index: int, steps: int, dt: float) -> np.ndarray:
+        """Output ``index`` over the next ``steps`` steps with the setpoints held.
+
+        Runs on a scratch copy made once and loaded with this twin's state before each
+        forecast (a copy of its arrays, not of the object), so a controller can ask every
+        tick.
+        """
+        scratch = getattr(self, "_scratch", None)
+        if scratch is None or not self._fused or self._py_drives:
+            scratch = self.copy()
+            if self._fused and not self._py_drives:
+                self._scratch = scratch
+        else:
+            scratch._load_state(self)
+        out = np.empty(steps)
+        for j in range(steps):
+            scratch.advance(dt)
+            out[j] = scratch._y[index]
+        return out
+
+    def _load_state(self, other: Microgrid) -> None:
+        """Take ``other``'s state (a microgrid of the same scenario, fused path)."""
+        if other._dt_loaded is not None and self._dt_loaded != other._dt_loaded:
+            self._load_dt(other._dt_loaded)
+        self._arena.f[...] = other._arena.f
+        self._arena.i[...] = other._arena.i
+        self._u[...] = other._u
+        self._y[...] = other._y
+        for mine, theirs in zip(self._rack_caches, other._rack_caches):
+            mine[...] = theirs
+        self.t, self._k, self._t_base, self._dt = other.t, other._k, other._t_base, other._dt
 
     def index(self, node: str, asset: str, signal: str) -> int:
         for i, (n, a, s, _) in enumerate(self.outputs):

@@ -297,6 +297,23 @@ def test_a_copy_forecasts_without_disturbing_the_run():
     np.testing.assert_array_equal(run(mg, 50, seed=5), ahead)
 
 
+@pytest.mark.parametrize("name", ["grid", "island"])
+def test_forecast_is_the_copy_s_future_and_leaves_the_run_alone(name):
+    mg = build(scenarios()[name])
+    for ticks in (30, 7, 1):  # the scratch copy is reloaded each time, never stale
+        run(mg, ticks)
+        i = len(mg.outputs) // 2
+        y, t = mg.y.copy(), mg.t
+        reference = mg.copy()
+        expected = []
+        for _ in range(40):
+            reference.advance(DT)
+            expected.append(reference.y[i])
+        np.testing.assert_array_equal(mg.forecast(i, 40, DT), expected)
+        np.testing.assert_array_equal(mg.y, y)
+        assert mg.t == t
+
+
 def test_solve_ivp_reference_agrees_with_the_exact_step():
     specs = node("a", rack=Series(T, 30e3 + 5e3 * np.cos(T)))  # the GPU model is not an ODE
     exact, reference = build(specs), build(specs, method="scipy")

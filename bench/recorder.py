@@ -10,7 +10,10 @@ process does not.
 Crash safety: the file is in single-writer/multiple-reader mode, so a reader opening it
 (also after the writer was killed) sees a consistent file holding every tick up to the last
 flush.  If the bench process dies, the writer sees the pipe close, writes what it has and
-closes the file properly.
+closes the file properly.  Batches leave the bench from a thread, so a slow disk never blocks
+the loop; when the bench runs ahead of the writer (hundreds of nodes as fast as possible),
+the writer writes everything waiting at once, and what is still queued in the bench then is
+older than ``flush_s``.
 
 Layout (format version 1, see ``../shared/DESIGN.md``)::
 
@@ -29,10 +32,14 @@ Layout (format version 1, see ``../shared/DESIGN.md``)::
 
 from __future__ import annotations
 
+import os
 import pickle
+import queue
+import select
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -90,25 +97,35 @@ class Layout:
 
 
 class _Pipe:
-    """Length-prefixed pickles over a pair of binary streams (the writer's stdin/stdout)."""
+    """Length-prefixed pickles over a pair of pipe file descriptors (unbuffered, so
+    :meth:`ready` can tell whether another message is already waiting)."""
 
-    def __init__(self, rx: Any, tx: Any) -> None:
+    def __init__(self, rx: int, tx: int) -> None:
         self.rx, self.tx = rx, tx
 
     def send(self, obj: Any) -> None:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        self.tx.write(struct.pack("<Q", len(data)) + data)
-        self.tx.flush()
+        view = memoryview(struct.pack("<Q", len(data)) + data)
+        while view:
+            view = view[os.write(self.tx, view):]
+
+    def _read(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(self.rx, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
 
     def recv(self) -> Any:
-        head = self.rx.read(8)
-        if len(head) < 8:
-            raise EOFError
-        (n,) = struct.unpack("<Q", head)
-        data = self.rx.read(n)
-        if len(data) < n:
-            raise EOFError
-        return pickle.loads(data)
+        (n,) = struct.unpack("<Q", self._read(8))
+        return pickle.loads(self._read(n))
+
+    def ready(self) -> bool:
+        """Whether a message (or the end of the stream) is waiting to be read."""
+        return bool(select.select([self.rx], [], [], 0)[0])
 
 
 def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) -> None:
@@ -158,16 +175,32 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
         n = 0
         m_idx = np.array([r.measured for r in layout.residuals], dtype=int)
         t_idx = np.array([r.twin for r in layout.residuals], dtype=int)
-        while True:
-            try:
-                msg = conn.recv()
-            except EOFError:  # the bench died: keep what arrived, close properly
-                break
-            kind, payload = msg
-            if kind == "close":
-                f.attrs["complete"] = True
-                break
-            floats, flags, extra = payload
+        closing = False
+        while not closing:
+            # everything waiting is written at once: when the bench runs ahead of the disk,
+            # batches grow and each dataset's per-write cost is paid less often
+            batches: list[tuple] = []
+            while True:
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:  # the bench died: keep what arrived, close properly
+                    closing = True
+                    break
+                if kind == "close":
+                    f.attrs["complete"] = True
+                    closing = True
+                    break
+                batches.append(payload)
+                if len(batches) >= 256 or not conn.ready():
+                    break
+            if not batches:
+                continue
+            floats = np.concatenate([b[0] for b in batches])
+            flags = np.concatenate([b[1] for b in batches])
+            extra: dict[str, list[np.ndarray]] = {}
+            for b in batches:
+                for tpath, rows in b[2].items():
+                    extra.setdefault(tpath, []).append(rows)
             k = floats.shape[0]
             if k:
                 for j, d in enumerate(fl):
@@ -182,7 +215,8 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
                         d.resize((n + k,))
                         d[n:n + k] = res[:, j]
                 n += k
-            for tpath, rows in extra.items():
+            for tpath, parts in extra.items():
+                rows = np.concatenate(parts)
                 d = tables[tpath]
                 m = d.shape[0]
                 d.resize((m + len(rows),))
@@ -226,15 +260,16 @@ class Recorder:
         self._n = 0
         self._tables: dict[str, list] = {}
         self._last_send = time.monotonic()
-        #: ticks recorded so far, and ticks already handed to the writer process
+        #: ticks recorded so far, and ticks already in the writer process's pipe
         self.ticks = 0
         self.sent_ticks = 0
         full = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **attrs}
         # A subprocess (not multiprocessing): it never re-imports the caller's __main__.
         self._proc = subprocess.Popen([sys.executable, "-m", "bench.recorder"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._conn = _Pipe(self._proc.stdout, self._proc.stdin)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      bufsize=0)
+        self._conn = _Pipe(self._proc.stdout.fileno(), self._proc.stdin.fileno())
         self._closed = False
         try:
             self._conn.send((str(self.path), layout, full))
@@ -247,6 +282,12 @@ class Recorder:
             self._closed = True
             raise RecordingError(str(payload).strip().splitlines()[-1])
         self._errors = _ErrorWatch(self._conn)
+        # batches go to the writer from a thread: a slow disk never blocks the loop
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="gridloop-recorder-send",
+                                        daemon=True)
+        self._send_error = ""
+        self._sender.start()
 
     def row(self) -> tuple[np.ndarray, np.ndarray]:
         """The next row to fill (floats, flags); commit it with :meth:`commit`."""
@@ -291,14 +332,28 @@ class Recorder:
             extra[t] = np.concatenate([p if isinstance(p, np.ndarray) else np.array(p, dtype=dt)
                                        for p in parts]).astype(dt, copy=False)
         self._tables = {}
-        self._conn.send(("rows", (self._floats[:n].copy(), self._flags[:n].copy(), extra)))
+        self._outbox.put(("rows", (self._floats[:n].copy(), self._flags[:n].copy(), extra)))
         self._floats[:n] = np.nan
         self._flags[:n] = 0
         self._n = 0
-        self.sent_ticks += n
         self._last_send = time.monotonic() if now is None else now
 
+    def _send_loop(self) -> None:
+        while True:
+            msg = self._outbox.get()
+            try:
+                self._conn.send(msg)
+            except OSError as exc:
+                self._send_error = str(exc)
+                return
+            if msg[0] == "close":
+                return
+            self.sent_ticks += len(msg[1][0])
+
     def _check_writer(self) -> None:
+        if self._send_error:
+            raise RecordingError(f"{self.path}: the recorder process died: "
+                                 f"{self._send_error}")
         if self._errors.message:
             raise RecordingError(f"{self.path}: recorder failed: {self._errors.message}")
         if self._proc.poll() is not None:
@@ -321,16 +376,18 @@ class Recorder:
         self._closed = True
         try:
             self._send()
-            self._conn.send(("close", None))
-        except (BrokenPipeError, OSError) as exc:
-            raise RecordingError(f"{self.path}: the recorder process died: {exc}") from None
+            self._outbox.put(("close", None))
+            self._sender.join()
         finally:
             try:
-                self._proc.wait(60)
+                self._proc.wait(600)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
             self._errors.join()
             self._proc.stdin.close()
+        if self._send_error:
+            raise RecordingError(f"{self.path}: the recorder process died: "
+                                 f"{self._send_error}")
         self._check_writer_result()
 
     def _check_writer_result(self) -> None:
@@ -351,8 +408,6 @@ class _ErrorWatch:
     """Reads the writer's replies on a thread, so a failed flush is reported, never hung on."""
 
     def __init__(self, conn: _Pipe) -> None:
-        import threading
-
         self.message = ""
         self._conn = conn
         self._thread = threading.Thread(target=self._run, name="gridloop-recorder-watch",
@@ -379,8 +434,9 @@ def _clip(message: str, size: int) -> bytes:
 
 def _serve() -> None:
     """Entry point of the writer process: ``python -m bench.recorder`` (stdin/stdout pipe)."""
-    conn = _Pipe(sys.stdin.buffer, sys.stdout.buffer)
-    sys.stdout = sys.stderr  # nothing else may write into the pipe
+    conn = _Pipe(sys.stdin.fileno(), os.dup(sys.stdout.fileno()))
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may write into the pipe
+    sys.stdout = sys.stderr
     try:
         path, layout, attrs = conn.recv()
     except EOFError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -70,16 +69,16 @@ def read_columns(path: str | Path, columns: tuple[str, ...] | None = None,
     return out
 
 
-def write_columns(path: str | Path, columns: Mapping[str, np.ndarray]) -> Path:
-    """Write equal-length columns as CSV (written to a temporary file, then renamed)."""
+def write_columns(path: str | Path, columns: Mapping[str, np.ndarray],
+                  formats: Mapping[str, str] | None = None) -> Path:
+    """Write equal-length numeric columns as CSV with a header line, atomically (a
+    temporary file, then renamed); ``formats`` per column (default: every digit)."""
     path = Path(path)
     names = list(columns)
     data = np.column_stack([np.asarray(columns[n], dtype=float) for n in names])
+    fmt = [(formats or {}).get(n, "%.17g") for n in names]
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(names)
-        for row in data:
-            w.writerow(["" if math.isnan(v) else repr(float(v)) for v in row])
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        np.savetxt(f, data, fmt=fmt, delimiter=",", header=",".join(names), comments="")
     tmp.replace(path)
     return path

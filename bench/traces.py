@@ -197,20 +197,6 @@ def read_power_limit_w(trace_path: str | Path) -> float | None:
     return float(mw) / 1000.0
 
 
-def write_columns(path: str | Path, columns: dict[str, np.ndarray],
-                  formats: dict[str, str] | None = None) -> Path:
-    """Write equal-length numeric columns as a CSV with a header line (atomically)."""
-    path = Path(path)
-    names = list(columns)
-    data = np.column_stack([np.asarray(columns[n], dtype=float) for n in names])
-    fmt = [(formats or {}).get(n, "%.6g") for n in names]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        np.savetxt(f, data, fmt=fmt, delimiter=",", header=",".join(names), comments="")
-    tmp.replace(path)
-    return path
-
-
 def to_measured(trace: Trace, schedule: Schedule) -> Measured:
     """A trace and its schedule as the GPU fit and score read them."""
     from twin.gpu_fit import FitError, Measured

@@ -14,30 +14,17 @@ and real time / advance (how many times faster than real time 1,000 nodes run).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import best_us
 from twin import params as tp
 from twin.battery import Battery, params_from_set
 from twin.stepper import step_scipy
 
 DATA = Path(__file__).resolve().parents[1] / "twin" / "data"
 DT = 0.01
-
-
-def best_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
-    """Best mean time of ``calls`` calls over ``repeats`` batches. [us]"""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best * 1e6
 
 
 def one_case(name: str, n: int, quick: bool) -> dict:

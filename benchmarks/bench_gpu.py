@@ -41,7 +41,7 @@ def _best(fn, repeats: int) -> float:
 
 
 def _predict(quick: bool) -> dict:
-    from bench.traces import write_columns
+    from bench.csvio import write_columns
 
     p, temp = load_params()
     sched = _schedule(170.0)

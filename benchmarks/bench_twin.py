@@ -19,12 +19,12 @@ kernel with the demo's four desynchronised groups per rack (its cost grows with 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import best_us
 from twin import battery, bus, inverter, pv, rack
 from twin import params as tp
 from twin.microgrid import AssetSpec, Microgrid, Series
@@ -33,18 +33,6 @@ from twin.workload import desynchronise, synchronous_training
 
 DATA = Path(__file__).resolve().parents[1] / "twin" / "data"
 DT = 0.01
-
-
-def best_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
-    """Best mean time of ``calls`` calls over ``repeats`` batches. [us]"""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best * 1e6
 
 
 def node_specs(n: int, groups: int = 1) -> list[AssetSpec]:

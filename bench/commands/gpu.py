@@ -200,7 +200,8 @@ def _accuracy(p, recs, spans) -> list[dict[str, Any]]:
 def _predict(args: argparse.Namespace) -> int:
     import time
 
-    from bench.traces import read_events, write_columns
+    from bench.csvio import write_columns
+    from bench.traces import read_events
     from twin.gpu import load_params, nvml_view, simulate
 
     t_start = time.perf_counter()

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from bench.csvio import write_columns
 from bench.errors import RecordingError
 from bench.traces import (
     beside,
@@ -15,7 +16,6 @@ from bench.traces import (
     read_power_limit_w,
     read_trace,
     to_measured,
-    write_columns,
     write_events,
 )
 from twin.workload import COMPUTE, Schedule

@@ -50,7 +50,7 @@ import numba
 import numpy as np
 
 from twin import stepper
-from twin.errors import ParameterError, TwinError
+from twin.errors import ParameterError
 from twin.params import ParamSet, from_mapping
 from twin.units import S_PER_H
 
@@ -297,15 +297,9 @@ class Bus(stepper.Asset):
         "e_kinetic_wh")
 
     def __init__(self, params: BusParams | Sequence[BusParams], n: int | None = None) -> None:
-        plist = [params] if isinstance(params, BusParams) else list(params)
-        if n is None:
-            n = len(plist)
-        if len(plist) == 1:
-            plist = plist * n
-        if len(plist) != n or n < 1:
-            raise TwinError(f"bus: {len(plist)} parameter sets for n={n} nodes")
-        self.n = n
-        self.params = tuple(plist)
+        plist = stepper.per_unit(params, n, BusParams, "bus")
+        self.n = len(plist)
+        self.params = plist
         # nodes share parameter sets: keep one row (and one set of matrices) per distinct set
         unique: dict[BusParams, int] = {}
         self._kind = np.array([unique.setdefault(p, len(unique)) for p in plist],

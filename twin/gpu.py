@@ -20,7 +20,8 @@ and moves the clock towards the highest clock whose power fits the budget, quick
 (``tau_down``) and slowly up (``tau_up``).  Hence the three regimes of the recordings:
 bursts shorter than the clock's response overshoot the limit (up to ~950 W on an H100 at
 700 W), bursts up to a second sit near ``r_burst L``, and sustained load averages ``L``
-with a ripple, after a dip when the average first reaches it.  Electrical power follows with one time constant (``tau_p``), and heat
+with a ripple, after a dip when the average first reaches it.  Electrical power follows with
+one time constant (``tau_p``), and heat
 flows die -> heat sink -> ambient through two thermal nodes, each a first-order lag.
 
 :func:`simulate` runs the model over a schedule on a fixed step (a numba kernel, about a

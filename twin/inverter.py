@@ -821,31 +821,17 @@ class Inverter(stepper.Asset):
 
     def __init__(self, params: InverterParams | Sequence[InverterParams], n: int | None = None,
                  initial: Mapping[str, float] | None = None) -> None:
-        plist = [params] if isinstance(params, InverterParams) else list(params)
-        if n is None:
-            n = len(plist)
-        if len(plist) == 1:
-            plist = plist * n
-        if len(plist) != n or n < 1:
-            raise TwinError(f"inverter: {len(plist)} parameter sets for n={n} units")
-        self.n = n
-        self.params = tuple(plist)
+        plist = stepper.per_unit(params, n, InverterParams, "inverter")
+        self.n = len(plist)
+        self.params = plist
         self._par = np.array([_pack(p) for p in plist])
-        self._tau = np.array([p.response_tau_s for p in plist])
+        self._a = stepper.LagFactors(np.array([p.response_tau_s for p in plist]))
         self._initial = dict(initial or {})
-        self._lag: dict[float, np.ndarray] = {}
 
     @classmethod
     def from_params(cls, pset: ParamSet, n: int = 1) -> Inverter:
         """``n`` identical units from a parameter file, with its initial conditions."""
         return cls(InverterParams.from_params(pset), n=n, initial=pset.initial)
-
-    def _a(self, dt: float) -> np.ndarray:
-        a = self._lag.get(dt)
-        if a is None:
-            a = np.ascontiguousarray(stepper.lag_factors(self._tau, dt)[0])
-            self._lag[dt] = a
-        return a
 
     def default_inputs(self) -> np.ndarray:
         """A PV inverter unlimited (``p_set_w`` at its rating), a converter at 0 W; 100 % of
@@ -875,8 +861,8 @@ class Inverter(stepper.Asset):
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         dx = np.empty_like(x)
-        dx[:, _XP] = (w[:, _WRP] - x[:, _XP]) / self._tau
-        dx[:, _XQ] = (w[:, _WRQ] - x[:, _XQ]) / self._tau
+        dx[:, _XP] = (w[:, _WRP] - x[:, _XP]) / self._a.tau_s
+        dx[:, _XQ] = (w[:, _WRQ] - x[:, _XQ]) / self._a.tau_s
         dx[:, _EDC] = w[:, _WPDC] * WH_PER_J
         dx[:, _EAC] = w[:, _WPAC] * WH_PER_J
         dx[:, _ELOSS] = w[:, _WLOSS] * WH_PER_J

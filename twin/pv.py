@@ -357,32 +357,18 @@ class PV(stepper.Asset):
 
     def __init__(self, params: PVParams | Sequence[PVParams], n: int | None = None,
                  initial: Mapping[str, float] | None = None) -> None:
-        plist = [params] if isinstance(params, PVParams) else list(params)
-        if n is None:
-            n = len(plist)
-        if len(plist) == 1:
-            plist = plist * n
-        if len(plist) != n or n < 1:
-            raise TwinError(f"pv: {len(plist)} parameter sets for n={n} arrays")
-        self.n = n
-        self.params = tuple(plist)
+        plist = stepper.per_unit(params, n, PVParams, "pv")
+        self.n = len(plist)
+        self.params = plist
         self._par = np.array([[p.p_dc0_w, p.gamma_pdc_per_c, p.losses_frac, p.u0, p.u1,
                                p.v_mp_ref_v, p.beta_vmp_per_c] for p in plist])
-        self._tau = np.array([p.thermal_tau_s for p in plist])
+        self._a = stepper.LagFactors(np.array([p.thermal_tau_s for p in plist]))
         self._initial = dict(initial or {})
-        self._lag: dict[float, np.ndarray] = {}
 
     @classmethod
     def from_params(cls, pset: ParamSet, n: int = 1) -> PV:
         """``n`` identical arrays from a parameter file, with its initial conditions."""
         return cls(PVParams.from_params(pset), n=n, initial=pset.initial)
-
-    def _a(self, dt: float) -> np.ndarray:
-        a = self._lag.get(dt)
-        if a is None:
-            a = np.ascontiguousarray(stepper.lag_factors(self._tau, dt)[0])
-            self._lag[dt] = a
-        return a
 
     def default_inputs(self) -> np.ndarray:
         """Night at 25 degC with a 1 m/s breeze."""
@@ -404,7 +390,7 @@ class PV(stepper.Asset):
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         dx = np.empty_like(x)
-        dx[:, 0] = (w[:, _WTSS] - x[:, 0]) / self._tau
+        dx[:, 0] = (w[:, _WTSS] - x[:, 0]) / self._a.tau_s
         dx[:, 1] = w[:, _WPDC] / S_PER_H
         return dx
 

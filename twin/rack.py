@@ -146,7 +146,8 @@ def load_rack(path: str | Path = H100_8GPU) -> tuple[RackParams, GpuParams, floa
 
 
 def fan_power_w(p: RackParams, temp_gpu_c: np.ndarray | float) -> np.ndarray:
-    """Fan power at a mean GPU die temperature (speed linear in temperature, power ~ speed^3). [W]"""
+    """Fan power at a mean GPU die temperature (speed linear in temperature, power as the
+    cube of speed). [W]"""
     x = np.clip((np.asarray(temp_gpu_c, dtype=float) - p.fan_temp_low_c)
                 / (p.fan_temp_high_c - p.fan_temp_low_c), 0.0, 1.0)
     return p.fan_min_w + (p.fan_max_w - p.fan_min_w) * x**3

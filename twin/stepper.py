@@ -178,3 +178,32 @@ def lag_factors(tau_s: np.ndarray | float, dt: float) -> tuple[np.ndarray, np.nd
     with np.errstate(divide="ignore"):
         a = np.where(tau > 0, np.exp(-dt / np.where(tau > 0, tau, 1.0)), 0.0)
     return a, 1.0 - a
+
+
+def per_unit(params: object, n: int | None, cls: type, what: str) -> tuple:
+    """One parameter set per unit: ``params`` is one set (for ``n`` units, default 1) or a
+    sequence of sets (one per unit, ``n`` if given must match)."""
+    plist = [params] if isinstance(params, cls) else list(params)  # type: ignore[call-overload]
+    if n is None:
+        n = len(plist)
+    if len(plist) == 1:
+        plist = plist * n
+    if len(plist) != n or n < 1:
+        raise TwinError(f"{what}: {len(plist)} parameter sets for n={n} units")
+    return tuple(plist)
+
+
+class LagFactors:
+    """:func:`lag_factors` of fixed time constants, computed once per step length."""
+
+    def __init__(self, tau_s: np.ndarray) -> None:
+        self.tau_s = np.asarray(tau_s, dtype=float)
+        self._by_dt: dict[float, np.ndarray] = {}
+
+    def __call__(self, dt: float) -> np.ndarray:
+        a = self._by_dt.get(dt)
+        if a is None:
+            if len(self._by_dt) >= 16:  # a run uses one dt; a sweep of dts must not grow this
+                self._by_dt.clear()
+            a = self._by_dt[dt] = np.ascontiguousarray(lag_factors(self.tau_s, dt)[0])
+        return a

@@ -12,6 +12,6 @@ def test_docs_example_runs(repo: Path, tmp_path: Path, monkeypatch: pytest.Monke
     text = (repo / "docs" / "ledger.md").read_text()
     (example,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)
-    exec(compile(example, "docs/ledger.md", "exec"), {})  # noqa: S102 - our own documentation
+    exec(compile(example, "docs/ledger.md", "exec"), {})
     assert (tmp_path / "run.ledger.db").is_file()
     assert (tmp_path / "run.keys" / "pv.key").stat().st_mode & 0o077 == 0

@@ -117,7 +117,7 @@ def test_writers_on_separate_connections_are_serialised(ledger_target: str) -> N
                     with store.transaction():
                         n = store.last_nonce(NODE.public_key) + 1
                         store.insert([reading(n, wh=wh)])
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(wh,)) for wh in (1, 2)]

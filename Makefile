@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 EXTRAS ?= test,interop,sweep,postgres,nvml
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo live test test-fast bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.core
 	$(BIN)/gridloop demo
+
+# The demo watched live in a window (needs a display).
+live: $(VENV)/.core
+	$(BIN)/gridloop demo --view
 
 test: $(VENV)/.full
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -61,34 +61,29 @@ def _per_kind(run: Run, kind: str, signal: str) -> list[tuple[str, str]]:
     return [(n, a) for (n, a), k in kinds.items() if k == kind and run.has(n, a, signal)]
 
 
-def soc(run: Run, out: Path) -> Path | None:
-    assets = _per_kind(run, "battery", "soc")
+def _lines(run: Run, assets: list[tuple[str, str]], signal: str, ylabel: str,
+           path: Path) -> Path | None:
+    """One signal of several assets over time, one line each."""
     if not assets:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3))
     for n, a in assets:
-        ax.plot(run.time, run.signal(n, a, "soc"), label=f"{n}.{a}")
+        ax.plot(run.time, run.signal(n, a, signal), label=f"{n}.{a}")
     ax.set_xlabel("time [s]")
-    ax.set_ylabel("SOC [-]")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out / "soc.png")
+    return _save(fig, path)
+
+
+def soc(run: Run, out: Path) -> Path | None:
+    return _lines(run, _per_kind(run, "battery", "soc"), "soc", "SOC [-]", out / "soc.png")
 
 
 def frequency(run: Run, out: Path) -> Path | None:
     assets = _per_kind(run, "grid", "freq_hz") + _per_kind(run, "meter", "freq_hz")
-    if not assets:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3))
-    for n, a in assets:
-        ax.plot(run.time, run.signal(n, a, "freq_hz"), label=f"{n}.{a}")
-    ax.set_xlabel("time [s]")
-    ax.set_ylabel("frequency [Hz]")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, out / "frequency.png")
+    return _lines(run, assets, "freq_hz", "frequency [Hz]", out / "frequency.png")
 
 
 def gpu_power(run: Run, out: Path) -> list[Path]:

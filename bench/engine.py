@@ -24,7 +24,7 @@ import asyncio
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,17 +263,3 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True,
              ) -> RunSummary:
     """Run a plan to completion and return its summary."""
     return Engine(plan, out, progress=progress, controller=controller, on_tick=on_tick).run()
-
-
-def setpoint_dict(values: Mapping[str, float]) -> dict[str, float]:
-    """Validate a controller's output: finite numbers keyed ``node.asset.setpoint``."""
-    out = {}
-    for k, v in values.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise ControllerError(f"setpoint '{k}' is not a number: {v!r}") from None
-        if not math.isfinite(f):
-            raise ControllerError(f"setpoint '{k}' is not finite: {v!r}")
-        out[k] = f
-    return out

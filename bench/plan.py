@@ -19,15 +19,13 @@ import numpy as np
 
 from bench import __version__
 from bench.controllers import AssetRef
-from bench.errors import ControllerError, ScenarioError
+from bench.errors import ControllerError
 from bench.recorder import Column, Layout, Recorder, Residual
-from bench.scenario import AssetConfig, Scenario
+from bench.scenario import Scenario
 
 #: register map each asset kind exposes when emulated or read from hardware
 DEVICE_MAPS = {"battery": "sunspec_battery", "inverter": "sunspec_inverter",
                "meter": "sunspec_meter", "gpu_rack": "gpu_rack"}
-#: quality flag of an asset whose values came from the twin this tick (no device)
-QUALITY_TWIN = 0
 
 
 @dataclass
@@ -384,17 +382,3 @@ class Plan:
                 pass
         if self.emulators is not None:
             await self.emulators.stop()
-
-
-def asset_key(node: str, asset: str) -> tuple[str, str]:
-    return (node, asset)
-
-
-def check_kind_mapping(cfg: AssetConfig, where: str) -> str | None:
-    """The register map of an asset kind that has a device, or None (pv, grid)."""
-    if cfg.kind not in DEVICE_MAPS:
-        if cfg.mode == "hardware":
-            raise ScenarioError(f"{where}: a {cfg.kind} has no device of its own; "
-                                f"use mode = \"twin\"")
-        return None
-    return DEVICE_MAPS[cfg.kind]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from twin.errors import TwinError
+from twin.params import did_you_mean
 
 #: load names and their codes (the codes of the recordings' ``phases``: 1 big matrix
 #: products, 2 small ones, 3 copies; checkpoint added)
@@ -106,7 +107,7 @@ class Schedule:
             # a field this entry lacks is a typo.
             absent = [k for k in _ENTRY_KEYS if k not in e]
             for key in e:
-                hint = _did_you_mean(key, absent) if key not in _ENTRY_KEYS else ""
+                hint = did_you_mean(key, absent) if key not in _ENTRY_KEYS else ""
                 if hint:
                     raise ScheduleError(f"{where}: unknown field '{key}'{hint}")
             for key in ("t_s", "load", "seconds"):
@@ -115,7 +116,7 @@ class Schedule:
             name = e["load"]
             if name not in LOADS:
                 raise ScheduleError(f"{where}: unknown load {name!r}"
-                                    f"{_did_you_mean(str(name), LOADS)}; loads are "
+                                    f"{did_you_mean(str(name), LOADS)}; loads are "
                                     f"{', '.join(LOAD_NAMES)}")
             t.append(_number(e["t_s"], f"{where}.t_s"))
             sec.append(_number(e["seconds"], f"{where}.seconds"))
@@ -256,12 +257,6 @@ def _number(value: Any, where: str) -> float:
     if not math.isfinite(v):
         raise ScheduleError(f"{where}: {value!r} is not finite")
     return v
-
-
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    from twin.params import did_you_mean
-
-    return did_you_mean(name, choices)
 
 
 # --- generators -------------------------------------------------------------------------

@@ -329,7 +329,8 @@ _S_OCV, _S_R0, _S_R1, _S_C1, _S_R2, _S_C2, _S_DUDT, _S_HYST = range(8)
 _K0 = 21
 _NPF = _K0 + len(_SLOTS)
 _TAUC1, _TAUC2 = len(_SLOTS), len(_SLOTS) + 1  # pi columns: 1 where tau_j is a constant
-_NPI = _TAUC2 + 1
+_R0_BY_I = _TAUC2 + 1  # pi column: 1 where R0 is a table over current
+_NPI = _R0_BY_I + 1
 # per-dt factors ``disc`` (per row): thermal Ad, Bd (row-major), constant-tau RC factors
 _AD, _BD, _DA1, _DG1, _DA2, _DG2 = 0, 4, 8, 9, 10, 11
 _NDISC = 12
@@ -414,6 +415,8 @@ def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
                 pf[i, _K0 + s] = v
         pi[i, _TAUC1] = int(not isinstance(c.r1_ohm, Table) and not isinstance(c.c1_f, Table))
         pi[i, _TAUC2] = int(not isinstance(c.r2_ohm, Table) and not isinstance(c.c2_f, Table))
+        pi[i, _R0_BY_I] = int(isinstance(c.r0_ohm, Table)
+                              and any(name == "current_a" for name, _ in c.r0_ohm.axes))
     return (pf, pi) + tables.arrays()
 
 
@@ -493,6 +496,11 @@ def _param(r, slot, pf, pi, tmeta, tgrid, tdata, coords):
     j = pi[r, slot]
     if j < 0:
         return pf[r, _K0 + slot]
+    if tmeta[j, 0] == 1:  # inlined: a call costs as much as a 1-D lookup
+        i0, f0 = _axis(coords[tmeta[j, 1]], tmeta[j, 2], tmeta[j, 3], tgrid[j, 0], tgrid[j, 1],
+                       tdata)
+        v = tmeta[j, _TM_VOFF] + i0
+        return tdata[v] * (1.0 - f0) + tdata[v + 1] * f0 if tmeta[j, 3] > 1 else tdata[v]
     return _lookup(j, tmeta, tgrid, tdata, coords)
 
 
@@ -524,7 +532,11 @@ def _decay(rate, dt):
     """``(exp(-rate dt), 1 - exp(-rate dt))`` without cancellation."""
     if rate == 0.0:
         return 1.0, 0.0
-    g = -math.expm1(-rate * dt)
+    z = rate * dt
+    if z < 1e-3:  # the series of expm1, to a relative 1e-14 (z^4 / 120)
+        g = z * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0))))
+    else:
+        g = -math.expm1(-z)
     return 1.0 - g, g
 
 
@@ -563,10 +575,14 @@ def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w,
         elif cmd < -pch:
             cmd = -pch
             flags |= LIMIT_POWER
-        cur = cmd / e if e > 0.0 else 0.0
-        for _ in range(2):
-            cur = min(max(cur, -ich), idis)
-            r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, (tc, soc, cur, ocv))
+        if pi[r, _R0_BY_I] == 1:  # two fixed-point steps on R0(I)
+            cur = cmd / e if e > 0.0 else 0.0
+            for _ in range(2):
+                cur = min(max(cur, -ich), idis)
+                r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, (tc, soc, cur, ocv))
+                cur, infeasible = _power_current(cmd, e, r0)
+        else:
+            r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
             cur, infeasible = _power_current(cmd, e, r0)
     else:
         cur = cmd
@@ -577,12 +593,14 @@ def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w,
         cur = -ich
         flags |= LIMIT_CURRENT
     coords = (tc, soc, cur, ocv)
-    r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
+    if not power_mode or pi[r, _R0_BY_I] == 1:
+        r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
     r1 = _param(r, _S_R1, pf, pi, tmeta, tgrid, tdata, coords)
     r2 = _param(r, _S_R2, pf, pi, tmeta, tgrid, tdata, coords)
     if power_mode:
         if not flags & LIMIT_CURRENT:
-            cur, infeasible = _power_current(cmd, e, r0)
+            if pi[r, _R0_BY_I] == 1:
+                cur, infeasible = _power_current(cmd, e, r0)
             if infeasible:
                 flags |= LIMIT_POWER_INFEASIBLE
     elif cur > 0.0 and pdis < math.inf:

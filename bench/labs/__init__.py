@@ -4,8 +4,8 @@ A lab is a folder ``experiments/<name>/`` holding
 
 ``lab.toml``
     the lab's title, its grader, its pass mark, the ``--set`` overrides of its quick
-    variant, the further recordings it compares against (variants), and the shared data
-    files it replays;
+    variant, the further recordings it compares against (variants), the shared data
+    files it replays, and the grader's targets it sets apart from their defaults;
 ``scenario.toml``
     the scenario of its main recording;
 ``sheet.md``
@@ -87,6 +87,8 @@ class Lab:
     variants: tuple[Variant, ...] = ()
     #: scenario key -> file name in the shared data folder (set as an absolute path)
     shared_data: dict[str, str] = field(default_factory=dict)
+    #: the grader's targets this lab sets apart from their defaults (``[targets]``)
+    targets: dict[str, float] = field(default_factory=dict)
 
     @property
     def scenario(self) -> Path:
@@ -111,6 +113,7 @@ class _LabFile:
     quick: QuickInfo = field(default_factory=QuickInfo)
     variants: tuple[Variant, ...] = ()
     shared_data: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)
 
 
 def load_lab(folder: Path) -> Lab:
@@ -132,7 +135,11 @@ def load_lab(folder: Path) -> Lab:
     for name in ("scenario.toml", "sheet.md"):
         if not (folder / name).is_file():
             raise LabError(f"{folder / name}: missing (every lab has a scenario and a sheet)")
-    return Lab(folder.name, folder, spec.lab, spec.quick, spec.variants, spec.shared_data)
+    for key, value in spec.targets.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LabError(f"{path}: targets.{key}: expected a number, got {value!r}")
+    return Lab(folder.name, folder, spec.lab, spec.quick, spec.variants, spec.shared_data,
+               {k: float(v) for k, v in spec.targets.items()})
 
 
 def labs(root: Path = EXPERIMENTS) -> dict[str, Lab]:

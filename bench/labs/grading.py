@@ -165,6 +165,16 @@ class Recordings:
     def new_grade(self) -> Grade:
         return Grade(self.lab.name, self.lab.info.pass_mark)
 
+    def targets(self, defaults: Mapping[str, float]) -> dict[str, float]:
+        """The grader's ``defaults`` with the lab's ``[targets]`` over them; a target the
+        grader does not have is an error naming the lab file."""
+        for key in self.lab.targets:
+            if key not in defaults:
+                raise LabError(f"{self.lab.folder / 'lab.toml'}: targets.{key}: not a target "
+                               f"of grader {self.lab.grader}{did_you_mean(key, defaults)}; "
+                               f"targets: {', '.join(defaults)}")
+        return {**defaults, **self.lab.targets}
+
     def scenario(self, variant: str = "") -> Scenario:
         """The scenario a recording ran: the recorded text with its overrides."""
         with self.open(variant) as run:

@@ -72,6 +72,28 @@ def test_a_malformed_lab_file_names_file_and_field(tmp_path: Path) -> None:
         load_lab(folder)
 
 
+def test_a_lab_sets_its_graders_targets_and_a_wrong_one_is_named(tmp_path: Path) -> None:
+    from bench.labs.grading import Recordings
+
+    h100 = get_lab("gpu_smoothing_h100")
+    assert Recordings(h100, tmp_path / "r.h5", False).targets(
+        {"reduction_db": 10.0, "forecast_gain_db": 3.0}) == {"reduction_db": 8.0,
+                                                             "forecast_gain_db": 3.0}
+    folder = tmp_path / "mylab"
+    folder.mkdir()
+    for name in ("scenario.toml", "sheet.md"):
+        (folder / name).write_text("")
+    head = '[lab]\ntitle = "x"\nsummary = "y"\ngrader = "gpu_smoothing"\n[targets]\n'
+    (folder / "lab.toml").write_text(head + "reduction_bd = 8.0\n")
+    with pytest.raises(LabError, match=r"targets\.reduction_bd: not a target of grader "
+                                       r"gpu_smoothing \(did you mean 'reduction_db'\?\)"):
+        Recordings(load_lab(folder), tmp_path / "r.h5", False).targets(
+            {"reduction_db": 10.0})
+    (folder / "lab.toml").write_text(head + 'reduction_db = "high"\n')
+    with pytest.raises(LabError, match=r"targets\.reduction_db: expected a number"):
+        load_lab(folder)
+
+
 def test_answers_files_are_checked_against_the_questions(tmp_path: Path) -> None:
     questions = {"r0_ohm": Question("R0", "Ohm"),
                  "broken": Question("faults", names=True)}

@@ -608,17 +608,6 @@ def _pack(p: InverterParams) -> np.ndarray:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _lag_mean(a):
-    """Mean over a step of ``exp(-t/tau)`` relative to its start: ``(1 - a) / ln(1/a)``
-    with ``a = exp(-dt/tau)`` (0 for an instant response, 1 for no response)."""
-    if a <= 0.0:
-        return 0.0
-    if a >= 1.0:
-        return 1.0
-    return (1.0 - a) / -math.log(a)
-
-
-@numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(x, u, par, a, dt):
     """Held inputs ``w`` of every unit for one step (see the module docstring)."""
     n = x.shape[0]
@@ -673,8 +662,8 @@ def _hold_kernel(x, u, par, a, dt):
         # ramp limit on the command: the state moves at most ramp * dt in this step
         ramp_lim = False
         xp = x[i, _XP]
-        if par[i, _RAMP] > 0.0 and a[i] < 1.0:
-            dmax = par[i, _RAMP] * dt / (1.0 - a[i])
+        if par[i, _RAMP] > 0.0 and a[i, 0] < 1.0:
+            dmax = par[i, _RAMP] * dt / (1.0 - a[i, 0])
             if p_ref > xp + dmax:
                 p_ref, ramp_lim = xp + dmax, True
             elif p_ref < xp - dmax:
@@ -683,7 +672,7 @@ def _hold_kernel(x, u, par, a, dt):
             qm = math.sqrt(max(s * s - p_act * p_act, 0.0))
             q_ref = min(max(q_ref, -qm), qm)
         # terminal powers over the step from the mean of the command's response over it
-        g = _lag_mean(a[i])
+        g = a[i, 1]
         xp = p_ref + (xp - p_ref) * g
         xq = q_ref + (x[i, _XQ] - q_ref) * g
         standby = False
@@ -726,8 +715,8 @@ def _step_into(x, w, a, dt, xn):
     """Exact step into ``xn``, which may be ``x`` itself (each element is read, then written)."""
     h = dt / 3600.0
     for i in range(x.shape[0]):
-        xn[i, _XP] = w[i, _WRP] + a[i] * (x[i, _XP] - w[i, _WRP])
-        xn[i, _XQ] = w[i, _WRQ] + a[i] * (x[i, _XQ] - w[i, _WRQ])
+        xn[i, _XP] = w[i, _WRP] + a[i, 0] * (x[i, _XP] - w[i, _WRP])
+        xn[i, _XQ] = w[i, _WRQ] + a[i, 0] * (x[i, _XQ] - w[i, _WRQ])
         xn[i, _EDC] = x[i, _EDC] + w[i, _WPDC] * h
         xn[i, _EAC] = x[i, _EAC] + w[i, _WPAC] * h
         xn[i, _ELOSS] = x[i, _ELOSS] + w[i, _WLOSS] * h
@@ -825,7 +814,7 @@ class Inverter(stepper.Asset):
         self.n = len(plist)
         self.params = plist
         self._par = np.array([_pack(p) for p in plist])
-        self._a = stepper.LagFactors(np.array([p.response_tau_s for p in plist]))
+        self._a = stepper.LagFactors(np.array([p.response_tau_s for p in plist]), mean=True)
         self._initial = dict(initial or {})
 
     @classmethod

@@ -135,7 +135,7 @@ _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = rang
 _M_RACK, _M_SUB, _M_RACK_PW = range(3)
 _RACK_NONE, _RACK_MODEL, _RACK_TRACE, _RACK_EXTERNAL = range(4)
 # slots that are not 2-D (for the empty arrays of absent kinds)
-_NDIM = {**dict.fromkeys((_PV_A, _INV_A, _CONV_A, _BAT_TDATA, _BAT_RATING, _BAT_CAPACITY,
+_NDIM = {**dict.fromkeys((_PV_A, _BAT_TDATA, _BAT_RATING, _BAT_CAPACITY,
                           _BAT_PSET, _BAT_CONNECTED, _BAT_P_AC, _BAT_P_DC, _RACK_C, _RACK_RP,
                           _RACK_SIZES, _RACK_P, _NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID,
                           _NODE_E_IMPORT, _NODE_E_EXPORT, _NODE_V_NOM, _SER_T, _SER_V,
@@ -440,7 +440,7 @@ def _advance_pv(t, dt, fa, lay):
 @numba.njit(cache=True, error_model="numpy")
 def _advance_inverters(t, dt, fa, lay):
     inverter.advance_inplace(t, _v2(fa, lay, _INV_X), _v2(fa, lay, _INV_U), dt,
-                             _v2(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v1(fa, lay, _INV_A))
+                             _v2(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v2(fa, lay, _INV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -460,7 +460,7 @@ def _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo):
 def _advance_converters(t, dt, fa, lay):
     inverter.advance_inplace(t, _v2(fa, lay, _CONV_X), _v2(fa, lay, _CONV_U), dt,
                              _v2(fa, lay, _CONV_Y), _v2(fa, lay, _CONV_PAR),
-                             _v1(fa, lay, _CONV_A))
+                             _v2(fa, lay, _CONV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -193,11 +193,23 @@ def per_unit(params: object, n: int | None, cls: type, what: str) -> tuple:
     return tuple(plist)
 
 
-class LagFactors:
-    """:func:`lag_factors` of fixed time constants, computed once per step length."""
+def lag_mean(a: np.ndarray) -> np.ndarray:
+    """Mean over a step of ``exp(-t/tau)`` relative to its start, from ``a = exp(-dt/tau)``:
+    ``(1 - a) / ln(1/a)`` (0 for an instant response, 1 for none)."""
+    a = np.asarray(a, dtype=float)
+    inside = (a > 0.0) & (a < 1.0)
+    safe = np.where(inside, a, 0.5)
+    return np.where(inside, (1.0 - safe) / -np.log(safe), np.where(a >= 1.0, 1.0, 0.0))
 
-    def __init__(self, tau_s: np.ndarray) -> None:
+
+class LagFactors:
+    """:func:`lag_factors` of fixed time constants, computed once per step length: ``a``,
+    or with ``mean`` the columns ``(a, lag_mean(a))`` (a kernel that needs the step's mean
+    then takes no logarithm per step)."""
+
+    def __init__(self, tau_s: np.ndarray, mean: bool = False) -> None:
         self.tau_s = np.asarray(tau_s, dtype=float)
+        self.mean = mean
         self._by_dt: dict[float, np.ndarray] = {}
 
     def __call__(self, dt: float) -> np.ndarray:
@@ -205,5 +217,8 @@ class LagFactors:
         if a is None:
             if len(self._by_dt) >= 16:  # a run uses one dt; a sweep of dts must not grow this
                 self._by_dt.clear()
-            a = self._by_dt[dt] = np.ascontiguousarray(lag_factors(self.tau_s, dt)[0])
+            a = lag_factors(self.tau_s, dt)[0]
+            if self.mean:
+                a = np.stack((a, lag_mean(a)), axis=1)
+            a = self._by_dt[dt] = np.ascontiguousarray(a)
         return a

@@ -282,6 +282,17 @@ def test_first_order_response_exact_and_scipy(conv_params):
     assert np.allclose(results["scipy"], expect, rtol=1e-8, atol=1e-6)
 
 
+def test_lag_mean_is_the_step_mean_of_the_decay_and_its_limits():
+    tau, dt = np.array([0.0, 0.05, 1e3]), 0.01
+    a = stepper.lag_factors(tau, dt)[0]
+    t = (np.arange(100_000) + 0.5) / 100_000 * dt  # midpoint rule over the step
+    numeric = [np.exp(-t / k).mean() if k > 0 else 0.0 for k in tau]
+    assert np.allclose(stepper.lag_mean(a), numeric, rtol=1e-9, atol=0)
+    assert stepper.lag_mean(np.array([1.0]))[0] == 1.0
+    factors = stepper.LagFactors(tau, mean=True)(dt)
+    assert factors.shape == (3, 2) and np.array_equal(factors[:, 0], a)
+
+
 def test_ramp_limit(conv_params):
     inv = Inverter(dataclasses.replace(conv_params, ramp_w_per_s=10e3))
     x = inv.initial_state()

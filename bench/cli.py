@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from bench import __version__
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
+    """A warning of a library the CLI calls, as one line (not Python's two with source)."""
+    return f"gridloop: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; bad input ends with exit status 2 and one line on stderr."""
     parser = build_parser()
@@ -46,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -54,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as exc:
         print(f"gridloop: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

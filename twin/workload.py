@@ -19,7 +19,9 @@ and deterministic.  The model of what a load draws is in :mod:`twin.gpu`.
 
 from __future__ import annotations
 
+import difflib
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,10 @@ _ENTRY_KEYS = ("t_s", "load", "seconds", "mfu", "segment")
 
 class ScheduleError(TwinError, ValueError):
     """A workload schedule is malformed; the message names the entry and the field."""
+
+
+class ScheduleWarning(UserWarning):
+    """A schedule entry has a field gridloop does not read that looks like one it does."""
 
 
 @dataclass(frozen=True)
@@ -99,20 +105,24 @@ class Schedule:
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> Schedule:
         """Build a schedule from event dictionaries; errors name the entry and field."""
         t, sec, load, mfu, seg = [], [], [], [], []
+        # Other tools' fields (step numbers, token counts, hfu) are ignored: a file from
+        # another tool must not fail.  One very like a field of ours that the entry lacks
+        # (``mfuu``, ``MFU``) may be a typo that changes the prediction: named once in a
+        # warning.
+        near_misses: dict[str, str] = {}
         for i, e in enumerate(entries):
             where = f"entry {i}"
             if not isinstance(e, Mapping):
                 raise ScheduleError(f"{where}: expected an object with t_s, load, seconds")
-            # Other tools' fields (step numbers, token counts) are ignored; a near miss of
-            # a field this entry lacks is a typo.
-            absent = [k for k in _ENTRY_KEYS if k not in e]
-            for key in e:
-                hint = did_you_mean(key, absent) if key not in _ENTRY_KEYS else ""
-                if hint:
-                    raise ScheduleError(f"{where}: unknown field '{key}'{hint}")
             for key in ("t_s", "load", "seconds"):
                 if key not in e:
-                    raise ScheduleError(f"{where}: field '{key}' is missing")
+                    hint = did_you_mean(key, [str(k) for k in e if k not in _ENTRY_KEYS])
+                    raise ScheduleError(f"{where}: field '{key}' is missing{hint}")
+            for key in e:
+                if key not in _ENTRY_KEYS and key not in near_misses:
+                    near = difflib.get_close_matches(str(key).lower(), [
+                        k for k in _ENTRY_KEYS if k not in e], n=1, cutoff=0.75)
+                    near_misses[key] = f" (did you mean '{near[0]}'?)" if near else ""
             name = e["load"]
             if name not in LOADS:
                 raise ScheduleError(f"{where}: unknown load {name!r}"
@@ -124,6 +134,10 @@ class Schedule:
             m = e.get("mfu")
             mfu.append(math.nan if m is None else _number(m, f"{where}.mfu"))
             seg.append(str(e.get("segment", "")))
+        for key, hint in near_misses.items():
+            if hint:
+                warnings.warn(f"schedule: field '{key}' is not one gridloop reads, ignored"
+                              f"{hint}", ScheduleWarning, stacklevel=2)
         try:
             return cls(np.array(t), np.array(sec), np.array(load, dtype=np.int64),
                        np.array(mfu), tuple(seg))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from twin import params
 from twin.gpu import H100_SXM, load_params, simulate
 from twin.workload import Schedule
 
+REPO = Path(__file__).resolve().parents[2]
 CAL = "h100_power_calibration"
 FAST = "h100_power_fast"
 
@@ -37,6 +41,19 @@ def test_predict_writes_power_and_the_nvml_view(shared_data, tmp_path, capsys):
                  str(tmp_path / "coarse.csv"), "--dt", "0.1", "--temp-c", "50"]) == 0
     coarse = read_trace(tmp_path / "coarse.csv")
     assert coarse["temp_c"][0] == 50.0 and len(coarse) == pytest.approx(len(tr) / 10, abs=2)
+
+
+def test_predict_warns_in_one_line_of_a_field_like_its_own(tmp_path):
+    events = tmp_path / "typo.events.json"
+    events.write_text(json.dumps([{"t_s": 0.0, "load": "compute", "seconds": 2.0,
+                                   "MFU": 0.3, "step": 1}]))
+    # a process of its own: pytest records warnings instead of printing them
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "gpu", "predict", str(H100_SXM),
+                           "--events", str(events), "--out", str(tmp_path / "p.csv")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ("gridloop: warning: schedule: field 'MFU' is not one gridloop "
+                           "reads, ignored (did you mean 'mfu'?)\n")
 
 
 def test_score_prints_the_three_figures(shared_data, capsys):

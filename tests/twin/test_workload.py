@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from twin.workload import (
     MEMORY,
     Schedule,
     ScheduleError,
+    ScheduleWarning,
     concat,
     desynchronise,
     inference,
@@ -61,8 +63,8 @@ def test_entries_round_trip():
     ([{"t_s": 0, "load": "comptue", "seconds": 1}], "did you mean 'compute'"),
     ([{"t_s": 0, "seconds": 1}], "entry 0: field 'load' is missing"),
     ([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": 1.5}], "mfu must be in [0, 1]"),
-    ([{"t_s": 0, "load": "compute", "seconds": 1, "mfuu": 0.3}],
-     "unknown field 'mfuu' (did you mean 'mfu'?)"),
+    ([{"t_s": 0, "lod": "compute", "seconds": 1}],
+     "entry 0: field 'load' is missing (did you mean 'lod'?)"),
     ([{"t_s": "soon", "load": "idle", "seconds": 1}], "entry 0.t_s: expected a number"),
     ([{"t_s": 5, "load": "idle", "seconds": 1}, {"t_s": 1, "load": "idle", "seconds": 1}],
      "entry 1: t_s=1 is before the previous"),
@@ -75,6 +77,24 @@ def test_malformed_entries_are_named(entries, message):
         Schedule.from_entries(entries)
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_other_tools_fields_are_ignored_and_a_near_miss_is_named_once():
+    entries = [{"t_s": float(k), "load": "compute", "seconds": 1.0, "step": k, "hfu": 0.5,
+                "tokens": 8192, "event": "fwd"} for k in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these is a near miss of an absent field
+        entries[0]["mfu"] = 0.4
+        plain = Schedule.from_entries(entries)
+    assert plain.mfu[0] == 0.4 and np.isnan(plain.mfu[1])
+    typo = [{"t_s": float(k), "load": "compute", "seconds": 1.0, "mfuu": 0.3}
+            for k in range(3)]
+    with pytest.warns(ScheduleWarning) as caught:
+        s = Schedule.from_entries(typo)
+    assert len(caught) == 1
+    assert str(caught[0].message) == ("schedule: field 'mfuu' is not one gridloop reads, "
+                                      "ignored (did you mean 'mfu'?)")
+    assert np.all(np.isnan(s.mfu))
 
 
 def test_step_means_are_exact_for_entries_shorter_than_a_step():

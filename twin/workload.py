@@ -37,8 +37,9 @@ LOADS: dict[str, int] = {"idle": 0, "compute": 1, "light": 2, "memory": 3, "chec
 LOAD_NAMES: tuple[str, ...] = tuple(sorted(LOADS, key=LOADS.__getitem__))
 IDLE, COMPUTE, LIGHT, MEMORY, CHECKPOINT = (LOADS[n] for n in LOAD_NAMES)
 
-#: entries may overlap their predecessor by this much (clock jitter of the recorder) [s]
-OVERLAP_TOLERANCE_S = 1e-3
+#: entries may overlap their predecessor by this much, and are trimmed to tile time: the
+#: recorder's clock jitter and rounding, up to one 10 ms sample of NVML [s]
+OVERLAP_TOLERANCE_S = 0.01
 
 _ENTRY_KEYS = ("t_s", "load", "seconds", "mfu", "segment")
 
@@ -260,7 +261,7 @@ def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray)
                                     "time order")
             raise ScheduleError(f"entry {i}: starts at t_s={float(t[i]):g}, before entry "
                                 f"{i - 1} ends at {float(t[i - 1] + sec[i - 1]):g}")
-        # Clip the recorder's sub-millisecond overlaps so entries tile time.
+        # Clip the recorder's small overlaps so entries tile time.
         np.minimum(sec[:-1], np.maximum(t[1:] - t[:-1], 0.0), out=sec[:-1])
 
 

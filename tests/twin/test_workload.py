@@ -46,6 +46,10 @@ def test_other_tools_fields_are_ignored():
                                 "tokens": 8192, "mfu": 0.3},
                                {"t_s": 1, "load": "idle", "seconds": 1, "mfu": 0.2}])
     assert len(s) == 2 and s.mfu[0] == 0.3
+    # a recorder's few milliseconds of overlap are trimmed, not an error
+    s = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 1.006},
+                               {"t_s": 1.0, "load": "idle", "seconds": 1.0}])
+    assert s.seconds[0] == 1.0
 
 
 def test_entries_round_trip():

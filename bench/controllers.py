@@ -152,15 +152,6 @@ class Controller(Protocol):
     def step(self, obs: Observation) -> Mapping[str, float]: ...
 
 
-def _sum(obs: Observation, keys: list[str]) -> float:
-    total = 0.0
-    for k in keys:
-        v = obs.get(k)
-        if math.isfinite(v):
-            total += v
-    return total
-
-
 class Passthrough:
     """Writes fixed setpoints (options ``{"north.battery.p_set_w": 0.0}``), or nothing."""
 
@@ -336,6 +327,8 @@ class GpuSmoothing:
             if self.lead:
                 net += self._forecast_change(obs, n.loads)
             soc = obs.get(n.battery_soc, self.soc_target)
+            if not math.isfinite(soc):  # a failed SOC reading: no correction this tick
+                soc = self.soc_target
             # SOC above target -> grid carries a little less, battery discharges a little more.
             wanted = net - self.soc_gain * (soc - self.soc_target)
             prev = self.target.get(n.battery, net)

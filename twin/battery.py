@@ -533,7 +533,7 @@ def _decay(rate, dt):
     if rate == 0.0:
         return 1.0, 0.0
     z = rate * dt
-    if z < 1e-3:  # the series of expm1, to a relative 1e-14 (z^4 / 120)
+    if abs(z) < 1e-3:  # the series of expm1, to a relative 1e-14 (z^4 / 120)
         g = z * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0))))
     else:
         g = -math.expm1(-z)

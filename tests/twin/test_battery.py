@@ -358,6 +358,10 @@ def test_constant_power_is_exact_at_each_step() -> None:
     _, ys = run_steps(bat, u, 1.0)
     # R0 depends on the current: two fixed-point passes leave well under a milliwatt
     np.testing.assert_allclose(ys[:, 0, Y["p_w"]], u[:, 0, 1], rtol=1e-7)
+    # R0 over temperature only: one lookup, the quadratic's root is exact
+    r0 = Table((("temp_c", np.array([0.0, 25.0, 50.0])),), np.array([3e-3, 1e-3, 0.6e-3]))
+    _, ys = run_steps(Battery(simple_cell(r0_ohm=r0), mode="power"), u, 1.0)
+    np.testing.assert_allclose(ys[:, 0, Y["p_w"]], u[:, 0, 1], rtol=1e-12)
     assert np.all(ys[:, 0, Y["limited"]] == 0)
 
 

@@ -458,16 +458,25 @@ def _axis(x, off, n, x0, invh, data):
     return lo, (x - data[off + lo]) / (data[off + lo + 1] - data[off + lo])
 
 
+@_unit
+def _lookup1(j, tmeta, tgrid, tdata, coords):
+    """Linear interpolation in packed 1-D table ``j`` at ``coords`` (temp, soc, I, ocv);
+    inlined into its callers: a call costs as much as the lookup."""
+    i0, f0 = _axis(coords[tmeta[j, 1]], tmeta[j, 2], tmeta[j, 3], tgrid[j, 0], tgrid[j, 1],
+                   tdata)
+    v = tmeta[j, _TM_VOFF] + i0
+    return tdata[v] * (1.0 - f0) + tdata[v + 1] * f0 if tmeta[j, 3] > 1 else tdata[v]
+
+
 @_helper
 def _lookup(j, tmeta, tgrid, tdata, coords):
-    """Multilinear interpolation in packed table ``j`` at ``coords`` (temp, soc, I, ocv)."""
+    """Multilinear interpolation in packed table ``j`` of two or three axes at ``coords``
+    (1-D tables: :func:`_lookup1`)."""
     nd = tmeta[j, 0]
     v = tmeta[j, _TM_VOFF]
     n0 = tmeta[j, 3]
     i0, f0 = _axis(coords[tmeta[j, 1]], tmeta[j, 2], n0, tgrid[j, 0], tgrid[j, 1], tdata)
     d0 = 1 if n0 > 1 else 0
-    if nd == 1:
-        return tdata[v + i0] * (1.0 - f0) + tdata[v + i0 + d0] * f0
     n1 = tmeta[j, 6]
     i1, f1 = _axis(coords[tmeta[j, 4]], tmeta[j, 5], n1, tgrid[j, 2], tgrid[j, 3], tdata)
     d1 = 1 if n1 > 1 else 0
@@ -496,11 +505,8 @@ def _param(r, slot, pf, pi, tmeta, tgrid, tdata, coords):
     j = pi[r, slot]
     if j < 0:
         return pf[r, _K0 + slot]
-    if tmeta[j, 0] == 1:  # inlined: a call costs as much as a 1-D lookup
-        i0, f0 = _axis(coords[tmeta[j, 1]], tmeta[j, 2], tmeta[j, 3], tgrid[j, 0], tgrid[j, 1],
-                       tdata)
-        v = tmeta[j, _TM_VOFF] + i0
-        return tdata[v] * (1.0 - f0) + tdata[v + 1] * f0 if tmeta[j, 3] > 1 else tdata[v]
+    if tmeta[j, 0] == 1:
+        return _lookup1(j, tmeta, tgrid, tdata, coords)
     return _lookup(j, tmeta, tgrid, tdata, coords)
 
 

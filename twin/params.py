@@ -40,9 +40,10 @@ T = TypeVar("T")
 _TOP_LEVEL = ("meta", "initial", "params")
 
 
-def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+def did_you_mean(name: str, choices: typing.Iterable[str], cutoff: float = 0.6) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest of ``choices`` at least ``cutoff``
+    alike (difflib's ratio), or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

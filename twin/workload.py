@@ -19,7 +19,6 @@ and deterministic.  The model of what a load draws is in :mod:`twin.gpu`.
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -121,9 +120,8 @@ class Schedule:
                     raise ScheduleError(f"{where}: field '{key}' is missing{hint}")
             for key in e:
                 if key not in _ENTRY_KEYS and key not in near_misses:
-                    near = difflib.get_close_matches(str(key).lower(), [
-                        k for k in _ENTRY_KEYS if k not in e], n=1, cutoff=0.75)
-                    near_misses[key] = f" (did you mean '{near[0]}'?)" if near else ""
+                    near_misses[key] = did_you_mean(
+                        str(key).lower(), [k for k in _ENTRY_KEYS if k not in e], cutoff=0.75)
             name = e["load"]
             if name not in LOADS:
                 raise ScheduleError(f"{where}: unknown load {name!r}"

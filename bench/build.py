@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import ScenarioError
+from bench.errors import RecordingError, ScenarioError
 from bench.plan import DEVICE_MAPS, Plan
 from bench.profiles import build_profile
 from bench.scenario import AssetConfig, Scenario
@@ -315,16 +315,15 @@ def emulator_specs(s: Scenario, drives: dict[str, Any] | None = None
 
 def _recorded_capture(s: Scenario, ref: str, device: str, where: str) -> tuple:
     """The transactions of ``device`` captured in recording ``ref``."""
-    import h5py
-
+    from bench.recording import open_h5
     from firmware_bridge.capture import read_capture
     from firmware_bridge.errors import BridgeError
 
     path = s.resolve(ref)
     try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        with open_h5(path) as f:
             capture = read_capture(f)
-    except (OSError, BridgeError) as exc:
+    except (OSError, BridgeError, RecordingError) as exc:
         raise ScenarioError(f"{where}: cannot replay {path}: {exc}") from None
     if device not in capture.devices:
         raise ScenarioError(f"{where}: {path} captured no device '{device}' (it has "

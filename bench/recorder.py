@@ -132,11 +132,17 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
     """The writer process: create the file, then append what arrives until told to stop."""
     import h5py
 
+    # Created under a temporary name and renamed over ``path`` once readers may open it: a
+    # recording of the same name that someone still has open (a viewer, a report) is left
+    # whole for them, where HDF5's "w" would truncate it and then fail on its lock.
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
-        f = h5py.File(path, "w", libver="latest")
+        f = h5py.File(tmp, "w", libver="latest")
     except OSError as exc:
         conn.send(("error", f"{path}: cannot create recording: {exc}"))
         return
+    renamed = False
     try:
         for k, v in attrs.items():
             f.attrs[k] = v
@@ -171,6 +177,8 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
         f.attrs["complete"] = False
         f.swmr_mode = True
         f.flush()
+        os.replace(tmp, final)
+        renamed = True
         conn.send(("ready", None))
         n = 0
         m_idx = np.array([r.measured for r in layout.residuals], dtype=int)
@@ -229,6 +237,8 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
             pass
     finally:
         f.close()
+        if not renamed:
+            tmp.unlink(missing_ok=True)
 
 
 class Recorder:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,15 +44,10 @@ class Run:
     """An open recording.  Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, path: str | Path, follow: bool = False) -> None:
-        import h5py
-
         self.path = Path(path)
         if not self.path.exists():
             raise RecordingError(f"{self.path}: no such recording")
-        try:
-            self._f = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError as exc:
-            raise RecordingError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        self._f = open_h5(self.path)
         attrs = self._f.attrs
         if attrs.get("format") != FORMAT:
             self._f.close()
@@ -220,6 +216,33 @@ class Run:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+
+
+def open_h5(path: str | Path) -> Any:
+    """``path`` as a read-only ``h5py.File``, finished, still being written, or left by a
+    writer that crashed; a truncated or foreign file raises a one-line RecordingError.
+
+    A plain open comes first: it checks the file's length against its superblock.  An SWMR
+    open does not, and on a truncated file retries its metadata reads for minutes.  A file
+    a writer holds in SWMR mode (a live run, or one whose writer died) refuses the plain
+    open, and is then opened as an SWMR reader.
+    """
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        m = _TRUNCATED.search(str(exc))
+        if m:
+            raise RecordingError(f"{path}: truncated: {int(m[1]):,} of {int(m[2]):,} bytes "
+                                 "(an interrupted copy or download?)") from None
+    try:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError as exc:
+        raise RecordingError(f"{path}: not a readable HDF5 file ({exc})") from None
 
 
 def open_run(path: str | Path, follow: bool = False) -> Run:

@@ -16,6 +16,7 @@ import pytest
 
 from bench.errors import RecordingError
 from bench.recorder import FORMAT, Column, Layout, Recorder, Residual
+from bench.recording import open_h5, open_run
 
 LAYOUT = Layout(
     floats=[Column("time", "s"), Column("nodes/n/bat/p_w", "W"),
@@ -81,6 +82,44 @@ def test_unwritable_path_is_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+def _record(path: Path, ticks: int, value: float) -> None:
+    with Recorder(path, LAYOUT, {"mode": "twin", "dt": 1.0}) as rec:
+        for k in range(ticks):
+            rec.append([float(k), value, value], [0])
+
+
+@pytest.mark.timeout(60)  # an SWMR open of a truncated file retries its reads for minutes
+@pytest.mark.parametrize("keep", [0.02, 0.5])
+def test_truncated_recording_is_one_line_error(tmp_path: Path, keep: float) -> None:
+    whole = tmp_path / "whole.h5"
+    _record(whole, 20_000, 1.0)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(RecordingError) as info:
+        open_run(cut)
+    msg = str(info.value)
+    assert msg.startswith(f"{cut}: truncated: {int(len(data) * keep):,} of {len(data):,} bytes")
+    assert "\n" not in msg
+    assert len(open_run(whole)) == 20_000
+
+
+def test_recording_again_leaves_an_open_reader_its_file(tmp_path: Path) -> None:
+    """A viewer holding last run's file keeps reading it whole while the next run of the
+    same name records; the name then holds the new run (HDF5's "w" would have truncated the
+    open file, then failed on its lock)."""
+    path = tmp_path / "run.h5"
+    _record(path, 300, 1.0)
+    with open_run(path) as old:
+        _record(path, 500, 2.0)
+        assert len(old) == 300
+        np.testing.assert_array_equal(old.signal("n", "bat", "p_w"), 1.0)
+    with open_run(path) as new:
+        assert len(new) == 500 and new.complete
+        np.testing.assert_array_equal(new.signal("n", "bat", "p_w"), 2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]  # no temporary left
+
+
 CHILD = textwrap.dedent("""
     import sys, time
     from bench.recorder import Recorder
@@ -124,7 +163,7 @@ def test_kill_9_keeps_every_tick_up_to_the_last_flush(tmp_path: Path, kill_write
         except ProcessLookupError:
             break
         time.sleep(0.05)
-    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+    with open_h5(path) as f:  # a writer killed with the file open: read as SWMR
         t = f["time"][:]
         n = len(t)
         assert sent > 100

@@ -41,7 +41,10 @@ class SQLiteStore(Store):
             self._check_format()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise StoreError(f"{path}: not a SQLite database ({exc})") from None
+            what = ("a corrupt SQLite database (truncated or overwritten?)"
+                    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT
+                    else "not a SQLite database")
+            raise StoreError(f"{path}: {what}: {exc}") from None
         except StoreError:
             self._conn.close()
             raise

@@ -145,6 +145,18 @@ def test_missing_and_foreign_databases_are_named(tmp_path: Path) -> None:
         open_store(other, create=False)
 
 
+def test_a_truncated_ledger_is_named_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with open_store(path) as store:
+        store.append([reading(n) for n in range(1, 2001)])
+    data = path.read_bytes()
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(StoreError, match=r"cut\.db: a corrupt SQLite database \(truncated"):
+        with open_store(cut) as store:
+            store.count()
+
+
 @pytest.mark.postgres
 def test_postgres_errors_name_the_server_without_its_password(postgres_server: str) -> None:
     from ledger.pgserver import schema_url

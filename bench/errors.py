@@ -11,6 +11,10 @@ class ScenarioError(BenchError, ValueError):
     """A scenario file is malformed; the message reads ``file:line: field: what is wrong``."""
 
 
+class ScenarioWarning(UserWarning):
+    """A scenario that runs, but likely not as its author meant (``file:line: field: why``)."""
+
+
 class RecordingError(BenchError):
     """A recording is missing, corrupt or of an unknown format version."""
 

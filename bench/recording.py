@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from bench.errors import RecordingError
+from bench.errors import RecordingError, ScenarioWarning
 from bench.recorder import FORMAT, FORMAT_VERSION
 
 Kind = Literal["measured", "twin", "setpoint", "residual"]
@@ -92,8 +93,10 @@ class Run:
         if not text:
             raise RecordingError(f"{self.path}: the recording holds no scenario")
         path = Path(str(self._f.attrs.get("scenario_path") or self.path))
-        return parse(text, f"{self.path}:scenario", path,
-                     [*self.scenario_overrides, *extra])
+        with warnings.catch_warnings():  # said when it ran; reading the recording is not
+            warnings.simplefilter("ignore", ScenarioWarning)
+            return parse(text, f"{self.path}:scenario", path,
+                         [*self.scenario_overrides, *extra])
 
     def asset_configs(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Each asset's kind and tolerance as the run had them (``{"kind", "tolerance"}``)."""

@@ -31,11 +31,12 @@ import dataclasses
 import math
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.errors import ScenarioError
+from bench.errors import ScenarioError, ScenarioWarning
 from bench.tomlpos import key_lines, line_of
 from twin.errors import ParameterError
 from twin.params import from_mapping
@@ -272,9 +273,14 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
             nodes[node] = {}
             for asset, cfg in _table(assets, ("nodes", node), source, lines).items():
                 _check_name(asset, ("nodes", node, asset), source, lines)
-                nodes[node][asset] = from_mapping(
-                    AssetConfig, _table(cfg, ("nodes", node, asset), source, lines),
-                    f"nodes.{node}.{asset}")
+                raw = _table(cfg, ("nodes", node, asset), source, lines)
+                nodes[node][asset] = from_mapping(AssetConfig, raw, f"nodes.{node}.{asset}")
+                if raw.get("device") and "mode" not in raw:
+                    # an address without a mode: the author most likely meant the device
+                    warnings.warn(ScenarioWarning(str(_fail(
+                        source, lines, ("nodes", node, asset, "device"),
+                        'not used: the asset is emulated (the default mode); set mode = '
+                        '"hardware" to run against the device'))), stacklevel=2)
     except ParameterError as exc:
         raise _parameter_error(source, lines, exc) from None
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
-from bench.errors import ScenarioError
+from bench.errors import ScenarioError, ScenarioWarning
 from bench.scenario import load, parse
 
 GOOD = """\
@@ -64,6 +66,21 @@ def test_run_mode_lowers_asset_modes() -> None:
     s3 = parse(GOOD.replace("seed = 3", 'seed = 3\nmode = "hardware"'), "x.toml")
     assert s3.effective_mode(bat) == "hardware"
     assert s3.effective_mode(s3.nodes["north"]["pv"]) == "emulated"
+
+
+def test_a_device_address_without_a_mode_is_a_warning() -> None:
+    """The address of a kit on an asset left in the default (emulated) mode would be
+    silently unused: the run would pass against an emulator."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse(GOOD, "good.toml")  # mode = "hardware" given: no warning
+        parse(GOOD.replace('mode = "hardware"', 'mode = "emulated"'), "x.toml")  # chosen
+    with pytest.warns(ScenarioWarning) as record:
+        s = parse(GOOD.replace('mode = "hardware"\n', ""), "x.toml")
+    assert [str(w.message) for w in record] == [
+        'x.toml:32: nodes.north.battery.device: not used: the asset is emulated (the default '
+        'mode); set mode = "hardware" to run against the device']
+    assert s.effective_mode(s.nodes["north"]["battery"]) == "emulated"
 
 
 @pytest.mark.parametrize("old,new,expected", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -54,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    # pymodbus logs each failed connection without naming the device; the bench says which
+    # device it was, in one line, and records it
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

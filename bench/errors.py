@@ -15,6 +15,10 @@ class ScenarioWarning(UserWarning):
     """A scenario that runs, but likely not as its author meant (``file:line: field: why``)."""
 
 
+class DeviceWarning(UserWarning):
+    """A device the run goes on without (it failed to open; reads retry it)."""
+
+
 class RecordingError(BenchError):
     """A recording is missing, corrupt or of an unknown format version."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from bench import __version__
 from bench.controllers import AssetRef
-from bench.errors import ControllerError
+from bench.errors import ControllerError, DeviceWarning
 from bench.recorder import Column, Layout, Recorder, Residual
 from bench.scenario import Scenario
 
@@ -246,7 +247,7 @@ class Plan:
         self.quality[slot.qidx] = int(reading.quality)
         if reading.quality in (Quality.TIMEOUT, Quality.ERROR):
             self._count_error(slot, t, reading.quality.name.lower(),
-                              f"{slot.key}: {reading.error}")
+                              _named(slot.key, reading.error))
         for name, value in reading.values.items():
             idx = slot.signals.get(name)
             if idx is not None:
@@ -368,7 +369,12 @@ class Plan:
                 await asyncio.wait_for(slot.device.open(), max(2.0, slot.deadline_s))
                 await asyncio.wait_for(poll(slot.device), max(2.0, slot.deadline_s))
             except Exception as exc:  # a device that fails to open is retried by reads
-                rec.event(0.0, "device_open_failed", f"{slot.key}: {exc}")
+                limit = max(2.0, slot.deadline_s)
+                message = _named(slot.key, f"no answer within {limit:g} s to open and read"
+                                 if isinstance(exc, TimeoutError) else exc)
+                rec.event(0.0, "device_open_failed", message)
+                warnings.warn(DeviceWarning(f"{message} (the run goes on; reads retry it)"),
+                              stacklevel=1)
 
         await asyncio.gather(*(open_and_read(slot) for slot in self.devices))
 
@@ -382,3 +388,9 @@ class Plan:
                 pass
         if self.emulators is not None:
             await self.emulators.stop()
+
+
+def _named(key: str, message: object) -> str:
+    """``key: message``, unless the device's message already starts with its name."""
+    text = str(message)
+    return text if text.startswith(f"{key}:") else f"{key}: {text}"

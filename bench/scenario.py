@@ -62,7 +62,7 @@ class RunConfig:
     mode: RunMode = "emulated"
     #: twin stepper method: ``exact`` or ``scipy`` (the reference)
     method: Literal["exact", "scipy"] = "exact"
-    #: pace ticks to the wall clock
+    #: pace ticks to the wall clock (always, once any asset runs on hardware)
     realtime: bool = False
     #: what a late real-time tick does: ``hold`` (run it late), ``skip`` (drop the ticks
     #: whose deadline passed, holding setpoints), ``fail`` (stop the run)
@@ -290,6 +290,11 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
                         profiles=profiles, market=parts["market"], path=path, text=text,
                         overrides=tuple(overrides))
     _cross_check(scenario, source, lines)
+    if not scenario.run.realtime and any(scenario.effective_mode(c) == "hardware"
+                                         for _, _, c in scenario.assets()):
+        # a physical device lives on the wall clock: the twin and controller keep its pace
+        scenario = dataclasses.replace(
+            scenario, run=dataclasses.replace(scenario.run, realtime=True))
     return scenario
 
 

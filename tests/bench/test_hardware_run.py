@@ -1,0 +1,102 @@
+"""A run in hardware mode against a kit: `gridloop emulate` in its own process stands in for
+the physical devices (real Modbus TCP servers on loopback, on the wall clock), and the
+scenario names them by address, as a lab engineer's file names the kit's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.recording import open_run
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
+
+
+def _pointed_at(text: str, devices: list[dict]) -> str:
+    """``text`` with every emulated asset switched to hardware at its device's address."""
+    for d in devices:
+        header = f"[nodes.{d['node']}.{d['asset']}]\n"
+        assert header in text
+        text = text.replace(header, header + 'mode = "hardware"\n'
+                            f'device = {{ backend = "modbus_tcp", host = "{d["host"]}", '
+                            f'port = {d["port"]}, unit = {d["unit"]} }}\n')
+    return text
+
+
+@pytest.mark.slow
+def test_hardware_run_is_paced_and_reads_every_device(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    kit = subprocess.Popen([sys.executable, "-m", "bench", "emulate", str(SCENARIO), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        devices = [json.loads(kit.stdout.readline()) for _ in range(7)]
+        scenario = tmp_path / "lab.toml"
+        scenario.write_text(_pointed_at(SCENARIO.read_text(), devices))
+        out = tmp_path / "lab.h5"
+        t0 = time.monotonic()
+        # no --realtime: hardware runs on the wall clock all the same
+        assert main(["run", str(scenario), "--out", str(out), "--quiet",
+                     "--set", "run.mode=hardware", "--set", "run.duration_s=2"]) == 0
+        wall = time.monotonic() - t0
+    finally:
+        kit.send_signal(signal.SIGTERM)
+        try:
+            kit.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            kit.kill()
+            kit.wait()
+    assert wall >= 2.0 * 0.95  # 40 ticks of 50 ms, paced
+    with open_run(out) as run:
+        assert run.attrs["mode"] == "hardware" and run.attrs["realtime"]
+        assert len(run) == 40
+        kinds = [k for _, k, _ in run.events()]
+        assert "device_open_failed" not in kinds, run.events()
+        for d in devices:
+            q = run.quality(d["node"], d["asset"])
+            assert np.mean(q == 0) >= 0.9, (d["asset"], np.bincount(q))
+        for node in ("north", "south"):
+            soc = run.signal(node, "battery", "soc")
+            twin = run.signal(node, "battery", "soc", "twin")
+            assert np.all(np.isfinite(soc[1:])) and np.all((soc >= 0) & (soc <= 1))
+            assert np.nanmax(np.abs(soc - twin)) < 0.01
+            freq = run.signal(node, "meter", "freq_hz")
+            assert np.allclose(freq[1:], freq[1], atol=0.5) and 45 < freq[1] < 65
+        wall_s = run.wall
+        assert wall_s[-1] >= 39 * 0.05 * 0.95  # each tick on the wall clock
+
+
+
+def test_a_device_that_cannot_be_reached_is_named_and_the_run_goes_on(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scenario = tmp_path / "lab.toml"
+    scenario.write_text(_pointed_at(SCENARIO.read_text(), [
+        {"node": "south", "asset": "battery", "host": "127.0.0.1", "port": port, "unit": 1}]))
+    out = tmp_path / "lab.h5"
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", str(scenario), "--out",
+                           str(out), "--quiet", "--set", "run.duration_s=0.5",
+                           "--set", "run.mode=hardware"],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    said = f"south.battery: cannot connect to 127.0.0.1:{port}"
+    assert f"gridloop: warning: {said} (the run goes on" in err
+    assert "Failed to connect" not in err  # pymodbus's own line, which names no device
+    with open_run(out) as run:
+        assert run.attrs["realtime"]
+        assert (0.0, "device_open_failed", said) in run.events()
+        assert np.all(run.quality("south", "battery") != 0)
+        assert np.mean(run.quality("north", "battery") == 0) >= 0.9  # emulated, unaffected

@@ -21,6 +21,7 @@ minus twin compares like with like.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import time
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.controllers import ControllerContext, Observation, load_controller
-from bench.errors import ControllerError, LateTickError
+from bench.errors import BenchError, ControllerError, LateTickError
 from bench.plan import Plan
 from bench.recorder import Recorder
 
@@ -149,14 +150,20 @@ class Engine:
         recorder = Recorder(self.out, plan.layout, plan.recording_attrs(),
                             flush_s=run.flush_s)
         summary = RunSummary(self.out, 0, 0.0, 0.0)
+        finished = False
         try:
             await plan.start(recorder)
             try:
                 await self._loop(controller, recorder, summary)
+                finished = True
+            except BaseException as exc:  # the recording says why it ends where it does
+                with contextlib.suppress(Exception):  # a failed recorder: say what failed
+                    recorder.event(summary.simulated_s, "run_stopped", _why(exc))
+                raise
             finally:
                 await plan.stop()
         finally:
-            recorder.close()
+            recorder.close(complete=finished)
         return summary
 
     async def _loop(self, controller: Any, rec: Recorder, summary: RunSummary) -> None:
@@ -256,6 +263,15 @@ class Engine:
                 summary.missed_deadlines = int((lat >= dt).sum())
             if plan.market is not None:
                 plan.market.finish(rec, k * dt)
+
+
+def _why(exc: BaseException) -> str:
+    """One line on why a run stopped before its end, for the recording's events."""
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted"
+    if isinstance(exc, BenchError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_plan(plan: Plan, out: str | Path, progress: bool = True,

@@ -195,7 +195,7 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
                     closing = True
                     break
                 if kind == "close":
-                    f.attrs["complete"] = True
+                    f.attrs["complete"] = bool(payload)
                     closing = True
                     break
                 batches.append(payload)
@@ -379,14 +379,15 @@ class Recorder:
         """Process id of the writer (tests kill the bench and check the writer finishes)."""
         return self._proc.pid
 
-    def close(self) -> None:
-        """Write what is left, mark the file complete, wait for the writer."""
+    def close(self, complete: bool = True) -> None:
+        """Write what is left, mark the file complete (or, ``complete=False``, a run that
+        stopped early), wait for the writer."""
         if self._closed:
             return
         self._closed = True
         try:
             self._send()
-            self._outbox.put(("close", None))
+            self._outbox.put(("close", complete))
             self._sender.join()
         finally:
             try:

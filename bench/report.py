@@ -176,7 +176,9 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
         written.extend(gpu_power(run, out_dir))
         text = format_figures(figures(run))
         if not run.complete:
-            text += "\n(the recording is incomplete: the run was still going or was killed)"
+            stopped = [m for _, kind, m in run.events() if kind == "run_stopped"]
+            text += ("\n(the run stopped early: " + stopped[-1] + ")" if stopped else
+                     "\n(the recording is incomplete: the run was still going or was killed)")
         summary = out_dir / "summary.txt"
         summary.write_text(text + "\n")
         written.append(summary)

@@ -10,6 +10,7 @@ import pytest
 
 from bench.build import build_plan
 from bench.engine import run_plan
+from bench.errors import ControllerError
 from bench.recording import open_run
 from bench.scenario import load
 
@@ -118,3 +119,31 @@ def test_realtime_run_at_50_hz_measures_lateness(tmp_path: Path) -> None:
         assert np.isfinite(lat).all() and (lat >= -1e-3).all()
         rtt = run.dataset("timing/rtt/north/battery")
         assert np.nanmedian(rtt) > 0
+
+
+class _FailsAtTick30:
+    """A controller with a bug that shows 1.5 s into the run."""
+
+    def __init__(self, context: object) -> None:
+        self.k = 0
+
+    def step(self, obs: object) -> dict[str, float]:
+        self.k += 1
+        if self.k == 30:
+            raise ZeroDivisionError("float division by zero")
+        return {}
+
+
+def test_a_run_that_stops_early_says_why_in_its_recording(tmp_path: Path) -> None:
+    s = load(SCENARIO, ["controller.name=tests.bench.test_engine:_FailsAtTick30",
+                        "controller.options={}", "market.kind=none"])
+    out = tmp_path / "stopped.h5"
+    with pytest.raises(ControllerError, match="controller failed at t = 1.450 s"):
+        run_plan(build_plan(s, ledger=str(tmp_path / "l.db")), out, progress=False)
+    with open_run(out) as run:
+        assert len(run) == 29  # every tick before the failing one is kept
+        assert not run.complete
+        (t, kind, message), = [e for e in run.events() if e[1] == "run_stopped"]
+        assert kind == "run_stopped" and t == pytest.approx(1.45)
+        assert message == ("controller failed at t = 1.450 s: ZeroDivisionError: "
+                           "float division by zero")

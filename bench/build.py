@@ -185,6 +185,8 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
         if nodes is not None and node not in nodes:
             continue
         pset, conv = _asset_params(s, node, name, cfg, where, emulator, cache)
+        if cfg.kind == "battery" and cfg.initial:
+            _check_battery_initial(cfg.initial, where("nodes", node, name, "initial"))
         drive = None
         if cfg.profile:
             if cfg.profile not in drives:
@@ -193,6 +195,20 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
         specs.append(AssetSpec(node, name, cfg.kind, pset, conv, drive, cfg.source,
                                dict(cfg.initial)))
     return specs
+
+
+def _check_battery_initial(initial: dict[str, Any], where: str) -> None:
+    """A battery's initial conditions, checked where the scenario gives them (the twin
+    would name the field but not the asset)."""
+    from twin.battery import BatteryInitial
+
+    try:
+        BatteryInitial(**{k: v for k, v in initial.items()
+                          if k in BatteryInitial.__dataclass_fields__})
+    except TwinError as exc:
+        raise ScenarioError(f"{where}.{exc}") from None
+    except TypeError:
+        raise ScenarioError(f"{where}: initial conditions must be numbers") from None
 
 
 def build_twin(s: Scenario, emulator: bool = False, nodes: list[str] | None = None,

@@ -385,16 +385,21 @@ def apply_override(doc: dict, item: str) -> None:
     """Apply one ``--set KEY=VALUE`` to the raw document.
 
     ``run.dt_s=0.01`` and ``controller.options.limit_w=5e4`` set those fields;
-    ``NODE.ASSET.KEY=VALUE`` sets an asset field, or else a parameter override
-    (``north.battery.capacity_ah=300`` lands in that asset's ``override`` table).
+    ``NODE.ASSET.KEY=VALUE`` sets an asset field (``north.battery.initial.soc=0.9``), or
+    else a parameter override (``north.battery.capacity_ah=300`` and
+    ``north.grid.governor.rating_w=0`` land in that asset's ``override`` table).
     """
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ScenarioError(f"--set {item}: expected KEY=VALUE")
     path = key.strip().split(".")
     value = parse_value(raw.strip())
-    if path[0] not in ("run", "controller", "market", "profiles", "nodes") and len(path) == 3:
-        node, asset, name = path
+    sections = ("run", "controller", "market", "profiles", "nodes")
+    if path[0] not in sections:
+        if len(path) < 3:
+            raise ScenarioError(f"--set {item}: expected SECTION.KEY ({', '.join(sections)}) "
+                                "or NODE.ASSET.KEY")
+        node, asset, name = path[:3]
         nodes = doc.get("nodes", {})
         if node not in nodes:
             from twin.params import did_you_mean
@@ -406,7 +411,8 @@ def apply_override(doc: dict, item: str) -> None:
             raise ScenarioError(f"--set {item}: node '{node}' has no asset '{asset}'"
                                 f"{did_you_mean(asset, nodes[node])}")
         fields = {f.name for f in dataclasses.fields(AssetConfig)}
-        path = ["nodes", node, asset] + ([name] if name in fields else ["override", name])
+        path = ["nodes", node, asset] + (path[2:] if name in fields
+                                         else ["override", ".".join(path[2:])])
     target = doc
     for part in path[:-1]:
         nxt = target.setdefault(part, {})

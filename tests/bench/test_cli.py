@@ -84,6 +84,8 @@ def test_replay_same_controller_does_not_diverge_another_does(recording: Path, t
     (["run", str(SCENARIO), "--set", "north.batery.x=1"], "did you mean 'battery'"),
     (["run", str(SCENARIO), "--set", "north.battery.capacity_a=1"],
      "capacity_a: unknown parameter"),
+    (["run", str(SCENARIO), "--set", "south.battery.initial.soc=1.5"],
+     "two_nodes.toml:60: nodes.south.battery.initial.soc: must be in [0, 1]"),
     (["replay", "missing.h5"], "missing.h5: no such recording"),
     (["report", str(SCENARIO)], "not a readable HDF5 file"),
     (["calibrate", "missing.h5", "--asset", "north.battery"], "no such recording"),

@@ -114,10 +114,14 @@ def test_errors_name_file_line_and_field(old: str, new: str, expected: str) -> N
 def test_overrides_set_fields_and_parameters() -> None:
     s = parse(GOOD, "x.toml", overrides=["run.dt_s=0.01", "north.battery.capacity_ah=300",
                                          "north.battery.mode=twin",
-                                         "controller.options.import_limit_w=5e4"])
+                                         "controller.options.import_limit_w=5e4",
+                                         "north.battery.initial.soc=0.9",
+                                         "north.grid.governor.rating_w=0"])
     assert s.run.dt_s == 0.01
     assert s.nodes["north"]["battery"].override == {"capacity_ah": 300}
     assert s.nodes["north"]["battery"].mode == "twin"
+    assert s.nodes["north"]["battery"].initial == {"soc": 0.9}  # a field's own table
+    assert s.nodes["north"]["grid"].override == {"governor.rating_w": 0}  # dotted, as in TOML
     assert s.controller.options["import_limit_w"] == 5e4
 
 
@@ -125,6 +129,8 @@ def test_overrides_set_fields_and_parameters() -> None:
     ("nort.battery.x=1", r"no node 'nort' \(did you mean 'north'\?\)"),
     ("north.batery.x=1", r"node 'north' has no asset 'batery' \(did you mean 'battery'\?\)"),
     ("novalue", r"expected KEY=VALUE"),
+    ("north.battery=1", r"--set north\.battery=1: expected SECTION\.KEY \(run, controller, "
+                        r"market, profiles, nodes\) or NODE\.ASSET\.KEY"),
 ])
 def test_bad_overrides(item: str, expected: str) -> None:
     with pytest.raises(ScenarioError, match=expected):

@@ -168,6 +168,8 @@ def read_events(path: str | Path) -> Schedule:
     if not isinstance(doc, list):
         raise RecordingError(f"{path}: expected a JSON list of events, got "
                              f"{type(doc).__name__}")
+    if not doc:
+        raise RecordingError(f"{path}: no events (a schedule needs at least one entry)")
     try:
         return Schedule.from_entries(doc)
     except ScheduleError as exc:
@@ -205,6 +207,11 @@ def to_measured(trace: Trace, schedule: Schedule) -> Measured:
         if name not in trace.columns:
             raise RecordingError(f"{trace.path}: no column '{name}', which fitting and "
                                  f"scoring need (columns: {', '.join(trace.columns)})")
+    t = trace["t_s"]
+    if len(t) and len(schedule) and (schedule.start_s >= t[-1] or schedule.end_s <= t[0]):
+        raise RecordingError(f"{trace.path}: its schedule runs {schedule.start_s:.1f}-"
+                             f"{schedule.end_s:.1f} s and its samples {t[0]:.1f}-{t[-1]:.1f} s: "
+                             "they do not overlap (is the schedule on the trace's clock?)")
     try:
         return Measured(trace.name, schedule, trace["t_s"], trace["energy_j"],
                         trace["temp_c"], trace.get("power_inst_w"), trace.get("sm_clock_mhz"))

@@ -214,7 +214,7 @@ def _predict(args: argparse.Namespace) -> int:
                              "temp_c": pred.temp_c, "sm_clock_mhz": pred.clock_mhz},
                   formats={"t_s": "%.6f", "power_w": "%.3f", "power_nvml_w": "%.3f",
                            "temp_c": "%.3f", "sm_clock_mhz": "%.1f"})
-    energy = float(pred.power_w.sum() * pred.dt) if len(pred.t_s) > 1 else 0.0
+    energy = float(pred.power_w.sum() * args.dt)
     print(f"wrote {args.out}: {len(pred.t_s)} steps of {args.dt:g} s, mean "
           f"{pred.power_w.mean():.1f} W, energy {energy / 1000:.2f} kJ "
           f"({time.perf_counter() - t_start:.2f} s)")

@@ -41,6 +41,16 @@ def test_predict_writes_power_and_the_nvml_view(shared_data, tmp_path, capsys):
                  str(tmp_path / "coarse.csv"), "--dt", "0.1", "--temp-c", "50"]) == 0
     coarse = read_trace(tmp_path / "coarse.csv")
     assert coarse["temp_c"][0] == 50.0 and len(coarse) == pytest.approx(len(tr) / 10, abs=2)
+    capsys.readouterr()
+    # a step longer than the schedule: the energy is still power times dt
+    short = tmp_path / "short.events.json"
+    short.write_text('[{"t_s": 0, "load": "compute", "seconds": 2}]')
+    assert main(["gpu", "predict", str(H100_SXM), "--events", str(short), "--out",
+                 str(tmp_path / "one.csv"), "--dt", "5"]) == 0
+    one = read_trace(tmp_path / "one.csv")
+    said = capsys.readouterr().out
+    assert len(one) == 1 and f"energy {one['power_w'][0] * 5 / 1000:.2f} kJ" in said
+    assert one["power_w"][0] * 5 > 1000  # two seconds of compute are in it
 
 
 def test_predict_warns_in_one_line_of_a_field_like_its_own(tmp_path):
@@ -122,9 +132,17 @@ def test_spectrum_command_writes_a_figure(shared_data, tmp_path, capsys):
     (["gpu", "score", "P", "{cal}", "--span", ":", "--span", ":"], "--span given 2 times"),
     (["gpu", "fit", "{tmp}/bad.csv", "--events", "{events}", "--out", "{tmp}/g.toml"],
      "bad.csv:3: column 'energy_j'"),
+    # a schedule on another clock than its trace (here 1000 s later)
+    (["gpu", "fit", "{cal}", "--events", "{tmp}/late.events.json", "--out", "{tmp}/g.toml"],
+     "its schedule runs 1000.0-1001.0 s and its samples 0.0-"),
+    (["gpu", "predict", "P", "--events", "{tmp}/empty.events.json", "--out", "{tmp}/p.csv"],
+     "empty.events.json: no events"),
 ])
 def test_bad_input_exits_2_with_one_line(shared_data, tmp_path, capsys, argv, message):
     (tmp_path / "bad.csv").write_text("t_s,energy_j,temp_c\n0,0,30\n0.1,x,30\n")
+    (tmp_path / "late.events.json").write_text(
+        '[{"t_s": 1000, "load": "compute", "seconds": 1}]')
+    (tmp_path / "empty.events.json").write_text("[]")
     fill = {"missing": str(tmp_path / "missing.events.json"), "tmp": str(tmp_path),
             "events": str(shared_data / f"{CAL}.events.json"),
             "cal": str(shared_data / f"{CAL}.csv.gz")}

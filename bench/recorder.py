@@ -139,8 +139,9 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         f = h5py.File(tmp, "w", libver="latest")
-    except OSError as exc:
-        conn.send(("error", f"{path}: cannot create recording: {exc}"))
+    except OSError as exc:  # HDF5's text names the temporary file: say what it means
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        conn.send(("error", f"{path}: cannot create recording: {why}"))
         return
     renamed = False
     try:
@@ -259,6 +260,9 @@ class Recorder:
     def __init__(self, path: str | Path, layout: Layout, attrs: dict[str, Any],
                  flush_s: float = 1.0, capacity: int | None = None) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise RecordingError(f"{self.path}: is a directory; name the recording's file "
+                                 f"(such as {self.path / 'run.h5'})")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.layout = layout
         self.flush_s = float(flush_s)

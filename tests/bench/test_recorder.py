@@ -80,6 +80,9 @@ def test_unwritable_path_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises((RecordingError, OSError)) as info:
         Recorder(blocker / "run.h5", LAYOUT, {})
     assert "\n" not in str(info.value)
+    with pytest.raises(RecordingError, match=r"is a directory; name the recording's file "
+                                             r"\(such as .*run\.h5\)"):
+        Recorder(tmp_path, LAYOUT, {})
 
 
 def _record(path: Path, ticks: int, value: float) -> None:

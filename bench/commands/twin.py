@@ -62,6 +62,7 @@ def simulate(args: argparse.Namespace) -> int:
     import importlib
 
     from bench.csvio import read_columns, write_columns
+    from twin.errors import TwinError
 
     pset = _params(args.params)
     columns = read_columns(args.input)
@@ -73,7 +74,10 @@ def simulate(args: argparse.Namespace) -> int:
     module = importlib.import_module(SIMULATORS[args.kind])
     if args.dt is not None:
         t, columns = _resample(t, columns, args.dt)
-    out = module.simulate_profile(pset, t, columns, method=args.method)
+    try:
+        out = module.simulate_profile(pset, t, columns, method=args.method)
+    except TwinError as exc:  # what the profile lacks or holds wrong: name its file
+        raise TwinError(f"{args.input}: {exc}") from None
     write_columns(args.out, {"t_s": out.pop("t_s"), **out})
     print(f"wrote {args.out}: {len(next(iter(out.values())))} rows, columns "
           f"{', '.join(['t_s', *out])}")

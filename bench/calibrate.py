@@ -31,6 +31,10 @@ class Calibration:
     rms_after: float
     unit: str
     changes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: parameters the recording does not determine: kept at the twin's values
+    kept: list[str] = field(default_factory=list)
+    #: parameters fitted to the edge of their range (a fifth or five times the twin's)
+    at_bound: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         lines = [f"{self.node}.{self.asset} ({self.kind}): residual RMS "
@@ -39,6 +43,13 @@ class Calibration:
         for name, (old, new) in self.changes.items():
             ratio = new / old if old else float("nan")
             lines.append(f"{name:<24} {old:14.6g} {new:14.6g} {ratio:8.4f}")
+        if self.kept:
+            lines.append(f"kept at the twin's values (the recording does not determine "
+                         f"them): {', '.join(self.kept)}")
+        if self.at_bound:
+            lines.append(f"at the edge of the fitted range, not to be trusted (does the "
+                         f"recording have current steps and rests?): "
+                         f"{', '.join(self.at_bound)}")
         return "\n".join(lines)
 
 
@@ -71,6 +82,10 @@ def calibrate(path: str | Path, asset_key: str, n_rc: int = 2) -> Calibration:
             keys = [f"{n}.{a}" for n, a, _ in s.assets()]
             raise BenchError(f"--asset {asset_key}: not in the recorded scenario"
                              f"{did_you_mean(asset_key, keys)}")
+        if s.effective_mode(s.nodes[node][asset]) == "twin":
+            raise BenchError(f"{run.path}: {asset_key} ran in the twin in this recording: "
+                             "its values are the twin's own; calibrate from an emulated or "
+                             "hardware run")
         spec = next(sp for sp in asset_specs(s, emulator=False, nodes=[node])
                     if sp.name == asset)
         if spec.kind == "battery":
@@ -86,8 +101,10 @@ def _provenance(pset: tparams.ParamSet, path: str | Path, what: str,
     return {**pset.meta,
             "source": f"gridloop calibrate: {what} fitted to {Path(path).name} on "
                       f"{time.strftime('%Y-%m-%d')}; started from {pset.name}",
-            "calibration": {k: v for k, v in report.items()
-                            if isinstance(v, (int, float, str))}}
+            "calibration": {k: ", ".join(v) if isinstance(v, list) else v
+                            for k, v in report.items()
+                            if isinstance(v, (int, float, str))
+                            or (isinstance(v, list) and all(isinstance(x, str) for x in v))}}
 
 
 def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
@@ -121,7 +138,8 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
                     meta=_provenance(spec.params, path, "R0, R1, C1, R2, C2, capacity",
                                      report))
     return Calibration(node, asset, "battery", out, float(report["rms_base_v"]),
-                       float(report["rms_fit_v"]), "V", changes)
+                       float(report["rms_fit_v"]), "V", changes, report["not_determined"],
+                       report["at_bound"])
 
 
 def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:

@@ -30,6 +30,9 @@ from twin.params import Table
 
 _V = OUTPUT_NAMES.index("voltage_v")
 _MAX_FACTOR = 5.0  # fitted parameters stay within base / 5 ... base * 5
+#: a parameter whose e-fold change moves the voltage (RMS) by less than this fraction of it
+#: is not determined by the recording: it keeps its base value
+_MIN_SENSITIVITY = 1e-6
 
 
 def _fields(n_rc: int) -> tuple[str, ...]:
@@ -52,6 +55,13 @@ def _level(value: float | Table, temp_c: float, soc: float, current_a: float) ->
         return float(value)
     point = {"temp_c": temp_c, "soc": soc, "current_a": current_a}
     return float(value(**{a: point[a] for a in value.axis_names}))
+
+
+def _embed(values: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """A full parameter vector: ``values`` where ``free``, zero (the base value) elsewhere."""
+    theta = np.zeros(free.size)
+    theta[free] = values
+    return theta
 
 
 def _relaxation(t: np.ndarray, v: np.ndarray, n_rc: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +161,10 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     -------
     params, report
         The fitted parameters (of the same type as ``base``) and a report: the scale
-        factor of each field against ``base``, the initial guesses, RMS voltage residuals
-        with the base, the guessed and the fitted parameters [V], and the optimiser's status.
+        factor of each field against ``base``, the fields the recording does not determine
+        (kept at their base value) and those that ended at the edge of their range
+        (``_MAX_FACTOR``), the initial guesses, RMS voltage residuals with the
+        base, the guessed and the fitted parameters [V], and the optimiser's status.
     """
     fields = _fields(n_rc)
     t, i_a, v, temp = (np.asarray(a, dtype=float) for a in (t_s, current_a, voltage_v, temp_c))
@@ -223,13 +235,34 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
         return ((vs[1:] - vs[0]) / step).T
 
     first = simulate(np.vstack([np.zeros(len(fields)), theta0]))
-    sol = scipy.optimize.least_squares(residuals, theta0, jac=jacobian,
+    # What the recording cannot tell (a field that barely moves the voltage: no current, no
+    # relaxation, too little charge for the capacity) keeps its base value.
+    sensitivity = np.sqrt(np.mean(jacobian(np.zeros(len(fields))) ** 2, axis=0))
+    free = sensitivity > _MIN_SENSITIVITY * max(float(np.mean(np.abs(v))), 1.0)
+    if not free.any():
+        raise TwinError(f"calibration: the recording does not excite the battery: no "
+                        f"parameter moves its voltage measurably (current "
+                        f"{i_a.min():.3g} to {i_a.max():.3g} A)")
+    theta0 = np.where(free, theta0, 0.0)
+
+    def residuals_free(th: np.ndarray) -> np.ndarray:
+        return residuals(_embed(th, free))
+
+    def jacobian_free(th: np.ndarray) -> np.ndarray:
+        return jacobian(_embed(th, free))[:, free]
+
+    sol = scipy.optimize.least_squares(residuals_free, theta0[free], jac=jacobian_free,
                                        bounds=(-bound, bound), x_scale=1.0,
                                        xtol=1e-10, ftol=1e-12, gtol=1e-10)
-    fitted = scaled_cell(sol.x)
-    factors = np.exp(sol.x)
+    theta = _embed(sol.x, free)
+    fitted = scaled_cell(theta)
+    factors = np.exp(theta)
     report = {
         "fields": list(fields),
+        "not_determined": [n for n, f in zip(fields, free) if not f],
+        # a factor at the edge of its range: the fit wanted more, a sign of a recording that
+        # does not determine it (or of a model that does not fit the cell)
+        "at_bound": [n for n, th in zip(fields, theta) if abs(th) > 0.999 * bound],
         "factors": {n: float(f) for n, f in zip(fields, factors)},
         "guesses": guess,
         "rms_base_v": float(np.sqrt(np.mean((first[0] - v) ** 2))),

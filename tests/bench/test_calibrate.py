@@ -114,3 +114,10 @@ def test_calibrate_names_a_missing_asset(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["calibrate", str(run), "--asset", "lab.invertor"]) == 2
     assert "did you mean 'lab.inverter'" in capsys.readouterr().err
     assert main(["calibrate", str(run), "--asset", "lab.meter"]) == 2
+    # an asset that ran in the twin has no measurement to fit to
+    twin_run = _record(tmp_path, "twin", INVERTER, ["--set", "run.duration_s=5",
+                                                    "--set", "run.mode=twin"])
+    capsys.readouterr()
+    assert main(["calibrate", str(twin_run), "--asset", "lab.inverter"]) == 2
+    assert ("lab.inverter ran in the twin in this recording: its values are the twin's own"
+            in capsys.readouterr().err)

@@ -71,6 +71,7 @@ def test_recovers_ecm_example_with_two_rc_pairs() -> None:
     assert report["rms_base_v"] > 10e-3
     assert report["rms_fit_v"] < 0.6e-3
     assert report["success"]
+    assert report["not_determined"] == [] and report["at_bound"] == []
 
 
 def test_recovers_a_pack_with_one_rc_pair() -> None:
@@ -117,3 +118,27 @@ def test_bad_recordings(change, message: str) -> None:
         fit_battery(**change(good), base=simple_cell(), soc0=0.5)
     with pytest.raises(TwinError, match="n_rc=3"):
         fit_battery(**good, base=simple_cell(), soc0=0.5, n_rc=3)
+
+
+def test_a_recording_at_rest_is_refused() -> None:
+    pack = PackParams(simple_cell(), cells_series=4, cells_parallel=1)
+    current = np.zeros(600)
+    t, v, temp = record(pack, current, 1.0, 0.5, seed=3)
+    with pytest.raises(TwinError, match=r"does not excite the battery: no parameter moves its "
+                                        r"voltage measurably \(current 0 to 0 A\)"):
+        fit_battery(t, current, v, temp, pack, soc0=0.5)
+
+
+def test_what_the_recording_cannot_see_keeps_its_value() -> None:
+    """With a flat OCV the SOC, hence the capacity, leaves no mark on the voltage: the
+    capacity keeps the twin's value while the resistances are still fitted."""
+    flat = Table((("soc", np.array([0.0, 1.0])),), np.array([3.3, 3.3]))
+    twin = simple_cell(ocv_v=flat)
+    off = {"r0_ohm": 1.2, "r1_ohm": 0.8, "c1_f": 1.2, "capacity_ah": 0.8}
+    current = pulse_profile(4, 1.0, 50.0)
+    t, v, temp = record(PackParams(scaled(twin, off)), current, 1.0, 0.6, seed=4)
+    fitted, report = fit_battery(t, current, v, temp, twin, soc0=0.6)
+    assert report["not_determined"] == ["capacity_ah"]
+    assert fitted.capacity_ah == twin.capacity_ah
+    assert report["factors"]["r0_ohm"] == pytest.approx(1.2, rel=0.05)
+    assert report["at_bound"] == []

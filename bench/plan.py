@@ -342,6 +342,10 @@ class Plan:
         if self.emulators is not None:
             self.emulators.advance(dt)
 
+    def twin_keys(self) -> list[str]:
+        """``NODE.ASSET.SIGNAL`` of every signal the twin predicts."""
+        return list(self._twin_index)
+
     def forecast(self, key: str, horizon_s: float) -> np.ndarray:
         """The twin's forecast of ``key`` over ``horizon_s`` with setpoints held."""
         i = self._twin_index.get(key)

@@ -162,6 +162,16 @@ def lateness(run: Run, out: Path) -> Path | None:
     return _save(fig, out / "lateness.png")
 
 
+def _recorded_checks(run: Run) -> tuple:
+    """The ``[checks]`` of the scenario the run recorded (none if it holds no scenario)."""
+    from bench.errors import BenchError
+
+    try:
+        return run.scenario().checks
+    except BenchError:
+        return ()
+
+
 def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path, list[Path]]:
     """Write every figure the recording supports and ``summary.txt`` into ``out``."""
     with open_run(path) as run:
@@ -175,6 +185,11 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
                 written.append(p)
         written.extend(gpu_power(run, out_dir))
         text = format_figures(figures(run))
+        checks = _recorded_checks(run)
+        if checks:
+            from bench.checks import evaluate, format_outcomes
+
+            text += "\n" + format_outcomes(evaluate(run, checks))
         if not run.complete:
             stopped = [m for _, kind, m in run.events() if kind == "run_stopped"]
             text += ("\n(the run stopped early: " + stopped[-1] + ")" if stopped else

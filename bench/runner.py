@@ -17,6 +17,7 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
             view: bool = False, quiet: bool = False) -> int:
     """Run a scenario to ``out`` and print its summary; returns the exit status."""
     from bench.build import build_plan
+    from bench.checks import evaluate, format_outcomes
     from bench.engine import run_plan
     from bench.recording import open_run
     from bench.summary import figures, format_figures
@@ -35,6 +36,17 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     else:
         ledger_url = ledger
     plan = build_plan(scenario, ledger=ledger_url)
+    if scenario.checks:  # a misspelt signal is said now, not after the run
+        from bench.checks import unknown_signals
+        from bench.errors import ScenarioError
+        from bench.tomlpos import key_lines, line_of
+
+        bad = unknown_signals(scenario.checks, plan.obs_index, plan.twin_keys())
+        if bad:
+            key, what = bad[0]
+            line = line_of(key_lines(scenario.text), ("checks", key))
+            where = f"{scenario_path}:{line}" if line else str(scenario_path)
+            raise ScenarioError(f"{where}: checks.{key}: {what}")
     print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
           f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
           f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",
@@ -55,8 +67,12 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         summary = run_plan(plan, out, progress=not quiet)
     with open_run(out) as run:
         print(format_figures(figures(run)))
+        outcomes = evaluate(run, scenario.checks)
     print(f"{summary.ticks} ticks in {summary.wall_s:.2f} s wall "
           f"({summary.realtime_factor:.1f}x real time); recording {out}")
     if plan.market is not None:
         print(f"ledger {ledger_url}: {plan.market.describe()}")
+    if outcomes:
+        print(format_outcomes(outcomes))
+        return 0 if all(o.passed for o in outcomes) else 1
     return 0

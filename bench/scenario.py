@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.checks import Check, parse_checks
 from bench.errors import ScenarioError, ScenarioWarning
 from bench.tomlpos import key_lines, line_of
 from twin.errors import ParameterError
@@ -200,6 +201,8 @@ class Scenario:
     text: str = ""
     #: the ``--set`` overrides applied to ``text`` (the scenario is ``text`` + these)
     overrides: tuple[str, ...] = ()
+    #: pass/fail checks on the run's signals (``[checks]``, :mod:`bench.checks`)
+    checks: tuple[Check, ...] = ()
 
     def assets(self) -> list[tuple[str, str, AssetConfig]]:
         """Every (node, asset name, config), in file order."""
@@ -252,7 +255,7 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
     for item in overrides:
         apply_override(doc, item)
 
-    known = {"run", "controller", "market", "profiles", "nodes"}
+    known = {"run", "controller", "market", "profiles", "nodes", "checks"}
     for key in doc:
         if key not in known:
             from twin.params import did_you_mean
@@ -286,9 +289,18 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
 
     if not nodes:
         raise _fail(source, lines, ("nodes",), "a scenario needs at least one node")
+    def where(*path: str) -> str:
+        line = line_of(lines, path) if lines else None
+        return f"{source}:{line}: {'.'.join(path)}" if line else f"{source}: {'.'.join(path)}"
+
+    checks = parse_checks(doc.get("checks", {}), where)
+    for c in checks:
+        node, asset, _ = c.key.split(".")
+        if asset not in nodes.get(node, {}):
+            raise ScenarioError(f"{where('checks', c.key)}: no asset {node}.{asset}")
     scenario = Scenario(run=parts["run"], controller=parts["controller"], nodes=nodes,
                         profiles=profiles, market=parts["market"], path=path, text=text,
-                        overrides=tuple(overrides))
+                        overrides=tuple(overrides), checks=checks)
     _cross_check(scenario, source, lines)
     if not scenario.run.realtime and any(scenario.effective_mode(c) == "hardware"
                                          for _, _, c in scenario.assets()):
@@ -387,14 +399,17 @@ def apply_override(doc: dict, item: str) -> None:
     ``run.dt_s=0.01`` and ``controller.options.limit_w=5e4`` set those fields;
     ``NODE.ASSET.KEY=VALUE`` sets an asset field (``north.battery.initial.soc=0.9``), or
     else a parameter override (``north.battery.capacity_ah=300`` and
-    ``north.grid.governor.rating_w=0`` land in that asset's ``override`` table).
+    ``north.grid.governor.rating_w=0`` land in that asset's ``override`` table);
+    ``checks.north.grid.p_w.max=6e4`` sets a check's bound.
     """
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ScenarioError(f"--set {item}: expected KEY=VALUE")
     path = key.strip().split(".")
     value = parse_value(raw.strip())
-    sections = ("run", "controller", "market", "profiles", "nodes")
+    sections = ("run", "controller", "market", "profiles", "nodes", "checks")
+    if path[0] == "checks" and len(path) == 5:  # checks.NODE.ASSET.SIGNAL.BOUND
+        path = ["checks", ".".join(path[1:4]), path[4]]
     if path[0] not in sections:
         if len(path) < 3:
             raise ScenarioError(f"--set {item}: expected SECTION.KEY ({', '.join(sections)}) "

@@ -86,6 +86,7 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
               extra: tuple[str, ...]) -> list[dict[str, Any]]:
     """Run a batch of points in one worker; failures become rows, not lost batches."""
     from bench.build import build_plan
+    from bench.checks import evaluate
     from bench.engine import run_plan
     from bench.recording import open_run
     from bench.summary import figures
@@ -102,6 +103,10 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
             run_plan(plan, out, progress=False)
             with open_run(out) as r:
                 row.update(figures(r).flat())
+                outcomes = evaluate(r, s.checks)
+            failed = [o.check.describe(o.unit) for o in outcomes if not o.passed]
+            if outcomes:  # a grid point that breaks a check says which
+                row["checks_failed"] = "; ".join(failed)
             row["status"] = "ok"
         except Exception as exc:  # one bad point must not sink the sweep
             row["status"] = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")

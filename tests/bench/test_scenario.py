@@ -130,7 +130,7 @@ def test_overrides_set_fields_and_parameters() -> None:
     ("north.batery.x=1", r"node 'north' has no asset 'batery' \(did you mean 'battery'\?\)"),
     ("novalue", r"expected KEY=VALUE"),
     ("north.battery=1", r"--set north\.battery=1: expected SECTION\.KEY \(run, controller, "
-                        r"market, profiles, nodes\) or NODE\.ASSET\.KEY"),
+                        r"market, profiles, nodes, checks\) or NODE\.ASSET\.KEY"),
 ])
 def test_bad_overrides(item: str, expected: str) -> None:
     with pytest.raises(ScenarioError, match=expected):

@@ -98,13 +98,16 @@ def calibrate(path: str | Path, asset_key: str, n_rc: int = 2) -> Calibration:
 
 def _provenance(pset: tparams.ParamSet, path: str | Path, what: str,
                 report: dict[str, Any]) -> dict[str, Any]:
+    calibration = {}
+    for k, v in report.items():  # what a TOML table keeps: numbers, text, lists of names
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            v = ", ".join(v)
+        if isinstance(v, int | float | str):
+            calibration[k] = v
     return {**pset.meta,
             "source": f"gridloop calibrate: {what} fitted to {Path(path).name} on "
                       f"{time.strftime('%Y-%m-%d')}; started from {pset.name}",
-            "calibration": {k: ", ".join(v) if isinstance(v, list) else v
-                            for k, v in report.items()
-                            if isinstance(v, (int, float, str))
-                            or (isinstance(v, list) and all(isinstance(x, str) for x in v))}}
+            "calibration": calibration}
 
 
 def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:

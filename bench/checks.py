@@ -141,14 +141,13 @@ def evaluate(run: Any, checks: Iterable[Check]) -> list[Outcome]:
         if not run.has(node, asset, name):
             out.append(Outcome(c, math.nan, math.nan, 0, 0))
             continue
-        value = run.signal(node, asset, name)
-        twin = (run.signal(node, asset, name, "twin")
-                if c.bound == "residual" and run.has(node, asset, name, "twin") else None)
-        if c.bound == "residual" and twin is None:
-            out.append(Outcome(c, math.nan, math.nan, 0, 0))
-            continue
-        n = min(len(t), len(value), len(twin) if twin is not None else len(value))
-        out.append(judge(c, t[:n], value[:n], None if twin is None else twin[:n],
+        twin = None
+        if c.bound == "residual":
+            if not run.has(node, asset, name, "twin"):
+                out.append(Outcome(c, math.nan, math.nan, 0, 0))
+                continue
+            twin = run.signal(node, asset, name, "twin")
+        out.append(judge(c, t, run.signal(node, asset, name), twin,
                          run.unit(node, asset, name)))
     return out
 

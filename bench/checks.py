@@ -158,7 +158,7 @@ def format_outcomes(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         what = o.check.describe(o.unit)
         if not o.judged:
-            rows.append((what, "-", "-", "FAIL (no reading)"))
+            rows.append((what, "-", "-", "FAIL (no tick to judge: no reading, or after the run)"))
             continue
         verdict = "ok" if o.passed else f"FAIL ({o.failed} of {o.judged} ticks)"
         rows.append((what, f"{o.worst:.6g}", f"{o.at_s:.3f} s", verdict))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.checks import Check, evaluate, judge, parse_checks
+from bench.checks import Check, evaluate, format_outcomes, judge, parse_checks
 from bench.cli import main
 from bench.errors import ScenarioError
 from bench.recording import open_run
@@ -62,6 +62,9 @@ def test_judged_tick_by_tick_from_after_s_skipping_missing_readings() -> None:
     assert res.worst == pytest.approx(0.3) and res.at_s == 1.0 and res.failed == 1
     none = judge(Check("n.a.s", "max", 5.0), t, np.full(10, np.nan))
     assert none.judged == 0 and not none.passed and math.isnan(none.worst)
+    text = format_outcomes([over, res, none])
+    assert "n.a.s <= 5 from 1 s" in text and "FAIL (1 of 6 ticks)" in text
+    assert "FAIL (no tick to judge" in text and text.endswith("checks: 0 of 3 passed")
 
 
 def test_scenario_checks_name_their_asset_and_line() -> None:

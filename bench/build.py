@@ -263,6 +263,13 @@ def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
         params[(spec.node, spec.name)] = p
     plan = Plan(s, twin, kinds, params)
     _attach_devices(s, plan, drives)
+    if s.checks:  # a check on a signal the run will not record: said now, not after it
+        from bench.checks import unknown_signals
+
+        bad = unknown_signals(s.checks, plan.obs_index, plan.twin_keys())
+        if bad:
+            key, what = bad[0]
+            raise ScenarioError(f"{_Where(s)('checks', key)}: {what}")
     if s.market.kind != "none":
         from bench.market import MarketLink
 

@@ -36,17 +36,6 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     else:
         ledger_url = ledger
     plan = build_plan(scenario, ledger=ledger_url)
-    if scenario.checks:  # a misspelt signal is said now, not after the run
-        from bench.checks import unknown_signals
-        from bench.errors import ScenarioError
-        from bench.tomlpos import key_lines, line_of
-
-        bad = unknown_signals(scenario.checks, plan.obs_index, plan.twin_keys())
-        if bad:
-            key, what = bad[0]
-            line = line_of(key_lines(scenario.text), ("checks", key))
-            where = f"{scenario_path}:{line}" if line else str(scenario_path)
-            raise ScenarioError(f"{where}: checks.{key}: {what}")
     print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
           f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
           f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",

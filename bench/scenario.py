@@ -222,13 +222,19 @@ class Scenario:
 
 
 _TOP = {"run": RunConfig, "controller": ControllerConfig, "market": MarketConfig}
+#: the top-level tables of a scenario, in the order the docs give them
+SECTIONS = ("run", "controller", "market", "profiles", "nodes", "checks")
+
+
+def _at(source: str, lines: dict, path: tuple[str, ...]) -> str:
+    """``file:line: field`` of a key path (the line of its nearest defined prefix)."""
+    line = line_of(lines, path) if lines else None
+    where = f"{source}:{line}" if line else source
+    return f"{where}: {'.'.join(path) if path else '(top level)'}"
 
 
 def _fail(source: str, lines: dict, path: tuple[str, ...], message: str) -> ScenarioError:
-    line = line_of(lines, path) if lines else None
-    where = f"{source}:{line}" if line else source
-    field_name = ".".join(path) if path else "(top level)"
-    return ScenarioError(f"{where}: {field_name}: {message}")
+    return ScenarioError(f"{_at(source, lines, path)}: {message}")
 
 
 def _parameter_error(source: str, lines: dict, exc: ParameterError) -> ScenarioError:
@@ -255,14 +261,13 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
     for item in overrides:
         apply_override(doc, item)
 
-    known = {"run", "controller", "market", "profiles", "nodes", "checks"}
     for key in doc:
-        if key not in known:
+        if key not in SECTIONS:
             from twin.params import did_you_mean
 
             raise _fail(source, lines, (key,),
-                        f"unknown section{did_you_mean(key, known)}; "
-                        f"sections are {', '.join(sorted(known))}")
+                        f"unknown section{did_you_mean(key, SECTIONS)}; "
+                        f"sections are {', '.join(sorted(SECTIONS))}")
     try:
         parts = {k: from_mapping(cls, doc.get(k, {}), k) for k, cls in _TOP.items()}
         profiles = {}
@@ -289,15 +294,11 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
 
     if not nodes:
         raise _fail(source, lines, ("nodes",), "a scenario needs at least one node")
-    def where(*path: str) -> str:
-        line = line_of(lines, path) if lines else None
-        return f"{source}:{line}: {'.'.join(path)}" if line else f"{source}: {'.'.join(path)}"
-
-    checks = parse_checks(doc.get("checks", {}), where)
+    checks = parse_checks(doc.get("checks", {}), lambda *path: _at(source, lines, path))
     for c in checks:
         node, asset, _ = c.key.split(".")
         if asset not in nodes.get(node, {}):
-            raise ScenarioError(f"{where('checks', c.key)}: no asset {node}.{asset}")
+            raise _fail(source, lines, ("checks", c.key), f"no asset {node}.{asset}")
     scenario = Scenario(run=parts["run"], controller=parts["controller"], nodes=nodes,
                         profiles=profiles, market=parts["market"], path=path, text=text,
                         overrides=tuple(overrides), checks=checks)
@@ -407,12 +408,11 @@ def apply_override(doc: dict, item: str) -> None:
         raise ScenarioError(f"--set {item}: expected KEY=VALUE")
     path = key.strip().split(".")
     value = parse_value(raw.strip())
-    sections = ("run", "controller", "market", "profiles", "nodes", "checks")
     if path[0] == "checks" and len(path) == 5:  # checks.NODE.ASSET.SIGNAL.BOUND
         path = ["checks", ".".join(path[1:4]), path[4]]
-    if path[0] not in sections:
+    if path[0] not in SECTIONS:
         if len(path) < 3:
-            raise ScenarioError(f"--set {item}: expected SECTION.KEY ({', '.join(sections)}) "
+            raise ScenarioError(f"--set {item}: expected SECTION.KEY ({', '.join(SECTIONS)}) "
                                 "or NODE.ASSET.KEY")
         node, asset, name = path[:3]
         nodes = doc.get("nodes", {})

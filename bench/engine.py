@@ -184,6 +184,7 @@ class Engine:
         late_ticks = 0
         catch_ups = 0
         has_devices = bool(plan.devices)
+        stopped_by: BaseException | None = None
         try:
             while k < n:
                 t = k * dt
@@ -247,6 +248,9 @@ class Engine:
                         await asyncio.sleep(wait)
                 elif has_devices and k % 64 == 0:
                     await asyncio.sleep(0)
+        except BaseException as exc:
+            stopped_by = exc
+            raise
         finally:
             progress.close()
             summary.ticks = k
@@ -262,7 +266,7 @@ class Engine:
                 summary.lateness_max_s = float(lat.max())
                 summary.missed_deadlines = int((lat >= dt).sum())
             if plan.market is not None:
-                plan.market.finish(rec, k * dt)
+                plan.market.finish(rec, k * dt, stopped_by)
 
 
 def _why(exc: BaseException) -> str:

@@ -8,6 +8,9 @@ Interval ``k`` is delivered over ``[k I, (k + 1) I)``.  At the tick where ``t = 
 3. each node places its order for interval ``k + 1``: from the controller's
    ``orders(obs, interval)`` if it has one, else the default strategy below.
 
+When the run ends (at its duration, or stopped early), the interval it ends in is settled
+against the energy metered until its last tick, so no trade is left unsettled.
+
 Everything lands on the ledger (SQLite or PostgreSQL, hash-chained, one block per interval)
 and in the recording's ``/market`` tables.  Meter energy is the difference of the floored
 cumulative counters at the interval edges, so the Wh of all intervals add up exactly to the
@@ -53,6 +56,9 @@ class MarketLink:
         #: net import of each node over the last metered interval [Wh]
         self._net_wh: dict[str, int] = {}
         self.session: Any = None
+        self._obs: Any = None
+        #: the interval this run cleared last and has not settled yet
+        self._open_interval: int | None = None
         #: ledger interval of this run's interval 0 (a ledger may hold earlier runs)
         self.offset = 0
         self.settled = 0
@@ -62,7 +68,11 @@ class MarketLink:
     def tables(self) -> dict[str, Any]:
         return dict(TABLES)
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """Open the ledger (a run does at its first tick): a ledger that refuses this run
+        (another interval length, other keys) says so before anything is written."""
+        if self.session is not None:
+            return
         from ledger import MarketSession
 
         self.session = MarketSession(
@@ -88,35 +98,20 @@ class MarketLink:
         return int(math.floor(imp)), int(math.floor(exp))
 
     def tick(self, k: int, t: float, obs: Any, controller: Any) -> None:
+        self._obs = obs
         if k % self.ticks_per_interval:
             return
         if self.session is None:
-            self._open()
+            self.open()
         rec = self.plan._rec
         b = k // self.ticks_per_interval + self.offset
         name = self.session.names
         if b > self.offset:
-            rows = []
-            for node in self.nodes:
-                now = self._counters(obs, node)
-                last = self._last_wh.get(node, (0, 0))
-                r = self.session.submit_meter_reading(node, b - 1, max(0, now[0] - last[0]),
-                                                      max(0, now[1] - last[1]))
-                self._last_wh[node] = now
-                self._net_wh[node] = r.import_wh - r.export_wh
-                rows.append((t, b - 1, node.encode(), r.import_wh, r.export_wh,
-                             r.id.hex().encode()))
-            rec.table_rows("market/meter_readings", rows)
-            settlements = self.session.settle(b - 1)
-            rec.table_rows("market/settlements", [
-                (t, s.interval, name.get(s.seller, "?").encode(),
-                 name.get(s.buyer, "?").encode(), s.energy_wh, s.price_micro_per_wh,
-                 s.amount_micro, s.trade.hex().encode(), s.id.hex().encode())
-                for s in settlements])
-            self.settled += 1
+            self._settle(b - 1, t, obs)
         else:
             for node in self.nodes:
                 self._last_wh[node] = self._counters(obs, node)
+        self._open_interval = b
         trades = self.session.clear(b)
         self.trades += len(trades)
         rec.table_rows("market/trades", [
@@ -155,7 +150,49 @@ class MarketLink:
                 out.append((node, "sell", energy, exp + spread // 4))
         return out
 
-    def finish(self, rec: Any, t_end: float) -> None:
+    def _settle(self, interval: int, t: float, obs: Any) -> None:
+        """Meter readings of ``interval`` from the counters in ``obs``, then its settlement."""
+        rec, name = self.plan._rec, self.session.names
+        rows = []
+        for node in self.nodes:
+            now = self._counters(obs, node)
+            last = self._last_wh.get(node, (0, 0))
+            r = self.session.submit_meter_reading(node, interval, max(0, now[0] - last[0]),
+                                                  max(0, now[1] - last[1]))
+            self._last_wh[node] = now
+            self._net_wh[node] = r.import_wh - r.export_wh
+            rows.append((t, interval, node.encode(), r.import_wh, r.export_wh,
+                         r.id.hex().encode()))
+        rec.table_rows("market/meter_readings", rows)
+        settlements = self.session.settle(interval)
+        rec.table_rows("market/settlements", [
+            (t, s.interval, name.get(s.seller, "?").encode(), name.get(s.buyer, "?").encode(),
+             s.energy_wh, s.price_micro_per_wh, s.amount_micro, s.trade.hex().encode(),
+             s.id.hex().encode()) for s in settlements])
+        self.settled += 1
+
+    def finish(self, rec: Any, t_end: float, stopped_by: BaseException | None = None) -> None:
+        """Settle the interval the run ends in (its trades against the energy metered until
+        the last tick), so no trade is left open on the ledger; then close the session.
+
+        A run stopped early (``stopped_by``) settles too, unless the ledger stopped it; a
+        failure to settle then does not hide why the run stopped.
+        """
+        from ledger.errors import LedgerError
+
+        if self.session is None:
+            return
+        try:
+            if self._open_interval is not None and not isinstance(stopped_by, LedgerError):
+                self._settle(self._open_interval, t_end, self._obs)
+        except Exception:
+            if stopped_by is None:
+                raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the ledger session (again: a no-op)."""
         if self.session is not None:
             self.session.close()
 

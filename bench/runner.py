@@ -5,12 +5,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bench.errors import BenchError
 from bench.scenario import load
 
 
 def default_ledger_path(out: Path) -> Path:
     """``RUN.ledger.db`` beside the recording."""
     return out.with_name(out.stem + ".ledger.db")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
@@ -28,6 +36,9 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         from dataclasses import replace
 
         scenario = replace(scenario, run=replace(scenario.run, flush_s=0.1))
+    if ledger is not None and "://" not in ledger and _same_file(Path(ledger), out):
+        raise BenchError(f"--ledger {ledger} and --out {out} name the same file; the "
+                         "recording would overwrite the ledger")
     if ledger is None:
         # the default ledger belongs to the recording: a new run replaces both
         ledger_url = str(default_ledger_path(out))
@@ -36,24 +47,31 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     else:
         ledger_url = ledger
     plan = build_plan(scenario, ledger=ledger_url)
+    if plan.market is not None:
+        # a ledger this run cannot append to is refused before the recording is replaced
+        plan.market.open()
     print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
           f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
           f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",
           file=sys.stderr)
-    if view:
-        from bench.view.app import show_live
+    try:
+        if view:
+            from bench.view.app import show_live
 
-        holder: dict = {}
+            holder: dict = {}
 
-        def work() -> None:
-            holder["summary"] = run_plan(plan, out, progress=not quiet)
+            def work() -> None:
+                holder["summary"] = run_plan(plan, out, progress=not quiet)
 
-        status = show_live(out, work)
-        summary = holder.get("summary")
-        if summary is None:
-            return status or 1
-    else:
-        summary = run_plan(plan, out, progress=not quiet)
+            status = show_live(out, work)
+            summary = holder.get("summary")
+            if summary is None:
+                return status or 1
+        else:
+            summary = run_plan(plan, out, progress=not quiet)
+    finally:
+        if plan.market is not None:
+            plan.market.close()
     with open_run(out) as run:
         print(format_figures(figures(run)))
         outcomes = evaluate(run, scenario.checks)

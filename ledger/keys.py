@@ -156,16 +156,48 @@ class KeyDirectory:
     def exists(self, name: str) -> bool:
         return self.files(name)[0].exists()
 
+    def check_new(self, names: list[str]) -> None:
+        """Refuse, before anything is written, names given twice or with a key or public key
+        file already there (a lone ``NAME.pub`` may be someone's published key)."""
+        for name in names:
+            check_name(name)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise KeyFileError(f"{', '.join(twice)} named more than once")
+        for name in names:
+            for path in self.files(name):
+                if path.exists():
+                    raise KeyFileError(f"{path} already exists; remove it to make a new key")
+
+    def _make_dir(self) -> None:
+        """The directory, mode 0700 when new; an existing one others may write to is
+        refused (they could swap a key file)."""
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            raise KeyFileError(f"{self.path}: not a directory") from None
+        except OSError as exc:
+            raise KeyFileError(f"{self.path}: cannot create the key directory: "
+                               f"{exc.strerror}") from None
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            raise KeyFileError(f"{self.path} is writable by group or others (mode {mode:04o}); "
+                               f"run: chmod 700 {self.path}")
+
     def create(self, name: str) -> Identity:
         """Generate and store a new key pair; refuse to overwrite an existing one."""
         key_path, pub_path = self.files(name)
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._make_dir()
+        if pub_path.exists():
+            raise KeyFileError(f"{pub_path} already exists; remove it to make a new key")
         identity = Identity.generate(name)
         try:
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise KeyFileError(f"{key_path} already exists; remove it to make a new key") \
                 from None
+        except OSError as exc:
+            raise KeyFileError(f"{key_path}: cannot write: {exc.strerror}") from None
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)  # the umask may only have narrowed it; be exact
             fh.write(identity.private_pem())

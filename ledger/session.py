@@ -113,6 +113,7 @@ class MarketSession:
                 store.register(identity.name, identity.public_key, role)
             for identity in self._nodes.values():
                 store.register(identity.name, identity.public_key, "node")
+            store.sign_accounts(self.operator)
             for key, value in (("operator", self.operator.public_key.hex()),
                                ("interval_ms", str(self.interval_ms))):
                 have = store.get_meta(key)

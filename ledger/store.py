@@ -26,12 +26,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from ledger import canonical
 from ledger.chain import GENESIS_PREV, Block, BlockHeader, decode_header, merkle_root
-from ledger.errors import ReplayError, SignatureError, StoreError
+from ledger.errors import LedgerError, ReplayError, SignatureError, StoreError
 from ledger.keys import Identity, fingerprint, verify_signatures
 from ledger.records import BY_NAME, SignedRecord
 
 FORMAT = "gridloop-ledger 1"
+ACCOUNTS_MAGIC = b"GLA\x01"
+
+
+def accounts_body(accounts: Iterable[tuple[str, bytes, str]]) -> bytes:
+    """The canonical bytes of the account table that the operator signs: names bound to
+    keys and roles, so ``show`` and ``export`` name accounts as the operator registered
+    them."""
+    return ACCOUNTS_MAGIC + canonical.encode([[n, k, r] for n, k, r in sorted(accounts)])
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,8 +69,21 @@ CREATE TABLE IF NOT EXISTS intervals (interval_no BIGINT PRIMARY KEY, cleared IN
 RECORD_COLUMNS = "seq, block, position, id, kind, signer, nonce, interval_no, body, signature"
 
 
+_BLOB_TYPES = (bytes, bytearray, memoryview)
+
+
+def _blobs(location: str, row: Sequence[Any], columns: dict[int, str], what: str) -> None:
+    """Refuse a row whose binary columns hold something else (text written by hand)."""
+    for i, name in columns.items():
+        if not isinstance(row[i], _BLOB_TYPES):
+            raise StoreError(f"{location}: {what}: {name} is stored as "
+                             f"{type(row[i]).__name__}, not bytes (the ledger was altered "
+                             "outside gridloop)")
+
+
 class StoredRow(tuple):
-    """One ``records`` row as stored, in :data:`RECORD_COLUMNS` order (no checks applied)."""
+    """One ``records`` row as stored, in :data:`RECORD_COLUMNS` order (its binary columns
+    checked to be bytes, nothing else)."""
 
     __slots__ = ()
     seq = property(lambda s: s[0])
@@ -225,8 +247,15 @@ class Store(ABC):
 
     def accounts(self) -> list[tuple[str, bytes, str]]:
         """``(name, public_key, role)`` of every registered account, by name."""
-        return [(n, bytes(k), r) for n, k, r in
-                self._query("SELECT name, public_key, role FROM accounts ORDER BY name")]
+        rows = self._query("SELECT name, public_key, role FROM accounts ORDER BY name")
+        for row in rows:
+            _blobs(self.location, row, {1: "public_key"}, f"account {row[0]!r}")
+        return [(n, bytes(k), r) for n, k, r in rows]
+
+    def sign_accounts(self, operator: Identity) -> None:
+        """Store the operator's signature of the account table (after registering)."""
+        self.set_meta("accounts_signature",
+                      operator.sign(accounts_body(self.accounts())).hex())
 
     # -- records ----------------------------------------------------------------------------
 
@@ -279,8 +308,18 @@ class Store(ABC):
         return self.insert(records)
 
     def get(self, record_id: bytes) -> SignedRecord | None:
-        rows = self._query("SELECT body, signature FROM records WHERE id = ?", (record_id,))
-        return SignedRecord.from_bytes(bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+        rows = self._query("SELECT seq, body, signature FROM records WHERE id = ?",
+                           (record_id,))
+        return self._decoded(rows[0]) if rows else None
+
+    def _decoded(self, row: tuple) -> SignedRecord:
+        """The record of a ``(seq, body, signature)`` row; a malformed one named by place."""
+        _blobs(self.location, row, {1: "body", 2: "signature"}, f"record seq {row[0]}")
+        try:
+            return SignedRecord.from_bytes(bytes(row[1]), bytes(row[2]))
+        except LedgerError as exc:
+            raise StoreError(f"{self.location}: record seq {row[0]}: {exc} (gridloop ledger "
+                             "verify locates every fault)") from None
 
     def find(self, *, kind: str | None = None, interval: int | None = None,
              signer: bytes | None = None) -> list[SignedRecord]:
@@ -295,11 +334,10 @@ class Store(ABC):
         if signer is not None:
             where.append("signer = ?")
             params.append(signer)
-        sql = "SELECT body, signature FROM records"
+        sql = "SELECT seq, body, signature FROM records"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = self._query(sql + " ORDER BY seq", params)
-        return [SignedRecord.from_bytes(bytes(b), bytes(s)) for b, s in rows]
+        return [self._decoded(r) for r in self._query(sql + " ORDER BY seq", params)]
 
     def count(self) -> tuple[int, int]:
         """``(records in blocks, pending records)``."""
@@ -311,11 +349,16 @@ class Store(ABC):
         for batch in self._stream(self._sql(
                 f"SELECT {RECORD_COLUMNS} FROM records WHERE block IS NOT NULL "
                 "ORDER BY block, position"), (), size):
-            yield [StoredRow(r) for r in batch]
+            yield [self._stored(r) for r in batch]
+
+    def _stored(self, row: tuple) -> StoredRow:
+        _blobs(self.location, row, {3: "id", 5: "signer", 8: "body", 9: "signature"},
+               f"record seq {row[0]}")
+        return StoredRow(row)
 
     def pending_rows(self) -> list[StoredRow]:
         """Records not yet in a block, in arrival order."""
-        return [StoredRow(r) for r in self._query(
+        return [self._stored(r) for r in self._query(
             f"SELECT {RECORD_COLUMNS} FROM records WHERE block IS NULL ORDER BY seq")]
 
     def all_rows(self, size: int = 5000) -> Iterator[list[StoredRow]]:
@@ -362,7 +405,12 @@ class Store(ABC):
                 order: str = "height") -> list[Block]:
         rows = self._query(f"SELECT header, signature FROM blocks {where} ORDER BY {order}",
                            params)
-        return [Block(decode_header(bytes(h)), bytes(s)) for h, s in rows]
+        for row in rows:
+            _blobs(self.location, row, {0: "header", 1: "signature"}, "a block")
+        try:
+            return [Block(decode_header(bytes(h)), bytes(s)) for h, s in rows]
+        except LedgerError as exc:
+            raise StoreError(f"{self.location}: a block: {exc}") from None
 
     def head(self) -> Block | None:
         """The last block, or None before the first seal."""
@@ -379,24 +427,32 @@ class Store(ABC):
 
     def block_rows(self) -> list[tuple[int, int, bytes, bytes, bytes]]:
         """``(height, interval_no, hash, header, signature)`` of every block as stored."""
-        return [(h, i, bytes(x), bytes(b), bytes(s)) for h, i, x, b, s in self._query(
-            "SELECT height, interval_no, hash, header, signature FROM blocks ORDER BY height")]
+        rows = self._query(
+            "SELECT height, interval_no, hash, header, signature FROM blocks ORDER BY height")
+        for row in rows:
+            _blobs(self.location, row, {2: "hash", 3: "header", 4: "signature"},
+                   f"block {row[0]}")
+        return [(h, i, bytes(x), bytes(b), bytes(s)) for h, i, x, b, s in rows]
 
 
 def is_postgres_url(target: str | os.PathLike[str]) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(target: str | os.PathLike[str], *, create: bool = True) -> Store:
+def open_store(target: str | os.PathLike[str], *, create: bool = True,
+               readonly: bool = False) -> Store:
     """Open the ledger at a SQLite path or a ``postgresql://`` URL.
 
-    With ``create=False`` (verify, export, show) a missing ledger is an error instead of a new
-    empty one.
+    With ``create=False`` a missing ledger is an error instead of a new empty one;
+    ``readonly`` (verify, export, show) also never writes to a SQLite file (nor converts its
+    journal), so evidence is read as it was handed over.
     """
     if is_postgres_url(target):
         from ledger.store_postgres import PostgresStore
 
-        return PostgresStore(str(target), create=create)
+        return PostgresStore(str(target), create=create and not readonly)
     from ledger.store_sqlite import SQLiteStore
 
-    return SQLiteStore(Path(target), create=create)
+    if not str(target):
+        raise StoreError("no ledger named (an empty path)")
+    return SQLiteStore(Path(target), create=create, readonly=readonly)

@@ -20,23 +20,32 @@ from ledger.store import Store
 class SQLiteStore(Store):
     """A ledger in one SQLite file (with its ``-wal`` and ``-shm`` companions)."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, readonly: bool = False) -> None:
         super().__init__(str(path))
-        if not create and not path.is_file():
+        if path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a ledger file")
+        if (readonly or not create) and not path.is_file():
             raise StoreError(f"{path}: no such ledger")
+        if readonly:
+            self._conn = self._connect_readonly(path)
+        else:
+            try:
+                # One connection, used by one thread at a time (the caller serialises), not
+                # necessarily the thread that opened it (the bench may call from a worker
+                # thread).
+                self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0,
+                                             check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot open: {exc}") from None
         try:
-            # One connection, used by one thread at a time (the caller serialises), not
-            # necessarily the thread that opened it (the bench may call from a worker thread).
-            self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0,
-                                         check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open: {exc}") from None
-        try:
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous=FULL")
-            if mode.lower() != "wal":
-                raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
-            if create:
+            if readonly:  # a file that is not a database fails here
+                self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            else:
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                self._conn.execute("PRAGMA synchronous=FULL")
+                if mode.lower() != "wal":
+                    raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
+            if create and not readonly:
                 self._create_schema()
             self._check_format()
         except sqlite3.DatabaseError as exc:
@@ -48,6 +57,25 @@ class SQLiteStore(Store):
         except StoreError:
             self._conn.close()
             raise
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        """Open without writing anything: the file, its journal mode and its directory stay
+        as they are (an auditor's copy, read-only media)."""
+        uri = path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0,
+                               check_same_thread=False)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # a WAL ledger on read-only media, where its -shm cannot be made: nothing can
+            # write there either, so it is read as immutable
+            conn.close()
+            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError:
+            pass  # not a database: the caller says so
+        return conn
 
     @property
     def _db_errors(self) -> tuple[type[BaseException], ...]:
@@ -68,7 +96,10 @@ class SQLiteStore(Store):
 
     def _stream(self, sql: str, params: Sequence[Any] = (),
                 size: int = 5000) -> Iterator[list[tuple]]:
-        cursor = self._conn.execute(sql, params)
+        try:
+            cursor = self._conn.execute(sql, params)
+        except sqlite3.Error as exc:  # e.g. a table dropped
+            raise StoreError(f"{self.location}: {exc}") from None
         while True:
             try:
                 batch = cursor.fetchmany(size)

@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ledger import records
+from ledger.audit import Audit, AuditFault
 from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
 from ledger.errors import EncodingError, LedgerError, RecordError, VerificationError
 from ledger.keys import fingerprint, submit_signatures, verify_signature
-from ledger.store import Store, StoredRow
+from ledger.store import Store, StoredRow, accounts_body
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,18 @@ class _Walk:
         self.store = store
         self.blocks = blocks
         operator = store.get_meta("operator")
-        self.operator = bytes.fromhex(operator) if operator else None
+        try:
+            self.operator = bytes.fromhex(operator) if operator else None
+        except ValueError:
+            raise VerificationError(f"{store.location}: meta: operator {operator[:20]!r} is "
+                                    "not a hex public key") from None
         self.last_nonce: dict[bytes, int] = {}
         self.records = 0
         self.prev = GENESIS_PREV
         self.last_interval: int | None = None
         self.header: BlockHeader | None = None
         self.leaves: list[bytes] = []
+        self.audit = Audit(self.operator)
 
     def fail(self, message: str, *, block: int | None = None, position: int | None = None,
              row: StoredRow | None = None) -> VerificationError:
@@ -77,7 +83,7 @@ class _Walk:
         if self.last_interval is not None and interval <= self.last_interval:
             raise self.fail(f"interval {interval} does not follow interval "
                             f"{self.last_interval}", block=height)
-        self.operator = self.operator or header.signer
+        self.operator = self.audit.operator = self.operator or header.signer
         if header.signer != self.operator:
             raise self.fail(f"signed by {fingerprint(header.signer)}, not the operator "
                             f"{fingerprint(self.operator)}", block=height)
@@ -98,6 +104,10 @@ class _Walk:
         if merkle_root(self.leaves) != header.merkle_root:
             raise self.fail("Merkle root does not match its records (reordered, replaced, "
                             "deleted or inserted)", block=header.height)
+        try:
+            self.audit.close(header.interval)
+        except AuditFault as exc:
+            raise self.fail(str(exc), block=header.height) from None
 
     def sealed_record(self, row: StoredRow, signature_ok: bool) -> None:
         """Check a record of a block, opening the blocks before and up to its own."""
@@ -151,6 +161,10 @@ class _Walk:
                             f"previous nonce {last} (replayed or reordered)", block=block,
                             position=row.position, row=row)
         self.last_nonce[rec.signer] = rec.nonce
+        try:
+            self.audit.record(rec)
+        except AuditFault as exc:
+            raise self.fail(str(exc), block=block, position=row.position, row=row) from None
         self.records += 1
         return record_id
 
@@ -173,6 +187,32 @@ def _ahead(batches: Iterable[list[StoredRow]],
         yield previous[0], previous[1]()
 
 
+def _check_accounts(store: Store, operator: bytes | None) -> None:
+    """The account table (who is ``north``, who is the grid) is as the operator signed it."""
+    accounts = store.accounts()
+    if not accounts or operator is None:
+        return
+    where = f"{store.location}: accounts"
+    for name, key, role in accounts:
+        if role == "operator" and key != operator:
+            raise VerificationError(f"{where}: {name!r} is registered as the operator with key "
+                                    f"{fingerprint(key)}, the chain's operator is "
+                                    f"{fingerprint(operator)}")
+    signature = store.get_meta("accounts_signature")
+    if signature is None:
+        raise VerificationError(f"{where}: the operator has not signed the table of names, "
+                                "keys and roles (removed, or a ledger of an older gridloop), "
+                                "so its names are unverified")
+    try:
+        ok = verify_signature(operator, accounts_body(accounts), bytes.fromhex(signature))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise VerificationError(f"{where}: the table of names, keys and roles is not as the "
+                                "operator signed it (an account renamed, swapped, added or "
+                                "removed outside gridloop)")
+
+
 def verify_chain(store: Store, known_head: bytes | None = None,
                  workers: int | None = None) -> ChainReport:
     """Re-check everything in ``store``; raise :class:`VerificationError` at the first fault.
@@ -181,7 +221,8 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     previous header's hash, is signed by the operator, and commits to the Merkle root and count
     of its records; each record's id is the SHA-256 of its canonical body, the stored columns
     agree with the body, the signature verifies, and its nonce is above its signer's previous
-    one.  Pending records (not yet in a block) get the record checks too.
+    one; the economics hold (:mod:`ledger.audit`).  Pending records (not yet in a block) get
+    the record checks too.  Last, the account table must be as the operator signed it.
 
     A chain cut cleanly after some block is still a valid, shorter chain; pass the hash of a
     block you know of as ``known_head`` (``verify`` prints the head hash) to have the chain
@@ -200,5 +241,6 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     pending = store.pending_rows()
     for row, ok in zip(pending, _signatures(pending, workers)(), strict=True):
         walk.check_record(row, ok)
+    _check_accounts(store, walk.operator)
     return ChainReport(blocks=len(blocks), records=sealed, pending=len(pending),
                        head=walk.prev if blocks else None, operator=walk.operator)

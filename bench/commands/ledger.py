@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 from typing import Any
 
@@ -51,11 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from ledger.keys import KeyDirectory, check_name, fingerprint
+    from ledger.keys import KeyDirectory, fingerprint
 
     keys = KeyDirectory(args.dir)
-    for name in args.nodes:  # check every name before writing any file
-        check_name(name)
+    keys.check_new(args.nodes)  # every name before any file is written
     for name in args.nodes:
         identity = keys.create(name)
         print(f"{name}\t{fingerprint(identity.public_key)}\t{keys.files(name)[1]}")
@@ -73,7 +71,7 @@ def _verify(args: argparse.Namespace) -> int:
         head = b""
     if head is not None and len(head) != 32:
         raise LedgerError(f"--head {args.head!r} is not a block hash (64 hex digits)")
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, create=False, readonly=True) as store:
         try:
             report = verify_chain(store, known_head=head)
         except VerificationError as exc:
@@ -94,7 +92,7 @@ def _export(args: argparse.Namespace) -> int:
     from ledger.errors import LedgerError
     from ledger.store import open_store
 
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, create=False, readonly=True) as store:
         names = {key: name for name, key, _ in store.accounts()}
         out = sys.stdout
         for batch in store.all_rows():
@@ -112,11 +110,7 @@ def _export(args: argparse.Namespace) -> int:
                                      for k, v in fields.items()}
                 except LedgerError as exc:
                     doc["fields"], doc["error"] = None, str(exc)
-                try:
-                    out.write(json.dumps(doc) + "\n")
-                except BrokenPipeError:  # the reader stopped early (| head): not an error
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-                    return 0
+                out.write(json.dumps(doc) + "\n")
     return 0
 
 
@@ -132,7 +126,7 @@ def _show(args: argparse.Namespace) -> int:
     from ledger.session import balances
     from ledger.store import open_store
 
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, create=False, readonly=True) as store:
         roles = {name: role for name, _, role in store.accounts()}
         totals = balances(store)
         print(f"ledger {store.location}")

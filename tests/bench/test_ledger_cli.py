@@ -24,7 +24,17 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         target = str(tmp_path / "run.ledger.db")
     else:
         target = new_schema_url(request.getfixturevalue("postgres_server"))
-    with MarketSession(target, keys=tmp_path / "keys", nodes=["pv", "rack", "battery"],
+    return _trade(target, tmp_path / "keys")
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> str:
+    """The same ledger in a SQLite file, for tests that edit it by hand."""
+    return _trade(str(tmp_path / "run.ledger.db"), tmp_path / "keys")
+
+
+def _trade(target: str, keys: Path) -> str:
+    with MarketSession(target, keys=keys, nodes=["pv", "rack", "battery"],
                        interval_s=300, import_price_micro_per_wh=300,
                        export_price_micro_per_wh=80) as s:
         for k in (1, 2):
@@ -149,3 +159,100 @@ def test_show_prints_balances_and_blocks(ledger: str, capsys: pytest.CaptureFixt
     assert lines["grid"][1] == "grid"
     assert "32 records in blocks, 1 pending; last 1 block(s):" in out
     assert lines["1"][:3] == ["1", "2", "16"]  # height 1, interval 2, 16 records
+
+
+def test_read_commands_leave_the_file_as_it_was(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An auditor's copy in rollback-journal mode stays byte for byte what it was handed over
+    as, and an empty file stays empty."""
+    target = tmp_path / "l.db"
+    with MarketSession(str(target), keys=tmp_path / "keys", nodes=["a"],
+                       import_price_micro_per_wh=1, export_price_micro_per_wh=1):
+        pass
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    before = target.read_bytes()
+    for args in (["verify"], ["show"], ["export", "--json"]):
+        assert main(["ledger", args[0], str(target), *args[1:]]) == 0
+    assert target.read_bytes() == before
+    assert not Path(f"{target}-wal").exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert main(["ledger", "verify", str(empty)]) == 2
+    assert "not a gridloop ledger" in capsys.readouterr().err
+    assert empty.stat().st_size == 0
+
+
+def _tampered(ledger: str, sql: str) -> None:
+    with sqlite3.connect(ledger) as conn:
+        conn.execute(sql)
+
+
+@pytest.mark.parametrize(("sql", "commands", "message"), [
+    ("UPDATE records SET body = CAST('hello' AS TEXT) WHERE seq = 5",
+     ("verify", "export"), "record seq 5: body is stored as str, not bytes"),
+    ("UPDATE blocks SET header = CAST('hello' AS TEXT) WHERE height = 1",
+     ("verify", "show"), "header is stored as str, not bytes"),
+    ("UPDATE meta SET value = 'zz' WHERE key = 'operator'",
+     ("verify",), "meta: operator 'zz' is not a hex public key"),
+    ("DROP TABLE records", ("verify", "export"), "no such table: records"),
+])
+def test_a_hand_edited_ledger_is_one_line(sqlite_ledger: str,
+                                          capsys: pytest.CaptureFixture[str], sql: str,
+                                          commands: tuple[str, ...], message: str) -> None:
+    ledger = sqlite_ledger
+    _tampered(ledger, sql)
+    for command in commands:
+        extra = ["--json"] if command == "export" else []
+        assert main(["ledger", command, ledger, *extra]) in (1, 2)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+
+def test_swapped_account_names_fail_verification(sqlite_ledger: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``show`` credits accounts by name: the operator signs which name has which key."""
+    ledger = sqlite_ledger
+    for a, b in (("pv", "tmp"), ("rack", "pv"), ("tmp", "rack")):
+        _tampered(ledger, f"UPDATE accounts SET name = '{b}' WHERE name = '{a}'")
+    assert main(["ledger", "verify", ledger]) == 1
+    assert "accounts: the table of names, keys and roles is not as the operator signed it" \
+        in capsys.readouterr().err
+
+
+def test_show_into_a_closed_pipe_is_not_an_error(ledger: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from bench.cli import main; sys.exit(main(['ledger', 'show', "
+            f"{ledger!r}, '--blocks', '50']))")
+    proc = subprocess.run(f"{sys.executable} -c \"{code}\" | head -c 1", shell=True,
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_keygen_refuses_before_writing_anything(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    keydir = tmp_path / "keys"
+    assert main(["ledger", "keygen", "--dir", str(keydir), "dave", "dave"]) == 2
+    assert "dave named more than once" in capsys.readouterr().err
+    assert not keydir.exists()
+    keydir.mkdir(mode=0o700)
+    (keydir / "zed.pub").write_text("someone's published key\n")
+    assert main(["ledger", "keygen", "--dir", str(keydir), "alice", "zed"]) == 2
+    assert "zed.pub already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in keydir.iterdir()) == ["zed.pub"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert main(["ledger", "keygen", "--dir", str(shared), "a"]) == 2
+    assert "writable by group or others (mode 0777)" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.touch()
+    assert main(["ledger", "keygen", "--dir", str(afile), "a"]) == 2
+    assert "afile: not a directory" in capsys.readouterr().err
+
+
+def test_a_directory_is_named_as_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ledger", "verify", str(tmp_path)]) == 2
+    assert "is a directory, not a ledger file" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Runs that trade: every interval a run clears is settled, appended runs keep a ledger that
+verifies, and a ledger that refuses a run does so before the recording is touched."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import h5py
+import pytest
+
+from bench.cli import main
+
+SCENARIO = Path(__file__).parents[2] / "experiments" / "p2p_trading" / "scenario.toml"
+
+
+def run(out: Path, ledger: Path, duration_s: float, *extra: str) -> int:
+    return main(["run", str(SCENARIO), "--mode", "twin", "--duration", str(duration_s),
+                 "--out", str(out), "--ledger", str(ledger), *extra])
+
+
+def test_the_interval_a_run_ends_in_is_settled(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """2,000 s of 900 s intervals: 0 and 1 settle at their ends, 2 when the run ends; the
+    meter readings add up to the meters' totals."""
+    ledger = tmp_path / "l.db"
+    assert run(tmp_path / "a.h5", ledger, 2000) == 0
+    assert "3 interval(s) settled" in capsys.readouterr().out
+    with sqlite3.connect(ledger) as conn:
+        assert conn.execute("SELECT interval_no FROM blocks ORDER BY height").fetchall() == \
+            [(0,), (1,), (2,)]
+        pending = conn.execute("SELECT kind FROM records WHERE block IS NULL").fetchall()
+    assert {k for (k,) in pending} <= {1}  # only orders for the interval after the run
+    with h5py.File(tmp_path / "a.h5") as f:
+        readings = f["market/meter_readings"][:]
+        for node in (b"north", b"south", b"east"):
+            mine = readings[readings["node"] == node]
+            total = f[f"nodes/{node.decode()}/meter/e_import_wh"][-1]
+            assert 0 <= total - mine["import_wh"].sum() < 2  # the last tick's energy at most
+    assert main(["ledger", "verify", str(ledger)]) == 0
+
+
+def test_appended_runs_keep_a_ledger_that_verifies(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = tmp_path / "l.db"
+    assert run(tmp_path / "a.h5", ledger, 2000) == 0
+    assert run(tmp_path / "b.h5", ledger, 1000) == 0
+    capsys.readouterr()
+    assert main(["ledger", "verify", str(ledger)]) == 0
+    assert "ok: 5 blocks" in capsys.readouterr().out
+
+
+def test_the_ledger_is_not_overwritten_by_the_recording(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    ledger = tmp_path / "l.db"
+    assert run(tmp_path / "a.h5", ledger, 1000) == 0
+    before = ledger.read_bytes()
+    assert run(ledger, ledger, 1000) == 2
+    assert "name the same file" in capsys.readouterr().err
+    assert ledger.read_bytes() == before
+
+
+def test_a_ledger_that_refuses_the_run_leaves_the_recording(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    """Another interval length: refused at once, the earlier recording still whole."""
+    ledger, out = tmp_path / "l.db", tmp_path / "a.h5"
+    assert run(out, ledger, 1000) == 0
+    before = out.read_bytes()
+    assert run(out, ledger, 1000, "--set", "market.interval_s=600") == 2
+    assert "was made with interval_ms 900000" in capsys.readouterr().err
+    assert out.read_bytes() == before

@@ -1,0 +1,192 @@
+"""The audit finds chains that are intact but wrong: hashes, signatures and nonces all check,
+yet the money or the energy does not follow the market's rules.
+
+The hardest attacker here holds the operator's key and the nodes' keys and re-seals the chain
+after the edit (``reseal``), so only the economics can give the forgery away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from ledger.keys import KeyDirectory
+from ledger.records import MeterReading, Settlement, Trade, Transfer, decode, sign
+from ledger.session import MarketSession
+from ledger.store import open_store
+from ledger.verify import verify_chain
+
+from .conftest import Raw
+from .test_verify import fails, reseal, verify
+
+
+def trade_then_settle(target: str, keys: KeyDirectory, intervals: range) -> None:
+    """Three nodes trading over ``intervals`` (one block each)."""
+    with MarketSession(target, keys=keys, nodes=["a", "b", "c"], interval_s=60,
+                       import_price_micro_per_wh=300, export_price_micro_per_wh=80) as s:
+        for k in intervals:
+            s.submit_order("a", "sell", 100, 120, k)
+            s.submit_order("b", "buy", 60, 200, k)
+            s.submit_order("c", "buy", 70, 150, k)
+            s.clear(k)
+            s.submit_meter_reading("a", k, 0, 90)
+            s.submit_meter_reading("b", k, 80, 0)
+            s.submit_meter_reading("c", k, 30, 5)
+            s.settle(k)
+
+
+@pytest.fixture
+def chain(ledger_target: str, keys: KeyDirectory) -> str:
+    trade_then_settle(ledger_target, keys, range(1, 4))
+    return ledger_target
+
+
+def rows_of(db: Raw, cls: type, block: int) -> list[tuple]:
+    """``(seq, position, body)`` of the records of one kind in a block."""
+    return db.execute("SELECT seq, position, body FROM records WHERE block = ? AND kind = ? "
+                      "ORDER BY position", (block, cls.KIND))
+
+
+def replace(db: Raw, keys: KeyDirectory, seq: int, record: object, signer: str) -> None:
+    forged = sign(record, keys.load(signer))
+    db.execute("UPDATE records SET body = ?, id = ?, signature = ? WHERE seq = ?",
+               (forged.body, forged.id, forged.signature, seq))
+
+
+def signer_name(keys: KeyDirectory, key: bytes) -> str:
+    return next(n for n in ("a", "b", "c", "grid", "market") if keys.load(n).public_key == key)
+
+
+def test_a_transfer_replayed_from_another_ledger_with_the_same_keys(
+        chain: str, new_ledger: Callable[[], str], keys: KeyDirectory,
+        raw: Callable[[str], Raw]) -> None:
+    """Keys kept, ledger made anew: the old ledger's later transfers carry nonces the new
+    one has not reached, and verify signatures; they pay for nothing on this ledger."""
+    newer = new_ledger()
+    trade_then_settle(newer, keys, range(1, 2))
+    old, new = raw(chain), raw(newer)
+    signer, nonce, body, signature, record_id = old.execute(
+        "SELECT signer, nonce, body, signature, id FROM records WHERE kind = ? ORDER BY seq "
+        "DESC LIMIT 1", (Transfer.KIND,))[0]
+    assert nonce > new.execute("SELECT MAX(nonce) FROM records WHERE signer = ?",
+                               (signer,))[0][0]
+    new.execute("INSERT INTO records (id, kind, signer, nonce, interval_no, body, signature) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record_id, Transfer.KIND, signer, nonce, decode(body).interval, body,
+                 signature))
+    fails(newer, rf"pending: transfer {record_id.hex()[:16]}: pays for .*, which is no "
+                 r"settlement of interval 3 on this ledger")
+
+
+def test_a_deleted_payment_in_a_resealed_chain(chain: str, raw: Callable[[str], Raw],
+                                               keys: KeyDirectory) -> None:
+    db = raw(chain)
+    seq, pos, body = rows_of(db, Transfer, 1)[0]
+    paid = decode(body).reference
+    db.execute("DELETE FROM records WHERE seq = ?", (seq,))
+    db.execute("UPDATE records SET position = position - 1 WHERE block = 1 AND position > ?",
+               (pos,))
+    reseal(db, keys)
+    fails(chain, rf"block 1: interval 2: settlement {paid.hex()[:16]} \(\d+ micro\) is not paid")
+
+
+def test_settled_energy_the_meters_do_not_show(chain: str, raw: Callable[[str], Raw],
+                                               keys: KeyDirectory) -> None:
+    """The operator books a trade as fully delivered where the buyer's meter fell short."""
+    db = raw(chain)
+    seq, _, body = rows_of(db, Settlement, 2)[0]
+    s = decode(body)
+    more = s.energy_wh + 7
+    replace(db, keys, seq, dataclasses.replace(s, energy_wh=more,
+                                               amount_micro=more * s.price_micro_per_wh),
+            "market")
+    # its transfer pays the new amount too, so the payment checks out
+    tseq, _, tbody = next(r for r in rows_of(db, Transfer, 2) if decode(r[2]).reference == s.id)
+    forged = sign(dataclasses.replace(decode(body), energy_wh=more,
+                                      amount_micro=more * s.price_micro_per_wh),
+                  keys.load("market"))
+    t = decode(tbody)
+    replace(db, keys, tseq, dataclasses.replace(t, reference=forged.id,
+                                                amount_micro=forged.record.amount_micro),
+            signer_name(keys, t.signer))
+    reseal(db, keys)
+    fails(chain, r"block 2: interval 3: its settlements \(\d+\) are not what its 2 trade\(s\) "
+                 rf"and 3 meter reading\(s\) settle to \(\d+\); settlement 0 books {more} Wh")
+
+
+def test_a_trade_of_an_order_that_is_not_on_the_ledger(chain: str, raw: Callable[[str], Raw],
+                                                       keys: KeyDirectory) -> None:
+    db = raw(chain)
+    seq, pos, body = rows_of(db, Trade, 1)[0]
+    replace(db, keys, seq, dataclasses.replace(decode(body), buy_order=bytes(32)), "market")
+    reseal(db, keys)
+    fails(chain, rf"block 1 position {pos}: trade .*: trades buy order 0000000000000000, which "
+                 "is not on the ledger before it")
+
+
+def test_a_second_payment_of_one_settlement(chain: str, raw: Callable[[str], Raw],
+                                            keys: KeyDirectory) -> None:
+    """A payer's own key, a fresh nonce: the same settlement paid again."""
+    db = raw(chain)
+    _, _, body = rows_of(db, Transfer, 2)[0]
+    t = decode(body)
+    payer = signer_name(keys, t.signer)
+    with open_store(chain, create=False) as store:
+        again = dataclasses.replace(t, nonce=store.last_nonce(t.signer) + 1)
+        store.append([sign(again, keys.load(payer))])
+    last = len(db.execute("SELECT 1 FROM records WHERE block = 2"))
+    db.execute("UPDATE records SET block = 2, position = ? WHERE block IS NULL AND kind = ?",
+               (last, Transfer.KIND))
+    reseal(db, keys)
+    fails(chain, rf"block 2 position {last}: transfer .*: pays settlement "
+                 rf"{t.reference.hex()[:16]} a second time")
+
+
+def test_a_payment_after_its_interval_was_settled(chain: str, raw: Callable[[str], Raw],
+                                                  keys: KeyDirectory) -> None:
+    db = raw(chain)
+    _, _, body = rows_of(db, Transfer, 2)[0]
+    t = decode(body)
+    with open_store(chain, create=False) as store:
+        again = dataclasses.replace(t, nonce=store.last_nonce(t.signer) + 1)
+        store.append([sign(again, keys.load(signer_name(keys, t.signer)))])
+    fails(chain, r"pending: transfer .*: belongs to interval 3, which an earlier block "
+                 "settled")
+
+
+def test_a_second_meter_reading(chain: str, keys: KeyDirectory) -> None:
+    with open_store(chain, create=False) as store:
+        a = keys.load("a")
+        store.append([sign(MeterReading(a.public_key, store.last_nonce(a.public_key) + 1, 4,
+                                        0, 1), a)])
+        store.append([sign(MeterReading(a.public_key, store.last_nonce(a.public_key) + 1, 4,
+                                        0, 2), a)])
+    fails(chain, r"pending: meter_reading .*: a second meter reading of .* for interval 4")
+
+
+def test_an_interval_left_unsettled_behind_a_later_block(ledger_target: str,
+                                                         keys: KeyDirectory) -> None:
+    """Trades of interval 1 cleared but never settled; interval 2's block seals them."""
+    with MarketSession(ledger_target, keys=keys, nodes=["a", "b"], interval_s=60,
+                       import_price_micro_per_wh=300, export_price_micro_per_wh=80) as s:
+        s.submit_order("a", "sell", 100, 120, 1)
+        s.submit_order("b", "buy", 60, 200, 1)
+        assert s.clear(1)
+        s.submit_meter_reading("a", 2, 0, 0)
+        s.submit_meter_reading("b", 2, 0, 0)
+        s.settle(2)
+    fails(ledger_target, r"block 0: interval 1 was never settled: its trade .* has no "
+                         "settlement before interval 2's block")
+
+
+def test_plain_payments_need_no_settlement(ledger_target: str, keys: KeyDirectory) -> None:
+    """A transfer with an empty reference pays for nothing the audit could check."""
+    a, b, market = keys.get("a"), keys.get("b"), keys.get("market")
+    with open_store(ledger_target) as store:
+        store.append([sign(Transfer(a.public_key, 1, 0, b.public_key, 5, b""), a)])
+        store.seal(0, market)
+        report = verify_chain(store)
+    assert (report.blocks, report.records) == (1, 1)
+    verify(ledger_target)

@@ -408,13 +408,20 @@ def inference(
     if duration_s <= 0 or arrival_rate_hz <= 0 or max_batch < 1:
         raise ScheduleError("inference: need duration_s > 0, arrival_rate_hz > 0, "
                             "max_batch >= 1")
-    rng = np.random.default_rng(seed)
+    # one stream each for arrivals, prompts and outputs, each drawn in order: a longer
+    # schedule of the same seed starts with exactly the shorter one (a replay of a run cut
+    # short, or a run of another duration, sees the same requests)
+    arrival_rng, prompt_rng, output_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     stop = start_s + duration_s
-    arrivals = start_s + np.cumsum(rng.exponential(1.0 / arrival_rate_hz,
-                                                   int(duration_s * arrival_rate_hz * 2) + 16))
+    chunk = int(duration_s * arrival_rate_hz * 2) + 16
+    gaps = arrival_rng.exponential(1.0 / arrival_rate_hz, chunk)
+    while start_s + gaps.sum() < stop:  # rarely: the same stream, further on
+        gaps = np.concatenate((gaps, arrival_rng.exponential(1.0 / arrival_rate_hz, chunk)))
+    arrivals = start_s + np.cumsum(gaps)
     arrivals = arrivals[arrivals < stop]
-    prompts = rng.geometric(1.0 / prompt_tokens, len(arrivals))
-    outputs = rng.geometric(1.0 / output_tokens, len(arrivals))
+    prompts = prompt_rng.geometric(1.0 / prompt_tokens, len(arrivals))
+    outputs = output_rng.geometric(1.0 / output_tokens, len(arrivals))
     b = _Builder()
     t = float(start_s)
     nxt = 0  # next request not yet admitted

@@ -175,6 +175,16 @@ def test_inference_is_seeded_with_prefill_decode_and_idle():
     assert busier.seconds[busier.load != IDLE].sum() > busy
 
 
+def test_a_longer_schedule_of_one_seed_starts_with_the_shorter_one():
+    """A run cut short and its replay, or runs of two durations, see the same requests."""
+    short, long = inference(30.0, 4.0, seed=7), inference(120.0, 4.0, seed=7)
+    n = len(short.t_s) - 1  # the last entry of the short one is cut at its end
+    assert n > 100
+    for name in ("t_s", "seconds", "load", "mfu"):
+        np.testing.assert_array_equal(getattr(short, name)[:n], getattr(long, name)[:n])
+    assert short.segment[:n] == long.segment[:n]
+
+
 def test_desynchronise_spreads_offsets():
     s = synchronous_training(1.0, 0.5, stop_s=10)
     copies = desynchronise(s, 4, 0.3, seed=2)

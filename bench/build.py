@@ -185,8 +185,8 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
         if nodes is not None and node not in nodes:
             continue
         pset, conv = _asset_params(s, node, name, cfg, where, emulator, cache)
-        if cfg.kind == "battery" and cfg.initial:
-            _check_battery_initial(cfg.initial, where("nodes", node, name, "initial"))
+        if cfg.initial:
+            _check_initial(cfg.kind, cfg.initial, where("nodes", node, name, "initial"))
         drive = None
         if cfg.profile:
             if cfg.profile not in drives:
@@ -197,18 +197,27 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
     return specs
 
 
-def _check_battery_initial(initial: dict[str, Any], where: str) -> None:
-    """A battery's initial conditions, checked where the scenario gives them (the twin
-    would name the field but not the asset)."""
+def _check_initial(kind: str, initial: dict[str, Any], where: str) -> None:
+    """An asset's initial conditions, checked where the scenario gives them: a misspelt key
+    would otherwise start the run from the default without a word."""
     from twin.battery import BatteryInitial
+    from twin.microgrid import initial_keys
 
-    try:
-        BatteryInitial(**{k: v for k, v in initial.items()
-                          if k in BatteryInitial.__dataclass_fields__})
-    except TwinError as exc:
-        raise ScenarioError(f"{where}.{exc}") from None
-    except TypeError:
-        raise ScenarioError(f"{where}: initial conditions must be numbers") from None
+    known = initial_keys(kind)
+    for key, value in initial.items():
+        if key not in known:
+            hint = (f"; one of {', '.join(known)}" if known else
+                    f"; a {kind} takes none" + (" (a rack's die temperature is temp_c in "
+                                                "its parameter file's [initial])"
+                                                if kind == "gpu_rack" else ""))
+            raise ScenarioError(f"{where}: unknown initial condition {key!r}{hint}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ScenarioError(f"{where}.{key}: must be a number, not {value!r}")
+    if kind == "battery":
+        try:
+            BatteryInitial(**initial)
+        except TwinError as exc:
+            raise ScenarioError(f"{where}.{exc}") from None
 
 
 def build_twin(s: Scenario, emulator: bool = False, nodes: list[str] | None = None,

@@ -2,7 +2,9 @@
 
 Energy by source per node (PV, battery discharge and charge, grid import and export, GPU
 racks), peak grid import, battery throughput, and real-time lateness.  Power is integrated
-with the zero-order hold the engine applied (each tick's value held for ``dt``).
+with the zero-order hold the engine applied (each tick's value held for ``dt``).  A figure
+whose signal the recording lacks is NaN (printed ``-``), not 0; ticks without a reading (a
+device lost) are counted, and the table says its energies cover the other ticks only.
 """
 
 from __future__ import annotations
@@ -19,16 +21,25 @@ J_PER_KWH = 3.6e6
 
 @dataclass
 class NodeFigures:
-    pv_kwh: float = 0.0
-    battery_discharge_kwh: float = 0.0
-    battery_charge_kwh: float = 0.0
-    grid_import_kwh: float = 0.0
-    grid_export_kwh: float = 0.0
-    rack_kwh: float = 0.0
-    peak_grid_import_kw: float = 0.0
-    battery_throughput_kwh: float = 0.0
+    pv_kwh: float = math.nan
+    battery_discharge_kwh: float = math.nan
+    battery_charge_kwh: float = math.nan
+    grid_import_kwh: float = math.nan
+    grid_export_kwh: float = math.nan
+    rack_kwh: float = math.nan
+    peak_grid_import_kw: float = math.nan
+    battery_throughput_kwh: float = math.nan
     soc_start: float = math.nan
     soc_end: float = math.nan
+    #: ticks at which a signal of these figures had no reading (the most of any signal)
+    missing_ticks: int = 0
+
+    def add(self, name: str, p_w: np.ndarray, dt: float) -> None:
+        """Add the energy of ``p_w`` to the figure ``name`` (NaN until a first signal)."""
+        e = _energy_kwh(p_w, dt)
+        have = getattr(self, name)
+        setattr(self, name, e if math.isnan(have) else have + e)
+        self.missing_ticks = max(self.missing_ticks, int(np.isnan(p_w).sum()))
 
 
 @dataclass
@@ -70,25 +81,26 @@ def figures(run: Run) -> Figures:
         for asset in assets:
             kind = kinds.get((node, asset), "")
             if kind == "inverter" and run.has(node, asset, "p_ac_w"):
-                f.pv_kwh += _energy_kwh(run.signal(node, asset, "p_ac_w"), dt)
+                f.add("pv_kwh", run.signal(node, asset, "p_ac_w"), dt)
             elif kind == "battery" and run.has(node, asset, "p_w"):
                 p = run.signal(node, asset, "p_w")
-                f.battery_discharge_kwh += _energy_kwh(np.clip(p, 0, None), dt)
-                f.battery_charge_kwh += _energy_kwh(np.clip(-p, 0, None), dt)
-                f.battery_throughput_kwh += _energy_kwh(np.abs(p), dt)
+                f.add("battery_discharge_kwh", np.clip(p, 0, None), dt)
+                f.add("battery_charge_kwh", np.clip(-p, 0, None), dt)
+                f.add("battery_throughput_kwh", np.abs(p), dt)
                 if run.has(node, asset, "soc"):
                     soc = run.signal(node, asset, "soc")
                     good = soc[np.isfinite(soc)]
                     if len(good):
                         f.soc_start, f.soc_end = float(good[0]), float(good[-1])
             elif kind == "gpu_rack" and run.has(node, asset, "p_w"):
-                f.rack_kwh += _energy_kwh(run.signal(node, asset, "p_w"), dt)
+                f.add("rack_kwh", run.signal(node, asset, "p_w"), dt)
         grid = _grid_power(run, node, assets, kinds)
         if grid is not None:
-            f.grid_import_kwh = _energy_kwh(np.clip(grid, 0, None), dt)
-            f.grid_export_kwh = _energy_kwh(np.clip(-grid, 0, None), dt)
+            f.add("grid_import_kwh", np.clip(grid, 0, None), dt)
+            f.add("grid_export_kwh", np.clip(-grid, 0, None), dt)
             finite = grid[np.isfinite(grid)]
-            f.peak_grid_import_kw = float(max(0.0, finite.max())) / 1e3 if len(finite) else 0.0
+            if len(finite):
+                f.peak_grid_import_kw = float(max(0.0, finite.max())) / 1e3
         fig.nodes[node] = f
     if bool(run.attrs.get("realtime", False)) and len(run):
         lat = run.dataset("timing/lateness")
@@ -118,13 +130,23 @@ def format_figures(fig: Figures) -> str:
     """The summary table printed after a run."""
     lines = [f"{'node':<10} {'PV kWh':>8} {'batt out':>9} {'batt in':>8} {'grid in':>8} "
              f"{'grid out':>9} {'racks':>8} {'peak kW':>8} {'thru kWh':>9} {'SOC':>11}"]
+    def v(x: float, width: int, digits: int = 3) -> str:
+        return f"{x:{width}.{digits}f}" if math.isfinite(x) else f"{'-':>{width}}"
+
+    gaps = []
     for node, f in fig.nodes.items():
         soc = (f"{f.soc_start:.3f}>{f.soc_end:.3f}" if math.isfinite(f.soc_start) else "-")
-        lines.append(f"{node:<10} {f.pv_kwh:8.3f} {f.battery_discharge_kwh:9.3f} "
-                     f"{f.battery_charge_kwh:8.3f} {f.grid_import_kwh:8.3f} "
-                     f"{f.grid_export_kwh:9.3f} {f.rack_kwh:8.3f} {f.peak_grid_import_kw:8.1f} "
-                     f"{f.battery_throughput_kwh:9.3f} {soc:>11}")
+        lines.append(f"{node:<10} {v(f.pv_kwh, 8)} {v(f.battery_discharge_kwh, 9)} "
+                     f"{v(f.battery_charge_kwh, 8)} {v(f.grid_import_kwh, 8)} "
+                     f"{v(f.grid_export_kwh, 9)} {v(f.rack_kwh, 8)} "
+                     f"{v(f.peak_grid_import_kw, 8, 1)} {v(f.battery_throughput_kwh, 9)} "
+                     f"{soc:>11}")
+        if f.missing_ticks:
+            gaps.append(f"{node} {f.missing_ticks}")
     lines.append(f"{fig.ticks} ticks, {fig.simulated_s:.1f} s simulated")
+    if gaps:
+        lines.append(f"ticks without a reading: {', '.join(gaps)} of {fig.ticks}; those "
+                     "nodes' energies cover the other ticks only")
     if math.isfinite(fig.lateness_p50_ms):
         lines.append(f"lateness p50 {fig.lateness_p50_ms:.3f} ms, p99 {fig.lateness_p99_ms:.3f} "
                      f"ms, max {fig.lateness_max_ms:.3f} ms; {fig.late_ticks} late ticks, "

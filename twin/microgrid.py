@@ -548,6 +548,14 @@ def _in(asset: Asset, name: str) -> int:
     return asset.input_names.index(name)
 
 
+def initial_keys(kind: str) -> tuple[str, ...]:
+    """The initial conditions an asset of ``kind`` takes from its spec (``initial``); a
+    GPU rack's die temperature comes from its parameter file's ``[initial]`` only."""
+    return {"battery": tuple(BatteryInitial.__dataclass_fields__),
+            "pv": PV.state_names, "inverter": Inverter.state_names,
+            "grid": (*Bus.state_names, "islanded")}.get(kind, ())
+
+
 def _set_initial(asset: Asset, x: np.ndarray, specs: Sequence[AssetSpec]) -> None:
     """Per-unit initial conditions: the parameter file's ``[initial]``, then the spec's."""
     for i, s in enumerate(specs):

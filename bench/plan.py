@@ -256,9 +256,14 @@ class Plan:
     def _count_error(self, slot: DeviceSlot, t: float, kind: str, message: str) -> None:
         slot.errors += 1
         self.device_errors[slot.key] = slot.errors
-        # The first failure of a streak becomes an event; the quality column has every tick.
-        if self._rec is not None and slot.streak == 0:
-            self._rec.event(t, f"device_{kind}", message)
+        # The first failure of a streak becomes an event (and, mid-run, a warning: a device
+        # lost after it answered); the quality column has every tick.
+        if slot.streak == 0:
+            if self._rec is not None:
+                self._rec.event(t, f"device_{kind}", message)
+            if t > 0.0:
+                warnings.warn(DeviceWarning(f"at t = {t:.3f} s: {message} (the run goes on; "
+                                            "reads retry it)"), stacklevel=1)
         slot.streak += 1
 
     def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int]) -> None:
@@ -304,6 +309,9 @@ class Plan:
         for slot in self.devices:
             row[slot.rtt_col] = slot.rtt_s
             if self.quality[slot.qidx] == 0:
+                if slot.streak:
+                    rec.event(t, "device_recovered", f"{slot.key}: answers again after "
+                                                     f"{slot.streak} failed tick(s)")
                 slot.streak = 0
         flags[:] = self.quality
         if self.capture is not None and k % 25 == 0:

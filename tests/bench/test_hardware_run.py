@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
+from bench.errors import BenchError
 from bench.recording import open_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,3 +101,47 @@ def test_a_device_that_cannot_be_reached_is_named_and_the_run_goes_on(tmp_path: 
         assert (0.0, "device_open_failed", said) in run.events()
         assert np.all(run.quality("south", "battery") != 0)
         assert np.mean(run.quality("north", "battery") == 0) >= 0.9  # emulated, unaffected
+
+
+def _ticks(path: Path) -> int:
+    """Ticks recorded so far by a run in progress (0 before its file exists)."""
+    if not path.exists():
+        return 0
+    try:
+        with open_run(path) as run:
+            return len(run)
+    except (OSError, BenchError):  # the writer between two flushes: ask again
+        return 0
+
+
+@pytest.mark.slow
+def test_a_kit_lost_mid_run_is_said_at_once_and_in_the_summary(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    kit = subprocess.Popen([sys.executable, "-m", "bench", "emulate", str(SCENARIO), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        devices = [json.loads(kit.stdout.readline()) for _ in range(7)]
+        meter = [d for d in devices if (d["node"], d["asset"]) == ("north", "meter")]
+        scenario = tmp_path / "lab.toml"
+        scenario.write_text(_pointed_at(SCENARIO.read_text(), meter))
+        out = tmp_path / "lab.h5"
+        run = subprocess.Popen([sys.executable, "-m", "bench", "run", str(scenario), "--out",
+                                str(out), "--quiet", "--set", "run.mode=hardware",
+                                "--set", "run.duration_s=4"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+        deadline = time.monotonic() + 60
+        while _ticks(out) < 20 and time.monotonic() < deadline:  # a second of good reads
+            time.sleep(0.1)
+    finally:
+        kit.kill()
+        kit.wait()
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert "gridloop: warning: at t = " in stderr and "north.meter" in stderr
+    assert stderr.count("north.meter") == 1  # once per streak, not once per tick
+    with open_run(out) as rec:
+        lost = int(np.sum(rec.quality("north", "meter") != 0))
+        assert any(k.startswith("device_") and "north.meter" in m for _, k, m in rec.events())
+    assert 10 < lost < 80
+    assert "ticks without a reading: north" in stdout

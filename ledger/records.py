@@ -10,8 +10,11 @@ Every record has one canonical body::
     fields              a canonical map (see :mod:`ledger.canonical`) of the kind's fields
 
 all integers big-endian.  A record's id is the SHA-256 of its body and its signature is the
-signer's Ed25519 signature of the body.  Quantities are integers: energy in Wh, prices in
-micro-units of the currency per Wh, money in micro-units, times in ms, so that
+signer's Ed25519 signature of the body bound to one ledger (:func:`signing_message`): the same
+keys trading on two ledgers cannot have a record of one replayed into the other.
+
+Quantities are integers: energy in Wh, prices in micro-units of the currency per Wh, money in
+micro-units, times in ms, so that
 ``amount_micro = energy_wh * price_micro_per_wh`` exactly and nothing on the ledger rounds.
 """
 
@@ -29,6 +32,8 @@ from ledger.errors import EncodingError, RecordError, SignatureError
 from ledger.keys import PUBLIC_KEY_BYTES, Identity, verify_signature
 
 MAGIC = b"GLR\x01"
+SIGNING_MAGIC = b"GLS\x01"
+LEDGER_ID_BYTES = 16
 HEADER = struct.Struct(">4sB32sqq")
 HEADER_BYTES = HEADER.size  # 53
 SIDES = ("buy", "sell")
@@ -270,9 +275,11 @@ class SignedRecord:
     def body(self) -> bytes:
         return self.record.body
 
-    def check_signature(self) -> None:
-        """Raise :class:`SignatureError` unless the signature verifies under the signer's key."""
-        if not verify_signature(self.record.signer, self.record.body, self.signature):
+    def check_signature(self, ledger_id: bytes) -> None:
+        """Raise :class:`SignatureError` unless the signature verifies under the signer's key
+        for the ledger ``ledger_id``."""
+        if not verify_signature(self.record.signer, signing_message(ledger_id, self.record.body),
+                                self.signature):
             raise SignatureError(f"{self.record.NAME} {self.id.hex()}: signature does not "
                                  "verify under its signer's public key")
 
@@ -282,9 +289,17 @@ class SignedRecord:
         return cls(decode(body), bytes(signature))
 
 
-def sign(record: Record, identity: Identity) -> SignedRecord:
-    """Sign ``record`` as ``identity``, which must be its signer."""
+def signing_message(ledger_id: bytes, body: bytes) -> bytes:
+    """What a signature covers: ``"GLS" 0x01``, the ledger's id, then the body (a record's or
+    a block header's).  A ledger made before ledger ids (``ledger_id`` empty) signs the body
+    alone."""
+    return SIGNING_MAGIC + ledger_id + body if ledger_id else body
+
+
+def sign(record: Record, identity: Identity, ledger_id: bytes) -> SignedRecord:
+    """Sign ``record`` as ``identity``, which must be its signer, for the ledger
+    ``ledger_id`` (:attr:`ledger.store.Store.ledger_id`)."""
     if identity.public_key != record.signer:
         raise RecordError(f"{identity.name} cannot sign a {record.NAME} whose signer is "
                           "another key")
-    return SignedRecord(record, identity.sign(record.body))
+    return SignedRecord(record, identity.sign(signing_message(ledger_id, record.body)))

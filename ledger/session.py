@@ -209,7 +209,7 @@ class MarketSession:
         trades = [Trade(self.operator.public_key, nonce + k, interval, self.market.name,
                         m.buy.id, m.sell.id, m.buy.node, m.sell.node, m.energy_wh,
                         m.price_micro_per_wh) for k, m in enumerate(matches)]
-        self.store.insert([sign(t, self.operator) for t in trades])
+        self.store.insert([sign(t, self.operator, self.store.ledger_id) for t in trades])
         return trades
 
     def submit_order(self, node: str, side: str, energy_wh: int, price_micro_per_wh: int,
@@ -254,7 +254,7 @@ class MarketSession:
                 raise RecordError(f"{node} already has a {mine[0].side} order in interval "
                                   f"{interval}; a node takes one side per interval")
             book = self._book(interval)
-            self.store.insert([sign(order, identity)])
+            self.store.insert([sign(order, identity, self.store.ledger_id)])
             incoming = OpenOrder(order.id, order.signer, side, energy_wh, price_micro_per_wh,
                                  expires, len(book))
             self._trade(interval, self.market.on_order(incoming, book, self.now_ms))
@@ -292,7 +292,7 @@ class MarketSession:
                                     f"the ledger is settled up to interval {head.interval}")
             reading = MeterReading(identity.public_key, self._nonces(identity), interval,
                                    import_wh, export_wh)
-            self.store.insert([sign(reading, identity)])
+            self.store.insert([sign(reading, identity, self.store.ledger_id)])
         return reading
 
     def settle(self, interval: int) -> list[Settlement]:
@@ -325,7 +325,7 @@ class MarketSession:
             settlements = [Settlement(self.operator.public_key, nonce + k, interval, d.trade,
                                       d.seller, d.buyer, d.energy_wh, d.price_micro_per_wh,
                                       d.amount_micro) for k, d in enumerate(deliveries)]
-            signed = [sign(s, self.operator) for s in settlements]
+            signed = [sign(s, self.operator, self.store.ledger_id) for s in settlements]
             next_nonce: dict[bytes, int] = {}
             for s in settlements:
                 if not s.amount_micro:
@@ -337,7 +337,7 @@ class MarketSession:
                 n = next_nonce.get(payer.public_key) or self._nonces(payer)
                 next_nonce[payer.public_key] = n + 1
                 signed.append(sign(Transfer(payer.public_key, n, interval, s.seller,
-                                            s.amount_micro, s.id), payer))
+                                            s.amount_micro, s.id), payer, self.store.ledger_id))
             self.store.insert(signed)
             self.store.mark_cleared(interval)
             self.store.seal(interval, self.operator)
@@ -345,7 +345,8 @@ class MarketSession:
         return settlements
 
     def submit(self, record: SignedRecord) -> Record:
-        """Store a record signed elsewhere (after checking its signature and nonce)."""
+        """Store a record signed elsewhere (after checking its signature and nonce); it must
+        be signed for this ledger (``sign(record, key, session.store.ledger_id)``)."""
         self.store.append([record])
         return record.record
 

@@ -30,7 +30,7 @@ from ledger import canonical
 from ledger.chain import GENESIS_PREV, Block, BlockHeader, decode_header, merkle_root
 from ledger.errors import LedgerError, ReplayError, SignatureError, StoreError
 from ledger.keys import Identity, fingerprint, verify_signatures
-from ledger.records import BY_NAME, SignedRecord
+from ledger.records import BY_NAME, LEDGER_ID_BYTES, SignedRecord, signing_message
 
 FORMAT = "gridloop-ledger 1"
 ACCOUNTS_MAGIC = b"GLA\x01"
@@ -114,6 +114,7 @@ class Store(ABC):
     def __init__(self, location: str) -> None:
         self.location = location
         self._depth = 0
+        self._ledger_id: bytes | None = None
 
     # -- what a database back-end provides ------------------------------------------------
 
@@ -212,6 +213,8 @@ class Store(ABC):
                 self._write(statement)
             if self.get_meta("format") is None:
                 self.set_meta("format", FORMAT)
+                # a new ledger: its own id, which every signature on it covers
+                self.set_meta("ledger_id", os.urandom(LEDGER_ID_BYTES).hex())
 
     def _check_format(self) -> None:
         try:
@@ -221,6 +224,22 @@ class Store(ABC):
         if fmt != FORMAT:
             raise StoreError(f"{self.location}: not a gridloop ledger"
                              + (f" (format {fmt!r})" if fmt else ""))
+
+    @property
+    def ledger_id(self) -> bytes:
+        """This ledger's random id (``meta.ledger_id``), which every signature on it covers
+        (:func:`ledger.records.signing_message`); empty for a ledger made before ids."""
+        if self._ledger_id is None:
+            value = self.get_meta("ledger_id") or ""
+            try:
+                lid = bytes.fromhex(value)
+            except ValueError:
+                lid = b""
+            if value and len(lid) != LEDGER_ID_BYTES:
+                raise StoreError(f"{self.location}: meta: ledger_id {value[:40]!r} is not "
+                                 f"{LEDGER_ID_BYTES} bytes in hex")
+            self._ledger_id = lid
+        return self._ledger_id
 
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -254,8 +273,8 @@ class Store(ABC):
 
     def sign_accounts(self, operator: Identity) -> None:
         """Store the operator's signature of the account table (after registering)."""
-        self.set_meta("accounts_signature",
-                      operator.sign(accounts_body(self.accounts())).hex())
+        message = signing_message(self.ledger_id, accounts_body(self.accounts()))
+        self.set_meta("accounts_signature", operator.sign(message).hex())
 
     # -- records ----------------------------------------------------------------------------
 
@@ -300,7 +319,9 @@ class Store(ABC):
 
     def append(self, records: Sequence[SignedRecord]) -> int:
         """Check every signature (on all cores), then :meth:`insert` in one transaction."""
-        ok = verify_signatures([(r.record.signer, r.body, r.signature) for r in records])
+        lid = self.ledger_id
+        ok = verify_signatures([(r.record.signer, signing_message(lid, r.body), r.signature)
+                                for r in records])
         for r, good in zip(records, ok, strict=True):
             if not good:
                 raise SignatureError(f"{r.record.NAME} {r.id.hex()}: signature does not "
@@ -393,7 +414,7 @@ class Store(ABC):
                                  prev=head.hash if head else GENESIS_PREV,
                                  merkle_root=merkle_root([bytes(i) for _, i in pending]),
                                  records=len(pending), signer=operator.public_key)
-            block = Block(header, operator.sign(header.body))
+            block = Block(header, operator.sign(signing_message(self.ledger_id, header.body)))
             self._write_many("UPDATE records SET block = ?, position = ? WHERE seq = ?",
                              [(height, pos, seq) for pos, (seq, _) in enumerate(pending)])
             self._write("INSERT INTO blocks (height, interval_no, hash, header, signature) "

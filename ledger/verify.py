@@ -87,7 +87,8 @@ class _Walk:
         if header.signer != self.operator:
             raise self.fail(f"signed by {fingerprint(header.signer)}, not the operator "
                             f"{fingerprint(self.operator)}", block=height)
-        if not verify_signature(header.signer, body, signature):
+        if not verify_signature(header.signer,
+                                records.signing_message(self.store.ledger_id, body), signature):
             raise self.fail("block signature does not verify", block=height)
         self.prev, self.last_interval = stored_hash, interval
         self.header, self.leaves = header, []
@@ -169,17 +170,19 @@ class _Walk:
         return record_id
 
 
-def _signatures(batch: list[StoredRow], workers: int | None) -> Callable[[], list[bool]]:
-    return submit_signatures([(r.signer, r.body, r.signature) for r in batch], workers)
+def _signatures(batch: list[StoredRow], ledger_id: bytes,
+                workers: int | None) -> Callable[[], list[bool]]:
+    return submit_signatures([(r.signer, records.signing_message(ledger_id, r.body),
+                               r.signature) for r in batch], workers)
 
 
-def _ahead(batches: Iterable[list[StoredRow]],
+def _ahead(batches: Iterable[list[StoredRow]], ledger_id: bytes,
            workers: int | None) -> Iterator[tuple[list[StoredRow], list[bool]]]:
     """Batches with their signature results, checking the next batch's signatures while the
     caller works on this one."""
     previous = None
     for batch in batches:
-        started = (batch, _signatures(batch, workers))
+        started = (batch, _signatures(batch, ledger_id, workers))
         if previous is not None:
             yield previous[0], previous[1]()
         previous = started
@@ -204,7 +207,8 @@ def _check_accounts(store: Store, operator: bytes | None) -> None:
                                 "keys and roles (removed, or a ledger of an older gridloop), "
                                 "so its names are unverified")
     try:
-        ok = verify_signature(operator, accounts_body(accounts), bytes.fromhex(signature))
+        message = records.signing_message(store.ledger_id, accounts_body(accounts))
+        ok = verify_signature(operator, message, bytes.fromhex(signature))
     except ValueError:
         ok = False
     if not ok:
@@ -230,7 +234,7 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     """
     blocks = store.block_rows()
     walk = _Walk(store, blocks)
-    for batch, signatures in _ahead(store.chain_rows(), workers):
+    for batch, signatures in _ahead(store.chain_rows(), store.ledger_id, workers):
         for row, ok in zip(batch, signatures, strict=True):
             walk.sealed_record(row, ok)
     walk.finish_blocks()
@@ -239,7 +243,7 @@ def verify_chain(store: Store, known_head: bytes | None = None,
                                 "(chain truncated or rewritten)")
     sealed = walk.records
     pending = store.pending_rows()
-    for row, ok in zip(pending, _signatures(pending, workers)(), strict=True):
+    for row, ok in zip(pending, _signatures(pending, store.ledger_id, workers)(), strict=True):
         walk.check_record(row, ok)
     _check_accounts(store, walk.operator)
     return ChainReport(blocks=len(blocks), records=sealed, pending=len(pending),

@@ -94,6 +94,7 @@ def _export(args: argparse.Namespace) -> int:
 
     with open_store(args.db, create=False, readonly=True) as store:
         names = {key: name for name, key, _ in store.accounts()}
+        ledger_id = store.ledger_id.hex()
         out = sys.stdout
         for batch in store.all_rows():
             for row in batch:
@@ -103,7 +104,7 @@ def _export(args: argparse.Namespace) -> int:
                     "id": row.id.hex(), "body": _b64(row.body), "signature": _b64(row.signature),
                     "public_key": _b64(row.signer), "signer": names.get(row.signer),
                     "nonce": row.nonce, "interval": row.interval, "block": row.block,
-                    "position": row.position}
+                    "position": row.position, "ledger_id": ledger_id}
                 try:
                     fields = records.decode(row.body).fields()
                     doc["fields"] = {k: v.hex() if isinstance(v, bytes) else v

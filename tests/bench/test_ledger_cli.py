@@ -141,7 +141,10 @@ def test_export_json_lines(ledger: str, capsys: pytest.CaptureFixture[str]) -> N
         public_key = base64.b64decode(d["public_key"])
         assert len(public_key) == 32
         assert hashlib.sha256(body).hexdigest() == d["id"]
-        nacl.signing.VerifyKey(public_key).verify(body, base64.b64decode(d["signature"]))
+        # the signature covers the body bound to this ledger (docs/ledger.md)
+        signed = b"GLS\x01" + bytes.fromhex(d["ledger_id"]) + body
+        assert len(d["ledger_id"]) == 32
+        nacl.signing.VerifyKey(public_key).verify(signed, base64.b64decode(d["signature"]))
     assert [d["block"] for d in docs] == [0] * 16 + [1] * 16 + [None]
     assert docs[0]["signer"] == "pv" and docs[0]["fields"]["side"] == "sell"
     assert docs[-1]["fields"] == {"side": "buy", "energy_wh": 5, "price_micro_per_wh": 90,

@@ -19,7 +19,7 @@ from ledger.store import open_store
 from ledger.verify import verify_chain
 
 from .conftest import Raw
-from .test_verify import fails, reseal, verify
+from .test_verify import fails, ledger_id, reseal, verify
 
 
 def trade_then_settle(target: str, keys: KeyDirectory, intervals: range) -> None:
@@ -50,7 +50,7 @@ def rows_of(db: Raw, cls: type, block: int) -> list[tuple]:
 
 
 def replace(db: Raw, keys: KeyDirectory, seq: int, record: object, signer: str) -> None:
-    forged = sign(record, keys.load(signer))
+    forged = sign(record, keys.load(signer), ledger_id(db))
     db.execute("UPDATE records SET body = ?, id = ?, signature = ? WHERE seq = ?",
                (forged.body, forged.id, forged.signature, seq))
 
@@ -63,7 +63,7 @@ def test_a_transfer_replayed_from_another_ledger_with_the_same_keys(
         chain: str, new_ledger: Callable[[], str], keys: KeyDirectory,
         raw: Callable[[str], Raw]) -> None:
     """Keys kept, ledger made anew: the old ledger's later transfers carry nonces the new
-    one has not reached, and verify signatures; they pay for nothing on this ledger."""
+    one has not reached, but their signatures are bound to the old ledger's id."""
     newer = new_ledger()
     trade_then_settle(newer, keys, range(1, 2))
     old, new = raw(chain), raw(newer)
@@ -76,8 +76,18 @@ def test_a_transfer_replayed_from_another_ledger_with_the_same_keys(
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record_id, Transfer.KIND, signer, nonce, decode(body).interval, body,
                  signature))
-    fails(newer, rf"pending: transfer {record_id.hex()[:16]}: pays for .*, which is no "
-                 r"settlement of interval 3 on this ledger")
+    fails(newer, rf"pending: transfer {record_id.hex()[:16]}: signature does not verify")
+
+
+def test_a_payment_for_a_settlement_not_on_this_ledger(chain: str, keys: KeyDirectory) -> None:
+    """A node's own key, this ledger's id, a fresh nonce: a transfer that pays for nothing
+    the operator settled."""
+    a, b = keys.load("a"), keys.load("b")
+    with open_store(chain, create=False) as store:
+        store.append([sign(Transfer(b.public_key, store.last_nonce(b.public_key) + 1, 4,
+                                    a.public_key, 99, bytes(range(32))), b, store.ledger_id)])
+    fails(chain, r"pending: transfer .*: pays for 0001020304050607, which is no settlement of "
+                 r"interval 4 on this ledger")
 
 
 def test_a_deleted_payment_in_a_resealed_chain(chain: str, raw: Callable[[str], Raw],
@@ -106,7 +116,7 @@ def test_settled_energy_the_meters_do_not_show(chain: str, raw: Callable[[str], 
     tseq, _, tbody = next(r for r in rows_of(db, Transfer, 2) if decode(r[2]).reference == s.id)
     forged = sign(dataclasses.replace(decode(body), energy_wh=more,
                                       amount_micro=more * s.price_micro_per_wh),
-                  keys.load("market"))
+                  keys.load("market"), ledger_id(db))
     t = decode(tbody)
     replace(db, keys, tseq, dataclasses.replace(t, reference=forged.id,
                                                 amount_micro=forged.record.amount_micro),
@@ -135,7 +145,7 @@ def test_a_second_payment_of_one_settlement(chain: str, raw: Callable[[str], Raw
     payer = signer_name(keys, t.signer)
     with open_store(chain, create=False) as store:
         again = dataclasses.replace(t, nonce=store.last_nonce(t.signer) + 1)
-        store.append([sign(again, keys.load(payer))])
+        store.append([sign(again, keys.load(payer), store.ledger_id)])
     last = len(db.execute("SELECT 1 FROM records WHERE block = 2"))
     db.execute("UPDATE records SET block = 2, position = ? WHERE block IS NULL AND kind = ?",
                (last, Transfer.KIND))
@@ -151,7 +161,7 @@ def test_a_payment_after_its_interval_was_settled(chain: str, raw: Callable[[str
     t = decode(body)
     with open_store(chain, create=False) as store:
         again = dataclasses.replace(t, nonce=store.last_nonce(t.signer) + 1)
-        store.append([sign(again, keys.load(signer_name(keys, t.signer)))])
+        store.append([sign(again, keys.load(signer_name(keys, t.signer)), store.ledger_id)])
     fails(chain, r"pending: transfer .*: belongs to interval 3, which an earlier block "
                  "settled")
 
@@ -159,10 +169,9 @@ def test_a_payment_after_its_interval_was_settled(chain: str, raw: Callable[[str
 def test_a_second_meter_reading(chain: str, keys: KeyDirectory) -> None:
     with open_store(chain, create=False) as store:
         a = keys.load("a")
-        store.append([sign(MeterReading(a.public_key, store.last_nonce(a.public_key) + 1, 4,
-                                        0, 1), a)])
-        store.append([sign(MeterReading(a.public_key, store.last_nonce(a.public_key) + 1, 4,
-                                        0, 2), a)])
+        for wh in (1, 2):
+            store.append([sign(MeterReading(a.public_key, store.last_nonce(a.public_key) + 1,
+                                            4, 0, wh), a, store.ledger_id)])
     fails(chain, r"pending: meter_reading .*: a second meter reading of .* for interval 4")
 
 
@@ -185,7 +194,8 @@ def test_plain_payments_need_no_settlement(ledger_target: str, keys: KeyDirector
     """A transfer with an empty reference pays for nothing the audit could check."""
     a, b, market = keys.get("a"), keys.get("b"), keys.get("market")
     with open_store(ledger_target) as store:
-        store.append([sign(Transfer(a.public_key, 1, 0, b.public_key, 5, b""), a)])
+        store.append([sign(Transfer(a.public_key, 1, 0, b.public_key, 5, b""), a,
+                           store.ledger_id)])
         store.seal(0, market)
         report = verify_chain(store)
     assert (report.blocks, report.records) == (1, 1)

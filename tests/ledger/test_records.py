@@ -22,6 +22,7 @@ from ledger.records import (
     Transfer,
     decode,
     sign,
+    signing_message,
 )
 
 SEED = bytes(range(32))
@@ -74,7 +75,7 @@ def test_golden_bodies_ids_and_signatures(record: Order | Transfer, body: bytes)
     assert record.body == body
     assert record.id == hashlib.sha256(body).digest()
     assert decode(body) == record
-    signed = sign(record, NODE)
+    signed = sign(record, NODE, b"")
     # Ed25519 is deterministic: libsodium makes the same signature from the same seed ...
     assert signed.signature == nacl.signing.SigningKey(SEED).sign(body).signature
     # ... and verifies ours.
@@ -92,10 +93,10 @@ ALL = [
 
 @pytest.mark.parametrize("record", ALL, ids=lambda r: r.NAME)
 def test_every_kind_round_trips_and_verifies_under_libsodium(record) -> None:
-    signed = sign(record, NODE)
+    signed = sign(record, NODE, b"")
     again = SignedRecord.from_bytes(signed.body, signed.signature)
     assert again.record == record and again.id == record.id
-    again.check_signature()
+    again.check_signature(b"")
     nacl.signing.VerifyKey(PK).verify(signed.body, signed.signature)
     row = record.row()
     assert row["id"] == record.id and row["kind"] == record.NAME
@@ -107,14 +108,14 @@ def test_libsodium_signatures_verify_in_the_ledger() -> None:
     key = nacl.signing.SigningKey.generate()
     record = MeterReading(bytes(key.verify_key), 9, 4, 100, 0)
     signature = key.sign(record.body).signature
-    SignedRecord(record, signature).check_signature()
+    SignedRecord(record, signature).check_signature(b"")
     assert verify_signature(bytes(key.verify_key), record.body, signature)
 
 
 @pytest.mark.parametrize("change", ["body", "signature", "key"])
 def test_a_changed_byte_breaks_the_signature_in_both_implementations(change: str) -> None:
     record = ALL[3]
-    signed = sign(record, NODE)
+    signed = sign(record, NODE, b"")
     body, signature, key = bytearray(signed.body), bytearray(signed.signature), bytearray(PK)
     {"body": body, "signature": signature, "key": key}[change][-1] ^= 0x01
     assert not verify_signature(bytes(key), bytes(body), bytes(signature))
@@ -125,12 +126,26 @@ def test_a_changed_byte_breaks_the_signature_in_both_implementations(change: str
 def test_a_forged_signature_is_refused() -> None:
     forged = SignedRecord(ALL[0], bytes(64))
     with pytest.raises(SignatureError, match="order .* does not verify"):
-        forged.check_signature()
+        forged.check_signature(b"")
+
+
+def test_a_signature_binds_the_record_to_one_ledger() -> None:
+    """The same key, the same record: signed for one ledger, it does not verify for another
+    (nor as a bare body)."""
+    record = ALL[4]
+    one, other = bytes(range(16)), bytes(range(1, 17))
+    signed = sign(record, NODE, one)
+    signed.check_signature(one)
+    for wrong in (other, b""):
+        with pytest.raises(SignatureError, match="does not verify"):
+            signed.check_signature(wrong)
+    assert signing_message(one, record.body) == b"GLS\x01" + one + record.body
+    assert signing_message(b"", record.body) == record.body
 
 
 def test_only_the_signer_signs() -> None:
     with pytest.raises(RecordError, match="cannot sign"):
-        sign(Order(OTHER, 1, 0, "buy", 1, 1, 0), NODE)
+        sign(Order(OTHER, 1, 0, "buy", 1, 1, 0), NODE, b"")
 
 
 @pytest.mark.parametrize(("make", "message"), [

@@ -100,12 +100,12 @@ def test_every_step_can_be_retried_without_duplicates(ledger_target: str,
         assert s.store.count() == after
     with session(ledger_target, keys) as s:  # and across processes: a new session
         assert s.settle(1) == first and s.store.count() == after
-        signed = sign(MeterReading(s.public_key("a"), 99, 5, 1, 1), keys.load("a"))
+        signed = sign(MeterReading(s.public_key("a"), 99, 5, 1, 1), keys.load("a"), s.store.ledger_id)
         s.submit(signed)
         s.submit(signed)  # the same signed record again: stored once
         assert s.store.count() == (after[0], 1)
         with pytest.raises(ReplayError):
-            s.submit(sign(MeterReading(s.public_key("a"), 99, 6, 1, 1), keys.load("a")))
+            s.submit(sign(MeterReading(s.public_key("a"), 99, 6, 1, 1), keys.load("a"), s.store.ledger_id))
 
 
 def test_expired_orders_are_refused(ledger_target: str, keys: KeyDirectory) -> None:

@@ -11,22 +11,24 @@ from ledger.chain import GENESIS_PREV, merkle_root
 from ledger.errors import ReplayError, SignatureError, StoreError
 from ledger.keys import Identity
 from ledger.records import MeterReading, SignedRecord, sign
-from ledger.store import open_store
+from ledger.store import Store, open_store
 
 NODE = Identity.from_seed("n", bytes(32))
 OPERATOR = Identity.from_seed("op", bytes([1]) * 32)
 
 
-def reading(nonce: int, interval: int = 0, wh: int = 1, who: Identity = NODE) -> SignedRecord:
-    return sign(MeterReading(who.public_key, nonce, interval, wh, 0), who)
+def reading(store: Store, nonce: int, interval: int = 0, wh: int = 1,
+            who: Identity = NODE) -> SignedRecord:
+    """A meter reading signed for ``store``'s ledger."""
+    return sign(MeterReading(who.public_key, nonce, interval, wh, 0), who, store.ledger_id)
 
 
 def test_insert_is_idempotent_per_id(ledger_target: str) -> None:
     with open_store(ledger_target) as store:
-        first = [reading(1), reading(2)]
+        first = [reading(store, 1), reading(store, 2)]
         assert store.append(first) == 2
         assert store.append(first) == 0  # a retry stores nothing twice
-        assert store.append([first[1], reading(3)]) == 1
+        assert store.append([first[1], reading(store, 3)]) == 1
         assert store.count() == (0, 3)
         assert store.get(first[0].id) == first[0]
         assert store.get(bytes(32)) is None
@@ -36,20 +38,20 @@ def test_insert_is_idempotent_per_id(ledger_target: str) -> None:
 
 def test_old_nonces_are_refused_and_nothing_of_the_batch_is_stored(ledger_target: str) -> None:
     with open_store(ledger_target) as store:
-        store.append([reading(5)])
+        store.append([reading(store, 5)])
         with pytest.raises(ReplayError, match=r"reuses nonce 5 .* \(its last nonce is 6\)"):
-            store.append([reading(6, wh=2), reading(5, wh=9)])
+            store.append([reading(store, 6, wh=2), reading(store, 5, wh=9)])
         with pytest.raises(ReplayError, match="nonce 4"):
-            store.append([reading(4)])
+            store.append([reading(store, 4)])
         with pytest.raises(ReplayError, match="nonce 7"):  # not increasing inside a batch
-            store.append([reading(8), reading(7)])
+            store.append([reading(store, 8), reading(store, 7)])
         assert store.count() == (0, 1)
 
 
 def test_forged_signatures_are_refused_before_anything_is_stored(ledger_target: str) -> None:
     with open_store(ledger_target) as store:
-        good = reading(1)
-        forged = SignedRecord(reading(2).record, good.signature)
+        good = reading(store, 1)
+        forged = SignedRecord(reading(store, 2).record, good.signature)
         with pytest.raises(SignatureError, match=f"meter_reading {forged.id.hex()}"):
             store.append([good, forged])
         assert store.count() == (0, 0)
@@ -57,7 +59,7 @@ def test_forged_signatures_are_refused_before_anything_is_stored(ledger_target: 
 
 def test_seal_makes_a_hash_chain_of_merkle_committed_blocks(ledger_target: str) -> None:
     with open_store(ledger_target) as store:
-        batch = [reading(n) for n in range(1, 6)]
+        batch = [reading(store, n) for n in range(1, 6)]
         store.append(batch)
         b0 = store.seal(3, OPERATOR)
         assert (b0.height, b0.interval, b0.header.records) == (0, 3, 5)
@@ -78,11 +80,11 @@ def test_seal_makes_a_hash_chain_of_merkle_committed_blocks(ledger_target: str) 
 def test_a_failed_transaction_leaves_nothing(ledger_target: str) -> None:
     with open_store(ledger_target) as store:
         with pytest.raises(RuntimeError), store.transaction():
-            store.append([reading(1)])
+            store.append([reading(store, 1)])
             store.mark_cleared(1)
             raise RuntimeError("crash in the middle")
         assert store.count() == (0, 0) and not store.is_cleared(1)
-        store.append([reading(1)])  # and the store still works
+        store.append([reading(store, 1)])  # and the store still works
         assert store.count() == (0, 1)
 
 
@@ -99,7 +101,7 @@ def test_accounts_bind_one_name_to_one_key(ledger_target: str) -> None:
 
 def test_reopening_keeps_everything(ledger_target: str) -> None:
     with open_store(ledger_target) as store:
-        store.append([reading(1)])
+        store.append([reading(store, 1)])
         store.seal(0, OPERATOR)
         head = store.head()
     with open_store(ledger_target, create=False) as store:
@@ -116,7 +118,7 @@ def test_writers_on_separate_connections_are_serialised(ledger_target: str) -> N
                 for _ in range(25):
                     with store.transaction():
                         n = store.last_nonce(NODE.public_key) + 1
-                        store.insert([reading(n, wh=wh)])
+                        store.insert([reading(store, n, wh=wh)])
         except Exception as exc:
             errors.append(exc)
 
@@ -148,7 +150,7 @@ def test_missing_and_foreign_databases_are_named(tmp_path: Path) -> None:
 def test_a_truncated_ledger_is_named_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     with open_store(path) as store:
-        store.append([reading(n) for n in range(1, 2001)])
+        store.append([reading(store, n) for n in range(1, 2001)])
     data = path.read_bytes()
     cut = tmp_path / "cut.db"
     cut.write_bytes(data[:len(data) // 2])

@@ -15,7 +15,7 @@ import pytest
 from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
 from ledger.errors import VerificationError
 from ledger.keys import KeyDirectory
-from ledger.records import Order, Transfer, decode, sign
+from ledger.records import Order, Transfer, decode, sign, signing_message
 from ledger.session import MarketSession
 from ledger.store import open_store
 from ledger.verify import verify_chain
@@ -70,9 +70,15 @@ def transfer_position(db: Raw, block: int) -> int:
     return rows[0][0]
 
 
+def ledger_id(db: Raw) -> bytes:
+    """The id the ledger's signatures are bound to."""
+    return bytes.fromhex(db.execute("SELECT value FROM meta WHERE key = 'ledger_id'")[0][0])
+
+
 def reseal(db: Raw, keys: KeyDirectory) -> None:
     """Recompute every block header from the records as they now are, and re-sign it."""
     operator = keys.load("market")
+    lid = ledger_id(db)
     prev = GENESIS_PREV
     for height, interval in db.execute("SELECT height, interval_no FROM blocks ORDER BY height"):
         ids = [i for (i,) in db.execute("SELECT id FROM records WHERE block = ? ORDER BY "
@@ -80,7 +86,8 @@ def reseal(db: Raw, keys: KeyDirectory) -> None:
         header = BlockHeader(height, interval, prev, merkle_root(ids), len(ids),
                              operator.public_key)
         db.execute("UPDATE blocks SET header = ?, hash = ?, signature = ? WHERE height = ?",
-                   (header.body, header.hash, operator.sign(header.body), height))
+                   (header.body, header.hash, operator.sign(signing_message(lid, header.body)),
+                    height))
         prev = header.hash
 
 
@@ -127,7 +134,7 @@ def test_changed_amount_re_signed_with_a_stolen_key(chain: str, raw: Callable[[s
     paid = decode(body)
     payer = next(keys.load(n) for n in ("a", "b", "c", "grid")
                  if keys.load(n).public_key == paid.signer)
-    forged = sign(dataclasses.replace(paid, amount_micro=1), payer)
+    forged = sign(dataclasses.replace(paid, amount_micro=1), payer, ledger_id(db))
     db.execute("UPDATE records SET body = ?, id = ?, signature = ? WHERE seq = ?",
                (forged.body, forged.id, forged.signature, seq))
     # the amount no longer pays its settlement, which the audit sees before the Merkle root
@@ -173,7 +180,8 @@ def test_deleted_last_record_of_a_block(chain: str, raw: Callable[[str], Raw]) -
 def test_inserted_record(chain: str, raw: Callable[[str], Raw], keys: KeyDirectory) -> None:
     db = raw(chain)
     a = keys.load("a")
-    extra = sign(Order(a.public_key, 10_000, 1, "sell", 5, 1, 60_000), a)  # validly signed
+    extra = sign(Order(a.public_key, 10_000, 1, "sell", 5, 1, 60_000), a,
+                 ledger_id(db))  # validly signed
     db.execute("INSERT INTO records (id, kind, signer, nonce, interval_no, body, signature, "
                "block, position) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
                (extra.id, Order.KIND, a.public_key, 10_000, 1, extra.body, extra.signature,
@@ -187,7 +195,7 @@ def test_inserted_record_with_a_resealed_chain(chain: str, raw: Callable[[str], 
     db = raw(chain)
     a = keys.load("a")
     last = db.execute("SELECT MAX(nonce) FROM records WHERE signer = ?", (a.public_key,))[0][0]
-    extra = sign(Order(a.public_key, last + 1, 1, "sell", 5, 1, 60_000), a)
+    extra = sign(Order(a.public_key, last + 1, 1, "sell", 5, 1, 60_000), a, ledger_id(db))
     db.execute("UPDATE records SET position = position + 100 WHERE block = 0")
     db.execute("INSERT INTO records (id, kind, signer, nonce, interval_no, body, signature, "
                "block, position) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
@@ -237,7 +245,7 @@ def test_replayed_nonce_in_a_resealed_chain(chain: str, raw: Callable[[str], Raw
     without_constraints(db)
     seq, _, body, _ = record_at(db, 1, 0)  # a's order of interval 2
     a = keys.load("a")
-    replay = sign(dataclasses.replace(decode(body), nonce=1, energy_wh=1), a)
+    replay = sign(dataclasses.replace(decode(body), nonce=1, energy_wh=1), a, ledger_id(db))
     db.execute("UPDATE records SET id = ?, nonce = 1, body = ?, signature = ? WHERE seq = ?",
                (replay.id, replay.body, replay.signature, seq))
     reseal(db, keys)

@@ -9,7 +9,9 @@ from pathlib import Path
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``demo``."""
     p.add_argument("--duration", type=float, metavar="S", help="simulated seconds to run")
-    p.add_argument("--out", metavar="RUN.h5", help="recording to write")
+    p.add_argument("--out", metavar="RUN.h5",
+                   help="recording to write (default runs/NAME.h5: the scenario file's name, "
+                        "or its folder's for a scenario.toml)")
     p.add_argument("--view", action="store_true", help="watch the run live in a window")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -44,6 +46,15 @@ def main(args: argparse.Namespace) -> int:
         overrides.append("run.realtime=true")
     if args.duration is not None:
         overrides.append(f"run.duration_s={args.duration}")
-    out = Path(args.out) if args.out else Path("runs") / (Path(args.scenario).stem + ".h5")
+    out = Path(args.out) if args.out else default_out(Path(args.scenario))
     return execute(Path(args.scenario), out, overrides, ledger=args.ledger, view=args.view,
                    quiet=args.quiet)
+
+
+def default_out(scenario: Path) -> Path:
+    """``runs/NAME.h5``: the file's stem, or for a folder's ``scenario.toml`` (every lab's)
+    the folder's name, so two experiments do not overwrite each other's recording."""
+    stem = scenario.stem
+    if stem == "scenario" and scenario.resolve().parent.name:
+        stem = scenario.resolve().parent.name
+    return Path("runs") / f"{stem}.h5"

@@ -134,3 +134,11 @@ def test_emulate_serves_every_device_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_folder_scenario_toml_records_under_the_folder_name() -> None:
+    from bench.commands.run import default_out
+
+    experiments = Path(__file__).parents[2] / "experiments"
+    assert default_out(experiments / "islanded" / "scenario.toml") == Path("runs/islanded.h5")
+    assert default_out(experiments / "demo.toml") == Path("runs/demo.h5")

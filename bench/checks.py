@@ -11,8 +11,10 @@ controller under test (limits held, the twin tracking the device).
 A key names one recorded signal (``NODE.ASSET.SIGNAL``); ``min`` and ``max`` bound it at every
 tick from ``after_s`` on, ``residual`` bounds its distance from the twin's prediction.  A tick
 whose reading is missing (NaN: a timeout, a fault) is not judged; a check that could judge no
-tick fails.  ``gridloop run`` prints the table and exits with status 1 when a check fails;
-``gridloop report`` writes the same table into the summary.
+tick fails, except a residual of an asset that ran in the twin: with no device there is nothing
+to compare, and the check is reported as not applicable (``gridloop run --mode twin`` of a
+scenario written for devices still passes).  ``gridloop run`` prints the table and exits
+with status 1 when a check fails; ``gridloop report`` writes the same table into the summary.
 """
 
 from __future__ import annotations
@@ -58,10 +60,12 @@ class Outcome:
     judged: int
     failed: int
     unit: str = ""
+    #: why the check does not apply to this run (a residual of an asset run in the twin)
+    not_applicable: str = ""
 
     @property
     def passed(self) -> bool:
-        return self.judged > 0 and self.failed == 0
+        return bool(self.not_applicable) or (self.judged > 0 and self.failed == 0)
 
 
 def parse_checks(table: Any, where: Callable[..., str]) -> tuple[Check, ...]:
@@ -141,14 +145,16 @@ def evaluate(run: Any, checks: Iterable[Check]) -> list[Outcome]:
         if not run.has(node, asset, name):
             out.append(Outcome(c, math.nan, math.nan, 0, 0))
             continue
+        unit = run.unit(node, asset, name)
         twin = None
         if c.bound == "residual":
             if not run.has(node, asset, name, "twin"):
-                out.append(Outcome(c, math.nan, math.nan, 0, 0))
+                # the recording holds one value: the asset ran in the twin, no device
+                out.append(Outcome(c, math.nan, math.nan, 0, 0, unit,
+                                   f"{node}.{asset} ran in the twin: no device to compare"))
                 continue
             twin = run.signal(node, asset, name, "twin")
-        out.append(judge(c, t, run.signal(node, asset, name), twin,
-                         run.unit(node, asset, name)))
+        out.append(judge(c, t, run.signal(node, asset, name), twin, unit))
     return out
 
 
@@ -157,6 +163,9 @@ def format_outcomes(outcomes: list[Outcome]) -> str:
     rows = []
     for o in outcomes:
         what = o.check.describe(o.unit)
+        if o.not_applicable:
+            rows.append((what, "-", "-", f"n/a ({o.not_applicable})"))
+            continue
         if not o.judged:
             rows.append((what, "-", "-", "FAIL (no tick to judge: no reading, or after the run)"))
             continue
@@ -166,5 +175,7 @@ def format_outcomes(outcomes: list[Outcome]) -> str:
     lines = [f"{'check':<{width}}  {'worst':>12}  {'at':>11}  verdict"]
     lines += [f"{a:<{width}}  {b:>12}  {c:>11}  {d}" for a, b, c, d in rows]
     failed = sum(not o.passed for o in outcomes)
-    lines.append(f"checks: {len(outcomes) - failed} of {len(outcomes)} passed")
+    skipped = sum(bool(o.not_applicable) for o in outcomes)
+    lines.append(f"checks: {len(outcomes) - failed - skipped} of {len(outcomes) - skipped} "
+                 "passed" + (f", {skipped} not applicable" if skipped else ""))
     return "\n".join(lines)

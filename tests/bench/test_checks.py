@@ -111,6 +111,11 @@ def test_run_exits_1_when_a_check_fails_and_report_says_so(
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     summary = (tmp_path / "rep" / "summary.txt").read_text()
     assert "north.rack.p_w <= 30000 W" in summary and "checks: 3 of 4 passed" in summary
+    # the same scenario in the twin alone: the residual has nothing to compare, and says so
+    assert main([*argv, "--mode", "twin"]) == 0
+    said = capsys.readouterr().out
+    assert "n/a (north.battery ran in the twin: no device to compare)" in said
+    assert "checks: 3 of 3 passed, 1 not applicable" in said
 
 
 def test_a_check_on_a_signal_the_run_will_not_record_stops_it_before_it_starts(

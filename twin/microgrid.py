@@ -733,7 +733,8 @@ class Microgrid:
              "rocof_hz_per_s": "Hz/s", "p_unserved_w": "W", "p_curtailed_w": "W",
              "islanded": "", "temp_c": "degC", "power_cap_w": "W", "phase": "",
              "connected": "", "capacity_wh": "Wh", "soh": "", "v_ac_v": "V",
-             "e_import_wh": "Wh", "e_export_wh": "Wh"}
+             "e_import_wh": "Wh", "e_export_wh": "Wh", "p_gpu_w": "W", "clock_mhz": "MHz",
+             "e_burn_wh": "Wh"}
 
     def _layout(self) -> None:
         outputs: list[tuple[str, str, str, str]] = []

@@ -333,3 +333,15 @@ def test_bad_drives_and_setpoint_arrays_are_named():
     assert (mg.u == 50.0).all()
     with pytest.raises(AttributeError):
         mg.y = np.zeros(len(mg.outputs))
+
+
+def test_every_dimensioned_signal_has_its_unit():
+    """A signal whose name says it carries a unit (``_w``, ``_wh``, ``_c``, ...) is recorded
+    with that unit; the view and the report label axes with it."""
+    mg = build(scenarios()["grid"])
+    suffixes = {"_w": "W", "_wh": "Wh", "_c": "degC", "_v": "V", "_a": "A", "_hz": "Hz",
+                "_mhz": "MHz", "_var": "var"}
+    for node, asset, name, unit in mg.outputs:
+        for suffix, want in suffixes.items():
+            if name.endswith(suffix):
+                assert unit == want, (node, asset, name, unit)

@@ -31,21 +31,29 @@ def spectrum_figure(out: str | Path, series: Mapping[str, tuple[np.ndarray, floa
     """
     if not series:
         raise ValueError("spectrum_figure: no series to plot")
-    fig = Figure(figsize=(8.0, 4.8), dpi=110)
+    fig = Figure(figsize=(8.0, 5.6), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    nyquist = 0.0
     for name, s in series.items():
         sp = s if isinstance(s, Spectrum) else spectrum(s[0], s[1], band_hz)
         f, psd = sp.f_hz[1:], sp.psd_w2_per_hz[1:]
+        nyquist = max(nyquist, float(f[-1]) if len(f) else 0.0)
+        # a "peak" in the last bins is the edge of the sampled band, not a rhythm
+        peak = (f"peak {sp.peak_hz:.2f} Hz" if len(f) and sp.peak_hz < 0.95 * f[-1]
+                else "no peak below Nyquist")
         ax.loglog(f, np.maximum(psd, 1e-12), lw=1.0,
                   label=f"{name}: {100 * sp.band_share:.0f} % of variance in band, "
-                        f"peak {sp.peak_hz:.2f} Hz, std {sp.std_w:.0f} W")
-    ax.axvspan(band_hz[0], band_hz[1], color="tab:orange", alpha=0.12,
-               label=f"band {band_hz[0]:g}-{band_hz[1]:g} Hz")
+                        f"{peak}, std {sp.std_w:.0f} W")
+    top = min(band_hz[1], nyquist) if nyquist else band_hz[1]
+    clipped = f" (sampled to {nyquist:g} Hz)" if top < band_hz[1] else ""
+    ax.axvspan(band_hz[0], top, color="tab:orange", alpha=0.12,
+               label=f"band {band_hz[0]:g}-{band_hz[1]:g} Hz{clipped}")
     ax.set_xlabel("frequency [Hz]")
     ax.set_ylabel("power spectral density [W$^2$/Hz]")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    # below the axes: inside, the legend covered the curves
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
     ax.set_title(title or "Power spectral density")
     fig.tight_layout()
     out = Path(out)

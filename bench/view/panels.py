@@ -304,10 +304,14 @@ class RackPanel(Panel):
         f, p = rolling_psd(self.total.values[: cursor + 1], self.dt_s, self.spectrum_s)
         self.items["spectrum"].setData(f, p)
         self.step_hz = step_frequency(f, p, self.spectrum_s)
-        if math.isfinite(self.step_hz):
+        found = math.isfinite(self.step_hz)
+        self.peak.setVisible(found)
+        if found:
             self.peak.setValue(math.log10(self.step_hz))
             self.psd.setTitle(f"step {1.0 / self.step_hz:.2f} s ({self.step_hz:.2f} Hz)",
                               size="8pt")
+        else:  # an irregular load (inference) has no step to mark
+            self.psd.setTitle("no steady step", size="8pt")
 
 
 class ResidualPanel(Panel):

@@ -17,6 +17,8 @@ from scipy import signal
 #: harmonics that vote for a step frequency, and the weight of each over the one before
 HARMONICS = 3
 WEIGHT = 0.84
+#: how far a rhythm's peak must stand above the valley to its next harmonic
+PROMINENCE = 10.0
 
 
 def rolling_psd(p_w: np.ndarray, dt_s: float, window_s: float = 40.0
@@ -58,14 +60,38 @@ def step_frequency(f_hz: np.ndarray, psd: np.ndarray, window_s: float) -> float:
     times the one before (subharmonic summation, Hermes 1988, doi:10.1121/1.396427): a
     harmonic of the true rhythm loses to it because its own "fundamental" carries power
     too, and a half of the true frequency loses because its odd multiples carry none.
-    NaN when nothing is left to choose from.
+
+    Only a rhythm is named: the candidate must be a local maximum of the score (not the
+    slowest candidate, the tail of something slower such as checkpoints), below 90 % of the
+    Nyquist frequency (where a faster rhythm aliases), and its PSD must stand ``PROMINENCE``
+    times above the valleys beside it (the median PSD between it and its second harmonic,
+    and below it down to ``f0 / 2``, outside the peaks' main lobes), which a periodic load
+    empties and a broadband or drifting load does not.  NaN otherwise (an inference rack's
+    irregular load has no step).
     """
-    keep = f_hz >= 4.0 / window_s
-    if not keep.any() or not np.all(np.isfinite(psd)):
+    keep = (f_hz >= 4.0 / window_s) & (f_hz <= 0.9 * f_hz[-1]) if len(f_hz) else f_hz > 0
+    if keep.sum() < 3 or not np.all(np.isfinite(psd)):
         return float("nan")
     f0 = f_hz[keep]
     score = np.zeros(len(f0))
     for h in range(1, HARMONICS + 1):
         inside = h * f0 <= f_hz[-1]
         score[inside] += WEIGHT ** (h - 1) * np.interp(h * f0[inside], f_hz, psd)
-    return float(f0[np.argmax(score)])
+    peaks = np.flatnonzero((score[1:-1] >= score[:-2]) & (score[1:-1] >= score[2:])) + 1
+    for k in peaks[np.argsort(score[peaks])[::-1]]:
+        f = f0[k]
+        # the valleys start where the peak's (and its second harmonic's) main lobe ends:
+        # Welch segments of window_s / 2 under a Hann window, 4 / window_s either side
+        lobe = 4.0 / window_s
+        peak = np.interp(f, f_hz, psd)
+        if peak < psd[np.abs(f_hz - f) <= lobe].max() * 0.999:
+            continue  # on the flank of a peak elsewhere (beyond the candidates' range)
+        above = psd[(f_hz >= max(1.2 * f, f + lobe)) & (f_hz <= min(1.8 * f, 2 * f - lobe))]
+        below = psd[(f_hz >= 0.5 * f) & (f_hz <= min(0.8 * f, f - lobe))]
+        if not len(above) and not len(below):
+            continue
+        valley = max(np.median(above) if len(above) else 0.0,
+                     np.median(below) if len(below) else 0.0)
+        if peak >= PROMINENCE * valley:
+            return float(f)
+    return float("nan")

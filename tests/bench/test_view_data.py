@@ -163,6 +163,26 @@ def test_step_frequency_is_not_fooled_by_odd_or_even_harmonics(period_s: float,
     assert step_frequency(f, psd, 40.0) == pytest.approx(1.0 / period_s, rel=0.03)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_no_step_is_named_in_a_load_without_rhythm(seed: int) -> None:
+    """Broadband (an inference rack's irregular load) and drifting power have no step: the
+    label must not name the slowest candidate or a chance bump."""
+    rng = np.random.default_rng(seed)
+    for p in (600.0 + 50.0 * rng.normal(size=3000),
+              600.0 + np.cumsum(rng.normal(size=3000))):
+        f, psd = rolling_psd(p, 0.02, 40.0)
+        assert np.isnan(step_frequency(f, psd, 40.0))
+
+
+def test_a_rhythm_at_the_nyquist_frequency_is_not_named() -> None:
+    """Sampled at 1 s, a 2 s training step sits at Nyquist, where it cannot be told from a
+    faster one aliased."""
+    t = np.arange(0, 600, 1.0)
+    p = np.where((t % 2.0) < 1.0, 700.0, 150.0)
+    f, psd = rolling_psd(p, 1.0, 300.0)
+    assert np.isnan(step_frequency(f, psd, 300.0))
+
+
 def test_spectrum_of_too_short_a_history_is_empty() -> None:
     f, psd = rolling_psd(np.ones(5), 0.02)
     assert len(f) == 0 and np.isnan(step_frequency(f, psd, 40.0))

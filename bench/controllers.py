@@ -401,18 +401,28 @@ def load_controller(name: str, context: ControllerContext,
         cls = BUILTINS[name]
     elif ":" in name:
         module_name, _, cls_name = name.partition(":")
+        if not module_name or not cls_name:
+            raise ControllerError(f"controller '{name}': expected module:Class, "
+                                  f"e.g. mypkg.control:MyController")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except (ImportError, ValueError, TypeError) as exc:  # ".x" and "a..b" are not names
             raise ControllerError(f"controller '{name}': cannot import {module_name}: "
                                   f"{exc}") from None
         cls = getattr(module, cls_name, None)
         if cls is None:
             raise ControllerError(f"controller '{name}': {module_name} has no {cls_name}")
+        if not callable(cls):
+            raise ControllerError(f"controller '{name}': {module_name}.{cls_name} is not a "
+                                  f"class (it is a {type(cls).__name__})")
     else:
         raise ControllerError(f"unknown controller '{name}'{did_you_mean(name, BUILTINS)}; "
                               f"built-ins: {', '.join(BUILTINS)}, or 'module:Class'")
-    sig = inspect.signature(cls)
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):  # a built-in type such as builtins:int
+        raise ControllerError(f"controller '{name}': cannot read the arguments of "
+                              f"{name.replace(':', '.')}; is it a controller class?") from None
     params = list(sig.parameters.values())[1:]
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
     names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -425,6 +435,10 @@ def load_controller(name: str, context: ControllerContext,
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if missing:
         raise ControllerError(f"controller '{name}': missing option(s) {', '.join(missing)}")
+    by_name = {p.name: p for p in params}
+    for key, value in options.items():
+        if key in by_name:
+            _check_option(name, by_name[key], value)
     try:
         ctrl = cls(context, **options)
     except (TypeError, ValueError) as exc:
@@ -432,3 +446,24 @@ def load_controller(name: str, context: ControllerContext,
     if not callable(getattr(ctrl, "step", None)):
         raise ControllerError(f"controller '{name}' has no step(observation) method")
     return ctrl
+
+
+_NUMBERS = ("float", "int", "float | None", "int | None", "Optional[float]", "Optional[int]")
+
+
+def _check_option(controller: str, param: inspect.Parameter, value: Any) -> None:
+    """A number option given something else (``--option ramp_limit_w_per_s=abc``) is named
+    here, not left to fail as a comparison inside the constructor."""
+    ann = param.annotation
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    default = param.default
+    numeric = ann in _NUMBERS or (
+        param.annotation is param.empty and isinstance(default, (int, float))
+        and not isinstance(default, bool))
+    if not numeric:
+        return
+    if value is None and ("None" in ann or default is None):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ControllerError(f"controller '{controller}': option {param.name}: expected a "
+                              f"number, got {value!r}")

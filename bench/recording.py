@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -48,13 +49,23 @@ class Run:
         self.path = Path(path)
         if not self.path.exists():
             raise RecordingError(f"{self.path}: no such recording")
+        if self.path.is_dir():
+            raise RecordingError(f"{self.path}: a directory, not a recording")
         self._f = open_h5(self.path)
         attrs = self._f.attrs
         if attrs.get("format") != FORMAT:
             self._f.close()
             raise RecordingError(f"{self.path}: not a gridloop recording "
                                  f"(format attribute is {attrs.get('format')!r})")
-        version = int(attrs.get("format_version", -1))
+        raw = attrs.get("format_version")
+        try:
+            version = int(raw)
+        except (TypeError, ValueError):
+            self._f.close()
+            raise RecordingError(f"{self.path}: format_version {raw!r} is not a version number"
+                                 if raw is not None else
+                                 f"{self.path}: the recording has no format_version "
+                                 "attribute") from None
         if version != FORMAT_VERSION:
             self._f.close()
             raise RecordingError(f"{self.path}: format_version {version} is not supported "
@@ -64,6 +75,7 @@ class Run:
             raise RecordingError(f"{self.path}: recording has no /time dataset")
         self.follow = follow
         self._signals: list[SignalRef] | None = None
+        self._ticks: int | None = None
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -73,7 +85,18 @@ class Run:
 
     @property
     def dt(self) -> float:
-        return float(self._f.attrs["dt"])
+        raw = self._f.attrs.get("dt")
+        if raw is None:
+            raise RecordingError(f"{self.path}: the recording has no 'dt' attribute "
+                                 "(its tick length)")
+        try:
+            dt = float(raw)
+        except (TypeError, ValueError):
+            dt = math.nan
+        if not (math.isfinite(dt) and dt > 0):
+            raise RecordingError(f"{self.path}: attribute dt {raw!r} is not a positive "
+                                 "number of seconds")
+        return dt
 
     @property
     def scenario_text(self) -> str:
@@ -118,12 +141,31 @@ class Run:
         return bool(self._f.attrs.get("complete", False))
 
     def __len__(self) -> int:
-        return int(self._f["time"].shape[0])
+        """Ticks every per-tick dataset holds: a live or crashed writer resizes its datasets
+        one after the other, so ``/time`` may be ahead of some signals (or behind)."""
+        if self._ticks is None:
+            self._ticks = min(d.shape[0] for d in self._per_tick())
+        return self._ticks
+
+    def _per_tick(self) -> list[Any]:
+        """``/time``, ``/wall`` and the datasets of ``/nodes``, ``/quality`` and ``/timing``:
+        one row per tick (``/capture`` and ``/market`` hold rows of their own)."""
+        out = [self._f[name] for name in ("time", "wall") if name in self._f]
+
+        def visit(name: str, obj: Any) -> None:
+            if hasattr(obj, "shape") and obj.dtype.names is None and len(obj.shape) == 1:
+                out.append(obj)
+
+        for group in ("nodes", "quality", "timing"):
+            if group in self._f:
+                self._f[group].visititems(visit)
+        return out
 
     def refresh(self) -> int:
         """Pick up ticks a writer appended since the last look (SWMR); returns the count."""
-        for name in ("time",):
-            self._f[name].refresh()
+        for d in self._per_tick():
+            d.refresh()
+        self._ticks = None
         return len(self)
 
     @property
@@ -152,7 +194,7 @@ class Run:
         return self._read("wall")
 
     def dataset(self, path: str) -> np.ndarray:
-        """Any per-tick dataset by path, trimmed to the ticks of ``/time``."""
+        """Any per-tick dataset by path, trimmed to the ticks every per-tick dataset holds."""
         return self._read(path)
 
     def signal(self, node: str, asset: str, name: str, kind: Kind = "measured") -> np.ndarray:
@@ -245,7 +287,8 @@ def open_h5(path: str | Path) -> Any:
     try:
         return h5py.File(path, "r", libver="latest", swmr=True)
     except OSError as exc:
-        raise RecordingError(f"{path}: not a readable HDF5 file ({exc})") from None
+        detail = " ".join(str(exc).split())  # HDF5 says some errors on two lines
+        raise RecordingError(f"{path}: not a readable HDF5 file ({detail})") from None
 
 
 def open_run(path: str | Path, follow: bool = False) -> Run:

@@ -6,7 +6,10 @@ plant would have done under them.  The new recording holds the recorded measurem
 twin under the new setpoints, and the new setpoints; the report names, for every setpoint,
 the first tick where the new controller departs from the recorded one, and for every
 measured signal the first tick where the twin under the new setpoints is further from the
-recorded plant than the recorded twin was, by more than the signal's tolerance.
+recorded plant than the recorded twin was, by more than the signal's tolerance.  A twin-only
+recording measured nothing: there the twin's recorded signals are compared, as values, with
+the replay's.  The replay's recording is stamped ``replay_of`` (the source recording) and
+``replay_controller``, and never replaces the recording it replays.
 """
 
 from __future__ import annotations
@@ -35,16 +38,20 @@ class ReplayReport:
     out: Path
     ticks: int
     divergences: list[Divergence] = field(default_factory=list)
+    #: a line said before the table (what was compared, when not the usual)
+    note: str = ""
 
     @property
     def diverged(self) -> list[Divergence]:
         return [d for d in self.divergences if math.isfinite(d.first_t_s)]
 
     def format(self) -> str:
+        head = [self.note] if self.note else []
         if not self.diverged:
-            return (f"no divergence: {len(self.divergences)} setpoints and signals within "
-                    f"tolerance; {self.ticks} ticks replayed -> {self.out}")
-        lines = [f"{'what':<9} {'signal':<34} {'diverges at':>12} {'max |diff|':>12} "
+            return "\n".join(head + [
+                f"no divergence: {len(self.divergences)} setpoints and signals within "
+                f"tolerance; {self.ticks} ticks replayed -> {self.out}"])
+        lines = head + [f"{'what':<9} {'signal':<34} {'diverges at':>12} {'max |diff|':>12} "
                  f"{'tolerance':>10}"]
         for d in sorted(self.diverged, key=lambda d: (d.first_t_s, d.key)):
             at = f"{d.first_t_s:.3f} s" if math.isfinite(d.first_t_s) else "never"
@@ -88,6 +95,8 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
     from bench.engine import run_plan
 
     path = Path(path)
+    out = Path(out) if out else path.with_name(path.stem + ".replay.h5")
+    _refuse_overwrite(path, out)
     with open_run(path) as run:
         s = run.scenario(["run.mode=twin"])
         n = len(run)
@@ -100,7 +109,7 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
         elif options:
             s = replace(s, controller=replace(s.controller,
                                               options={**s.controller.options, **options}))
-        plan = build_plan(s, ledger=str(Path(out or path).with_suffix(".replay.ledger.db")))
+        plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))
         plan.market = None  # a replay does not trade again
         measured = {r.key for r in run.signals("residual")}  # measured by a device
         values = np.full((n, len(plan.obs_keys)), np.nan)
@@ -114,10 +123,17 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
                          for r in run.signals("setpoint")}
         rec_residuals = {r.key: run.signal(r.node, r.asset, r.name, "residual")[:n]
                          for r in run.signals("residual")}
+        # a twin-only recording measured nothing: its plant is the recorded twin's signals
+        rec_plant = ({} if measured else
+                     {r.key: run.signal(r.node, r.asset, r.name)[:n]
+                      for r in run.signals("measured")})
         t = run.time[:n]
-    out = Path(out) if out else path.with_name(path.stem + ".replay.h5")
     summary = run_plan(plan, out, progress=progress)
+    _stamp(out, path, s.controller.name)
     report = ReplayReport(out, summary.ticks)
+    if not measured:
+        report.note = ("no measured signals: a twin-only recording; compared setpoints and "
+                       "the twin's plant signals (values, not residuals)")
     tol_cfg = {f"{n}.{a}.{sig}": v for n, a, c in s.assets() for sig, v in c.tolerance.items()}
     with open_run(out) as new:
         for r in new.signals("setpoint"):
@@ -139,4 +155,31 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
             tol = _tolerance(recorded, tol_cfg.get(r.key))
             first, worst = _first_divergence(res, base, tol, t)
             report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
+        for r in new.signals("measured") if rec_plant else ():
+            old = rec_plant.get(r.key)
+            if old is None:
+                continue
+            tol = _tolerance(old, tol_cfg.get(r.key))
+            first, worst = _first_divergence(old, new.signal(r.node, r.asset, r.name), tol, t)
+            report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
     return report
+
+
+def _refuse_overwrite(path: Path, out: Path) -> None:
+    """The replay's recording must not replace the one it replays (another spelling of its
+    path, a symbolic or a hard link to it included)."""
+    same = out.resolve() == path.resolve()
+    if not same and out.exists() and path.exists():
+        same = out.samefile(path)
+    if same:
+        raise RecordingError(f"--out {out}: that is the recording being replayed ({path}); "
+                             "give another file")
+
+
+def _stamp(out: Path, source: Path, controller: str) -> None:
+    """Mark a replay's recording as one: the recording it replayed and the controller."""
+    import h5py
+
+    with h5py.File(out, "r+") as f:
+        f.attrs["replay_of"] = str(source.resolve())
+        f.attrs["replay_controller"] = controller

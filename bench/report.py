@@ -7,10 +7,12 @@ histogram of real-time runs.  Each is written only when the recording has its da
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from bench.errors import BenchError, RecordingError
 from bench.recording import Run, open_run
 from bench.summary import figures, format_figures
 
@@ -86,6 +88,10 @@ def frequency(run: Run, out: Path) -> Path | None:
     return _lines(run, assets, "freq_hz", "frequency [Hz]", out / "frequency.png")
 
 
+#: the fewest samples a spectrum is estimated from (``twin.spectrum.spectrum``)
+MIN_SPECTRUM_TICKS = 16
+
+
 def gpu_power(run: Run, out: Path) -> list[Path]:
     assets = _per_kind(run, "gpu_rack", "p_w")
     if not assets:
@@ -101,6 +107,10 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     paths = [_save(fig, out / "gpu_power.png")]
+    if len(run) < MIN_SPECTRUM_TICKS:
+        warnings.warn(f"{run.path}: no GPU power spectrum: {len(run)} ticks, it needs "
+                      f"{MIN_SPECTRUM_TICKS}", stacklevel=2)
+        return paths
     series = {f"{n}.{a}": (np.nan_to_num(run.signal(n, a, "p_w")), run.dt)
               for n, a in assets}
     for node in dict.fromkeys(n for n, _ in assets):
@@ -172,12 +182,42 @@ def _recorded_checks(run: Run) -> tuple:
         return ()
 
 
+#: every file a report writes, lab figures aside (``bench.labs.grading.LAB_FIGURES``)
+REPORT_FILES = ("power_flows.png", "soc.png", "frequency.png", "residuals.png", "lateness.png",
+                "gpu_power.png", "gpu_spectrum.png", "summary.txt")
+
+
+def _output_dir(path: Path, out: str | Path | None) -> Path:
+    out_dir = Path(out) if out else path.with_name(path.stem + "-report")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a parent folder should be
+        raise BenchError(f"--out {out_dir}: cannot create the folder (a file is in the "
+                         "way)") from None
+    return out_dir
+
+
+def _remove_stale(out_dir: Path, written: list[Path]) -> None:
+    """Remove the files an earlier report wrote into ``out_dir`` that this one did not, so
+    the folder shows one recording (only names gridloop writes are touched)."""
+    from bench.labs.grading import lab_figure_names
+
+    keep = {p.name for p in written}
+    for name in (*REPORT_FILES, *lab_figure_names()):
+        if name not in keep and (out_dir / name).is_file():
+            (out_dir / name).unlink()
+
+
 def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path, list[Path]]:
     """Write every figure the recording supports and ``summary.txt`` into ``out``."""
+    path = Path(path)
     with open_run(path) as run:
-        out_dir = Path(out) if out else Path(path).with_suffix("").with_name(
-            Path(path).stem + "-report")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _ = run.dt  # a recording without its tick length fails before any figure
+        if not len(run):
+            raise RecordingError(f"{path}: the recording has no ticks")
+        out_dir = _output_dir(path, out)
         written: list[Path] = []
         for fn in (power_flows, soc, frequency, residuals, lateness):
             p = fn(run, out_dir)
@@ -200,4 +240,5 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
     from bench.labs.grading import lab_figures
 
     written.extend(lab_figures(path, out_dir))  # a lab's main recording: the lab's figures
+    _remove_stale(out_dir, written)
     return summary, written

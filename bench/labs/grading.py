@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,9 @@ def read_answers(path: str | Path | None, questions: Mapping[str, Question]
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise LabError(f"{path}: no such answers file") from None
+        raise LabError(f"--answers {path}: no such answers file") from None
+    except IsADirectoryError:
+        raise LabError(f"--answers {path}: a directory, not an answers file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LabError(f"{path}: not valid TOML: {exc}") from None
     for key, value in doc.items():
@@ -151,12 +154,32 @@ class Recordings:
     quick: bool
 
     def path_of(self, variant: str = "") -> Path:
-        """The recording of ``variant`` (the main one for ``""``); it must exist."""
-        p = self.lab.variant_path(self.path, variant) if variant else self.path
+        """The recording of ``variant`` (the main one for ``""``); it must exist and be
+        that variant's, of this lab and as quick as the main one, and complete."""
+        if not variant:
+            return self.path
+        p = self.lab.variant_path(self.path, variant)
+        rerun = (f"run: gridloop lab run {self.lab.name}{' --quick' if self.quick else ''} "
+                 f"--out {self.path}")
         if not p.is_file():
             raise LabError(f"{p}: missing recording of variant '{variant}' of lab "
-                           f"{self.lab.name} (run: gridloop lab run {self.lab.name} "
-                           f"--out {self.path})")
+                           f"{self.lab.name} ({rerun})")
+        with open_run(p) as run:
+            attrs, complete = run.attrs, run.complete
+        wrong = _not_lab_run(attrs, complete)
+        if not wrong:
+            if attrs["lab"] != self.lab.name:
+                wrong = f"it is a recording of lab {attrs['lab']}"
+            elif str(attrs.get("lab_variant", "")) != variant:
+                got = str(attrs.get("lab_variant", ""))
+                wrong = f"it is the recording of variant '{got}'" if got else \
+                    "it is a main recording"
+            elif bool(attrs.get("lab_quick", False)) != self.quick:
+                wrong = "it is a quick run and the main recording is not" \
+                    if not self.quick else "it is a full run and the main recording is quick"
+        if wrong:
+            raise LabError(f"{p}: not the recording of variant '{variant}' of lab "
+                           f"{self.lab.name}: {wrong} ({rerun})")
         return p
 
     def open(self, variant: str = "") -> Run:
@@ -181,16 +204,36 @@ class Recordings:
             return run.scenario()
 
 
+def _not_lab_run(attrs: Mapping[str, Any], complete: bool) -> str:
+    """Why a recording is not one ``lab run`` finished and stamped (empty if it is)."""
+    if attrs.get("replay_of"):
+        return f"it is a replay of {attrs['replay_of']}"
+    if not complete:
+        return "it is incomplete (the run was interrupted or killed)"
+    if not attrs.get("lab"):
+        return "it is not stamped by gridloop lab run"
+    return ""
+
+
 def recordings(path: str | Path) -> Recordings:
-    """The lab a recording belongs to (its ``lab`` attribute, else its run name), checked to
-    be the lab's main recording."""
+    """The lab a recording belongs to (its ``lab`` attribute, which ``lab run`` stamps on a
+    finished recording), checked to be the lab's main recording."""
     path = Path(path)
+    if path.is_dir():
+        raise LabError(f"{path}: a directory; give the main recording of a lab run (RUN.h5)")
     with open_run(path) as run:
-        attrs = run.attrs
+        attrs, complete = run.attrs, run.complete
     name = str(attrs.get("lab") or attrs.get("name") or "")
     if name not in labs():
-        raise LabError(f"{path}: not a lab recording (run name '{name}' is not a lab; "
+        what = "lab" if attrs.get("lab") else "run name"
+        raise LabError(f"{path}: not a lab recording ({what} '{name}' is not a lab; "
                        f"labs: {', '.join(labs())})")
+    wrong = _not_lab_run(attrs, complete)
+    if wrong:
+        quick = " --quick" if attrs.get("lab_quick") else ""
+        hint = "grade the lab run it replays" if attrs.get("replay_of") else \
+            f"run: gridloop lab run {name}{quick} --out {path}"
+        raise LabError(f"{path}: not a finished lab run of {name}: {wrong} ({hint})")
     variant = str(attrs.get("lab_variant", ""))
     if variant:
         main = path.name.removesuffix(f".{variant}{path.suffix}") + path.suffix
@@ -219,13 +262,27 @@ def grade(path: str | Path, answers: str | Path | None = None) -> Grade:
     return module.grade(recs, given)
 
 
+#: the figures graders write, ``<lab>_<name>.png`` (``report`` removes stale ones)
+LAB_FIGURES = ("pulse", "runs", "spectrum", "grid", "frequency", "bills")
+
+
+def lab_figure_names() -> list[str]:
+    """The file name of every figure a grader of a registered lab may write."""
+    return [f"{lab}_{name}.png" for lab in labs() for name in LAB_FIGURES]
+
+
 def lab_figures(path: str | Path, out: Path) -> list[Path]:
-    """The lab's own figures of a lab's main recording (none for other recordings)."""
+    """The lab's own figures of a lab's main recording (none for other recordings); a lab
+    whose variant recordings are missing or wrong gets none, with a warning."""
     try:
         recs = recordings(path)
     except LabError:
         return []
-    return list(grader(recs.lab).figures(recs, out))
+    try:
+        return list(grader(recs.lab).figures(recs, out))
+    except LabError as exc:
+        warnings.warn(f"no figures of lab {recs.lab.name}: {exc}", stacklevel=2)
+        return []
 
 
 def asset_of(s: Scenario, kind: str) -> tuple[str, str]:

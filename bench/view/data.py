@@ -132,6 +132,9 @@ class Follower:
         self.run = run
         self.time = Series()
         self._series: dict[str, Series] = {}
+        #: asked for and not in the file (``/wall`` or ``/timing`` of an edited recording):
+        #: NaN rows that keep up with ``/time``, so their panels stay empty
+        self._absent: dict[str, Series] = {}
         self._tables: dict[str, Table] = {}
         #: h5py dataset objects by path (a lookup by name costs more than a small read)
         self._datasets: dict[str, Any] = {}
@@ -144,8 +147,11 @@ class Follower:
 
     def series(self, path: str) -> Series:
         """The in-memory copy of the per-tick dataset ``path``, kept up to date by polls."""
-        s = self._series.get(path)
-        if s is None:
+        s = self._series.get(path, self._absent.get(path))
+        if s is None and path not in self.run.file:
+            s = self._absent[path] = Series(capacity=max(4096, self.n))
+            s.extend(np.full(self.n, np.nan))
+        elif s is None:
             d = self._dataset(path)
             s = Series(d.dtype, capacity=max(4096, self.n))
             if self.n:
@@ -185,6 +191,8 @@ class Follower:
             return 0
         for d, s in datasets:
             s.extend(d[n0:n_new])
+        for s in self._absent.values():
+            s.extend(np.full(n_new - n0, np.nan))
         self.time.extend(d_time[n0:n_new])
         return n_new - n0
 

@@ -86,3 +86,32 @@ def test_droop_follows_frequency_outside_its_deadband():
     assert out["a.battery.p_set_w"] == pytest.approx(3.2e3)
     assert out["b.battery.p_set_w"] == 0.0
     assert "c.battery.p_set_w" not in out
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    (":X", {}, "controller ':X': expected module:Class"),
+    ("os:", {}, "controller 'os:': expected module:Class"),
+    ("..x:Y", {}, "controller '..x:Y': cannot import ..x"),
+    ("os:path", {}, "controller 'os:path': os.path is not a class (it is a module)"),
+    ("builtins:int", {}, "controller 'builtins:int': cannot read the arguments"),
+    ("gpu_smoothing", {"ramp_limit_w_per_s": "abc"},
+     "controller 'gpu_smoothing': option ramp_limit_w_per_s: expected a number, got 'abc'"),
+    ("peak_shaving", {"import_limit_w": 1e4, "recharge_below_w": True},
+     "option recharge_below_w: expected a number, got True"),
+])
+def test_a_bad_controller_name_or_option_is_one_line_naming_it(name: str, options: dict,
+                                                               message: str) -> None:
+    from bench.controllers import load_controller
+    from bench.errors import ControllerError
+
+    with pytest.raises(ControllerError) as exc:
+        load_controller(name, context(), options)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_number_options_take_ints_and_an_optional_one_none() -> None:
+    from bench.controllers import load_controller
+
+    ctrl = load_controller("peak_shaving", context(),
+                           {"import_limit_w": 10_000, "recharge_below_w": None})
+    assert ctrl.limit == 10_000.0

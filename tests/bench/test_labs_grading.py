@@ -156,3 +156,95 @@ def test_missing_shared_data_is_one_clear_line(tmp_path: Path, monkeypatch: pyte
     assert "h100_power_calibration.csv.gz: shared recording not found" in err
     assert "GRIDLOOP_SHARED_DATA" in err
     assert not (tmp_path / "h100.h5").exists()
+
+
+@pytest.fixture(scope="module")
+def islanded(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The quick run of lab islanded: a main recording and its variants."""
+    out = tmp_path_factory.mktemp("lab") / "isl.h5"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRIDLOOP_SHARED_DATA", str(shared_data))
+        assert main(["lab", "run", "islanded", "--quick", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _lab_copy(src: Path, folder: Path) -> Path:
+    """The lab run ``src`` and its variants copied into ``folder``."""
+    import shutil
+
+    folder.mkdir()
+    for p in src.parent.glob(f"{src.stem}.*"):
+        shutil.copy(p, folder / p.name)
+    return folder / src.name
+
+
+def _grade_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(["lab", "grade", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_only_a_finished_stamped_lab_run_is_graded(islanded: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import h5py
+
+    assert main(["lab", "grade", str(islanded)]) == 0
+    capsys.readouterr()
+    # stopped with Ctrl-C: incomplete, and never stamped
+    stopped = _lab_copy(islanded, tmp_path / "stopped")
+    with h5py.File(stopped, "r+") as f:
+        f.attrs["complete"] = False
+        for key in ("lab", "lab_variant", "lab_quick"):
+            del f.attrs[key]
+    assert "not a finished lab run of islanded: it is incomplete" in \
+        _grade_error([str(stopped)], capsys)
+    # finished, but not by lab run (a plain run of the lab's scenario)
+    plain = _lab_copy(islanded, tmp_path / "plain")
+    with h5py.File(plain, "r+") as f:
+        del f.attrs["lab"]
+    assert "it is not stamped by gridloop lab run" in _grade_error([str(plain)], capsys)
+    # a replay of the lab's main recording
+    replayed = tmp_path / "replayed.h5"
+    assert main(["replay", str(islanded), "--out", str(replayed), "--quiet"]) == 0
+    capsys.readouterr()
+    assert f"it is a replay of {islanded.resolve()} (grade the lab run it replays)" in \
+        _grade_error([str(replayed)], capsys)
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    ("main", "it is a main recording"),
+    ("incomplete", "it is incomplete"),
+    ("other variant", "it is the recording of variant 'high_inertia'"),
+    ("full run", "it is a full run and the main recording is quick"),
+])
+def test_each_variant_file_must_be_that_variants_finished_run(
+        islanded: Path, tmp_path: Path, capsys: pytest.CaptureFixture, edit: str,
+        why: str) -> None:
+    import shutil
+
+    import h5py
+
+    main_path = _lab_copy(islanded, tmp_path / "lab")
+    variant = main_path.with_name("isl.low_inertia.h5")
+    if edit == "main":
+        shutil.copy(main_path, variant)
+    elif edit == "other variant":
+        shutil.copy(main_path.with_name("isl.high_inertia.h5"), variant)
+    with h5py.File(variant, "r+") as f:
+        if edit == "incomplete":
+            f.attrs["complete"] = False
+        if edit == "full run":
+            f.attrs["lab_quick"] = False
+    err = _grade_error([str(main_path)], capsys)
+    assert f"{variant}: not the recording of variant 'low_inertia' of lab islanded: {why}" \
+        in err
+    assert "(run: gridloop lab run islanded --quick --out" in err
+
+
+def test_a_directory_as_recording_or_answers_is_one_line(islanded: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert _grade_error([str(tmp_path)], capsys).endswith(
+        f"{tmp_path}: a directory; give the main recording of a lab run (RUN.h5)")
+    assert _grade_error([str(islanded), "--answers", str(tmp_path)], capsys).endswith(
+        f"--answers {tmp_path}: a directory, not an answers file")

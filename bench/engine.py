@@ -246,7 +246,9 @@ class Engine:
                     wait = wall0 + k * dt - time.perf_counter()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                elif has_devices and k % 64 == 0:
+                elif k % (64 if has_devices else 1024) == 0:
+                    # give way: device I/O, and Ctrl-C (asyncio turns it into cancelling
+                    # this task, which only lands at an await: a twin-only run had none)
                     await asyncio.sleep(0)
         except BaseException as exc:
             stopped_by = exc

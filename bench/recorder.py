@@ -279,10 +279,12 @@ class Recorder:
         self.sent_ticks = 0
         full = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **attrs}
-        # A subprocess (not multiprocessing): it never re-imports the caller's __main__.
+        # A subprocess (not multiprocessing): it never re-imports the caller's __main__.  In
+        # a session of its own: Ctrl-C in a terminal interrupts the bench, which closes the
+        # recording (marked incomplete), not the writer in the middle of a write.
         self._proc = subprocess.Popen([sys.executable, "-m", "bench.recorder"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      bufsize=0)
+                                      bufsize=0, start_new_session=True)
         self._conn = _Pipe(self._proc.stdout.fileno(), self._proc.stdin.fileno())
         self._closed = False
         try:

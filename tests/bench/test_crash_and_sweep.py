@@ -70,6 +70,36 @@ def test_kill_9_during_a_run_leaves_a_readable_recording(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_run_and_keeps_its_recording(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the bench closes its recording
+    (incomplete, with why), the writer is not interrupted mid-write, nothing is a traceback."""
+    out = tmp_path / "stopped.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(SCENARIO), "--mode", "twin", "--quiet",
+         "--out", str(out), "--set", "run.duration_s=100000", "--set", "run.flush_s=0.2"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "gridloop: interrupted"
+    from bench.recording import open_run
+
+    with open_run(out) as run:
+        assert len(run) > 0 and not run.complete
+        assert [m for _, k, m in run.events() if k == "run_stopped"] == ["interrupted"]
+
+
+@pytest.mark.slow
 def test_two_point_sweep_on_a_local_dask_cluster(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     assert main(["sweep", str(SCENARIO), "--set", "north.battery.capacity_ah=140,280",

@@ -5,23 +5,29 @@ whole run with its own recording and its own seed, derived from the scenario's s
 point's index so a sweep is reproducible and no two points share a random stream.  Points
 run in batches on a Dask cluster (a local one by default, ``--scheduler ADDRESS`` for an
 existing one); the results table (CSV) has one row per point with its values, seed, status
-and the run's figures (:mod:`bench.summary`).
+and the run's figures (:mod:`bench.summary`).  The table is rewritten as each point finishes,
+so Ctrl-C or a crash keeps the finished rows; the others read ``pending`` (or
+``interrupted``).  A seed given with ``--set`` or ``--fix run.seed=`` is used as given.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, ScenarioError
-from bench.scenario import load
+from bench.errors import BenchError, ScenarioError, user_errors
+from bench.scenario import SECTIONS, load
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Point:
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     """``KEY=V1,V2`` strings into ``[(KEY, [V1, V2])]``; values keep their TOML text."""
     grid = []
+    seen: set[str] = set()
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip() or not raw.strip():
@@ -42,6 +49,10 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
         values = _split_values(raw)
         if not values:
             raise ScenarioError(f"--set {item}: no values")
+        if _canonical(key) in seen:  # a second list would silently replace the first
+            raise ScenarioError(f"--set {item}: {key.strip()} is already swept; "
+                                f"give all its values in one --set")
+        seen.add(_canonical(key))
         grid.append((key.strip(), values))
     return grid
 
@@ -82,6 +93,32 @@ def points(grid: list[tuple[str, list[str]]], base_seed: int) -> list[Point]:
     return out
 
 
+def _canonical(key: str) -> str:
+    """One spelling per scenario field (``north.battery.x`` is ``nodes.north.battery.x``),
+    so a field given twice is caught however it is written."""
+    key = key.strip()
+    if key.split(".")[0] not in SECTIONS:
+        return f"nodes.{key}"
+    return key
+
+
+def recording_path(out_dir: Path, index: int) -> Path:
+    """Where point ``index`` records."""
+    return out_dir / f"point_{index:04d}.h5"
+
+
+def ledger_path(recording: Path) -> Path:
+    """A point's ledger, beside its recording (as ``gridloop run`` puts it)."""
+    return recording.with_name(recording.stem + ".ledger.db")
+
+
+def _clear(recording: Path) -> None:
+    """Remove a point's recording and ledger: a new sweep replaces both, not appends."""
+    ledger = str(ledger_path(recording))
+    for path in (recording, *(Path(ledger + s) for s in ("", "-wal", "-shm"))):
+        path.unlink(missing_ok=True)
+
+
 def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
               extra: tuple[str, ...]) -> list[dict[str, Any]]:
     """Run a batch of points in one worker; failures become rows, not lost batches."""
@@ -93,13 +130,14 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
 
     rows = []
     for p in batch:
-        out = Path(out_dir) / f"point_{p.index:04d}.h5"
+        out = recording_path(Path(out_dir), p.index)
         row: dict[str, Any] = {"point": p.index, "seed": p.seed, "path": str(out),
                                **dict(p.values)}
         t0 = time.perf_counter()
         try:
+            _clear(out)
             s = load(scenario_path, list(extra) + list(p.overrides) + [f"run.seed={p.seed}"])
-            plan = build_plan(s, ledger=str(out.with_name(out.stem + ".ledger.db")))
+            plan = build_plan(s, ledger=str(ledger_path(out)))
             run_plan(plan, out, progress=False)
             with open_run(out) as r:
                 row.update(figures(r).flat())
@@ -110,61 +148,170 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
             row["status"] = "ok"
         except Exception as exc:  # one bad point must not sink the sweep
             row["status"] = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")
+            if not out.exists():  # the row names no recording it did not make
+                row["path"] = ""
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
     return rows
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    """Where the table is and how the points ended."""
+
+    path: Path
+    points: int
+    failed: int
+    interrupted: int
+
+
+def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
+                 extra: Sequence[str] = ()) -> list[Point]:
+    """The grid's points, each scenario loaded and built as ``gridloop run`` would before
+    running, so a value that cannot run is refused before any point starts."""
+    from bench.build import build_plan
+
+    base = load(scenario_path, list(extra))
+    grid = parse_grid(items)
+    fixed = {_canonical(x.partition("=")[0]) for x in extra}
+    for key, _ in grid:
+        if _canonical(key) in fixed:
+            raise ScenarioError(f"--set {key}: also given by --fix; give it once")
+    # a seed the user gives (swept or fixed) is the seed each point runs with
+    seed_given = "run.seed" in fixed or any(_canonical(k) == "run.seed" for k, _ in grid)
+    pts = []
+    for p in points(grid, base.run.seed):
+        seed = [] if seed_given else [f"run.seed={p.seed}"]
+        try:
+            s = load(scenario_path, list(extra) + list(p.overrides) + seed)
+            build_plan(s, ledger=str(ledger_path(recording_path(out_dir, p.index))))
+        except user_errors() as exc:
+            raise ScenarioError(f"point {p.index} ({', '.join(p.overrides)}): {exc}") from None
+        pts.append(replace(p, seed=s.run.seed))
+    return pts
+
+
 def sweep(scenario_path: Path, items: Sequence[str], out_dir: Path, workers: int = 2,
           scheduler: str | None = None, batch_size: int = 1,
-          extra: Sequence[str] = (), progress: bool = True) -> Path:
-    """Run the sweep and write ``out_dir/results.csv``; returns its path."""
+          extra: Sequence[str] = (), progress: bool = True) -> SweepResult:
+    """Run the sweep, writing ``out_dir/results.csv`` as each point finishes.
+
+    Ctrl-C stops it: the finished rows are kept and the others marked ``interrupted``.
+    """
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
         raise BenchError("gridloop sweep needs Dask: pip install 'gridloop[sweep]'") from exc
-    base = load(scenario_path, list(extra))  # validate before starting any worker
-    grid = parse_grid(items)
-    for key, values in grid:  # every value must give a valid scenario
-        for v in values:
-            load(scenario_path, list(extra) + [f"{key}={v}"])
-    pts = points(grid, base.run.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    batches = [pts[i:i + batch_size] for i in range(0, len(pts), max(1, batch_size))]
+    pts = check_points(scenario_path, items, out_dir, extra)
+    keys = [k for k, _ in parse_grid(items)]
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, ValueError, TypeError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BenchError(f"--scheduler {scheduler}: no Dask scheduler there ({why})") from None
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = _local_cluster(LocalCluster, workers)
         client = Client(cluster)
-    rows: list[dict[str, Any]] = []
+    rows: dict[int, dict[str, Any]] = {}
+    path = out_dir / "results.csv"
+    futures: dict[Any, list[Point]] = {}
+    interrupted = False
     t0 = time.monotonic()
     try:
-        futures = [client.submit(run_batch, str(scenario_path.resolve()), b, str(out_dir),
-                                 tuple(extra), pure=False) for b in batches]
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"--out {out_dir}: {exc.strerror or exc}") from None
+        for p in pts:
+            _clear(recording_path(out_dir, p.index))
+        _write_table(path, pts, keys, rows, "pending")
+        batches = [pts[i:i + batch_size] for i in range(0, len(pts), max(1, batch_size))]
+        futures = {client.submit(run_batch, str(scenario_path.resolve()), b, str(out_dir),
+                                 tuple(extra), pure=False): b for b in batches}
         for fut in as_completed(futures):
-            rows.extend(fut.result())
+            try:
+                done = fut.result()
+            except Exception as exc:  # the worker died: its points failed, the rest go on
+                why = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")
+                done = [_unfinished(p, keys, why) for p in futures[fut]]
+            rows.update((r["point"], r) for r in done)
+            _write_table(path, pts, keys, rows, "pending")  # a crash keeps what finished
             if progress:
                 print(f"sweep: {len(rows)}/{len(pts)} points "
                       f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # closing the cluster below stops the points still running
+        interrupted = True
     finally:
+        _close(client, cluster)
+    if interrupted:
+        if not path.parent.is_dir():
+            raise KeyboardInterrupt
+        _write_table(path, pts, keys, rows, "interrupted")
+    failed = sum(1 for r in rows.values() if r["status"] != "ok")
+    return SweepResult(path, len(pts), failed, len(pts) - len(rows))
+
+
+def _local_cluster(factory: Any, workers: int) -> Any:
+    """A local cluster whose workers ignore SIGINT: Ctrl-C in a terminal reaches the whole
+    process group, and the sweep (not each worker, with a traceback) decides what stops.
+    Workers log errors only: a point's failure is its row's status, and the tasks a Ctrl-C
+    stops would each log a warning."""
+    def start() -> Any:
+        return factory(n_workers=workers, threads_per_worker=1, processes=True,
+                       dashboard_address=None, silence_logs=logging.ERROR)
+
+    if threading.current_thread() is not threading.main_thread():
+        return start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers
+    try:
+        return start()
+    finally:
+        if previous is not None:  # None: a handler Python did not install, left as it is
+            signal.signal(signal.SIGINT, previous)
+
+
+def _close(client: Any, cluster: Any) -> None:
+    """Close the client and cluster quietly: workers stopped mid-point are expected here."""
+    quiet = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.CRITICAL)
+    try:
         client.close()
         if cluster is not None:
             cluster.close()
-    rows.sort(key=lambda r: r["point"])
-    path = out_dir / "results.csv"
-    columns: list[str] = []
-    for r in rows:
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
+
+
+def _unfinished(p: Point, keys: list[str], status: str) -> dict[str, Any]:
+    return {"point": p.index, "seed": p.seed, "path": "", **dict(p.values), "status": status}
+
+
+def _write_table(path: Path, pts: list[Point], keys: list[str],
+                 rows: dict[int, dict[str, Any]], unfinished: str) -> None:
+    """Every point's row, finished or ``unfinished``; replaced whole, so a reader (or a
+    crash) never sees half a table."""
+    table = [rows.get(p.index) or _unfinished(p, keys, unfinished) for p in pts]
+    head = ["point", "seed", "path", *keys]
+    tail = [k for k in ("checks_failed", "status", "wall_s")
+            if k in ("status", "wall_s") or any(k in r for r in table)]
+    columns = list(head)
+    for r in table:
         for k in r:
-            if k not in columns:
+            if k not in columns and k not in tail:
                 columns.append(k)
-    with path.open("w", newline="") as f:
+    columns += tail
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
-        for r in rows:
+        for r in table:
             w.writerow({k: _fmt(r.get(k, "")) for k in columns})
-    return path
+    os.replace(tmp, path)
 
 
 def _fmt(v: Any) -> Any:

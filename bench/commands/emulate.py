@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
+
+#: longest the plants advance without letting the servers answer [s]
+CATCH_UP_S = 0.02
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port-base", type=int, metavar="N",
                    help="first TCP port: device i listens on N + i (default: free ports)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
-                   help="simulated seconds per wall-clock second (default 1)")
+                   help="simulated seconds per wall-clock second (default 1); past what "
+                   "the plants can do, they run as fast as they can")
     p.add_argument("--json", action="store_true",
                    help="first print one JSON object per device per line")
     p.add_argument("--duration", type=float, metavar="S",
@@ -35,8 +40,10 @@ def main(args: argparse.Namespace) -> int:
     from bench.errors import BenchError
     from bench.scenario import load
 
-    if args.speed <= 0:
-        raise BenchError(f"--speed must be positive, not {args.speed}")
+    if not math.isfinite(args.speed) or args.speed <= 0:
+        raise BenchError(f"--speed must be a positive number, not {args.speed}")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise BenchError(f"--duration must be a positive number of seconds, not {args.duration}")
     if args.port_base is not None and not 0 < args.port_base < 65536:
         raise BenchError(f"--port-base must be a TCP port, not {args.port_base}")
     s = load(args.scenario, args.overrides + ["run.mode=emulated"])
@@ -48,6 +55,10 @@ def main(args: argparse.Namespace) -> int:
     if host is None:
         raise BenchError(f"{args.scenario}: no asset to emulate (batteries, inverters, meters "
                          f"and GPU racks that are not mode = \"twin\")")
+    if args.port_base is not None and args.port_base + len(host.emulators) - 1 > 65535:
+        raise BenchError(f"--port-base {args.port_base}: {len(host.emulators)} devices listen "
+                         f"on ports up to {args.port_base + len(host.emulators) - 1}, past "
+                         f"65535; use at most {65536 - len(host.emulators)}")
     return asyncio.run(_serve(host, s.run.dt_s, args))
 
 
@@ -66,17 +77,24 @@ async def _serve(host, dt: float, args: argparse.Namespace) -> int:
                 where = d.get("port", d.get("serial_port"))
                 print(f"{d['node']}.{d['asset']:<10} {d['kind']:<9} {d['transport']} "
                       f"{d['host']}:{where} unit {d['unit']} models {d['models']}", flush=True)
-        # Plants advance in whole ticks of the scenario's dt, paced to the wall clock.
+        # Plants advance in whole ticks of the scenario's dt, paced to the wall clock.  A
+        # speed the plants cannot keep up with runs them as fast as they go, in slices of
+        # CATCH_UP_S so the servers still answer and --duration and signals still stop it.
         t0 = time.monotonic()
+        end = math.inf if args.duration is None else t0 + args.duration
         steps = 0
         while not stop.is_set():
-            elapsed = time.monotonic() - t0
-            if args.duration is not None and elapsed >= args.duration:
+            now = time.monotonic()
+            if now >= end:
                 break
-            due = int(elapsed * args.speed / dt)
-            while steps < due:
+            due = (now - t0) * args.speed / dt  # a float: no overflow however fast
+            slice_end = min(now + CATCH_UP_S, end)
+            while steps < due and time.monotonic() < slice_end:
                 host.advance(dt)
                 steps += 1
+            if steps < due:  # behind: let the servers and signal handlers run, then go on
+                await asyncio.sleep(0)
+                continue
             try:
                 await asyncio.wait_for(stop.wait(), timeout=min(0.05, dt / args.speed))
             except TimeoutError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -25,15 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Exit 0 when every point ran, 1 when one failed, 130 when interrupted (the finished
+    rows are in the table either way)."""
     from bench.errors import BenchError
     from bench.sweep import sweep
 
     if args.workers < 1 or args.batch < 1:
         raise BenchError("--workers and --batch must be at least 1")
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{Path(args.scenario).stem}"
-    path = sweep(Path(args.scenario), args.grid, out, workers=args.workers,
-                 scheduler=args.scheduler, batch_size=args.batch, extra=args.extra,
-                 progress=not args.quiet)
-    print(path.read_text(), end="")
-    print(f"results: {path}")
+    result = sweep(Path(args.scenario), args.grid, out, workers=args.workers,
+                   scheduler=args.scheduler, batch_size=args.batch, extra=args.extra,
+                   progress=not args.quiet)
+    if result.interrupted:
+        print(f"gridloop: interrupted: {result.points - result.interrupted} of "
+              f"{result.points} points finished; results {result.path}", file=sys.stderr)
+        return 130
+    print(result.path.read_text(), end="")
+    print(f"results: {result.path}")
+    if result.failed:
+        print(f"gridloop: {result.failed} of {result.points} points failed (see status in "
+              f"{result.path})", file=sys.stderr)
+        return 1
     return 0

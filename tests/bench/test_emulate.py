@@ -1,0 +1,71 @@
+"""``gridloop emulate``: bad numbers are one line, any finite speed still stops on time and
+on a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"  # 7 emulated devices
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--speed", "nan"], "--speed must be a positive number, not nan"),
+    (["--speed", "inf"], "--speed must be a positive number, not inf"),
+    (["--speed", "0"], "--speed must be a positive number"),
+    (["--duration", "-1"], "--duration must be a positive number of seconds, not -1.0"),
+    (["--duration", "nan"], "--duration must be a positive number of seconds"),
+    (["--port-base", "65530"], "--port-base 65530: 7 devices listen on ports up to 65536"),
+    (["--port-base", "0"], "--port-base must be a TCP port"),
+])
+def test_bad_numbers_are_one_line(args: list[str], says: str,
+                                  capsys: pytest.CaptureFixture) -> None:
+    assert main(["emulate", str(SCENARIO), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"gridloop: error: {says}"), err
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "emulate", str(SCENARIO), *args],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_speed_past_what_the_plants_can_do_still_stops_at_the_duration() -> None:
+    proc = _start("--speed", "1e12", "--duration", "1")
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "emulate: stopped after" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_it_at_any_speed(sig: signal.Signals) -> None:
+    proc = _start("--speed", "1e12")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline()  # serving
+        time.sleep(0.5)  # well into catching up with a clock it can never reach
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "emulate: stopped after" in err

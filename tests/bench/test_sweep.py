@@ -1,0 +1,147 @@
+"""Sweeps end as their points did: Ctrl-C keeps the finished rows, a failed point exits 1,
+bad input is one line before any point starts, a rerun replaces each point's files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import h5py
+import pytest
+
+from bench.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
+TWIN = ["--fix", "run.mode=twin"]
+ONE = ["--workers", "1"]  # one worker starts sooner than two
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _blocks(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db) as c:
+        return (c.execute("SELECT count(*) FROM blocks").fetchone()[0],
+                c.execute("SELECT count(*) FROM records").fetchone()[0])
+
+
+@pytest.mark.slow
+def test_sigint_keeps_the_finished_rows_and_marks_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # paced to the wall clock: point 0 takes a second, points 1 and 2 ten minutes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "sweep", str(SCENARIO), *TWIN, "--quiet",
+         "--fix", "run.realtime=true", "--set", "run.duration_s=1,600,600", "--workers", "2",
+         "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # its own group, SIGINT at its default, as in a terminal
+    try:
+        deadline = time.monotonic() + 60
+        while not ((out / "results.csv").is_file() and _rows(out)[0]["status"] == "ok"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "point 0 never reached the table"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the sweep and its workers
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stdout == ""  # the table is in the file, not printed half-done
+    assert stderr.splitlines() == [f"gridloop: interrupted: 1 of 3 points finished; results "
+                                   f"{out / 'results.csv'}"], stderr
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["ok", "interrupted", "interrupted"]
+    assert rows[0]["path"] == str(out / "point_0000.h5") and float(rows[0]["ticks"]) == 20
+    assert rows[1]["path"] == rows[2]["path"] == ""
+
+
+@pytest.mark.slow
+def test_a_swept_seed_is_used_and_a_rerun_replaces_each_ledger(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    argv = ["sweep", str(SCENARIO), "--set", "run.seed=1,2", *TWIN,
+            "--fix", "run.duration_s=4", *ONE, "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = [_blocks(out / f"point_{i:04d}.ledger.db") for i in range(2)]
+    assert all(blocks > 0 and records > 0 for blocks, records in first), first
+    assert main(argv) == 0  # the same sweep again, into the same folder
+    assert [_blocks(out / f"point_{i:04d}.ledger.db") for i in range(2)] == first
+    assert main(["ledger", "verify", str(out / "point_0000.ledger.db")]) == 0
+    rows = _rows(out)
+    assert [r["seed"] for r in rows] == [r["run.seed"] for r in rows] == ["1", "2"]
+    for i, seed in enumerate((1, 2)):
+        with h5py.File(out / f"point_{i:04d}.h5", "r") as f:
+            assert int(f.attrs["seed"]) == seed
+
+
+@pytest.mark.slow
+def test_a_fixed_seed_is_every_points_seed(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    assert main(["sweep", str(SCENARIO), "--set", "run.dt_s=0.05,0.1", *TWIN,
+                 "--fix", "run.seed=9", "--fix", "run.duration_s=1", *ONE, "--out", str(out),
+                 "--quiet"]) == 0
+    assert [r["seed"] for r in _rows(out)] == ["9", "9"]
+
+
+@pytest.mark.slow
+def test_a_failed_point_exits_1_and_names_no_recording(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "point_0001.h5").write_text("left by an earlier sweep")
+    # a controller option the scenario accepts and the controller refuses when the run starts
+    assert main(["sweep", str(SCENARIO), "--set",
+                 'controller.options.ramp_limit_w_per_s=5000,"fast"', *TWIN,
+                 "--fix", "run.duration_s=1", *ONE, "--out", str(out), "--quiet"]) == 1
+    assert "1 of 2 points failed" in capsys.readouterr().err
+    rows = _rows(out)
+    assert rows[0]["status"] == "ok" and Path(rows[0]["path"]).is_file()
+    assert rows[1]["status"].startswith("error: ControllerError"), rows[1]
+    assert rows[1]["path"] == "" and not (out / "point_0001.h5").exists()
+
+
+def test_a_point_that_cannot_be_built_is_refused_before_starting(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sw"
+    assert main(["sweep", str(SCENARIO), "--set", "south.battery.initial.soc=0.5,1.5", *TWIN,
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gridloop: error: point 1 "), err
+    assert "south.battery.initial.soc=1.5" in err and "must be in [0, 1]" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "run.dt_s=0.02,0.05", "--set", "run.dt_s=0.01"],
+    ["--set", "south.battery.initial.soc=0.5", "--set", "nodes.south.battery.initial.soc=0.6"],
+    ["--set", "run.dt_s=0.02,0.05", "--fix", "run.dt_s=0.01"],
+])
+def test_a_key_given_twice_is_refused(args: list[str], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sw"
+    assert main(["sweep", str(SCENARIO), *args, *TWIN, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gridloop: error: --set "), err
+    assert not out.exists()
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(["sweep", str(SCENARIO), "--set", "run.dt_s=0.05", *TWIN,
+                     "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "sw"),
+                     "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--scheduler tcp://127.0.0.1:1:" in err, err

@@ -56,9 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
-    # pymodbus logs each failed connection without naming the device; the bench says which
-    # device it was, in one line, and records it
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    # pymodbus logs each failed connection, and each answer it discards (with a hex dump),
+    # without naming the device; the bench says which device it was, in one line, and
+    # records it
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.controllers import ControllerContext, Observation, load_controller
-from bench.errors import BenchError, ControllerError, LateTickError
+from bench.errors import BenchError, ControllerError, DeviceWarning, LateTickError
 from bench.plan import Plan
 from bench.recorder import Recorder
 
@@ -144,6 +145,7 @@ class Engine:
         return asyncio.run(self._run())
 
     async def _run(self) -> RunSummary:
+        asyncio.get_running_loop().set_exception_handler(_one_line_per_kind())
         plan = self.plan
         run = plan.scenario.run
         controller = self._controller()
@@ -269,6 +271,27 @@ class Engine:
                 summary.missed_deadlines = int((lat >= dt).sum())
             if plan.market is not None:
                 plan.market.finish(rec, k * dt, stopped_by)
+
+
+def _one_line_per_kind() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An event-loop exception handler that says what went wrong in one line, once per kind.
+
+    A device's transport that chokes on a malformed frame fails inside the event loop
+    (asyncio's default handler prints a traceback on every reconnect); the device's reads
+    already fail and are recorded, so one warning line is enough.
+    """
+    seen: set[str] = set()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        what = f"{context.get('message', 'event loop error')}" + (
+            f": {type(exc).__name__}: {exc}" if exc is not None else "")
+        key = what.split(":")[0] + (type(exc).__name__ if exc is not None else "")
+        if key not in seen:
+            seen.add(key)
+            warnings.warn(DeviceWarning(what.replace("\n", " ")), stacklevel=1)
+
+    return handle
 
 
 def _why(exc: BaseException) -> str:

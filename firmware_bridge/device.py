@@ -10,6 +10,7 @@ turns them into flagged readings for the bench, which never stops on one device'
 from __future__ import annotations
 
 import enum
+import struct
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -106,3 +107,8 @@ async def poll(device: Device) -> Reading:
         return Reading({}, time.time(), Quality.TIMEOUT, time.perf_counter() - t0, str(exc))
     except DeviceError as exc:
         return Reading({}, time.time(), Quality.ERROR, time.perf_counter() - t0, str(exc))
+    except (ArithmeticError, ValueError, struct.error) as exc:
+        # an answer no decoder expected (a register out of every sane range): this tick's
+        # reading is an error, the run goes on
+        return Reading({}, time.time(), Quality.ERROR, time.perf_counter() - t0,
+                       f"undecodable answer ({type(exc).__name__}: {exc})")

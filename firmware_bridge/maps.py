@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from firmware_bridge.errors import ConfigError
+from firmware_bridge.errors import ConfigError, DeviceError
 from firmware_bridge.sunspec import (
     DEFAULT_BASE_ADDRESS,
     MAX_READ_REGISTERS,
@@ -284,15 +284,25 @@ def _scatter(regs: dict[int, int], address: int, values: list[int]) -> None:
         regs[address + i] = v
 
 
+#: the range SunSpec allows a scale factor (sunssf) point
+SF_MIN, SF_MAX = -10, 10
+
+
 def _sf(image: Sequence[int], layout: DeviceLayout, model: int, point: Point) -> int | None:
-    """The scale factor of ``point``: 0 when unscaled, None when its sf point is unset."""
+    """The scale factor of ``point``: 0 when unscaled, None when its sf point is unset; a
+    device's scale factor out of SunSpec's range is a :class:`DeviceError`."""
     if point.sf is None:
         return 0
     if isinstance(point.sf, int):
         return point.sf
     sf_point = model_layout(model).point(point.sf)
     raw = decode_value(sf_point, _get(image, layout, model, sf_point))
-    return None if raw is None else int(raw)
+    if raw is None:
+        return None
+    if not SF_MIN <= int(raw) <= SF_MAX:  # 10**32767 overflows; 10**20 W is nonsense
+        raise DeviceError(f"model {model} {point.sf} = {int(raw)}: a scale factor outside "
+                          f"SunSpec's {SF_MIN}..{SF_MAX}")
+    return int(raw)
 
 
 def _encode(point: Point, value: float, factor: float, codes: tuple[tuple[int, float], ...],

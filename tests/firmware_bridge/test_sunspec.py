@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sunspec2.device import Model
 
-from firmware_bridge.errors import ConfigError
+from firmware_bridge.errors import ConfigError, DeviceError
 from firmware_bridge.maps import get_map
 from firmware_bridge.sunspec import (
     DEFAULT_BASE_ADDRESS,
@@ -322,3 +322,19 @@ def test_the_documented_addresses_are_the_generated_ones(repo: Path) -> None:
         assert gpu.address(64901, point) == int(address), point
         checked += 1
     assert checked >= 30
+
+
+@pytest.mark.parametrize("raw", [0x7FFF, 20, 0x10000 - 11])
+def test_a_device_scale_factor_out_of_sunspec_range_is_a_device_error(raw: int) -> None:
+    """10**32767 overflows and 10**20 W is nonsense: the reading fails, naming the point."""
+    map_name, signals = KINDS["meter"]
+    regmap = get_map(map_name)
+    layout = regmap.layout()
+    image = regmap.blank(layout, {"SN": "m", "DA": 1})
+    regmap.encode_into(image, layout, signals)
+    point = model_layout(203).point("W")
+    image[layout.address(203, point.sf) - layout.base_address] = raw
+    signed = raw - 0x10000 if raw >= 0x8000 else raw
+    with pytest.raises(DeviceError, match=rf"model 203 W_SF = {signed}: a scale factor "
+                                          r"outside SunSpec's -10..10"):
+        regmap.decode(image, layout)

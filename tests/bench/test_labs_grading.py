@@ -158,16 +158,6 @@ def test_missing_shared_data_is_one_clear_line(tmp_path: Path, monkeypatch: pyte
     assert not (tmp_path / "h100.h5").exists()
 
 
-@pytest.fixture(scope="module")
-def islanded(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """The quick run of lab islanded: a main recording and its variants."""
-    out = tmp_path_factory.mktemp("lab") / "isl.h5"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRIDLOOP_SHARED_DATA", str(shared_data))
-        assert main(["lab", "run", "islanded", "--quick", "--out", str(out), "--quiet"]) == 0
-    return out
-
-
 def _lab_copy(src: Path, folder: Path) -> Path:
     """The lab run ``src`` and its variants copied into ``folder``."""
     import shutil

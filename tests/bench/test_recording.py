@@ -14,16 +14,6 @@ from bench.cli import main
 from bench.errors import RecordingError
 from bench.recording import open_run
 
-SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
-
-
-@pytest.fixture(scope="module")
-def twin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("recording") / "twin.h5"
-    assert main(["run", str(SCENARIO), "--mode", "twin", "--out", str(out), "--quiet",
-                 "--set", "run.duration_s=2", "--set", "market.kind=none"]) == 0
-    return out
-
 
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copy(src, dst)

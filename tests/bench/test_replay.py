@@ -12,17 +12,6 @@ import pytest
 
 from bench.cli import main
 
-SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
-
-
-@pytest.fixture(scope="module")
-def twin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A twin-only run: no device, so no measured (residual) signals."""
-    out = tmp_path_factory.mktemp("replay") / "twin.h5"
-    assert main(["run", str(SCENARIO), "--mode", "twin", "--out", str(out), "--quiet",
-                 "--set", "run.duration_s=1", "--set", "market.kind=none"]) == 0
-    return out
-
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

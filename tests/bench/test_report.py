@@ -11,26 +11,6 @@ import pytest
 
 from bench.cli import main
 
-SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
-
-
-@pytest.fixture(scope="module")
-def twin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "twin.h5"
-    assert main(["run", str(SCENARIO), "--mode", "twin", "--out", str(out), "--quiet",
-                 "--set", "run.duration_s=2", "--set", "market.kind=none"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def islanded(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """The quick run of lab islanded: a main recording and its variants."""
-    out = tmp_path_factory.mktemp("lab") / "isl.h5"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRIDLOOP_SHARED_DATA", str(shared_data))
-        assert main(["lab", "run", "islanded", "--quick", "--out", str(out), "--quiet"]) == 0
-    return out
-
 
 def test_out_that_is_a_file_is_one_line(twin_run: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture) -> None:

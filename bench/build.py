@@ -389,9 +389,15 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
                                                  spec.map, dict(spec.map_options)), deadline)
             modbus = spec.transport in ("tcp", "rtu")
         else:
-            device = _hardware_device(cfg, where("nodes", node, name, "device"), plan.capture,
-                                      f"{node}.{name}")
-            plan.add_device(node, name, device, deadline)
+            device, declared = _hardware_device(cfg, where("nodes", node, name, "device"),
+                                                plan.capture, f"{node}.{name}")
+            # a serial board names its points only when it answers (HELLO), after the
+            # recording's layout is fixed: until then it has the ones declared in its
+            # device table, or its asset kind's (those the emulated board announces)
+            regmap = get_map(DEVICE_MAPS[cfg.kind])
+            plan.add_device(node, name, device, deadline,
+                            declared or device.signals or regmap.signals,
+                            device.setpoints or regmap.setpoints)
             modbus = cfg.device.get("backend", "").startswith("modbus")
         if plan.capture is not None and modbus:
             plan.capture_devices.append(f"{node}.{name}")
@@ -399,7 +405,9 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
         plan.emulators = _Emulators(s, plan)
 
 
-def _hardware_device(cfg: AssetConfig, where: str, capture: Any, name: str) -> Any:
+def _hardware_device(cfg: AssetConfig, where: str, capture: Any,
+                     name: str) -> tuple[Any, tuple[str, ...]]:
+    """The device of a hardware asset, and the signals its table declares (serial only)."""
     from firmware_bridge.errors import BridgeError
     from firmware_bridge.registry import open_device
 
@@ -408,13 +416,22 @@ def _hardware_device(cfg: AssetConfig, where: str, capture: Any, name: str) -> A
     if not backend:
         raise ScenarioError(f"{where}: the device table needs a 'backend' "
                             f"(modbus_tcp, modbus_rtu, serial, nvml)")
+    declared = options.pop("signals", None)
+    if declared is not None:
+        if backend != "serial":
+            raise ScenarioError(f"{where}.signals: only a serial board's signals are "
+                                f"declared (the {backend} back-end knows its own)")
+        if not isinstance(declared, list) or not declared \
+                or not all(isinstance(n, str) and n for n in declared):
+            raise ScenarioError(f"{where}.signals: a list of signal names, e.g. "
+                                f'["p_w", "soc"], got {declared!r}')
     options.setdefault("name", name)
     if backend.startswith("modbus"):
         options.setdefault("map", DEVICE_MAPS[cfg.kind])
         if capture is not None:
             options["capture"] = capture
     try:
-        return open_device(backend, **options)
+        return open_device(backend, **options), tuple(declared or ())
     except (BridgeError, TypeError) as exc:
         raise ScenarioError(f"{where}: {exc}") from None
 

@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,9 @@ class DeviceSlot:
     errors: int = 0
     #: consecutive failed ticks; the first of a streak becomes an event
     streak: int = 0
+    #: a point the device has and the run cannot use, or the reverse, said once:
+    #: ``("signal", name)`` or ``("setpoint", name)``
+    unplaced: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def key(self) -> str:
@@ -102,10 +105,17 @@ class Plan:
                                       for n_, a, s, _ in self.twin.outputs], dtype=int)
         self._measured_mask = np.zeros(n, dtype=bool)
 
-    def add_device(self, node: str, asset: str, device: Any, deadline_s: float) -> DeviceSlot:
-        """Attach an opened-later device to an asset; its signals become measured values."""
+    def add_device(self, node: str, asset: str, device: Any, deadline_s: float,
+                   signals_: Sequence[str] | None = None,
+                   setpoints_: Sequence[str] | None = None) -> DeviceSlot:
+        """Attach an opened-later device to an asset; its signals become measured values.
+
+        ``signals_`` and ``setpoints_`` (default: the device's own) name what the recording
+        gets columns for and what the run writes: a device that learns its points only
+        when it opens (a serial board's HELLO) cannot tell them before the layout is fixed.
+        """
         signals = {}
-        for name in device.signals:
+        for name in device.signals if signals_ is None else signals_:
             key = f"{node}.{asset}.{name}"
             if key not in self.obs_index:
                 self.obs_index[key] = len(self.obs_keys)
@@ -113,7 +123,7 @@ class Plan:
                 self.obs_units[key] = ""
             signals[name] = self.obs_index[key]
         setpoints = {}
-        for name in device.setpoints:
+        for name in device.setpoints if setpoints_ is None else setpoints_:
             key = f"{node}.{asset}.{name}"
             if key in self.setpoint_index:
                 setpoints[name] = self.setpoint_index[key]
@@ -248,10 +258,25 @@ class Plan:
         if reading.quality in (Quality.TIMEOUT, Quality.ERROR):
             self._count_error(slot, t, reading.quality.name.lower(),
                               _named(slot.key, reading.error))
+        unplaced = []
         for name, value in reading.values.items():
             idx = slot.signals.get(name)
             if idx is not None:
                 self.obs_values[idx] = value
+            elif ("signal", name) not in slot.unplaced:
+                unplaced.append(name)
+        if unplaced:
+            self._unplaced(slot, t, [("signal", n) for n in unplaced],
+                           f"{slot.key}: device has signal(s) {', '.join(unplaced)} the "
+                           "recording has no column for (not recorded)")
+
+    def _unplaced(self, slot: DeviceSlot, t: float, points: list[tuple[str, str]],
+                  message: str) -> None:
+        """Say once that points of ``slot`` are on one side only (device or run)."""
+        slot.unplaced.update(points)
+        if self._rec is not None:
+            self._rec.event(t, "device_unplaced", message)
+        warnings.warn(DeviceWarning(message), stacklevel=1)
 
     def _count_error(self, slot: DeviceSlot, t: float, kind: str, message: str) -> None:
         slot.errors += 1
@@ -285,8 +310,17 @@ class Plan:
         u = self.twin.u
         writes = []
         for slot in self.devices:
-            changed = {name: float(u[i]) for name, i in slot.setpoints.items()
-                       if not math.isnan(u[i]) and slot.last_written.get(name) != u[i]}
+            # only what the device has: a serial board announces its setpoints at HELLO
+            writable = slot.device.setpoints
+            changed = {}
+            for name, i in slot.setpoints.items():
+                if math.isnan(u[i]) or slot.last_written.get(name) == u[i]:
+                    continue
+                if name in writable:
+                    changed[name] = float(u[i])
+                elif writable and ("setpoint", name) not in slot.unplaced:
+                    self._unplaced(slot, t, [("setpoint", name)], f"{slot.key}: device has no "
+                                   f"setpoint {name}; the run does not write it")
             if changed:
                 writes.append(self._write(slot, changed, t))
         if writes:

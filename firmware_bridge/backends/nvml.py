@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
+from firmware_bridge.backends.backoff import Backoff
 from firmware_bridge.device import Device, Quality, Reading
 from firmware_bridge.errors import (
     BackendUnavailable,
+    BridgeError,
     ConfigError,
     DeviceDisconnected,
     DeviceError,
@@ -103,11 +105,15 @@ class NvmlDevice(Device):
         NVML index of the GPU (the order of ``nvidia-smi``).
     timeout_s : float
         Deadline of one read (all its NVML calls). [s]
+    backoff_s, backoff_max_s : float
+        First and longest wait between attempts to open NVML after :meth:`open` failed (a
+        driver still loading); it doubles after each failed attempt. [s]
     """
 
     backend = "nvml"
 
-    def __init__(self, index: int = 0, timeout_s: float = 1.0, name: str = "") -> None:
+    def __init__(self, index: int = 0, timeout_s: float = 1.0, name: str = "", *,
+                 backoff_s: float = 0.1, backoff_max_s: float = 5.0) -> None:
         super().__init__(name or f"nvml:{index}")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ConfigError(f"nvml device: index must be an integer >= 0, got {index!r}")
@@ -115,19 +121,34 @@ class NvmlDevice(Device):
             raise ConfigError(f"nvml device: timeout_s must be > 0, got {timeout_s}")
         self.index = index
         self.timeout_s = float(timeout_s)
+        self.backoff = Backoff(backoff_s, backoff_max_s, f"nvml device {index}")
         self.gpu_name = ""
         self._nvml: ModuleType | None = None
         self._handle: Any = None
         self._has_instant = True
+        #: open() was called and close() was not: reads open NVML if it is not open yet
+        self._wanted = False
 
     @property
     def signals(self) -> tuple[str, ...]:
         return tuple(s for s in SIGNALS if s != "p_inst_w" or self._has_instant)
 
     async def open(self) -> None:
-        """Initialise NVML and find the GPU; raises BackendUnavailable without a driver."""
+        """Initialise NVML and find the GPU; raises BackendUnavailable without a driver.
+
+        After a failed open the device stays open: reads try again within the back-off.
+        """
         if self._handle is not None:
             return
+        self._wanted = True
+        self.backoff.reset()
+        try:
+            await self._open()
+        except BaseException:
+            self.backoff.failed()
+            raise
+
+    async def _open(self) -> None:
         nvml = _import_pynvml()
         await self._call(nvml, "nvmlInit", nvml.nvmlInit)
         try:
@@ -150,18 +171,35 @@ class NvmlDevice(Device):
         return handle, str(name), probe.nvmlReturn == _NVML_SUCCESS
 
     async def close(self) -> None:
+        self._wanted = False
         nvml, self._nvml, self._handle = self._nvml, None, None
         if nvml is not None:
             await self._call(nvml, "nvmlShutdown", nvml.nvmlShutdown)
 
     async def read(self) -> Reading:
-        nvml = self._nvml
-        if nvml is None:
-            raise DeviceDisconnected(f"{self.name}: device is not open")
         t0 = time.perf_counter()
+        if self._nvml is None:
+            await self._reopen()
+        nvml = self._nvml
+        assert nvml is not None
         sample = await self._call(nvml, "read", lambda: self._sample(nvml, self._handle))
         return Reading(to_signals(sample), time.time(), Quality.OK, time.perf_counter() - t0,
                        extra={"gpu": self.gpu_name})
+
+    async def _reopen(self) -> None:
+        """Open NVML for a read after :meth:`open` failed, no more often than the back-off
+        allows; every failure is a DeviceError, so a read never stops a run."""
+        if not self._wanted:
+            raise DeviceDisconnected(f"{self.name}: device is not open")
+        self.backoff.check(f"{self.name}: NVML not open")
+        try:
+            await self._open()
+        except BaseException as exc:
+            self.backoff.failed()
+            if isinstance(exc, BridgeError) and not isinstance(exc, DeviceError):
+                raise DeviceDisconnected(str(exc)) from exc  # no driver (yet), no such GPU
+            raise
+        self.backoff.reset()
 
     def _sample(self, nvml: ModuleType, handle: Any) -> NvmlSample:
         instant = None

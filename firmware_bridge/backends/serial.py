@@ -20,6 +20,7 @@ the back-off fails at once, so one dead device never holds up the others.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -160,15 +161,24 @@ class SerialDevice(Device):
         return self._hello
 
     async def open(self) -> None:
-        """Open the port and ask the board for its HELLO."""
+        """Open the port and ask the board for its HELLO.
+
+        A board that is not there yet (no port, no answer) raises, holding no port; the
+        device stays open, so later calls try again within the back-off, as after a lost
+        port, and its first answer counts as a reconnect.
+        """
         if self._opened:
             return
         self._opened = True
+        self.backoff.reset()
         try:
             self._connect()
             await self._transact(MsgType.HELLO, lambda hello: b"")
         except BaseException:
-            await self.close()
+            self._drop_link()
+            self._hello_needed = True
+            self._lost_link = True
+            self.backoff.failed()
             raise
 
     async def close(self) -> None:
@@ -185,9 +195,9 @@ class SerialDevice(Device):
         if self._opened and self.telemetry_max_age_s is not None:
             age = time.monotonic() - self._telemetry_mono
             if age <= self.telemetry_max_age_s and set(self.signals) <= set(self._telemetry):
-                return Reading(dict(self._telemetry), self._telemetry_at, Quality.OK,
-                               time.perf_counter() - t0,
-                               extra={"source": "telemetry", "age_s": age})
+                return self._checked(dict(self._telemetry), self._telemetry_at,
+                                     time.perf_counter() - t0,
+                                     {"source": "telemetry", "age_s": age})
         reply = await self._transact(MsgType.READ, lambda hello: b"")
         assert self._hello is not None
         values = self._decode(messages.decode_values, reply.payload, "READ reply")
@@ -196,8 +206,20 @@ class SerialDevice(Device):
         if set(values) != wanted:
             raise FrameError(f"{self.name}: READ reply has points {sorted(values)}, "
                              f"expected {sorted(wanted)}")
-        return Reading({names[i]: v for i, v in values.items()}, time.time(), Quality.OK,
-                       time.perf_counter() - t0, extra={"source": "poll"})
+        return self._checked({names[i]: v for i, v in values.items()}, time.time(),
+                             time.perf_counter() - t0, {"source": "poll"})
+
+    def _checked(self, values: dict[str, float], timestamp_s: float, rtt_s: float,
+                 extra: dict[str, object]) -> Reading:
+        """A reading of ``values``; a NaN or infinite value (a board's failed sensor, a
+        corrupted float) is a NaN with quality ERROR, never a number passed on as OK."""
+        bad = [name for name, v in values.items() if not math.isfinite(v)]
+        if not bad:
+            return Reading(values, timestamp_s, Quality.OK, rtt_s, extra=extra)
+        error = (f"{self.name}: board sent a non-finite value for "
+                 f"{', '.join(f'{n} ({values[n]})' for n in bad)}")
+        values.update(dict.fromkeys(bad, math.nan))
+        return Reading(values, timestamp_s, Quality.ERROR, rtt_s, error, extra)
 
     async def write(self, setpoints: Mapping[str, float]) -> None:
         def payload(hello: Hello) -> bytes:
@@ -228,8 +250,8 @@ class SerialDevice(Device):
         """The latest telemetry frame as a reading, or None if none arrived since opening."""
         if not self._telemetry:
             return None
-        return Reading(dict(self._telemetry), self._telemetry_at, Quality.OK, 0.0,
-                       extra={"source": "telemetry",
+        return self._checked(dict(self._telemetry), self._telemetry_at, 0.0,
+                             {"source": "telemetry",
                               "age_s": time.monotonic() - self._telemetry_mono})
 
     # -- requests ---------------------------------------------------------------------------
@@ -327,7 +349,8 @@ class SerialDevice(Device):
             raise DeviceDisconnected(f"{self.name}: device is not open")
         if self._stream is not None:
             return
-        self.backoff.check(f"{self.name}: port {self.port} lost")
+        state = "lost" if self._hello is not None else "not ready"
+        self.backoff.check(f"{self.name}: port {self.port} {state}")
         self.stats.reconnect_attempts += 1
         try:
             self._connect()

@@ -177,7 +177,8 @@ def encode_values(values: Mapping[int, float]) -> bytes:
 
 def decode_values(payload: bytes) -> dict[int, float]:
     """``{id: value}`` from ``(id, f32)`` pairs; raises FrameError on a bad length or a
-    repeated id."""
+    repeated id.  A NaN or infinity is a well-formed float32, so it is returned as is: the
+    reader flags it (see :func:`finite`)."""
     if len(payload) % _VALUE.size:
         raise FrameError(f"values payload of {len(payload)} bytes is not a multiple of "
                          f"{_VALUE.size}")

@@ -349,3 +349,27 @@ class TestNvmlOnAGpu:
             with pytest.raises(ConfigError, match="no GPU with index 999"):
                 await NvmlDevice(999).open()
         run(main())
+
+
+def test_a_failed_open_is_retried_by_reads_within_the_back_off(gpu: FakeGpu) -> None:
+    gpu.error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED  # a driver still loading at the start
+
+    async def main() -> None:
+        dev = NvmlDevice(0, backoff_s=0.05)
+        with pytest.raises(BackendUnavailable, match="no NVIDIA driver"):
+            await dev.open()
+        r = await poll(dev)  # inside the back-off: refused at once, no NVML call
+        assert r.quality == Quality.ERROR and "NVML not open; next attempt in" in r.error
+        await asyncio.sleep(0.06)
+        r = await poll(dev)  # still no driver: an error, never an exception out of poll
+        assert r.quality == Quality.ERROR and "no NVIDIA driver" in r.error
+        gpu.error = None
+        await asyncio.sleep(0.11)  # the wait doubled
+        r = await poll(dev)
+        assert r.quality == Quality.OK and r.values["p_w"] == 350.123
+        assert gpu.inits == 1
+        await dev.close()
+        assert gpu.inits == 0
+        with pytest.raises(DeviceDisconnected, match="device is not open"):
+            await dev.read()
+    run(main())

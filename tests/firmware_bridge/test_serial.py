@@ -412,8 +412,95 @@ def test_open_of_a_missing_port_names_it_and_leaves_nothing_open(tmp_path) -> No
         dev = SerialDevice(str(tmp_path / "ttyACM9"))
         with pytest.raises(DeviceDisconnected, match="cannot open .*ttyACM9"):
             await dev.open()
+        # reads retry it, within the back-off
+        with pytest.raises(DeviceDisconnected, match="ttyACM9 not ready; next attempt in"):
+            await dev.read()
+        await dev.close()
         with pytest.raises(DeviceDisconnected, match="not open"):
             await dev.read()
+    run(main())
+
+
+async def _poll_until_ok(dev: SerialDevice, timeout_s: float = 8.0) -> list[Quality]:
+    """Poll as the bench does (an 80 ms deadline every 100 ms) until a reading is OK."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    seen: list[Quality] = []
+    while loop.time() < deadline:
+        try:
+            r = await asyncio.wait_for(poll(dev), 0.08)
+        except TimeoutError:
+            seen.append(Quality.TIMEOUT)
+        else:
+            seen.append(r.quality)
+            if r.quality == Quality.OK:
+                assert set(r.values) == set(dev.signals) and "soc" in r.values
+                return seen
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no OK reading in {timeout_s} s: {seen}")
+
+
+def test_a_port_that_appears_after_open_is_reached_by_reads(tmp_path) -> None:
+    async def main() -> None:
+        link = tmp_path / "ttyACM0"
+        events: list[tuple[str, str]] = []
+        async with SerialEmulator(LagBattery(), "battery", ("p_set_w",)) as emu:
+            dev = SerialDevice(str(link), on_event=lambda k, m: events.append((k, m)))
+            with pytest.raises(DeviceDisconnected, match="cannot open"):
+                await dev.open()
+            asyncio.get_running_loop().call_later(1.0, os.symlink, emu.path, link)
+            try:
+                seen = await _poll_until_ok(dev)
+            finally:
+                await dev.close()
+        assert seen[0] == Quality.ERROR and len(seen) >= 5, seen  # about 1 s of failures
+        assert dev.stats.reconnects == 1 and dev.hello is not None
+        assert [k for k, _ in events] == ["device.reconnect"]
+    run(main())
+
+
+def test_a_board_that_answers_only_later_is_reached_by_reads() -> None:
+    """The port is there from the start, but nothing answers for 1.2 s (a board booting)."""
+    async def main() -> None:
+        async with SerialEmulator(LagBattery(), "battery", ("p_set_w",)) as emu:
+            with Pty() as line:
+                dev = SerialDevice(line.path, timeout_s=0.05)
+                with pytest.raises(DeviceTimeout, match="no reply to HELLO"):
+                    await dev.open()
+                board_fd = os.open(emu.path, os.O_RDWR | os.O_NOCTTY)
+                streams: list[TtyStream] = []
+
+                def join() -> None:  # the far end of the line starts answering
+                    host = TtyStream(line.fd, lambda d: board.write(d), lambda exc: None)
+                    board = TtyStream(board_fd, host.write, lambda exc: None)
+                    streams.extend((host, board))
+
+                asyncio.get_running_loop().call_later(1.2, join)
+                try:
+                    seen = await _poll_until_ok(dev)
+                finally:
+                    await dev.close()
+                    for stream in streams:
+                        stream.close()
+                    os.close(board_fd)
+        assert seen[0] != Quality.OK and len(seen) >= 5, seen
+        assert dev.stats.reconnects == 1
+    run(main())
+
+
+def test_a_non_finite_value_is_nan_with_quality_error_naming_the_signal() -> None:
+    values = iter([{0: math.nan}, {0: math.inf}, {0: -math.inf}, {0: 12.5}])
+
+    async def main() -> None:
+        board = scripted_board(lambda f: frames.encode(Frame(
+            MsgType.READ_REPLY, f.seq, messages.encode_values(next(values)))))
+        async with board as path, SerialDevice(path, name="n.battery") as dev:
+            for shown in ("nan", "inf", "-inf"):
+                r = await poll(dev)
+                assert r.quality == Quality.ERROR and math.isnan(r.values["p_w"])
+                assert r.error == f"n.battery: board sent a non-finite value for p_w ({shown})"
+            r = await poll(dev)
+            assert r.quality == Quality.OK and r.values == {"p_w": 12.5} and r.error is None
     run(main())
 
 

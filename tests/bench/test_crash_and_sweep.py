@@ -26,7 +26,7 @@ def test_kill_9_during_a_run_leaves_a_readable_recording(tmp_path: Path) -> None
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(SCENARIO), "--mode", "twin", "--quiet",
-         "--out", str(out), "--set", "run.duration_s=100000", "--set", "run.flush_s=0.2"],
+         "--out", str(out), "--set", "run.duration_s=3000", "--set", "run.flush_s=0.2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         seen = 0
@@ -76,7 +76,7 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_keeps_its_recording(tmp_path: Pa
     out = tmp_path / "stopped.h5"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(SCENARIO), "--mode", "twin", "--quiet",
-         "--out", str(out), "--set", "run.duration_s=100000", "--set", "run.flush_s=0.2"],
+         "--out", str(out), "--set", "run.duration_s=3000", "--set", "run.flush_s=0.2"],
         env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -84,7 +84,8 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_keeps_its_recording(tmp_path: Pa
         while not out.exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.1)
-        time.sleep(1.0)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
         _, err = proc.communicate(timeout=60)
     finally:

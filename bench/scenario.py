@@ -227,9 +227,10 @@ SECTIONS = ("run", "controller", "market", "profiles", "nodes", "checks")
 
 
 def _at(source: str, lines: dict, path: tuple[str, ...]) -> str:
-    """``file:line: field`` of a key path (the line of its nearest defined prefix)."""
+    """``file:line: field`` of a key path (the line of its nearest defined prefix), or
+    ``--set KEY=VALUE: field`` when the value came from the command line."""
     line = line_of(lines, path) if lines else None
-    where = f"{source}:{line}" if line else source
+    where = line if isinstance(line, str) else f"{source}:{line}" if line else source
     return f"{where}: {'.'.join(path) if path else '(top level)'}"
 
 
@@ -244,6 +245,11 @@ def _parameter_error(source: str, lines: dict, exc: ParameterError) -> ScenarioE
     if not sep:
         return _fail(source, lines, (), text)
     path = tuple(p for p in re.split(r"\.|\[(\d+)\]", dotted) if p)
+    # "run: duration_s must be positive" is about the field duration_s: at its own line,
+    # or at the --set that gave it
+    field = re.match(r"([a-z_][a-z0-9_]*) (.+)", message)
+    if field and (*path, field.group(1)) in lines:
+        path, message = (*path, field.group(1)), field.group(2)
     return _fail(source, lines, path, message)
 
 
@@ -257,9 +263,10 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
         m = re.search(r"line (\d+)", msg)
         where = f"{source}:{m.group(1)}" if m else source
         raise ScenarioError(f"{where}: not valid TOML: {msg}") from None
-    lines = key_lines(text)
+    lines: dict[tuple[str, ...], int | str] = dict(key_lines(text))
     for item in overrides:
-        apply_override(doc, item)
+        # an error in an overridden value is the command line's, not the file's
+        lines[apply_override(doc, item)] = f"--set {item}"
 
     for key in doc:
         if key not in SECTIONS:
@@ -394,8 +401,8 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_override(doc: dict, item: str) -> None:
-    """Apply one ``--set KEY=VALUE`` to the raw document.
+def apply_override(doc: dict, item: str) -> tuple[str, ...]:
+    """Apply one ``--set KEY=VALUE`` to the raw document; returns the key path it set.
 
     ``run.dt_s=0.01`` and ``controller.options.limit_w=5e4`` set those fields;
     ``NODE.ASSET.KEY=VALUE`` sets an asset field (``north.battery.initial.soc=0.9``), or
@@ -435,3 +442,4 @@ def apply_override(doc: dict, item: str) -> None:
             raise ScenarioError(f"--set {item}: '{part}' is not a table")
         target = nxt
     target[path[-1]] = value
+    return tuple(path)

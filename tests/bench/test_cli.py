@@ -80,7 +80,10 @@ def test_replay_same_controller_does_not_diverge_another_does(recording: Path, t
 
 @pytest.mark.parametrize("argv,expected", [
     (["run", "nope.toml"], "nope.toml: no such scenario file"),
-    (["run", str(SCENARIO), "--set", "run.dt_s=-1"], "dt_s must be a positive"),
+    (["run", str(SCENARIO), "--set", "run.dt_s=-1"],
+     "--set run.dt_s=-1: run.dt_s: must be a positive"),
+    (["run", str(SCENARIO), "--duration", "0"], "--set run.duration_s=0.0: run.duration_s: "
+                                                "must be positive"),
     (["run", str(SCENARIO), "--set", "north.batery.x=1"], "did you mean 'battery'"),
     (["run", str(SCENARIO), "--set", "north.battery.capacity_a=1"],
      "capacity_a: unknown parameter"),

@@ -119,4 +119,4 @@ def test_sweep_rejects_a_bad_value_before_starting(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     assert main(["sweep", str(SCENARIO), "--set", "run.dt_s=0.05,-1",
                  "--out", str(tmp_path / "s"), "--quiet"]) == 2
-    assert "dt_s must be a positive" in capsys.readouterr().err
+    assert "run.dt_s: must be a positive" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def test_a_device_address_without_a_mode_is_a_warning() -> None:
     # a reference to a profile that does not exist
     ('profile = "train"', 'profile = "trian"', r"bad\.toml:28: nodes\.north\.rack\.profile: no profile named 'trian' \(did you mean 'train'\?\)"),
     # impossible value
-    ("dt_s = 0.02", "dt_s = -1", r"bad\.toml:1: run: dt_s must be a positive"),
+    ("dt_s = 0.02", "dt_s = -1", r"bad\.toml:2: run\.dt_s: must be a positive"),
     # unknown section
     ("[controller]", "[controler]", r"bad\.toml:6: controler: unknown section \(did you mean 'controller'\?\)"),
     # hardware without an address

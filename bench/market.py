@@ -75,6 +75,15 @@ class MarketLink:
             return
         from ledger import MarketSession
 
+        if "://" not in self.ledger:  # opened before the recording makes its folder
+            try:
+                Path(self.ledger).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                from bench.errors import BenchError
+
+                raise BenchError(f"{self.ledger}: cannot create its folder: "
+                                 f"{exc.strerror or exc}") from None
+
         self.session = MarketSession(
             self.ledger, keys=self.keys, nodes=self.nodes, market=self.cfg.kind,
             interval_s=self.cfg.interval_s,

@@ -71,3 +71,14 @@ def test_a_ledger_that_refuses_the_run_leaves_the_recording(tmp_path: Path,
     assert run(out, ledger, 1000, "--set", "market.interval_s=600") == 2
     assert "was made with interval_ms 900000" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_ledger_and_recording_folders_are_made(tmp_path: Path) -> None:
+    """On a fresh checkout runs/ does not exist yet: the default ledger beside the recording
+    is opened before the recording makes the folder."""
+    out = tmp_path / "runs" / "p2p.h5"
+    assert main(["run", str(SCENARIO), "--mode", "twin", "--duration", "1000", "--quiet",
+                 "--out", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "runs" / "p2p.ledger.db").is_file()
+    assert run(tmp_path / "a" / "r.h5", tmp_path / "b" / "l.db", 1000) == 0
+    assert (tmp_path / "b" / "l.db").is_file()

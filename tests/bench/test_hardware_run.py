@@ -4,9 +4,7 @@ scenario names them by address, as a lab engineer's file names the kit's."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +18,8 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.recording import open_run
 
-REPO = Path(__file__).resolve().parents[2]
+from .kit import REPO, emulated_kit
+
 SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 
 
@@ -37,11 +36,7 @@ def _pointed_at(text: str, devices: list[dict]) -> str:
 
 @pytest.mark.slow
 def test_hardware_run_is_paced_and_reads_every_device(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    kit = subprocess.Popen([sys.executable, "-m", "bench", "emulate", str(SCENARIO), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        devices = [json.loads(kit.stdout.readline()) for _ in range(7)]
+    with emulated_kit(SCENARIO, 7) as (_, devices):
         scenario = tmp_path / "lab.toml"
         scenario.write_text(_pointed_at(SCENARIO.read_text(), devices))
         out = tmp_path / "lab.h5"
@@ -50,13 +45,6 @@ def test_hardware_run_is_paced_and_reads_every_device(tmp_path: Path) -> None:
         assert main(["run", str(scenario), "--out", str(out), "--quiet",
                      "--set", "run.mode=hardware", "--set", "run.duration_s=2"]) == 0
         wall = time.monotonic() - t0
-    finally:
-        kit.send_signal(signal.SIGTERM)
-        try:
-            kit.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            kit.kill()
-            kit.wait()
     assert wall >= 2.0 * 0.95  # 40 ticks of 50 ms, paced
     with open_run(out) as run:
         assert run.attrs["mode"] == "hardware" and run.attrs["realtime"]
@@ -117,10 +105,7 @@ def _ticks(path: Path) -> int:
 @pytest.mark.slow
 def test_a_kit_lost_mid_run_is_said_at_once_and_in_the_summary(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    kit = subprocess.Popen([sys.executable, "-m", "bench", "emulate", str(SCENARIO), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        devices = [json.loads(kit.stdout.readline()) for _ in range(7)]
+    with emulated_kit(SCENARIO, 7) as (kit, devices):
         meter = [d for d in devices if (d["node"], d["asset"]) == ("north", "meter")]
         scenario = tmp_path / "lab.toml"
         scenario.write_text(_pointed_at(SCENARIO.read_text(), meter))
@@ -133,8 +118,7 @@ def test_a_kit_lost_mid_run_is_said_at_once_and_in_the_summary(tmp_path: Path) -
         deadline = time.monotonic() + 60
         while _ticks(out) < 20 and time.monotonic() < deadline:  # a second of good reads
             time.sleep(0.1)
-    finally:
-        kit.kill()
+        kit.kill()  # the kit is lost
         kit.wait()
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr

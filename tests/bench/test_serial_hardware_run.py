@@ -5,11 +5,7 @@ when it answers (HELLO), after the recording's layout is fixed."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +16,7 @@ import pytest
 from bench.cli import main
 from bench.recording import open_run
 
-REPO = Path(__file__).resolve().parents[2]
+from .kit import emulated_kit
 
 KIT = """\
 [run]
@@ -59,18 +55,8 @@ def board(tmp_path: Path) -> Iterator[str]:
     """The serial port of an emulated battery board in a `gridloop emulate` process."""
     kit_toml = tmp_path / "kit.toml"
     kit_toml.write_text(KIT)
-    kit = subprocess.Popen([sys.executable, "-m", "bench", "emulate", str(kit_toml), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                           env=dict(os.environ, PYTHONPATH=str(REPO)))
-    try:
-        yield json.loads(kit.stdout.readline())["serial_port"]
-    finally:
-        kit.send_signal(signal.SIGTERM)
-        try:
-            kit.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            kit.kill()
-            kit.wait()
+    with emulated_kit(kit_toml, 1) as (_, devices):
+        yield devices[0]["serial_port"]
 
 
 def _run(tmp_path: Path, port: str, duration: float = 2.0, extra: str = "") -> Path:

@@ -1,0 +1,34 @@
+"""A kit for hardware-mode tests: `gridloop emulate` in its own process stands in for the
+physical devices (real Modbus servers on loopback, real serial boards on ptys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def emulated_kit(scenario: Path, devices: int) -> Iterator[tuple[subprocess.Popen, list[dict]]]:
+    """Serve ``scenario``'s emulated devices; yields the process and the ``devices`` address
+    lines it prints (``emulate --json``).  Stopped on exit unless the test stopped it."""
+    kit = subprocess.Popen([sys.executable, "-m", "bench", "emulate", str(scenario), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        yield kit, [json.loads(kit.stdout.readline()) for _ in range(devices)]
+    finally:
+        if kit.poll() is None:
+            kit.send_signal(signal.SIGTERM)
+            try:
+                kit.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                kit.kill()
+                kit.wait()

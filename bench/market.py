@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.market_tables import TABLES
 from bench.scenario import Scenario
 
@@ -79,11 +80,8 @@ class MarketLink:
             try:
                 Path(self.ledger).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                from bench.errors import BenchError
-
                 raise BenchError(f"{self.ledger}: cannot create its folder: "
                                  f"{exc.strerror or exc}") from None
-
         self.session = MarketSession(
             self.ledger, keys=self.keys, nodes=self.nodes, market=self.cfg.kind,
             interval_s=self.cfg.interval_s,

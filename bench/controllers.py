@@ -37,6 +37,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -435,10 +436,13 @@ def load_controller(name: str, context: ControllerContext,
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if missing:
         raise ControllerError(f"controller '{name}': missing option(s) {', '.join(missing)}")
-    by_name = {p.name: p for p in params}
+    try:  # the annotations as types (this module's ``from __future__`` makes them text)
+        typed = inspect.signature(cls, eval_str=True).parameters
+    except (NameError, AttributeError, SyntaxError, TypeError):  # not evaluable: no check
+        typed = {}
     for key, value in options.items():
-        if key in by_name:
-            _check_option(name, by_name[key], value)
+        if key in typed:
+            _check_option(name, typed[key], value)
     try:
         ctrl = cls(context, **options)
     except (TypeError, ValueError) as exc:
@@ -448,22 +452,19 @@ def load_controller(name: str, context: ControllerContext,
     return ctrl
 
 
-_NUMBERS = ("float", "int", "float | None", "int | None", "Optional[float]", "Optional[int]")
-
-
 def _check_option(controller: str, param: inspect.Parameter, value: Any) -> None:
     """A number option given something else (``--option ramp_limit_w_per_s=abc``) is named
     here, not left to fail as a comparison inside the constructor."""
-    ann = param.annotation
-    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-    default = param.default
-    numeric = ann in _NUMBERS or (
-        param.annotation is param.empty and isinstance(default, (int, float))
-        and not isinstance(default, bool))
-    if not numeric:
+    ann, default = param.annotation, param.default
+    if ann is param.empty:  # unannotated: a number default makes it a number option
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        optional = default is None
+    else:
+        kinds = typing.get_args(ann) or (ann,)
+        numeric = int in kinds or float in kinds
+        optional = type(None) in kinds or default is None
+    if not numeric or (value is None and optional):
         return
-    if value is None and ("None" in ann or default is None):
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ControllerError(f"controller '{controller}': option {param.name}: expected a "
                               f"number, got {value!r}")

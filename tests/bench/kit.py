@@ -32,3 +32,19 @@ def emulated_kit(scenario: Path, devices: int) -> Iterator[tuple[subprocess.Pope
             except subprocess.TimeoutExpired:
                 kit.kill()
                 kit.wait()
+
+
+@contextmanager
+def in_terminal(*args: str, stdout: int = subprocess.PIPE) -> Iterator[subprocess.Popen]:
+    """``gridloop ARGS`` as a terminal starts it: a process group of its own, so
+    ``os.killpg(proc.pid, signal.SIGINT)`` is Ctrl-C; the group is killed on exit if it is
+    still running."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=stdout,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

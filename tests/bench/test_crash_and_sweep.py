@@ -16,6 +16,8 @@ import pytest
 
 from bench.cli import main
 
+from .kit import in_terminal
+
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 
@@ -74,12 +76,9 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_keeps_its_recording(tmp_path: Pa
     """Ctrl-C reaches every process of the terminal's group: the bench closes its recording
     (incomplete, with why), the writer is not interrupted mid-write, nothing is a traceback."""
     out = tmp_path / "stopped.h5"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "run", str(SCENARIO), "--mode", "twin", "--quiet",
-         "--out", str(out), "--set", "run.duration_s=3000", "--set", "run.flush_s=0.2"],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with in_terminal("run", str(SCENARIO), "--mode", "twin", "--quiet", "--out", str(out),
+                     "--set", "run.duration_s=3000", "--set", "run.flush_s=0.2",
+                     stdout=subprocess.DEVNULL) as proc:
         deadline = time.monotonic() + 120
         while not out.exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
@@ -88,9 +87,6 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_keeps_its_recording(tmp_path: Pa
         assert proc.poll() is None, "the run ended before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "gridloop: interrupted"
     from bench.recording import open_run

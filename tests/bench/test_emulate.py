@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
+
+from .kit import in_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"  # 7 emulated devices
@@ -34,22 +34,10 @@ def test_bad_numbers_are_one_line(args: list[str], says: str,
     assert err.count("\n") == 1 and err.startswith(f"gridloop: error: {says}"), err
 
 
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench", "emulate", str(SCENARIO), *args],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
 @pytest.mark.slow
 def test_a_speed_past_what_the_plants_can_do_still_stops_at_the_duration() -> None:
-    proc = _start("--speed", "1e12", "--duration", "1")
-    try:
+    with in_terminal("emulate", str(SCENARIO), "--speed", "1e12", "--duration", "1") as proc:
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     assert "emulate: stopped after" in err
 
@@ -57,15 +45,10 @@ def test_a_speed_past_what_the_plants_can_do_still_stops_at_the_duration() -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_it_at_any_speed(sig: signal.Signals) -> None:
-    proc = _start("--speed", "1e12")
-    try:
+    with in_terminal("emulate", str(SCENARIO), "--speed", "1e12") as proc:
         assert proc.stdout is not None and proc.stdout.readline()  # serving
         time.sleep(0.5)  # well into catching up with a clock it can never reach
         os.killpg(proc.pid, sig)
         _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "emulate: stopped after" in err

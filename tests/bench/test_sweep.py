@@ -7,8 +7,6 @@ import csv
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import h5py
 import pytest
 
 from bench.cli import main
+
+from .kit import in_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
@@ -38,15 +38,10 @@ def _blocks(db: Path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_sigint_keeps_the_finished_rows_and_marks_the_rest(tmp_path: Path) -> None:
     out = tmp_path / "sw"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     # paced to the wall clock: point 0 takes a second, points 1 and 2 ten minutes
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "sweep", str(SCENARIO), *TWIN, "--quiet",
-         "--fix", "run.realtime=true", "--set", "run.duration_s=1,600,600", "--workers", "2",
-         "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)  # its own group, SIGINT at its default, as in a terminal
-    try:
+    with in_terminal("sweep", str(SCENARIO), *TWIN, "--quiet", "--fix", "run.realtime=true",
+                     "--set", "run.duration_s=1,600,600", "--workers", "2",
+                     "--out", str(out)) as proc:
         deadline = time.monotonic() + 60
         while not ((out / "results.csv").is_file() and _rows(out)[0]["status"] == "ok"):
             assert proc.poll() is None, proc.communicate()
@@ -54,10 +49,6 @@ def test_sigint_keeps_the_finished_rows_and_marks_the_rest(tmp_path: Path) -> No
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the sweep and its workers
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 130, stderr
     assert stdout == ""  # the table is in the file, not printed half-done
     assert stderr.splitlines() == [f"gridloop: interrupted: 1 of 3 points finished; results "

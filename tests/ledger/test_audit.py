@@ -19,21 +19,15 @@ from ledger.store import open_store
 from ledger.verify import verify_chain
 
 from .conftest import Raw
+from .test_session import session, trade_one_interval
 from .test_verify import fails, ledger_id, reseal, verify
 
 
 def trade_then_settle(target: str, keys: KeyDirectory, intervals: range) -> None:
     """Three nodes trading over ``intervals`` (one block each)."""
-    with MarketSession(target, keys=keys, nodes=["a", "b", "c"], interval_s=60,
-                       import_price_micro_per_wh=300, export_price_micro_per_wh=80) as s:
+    with session(target, keys) as s:
         for k in intervals:
-            s.submit_order("a", "sell", 100, 120, k)
-            s.submit_order("b", "buy", 60, 200, k)
-            s.submit_order("c", "buy", 70, 150, k)
-            s.clear(k)
-            s.submit_meter_reading("a", k, 0, 90)
-            s.submit_meter_reading("b", k, 80, 0)
-            s.submit_meter_reading("c", k, 30, 5)
+            trade_one_interval(s, k)
             s.settle(k)
 
 

@@ -6,6 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 EXTRAS ?= test,interop,sweep,postgres,nvml
+# Test processes (pytest-xdist); a test file stays in one process, so its module fixtures
+# (a lab's runs, a session's recording) are made once.  WORKERS=0 runs them in this one.
+WORKERS ?= 2
 
 .PHONY: demo live test test-fast bench lint clean
 
@@ -32,10 +35,10 @@ live: $(VENV)/.core
 	$(BIN)/gridloop demo --view
 
 test: $(VENV)/.full
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.full
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.full
 	$(BIN)/python -m benchmarks --out benchmarks/results.json

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 from twin.errors import TwinError
@@ -422,31 +423,82 @@ def inference(
     arrivals = arrivals[arrivals < stop]
     prompts = prompt_rng.geometric(1.0 / prompt_tokens, len(arrivals))
     outputs = output_rng.geometric(1.0 / output_tokens, len(arrivals))
-    b = _Builder()
-    t = float(start_s)
+    t, sec, phase = _serve(arrivals, prompts, outputs, float(start_s), float(stop), max_batch,
+                           prefill_s_per_token, decode_step_s, decode_step_s_per_request)
+    return Schedule(t, sec, np.where(phase == _SERVE_IDLE, IDLE, COMPUTE),
+                    np.array([math.nan, prefill_mfu, decode_mfu])[phase],
+                    tuple(np.array(_SERVE_PHASES)[phase].tolist()))
+
+
+#: the phases of :func:`_serve`, by code: the segment names of its entries
+_SERVE_PHASES = ("serve", "prefill", "decode")
+_SERVE_IDLE, _SERVE_PREFILL, _SERVE_DECODE = range(3)
+
+
+@numba.njit(cache=True)
+def _serve(arrivals, prompts, outputs, start_s, stop, max_batch, prefill_s_per_token,
+           decode_step_s, decode_step_s_per_request):
+    """The server's iterations of :func:`inference`: ``(t_s, seconds, phase)`` of each
+    entry.  Compiled: a day of serving is millions of decode steps."""
+    n_cap = 1024
+    t_out = np.empty(n_cap)
+    sec_out = np.empty(n_cap)
+    phase_out = np.empty(n_cap, dtype=np.int64)
+    n = 0
+    left = np.empty(max_batch, dtype=np.int64)  # decode steps left of each request in flight
+    n_left = 0
+    t = start_s
     nxt = 0  # next request not yet admitted
-    left: list[int] = []  # decode steps left for each request in flight
+    n_req = arrivals.shape[0]
     while t < stop:
-        admit = []
-        while nxt < len(arrivals) and arrivals[nxt] <= t and len(left) + len(admit) < max_batch:
-            admit.append(nxt)
+        if n + 2 > n_cap:  # room for a prefill and a decode step
+            n_cap *= 2
+            t_out = _grown(t_out, n_cap)
+            sec_out = _grown(sec_out, n_cap)
+            phase_out = _grown(phase_out, n_cap)
+        tok = 0
+        n_admit = 0
+        while nxt < n_req and arrivals[nxt] <= t and n_left < max_batch:
+            tok += prompts[nxt]
+            left[n_left] = outputs[nxt]
+            n_left += 1
+            n_admit += 1
             nxt += 1
-        if not left and not admit:
-            if nxt >= len(arrivals):
+        if n_left == 0:
+            if nxt >= n_req:
                 break
-            t = b.add(t, min(arrivals[nxt], stop) - t, IDLE, segment="serve")
-            continue
-        if admit:
-            tok = int(prompts[admit].sum())
-            t = b.add(t, min(tok * prefill_s_per_token, stop - t), COMPUTE, prefill_mfu,
-                      "prefill")
-            left.extend(int(outputs[i]) for i in admit)
-        if t >= stop:
-            break
-        step = decode_step_s + decode_step_s_per_request * len(left)
-        t = b.add(t, min(step, stop - t), COMPUTE, decode_mfu, "decode")
-        left = [k - 1 for k in left if k > 1]
-    return b.build()
+            seconds = min(arrivals[nxt], stop) - t
+            phase = _SERVE_IDLE
+        else:
+            if n_admit:
+                seconds = min(tok * prefill_s_per_token, stop - t)
+                if seconds > 0:
+                    t_out[n], sec_out[n], phase_out[n] = t, seconds, _SERVE_PREFILL
+                    n += 1
+                t = t + seconds
+                if t >= stop:
+                    break
+            seconds = min(decode_step_s + decode_step_s_per_request * n_left, stop - t)
+            phase = _SERVE_DECODE
+            kept = 0
+            for k in range(n_left):
+                if left[k] > 1:
+                    left[kept] = left[k] - 1
+                    kept += 1
+            n_left = kept
+        if seconds > 0:
+            t_out[n], sec_out[n], phase_out[n] = t, seconds, phase
+            n += 1
+        t = t + seconds
+    return t_out[:n].copy(), sec_out[:n].copy(), phase_out[:n].copy()
+
+
+@numba.njit(cache=True)
+def _grown(a, n):
+    """``a`` in a new array of length ``n`` (its first ``len(a)`` values)."""
+    b = np.empty(n, dtype=a.dtype)
+    b[:a.shape[0]] = a
+    return b
 
 
 def desynchronise(schedule: Schedule, n: int, spread_s: float, seed: int = 0

@@ -175,6 +175,56 @@ def test_inference_is_seeded_with_prefill_decode_and_idle():
     assert busier.seconds[busier.load != IDLE].sum() > busy
 
 
+def _served(arrivals, prompts, outputs, stop, max_batch, s_per_token, step_s, step_s_per_req):
+    """Continuous batching request by request, in plain Python: ``(t_s, seconds, phase)``."""
+    entries, t, nxt, left = [], 0.0, 0, []
+    while t < stop:
+        admit = []
+        while nxt < len(arrivals) and arrivals[nxt] <= t and len(left) + len(admit) < max_batch:
+            admit.append(nxt)
+            nxt += 1
+        if not left and not admit:
+            if nxt >= len(arrivals):
+                break
+            seconds, phase = min(arrivals[nxt], stop) - t, "serve"
+        else:
+            if admit:
+                seconds = min(sum(int(prompts[i]) for i in admit) * s_per_token, stop - t)
+                entries.append((t, seconds, "prefill"))
+                t += seconds
+                left += [int(outputs[i]) for i in admit]
+                if t >= stop:
+                    break
+            seconds, phase = min(step_s + step_s_per_req * len(left), stop - t), "decode"
+            left = [k - 1 for k in left if k > 1]
+        entries.append((t, seconds, phase))
+        t += seconds
+    return entries
+
+
+@pytest.mark.parametrize("rate_hz, max_batch, output_tokens", [
+    (2.0, 32, 128), (40.0, 4, 64), (200.0, 1, 8), (0.05, 32, 128)])
+def test_inference_serves_its_requests_as_continuous_batching_does(
+        rate_hz: float, max_batch: int, output_tokens: int) -> None:
+    """The compiled server against a request-by-request simulation of the same draws."""
+    duration = 120.0
+    s = inference(duration, rate_hz, max_batch=max_batch, output_tokens=output_tokens, seed=4)
+    arrival_rng, prompt_rng, output_rng = (
+        np.random.default_rng(q) for q in np.random.SeedSequence(4).spawn(3))
+    arrivals = np.cumsum(arrival_rng.exponential(1.0 / rate_hz, int(duration * rate_hz * 2) + 16))
+    arrivals = arrivals[arrivals < duration]
+    prompts = prompt_rng.geometric(1.0 / 512, len(arrivals))
+    outputs = output_rng.geometric(1.0 / output_tokens, len(arrivals))
+    t, seconds, phases = zip(*_served(arrivals, prompts, outputs, duration, max_batch,
+                                      2.0e-5, 0.02, 2.0e-4))
+    loads = {"serve": IDLE, "prefill": COMPUTE, "decode": COMPUTE}
+    mfus = {"serve": np.nan, "prefill": 0.45, "decode": 0.05}
+    expected = Schedule(t, seconds, [loads[p] for p in phases], [mfus[p] for p in phases],
+                        phases)  # trimmed as the generator's (t + seconds rounds)
+    assert s.to_entries() == expected.to_entries()
+    assert s.segment == phases
+
+
 def test_a_longer_schedule_of_one_seed_starts_with_the_shorter_one():
     """A run cut short and its replay, or runs of two durations, see the same requests."""
     short, long = inference(30.0, 4.0, seed=7), inference(120.0, 4.0, seed=7)

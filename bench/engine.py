@@ -133,10 +133,7 @@ class Engine:
     def _controller(self) -> Any:
         if self._controller_override is not None:
             return self._controller_override
-        s = self.plan.scenario
-        ctx = ControllerContext(dt_s=s.run.dt_s, assets=tuple(self.plan.asset_refs()),
-                                islanded=self.plan.islanded())
-        return load_controller(s.controller.name, ctx, s.controller.options)
+        return controller_for(self.plan)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -301,6 +298,14 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, BenchError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def controller_for(plan: Plan) -> Any:
+    """The scenario's controller, built for the plan's assets (its options checked)."""
+    s = plan.scenario
+    ctx = ControllerContext(dt_s=s.run.dt_s, assets=tuple(plan.asset_refs()),
+                            islanded=plan.islanded())
+    return load_controller(s.controller.name, ctx, s.controller.options)
 
 
 def run_plan(plan: Plan, out: str | Path, progress: bool = True,

@@ -168,8 +168,10 @@ class SweepResult:
 def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
                  extra: Sequence[str] = ()) -> list[Point]:
     """The grid's points, each scenario loaded and built as ``gridloop run`` would before
-    running, so a value that cannot run is refused before any point starts."""
+    running (its controller too), so a value that cannot run is refused before any point
+    starts."""
     from bench.build import build_plan
+    from bench.engine import controller_for
 
     base = load(scenario_path, list(extra))
     grid = parse_grid(items)
@@ -184,7 +186,8 @@ def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
         seed = [] if seed_given else [f"run.seed={p.seed}"]
         try:
             s = load(scenario_path, list(extra) + list(p.overrides) + seed)
-            build_plan(s, ledger=str(ledger_path(recording_path(out_dir, p.index))))
+            controller_for(build_plan(s, ledger=str(ledger_path(recording_path(out_dir,
+                                                                            p.index)))))
         except user_errors() as exc:
             raise ScenarioError(f"point {p.index} ({', '.join(p.overrides)}): {exc}") from None
         pts.append(replace(p, seed=s.run.seed))

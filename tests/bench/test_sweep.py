@@ -15,6 +15,7 @@ import h5py
 import pytest
 
 from bench.cli import main
+from bench.recording import open_run
 
 from .kit import in_terminal
 
@@ -86,21 +87,51 @@ def test_a_fixed_seed_is_every_points_seed(tmp_path: Path) -> None:
     assert [r["seed"] for r in _rows(out)] == ["9", "9"]
 
 
+class FailsAtStart:
+    """A controller whose step fails at once when told to: a point that builds and fails
+    when it runs."""
+
+    def __init__(self, context: object, fail: bool = False) -> None:
+        self.fail = fail
+
+    def step(self, obs: object) -> dict[str, float]:
+        if self.fail:
+            raise RuntimeError("told to fail")
+        return {}
+
+
 @pytest.mark.slow
-def test_a_failed_point_exits_1_and_names_no_recording(tmp_path: Path,
+def test_a_failed_point_exits_1_and_keeps_its_incomplete_recording(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "sw"
     out.mkdir()
     (out / "point_0001.h5").write_text("left by an earlier sweep")
-    # a controller option the scenario accepts and the controller refuses when the run starts
-    assert main(["sweep", str(SCENARIO), "--set",
-                 'controller.options.ramp_limit_w_per_s=5000,"fast"', *TWIN,
-                 "--fix", "run.duration_s=1", *ONE, "--out", str(out), "--quiet"]) == 1
+    assert main(["sweep", str(SCENARIO), "--set", "controller.options.fail=false,true",
+                 "--fix", "controller.name=tests.bench.test_sweep:FailsAtStart",
+                 "--fix", "controller.options={}", *TWIN,
+                 "--fix", "market.kind=none", "--fix", "run.duration_s=1", *ONE,
+                 "--out", str(out), "--quiet"]) == 1
     assert "1 of 2 points failed" in capsys.readouterr().err
     rows = _rows(out)
     assert rows[0]["status"] == "ok" and Path(rows[0]["path"]).is_file()
     assert rows[1]["status"].startswith("error: ControllerError"), rows[1]
-    assert rows[1]["path"] == "" and not (out / "point_0001.h5").exists()
+    assert "told to fail" in rows[1]["status"]
+    # the earlier sweep's file is replaced by the recording the point started, incomplete
+    assert rows[1]["path"] == str(out / "point_0001.h5")
+    with open_run(out / "point_0001.h5") as run:
+        assert not run.complete and len(run) == 0
+
+
+def test_a_controller_option_no_point_can_run_is_refused_before_starting(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sw"
+    assert main(["sweep", str(SCENARIO), "--set",
+                 'controller.options.ramp_limit_w_per_s=5000,"fast"', *TWIN,
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gridloop: error: point 1 "), err
+    assert "option ramp_limit_w_per_s: expected a number, got 'fast'" in err
+    assert not out.exists()
 
 
 def test_a_point_that_cannot_be_built_is_refused_before_starting(

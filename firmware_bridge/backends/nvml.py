@@ -182,7 +182,15 @@ class NvmlDevice(Device):
             await self._reopen()
         nvml = self._nvml
         assert nvml is not None
-        sample = await self._call(nvml, "read", lambda: self._sample(nvml, self._handle))
+        try:
+            sample = await self._call(nvml, "read", lambda: self._sample(nvml, self._handle))
+        except DeviceDisconnected:
+            # a lost GPU's handle stays lost: after a reset only a fresh nvmlInit finds it
+            self._nvml = self._handle = None
+            self.backoff.failed()
+            with contextlib.suppress(nvml.NVMLError, DeviceError):
+                await self._call(nvml, "nvmlShutdown", nvml.nvmlShutdown)
+            raise
         return Reading(to_signals(sample), time.time(), Quality.OK, time.perf_counter() - t0,
                        extra={"gpu": self.gpu_name})
 

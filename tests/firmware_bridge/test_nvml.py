@@ -160,6 +160,12 @@ class FakeGpu:
         self.delay_s = 0.0
         self.error: int | None = None
         self.energy_mj = 3_600_000
+        self.handles = 0  # handles given out; each nvmlInit after a loss gets a new one
+        self.lost: set[int] = set()
+
+    def lose(self) -> None:
+        """The GPU falls off the bus: its handle answers GPU_IS_LOST from now on."""
+        self.lost.add(0x1000 + self.handles)
 
     def install(self, mp: pytest.MonkeyPatch) -> None:
         def rec(name: str, result):
@@ -169,6 +175,8 @@ class FakeGpu:
                     time.sleep(self.delay_s)
                 if self.error is not None and name != "nvmlShutdown":
                     raise pynvml.NVMLError(self.error)
+                if args and isinstance(args[0], ctypes.c_void_p) and args[0].value in self.lost:
+                    raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
                 return result(*args)
             mp.setattr(pynvml, name, fn)
 
@@ -194,7 +202,12 @@ class FakeGpu:
         rec("nvmlInit", init)
         rec("nvmlShutdown", shutdown)
         rec("nvmlDeviceGetCount", lambda: 1)
-        rec("nvmlDeviceGetHandleByIndex", lambda i: ctypes.c_void_p(0x1234))
+        def handle(index: int) -> ctypes.c_void_p:
+            if 0x1000 + self.handles in self.lost:  # reset since: a new handle
+                self.handles += 1
+            return ctypes.c_void_p(0x1000 + self.handles)
+
+        rec("nvmlDeviceGetHandleByIndex", handle)
         rec("nvmlDeviceGetName", lambda h: "NVIDIA H100 80GB HBM3")
         rec("nvmlDeviceGetFieldValues", fields)
         rec("nvmlDeviceGetPowerUsage", lambda h: 350_123)
@@ -372,4 +385,23 @@ def test_a_failed_open_is_retried_by_reads_within_the_back_off(gpu: FakeGpu) -> 
         assert gpu.inits == 0
         with pytest.raises(DeviceDisconnected, match="device is not open"):
             await dev.read()
+    run(main())
+
+
+def test_a_gpu_lost_mid_run_is_found_again_by_a_fresh_init(gpu: FakeGpu) -> None:
+    """NVML_ERROR_GPU_IS_LOST leaves the handle dead: reads reopen NVML after the back-off."""
+    async def main() -> None:
+        async with NvmlDevice(0, backoff_s=0.05) as dev:
+            assert (await poll(dev)).quality == Quality.OK
+            gpu.lose()
+            r = await poll(dev)
+            assert r.quality == Quality.ERROR and "GPU is lost" in r.error
+            assert gpu.inits == 0  # NVML shut down with the lost handle
+            r = await poll(dev)  # inside the back-off: no NVML call
+            assert r.quality == Quality.ERROR and "next attempt in" in r.error
+            await asyncio.sleep(0.06)
+            r = await poll(dev)  # reset: a fresh init, a new handle
+            assert r.quality == Quality.OK and r.values["p_w"] == 350.123
+            assert gpu.inits == 1 and gpu.handles == 1
+        assert gpu.inits == 0
     run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 from collections.abc import Mapping
@@ -23,7 +24,8 @@ def read_columns(path: str | Path, columns: tuple[str, ...] | None = None,
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", newline="") as f:  # type: ignore[operator]
+        # utf-8-sig: a spreadsheet's byte order mark is not part of the first column's name
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
             reader = csv.reader(f)
             header = next(reader, None)
             if not header:
@@ -34,6 +36,9 @@ def read_columns(path: str | Path, columns: tuple[str, ...] | None = None,
                     raise CsvError(f"{path}:1: no '{name}' column (columns: {', '.join(names)})")
             wanted = [i for i, n in enumerate(names)
                       if columns is None or n in columns or n in required]
+            twice = next((names[i] for i in wanted if names[i] in names[:i]), None)
+            if twice is not None:  # which of the two is meant?
+                raise CsvError(f"{path}:1: column '{twice}' appears twice")
             rows = []
             for lineno, row in enumerate(reader, start=2):
                 if not row:
@@ -71,14 +76,27 @@ def read_columns(path: str | Path, columns: tuple[str, ...] | None = None,
 
 def write_columns(path: str | Path, columns: Mapping[str, np.ndarray],
                   formats: Mapping[str, str] | None = None) -> Path:
-    """Write equal-length numeric columns as CSV with a header line, atomically (a
-    temporary file, then renamed); ``formats`` per column (default: every digit)."""
+    """Write equal-length numeric columns as CSV with a header line (gzipped for ``.gz``, as
+    :func:`read_columns` reads it), atomically (a temporary file, then renamed); ``formats``
+    per column (default: the shortest text that reads back as the same float)."""
     path = Path(path)
     names = list(columns)
-    data = np.column_stack([np.asarray(columns[n], dtype=float) for n in names])
-    fmt = [(formats or {}).get(n, "%.17g") for n in names]
+    cells = []
+    for n in names:
+        values = np.asarray(columns[n], dtype=float).tolist()
+        fmt = (formats or {}).get(n)
+        # repr: the shortest text that reads back as the same float (52.6, where %.17g
+        # writes 52.600000000000001), and as fast as savetxt
+        cells.append([fmt % v for v in values] if fmt else list(map(repr, values)))
+    lines = [",".join(names), *map(",".join, zip(*cells, strict=True))]
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        np.savetxt(f, data, fmt=fmt, delimiter=",", header=",".join(names), comments="")
-    tmp.replace(path)
+    try:
+        with (gzip.open(tmp, "wt", compresslevel=6, encoding="utf-8", newline="")
+              if path.suffix == ".gz" else tmp.open("w", encoding="utf-8", newline="")) as f:
+            f.write("\n".join(lines) + "\n")
+        tmp.replace(path)
+    except OSError as exc:  # a directory, a full disk: no stray .tmp, and the real name
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CsvError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import RecordingError
+from bench.paths import same_file
 from bench.recording import open_run
 
 
@@ -168,10 +169,7 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
 def _refuse_overwrite(path: Path, out: Path) -> None:
     """The replay's recording must not replace the one it replays (another spelling of its
     path, a symbolic or a hard link to it included)."""
-    same = out.resolve() == path.resolve()
-    if not same and out.exists() and path.exists():
-        same = out.samefile(path)
-    if same:
+    if same_file(out, path):
         raise RecordingError(f"--out {out}: that is the recording being replayed ({path}); "
                              "give another file")
 

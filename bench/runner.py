@@ -6,19 +6,13 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.paths import same_file
 from bench.scenario import load
 
 
 def default_ledger_path(out: Path) -> Path:
     """``RUN.ledger.db`` beside the recording."""
     return out.with_name(out.stem + ".ledger.db")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
 
 
 def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
@@ -36,7 +30,7 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         from dataclasses import replace
 
         scenario = replace(scenario, run=replace(scenario.run, flush_s=0.1))
-    if ledger is not None and "://" not in ledger and _same_file(Path(ledger), out):
+    if ledger is not None and "://" not in ledger and same_file(Path(ledger), out):
         raise BenchError(f"--ledger {ledger} and --out {out} name the same file; the "
                          "recording would overwrite the ledger")
     if ledger is None:

@@ -21,8 +21,10 @@ with a "did you mean" hint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -33,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 import tomli_w
 
-from twin.errors import ParameterError
+from twin.errors import ParameterError, TwinError
 
 T = TypeVar("T")
 
@@ -157,6 +159,10 @@ def load(path: str | Path) -> ParamSet:
         raise ParameterError(f"{path}: no such parameter file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ParameterError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; an editor saved it as Latin-1, say
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ParameterError(f"{path}:{line}: not UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
+                             "save the file as UTF-8") from None
     for key in doc:
         if key not in _TOP_LEVEL:
             raise ParameterError(
@@ -208,8 +214,14 @@ def save(pset: ParamSet, path: str | Path) -> Path:
     path = Path(path)
     text = dump(pset)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")  # what load reads, whatever the locale
+        tmp.replace(path)
+    except OSError as exc:  # a directory, a full disk: no stray .tmp, and the real name
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise TwinError(f"{path}: cannot write the parameter file ({exc.strerror or exc})"
+                        ) from None
     return path
 
 
@@ -307,10 +319,24 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "params") -
             raise ParameterError(f"{where}.{name}: required parameter is missing")
     try:
         return cls(**kwargs)
+    except ParameterError as exc:  # a check of the dataclass's own, naming the field
+        raise ParameterError(_within(where, str(exc))) from None
     except (ValueError, TypeError) as exc:
-        if isinstance(exc, ParameterError):
-            raise
         raise ParameterError(f"{where}: {exc}") from None
+
+
+def _within(where: str, message: str) -> str:
+    """``message`` (``field: what is wrong``, from a dataclass check) under ``where``:
+    ``p.toml: params`` and ``s_max_va: must be positive`` make ``p.toml: params.s_max_va:
+    must be positive``.  A message that already starts at ``where``'s last table
+    (``sandia.pdco_w`` under ``params.sandia``, ``params.gpus`` under ``params``) is not
+    named twice."""
+    if message.startswith(where):
+        return message
+    last = re.search(r"\w+$", where)
+    if last and re.match(rf"{last.group()}\b", message):
+        return where[:last.start()] + message
+    return f"{where}.{message}"
 
 
 def to_mapping(obj: Any) -> dict[str, Any]:

@@ -21,8 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from bench.calibrate import calibrate
+    from bench.paths import check_out
     from twin import params
 
+    if args.out:
+        check_out(args.out, [("the recording", args.recording)])
     result = calibrate(args.recording, args.asset, n_rc=args.rc)
     print(result.format())
     if args.out:

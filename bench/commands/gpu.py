@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, metavar="GPU.toml", help="parameter file to write")
     _schedule_args(fit)
     fit.add_argument("--start", metavar="PARAMS.toml",
-                     help="starting parameters (default: the shipped H100 set)")
-    fit.add_argument("--power-limit-w", type=float, metavar="W",
+                     help="starting parameters, a file or a shipped set's name (default: the "
+                          "shipped H100 set)")
+    fit.add_argument("--power-limit-w", type=_positive, metavar="W",
                      help="the card's power limit (default: NAME.meta.json beside the first "
                           "trace, else the starting set's)")
     fit.add_argument("--name", help="name of the parameter set (default: from the start set)")
@@ -39,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              description="Write t_s,power_w (instantaneous power, the mean "
                                          "over each step) plus power_nvml_w (NVML's one-second "
                                          "average), temp_c and sm_clock_mhz.")
-    predict.add_argument("params", metavar="GPU.toml", help="GPU parameter file")
+    predict.add_argument("params", metavar="GPU.toml",
+                         help="GPU parameter file (or the name of a shipped one)")
     predict.add_argument("--events", required=True, metavar="EVENTS.json", help="the schedule")
     predict.add_argument("--out", required=True, metavar="PRED.csv", help="CSV to write")
     predict.add_argument("--dt", type=_positive, default=0.01, metavar="S",
@@ -54,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "(against power_inst_w, and against the energy "
                                        "counter), the total energy error and the mean "
                                        "absolute temperature error.")
-    score.add_argument("params", metavar="GPU.toml", help="GPU parameter file")
+    score.add_argument("params", metavar="GPU.toml",
+                       help="GPU parameter file (or the name of a shipped one)")
     score.add_argument("traces", nargs="+", metavar="TRACE.csv", help="recorded traces")
     _schedule_args(score)
     score.add_argument("--json", action="store_true", help="one JSON object per trace")
@@ -119,32 +122,43 @@ def _spans(args: argparse.Namespace) -> list[tuple[float, float]]:
     return out
 
 
-def _recordings(args: argparse.Namespace) -> list:
+def _events(args: argparse.Namespace) -> list[Path]:
+    """The schedule of each trace: ``--events``, or ``NAME.events.json`` beside it."""
     from bench.errors import BenchError
-    from bench.traces import beside, read_events, read_trace, to_measured
+    from bench.traces import beside
 
     if args.events and len(args.traces) != 1:
         raise BenchError("--events names the schedule of a single trace; with several, put "
                          "NAME.events.json beside each")
-    out = []
-    for path in args.traces:
-        trace = read_trace(path)
-        events = Path(args.events) if args.events else beside(path, "events")
-        out.append(to_measured(trace, read_events(events)))
-    return out
+    return [Path(args.events) if args.events else beside(path, "events")
+            for path in args.traces]
+
+
+def _recordings(args: argparse.Namespace) -> list:
+    from bench.traces import read_events, read_trace, to_measured
+
+    return [to_measured(read_trace(path), read_events(events))
+            for path, events in zip(args.traces, _events(args))]
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from bench.traces import read_power_limit_w
+    from bench.paths import check_out, params_file
+    from bench.traces import beside, read_power_limit_w
     from twin import params
     from twin.gpu import H100_SXM, load_params
     from twin.gpu_fit import fit, rounded
 
+    start_path = params_file(args.start) if args.start else H100_SXM
+    check_out(args.out, [("the starting set", start_path),
+                         *(("the trace", t) for t in args.traces),
+                         *(("the schedule", e) for e in _events(args)),
+                         *(("the device facts", beside(t, "meta")) for t in args.traces
+                           if beside(t, "meta").exists())])
     spans = _spans(args)
     recs = _recordings(args)
-    start_path = Path(args.start) if args.start else H100_SXM
     start, temp0 = load_params(start_path)
-    limit = args.power_limit_w or read_power_limit_w(args.traces[0]) or start.power_limit_w
+    limit = (args.power_limit_w if args.power_limit_w is not None
+             else read_power_limit_w(args.traces[0]) or start.power_limit_w)
     start = start.replace(power_limit_w=limit)
     p = rounded(fit(recs, start, spans))
     rows = _accuracy(p, recs, spans)
@@ -201,11 +215,14 @@ def _predict(args: argparse.Namespace) -> int:
     import time
 
     from bench.csvio import write_columns
+    from bench.paths import check_out, params_file
     from bench.traces import read_events
     from twin.gpu import load_params, nvml_view, simulate
 
     t_start = time.perf_counter()
-    p, temp0 = load_params(args.params)
+    params_path = params_file(args.params)
+    check_out(args.out, [("the parameter file", params_path), ("the schedule", args.events)])
+    p, temp0 = load_params(params_path)
     schedule = read_events(args.events)
     pred = simulate(p, schedule, args.dt,
                     temp_die_c=args.temp_c if args.temp_c is not None else temp0)
@@ -222,10 +239,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from bench.paths import params_file
     from twin.gpu import load_params
     from twin.gpu_fit import score
 
-    p, _ = load_params(args.params)
+    p, _ = load_params(params_file(args.params))
     for m, span in zip(_recordings(args), _spans(args)):
         sc = score(p, m, None if math.isinf(span[0]) and math.isinf(span[1]) else span)
         if args.json:
@@ -245,6 +263,7 @@ def _score(args: argparse.Namespace) -> int:
 def _spectrum(args: argparse.Namespace) -> int:
     from bench.errors import BenchError
     from bench.figures import spectrum_figure
+    from bench.paths import check_out
     from bench.traces import read_events
     from twin.rack import H100_8GPU, GpuRack, load_rack
     from twin.spectrum import spectrum
@@ -252,6 +271,7 @@ def _spectrum(args: argparse.Namespace) -> int:
 
     if args.groups < 1:
         raise BenchError(f"--groups must be >= 1, got {args.groups}")
+    check_out(args.out, [("the schedule", args.events), ("the rack file", args.rack)])
     rack, gpu, temp = load_rack(args.rack or H100_8GPU)
     schedule = read_events(args.events)
     groups = desynchronise(schedule, args.groups, args.spread)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 #: models ``twin simulate`` runs: kind -> module with ``simulate_profile``
 SIMULATORS = {"battery": "twin.battery", "inverter": "twin.inverter"}
@@ -48,34 +47,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     cec.set_defaults(func=import_cec)
 
 
-def _params(ref: str):
-    from bench.build import shipped
-    from twin import params
-
-    path = Path(ref)
-    if not path.is_file() and shipped(ref).is_file():
-        path = shipped(ref)
-    return params.load(path)
+#: the most steps ``--dt`` may resample a profile to (a grid beyond it fills the memory)
+MAX_STEPS = 100_000_000
 
 
 def simulate(args: argparse.Namespace) -> int:
     import importlib
+    import math
 
     from bench.csvio import read_columns, write_columns
-    from twin.errors import TwinError
+    from bench.errors import BenchError
+    from bench.paths import check_out, params_file
+    from twin import params
+    from twin.errors import ParameterError, TwinError
 
-    pset = _params(args.params)
+    if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
+        raise BenchError(f"--dt must be a positive number of seconds, not {args.dt}")
+    params_path = params_file(args.params)
+    check_out(args.out, [("the profile", args.input), ("the parameter file", params_path)])
+    pset = params.load(params_path)
     columns = read_columns(args.input)
     t = columns.pop("t_s")
-    if args.dt is not None and args.dt <= 0:
-        from bench.errors import BenchError
-
-        raise BenchError(f"--dt must be positive, not {args.dt}")
     module = importlib.import_module(SIMULATORS[args.kind])
     if args.dt is not None:
         t, columns = _resample(t, columns, args.dt)
     try:
         out = module.simulate_profile(pset, t, columns, method=args.method)
+    except ParameterError:  # what the parameter file holds wrong: it names the file
+        raise
     except TwinError as exc:  # what the profile lacks or holds wrong: name its file
         raise TwinError(f"{args.input}: {exc}") from None
     write_columns(args.out, {"t_s": out.pop("t_s"), **out})
@@ -85,18 +84,34 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def _resample(t, columns, dt):
-    """Zero-order hold of the input profile on a grid of step ``dt``."""
+    """Zero-order hold of the input profile on the grid ``t[0] + k dt``.
+
+    The grid comes from integer ``k`` (a running sum drifts), and a sample within a millionth
+    of a step, or a few rounding units of the times, of a grid time counts as at it (and
+    lends it its time): the sample at 0.9 s is on the grid of 0.3 s, whose third time is
+    0.8999999999999999.
+    """
     import numpy as np
 
-    grid = np.arange(t[0], t[-1] + dt / 2, dt)
-    idx = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(t) - 1)
+    from bench.errors import BenchError
+
+    tol = 1e-6 * dt + 4 * np.spacing(max(abs(t[0]), abs(t[-1])))
+    steps = (t[-1] - t[0] + tol) / dt
+    if not steps < MAX_STEPS:
+        raise BenchError(f"--dt {dt:g} makes {steps:,.0f} steps of the profile's "
+                         f"{t[-1] - t[0]:g} s; at most {MAX_STEPS:,}")
+    grid = t[0] + dt * np.arange(int(steps) + 1)
+    idx = np.searchsorted(t, grid + tol, side="right") - 1
+    grid = np.where(np.abs(t[idx] - grid) <= tol, t[idx], grid)
     return grid, {k: v[idx] for k, v in columns.items()}
 
 
 def import_pybamm(args: argparse.Namespace) -> int:
+    from bench.paths import check_out
     from twin import params
     from twin.interop.pybamm import import_parameter_set
 
+    check_out(args.out)
     pset = import_parameter_set(args.name)
     params.save(pset, args.out)
     print(f"wrote {args.out}: {pset.name} ({pset.source})")
@@ -104,9 +119,11 @@ def import_pybamm(args: argparse.Namespace) -> int:
 
 
 def import_cec(args: argparse.Namespace) -> int:
+    from bench.paths import check_out
     from twin import params
     from twin.interop.cec import import_cec_inverter
 
+    check_out(args.out)
     pset = import_cec_inverter(args.name)
     params.save(pset, args.out)
     print(f"wrote {args.out}: {pset.name}")

@@ -159,3 +159,79 @@ def test_help_lists_the_actions(capsys):
     out = capsys.readouterr().out
     for action in ("fit", "predict", "score", "spectrum"):
         assert action in out
+
+
+def _other_name(tmp_path: Path, target: Path, how: str) -> str:
+    """``target`` as given, spelt another way, or a symbolic or a hard link to it."""
+    if how == "same":
+        return str(target)
+    if how == "spelling":
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        return str(tmp_path / "sub" / ".." / target.name)
+    link = tmp_path / f"{how}-{target.name}"
+    (link.symlink_to if how == "symlink" else link.hardlink_to)(target)
+    return str(link)
+
+
+@pytest.mark.parametrize(("argv", "target", "what", "how"), [
+    (["fit", "{cal}", "--out", "OUT"], "{cal}", "the trace", "same"),
+    (["fit", "{cal}", "{fast}", "--out", "OUT"], "{fast}", "the trace", "spelling"),
+    (["fit", "{cal}", "{fast}", "--out", "OUT"], "{fast_events}", "the schedule", "symlink"),
+    (["fit", "{cal}", "{fast}", "--out", "OUT"], "{fast_meta}", "the device facts",
+     "hardlink"),
+    (["fit", "{cal}", "--events", "{events}", "--out", "OUT"], "{events}", "the schedule",
+     "same"),
+    (["fit", "{cal}", "--start", "{gpu}", "--out", "OUT"], "{gpu}", "the starting set",
+     "spelling"),
+    (["predict", "{gpu}", "--events", "{events}", "--out", "OUT"], "{events}", "the schedule",
+     "same"),
+    (["predict", "{gpu}", "--events", "{events}", "--out", "OUT"], "{gpu}",
+     "the parameter file", "hardlink"),
+    (["spectrum", "--events", "{events}", "--out", "OUT"], "{events}", "the schedule",
+     "symlink"),
+])
+def test_out_that_is_an_input_is_refused(shared_data, tmp_path, capsys, argv, target, what,
+                                         how):
+    import shutil
+
+    for name in (CAL, FAST):
+        for suffix in (".csv.gz", ".events.json", ".meta.json"):
+            shutil.copy(shared_data / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    (tmp_path / "mine.events.json").write_text(
+        '[{"t_s": 0, "load": "compute", "seconds": 2}]')
+    (tmp_path / "gpu.toml").write_bytes(H100_SXM.read_bytes())
+    fill = {"cal": str(tmp_path / f"{CAL}.csv.gz"), "fast": str(tmp_path / f"{FAST}.csv.gz"),
+            "fast_events": str(tmp_path / f"{FAST}.events.json"),
+            "fast_meta": str(tmp_path / f"{FAST}.meta.json"),
+            "events": str(tmp_path / "mine.events.json"), "gpu": str(tmp_path / "gpu.toml")}
+    target = target.format(**fill)
+    before = Path(target).read_bytes()
+    out = _other_name(tmp_path, Path(target), how)
+    assert main(["gpu", *(out if a == "OUT" else a.format(**fill) for a in argv)]) == 2
+    assert capsys.readouterr().err == (f"gridloop: error: --out {out}: that is an input "
+                                       f"({what} {target}); give another file\n")
+    assert Path(target).read_bytes() == before
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "nan"])
+def test_fit_refuses_a_power_limit_that_is_none(shared_data, tmp_path, capsys, limit):
+    out = tmp_path / "g.toml"
+    with pytest.raises(SystemExit) as exc:  # 0 was taken for "not given"
+        main(["gpu", "fit", str(shared_data / f"{FAST}.csv.gz"), "--out", str(out),
+              "--power-limit-w", limit])
+    assert exc.value.code == 2
+    assert f"argument --power-limit-w: must be > 0, got '{limit}'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_predict_and_score_take_a_shipped_set_by_name(shared_data, tmp_path, capsys,
+                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no such files here: the shipped sets
+    (tmp_path / "two.events.json").write_text('[{"t_s": 0, "load": "compute", "seconds": 2}]')
+    assert main(["gpu", "predict", "gpu_h100_sxm", "--events", "two.events.json",
+                 "--out", "p.csv.gz"]) == 0
+    assert (tmp_path / "p.csv.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip, as it says
+    assert len(read_trace(tmp_path / "p.csv.gz")) == 200
+    assert main(["gpu", "score", "gpu_h100_sxm.toml", str(shared_data / f"{FAST}.csv.gz"),
+                 "--span", "0:20"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{FAST}: window ")

@@ -3,6 +3,7 @@ the CEC library, as a user runs them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,210 @@ def test_imported_parameter_sets_run(tmp_path: Path, monkeypatch) -> None:
                  "--out", str(tmp_path / "out.csv")]) == 0
     got = read_columns(tmp_path / "out.csv")
     assert np.all(np.diff(got["soc"]) < 0) and 3.0 < got["voltage_v"][-1] < 4.3
+
+
+def _text_csv(path: Path, header: str, rows: list[str], encoding: str = "utf-8") -> Path:
+    """A CSV as a user's tool writes it: decimal text (0.9, not 0.8999999999999999)."""
+    path.write_text("\n".join([header, *rows]) + "\n", encoding=encoding)
+    return path
+
+
+def _held(times: list[str], start: str, dt: str) -> tuple[list[float], list[int]]:
+    """The grid ``start + k dt`` up to the last time and, per grid time, the index of the
+    sample held there: in exact decimal arithmetic."""
+    from fractions import Fraction
+
+    t = [Fraction(x) for x in times]
+    step = Fraction(dt)
+    grid = [Fraction(start) + k * step for k in range(int((t[-1] - t[0]) / step) + 1)]
+    held = [max(i for i, x in enumerate(t) if x <= g) for g in grid]
+    return [float(g) for g in grid], held
+
+
+# (first time, input step, samples, --dt): the reported 0.3 grid; non-zero starts with
+# steps of 0.05, 0.2 and 0.7, on the input's step, coarser and finer; Unix time
+RESAMPLINGS = [("0", "0.3", 6, "0.3"), ("2.5", "0.05", 40, "0.05"),
+               ("1.1", "0.1", 30, "0.2"), ("1.1", "0.7", 20, "0.7"),
+               ("10.1", "0.1", 50, "0.7"), ("0.3", "0.2", 10, "0.05"),
+               ("1700000000", "0.1", 50, "0.1"), ("1700000000.3", "0.1", 30, "0.3")]
+
+
+@pytest.mark.parametrize(("start", "step", "n", "dt"), RESAMPLINGS)
+def test_dt_holds_every_sample_at_its_own_time(tmp_path: Path, start: str, step: str, n: int,
+                                               dt: str) -> None:
+    from decimal import Decimal
+
+    times = [str(Decimal(start) + k * Decimal(step)) for k in range(n)]
+    src = _text_csv(tmp_path / "in.csv", "t_s,current_a",
+                    [f"{t},{k % 7 * 10}" for k, t in enumerate(times)])  # A: which sample
+    out = tmp_path / "out.csv"
+    assert main(["twin", "simulate", "battery", "--params", "battery_lfp_rack",
+                 "--input", str(src), "--out", str(out), "--dt", dt]) == 0
+    got = read_columns(out)
+    grid, held = _held(times, start, dt)
+    np.testing.assert_allclose(got["t_s"], grid, rtol=0, atol=1e-3 * float(dt))
+    np.testing.assert_array_equal(got["current_a"], [k % 7 * 10.0 for k in held])
+    if dt == "0.3" and start == "0":  # the report: the 100 A at 0.9 s vanished
+        src = _text_csv(tmp_path / "dis.csv", "t_s,current_a",
+                        ["0,0", "0.3,0", "0.6,0", "0.9,100", "1.2,0", "1.5,0"])
+        assert main(["twin", "simulate", "battery", "--params", "battery_lfp_rack",
+                     "--input", str(src), "--out", str(out), "--dt", "0.3"]) == 0
+        got = read_columns(out)
+        assert got["t_s"].tolist() == [0.0, 0.3, 0.6, 0.9, 1.2, 1.5]
+        assert got["current_a"].tolist() == [0.0, 0.0, 0.0, 100.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("start", "step", "n", "dt"), [RESAMPLINGS[0], RESAMPLINGS[4],
+                                                        RESAMPLINGS[6]])
+def test_dt_resamples_an_inverter_profile_alike(tmp_path: Path, start: str, step: str, n: int,
+                                                dt: str) -> None:
+    from decimal import Decimal
+
+    times = [str(Decimal(start) + k * Decimal(step)) for k in range(n)]
+    p_dc = [1000.0 * (k % 5) for k in range(n)]
+    src = _text_csv(tmp_path / "in.csv", "t_s,p_dc_w,v_dc_v",
+                    [f"{t},{p},700" for t, p in zip(times, p_dc)])
+    out = tmp_path / "out.csv"
+    assert main(["twin", "simulate", "inverter", "--params", "inverter_pv_abb_trio_60",
+                 "--input", str(src), "--out", str(out), "--dt", dt]) == 0
+    got = read_columns(out)
+    grid, held = _held(times, start, dt)
+    t = np.asarray(grid)
+    direct = inverter_profile(params.load(shipped("inverter_pv_abb_trio_60")), t,
+                              {"p_dc_w": np.array([p_dc[k] for k in held]),
+                               "v_dc_v": np.full(len(held), 700.0)})
+    np.testing.assert_allclose(got["p_avail_w"], direct["p_avail_w"], rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize(("dt", "message"), [
+    ("nan", "--dt must be a positive number of seconds, not nan"),
+    ("inf", "--dt must be a positive number of seconds, not inf"),
+    ("0", "--dt must be a positive number of seconds, not 0.0"),
+    ("-1", "--dt must be a positive number of seconds, not -1.0"),
+    ("1e-6", "--dt 1e-06 makes 86,400,000,000 steps of the profile's 86400 s; at most "
+             "100,000,000"),
+])
+def test_a_dt_that_is_no_step_is_one_line(tmp_path: Path, capsys, dt: str, message: str
+                                          ) -> None:
+    src = _text_csv(tmp_path / "day.csv", "t_s,current_a", ["0,10", "86400,10"])
+    out = tmp_path / "out.csv"
+    assert main(["twin", "simulate", "battery", "--params", "battery_lfp_rack",
+                 "--input", str(src), "--out", str(out), "--dt", dt]) == 2
+    assert capsys.readouterr().err == f"gridloop: error: {message}\n"
+    assert not out.exists()
+
+
+def _linked(tmp_path: Path, target: Path, how: str) -> str:
+    """Another name for ``target``: the same path, another spelling, a symbolic or a hard
+    link."""
+    if how == "same":
+        return str(target)
+    if how == "spelling":
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        return str(tmp_path / "sub" / ".." / "." / target.name)
+    link = tmp_path / f"{how}-{target.name}"
+    (link.symlink_to if how == "symlink" else link.hardlink_to)(target)
+    return str(link)
+
+
+@pytest.mark.parametrize("how", ["same", "spelling", "symlink", "hardlink"])
+@pytest.mark.parametrize("which", ["input", "params"])
+def test_out_that_is_an_input_is_refused(tmp_path: Path, capsys, how: str, which: str) -> None:
+    src = _csv(tmp_path / "dis2.csv", {"t_s": np.arange(0.0, 10.0),
+                                       "current_a": np.full(10, 20.0)})
+    pfile = tmp_path / "rack.toml"
+    pfile.write_bytes(shipped("battery_lfp_rack").read_bytes())
+    target = src if which == "input" else pfile
+    before = target.read_bytes()
+    out = _linked(tmp_path, target, how)
+    assert main(["twin", "simulate", "battery", "--params", str(pfile), "--input", str(src),
+                 "--out", out]) == 2
+    what = "the profile" if which == "input" else "the parameter file"
+    assert capsys.readouterr().err == (f"gridloop: error: --out {out}: that is an input "
+                                       f"({what} {target}); give another file\n")
+    assert target.read_bytes() == before
+
+
+def test_a_shipped_set_named_with_its_suffix_is_found(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no battery_lfp_rack.toml here
+    src = _csv(tmp_path / "in.csv", {"t_s": np.arange(0.0, 5.0), "current_a": np.ones(5)})
+    assert main(["twin", "simulate", "battery", "--params", "battery_lfp_rack.toml",
+                 "--input", str(src), "--out", "out.csv"]) == 0
+    assert len(read_columns(tmp_path / "out.csv")["t_s"]) == 5
+
+
+def test_errors_of_the_parameter_file_name_it_and_the_field(tmp_path: Path, capsys) -> None:
+    battery = tmp_path / "p.toml"
+    battery.write_text(shipped("battery_lfp_rack").read_text().replace(
+        "capacity_ah = 280.0", "capacity_ah = -1.0"))
+    inverter = tmp_path / "inv.toml"
+    inverter.write_text(shipped("inverter_pv_abb_trio_60").read_text().replace(
+        "s_max_va = 60000.0", "s_max_va = 0.0"))
+    sandia = tmp_path / "sandia.toml"
+    sandia.write_text(re.sub(r"(?m)^paco_w = .*$", "paco_w = -1.0",
+                             shipped("inverter_pv_abb_trio_60").read_text()))
+    dis = _csv(tmp_path / "dis.csv", {"t_s": np.arange(3.0), "current_a": np.ones(3)})
+    inv = _csv(tmp_path / "inv.csv", {"t_s": np.arange(3.0), "p_dc_w": np.ones(3),
+                                      "v_dc_v": np.full(3, 700.0)})
+    for kind, pfile, src, message in [
+            ("battery", battery, dis, f"{battery}: params.capacity_ah: must be positive"),
+            ("inverter", inverter, inv, f"{inverter}: params.s_max_va: must be positive"),
+            ("inverter", sandia, inv, f"{sandia}: params.sandia.paco_w: must be positive")]:
+        assert main(["twin", "simulate", kind, "--params", str(pfile), "--input", str(src),
+                     "--out", str(tmp_path / "out.csv")]) == 2
+        assert capsys.readouterr().err == f"gridloop: error: {message}\n"
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_out_csv_gz_is_gzip_and_reads_back(tmp_path: Path) -> None:
+    import gzip
+
+    src = _text_csv(tmp_path / "in.csv", "t_s,current_a", ["0,52.6", "1,0.1", "2,3"])
+    out = tmp_path / "out.csv.gz"
+    assert main(["twin", "simulate", "battery", "--params", "battery_lfp_rack",
+                 "--input", str(src), "--out", str(out)]) == 0
+    assert out.read_bytes()[:2] == b"\x1f\x8b"
+    assert read_columns(out)["current_a"].tolist() == [52.6, 0.1, 3.0]
+    # every digit that reads back, and no more: 52.6, not 52.600000000000001
+    lines = gzip.decompress(out.read_bytes()).decode().splitlines()
+    current = lines[0].split(",").index("current_a")
+    assert [line.split(",")[current] for line in lines[1:]] == ["52.6", "0.1", "3.0"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_directory_as_out_is_one_line_and_leaves_no_temporary_file(tmp_path: Path,
+                                                                     capsys) -> None:
+    from bench.csvio import CsvError, write_columns
+
+    folder = tmp_path / "somedir"
+    folder.mkdir()
+    # the commands look first: nothing is imported or computed for a file that cannot be
+    for argv in (["twin", "params", "import-pybamm", "ECM_Example", "--out", str(folder)],
+                 ["twin", "params", "import-cec", "ABB: TRIO-60.0-TL-OUTD-US-480 [480V]",
+                  "--out", str(folder)]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (f"gridloop: error: --out {folder}: that is a "
+                                           "directory; give a file name\n")
+    assert main(["twin", "params", "import-cec", "x", "--out",
+                 str(tmp_path / "none" / "x.toml")]) == 2
+    assert capsys.readouterr().err == (f"gridloop: error: --out {tmp_path / 'none' / 'x.toml'}"
+                                       f": {tmp_path / 'none'} is not a directory\n")
+    # and the writer itself, when the rename fails, names the file and removes its .tmp
+    with pytest.raises(CsvError, match=f"^{folder}: cannot write "):
+        write_columns(folder, {"t_s": np.arange(3.0)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("t_s,current_a,current_a\n0,1,2\n1,1,2\n", "in.csv:1: column 'current_a' appears twice"),
+    ("\ufefft_s,current_a\n0,1\n1,1\n", None),  # Excel's byte order mark
+])
+def test_csv_header_quirks(tmp_path: Path, capsys, text: str, message: str | None) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(text, encoding="utf-8")
+    rc = main(["twin", "simulate", "battery", "--params", "battery_lfp_rack",
+               "--input", str(src), "--out", str(tmp_path / "out.csv")])
+    if message is None:
+        assert rc == 0 and read_columns(tmp_path / "out.csv")["current_a"].tolist() == [1, 1]
+    else:
+        assert rc == 2 and capsys.readouterr().err == f"gridloop: error: {tmp_path}/{message}\n"

@@ -20,7 +20,7 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     """Run a scenario to ``out`` and print its summary; returns the exit status."""
     from bench.build import build_plan
     from bench.checks import evaluate, format_outcomes
-    from bench.engine import run_plan
+    from bench.engine import controller_for, run_plan
     from bench.recording import open_run
     from bench.summary import figures, format_figures
 
@@ -33,14 +33,16 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     if ledger is not None and "://" not in ledger and same_file(Path(ledger), out):
         raise BenchError(f"--ledger {ledger} and --out {out} name the same file; the "
                          "recording would overwrite the ledger")
+    if same_file(out, scenario_path):
+        raise BenchError(f"--out {out}: that is the scenario ({scenario_path}); give another "
+                         "file")
+    ledger_url = str(default_ledger_path(out)) if ledger is None else ledger
+    plan = build_plan(scenario, ledger=ledger_url)
+    controller = controller_for(plan)  # its options checked before anything is replaced
     if ledger is None:
         # the default ledger belongs to the recording: a new run replaces both
-        ledger_url = str(default_ledger_path(out))
         for suffix in ("", "-wal", "-shm"):
             Path(ledger_url + suffix).unlink(missing_ok=True)
-    else:
-        ledger_url = ledger
-    plan = build_plan(scenario, ledger=ledger_url)
     if plan.market is not None:
         # a ledger this run cannot append to is refused before the recording is replaced
         plan.market.open()
@@ -55,14 +57,15 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
             holder: dict = {}
 
             def work() -> None:
-                holder["summary"] = run_plan(plan, out, progress=not quiet)
+                holder["summary"] = run_plan(plan, out, progress=not quiet,
+                                             controller=controller)
 
             status = show_live(out, work)
             summary = holder.get("summary")
             if summary is None:
                 return status or 1
         else:
-            summary = run_plan(plan, out, progress=not quiet)
+            summary = run_plan(plan, out, progress=not quiet, controller=controller)
     finally:
         if plan.market is not None:
             plan.market.close()

@@ -82,3 +82,33 @@ def test_ledger_and_recording_folders_are_made(tmp_path: Path) -> None:
     assert out.is_file() and (tmp_path / "runs" / "p2p.ledger.db").is_file()
     assert run(tmp_path / "a" / "r.h5", tmp_path / "b" / "l.db", 1000) == 0
     assert (tmp_path / "b" / "l.db").is_file()
+
+
+@pytest.mark.parametrize("bad", [
+    ["--set", "controller.options.nope=1"],  # the controller refuses it
+    ["--set", "checks.north.battery.socc.max=1"],  # the scenario refuses it
+])
+def test_a_run_refused_before_it_starts_keeps_the_default_ledger(
+        bad: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default ledger belongs to the recording: a run that never starts replaces
+    neither."""
+    out = tmp_path / "p2p.h5"
+    args = ["run", str(SCENARIO), "--mode", "twin", "--duration", "1000", "--quiet",
+            "--out", str(out)]
+    assert main(args) == 0
+    ledger = tmp_path / "p2p.ledger.db"
+    before = ledger.read_bytes(), out.read_bytes()
+    capsys.readouterr()
+    assert main(args + bad) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert (ledger.read_bytes(), out.read_bytes()) == before
+
+
+def test_out_that_is_the_scenario_is_refused(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO.read_text())
+    (tmp_path / "link.toml").symlink_to(scenario)
+    assert main(["run", str(scenario), "--out", str(tmp_path / "link.toml")]) == 2
+    assert "that is the scenario" in capsys.readouterr().err
+    assert scenario.read_text() == SCENARIO.read_text()

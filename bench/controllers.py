@@ -445,8 +445,13 @@ def load_controller(name: str, context: ControllerContext,
             _check_option(name, typed[key], value)
     try:
         ctrl = cls(context, **options)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # an option it refuses
         raise ControllerError(f"controller '{name}': {exc}") from None
+    except ControllerError:
+        raise
+    except Exception as exc:  # a user's class: any failure of its constructor is one line
+        raise ControllerError(f"controller '{name}' failed to start: "
+                              f"{type(exc).__name__}: {exc}") from None
     if not callable(getattr(ctrl, "step", None)):
         raise ControllerError(f"controller '{name}' has no step(observation) method")
     return ctrl

@@ -293,6 +293,9 @@ class Plan:
 
     def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int]) -> None:
         u = self.twin.u
+        if not isinstance(setpoints, Mapping):
+            raise ControllerError(f"controller step returned a {type(setpoints).__name__}; "
+                                  "expected a mapping of setpoint names to numbers")
         for key, value in setpoints.items():
             i = index.get(key)
             if i is None:
@@ -300,7 +303,11 @@ class Plan:
 
                 raise ControllerError(f"controller set unknown setpoint '{key}'"
                                       f"{did_you_mean(key, index)}")
-            v = float(value)
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise ControllerError(f"controller set '{key}' to {value!r}; expected a "
+                                      "number") from None
             if not math.isfinite(v):
                 raise ControllerError(f"controller set '{key}' to {value!r}")
             u[i] = v

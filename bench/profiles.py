@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,16 +34,32 @@ def profile_seed(run_seed: int, name: str) -> int:
 
 def _call(fn: Callable[..., Any], options: dict[str, Any], where: str, **fixed: Any) -> Any:
     """Call a generator with scenario options, naming a misspelt option."""
-    sig = inspect.signature(fn)
+    try:  # the annotations as types (modules with ``from __future__`` make them text)
+        sig = inspect.signature(fn, eval_str=True)
+    except (NameError, AttributeError, SyntaxError, TypeError):
+        sig = inspect.signature(fn)
     names = [p for p in sig.parameters if p not in fixed]
-    for key in options:
+    for key, value in options.items():
         if key not in names:
             raise ScenarioError(f"{where}.options.{key}: unknown option"
                                 f"{did_you_mean(key, names)}; options are {', '.join(names)}")
+        _check_type(sig.parameters[key].annotation, value, f"{where}.options.{key}")
     try:
         return fn(**fixed, **options)
     except (TypeError, ValueError) as exc:
         raise ScenarioError(f"{where}: {exc}") from None
+
+
+def _check_type(annotation: Any, value: Any, where: str) -> None:
+    """A number option given text, or a whole-number option a fraction (``max_batch =
+    8.5``), named here rather than failing inside the generator."""
+    kinds = typing.get_args(annotation) or (annotation,)
+    if int in kinds and float not in kinds:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(f"{where}: must be a whole number, got {value!r}")
+    elif float in kinds:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ScenarioError(f"{where}: must be a number, got {value!r}")
 
 
 def clear_sky(t_s: np.ndarray, latitude_deg: float = 40.0, day_of_year: int = 172,
@@ -137,6 +154,7 @@ def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> An
     spread = options.pop("spread_s", 0.0)
     if not isinstance(groups, int) or groups < 1:
         raise ScenarioError(f"{where}.options.groups: must be a whole number >= 1")
+    _check_type(float, spread, f"{where}.options.spread_s")
     if cfg.file:
         from bench.traces import read_events
 

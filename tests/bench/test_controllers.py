@@ -115,3 +115,20 @@ def test_number_options_take_ints_and_an_optional_one_none() -> None:
     ctrl = load_controller("peak_shaving", context(),
                            {"import_limit_w": 10_000, "recharge_below_w": None})
     assert ctrl.limit == 10_000.0
+
+
+class BrokenStart:
+    """A user's controller whose constructor fails with what it happens to raise."""
+
+    def __init__(self, context: object) -> None:
+        raise KeyError("north.battery")
+
+
+def test_a_controller_that_fails_to_start_is_one_line() -> None:
+    from bench.controllers import load_controller
+    from bench.errors import ControllerError
+
+    with pytest.raises(ControllerError) as exc:
+        load_controller("tests.bench.test_controllers:BrokenStart", context(), {})
+    assert str(exc.value) == ("controller 'tests.bench.test_controllers:BrokenStart' failed "
+                              "to start: KeyError: 'north.battery'")

@@ -135,6 +135,31 @@ class _FailsAtTick30:
         return {}
 
 
+class Returns:
+    """A controller whose step returns what its option says, from its first tick."""
+
+    def __init__(self, context: object, what: str = "list") -> None:
+        self.out = {"list": [1.0], "text": {"north.battery.p_set_w": "high"},
+                    "none": {"north.battery.p_set_w": None}}[what]
+
+    def step(self, obs: object) -> object:
+        return self.out
+
+
+@pytest.mark.parametrize(("what", "message"), [
+    ("list", "controller step returned a list; expected a mapping of setpoint names"),
+    ("text", "controller set 'north.battery.p_set_w' to 'high'; expected a number"),
+    ("none", "controller set 'north.battery.p_set_w' to None; expected a number"),
+])
+def test_setpoints_that_are_not_numbers_stop_the_run_in_one_line(what: str, message: str,
+                                                                 tmp_path: Path) -> None:
+    s = load(SCENARIO, ["controller.name=tests.bench.test_engine:Returns",
+                        f"controller.options={{ what = '{what}' }}", "market.kind=none"])
+    with pytest.raises(ControllerError) as exc:
+        run_plan(build_plan(s), tmp_path / "r.h5", progress=False)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_a_run_that_stops_early_says_why_in_its_recording(tmp_path: Path) -> None:
     s = load(SCENARIO, ["controller.name=tests.bench.test_engine:_FailsAtTick30",
                         "controller.options={}", "market.kind=none"])

@@ -1,0 +1,65 @@
+"""Profile options of a scenario: a value of the wrong type is named before the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.build import build_plan
+from bench.errors import ScenarioError
+from bench.scenario import load
+
+SCENARIO = """
+[run]
+name = "w"
+dt_s = 0.1
+duration_s = 2
+mode = "twin"
+
+[profiles.job]
+kind = "workload"
+generator = "inference"
+options = { arrival_rate_hz = 2.0 }
+
+[profiles.sun]
+kind = "irradiance"
+generator = "clear_sky"
+
+[nodes.a.rack]
+kind = "gpu_rack"
+profile = "job"
+
+[nodes.a.pv]
+kind = "pv"
+profile = "sun"
+
+[nodes.a.inverter]
+kind = "inverter"
+source = "pv"
+
+[nodes.a.grid]
+kind = "grid"
+"""
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("profiles.job.options.max_batch=8.5",
+     "profiles.job.options.max_batch: must be a whole number, got 8.5"),
+    ("profiles.job.options.arrival_rate_hz='2'",
+     "profiles.job.options.arrival_rate_hz: must be a number, got '2'"),
+    ("profiles.job.options.spread_s='x'",
+     "profiles.job.options.spread_s: must be a number, got 'x'"),
+    ("profiles.sun.options.latitude_deg='48'",
+     "profiles.sun.options.latitude_deg: must be a number, got '48'"),
+    ("profiles.sun.options.day_of_year=true",
+     "profiles.sun.options.day_of_year: must be a whole number, got True"),
+])
+def test_an_option_of_the_wrong_type_is_named(override: str, message: str,
+                                              tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(SCENARIO)
+    build_plan(load(path))  # the scenario as written builds
+    with pytest.raises(ScenarioError) as exc:
+        build_plan(load(path, [override]))
+    assert message in str(exc.value)

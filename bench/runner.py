@@ -26,6 +26,10 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
 
     scenario = load(scenario_path, overrides)
     if view:
+        from bench.view.app import require_screen
+
+        require_screen(f"run without --view and look with gridloop view {out} --screenshot "
+                       "OUT.png")
         # Flush often so the window follows closely.
         from dataclasses import replace
 

@@ -521,9 +521,19 @@ def screenshot(path: str | Path, out: str | Path, at: float | None = None,
         win.run.close()
 
 
+def require_screen(instead: str) -> None:
+    """Refuse a window no one could see or close: Qt told to render offscreen (CI sets
+    ``QT_QPA_PLATFORM=offscreen``) would wait for a close that never comes."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform.partition(":")[0] in ("offscreen", "minimal"):
+        raise BenchError(f"QT_QPA_PLATFORM={platform}: the window would open on no screen "
+                         f"and never be closed; {instead}, or unset QT_QPA_PLATFORM")
+
+
 def show(path: str | Path, follow: bool = False, at: float | None = None,
          window_s: float = 120.0) -> int:
     """Open the view of a recording in a window and return when it is closed."""
+    require_screen("use --screenshot OUT.png")
     application()
     win = ViewWindow(path, follow=follow, window_s=window_s)
     _check_at(win, at)

@@ -306,6 +306,21 @@ def test_cli_refuses_to_open_a_window_without_a_display(monkeypatch) -> None:
         app.application()
 
 
+def test_cli_refuses_a_window_on_no_screen(recording: Path, tmp_path: Path, capsys,
+                                           monkeypatch) -> None:
+    """Told to render offscreen (as CI is), a window would wait for a close that never
+    comes: refused at once, the run not started."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert main(["view", str(recording)]) == 2
+    err = capsys.readouterr().err
+    assert "QT_QPA_PLATFORM=offscreen: the window would open on no screen" in err
+    assert "--screenshot OUT.png" in err and err.count("\n") == 1
+    scenario = Path(__file__).with_name("scenarios") / "two_nodes.toml"
+    out = tmp_path / "r.h5"
+    assert main(["run", str(scenario), "--view", "--mode", "twin", "--out", str(out)]) == 2
+    assert "never be closed" in capsys.readouterr().err and not out.exists()
+
+
 CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,19 @@ LIMIT_SOC_MIN = 16  #: SOC at its minimum (discharge reduced)
 LIMIT_SOC_MAX = 32  #: SOC at its maximum (charge reduced)
 LIMIT_POWER_INFEASIBLE = 64  #: power above what the cell can deliver: maximum power instead
 LIMIT_INVALID = 128  #: command not finite, treated as zero
+
+#: cell and air temperatures a battery may start from or sit in [degC]: -60 is colder than
+#: the air of any installation (outdoor enclosures are rated to -40), 100 above any cell's
+#: rated storage temperature (60-85) and where separators begin to fail.  Outside it the
+#: tables (held at their edges) and the thermal model describe no cell, and far enough
+#: below it the absolute temperature of the entropic heat, T + 273.15, turns negative.
+TEMP_RANGE_C = (-60.0, 100.0)
+
+
+class BatteryWarning(UserWarning):
+    """A battery set up in a way that runs, but likely not as meant (an initial SOC
+    outside the SOC window)."""
+
 
 STATE_NAMES = ("soc", "v_rc1_v", "v_rc2_v", "hysteresis", "temp_cell_c", "temp_jig_c",
                "e_out_j", "e_loss_j", "e_stored_j")
@@ -167,6 +181,8 @@ class BatteryParams:
                     raise ParameterError(f"{name}: table values are not all finite")
         if not isinstance(self.ocv_v, Table) or "soc" not in self.ocv_v.axis_names:
             raise ParameterError("ocv_v: must be a table over 'soc'")
+        _check_ocv_rises(self.ocv_v)
+        _check_temperature(self.temp_ambient_c, "temp_ambient_c")
         _check(self.capacity_ah > 0, "capacity_ah", "must be positive")
         for name in ("r0_ohm", "r1_ohm", "r2_ohm", "hysteresis_v"):
             _check(np.all(_values(getattr(self, name)) >= 0), name, "must not be negative")
@@ -271,11 +287,37 @@ class BatteryInitial:
             _check(value is None or math.isfinite(value), f.name, "must be finite")
         _check(0 <= self.soc <= 1, "soc", "must be in [0, 1]")
         _check(-1 <= self.hysteresis <= 1, "hysteresis", "must be in [-1, 1]")
+        for name in ("temp_cell_c", "temp_jig_c"):
+            if getattr(self, name) is not None:
+                _check_temperature(getattr(self, name), name)
 
 
 def _check(ok: Any, name: str, what: str) -> None:
     if not bool(ok):
         raise ParameterError(f"{name}: {what}")
+
+
+def _check_temperature(value: float, name: str) -> None:
+    lo, hi = TEMP_RANGE_C
+    _check(lo <= value <= hi, name, f"{value:g} degC is outside {lo:g} to {hi:g} degC (colder "
+           "than any installation's air, or above any cell's rated storage temperature)")
+
+
+def _check_ocv_rises(ocv: Table) -> None:
+    """The open-circuit voltage must not fall as the SOC rises (at every temperature): a
+    cell whose OCV fell with charge would gain energy by discharging."""
+    ax = ocv.axis_names.index("soc")
+    falls = np.diff(ocv.values, axis=ax) < 0
+    if falls.any():
+        idx = np.unravel_index(int(np.argmax(falls)), falls.shape)
+        k = idx[ax]
+        socs = ocv.axes[ax][1]
+        at = list(idx)
+        v0 = ocv.values[tuple(at)]
+        at[ax] = k + 1
+        v1 = ocv.values[tuple(at)]
+        raise ParameterError(f"ocv_v: must not decrease as soc rises; it falls from {v0:g} V "
+                             f"at soc {socs[k]:g} to {v1:g} V at soc {socs[k + 1]:g}")
 
 
 def _values(v: float | Table | None) -> np.ndarray:
@@ -898,6 +940,32 @@ def _discretise(pf: np.ndarray, dts: np.ndarray) -> np.ndarray:
     return d
 
 
+def _warn_soc_outside_window(packs: Sequence[PackParams],
+                             initial: Sequence[BatteryInitial]) -> None:
+    """A :class:`BatteryWarning` for the first unit whose initial SOC lies outside its SOC
+    window.
+
+    A warning, not an error: the model is defined there (the SOC limits hold back only
+    the current that would carry the SOC further out, so a battery below ``soc_min``
+    charges and does not discharge until it is back inside), and starting a depleted
+    battery to watch it recharge is a fair run.  But more often it is a slip (a window
+    narrowed, the initial SOC left as it was) that silently changes the whole run.
+    """
+    for i, (pack, ini) in enumerate(zip(packs, initial)):
+        c = pack.cell
+        unit = f" unit {i}" if len(packs) > 1 else ""
+        if ini.soc < c.soc_min:
+            warnings.warn(f"battery{unit}: initial soc {ini.soc:g} is below soc_min "
+                          f"{c.soc_min:g}; it will not discharge until charged above it",
+                          BatteryWarning, stacklevel=3)
+            return
+        if ini.soc > c.soc_max:
+            warnings.warn(f"battery{unit}: initial soc {ini.soc:g} is above soc_max "
+                          f"{c.soc_max:g}; it will not charge until discharged below it",
+                          BatteryWarning, stacklevel=3)
+            return
+
+
 class Battery(Asset):
     """``n`` batteries (cells or packs), each with its own parameters and operating mode.
 
@@ -941,6 +1009,7 @@ class Battery(Asset):
         if len(inits) != self.n:
             raise TwinError(f"battery: {len(inits)} initial conditions for {self.n} units")
         self.initial = tuple(BatteryInitial() if x is None else x for x in inits)
+        _warn_soc_outside_window(self.params, self.initial)
         self._pf, self._pi, self._tmeta, self._tgrid, self._tdata = _pack(
             [distinct[r] for r in range(len(distinct))])
         self._discs: dict[float, np.ndarray] = {}

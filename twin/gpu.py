@@ -40,7 +40,7 @@ import numba
 import numpy as np
 
 from twin import params as _params
-from twin.errors import ParameterError
+from twin.errors import ParameterError, TwinError
 from twin.stepper import discretise
 from twin.workload import CHECKPOINT, COMPUTE, LIGHT, MEMORY, Schedule
 
@@ -48,6 +48,24 @@ from twin.workload import CHECKPOINT, COMPUTE, LIGHT, MEMORY, Schedule
 MAX_STEP_S = 0.01
 #: the parameter set fitted to the shared H100 recordings, shipped with the package
 H100_SXM = Path(__file__).with_name("data") / "gpu_h100_sxm.toml"
+#: lowest die or air temperature the model takes: the cold end of the range electronics
+#: are rated for (JEDEC industrial, -40 degC) and far below any data centre's supply air;
+#: the leakage fitted between 35 and 75 degC means nothing much further down [degC]
+TEMP_MIN_C = -40.0
+#: idle lead-in a prediction shows before a schedule that starts late (a Unix-time or
+#: offset schedule): the simulation starts at 0, or this long before the first entry if
+#: that is later.  Schedules that start within it are simulated from 0 as they always
+#: were.  The model needs no settling (it starts idle and settled) [s]
+IDLE_LEAD_S = 60.0
+#: most kernel steps (of at most MAX_STEP_S) one prediction may take: about 100 bytes each
+#: at the peak, so 5 GB, 5.8 days at 10 ms
+MAX_SUBSTEPS = 50_000_000
+
+
+class PredictionError(TwinError):
+    """A prediction left the range the model holds in (a die past the card's shutdown
+    temperature, a power that is not finite) or would not fit in memory; the message names
+    the time and the cause."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +122,18 @@ class GpuParams:
     clock_max_mhz: float = 1980.0
     #: lowest clock the limiter uses [MHz]
     clock_min_mhz: float = 795.0
+    #: die temperature at which the card shuts down (NVML's "GPU Shutdown Temp": 92 on an
+    #: H100 SXM, which slows down at 89): the top of the model's range, which has no
+    #: thermal throttling [degC]
+    temp_shutdown_c: float = 92.0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ParameterError(f"params.{f.name}: expected a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ParameterError(f"params.{f.name}: must be finite, got {value}")
         positive = ("power_limit_w", "idle_w", "leak_temp_c", "dynamic_w", "mfu_saturation",
                     "voltage_min", "limit_avg_tau_s", "clock_down_tau_s", "clock_up_tau_s",
                     "r_die_c_per_w", "tau_die_s", "r_sink_c_per_w", "tau_sink_s",
@@ -125,6 +153,17 @@ class GpuParams:
                                  f"got {self.burst_limit_ratio}")
         if self.clock_min_mhz >= self.clock_max_mhz:
             raise ParameterError("params.clock_min_mhz: must be below clock_max_mhz")
+        if self.voltage_min > 1:
+            raise ParameterError("params.voltage_min: must be at most 1 (the voltage at "
+                                 f"the maximum clock), got {self.voltage_min}")
+        if not self.temp_shutdown_c > TEMP_MIN_C:
+            raise ParameterError(f"params.temp_shutdown_c: must be above {TEMP_MIN_C:g} "
+                                 f"degC, got {self.temp_shutdown_c}")
+        if not TEMP_MIN_C <= self.ambient_c < self.temp_shutdown_c:
+            raise ParameterError(
+                f"params.ambient_c: {self.ambient_c:g} degC is outside {TEMP_MIN_C:g} to "
+                f"{self.temp_shutdown_c:g} degC (the coldest air electronics are rated for "
+                "to the card's shutdown temperature, temp_shutdown_c)")
 
     @property
     def clock_min_ratio(self) -> float:
@@ -148,7 +187,35 @@ def load_params(path: str | Path = H100_SXM) -> tuple[GpuParams, float | None]:
     temp = pset.initial.get("temp_c")
     if temp is not None and (isinstance(temp, bool) or not isinstance(temp, (int, float))):
         raise ParameterError(f"{path}: initial.temp_c: expected a number, got {temp!r}")
+    for key in pset.initial:
+        if key != "temp_c":
+            raise ParameterError(f"{path}: initial.{key}: unknown initial condition"
+                                 f"{_params.did_you_mean(key, ['temp_c'])}; a GPU has "
+                                 "temp_c")
+    if temp is not None:
+        try:
+            check_die_temperature(p, float(temp))
+        except ParameterError as exc:
+            raise ParameterError(f"{path}: initial.temp_c: {exc}") from None
     return p, None if temp is None else float(temp)
+
+
+def check_die_temperature(p: GpuParams, temp_die_c: float) -> float:
+    """``temp_die_c`` if the model can start from it, else :class:`ParameterError`.
+
+    The range is :data:`TEMP_MIN_C` (-40 degC, the coldest end of what electronics are
+    rated for) to the card's shutdown temperature ``p.temp_shutdown_c`` (92 degC on an
+    H100): a die outside it is not a card that runs, and leakage, extrapolated from the
+    35-75 degC it was fitted on, would give a meaningless power (1.5 kW idle at 120 degC).
+    [degC]
+    """
+    t = float(temp_die_c)
+    if not TEMP_MIN_C <= t <= p.temp_shutdown_c:  # NaN fails too
+        raise ParameterError(
+            f"die temperature {t:g} degC is outside {TEMP_MIN_C:g} to "
+            f"{p.temp_shutdown_c:g} degC (the coldest end of what electronics are rated "
+            "for, to the card's shutdown temperature)")
+    return t
 
 
 # --- pure functions ---------------------------------------------------------------------
@@ -184,9 +251,19 @@ def activity(p: GpuParams, load: np.ndarray, mfu: np.ndarray) -> np.ndarray:
 
 
 def idle_temperature_c(p: GpuParams) -> float:
-    """Die temperature of an idle card in steady state (fixed point of leakage and heat). [degC]"""
+    """Die temperature of an idle card in steady state (fixed point of leakage and heat). [degC]
+
+    Raises :class:`PredictionError` where there is none below the card's shutdown
+    temperature (air so hot that leakage runs away even at idle).
+    """
     t = p.ambient_c
     for _ in range(50):
+        # From the ambient the iterates rise monotonically to the lowest fixed point: one
+        # above the shutdown temperature means there is none below it.
+        if t > p.temp_shutdown_c:
+            raise PredictionError(
+                f"an idle card in air at ambient_c = {p.ambient_c:g} degC heats past its "
+                f"shutdown temperature ({p.temp_shutdown_c:g} degC): leakage runs away")
         t = p.ambient_c + (p.r_die_c_per_w + p.r_sink_c_per_w) * float(static_power_w(p, t))
     return t
 
@@ -243,9 +320,17 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
     """State of a card that has idled long enough for its power and clock to settle.
 
     ``temp_die_c`` None means thermal steady state too; a given die temperature puts the
-    heat sink where it would be at that die temperature with idle power flowing.
+    heat sink where it would be at that die temperature with idle power flowing.  It must
+    lie in the model's range (:func:`check_die_temperature`: -40 degC to the card's
+    shutdown temperature).
     """
-    t = idle_temperature_c(p) if temp_die_c is None else float(temp_die_c)
+    if temp_die_c is None:
+        t = idle_temperature_c(p)
+    else:
+        try:
+            t = check_die_temperature(p, temp_die_c)
+        except ParameterError as exc:
+            raise ParameterError(f"initial {exc}") from None
     ps = float(static_power_w(p, t))
     return np.array([1.0, ps, t, t - p.r_die_c_per_w * ps] + [ps] * AVG_STAGES
                     + [(p.burst_limit_ratio - 1.0) * p.power_limit_w])
@@ -383,30 +468,71 @@ def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
     p : the GPU's parameters.
     schedule : what the GPU is commanded to do.
     dt : time step. [s]
-    t0, t_end : simulated span; default from the start (or 0, whichever is earlier) to the
-        end of the schedule. [s]
-    temp_die_c : die temperature at ``t0``; None means the idle steady state. [degC]
+    t0, t_end : simulated span; default from 0 to the end of the schedule, or from its
+        start if that is earlier, or from :data:`IDLE_LEAD_S` before its start if that is
+        later (a schedule on Unix time is not simulated from 1970). [s]
+    temp_die_c : die temperature at ``t0``, from -40 degC to the card's shutdown
+        temperature (:func:`check_die_temperature`); None means the idle steady state.
+        [degC]
     power_limit_w : power limit, a constant or one value per step; None means the card's
         default ``p.power_limit_w``. [W]
+
+    Raises
+    ------
+    PredictionError
+        The span needs more than :data:`MAX_SUBSTEPS` kernel steps, or the die passes the
+        card's shutdown temperature, or the power stops being finite (thermal runaway: the
+        leakage grows exponentially with temperature and the model does not throttle).
+        The results are checked once, after the compiled run.
     """
-    if not dt > 0:
-        raise ParameterError(f"time step must be > 0, got {dt}")
+    if not dt > 0 or not math.isfinite(dt):
+        raise ParameterError(f"time step must be > 0 and finite, got {dt}")
     if t0 is None:
-        t0 = dt * math.floor(min(0.0, schedule.start_s) / dt + 1e-9)
+        start = schedule.start_s
+        t0 = dt * math.floor(max(min(0.0, start), start - IDLE_LEAD_S) / dt + 1e-9)
     if t_end is None:
         t_end = schedule.end_s
-    n = max(1, math.ceil((t_end - t0) / dt - 1e-9))
+    if not (math.isfinite(t0) and math.isfinite(t_end)):
+        raise ParameterError(f"simulated span {t0:g} to {t_end:g} s is not finite")
     sub = substeps(dt)
+    n_float = max(1.0, math.ceil((t_end - t0) / dt - 1e-9))
+    if n_float * sub > MAX_SUBSTEPS:
+        raise PredictionError(
+            f"simulating {t0:g} to {t_end:g} s ({t_end - t0:.6g} s) would take "
+            f"{n_float * sub:.3g} steps of {dt / sub:g} s, more than the {MAX_SUBSTEPS:.3g} "
+            "one prediction may take; shorten the schedule or simulate it in parts")
+    n = int(n_float)
     h = dt / sub
     act = schedule.step_means(activity(p, schedule.load, schedule.mfu), t0, h, n * sub)
     if power_limit_w is None:
         power_limit_w = p.power_limit_w
     limit = np.repeat(np.broadcast_to(np.asarray(power_limit_w, dtype=float), (n,)), sub)
     x = initial_state(p, temp_die_c)
-    res = _run(coefficients(p, h), x, act, limit).reshape(n, sub, 3)
+    res = _run(coefficients(p, h), x, act, limit)
+    _check_in_range(p, res, t0, h)
+    res = res.reshape(n, sub, 3)
     return Prediction(t_s=t0 + dt * np.arange(n), power_w=res[:, :, 0].mean(axis=1),
                       clock_mhz=res[:, :, 1].mean(axis=1) * p.clock_max_mhz,
                       temp_c=res[:, 0, 2])
+
+
+def _check_in_range(p: GpuParams, res: np.ndarray, t0: float, h: float) -> None:
+    """:class:`PredictionError` at the first kernel step whose power is not finite or whose
+    die is past the card's shutdown temperature (``res`` as :func:`_run` returns it)."""
+    power, temp = res[:, 0], res[:, 2]
+    ok = np.isfinite(power) & (temp <= p.temp_shutdown_c)  # NaN temperatures fail too
+    if ok.all():
+        return
+    k = int(np.argmin(ok))
+    t = t0 + k * h
+    if not temp[k] <= p.temp_shutdown_c:
+        raise PredictionError(
+            f"at t = {t:.2f} s the die passes the card's shutdown temperature "
+            f"({p.temp_shutdown_c:g} degC) drawing {power[k]:.0f} W: thermal runaway, as "
+            "leakage grows exponentially with temperature and the model does not throttle; "
+            f"check ambient_c ({p.ambient_c:g} degC) and the cooling (r_sink_c_per_w)")
+    raise PredictionError(f"at t = {t:.2f} s the power is no longer finite ({power[k]}), "
+                          f"the die at {temp[k]:.1f} degC")
 
 
 def substeps(dt: float) -> int:

@@ -44,6 +44,18 @@ inverted at that AC power.  A converter delivers the command and draws
 ``p_ac + converter_losses(p_ac)`` from its DC side; its DC source (the battery) enforces its
 own limits.
 
+Inputs outside the model's range are taken at its bounds and set the output
+``input_limited``: ``w_max_lim_pct`` outside ``[0, 100]``; a PV inverter offered more DC
+power than the top of its Sandia curve (a downward parabola: beyond its vertex the curve
+falls, and goes negative; the inverter clips there, as it clips at ``paco_w`` below it), or
+offered power at a DC voltage that is not positive (or so far from ``vdco_v`` that the
+curve no longer rises): it stands by.  So a PV inverter's AC power stays within
+``[0, p_max]`` whatever it is offered, but for its night tare ``-pnt_w`` standing by and
+the curve's own few watts below zero just above ``pso_w`` where ``v_dc`` shifts its zero
+(as pvlib computes it).
+:func:`simulate_profile` refuses such inputs in a recorded profile instead, naming the
+column and the time.
+
 Terminal powers are evaluated once per step from the *mean* of the command over
 ``[t_k, t_k + dt]`` (the first-order response to the held reference, integrated exactly:
 ``mean = ref + (cmd_k - ref) (1 - a) / ln(1/a)`` with ``a = exp(-dt/tau)``), so a setpoint
@@ -69,22 +81,34 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
 
 from twin import stepper
 from twin.errors import ParameterError, TwinError
-from twin.params import ParamSet, from_mapping
+from twin.params import ParamSet, did_you_mean, from_mapping
 from twin.units import WH_PER_J
 
 EFFICIENCY_MODELS = ("sandia", "symmetric")
 MODES = ("grid_following", "grid_forming")
 PRIORITIES = ("p", "q")
+#: the states of :class:`Inverter`, the names its ``[initial]`` table may set
+STATE_NAMES = ("p_cmd_w", "q_cmd_var", "e_dc_wh", "e_ac_wh", "e_loss_wh")
+
+
+def _check_finite(obj: Any, where: str) -> None:
+    """Every number of dataclass ``obj`` (and of its tuples) finite, else ParameterError."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+                raise ParameterError(f"{where}{f.name}: must be finite, got {v}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,11 +147,30 @@ class SandiaInverter:
     """Upper end of the MPPT voltage window, for information. [V]"""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "sandia.")
         for name in ("paco_w", "pdco_w", "vdco_v"):
             if getattr(self, name) <= 0:
                 raise ParameterError(f"sandia.{name}: must be positive")
         if self.pso_w < 0 or self.pnt_w < 0:
             raise ParameterError("sandia.pso_w and sandia.pnt_w must not be negative")
+        # the rating is reached above the start-up power: below it the curve has no
+        # meaning (pdco_w = 100 W with pso_w = 144 W drew -1e10 W of DC)
+        if not self.pdco_w > self.pso_w:
+            raise ParameterError(f"sandia.pdco_w: {self.pdco_w:g} W must be above pso_w "
+                                 f"({self.pso_w:g} W), the DC power inverting starts at")
+
+    def check_curve(self) -> None:
+        """ParameterError unless the curve describes an inverter at ``vdco_v``: no more AC
+        power than DC at the rating, and an AC power that rises all the way from ``pso_w``
+        to ``pdco_w``.  Every inverter of the CEC library passes.  Not checked on every
+        construction: a fit passes through coefficients that fail it."""
+        if self.paco_w > self.pdco_w:
+            raise ParameterError(f"sandia.paco_w: {self.paco_w:g} W of AC from pdco_w = "
+                                 f"{self.pdco_w:g} W of DC is an efficiency above 1")
+        span = self.pdco_w - self.pso_w
+        if abs(self.c0_per_w) * span * span >= self.paco_w:
+            raise ParameterError(f"sandia.c0_per_w: {self.c0_per_w:g} /W bends the curve so "
+                                 "much that the AC power does not rise from pso_w to pdco_w")
 
     def coefficients(self) -> np.ndarray:
         """``[paco, pdco, vdco, pso, c0, c1, c2, c3, pnt]`` as one array, for the kernels."""
@@ -153,6 +196,7 @@ class ConverterLosses:
     """Loss proportional to the power squared, ``c``. [1/W]"""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "losses.")
         if min(self.standby_w, self.linear, self.quadratic_per_w) < 0:
             raise ParameterError("losses: standby_w, linear and quadratic_per_w must be >= 0")
         if self.linear >= 1:
@@ -177,6 +221,7 @@ class VoltVar:
     """Reactive power at V1..V4. [pu of s_max_va]"""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "volt_var.")
         if len(self.v_pu) != 4 or len(self.q_pu) != 4:
             raise ParameterError("volt_var: v_pu and q_pu need four points each")
         if not all(b > a for a, b in zip(self.v_pu, self.v_pu[1:])):
@@ -203,6 +248,7 @@ class FrequencyDroop:
     """Under-frequency droop. [pu/pu]"""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "freq_droop.")
         if self.k_of <= 0 or self.k_uf <= 0 or self.db_of_hz < 0 or self.db_uf_hz < 0:
             raise ParameterError("freq_droop: k_of, k_uf must be > 0, dead bands >= 0")
 
@@ -219,6 +265,7 @@ class GridForming:
     """Time constant of the power low-pass filter. [s]"""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "grid_forming.")
         if self.mp_pu <= 0 or self.mq_pu <= 0 or self.tau_pf_s <= 0:
             raise ParameterError("grid_forming: mp_pu, mq_pu and tau_pf_s must be > 0")
 
@@ -258,6 +305,7 @@ class InverterParams:
     grid_forming: GridForming = field(default_factory=GridForming)
 
     def __post_init__(self) -> None:
+        _check_finite(self, "")
         if self.s_max_va <= 0:
             raise ParameterError("s_max_va: must be positive")
         if self.p_max_w is not None and not 0 < self.p_max_w <= self.s_max_va:
@@ -267,6 +315,8 @@ class InverterParams:
                                  f"{EFFICIENCY_MODELS}")
         if self.efficiency_model == "sandia" and self.sandia is None:
             raise ParameterError("efficiency_model 'sandia' needs a [params.sandia] table")
+        if self.sandia is not None:
+            self.sandia.check_curve()
         if self.efficiency_model == "symmetric" and self.losses is None:
             raise ParameterError("efficiency_model 'symmetric' needs a [params.losses] table")
         if self.mode not in MODES:
@@ -292,11 +342,33 @@ class InverterParams:
 
     @classmethod
     def from_params(cls, pset: ParamSet) -> InverterParams:
-        """The parameters of an ``inverter`` parameter file."""
+        """The parameters of an ``inverter`` parameter file (its ``[initial]`` table is
+        checked too: :func:`initial_values`)."""
+        where = pset.path or pset.name
         if pset.kind != "inverter":
-            where = pset.path or pset.name
             raise ParameterError(f"{where}: meta.kind is '{pset.kind}', expected 'inverter'")
-        return from_mapping(cls, pset.params, where=f"{pset.path or pset.name}: params")
+        p = from_mapping(cls, pset.params, where=f"{where}: params")
+        initial_values(pset.initial, f"{where}: initial")
+        return p
+
+
+def initial_values(initial: Mapping[str, Any], where: str = "initial") -> dict[str, float]:
+    """The initial conditions of an inverter (:data:`STATE_NAMES`) as numbers.
+
+    An unknown name (a misspelt ``p_cmd``) or a value that is not a finite number is a
+    :class:`ParameterError` naming ``where.key``, with a "did you mean" hint.
+    """
+    out = {}
+    for key, value in initial.items():
+        if key not in STATE_NAMES:
+            raise ParameterError(f"{where}.{key}: unknown initial condition"
+                                 f"{did_you_mean(str(key), STATE_NAMES)}; an inverter's are "
+                                 f"{', '.join(STATE_NAMES)}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            raise ParameterError(f"{where}.{key}: expected a finite number, got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,9 +649,9 @@ _NPAR = 36
 _XP, _XQ, _EDC, _EAC, _ELOSS = range(5)
 _UP, _UQ, _UWLIM, _UPDC, _UVDC, _UVAC, _UF = range(7)
 (_WRP, _WRQ, _WPAC, _WQ, _WPDC, _WLOSS, _WEFF, _WAVAIL, _WSLIM, _WRAMP, _WDCLIM, _WCURT,
- _WWLIM, _WVAC, _WF) = range(15)
-_NW = 15
-_NY = 18
+ _WWLIM, _WVAC, _WF, _WINLIM) = range(16)
+_NW = 16
+_NY = 19
 
 
 def _pack(p: InverterParams) -> np.ndarray:
@@ -620,6 +692,8 @@ def _hold_kernel(x, u, par, a, dt):
         paco, pso, pnt = par[i, _SANDIA], par[i, _SANDIA + 3], abs(par[i, _SANDIA + 8])
         p_set, q_set, wlim = u[i, _UP], u[i, _UQ], u[i, _UWLIM]
         p_dc_av, v_dc, v_ac, f = u[i, _UPDC], u[i, _UVDC], u[i, _UVAC], u[i, _UF]
+        # inputs outside the model's range are taken at its bounds, and flagged
+        in_lim = not 0.0 <= wlim <= 100.0
         # what the DC side offers, as AC power, and the bounds of the command
         sb, sk, sc = 0.0, 1.0, 0.0
         if sandia:
@@ -627,7 +701,16 @@ def _hold_kernel(x, u, par, a, dt):
             sb, sk, sc = _sandia_terms(v_dc, paco, par[i, c + 1], par[i, c + 2], pso,
                                        par[i, c + 4], par[i, c + 5], par[i, c + 6], par[i, c + 7])
             night = p_dc_av < pso
-            avail = -pnt if night else min(paco, _sandia_curve(p_dc_av, sb, sk, sc))
+            if not night and not (v_dc > 0.0 and sk > 0.0 and math.isfinite(sk)):
+                # no DC voltage (or one so far off vdco that the curve does not rise):
+                # no power can flow
+                night, in_lim = True, True
+            p_dc_eval = p_dc_av
+            if not night and sc < 0.0 and p_dc_av > sb - sk / (2.0 * sc):
+                # beyond the top of the downward parabola the curve would fall, and go
+                # negative: the inverter clips there, its MPPT off the maximum power point
+                p_dc_eval, in_lim = sb - sk / (2.0 * sc), True
+            avail = -pnt if night else min(paco, _sandia_curve(p_dc_eval, sb, sk, sc))
             lo = 0.0
         else:
             night = False
@@ -707,6 +790,7 @@ def _hold_kernel(x, u, par, a, dt):
         w[i, _WDCLIM] = 1.0 if dc_lim else 0.0
         w[i, _WCURT] = 1.0 if curtailed else 0.0
         w[i, _WWLIM], w[i, _WVAC], w[i, _WF] = wlim, v_ac, f
+        w[i, _WINLIM] = 1.0 if in_lim else 0.0
     return w
 
 
@@ -743,6 +827,7 @@ def _outputs_into(x, w, y):
         y[i, 15] = w[i, _WWLIM]
         y[i, 16] = w[i, _WVAC]
         y[i, 17] = w[i, _WF]
+        y[i, 18] = w[i, _WINLIM]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -795,18 +880,17 @@ class Inverter(stepper.Asset):
     """
 
     kind: ClassVar[str] = "inverter"
-    state_names: ClassVar[tuple[str, ...]] = ("p_cmd_w", "q_cmd_var", "e_dc_wh", "e_ac_wh",
-                                              "e_loss_wh")
+    state_names: ClassVar[tuple[str, ...]] = STATE_NAMES
     input_names: ClassVar[tuple[str, ...]] = ("p_set_w", "q_set_var", "w_max_lim_pct",
                                               "p_dc_avail_w", "v_dc_v", "v_ac_v", "freq_hz")
     held_names: ClassVar[tuple[str, ...]] = (
         "p_ref_w", "q_ref_var", "p_ac_w", "q_var", "p_dc_w", "losses_w", "efficiency",
         "p_avail_w", "s_limited", "ramp_limited", "dc_limited", "curtailed", "w_max_lim_pct",
-        "v_ac_v", "freq_hz")
+        "v_ac_v", "freq_hz", "input_limited")
     output_names: ClassVar[tuple[str, ...]] = (
         "p_ac_w", "q_var", "p_dc_w", "efficiency", "losses_w", "p_avail_w", "p_cmd_w",
         "q_cmd_var", "s_limited", "ramp_limited", "dc_limited", "curtailed", "energy_wh",
-        "e_dc_wh", "e_loss_wh", "w_max_lim_pct", "v_ac_v", "freq_hz")
+        "e_dc_wh", "e_loss_wh", "w_max_lim_pct", "v_ac_v", "freq_hz", "input_limited")
 
     def __init__(self, params: InverterParams | Sequence[InverterParams], n: int | None = None,
                  initial: Mapping[str, float] | None = None) -> None:
@@ -815,7 +899,7 @@ class Inverter(stepper.Asset):
         self.params = plist
         self._par = np.array([_pack(p) for p in plist])
         self._a = stepper.LagFactors(np.array([p.response_tau_s for p in plist]), mean=True)
-        self._initial = dict(initial or {})
+        self._initial = initial_values(initial or {})
 
     @classmethod
     def from_params(cls, pset: ParamSet, n: int = 1) -> Inverter:
@@ -841,7 +925,7 @@ class Inverter(stepper.Asset):
         x[:, _XP] = np.where(self._par[:, _MODEL] == 0, self._par[:, _PMAX], 0.0)
         for j, name in enumerate(self.state_names):
             if name in self._initial:
-                x[:, j] = float(self._initial[name])
+                x[:, j] = self._initial[name]
         return x
 
     def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
@@ -871,6 +955,35 @@ class Inverter(stepper.Asset):
     def kernel_args(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
         return self._par, self._a(dt)
+
+
+#: inputs of a profile that must lie in a range: (column, test, what the range is)
+_PROFILE_RANGES = (
+    ("w_max_lim_pct", lambda v: (v >= 0.0) & (v <= 100.0), "must be in [0, 100] (% of WMax)"),
+    ("freq_hz", lambda v: v > 0.0, "must be positive"),
+    ("v_ac_v", lambda v: v >= 0.0, "must not be negative (an RMS voltage)"),
+)
+
+
+def _check_profile(inv: Inverter, t: np.ndarray, u: np.ndarray) -> None:
+    """TwinError naming the column and the time of the first input of a profile outside
+    its physical range (the compiled step takes such inputs at their bounds and flags
+    ``input_limited``; a recorded profile that holds them is wrong, and says so)."""
+    def bad(name: str, ok: np.ndarray, what: str) -> None:
+        k = int(np.argmin(ok))
+        if not ok[k]:
+            col = inv.input_names.index(name)
+            raise TwinError(f"inverter profile: column '{name}' is "
+                            f"{u[k, col]:g} at t_s = {t[k]:g} s; it {what}")
+
+    for name, test, what in _PROFILE_RANGES:
+        bad(name, test(u[:, inv.input_names.index(name)]), what)
+    if inv.params[0].efficiency_model == "sandia":
+        v_dc, p_dc = u[:, _UVDC], u[:, _UPDC]
+        ok = (v_dc > 0.0) | ((v_dc == 0.0) & (p_dc <= 0.0))
+        what = ("must not be negative for a PV inverter" if v_dc[np.argmin(ok)] < 0.0 else
+                "must be positive where the array offers power (p_dc_w > 0)")
+        bad("v_dc_v", ok, what)
 
 
 def simulate_profile(pset: ParamSet, t_s: np.ndarray, inputs: Mapping[str, np.ndarray],
@@ -920,6 +1033,7 @@ def simulate_profile(pset: ParamSet, t_s: np.ndarray, inputs: Mapping[str, np.nd
         if not np.all(np.isfinite(col)):
             raise TwinError(f"inverter profile: column '{key}' holds a value that is not finite")
         u[:, inv.input_names.index(name)] = col
+    _check_profile(inv, t, u)
     dts = np.append(np.diff(t), t[-1] - t[-2])
     x = inv.initial_state()
     y = np.empty((len(t), len(inv.output_names)))

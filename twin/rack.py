@@ -58,6 +58,7 @@ from twin.gpu import (
     NX,
     STATE_NAMES,
     GpuParams,
+    PredictionError,
     clock_for,
     coefficients,
     gpu_step,
@@ -429,13 +430,28 @@ class GpuRack(Asset):
     def run(self, t_end: float, dt: float, power_cap_w: float | np.ndarray = 0.0,
             t0: float = 0.0) -> dict[str, np.ndarray]:
         """Outputs of every step from ``t0`` to ``t_end`` with a constant cap, by name,
-        each ``(steps, n)`` (``(steps,)`` for one rack), plus ``t_s``."""
+        each ``(steps, n)`` (``(steps,)`` for one rack), plus ``t_s``.
+
+        Like :func:`twin.gpu.simulate`, a run whose mean GPU die passes the card's
+        shutdown temperature, or whose power stops being finite, is a
+        :class:`~twin.gpu.PredictionError` naming the time (checked after the run).
+        """
         steps = max(1, math.ceil((t_end - t0) / dt - 1e-9))
         x = self.initial_state()
         u = self.input_array(power_cap_w=power_cap_w)
         y = np.empty((steps, self.n, len(self.output_names)))
         for k in range(steps):
             x, y[k] = self.advance(t0 + k * dt, x, u, dt)
+        temp = y[:, :, OUTPUT_NAMES.index("temp_c")]
+        ok = np.isfinite(y[:, :, 0]) & (temp <= self.gpu.temp_shutdown_c)
+        if not ok.all():
+            k, r = np.unravel_index(int(np.argmin(ok)), ok.shape)
+            raise PredictionError(
+                f"gpu_rack {r}: at t = {t0 + k * dt:.2f} s its GPUs pass their shutdown "
+                f"temperature ({self.gpu.temp_shutdown_c:g} degC; mean die "
+                f"{temp[k, r]:.1f} degC, rack {y[k, r, 0]:.0f} W): thermal runaway, as "
+                "leakage grows exponentially with temperature and the model does not "
+                f"throttle; check the GPUs' ambient_c ({self.gpu.ambient_c:g} degC)")
         out = {name: (y[:, :, i] if self.n > 1 else y[:, 0, i])
                for i, name in enumerate(self.output_names)}
         out["t_s"] = t0 + dt * np.arange(steps)

@@ -124,6 +124,9 @@ class Schedule:
                     near_misses[key] = did_you_mean(
                         str(key).lower(), [k for k in _ENTRY_KEYS if k not in e], cutoff=0.75)
             name = e["load"]
+            if not isinstance(name, str):
+                raise ScheduleError(f"{where}.load: expected a load name, one of "
+                                    f"{', '.join(LOAD_NAMES)}; got {name!r}")
             if name not in LOADS:
                 raise ScheduleError(f"{where}: unknown load {name!r}"
                                     f"{did_you_mean(str(name), LOADS)}; loads are "

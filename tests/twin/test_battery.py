@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from twin.battery import (
     Battery,
     BatteryInitial,
     BatteryParams,
+    BatteryWarning,
     PackParams,
     param_set,
     params_from_set,
@@ -140,6 +142,15 @@ def test_minimal_file(tmp_path: Path) -> None:
     ('kind = "battery"', 'kind = "inverter"', "meta.kind is 'inverter', expected 'battery'"),
     ("k_cell_jig_w_per_k = 1.0", "k_cell_jig_w_per_k = 1.0\nsoc_min = 0.9\nsoc_max = 0.5",
      "params.soc_min: soc_min and soc_max must satisfy"),
+    # an OCV that falls with charge, and temperatures below absolute zero, were accepted
+    ("soc = [0.0, 1.0]\nvalues = [3.0, 4.0]", "soc = [0.0, 0.1, 1.0]\nvalues = [3.8, 3.05, 4.0]",
+     "params.ocv_v: must not decrease as soc rises; it falls from 3.8 V at soc 0 to 3.05 V "
+     "at soc 0.1"),
+    ("soc = 0.4", "soc = 0.4\ntemp_cell_c = -300.0",
+     "initial.temp_cell_c: -300 degC is outside -60 to 100 degC"),
+    ("soc = 0.4", "soc = 0.4\ntemp_jig_c = 298.15", "initial.temp_jig_c: 298.15 degC is outside"),
+    ("capacity_ah = 10.0", "capacity_ah = 10.0\ntemp_ambient_c = -400.0",
+     "params.temp_ambient_c: -400 degC is outside -60 to 100 degC"),
 ])
 def test_bad_files_name_file_and_field(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in MINIMAL
@@ -150,6 +161,45 @@ def test_bad_files_name_file_and_field(tmp_path: Path, old: str, new: str, messa
     assert str(path) in str(err.value)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_ocv_must_rise_with_soc_at_every_temperature() -> None:
+    temps = np.array([0.0, 25.0])
+    socs = np.array([0.0, 0.5, 1.0])
+    good = np.array([[3.0, 3.5, 4.0], [3.0, 3.5, 3.5]])  # flat is fine
+    simple_cell(ocv_v=Table((("temp_c", temps), ("soc", socs)), good))
+    bad = np.array([[3.0, 3.5, 4.0], [3.0, 3.6, 3.55]])
+    with pytest.raises(ParameterError, match="ocv_v: must not decrease as soc rises; it falls "
+                                             "from 3.6 V at soc 0.5 to 3.55 V at soc 1"):
+        simple_cell(ocv_v=Table((("temp_c", temps), ("soc", socs)), bad))
+
+
+def test_temperatures_must_be_physical() -> None:
+    for t in (-400.0, -273.15, float("nan"), 150.0):
+        with pytest.raises(ParameterError, match="temp_ambient_c"):
+            simple_cell(temp_ambient_c=t)
+        with pytest.raises(ParameterError, match="temp_cell_c"):
+            BatteryInitial(temp_cell_c=t)
+    simple_cell(temp_ambient_c=-60.0)
+    BatteryInitial(temp_cell_c=100.0, temp_jig_c=-60.0)
+
+
+def test_an_initial_soc_outside_the_window_is_warned_about() -> None:
+    """Allowed (the limits hold back only what carries the SOC further out, so a depleted
+    battery recharges), but named: more often a slip than meant."""
+    cell = simple_cell(soc_min=0.1, soc_max=0.9)
+    with pytest.warns(BatteryWarning, match=r"^battery: initial soc 0.05 is below soc_min 0.1; "
+                                            r"it will not discharge until charged above it$"):
+        bat = Battery(cell, initial=BatteryInitial(soc=0.05))
+    xs, ys = run_steps(bat, np.full((5, 1, 2), 100.0), 10.0)  # discharge: held
+    assert ys[-1, 0, Y["current_a"]] == 0.0 and xs[-1, 0, 0] == 0.05
+    xs, _ = run_steps(bat, np.full((5, 1, 2), -100.0), 10.0)  # charge: it may
+    assert xs[-1, 0, 0] > 0.05
+    with pytest.warns(BatteryWarning, match="battery unit 1: initial soc 0.95 is above soc_max"):
+        Battery(cell, n=2, initial=[BatteryInitial(soc=0.5), BatteryInitial(soc=0.95)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Battery(cell, initial=BatteryInitial(soc=0.1))  # on the edge: inside
 
 
 def test_two_rc_needs_c2() -> None:

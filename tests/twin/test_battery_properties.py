@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +52,8 @@ steps = st.lists(st.tuples(commands, st.sampled_from([0.001, 0.05, 1.0, 60.0])),
                  min_size=1, max_size=25)
 
 
+# The initial SOC is drawn over [0, 1], outside the window too, on purpose (BatteryWarning).
+@pytest.mark.filterwarnings("ignore::twin.battery.BatteryWarning")
 @settings(max_examples=100, deadline=None)
 @given(bat=batteries(), seq=steps)
 def test_limits_hold_soc_stays_in_range_outputs_stay_finite(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from twin import params
 from twin.errors import ParameterError
 from twin.gpu import (
     H100_SXM,
+    IDLE_LEAD_S,
     MAX_STEP_S,
     GpuParams,
+    PredictionError,
     activity,
     dvfs_scale,
     idle_temperature_c,
@@ -134,6 +138,95 @@ def test_parameter_files_are_validated(tmp_path):
     params.save(pset, bad)
     with pytest.raises(ParameterError, match="burst_limit_ratio: must be >= 1"):
         load_params(bad)
+
+
+# --- the model's range: what it refuses instead of writing NaN ----------------------------
+
+
+@pytest.mark.parametrize("temp", [math.nan, math.inf, -math.inf, -300.0, -40.5, 92.5, 150.0])
+def test_initial_die_temperature_must_lie_in_the_models_range(h100, temp):
+    with pytest.raises(ParameterError, match=r"initial die temperature .* degC is outside -40 "
+                                             r"to 92 degC \(the coldest"):
+        simulate(h100, burst(1.0), 0.01, temp_die_c=temp)
+
+
+def test_the_range_ends_are_accepted(h100):
+    for temp in (-40.0, 92.0):  # a die at 92 degC idling cools: no error
+        pred = simulate(h100, Schedule.from_entries([]), 0.1, t_end=5.0, temp_die_c=temp)
+        assert np.all(np.isfinite(pred.power_w)) and pred.temp_c[0] == temp
+
+
+def test_initial_temperature_of_a_parameter_file_is_checked(tmp_path):
+    bad = tmp_path / "hot.toml"
+    bad.write_text(H100_SXM.read_text().replace("temp_c = 36.0", "temp_c = 120.0"))
+    with pytest.raises(ParameterError, match=r"hot.toml: initial.temp_c: die temperature 120 "
+                                             r"degC is outside -40 to 92 degC"):
+        load_params(bad)
+    bad.write_text(H100_SXM.read_text().replace("temp_c = 36.0", "temp = 36.0"))
+    with pytest.raises(ParameterError, match="initial.temp: unknown.*did you mean 'temp_c'"):
+        load_params(bad)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"ambient_c": math.nan}, "params.ambient_c: must be finite"),
+    ({"leak_w": math.nan}, "params.leak_w: must be finite"),
+    ({"temp_ref_c": math.inf}, "params.temp_ref_c: must be finite"),
+    ({"burst_limit_ratio": math.nan}, "params.burst_limit_ratio: must be finite"),
+    ({"ambient_c": -300.0}, "params.ambient_c: -300 degC is outside -40 to 92 degC"),
+    ({"ambient_c": 95.0}, "params.ambient_c: 95 degC is outside -40 to 92 degC"),
+    ({"temp_shutdown_c": 50.0, "ambient_c": 60.0}, "params.ambient_c: 60 degC is outside"),
+    ({"voltage_min": 1.5}, "params.voltage_min: must be at most 1"),
+])
+def test_parameters_must_be_finite_and_in_range(h100, changes, message):
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        h100.replace(**changes)
+
+
+def test_thermal_runaway_stops_with_the_time_and_the_cause(h100):
+    """In 60 degC air an H100 at full load passes its shutdown temperature within a minute;
+    the leakage then ran away (3.7 kW, 156 degC, then NaN).  The prediction stops there."""
+    hot = h100.replace(ambient_c=60.0)
+    hour = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 120.0,
+                                   "mfu": 0.4}])
+    with pytest.raises(PredictionError) as exc:
+        simulate(hot, hour, 0.01)
+    msg = str(exc.value)
+    t = float(re.search(r"at t = ([0-9.]+) s the die passes the card's shutdown temperature "
+                        r"\(92 degC\)", msg).group(1))
+    assert 1.0 < t < 60.0 and "thermal runaway" in msg and "ambient_c (60 degC)" in msg
+    assert "\n" not in msg
+    # the same card idles in that air, and runs the schedule in cool air
+    idle = simulate(hot, Schedule.from_entries([]), 0.1, t_end=60.0)
+    assert np.all(idle.temp_c < hot.temp_shutdown_c)
+    assert np.all(np.isfinite(simulate(h100, hour, 0.01).power_w))
+
+
+def test_air_in_which_even_an_idle_card_runs_away(h100):
+    with pytest.raises(PredictionError, match="ambient_c = 85 degC heats past its shutdown "
+                                              "temperature"):
+        simulate(h100.replace(ambient_c=85.0), burst(1.0), 0.01)
+
+
+def test_a_late_schedule_is_simulated_from_shortly_before_it(h100):
+    """Events on Unix time (or 1e6 s in) were simulated from 0: 1.76e11 steps."""
+    for start in (1764180000.0, 1e6):
+        late = Schedule.from_entries([{"t_s": start, "load": "compute", "seconds": 10.0}])
+        pred = simulate(h100, late, 0.01)
+        assert pred.t_s[0] == pytest.approx(start - IDLE_LEAD_S)
+        assert len(pred.t_s) == int((IDLE_LEAD_S + 10.0) / 0.01)
+        # what the card does is what it does with the same schedule a minute after 0 (but
+        # for the rounding of times near 1.8e9 s: 2e-7 s)
+        early = simulate(h100, late.shifted(IDLE_LEAD_S - start), 0.01)
+        np.testing.assert_allclose(pred.power_w, early.power_w, rtol=1e-4)
+    # a schedule that starts within the lead-in is simulated from 0, as it always was
+    near = simulate(h100, burst(1.0, start=IDLE_LEAD_S - 1.0), 0.01)
+    assert near.t_s[0] == 0.0
+
+
+def test_a_span_too_long_to_simulate_is_refused(h100):
+    huge = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 1e9}])
+    with pytest.raises(PredictionError, match=r"would take 1e\+11 steps of 0.01 s, more than"):
+        simulate(h100, huge, 0.01)
 
 
 def test_shipped_parameter_set_has_provenance():

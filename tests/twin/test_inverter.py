@@ -160,6 +160,65 @@ def test_simulate_profile_rejects_bad_columns(repo):
                                                            "v_dc_v": np.ones(3)})
 
 
+@pytest.mark.parametrize(("column", "values", "message"), [
+    ("v_dc_v", [720.0, -700.0, 720.0],
+     "column 'v_dc_v' is -700 at t_s = 1 s; it must not be negative for a PV inverter"),
+    ("v_dc_v", [720.0, 0.0, 720.0], "column 'v_dc_v' is 0 at t_s = 1 s; it must be positive "
+                                    "where the array offers power (p_dc_w > 0)"),
+    ("w_max_lim_pct", [100.0, -50.0, 100.0],
+     "column 'w_max_lim_pct' is -50 at t_s = 1 s; it must be in [0, 100] (% of WMax)"),
+    ("w_max_lim_pct", [100.0, 250.0, 100.0], "column 'w_max_lim_pct' is 250 at t_s = 1 s"),
+    ("freq_hz", [60.0, 0.0, 60.0], "column 'freq_hz' is 0 at t_s = 1 s; it must be positive"),
+    ("v_ac_v", [480.0, -480.0, 480.0], "column 'v_ac_v' is -480 at t_s = 1 s"),
+])
+def test_simulate_profile_refuses_inputs_out_of_physical_range(repo, column, values, message):
+    """v_dc_v = 0 or -700 gave 29 kW of AC; w_max_lim_pct -50 or 250 and 0 Hz passed."""
+    pset = params.load(repo / "twin/data/inverter_pv_abb_trio_60.toml")
+    inputs = {"p_dc_w": np.full(3, 30e3), "v_dc_v": np.full(3, 720.0), column: np.array(values)}
+    with pytest.raises(TwinError) as exc:
+        simulate_profile(pset, np.arange(3.0), inputs)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_simulate_profile_takes_a_dark_array_at_zero_volts(repo):
+    pset = params.load(repo / "twin/data/inverter_pv_abb_trio_60.toml")
+    out = simulate_profile(pset, np.arange(3.0), {"p_dc_w": np.array([0.0, 0.0, 30e3]),
+                                                  "v_dc_v": np.array([0.0, 0.0, 720.0])})
+    assert list(out["p_ac_w"][:2]) == [-0.8, -0.8] and out["p_ac_w"][2] > 0
+    assert not out["input_limited"].any()
+
+
+def test_pv_output_stays_within_its_rating_whatever_it_is_offered(pv_params):
+    """The Sandia curve is a downward parabola: offered 8 MW, a 60 kW inverter gave -60 kW.
+    Offered more than the top of its curve it clips; offered power at no voltage it stands
+    by; a limit outside 0-100 % counts as its bound; each sets input_limited."""
+    inv = Inverter(pv_params)
+    paco = pv_params.sandia.paco_w
+
+    def steady(**inputs):
+        x = inv.initial_state()
+        for _ in range(5):
+            x, y = inv.advance(0.0, x, inv.input_array(**inputs), 1.0)
+        return inv.output_dict(y)
+
+    for p_dc in (8e6, 9e6, 1e9, 1e300):
+        o = steady(p_dc_avail_w=p_dc, v_dc_v=720.0)
+        assert o["p_ac_w"][0] == paco and o["input_limited"][0] == 1.0
+        assert 0.0 < o["p_dc_w"][0] < 1e7 and 0.0 < o["efficiency"][0] < 1.0
+        assert o["losses_w"][0] > 0.0
+    assert steady(p_dc_avail_w=1e5, v_dc_v=720.0)["input_limited"][0] == 0.0  # just clipping
+    for v_dc in (0.0, -700.0):
+        o = steady(p_dc_avail_w=30e3, v_dc_v=v_dc)
+        assert o["p_ac_w"][0] == -pv_params.sandia.pnt_w and o["p_dc_w"][0] == 0.0
+        assert o["input_limited"][0] == 1.0
+    o = steady(p_dc_avail_w=30e3, v_dc_v=720.0, w_max_lim_pct=250.0)
+    assert 0.0 < o["p_ac_w"][0] <= paco and o["input_limited"][0] == 1.0
+    o = steady(p_dc_avail_w=30e3, v_dc_v=720.0, w_max_lim_pct=-50.0)
+    assert abs(o["p_ac_w"][0]) < 1e-6 and o["input_limited"][0] == 1.0
+    o = steady(p_dc_avail_w=30e3, v_dc_v=720.0)
+    assert o["input_limited"][0] == 0.0 and 0.0 < o["p_ac_w"][0] < paco
+
+
 # --- the symmetric converter ----------------------------------------------------------------
 
 
@@ -446,6 +505,49 @@ def test_parameter_errors_name_the_field(tmp_path):
     with pytest.raises(ParameterError, match="mode"):
         InverterParams(s_max_va=1.0, efficiency_model="symmetric",
                        losses=ConverterLosses(0, 0, 0), mode="grid_feeling")
+
+
+def test_sandia_parameters_that_mean_no_inverter_are_refused(pv_params):
+    s = pv_params.sandia
+    # pdco_w below pso_w gave p_dc_w = -1.1e10 W, an efficiency of 191498 and negative losses
+    with pytest.raises(ParameterError, match=r"sandia.pdco_w: 100 W must be above pso_w "
+                                             r"\(144.162 W\)"):
+        dataclasses.replace(s, pdco_w=100.0)
+    with pytest.raises(ParameterError, match="sandia.c0_per_w: must be finite, got nan"):
+        dataclasses.replace(s, c0_per_w=math.nan)
+    with pytest.raises(ParameterError, match="tau_s: must be finite"):
+        dataclasses.replace(pv_params, tau_s=math.inf)
+    with pytest.raises(ParameterError, match="losses.linear: must be finite"):
+        ConverterLosses(1.0, math.nan, 0.0)
+    # c0 per kW instead of per W: the curve would fall before reaching the rating
+    with pytest.raises(ParameterError, match="c0_per_w: -0.000122201 /W bends the curve"):
+        dataclasses.replace(pv_params, sandia=dataclasses.replace(s, c0_per_w=s.c0_per_w * 1e3))
+    with pytest.raises(ParameterError, match="efficiency above 1"):
+        dataclasses.replace(pv_params, sandia=dataclasses.replace(s, paco_w=s.pdco_w * 1.1))
+
+
+@pytest.mark.parametrize(("initial", "message"), [
+    ('p_cmd_w = "x"', "initial.p_cmd_w: expected a finite number, got 'x'"),
+    ("p_cmd = 1.0", "initial.p_cmd: unknown initial condition (did you mean 'p_cmd_w'?); an "
+                    "inverter's are p_cmd_w, q_cmd_var, e_dc_wh, e_ac_wh, e_loss_wh"),
+    ("e_dc_wh = nan", "initial.e_dc_wh: expected a finite number, got nan"),
+])
+def test_initial_conditions_are_checked(repo, tmp_path, initial, message):
+    """``p_cmd_w = "x"`` was a ValueError traceback, a misspelt ``p_cmd`` silently ignored."""
+    text = (repo / "twin/data/inverter_pv_abb_trio_60.toml").read_text()
+    f = tmp_path / "inv.toml"
+    f.write_text(text.replace("p_cmd_w = 60000.0", initial))
+    pset = params.load(f)
+    for read in (InverterParams.from_params, Inverter.from_params,  # a scenario reads both
+                 lambda ps: simulate_profile(ps, np.arange(2.0), {"p_dc_w": np.ones(2),
+                                                                  "v_dc_v": np.ones(2)})):
+        with pytest.raises(ParameterError) as exc:
+            read(pset)
+        assert str(exc.value) == f"{f}: {message}"
+    with pytest.raises(ParameterError, match="initial.p_cmd: unknown initial condition"):
+        Inverter(InverterParams.from_params(params.load(repo / "twin/data/"
+                                                        "inverter_pv_abb_trio_60.toml")),
+                 initial={"p_cmd": 1.0})
 
 
 def test_neutral_inputs_when_none_are_given(pv_params, conv_params):

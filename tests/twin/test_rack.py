@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from twin.errors import ParameterError, TwinError
-from twin.gpu import simulate, static_power_w
+from twin.gpu import PredictionError, simulate, static_power_w
 from twin.rack import H100_8GPU, GpuRack, ac_power_w, fan_power_w, load_rack
 from twin.stepper import Stepper
 from twin.workload import CHECKPOINT, COMPUTE, IDLE, Schedule, desynchronise, synchronous_training
@@ -161,3 +161,14 @@ def test_bad_rack_input(shipped, tmp_path, training):
                                                  'gpu_params = "missing.toml"'))
     with pytest.raises(ParameterError, match="no such parameter file"):
         load_rack(bad)
+
+
+def test_a_rack_in_hot_air_stops_where_its_gpus_would_shut_down(shipped):
+    """In 60 degC air the GPUs' leakage ran away (kW per GPU, then NaN); the run stops."""
+    rack, gpu, _ = shipped
+    busy = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 120.0}])
+    with pytest.raises(PredictionError, match=r"gpu_rack 0: at t = [0-9.]+ s its GPUs pass "
+                                              r"their shutdown temperature \(92 degC"):
+        GpuRack(rack, gpu.replace(ambient_c=60.0), [busy]).run(120.0, 0.1)
+    with pytest.raises(ParameterError, match="initial die temperature 150 degC is outside"):
+        GpuRack(rack, gpu, [busy], temp_c=150.0).run(1.0, 0.1)

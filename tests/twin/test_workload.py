@@ -75,6 +75,14 @@ def test_entries_round_trip():
     ([{"t_s": 0, "load": "idle", "seconds": 2}, {"t_s": 1, "load": "idle", "seconds": 1}],
      "entry 1: starts at t_s=1, before entry 0 ends at 2"),
     (["compute"], "entry 0: expected an object"),
+    # a load that is not a name (was a TypeError: unhashable type)
+    ([{"t_s": 0, "load": ["compute"], "seconds": 1}],
+     "entry 0.load: expected a load name, one of idle, compute, light, memory, checkpoint; "
+     "got ['compute']"),
+    ([{"t_s": 0, "load": "idle", "seconds": 1}, {"t_s": 1, "load": {"kind": "compute"},
+                                                 "seconds": 1}],
+     "entry 1.load: expected a load name"),
+    ([{"t_s": 0, "load": 1, "seconds": 1}], "entry 0.load: expected a load name"),
 ])
 def test_malformed_entries_are_named(entries, message):
     with pytest.raises(ScheduleError) as exc:

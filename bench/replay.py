@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,17 +100,17 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
     out = Path(out) if out else path.with_name(path.stem + ".replay.h5")
     _refuse_overwrite(path, out)
     with open_run(path) as run:
-        s = run.scenario(["run.mode=twin"])
+        # the controller as overrides of the recorded scenario: the replay's recording
+        # holds them, so a replay of it runs the controller it ran
+        extra = [] if "run.mode=twin" in run.scenario_overrides else ["run.mode=twin"]
+        if controller is not None:
+            extra += [f"controller.name={_toml(controller)}", "controller.options={}"]
+        extra += [f"controller.options.{k}={_toml(v)}" for k, v in (options or {}).items()]
+        s = run.scenario(extra)
         n = len(run)
         if n == 0:
             raise RecordingError(f"{path}: the recording has no ticks")
         s = replace(s, run=replace(s.run, duration_s=n * s.run.dt_s, realtime=False))
-        if controller is not None:
-            s = replace(s, controller=replace(s.controller, name=controller,
-                                              options=dict(options or {})))
-        elif options:
-            s = replace(s, controller=replace(s.controller,
-                                              options={**s.controller.options, **options}))
         plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))
         plan.market = None  # a replay does not trade again
         measured = {r.key for r in run.signals("residual")}  # measured by a device
@@ -172,6 +173,13 @@ def _refuse_overwrite(path: Path, out: Path) -> None:
     if same_file(out, path):
         raise RecordingError(f"--out {out}: that is the recording being replayed ({path}); "
                              "give another file")
+
+
+def _toml(value: Any) -> str:
+    """``value`` as a TOML value, for a ``--set`` override."""
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 
 def _stamp(out: Path, source: Path, controller: str) -> None:

@@ -72,3 +72,20 @@ def test_a_bad_controller_for_a_replay_is_one_line_and_writes_nothing(
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
         assert not out.exists()
+
+
+def test_a_replay_of_a_replay_runs_the_controller_the_replay_ran(
+        twin_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The controller and options a replay ran are in its recording's scenario: replaying
+    it again reproduces it, where the original scenario's controller would diverge."""
+    first = tmp_path / "first.h5"
+    assert main(["replay", str(twin_run), "--controller", "peak_shaving", "--option",
+                 "import_limit_w=5000", "--out", str(first), "--quiet"]) == 0
+    capsys.readouterr()
+    with h5py.File(first, "r") as f:
+        overrides = str(f.attrs["scenario_overrides"]).split("\n")
+    assert overrides.count("run.mode=twin") == 1
+    assert overrides[-3:] == ['controller.name="peak_shaving"', "controller.options={}",
+                              "controller.options.import_limit_w=5000"]
+    assert main(["replay", str(first), "--out", str(tmp_path / "second.h5"), "--quiet"]) == 0
+    assert "no divergence" in capsys.readouterr().out

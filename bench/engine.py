@@ -301,11 +301,23 @@ def _why(exc: BaseException) -> str:
 
 
 def controller_for(plan: Plan) -> Any:
-    """The scenario's controller, built for the plan's assets (its options checked)."""
+    """The scenario's controller, built for the plan's assets (its options checked).
+
+    A ``module:Class`` controller is imported from the scenario's folder first, then from
+    the installed packages: a ``mine.py`` beside ``lab.toml`` is found wherever
+    ``gridloop`` runs from.
+    """
     s = plan.scenario
     ctx = ControllerContext(dt_s=s.run.dt_s, assets=tuple(plan.asset_refs()),
                             islanded=plan.islanded())
-    return load_controller(s.controller.name, ctx, s.controller.options)
+    folder = str(s.path.resolve().parent) if s.path is not None else None
+    if folder is None or ":" not in s.controller.name or folder in sys.path:
+        return load_controller(s.controller.name, ctx, s.controller.options)
+    sys.path.insert(0, folder)
+    try:
+        return load_controller(s.controller.name, ctx, s.controller.options)
+    finally:
+        sys.path.remove(folder)
 
 
 def run_plan(plan: Plan, out: str | Path, progress: bool = True,

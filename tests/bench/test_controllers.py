@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,32 @@ def test_a_controller_that_fails_to_start_is_one_line() -> None:
         load_controller("tests.bench.test_controllers:BrokenStart", context(), {})
     assert str(exc.value) == ("controller 'tests.bench.test_controllers:BrokenStart' failed "
                               "to start: KeyError: 'north.battery'")
+
+
+def test_a_controller_module_beside_the_scenario_is_found(tmp_path) -> None:
+    """``name = "mine:Flat"`` with mine.py beside the scenario, not on the import path."""
+    import sys
+
+    from bench.cli import main
+
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "beside_scenario_ctrl.py").write_text(
+        "class Flat:\n"
+        "    def __init__(self, context, target_w: float = 0.0):\n"
+        "        self.target_w = target_w\n"
+        "    def step(self, obs):\n"
+        "        return {'north.battery.p_set_w': self.target_w}\n")
+    scenario = (Path(__file__).with_name("scenarios") / "two_nodes.toml").read_text()
+    (folder / "lab.toml").write_text(scenario)
+    assert str(folder) not in sys.path
+    assert main(["run", str(folder / "lab.toml"), "--mode", "twin", "--quiet",
+                 "--set", 'controller.name="beside_scenario_ctrl:Flat"',
+                 "--set", "controller.options={ target_w = 1000.0 }",
+                 "--set", "run.duration_s=1", "--set", "market.kind=none",
+                 "--out", str(tmp_path / "r.h5")]) == 0
+    assert str(folder) not in sys.path
+    from bench.recording import open_run
+
+    with open_run(tmp_path / "r.h5") as run:
+        assert (run.signal("north", "battery", "p_set_w", "setpoint")[1:] == 1000.0).all()

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address TCP emulators bind to (default 127.0.0.1, loopback)")
     p.add_argument("--port-base", type=int, metavar="N",
-                   help="first TCP port: device i listens on N + i (default: free ports)")
+                   help="first TCP port: the k-th TCP device listens on N + k (default: free "
+                   "ports)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="simulated seconds per wall-clock second (default 1); past what "
                    "the plants can do, they run as fast as they can")

@@ -35,8 +35,9 @@ class DeviceSpec:
     """One emulated device: asset ``asset`` of node ``node``, behind register map ``map``.
 
     ``transport`` is ``"tcp"`` or ``"rtu"`` (Modbus) or ``"serial"`` (the serial MCU
-    protocol).  ``port`` 0 takes ``port_base + index`` when the host has a port base, else a
-    free port.  ``map_options`` are the map's ratings (``rating_w``, ``capacity_wh``...).
+    protocol).  ``port`` 0 takes ``port_base + k`` (the ``k``-th TCP device) when the host
+    has a port base, else a free port.  ``map_options`` are the map's ratings
+    (``rating_w``, ``capacity_wh``...).
     A serial board takes from its map its kind and its points, the map's signals the asset
     has and the map's setpoints, and sends telemetry every ``telemetry_period_s`` (0: none).
     ``unit``, ``port`` and ``base_address`` concern Modbus only.
@@ -72,7 +73,8 @@ class EmulatorHost:
     host : str
         Address TCP emulators bind to; loopback unless told otherwise.
     port_base : int or None
-        First TCP port; device ``i`` without a port of its own listens on ``port_base + i``.
+        First TCP port; the ``k``-th TCP device without a port of its own listens on
+        ``port_base + k`` (RTU and serial devices take none).
     on_event : callable or None
         ``on_event(kind, message)`` for faults and reboots.
     """
@@ -85,6 +87,7 @@ class EmulatorHost:
         self.specs = list(devices)
         self.emulators: dict[tuple[str, str], Emulator] = {}
         self._maps: dict[tuple[str, str], RegisterMap] = {}
+        n_tcp = 0  # TCP devices so far: the k-th listens on port_base + k
         for i, spec in enumerate(self.specs):
             key = (spec.node, spec.asset)
             try:
@@ -120,7 +123,11 @@ class EmulatorHost:
                                              identity={"SN": f"{spec.node}.{spec.asset}",
                                                        "DA": spec.unit},
                                              on_event=on_event)
-                    port = spec.port or (port_base + i if port_base is not None else 0)
+                    port = 0
+                    if spec.transport == "tcp":
+                        port = spec.port or (port_base + n_tcp if port_base is not None
+                                             else 0)
+                        n_tcp += 1
                     emulator = ModbusEmulator(
                         source, unit=spec.unit, transport=spec.transport, host=host,
                         port=port, baudrate=spec.baudrate, fault=spec.fault,

@@ -33,8 +33,11 @@ class Calibration:
     changes: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: parameters the recording does not determine: kept at the twin's values
     kept: list[str] = field(default_factory=list)
-    #: parameters fitted to the edge of their range (a fifth or five times the twin's)
+    #: parameters fitted to the edge of their range (a battery's: a fifth or five times the
+    #: twin's; an inverter's: the CEC library's)
     at_bound: list[str] = field(default_factory=list)
+    #: why each parameter of ``kept`` is
+    why_kept: dict[str, str] = field(default_factory=dict)
 
     def format(self) -> str:
         lines = [f"{self.node}.{self.asset} ({self.kind}): residual RMS "
@@ -46,9 +49,12 @@ class Calibration:
         if self.kept:
             lines.append(f"kept at the twin's values (the recording does not determine "
                          f"them): {', '.join(self.kept)}")
+            lines += [f"  {name}: {self.why_kept[name]}" for name in self.kept
+                      if name in self.why_kept]
         if self.at_bound:
-            lines.append(f"at the edge of the fitted range, not to be trusted (does the "
-                         f"recording have current steps and rests?): "
+            hint = (" (does the recording have current steps and rests?)"
+                    if self.kind == "battery" else "")
+            lines.append(f"at the edge of the fitted range, not to be trusted{hint}: "
                          f"{', '.join(self.at_bound)}")
         return "\n".join(lines)
 
@@ -100,7 +106,7 @@ def _provenance(pset: tparams.ParamSet, path: str | Path, what: str,
                 report: dict[str, Any]) -> dict[str, Any]:
     calibration = {}
     for k, v in report.items():  # what a TOML table keeps: numbers, text, lists of names
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
             v = ", ".join(v)
         if isinstance(v, int | float | str):
             calibration[k] = v
@@ -108,6 +114,28 @@ def _provenance(pset: tparams.ParamSet, path: str | Path, what: str,
             "source": f"gridloop calibrate: {what} fitted to {Path(path).name} on "
                       f"{time.strftime('%Y-%m-%d')}; started from {pset.name}",
             "calibration": calibration}
+
+
+def _sources(sources: dict[str, Any], changes: dict[str, tuple[float, float]],
+             path: str | Path) -> dict[str, Any]:
+    """``meta.sources`` of a battery file after calibration: each value the fit changed says
+    so, and where the twin's value came from; what it kept keeps its source."""
+    out = dict(sources)
+    how = f"gridloop calibrate, from {Path(path).name} on {time.strftime('%Y-%m-%d')}"
+    rc = []
+    for label, (old, new) in changes.items():
+        if old == new:
+            continue
+        name = label.split(" ")[0]
+        what = "dropped (a model with one RC pair fitted)" if new == 0 else "fitted"
+        was = f"; the twin's value came from: {sources[name]}" if name in sources else ""
+        out[name] = f"{what} by {how}: {label} {old:.6g} -> {new:.6g}{was}"
+        if name[1] in "12":
+            rc.append(name)
+    if rc and "rc_pairs" in sources:
+        out["rc_pairs"] = (f"the twin's values, before {', '.join(rc)} were changed by {how} "
+                           f"(see their entries): {sources['rc_pairs']}")
+    return out
 
 
 def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
@@ -137,12 +165,13 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
         elif old is not None and hasattr(old, "values"):
             changes[f"{name} (table mean)"] = (float(np.mean(old.values)),
                                                float(np.mean(new.values)))
-    out = param_set(fitted, f"{spec.params.name} (calibrated)", initial=initial,
-                    meta=_provenance(spec.params, path, "R0, R1, C1, R2, C2, capacity",
-                                     report))
+    what = ", ".join(n for n in report["fields"] if n not in report["not_determined"])
+    meta = _provenance(spec.params, path, what or "nothing", report)
+    meta["sources"] = _sources(meta.get("sources", {}), changes, path)
+    out = param_set(fitted, f"{spec.params.name} (calibrated)", initial=initial, meta=meta)
     return Calibration(node, asset, "battery", out, float(report["rms_base_v"]),
                        float(report["rms_fit_v"]), "V", changes, report["not_determined"],
-                       report["at_bound"])
+                       report["at_bound"], report["why_not_determined"])
 
 
 def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
@@ -163,8 +192,10 @@ def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
         if isinstance(old, (int, float)):
             changes[name] = (float(old), float(new))
     params = tparams.to_mapping(fitted)
+    fitted_names = (report.fitted + ("paco_w",) * report.paco_from_plateau
+                    + ("pnt_w",) * report.pnt_from_night)
     out = replace(spec.params, params=params, name=f"{spec.params.name} (calibrated)",
-                  meta=_provenance(spec.params, path, "Sandia efficiency coefficients",
-                                   vars(report) if hasattr(report, "__dict__") else {}))
+                  meta=_provenance(spec.params, path, ", ".join(fitted_names), vars(report)))
     return Calibration(node, asset, "inverter", out, float(report.rms_before_w),
-                       float(report.rms_after_w), "W", changes)
+                       float(report.rms_after_w), "W", changes, list(report.kept),
+                       list(report.at_bound), report.why_kept)

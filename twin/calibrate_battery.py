@@ -7,6 +7,13 @@ are log scale factors on the base parameters, so a parameter given as a table ke
 and only its level is fitted.  Initial guesses come from the recording itself: the
 series resistance from the voltage steps at current steps, the RC pairs from the longest
 relaxation after a pulse (two exponentials), the capacity from the base set.
+
+What the recording does not determine keeps its base value: a field that barely moves the
+voltage; the capacity when the recording moves less than ``_MIN_CHARGE_FRACTION`` of it (the
+voltage then holds too little of the OCV curve to read it from, and what little it holds is
+within the OCV table's own error); and a field whose standard error, from the Jacobian of the
+fit and the RMS of its residuals, exceeds ``_MAX_STD_ERROR`` of its value.  Such fields are
+set aside one at a time, the worst first, and the rest fitted again.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from twin.battery import (
     BatteryParams,
     PackParams,
 )
+from twin.calibrate_inverter import standard_errors
 from twin.errors import TwinError
 from twin.params import Table
 
@@ -33,6 +41,12 @@ _MAX_FACTOR = 5.0  # fitted parameters stay within base / 5 ... base * 5
 #: a parameter whose e-fold change moves the voltage (RMS) by less than this fraction of it
 #: is not determined by the recording: it keeps its base value
 _MIN_SENSITIVITY = 1e-6
+#: the capacity is fitted only from a recording that moves at least this fraction of it
+#: (the span of the charge counted from the start)
+_MIN_CHARGE_FRACTION = 0.01
+#: a fitted field whose relative standard error exceeds this is not determined (1.96 of it:
+#: a 95 % confidence interval of about +-10 %): it keeps its base value
+_MAX_STD_ERROR = 0.05
 
 
 def _fields(n_rc: int) -> tuple[str, ...]:
@@ -162,9 +176,11 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     params, report
         The fitted parameters (of the same type as ``base``) and a report: the scale
         factor of each field against ``base``, the fields the recording does not determine
-        (kept at their base value) and those that ended at the edge of their range
-        (``_MAX_FACTOR``), the initial guesses, RMS voltage residuals with the
-        base, the guessed and the fitted parameters [V], and the optimiser's status.
+        (kept at their base value) and why, those that ended at the edge of their range
+        (``_MAX_FACTOR``), the relative standard error of each fitted field, the charge
+        the recording moves [Ah] and its fraction of the capacity, the initial guesses, RMS
+        voltage residuals with the base, the guessed and the fitted parameters [V], and the
+        optimiser's status.
     """
     fields = _fields(n_rc)
     t, i_a, v, temp = (np.asarray(a, dtype=float) for a in (t_s, current_a, voltage_v, temp_c))
@@ -243,23 +259,49 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
         raise TwinError(f"calibration: the recording does not excite the battery: no "
                         f"parameter moves its voltage measurably (current "
                         f"{i_a.min():.3g} to {i_a.max():.3g} A)")
-    theta0 = np.where(free, theta0, 0.0)
+    why = {n: "it barely moves the voltage" for n, f in zip(fields, free) if not f}
+    charge_ah = np.concatenate([[0.0], np.cumsum(i_a * dts)]) / 3600.0
+    moved_ah = float(np.ptp(charge_ah))  # of the pack
+    capacity_ah = _level(cell.capacity_ah, *at) * pack.cells_parallel
+    cap = fields.index("capacity_ah")
+    if free[cap] and moved_ah < _MIN_CHARGE_FRACTION * capacity_ah:
+        free[cap] = False
+        why["capacity_ah"] = (f"the recording moves {moved_ah:.3g} Ah, "
+                              f"{moved_ah / capacity_ah:.2%} of {capacity_ah:.4g} Ah (fitted from "
+                              f"{_MIN_CHARGE_FRACTION:.0%})")
+    theta = np.where(free, theta0, 0.0)
+    std_error = np.full(len(fields), np.nan)
+    evaluations = 0
+    sol = None
+    while free.any():
+        fit = free.copy()
 
-    def residuals_free(th: np.ndarray) -> np.ndarray:
-        return residuals(_embed(th, free))
+        def residuals_free(th: np.ndarray, fit: np.ndarray = fit) -> np.ndarray:
+            return residuals(_embed(th, fit))
 
-    def jacobian_free(th: np.ndarray) -> np.ndarray:
-        return jacobian(_embed(th, free))[:, free]
+        def jacobian_free(th: np.ndarray, fit: np.ndarray = fit) -> np.ndarray:
+            return jacobian(_embed(th, fit))[:, fit]
 
-    sol = scipy.optimize.least_squares(residuals_free, theta0[free], jac=jacobian_free,
-                                       bounds=(-bound, bound), x_scale=1.0,
-                                       xtol=1e-10, ftol=1e-12, gtol=1e-10)
-    theta = _embed(sol.x, free)
+        sol = scipy.optimize.least_squares(residuals_free, theta[fit], jac=jacobian_free,
+                                           bounds=(-bound, bound), x_scale=1.0,
+                                           xtol=1e-10, ftol=1e-12, gtol=1e-10)
+        evaluations += int(sol.nfev)
+        theta = _embed(sol.x, fit)
+        std_error = np.full(len(fields), np.nan)
+        std_error[fit] = standard_errors(sol.jac, sol.fun)
+        worst = int(np.nanargmax(std_error))
+        if std_error[worst] <= _MAX_STD_ERROR:
+            break
+        free[worst] = False  # set aside, the others fitted again from where they are
+        theta[worst] = 0.0
+        why[fields[worst]] = (f"its standard error is {100 * std_error[worst]:.3g}% of its "
+                              f"value (fitted up to {_MAX_STD_ERROR:.0%})")
     fitted = scaled_cell(theta)
     factors = np.exp(theta)
     report = {
         "fields": list(fields),
         "not_determined": [n for n, f in zip(fields, free) if not f],
+        "why_not_determined": {n: why[n] for n in fields if n in why},
         # a factor at the edge of its range: the fit wanted more, a sign of a recording that
         # does not determine it (or of a model that does not fit the cell)
         "at_bound": [n for n, th in zip(fields, theta) if abs(th) > 0.999 * bound],
@@ -267,11 +309,15 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
         "guesses": guess,
         "rms_base_v": float(np.sqrt(np.mean((first[0] - v) ** 2))),
         "rms_guess_v": float(np.sqrt(np.mean((first[1] - v) ** 2))),
-        "rms_fit_v": float(np.sqrt(np.mean(sol.fun ** 2))),
+        "rms_fit_v": float(np.sqrt(np.mean(residuals(theta) ** 2))),
+        # relative standard error of each fitted field (of its log factor) [-]
+        "std_errors": {n: float(e) for n, e, f in zip(fields, std_error, free) if f},
+        "charge_moved_ah": moved_ah,
+        "charge_moved_fraction": moved_ah / capacity_ah,
         "samples": int(t.size),
-        "success": bool(sol.success),
-        "evaluations": int(sol.nfev),
-        "message": str(sol.message),
+        "success": bool(sol is None or sol.success),
+        "evaluations": evaluations,
+        "message": "nothing determined" if sol is None else str(sol.message),
     }
     if isinstance(base, PackParams):
         return PackParams(fitted, base.cells_series, base.cells_parallel), report

@@ -7,9 +7,19 @@ above zero and below the clipping level) against :func:`twin.inverter.sandia_cur
 - ``pdco_w``, ``pso_w``, ``c0_per_w`` are fitted from any recording that spans the load range;
 - ``c1_per_v``, ``c2_per_v``, ``c3_per_v`` (the voltage dependence) only when the DC voltage
   varies by more than 1 %; otherwise they keep the base values (they cannot be told apart);
-- ``paco_w`` is the clipping level when the recording holds a plateau of at least
-  ``MIN_PLATEAU`` samples at its largest AC power, else the base value;
+- ``paco_w`` is the clipping level when the recording holds a plateau at its largest AC power:
+  at least ``MIN_PLATEAU`` samples, and more than in the band of ``PLATEAU_BAND`` of it just
+  below (a sunny peak or a slow ramp passes the top no slower than the levels under it;
+  clipping holds there), else the base value;
 - ``pnt_w`` is the median night tare when the recording has samples of negative AC power.
+
+The fit is bounded: each coefficient stays in the range of the CEC inverter library
+(``RANGES``), so a trial never leaves the model (``pso_w`` below zero, say).  A coefficient
+the recording does not determine, one whose standard error (from the Jacobian of the fit and
+the RMS of its residuals) exceeds ``MAX_STD_ERROR`` of its value, keeps the base value: such
+coefficients are set aside one at a time, the worst first, and the rest fitted again.  A
+recording that covers a narrow band of DC power, say, cannot tell ``pso_w`` from the
+curvature.
 """
 
 from __future__ import annotations
@@ -26,7 +36,17 @@ from twin.inverter import InverterParams, SandiaInverter, sandia_curve
 ALWAYS = ("pdco_w", "pso_w", "c0_per_w")
 VOLTAGE = ("c1_per_v", "c2_per_v", "c3_per_v")
 MIN_PLATEAU = 5
+PLATEAU_BAND = 0.01
 MIN_POINTS = 8
+#: range of each fitted coefficient, relative to ``pdco_w`` (``pso_w`` over it, ``c0_per_w``
+#: times it) or ``vdco_v`` (``c1_per_v`` .. ``c3_per_v`` times it); ``pdco_w`` is between
+#: ``paco_w`` and ``paco_w / 0.75`` (an efficiency at the rating of 75 % to 100 %).  All but
+#: the 0.1 % most extreme of the 3264 inverters of the CEC library (pvlib 0.16.1) lie within.
+RANGES = {"pso_w": (0.0, 0.1), "c0_per_w": (-0.2, 0.05), "c1_per_v": (-0.25, 0.25),
+          "c2_per_v": (-10.0, 10.0), "c3_per_v": (-20.0, 20.0)}
+#: a coefficient whose relative standard error exceeds this is not determined (1.96 of it:
+#: a 95 % confidence interval of about +-10 %): it keeps its base value
+MAX_STD_ERROR = 0.05
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,14 @@ class FitReport:
 
     fitted: tuple[str, ...]
     """Names of the fitted Sandia coefficients."""
+    kept: tuple[str, ...]
+    """Coefficients the recording does not determine: kept at their base values."""
+    at_bound: tuple[str, ...]
+    """Fitted coefficients at the edge of their range (``RANGES``): not to be trusted."""
+    why_kept: dict[str, str]
+    """Why each coefficient of ``kept`` is."""
+    std_errors: dict[str, float]
+    """Standard error of each fitted coefficient, relative to its value. [-]"""
     n_points: int
     """Samples used by the least-squares fit (running, unclipped)."""
     rms_before_w: float
@@ -45,6 +73,33 @@ class FitReport:
     after: dict[str, float]
     paco_from_plateau: bool
     pnt_from_night: bool
+
+
+def _ranges(s: SandiaInverter) -> dict[str, tuple[float, float]]:
+    """The range of each fitted coefficient of ``s`` (``RANGES`` in its units)."""
+    out = {"pdco_w": (s.paco_w, s.paco_w / 0.75)}
+    for name, (lo, hi) in RANGES.items():
+        ref = (s.pdco_w if name == "pso_w" else 1.0 / s.pdco_w if name == "c0_per_w"
+               else 1.0 / s.vdco_v)
+        out[name] = (lo * ref, hi * ref)
+    return out
+
+
+def standard_errors(jac: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """Standard errors of least-squares parameters, the square roots of the diagonal of
+    ``s**2 (J^T J)^-1``, with ``J`` the Jacobian of the residuals ``res`` at the solution and
+    ``s`` their RMS over the degrees of freedom; infinite where ``J`` is singular."""
+    n, p = jac.shape
+    norm = np.linalg.norm(jac, axis=0)
+    if n <= p or not np.all(norm > 0):
+        return np.full(p, np.inf)
+    jn = jac / norm
+    try:
+        inv = np.linalg.inv(jn.T @ jn)
+    except np.linalg.LinAlgError:
+        return np.full(p, np.inf)
+    s2 = float(res @ res) / (n - p)
+    return np.sqrt(np.abs(np.diag(inv)) * s2) / norm
 
 
 def _column(name: str, a) -> np.ndarray:
@@ -84,7 +139,9 @@ def fit_inverter_efficiency(p_dc_w, v_dc_v, p_ac_w,
         raise ParameterError("calibrate inverter: p_dc_w, v_dc_v and p_ac_w differ in length")
     s0 = base.sandia
     top = p_ac.max(initial=0.0)
-    plateau = top > 0 and np.count_nonzero(p_ac >= top * (1 - 1e-9)) >= MIN_PLATEAU
+    at_top = np.count_nonzero(p_ac >= top * (1 - 1e-9))
+    under = np.count_nonzero((p_ac < top * (1 - 1e-9)) & (p_ac >= top * (1 - PLATEAU_BAND)))
+    plateau = top > 0 and at_top >= MIN_PLATEAU and at_top > under
     paco = float(top) if plateau else s0.paco_w
     night = p_ac < 0
     pnt = float(-np.median(p_ac[night])) if night.any() else s0.pnt_w
@@ -94,25 +151,63 @@ def fit_inverter_efficiency(p_dc_w, v_dc_v, p_ac_w,
                              f"unclipped samples; need at least {MIN_POINTS}")
     spread = np.ptp(v_dc[use]) / np.mean(v_dc[use])
     names = ALWAYS + (VOLTAGE if spread > 0.01 else ())
+    why = {n: f"the DC voltage varies by {spread:.2%} (fitted from 1%)"
+           for n in VOLTAGE if n not in names}
     start = dataclasses.replace(s0, paco_w=paco, pnt_w=pnt)
-    x0 = np.array([getattr(start, n) for n in names])
-    scale = np.where(x0 != 0, np.abs(x0), 1e-6)
+    ranges = _ranges(start)
+    lower = np.array([ranges[n][0] for n in names])
+    upper = np.array([ranges[n][1] for n in names])
+    kept_x = np.array([getattr(start, n) for n in names])  # what is not fitted keeps
+    x0 = np.clip(kept_x, lower, upper)  # where the fit starts
+    scale = np.where(x0 != 0, np.abs(x0), upper - lower)
+
+    def value(z: np.ndarray, free: np.ndarray) -> np.ndarray:
+        return np.where(free, x0 + z * scale, kept_x)
 
     def model(x: np.ndarray) -> SandiaInverter:
         return dataclasses.replace(start, **dict(zip(names, (float(v) for v in x))))
 
-    def residual(z: np.ndarray) -> np.ndarray:
-        return sandia_curve(v_dc[use], p_dc[use], model(x0 + z * scale)) - p_ac[use]
+    def residual(zf: np.ndarray, free: np.ndarray) -> np.ndarray:
+        z = np.zeros(len(names))
+        z[free] = zf
+        return sandia_curve(v_dc[use], p_dc[use], model(value(z, free))) - p_ac[use]
 
-    sol = scipy.optimize.least_squares(residual, np.zeros(len(names)), method="lm",
-                                       xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000)
-    fitted = model(x0 + sol.x * scale)
+    # set aside what the recording does not determine, one at a time, the worst first
+    free = np.ones(len(names), dtype=bool)
+    z = np.zeros(len(names))
+    while free.any():
+        sol = scipy.optimize.least_squares(
+            residual, z[free], args=(free.copy(),), method="trf",
+            bounds=((lower - x0)[free] / scale[free], (upper - x0)[free] / scale[free]),
+            x_scale=1.0, xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000)
+        z[free] = sol.x
+        x = value(z, free)
+        error = np.zeros(len(names))  # relative standard error, zero where not fitted
+        se = standard_errors(sol.jac, sol.fun) * scale[free]
+        error[free] = np.divide(se, np.abs(x[free]), out=np.full(se.size, np.inf),
+                                where=x[free] != 0)
+        worst = int(np.argmax(error))
+        if error[worst] <= MAX_STD_ERROR:
+            break
+        free[worst] = False
+        z[worst] = 0.0
+        why[names[worst]] = (f"its standard error is {100 * error[worst]:.3g}% of its "
+                             f"value (fitted up to {MAX_STD_ERROR:.0%})")
+    x = value(z, free)
+    fitted = model(x)
+    span = upper - lower
 
     def rms(s: SandiaInverter) -> float:
         return float(np.sqrt(np.mean((sandia_curve(v_dc[use], p_dc[use], s) - p_ac[use]) ** 2)))
 
     report = FitReport(
-        fitted=names, n_points=int(np.count_nonzero(use)),
+        fitted=tuple(n for n, f in zip(names, free) if f),
+        kept=tuple(n for n in ALWAYS + VOLTAGE if n in why),
+        why_kept={n: why[n] for n in ALWAYS + VOLTAGE if n in why},
+        at_bound=tuple(n for n, f, v, lo, hi, w in zip(names, free, x, lower, upper, span)
+                       if f and min(v - lo, hi - v) < 1e-3 * w),
+        std_errors={n: float(e) for n, e, f in zip(names, error, free) if f},
+        n_points=int(np.count_nonzero(use)),
         rms_before_w=rms(s0), rms_after_w=rms(fitted),
         before={n: getattr(s0, n) for n in names + ("paco_w", "pnt_w")},
         after={n: getattr(fitted, n) for n in names + ("paco_w", "pnt_w")},

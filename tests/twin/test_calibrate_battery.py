@@ -142,3 +142,39 @@ def test_what_the_recording_cannot_see_keeps_its_value() -> None:
     assert fitted.capacity_ah == twin.capacity_ah
     assert report["factors"]["r0_ohm"] == pytest.approx(1.2, rel=0.05)
     assert report["at_bound"] == []
+
+
+def test_a_capacity_with_little_charge_moved_keeps_its_value() -> None:
+    """Pulses that move 0.75 % of the capacity: too little to read it from the OCV (an error
+    of a few mV in the OCV table would be a large one of the capacity), even where, as here,
+    the model is exact and the noise alone would allow it.  The capacity keeps the twin's
+    value, and the report says why; the resistances are fitted."""
+    twin = PackParams(simple_cell(r2_ohm=0.0, c2_f=0.0), cells_series=4, cells_parallel=2)
+    off = {"r0_ohm": 1.2, "r1_ohm": 0.8, "c1_f": 1.2}
+    current = np.tile(np.concatenate([np.full(30, 120.0), np.zeros(60), np.full(30, -100.0),
+                                      np.zeros(60)]), 4)
+    t, v, temp = record(PackParams(scaled(twin.cell, off), 4, 2), current, 1.0, 0.5, seed=5)
+    fitted, report = fit_battery(t, current, v, temp, twin, soc0=0.5, n_rc=1)
+    assert report["charge_moved_ah"] == pytest.approx(1.5)
+    assert report["not_determined"] == ["capacity_ah"]
+    assert report["why_not_determined"] == {
+        "capacity_ah": "the recording moves 1.5 Ah, 0.75% of 200 Ah (fitted from 1%)"}
+    assert fitted.cell.capacity_ah == twin.cell.capacity_ah
+    for name, factor in off.items():
+        assert report["factors"][name] == pytest.approx(factor, rel=0.05), name
+    assert set(report["std_errors"]) == set(off)
+
+
+def test_a_capacity_the_noise_hides_keeps_its_value() -> None:
+    """An OCV that rises 0.5 mV from empty to full: 4 % of the capacity moved changes it by
+    less than the noise, so the capacity's standard error is far above 5 %: it is kept."""
+    almost_flat = Table((("soc", np.array([0.0, 1.0])),), np.array([3.3, 3.3005]))
+    twin = simple_cell(ocv_v=almost_flat, r2_ohm=0.0, c2_f=0.0)
+    off = {"r0_ohm": 1.2, "r1_ohm": 0.8, "c1_f": 1.2, "capacity_ah": 0.8}
+    current = pulse_profile(4, 1.0, 50.0)
+    t, v, temp = record(PackParams(scaled(twin, off)), current, 1.0, 0.6, seed=6)
+    fitted, report = fit_battery(t, current, v, temp, twin, soc0=0.6, n_rc=1)
+    assert report["not_determined"] == ["capacity_ah"]
+    assert report["why_not_determined"]["capacity_ah"].startswith("its standard error is ")
+    assert fitted.capacity_ah == twin.capacity_ah
+    assert report["factors"]["r0_ohm"] == pytest.approx(1.2, rel=0.05)

@@ -74,3 +74,28 @@ def test_bad_recordings_are_named(base):
         fit_inverter_efficiency(np.ones(10), np.ones(10), np.full(10, np.nan), base)
     with pytest.raises(ParameterError, match="only 0 running"):
         fit_inverter_efficiency(np.zeros(10), np.ones(10), np.zeros(10), base)
+
+
+def test_a_narrow_band_of_power_keeps_what_it_cannot_tell(base):
+    """A sunny noon at a third of the rating, in the 10 W steps of the power registers: the
+    fit stays in range, the peak is no clipping plateau, and what the band of 10-25 kW does
+    not determine keeps its base value."""
+    s = base.sandia
+    emu = dataclasses.replace(base, sandia=dataclasses.replace(s, pso_w=s.pso_w * 1.2))
+    inv = Inverter(emu)
+    x = inv.initial_state()
+    t = np.linspace(-1.0, 1.0, 2000)
+    p_dc = np.round(25e3 - 15e3 * t ** 2, -1)  # a peak of the sun, 10 W steps
+    p_ac = []
+    for p in p_dc:
+        x, y = inv.advance(0.0, x, inv.input_array(p_dc_avail_w=p, v_dc_v=715.0), 1.0)
+        p_ac.append(inv.output_dict(y)["p_ac_w"][0])
+    p_ac = np.round(np.array(p_ac), -1)
+    fitted, report = fit_inverter_efficiency(p_dc, np.full(p_dc.size, 715.0), p_ac, base)
+    assert not report.paco_from_plateau and fitted.sandia.paco_w == s.paco_w
+    assert "pso_w" in report.fitted and report.at_bound == ()
+    assert fitted.sandia.pso_w == pytest.approx(1.2 * s.pso_w, rel=0.05)
+    for name in report.kept:
+        assert getattr(fitted.sandia, name) == getattr(s, name), name
+    assert set(report.why_kept) == set(report.kept) >= set(VOLTAGE)
+    assert report.rms_after_w < report.rms_before_w

@@ -269,6 +269,10 @@ def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
         p: dict[str, Any] = {}
         if spec.kind == "battery" and spec.converter is not None:
             p["p_rated_w"] = float(spec.converter.params.get("p_max_w", 0.0))
+        if spec.kind == "grid" and spec.params is not None:
+            from twin.bus import BusParams
+
+            p["f_nom_hz"] = float(spec.params.params.get("f_nom_hz", BusParams.f_nom_hz))
         params[(spec.node, spec.name)] = p
     plan = Plan(s, twin, kinds, params)
     _attach_devices(s, plan, drives)

@@ -219,6 +219,8 @@ class _NodeKeys:
     generation: list[str]
     grid: str | None
     freq: str | None
+    #: the bus's nominal frequency (NaN where the context does not say) [Hz]
+    f_nom_hz: float = math.nan
 
 
 def _node_keys(context: ControllerContext, node: str) -> _NodeKeys:
@@ -227,10 +229,11 @@ def _node_keys(context: ControllerContext, node: str) -> _NodeKeys:
     grid = (context.of_kind("meter", node) or context.of_kind("grid", node) or [None])[0]
     loads = [f"{node}.{a.name}.p_w" for a in context.of_kind("gpu_rack", node)]
     gen = [f"{node}.{a.name}.p_ac_w" for a in context.of_kind("inverter", node)]
-    freq = None
+    freq, f_nom = None, math.nan
     grids = context.of_kind("grid", node)
     if grids:
         freq = f"{node}.{grids[0].name}.freq_hz"
+        f_nom = float(grids[0].params.get("f_nom_hz", math.nan))
     rating = float(bat.params.get("p_rated_w", math.inf)) if bat else 0.0
     return _NodeKeys(
         battery=f"{node}.{bat.name}" if bat else None,
@@ -239,7 +242,7 @@ def _node_keys(context: ControllerContext, node: str) -> _NodeKeys:
         battery_rating_w=rating,
         loads=loads, generation=gen,
         grid=f"{node}.{grid.name}.p_w" if grid else None,
-        freq=freq,
+        freq=freq, f_nom_hz=f_nom,
     )
 
 
@@ -350,19 +353,31 @@ class GpuSmoothing:
 
 
 class Droop:
-    """Frequency support when islanded: ``p = p0 - (f - f_nom)/(f_nom droop) p_rated``."""
+    """Frequency support when islanded: ``p = p0 - (f - f_nom)/(f_nom droop) p_rated``.
+
+    ``f_nom_hz`` defaults to each node's bus (its parameter set's ``f_nom_hz``): a 50 Hz
+    default on a 60 Hz bus charged the battery at full power to pull 60 Hz down to 50.
+    """
 
     def __init__(self, context: ControllerContext, droop: float = 0.05,
-                 f_nom_hz: float = 50.0, p0_w: float = 0.0,
+                 f_nom_hz: float | None = None, p0_w: float = 0.0,
                  p_rated_w: float | None = None, deadband_hz: float = 0.0) -> None:
         if droop <= 0:
             raise ControllerError("droop: 'droop' must be a positive fraction (e.g. 0.05)")
-        self.droop, self.f_nom, self.p0 = float(droop), float(f_nom_hz), float(p0_w)
+        if f_nom_hz is not None and not f_nom_hz > 0:
+            raise ControllerError(f"droop: f_nom_hz must be positive, got {f_nom_hz}")
+        self.droop, self.p0 = float(droop), float(p0_w)
         self.deadband = float(deadband_hz)
         self.nodes = [k for k in (_node_keys(context, n) for n in context.nodes)
                       if k.battery and k.freq]
         if not self.nodes:
             raise ControllerError("droop needs a node with a battery and a grid (bus frequency)")
+        self.f_nom = {n.battery: float(f_nom_hz if f_nom_hz is not None else n.f_nom_hz)
+                      for n in self.nodes}
+        for b, f_nom in self.f_nom.items():
+            if not math.isfinite(f_nom):
+                raise ControllerError(f"droop: give f_nom_hz (the bus of battery {b} does "
+                                      "not say its nominal frequency)")
         self.rated = {n.battery: float(p_rated_w if p_rated_w is not None
                                        else n.battery_rating_w) for n in self.nodes}
         for b, r in self.rated.items():
@@ -375,12 +390,13 @@ class Droop:
             f = obs.get(n.freq)
             if not math.isfinite(f):
                 continue
-            df = f - self.f_nom
+            f_nom = self.f_nom[n.battery]
+            df = f - f_nom
             if abs(df) <= self.deadband:
                 df = 0.0
             else:
                 df -= math.copysign(self.deadband, df)
-            out[f"{n.battery}.p_set_w"] = self.p0 - df / (self.f_nom * self.droop) * \
+            out[f"{n.battery}.p_set_w"] = self.p0 - df / (f_nom * self.droop) * \
                 self.rated[n.battery]
         return out
 

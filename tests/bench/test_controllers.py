@@ -89,6 +89,24 @@ def test_droop_follows_frequency_outside_its_deadband():
     assert "c.battery.p_set_w" not in out
 
 
+def test_droop_takes_each_bus_nominal_frequency() -> None:
+    """A 60 Hz bus and a 50 Hz one: at its own nominal frequency each battery idles."""
+    assets = []
+    for n, f_nom in (("a", 60.0), ("b", 50.0)):
+        assets += [AssetRef(n, "battery", "battery", ("p_set_w",), {"p_rated_w": 100e3}),
+                   AssetRef(n, "grid", "grid", (), {"f_nom_hz": f_nom})]
+    c = Droop(ControllerContext(0.1, tuple(assets)), droop=0.05)
+    index = {"a.grid.freq_hz": 0, "b.grid.freq_hz": 1}
+    values = np.array([60.0, 49.9])
+    out = c.step(Observation(index, values, values.copy(), {}, np.zeros(0), 0.1))
+    assert out["a.battery.p_set_w"] == 0.0
+    assert out["b.battery.p_set_w"] == pytest.approx(0.1 / (50 * 0.05) * 100e3)
+    from bench.errors import ControllerError
+
+    with pytest.raises(ControllerError, match="droop: give f_nom_hz"):
+        Droop(context(), droop=0.05)  # buses that do not say theirs
+
+
 @pytest.mark.parametrize(("name", "options", "message"), [
     (":X", {}, "controller ':X': expected module:Class"),
     ("os:", {}, "controller 'os:': expected module:Class"),

@@ -53,6 +53,13 @@ class MarketLink:
             if kind == "meter" or (kind == "grid" and node not in self.meters):
                 self.meters[node] = asset
         self.nodes = [n for n in s.nodes if n in self.meters]
+        #: nodes metered from their ``grid`` asset (no meter): its power integrated per tick
+        #: into import and export counters as a meter does, ``node -> [import, export]``
+        #: [Wh], and the tick they were last advanced at
+        self._grid_wh = {n: [0.0, 0.0] for n in self.nodes
+                         if kinds[(n, self.meters[n])] == "grid"}
+        self._grid_k: int | None = None
+        self._h = s.run.dt_s / 3600.0
         self._last_wh: dict[str, tuple[int, int]] = {}
         #: net import of each node over the last metered interval [Wh]
         self._net_wh: dict[str, int] = {}
@@ -94,7 +101,26 @@ class MarketLink:
                    default=None)
         self.offset = 0 if last is None else last + 2
 
+    def _integrate(self, k: int, obs: Any) -> None:
+        """Advance the counters of the nodes metered from their grid asset to tick ``k``:
+        as a meter's (twin.microgrid ``_close``), each tick adds its power, import and export
+        apart; ticks skipped by a late run hold the power of the tick that follows them."""
+        if not self._grid_wh:
+            return
+        steps = 0 if self._grid_k is None else k - self._grid_k
+        self._grid_k = k
+        for node, wh in self._grid_wh.items():
+            p = obs.get(f"{node}.{self.meters[node]}.p_w")
+            if steps <= 0 or not math.isfinite(p):
+                continue
+            for _ in range(steps):
+                wh[0] += max(p, 0.0) * self._h
+                wh[1] += max(-p, 0.0) * self._h
+
     def _counters(self, obs: Any, node: str) -> tuple[int, int]:
+        if node in self._grid_wh:
+            imp, exp = self._grid_wh[node]
+            return int(math.floor(imp)), int(math.floor(exp))
         asset = self.meters[node]
         imp = obs.get(f"{node}.{asset}.e_import_wh")
         exp = obs.get(f"{node}.{asset}.e_export_wh")
@@ -106,6 +132,7 @@ class MarketLink:
 
     def tick(self, k: int, t: float, obs: Any, controller: Any) -> None:
         self._obs = obs
+        self._integrate(k, obs)
         if k % self.ticks_per_interval:
             return
         if self.session is None:

@@ -86,6 +86,20 @@ class RunConfig:
             raise ValueError("duration_s must be positive")
         if self.duration_s / self.dt_s > 1e9:
             raise ValueError("duration_s / dt_s is over a billion ticks")
+        steps = self.duration_s / self.dt_s
+        if steps < 1 - 1e-9:
+            raise ValueError(f"duration_s must be at least one step of dt_s = {self.dt_s:g} s "
+                             f"(got {self.duration_s:g} s, which runs no tick)")
+        if abs(steps - round(steps)) > 1e-9 * steps:
+            lo, hi = math.floor(steps), math.ceil(steps)
+            raise ValueError(f"duration_s must be a whole number of steps of dt_s = "
+                             f"{self.dt_s:g} s: {self.duration_s:g} s is {steps:.4g} steps; "
+                             f"use {lo * self.dt_s:.10g} s or {hi * self.dt_s:.10g} s")
+        for name in ("late_after_s", "deadline_s"):
+            value = getattr(self, name)
+            if not value >= 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a non-negative number of seconds "
+                                 "(0: the default)")
         if not 0 < self.flush_s <= 1.0:
             raise ValueError("flush_s must be in (0, 1] so a crash loses at most one second")
 
@@ -352,6 +366,8 @@ def _cross_check(s: Scenario, source: str, lines: dict) -> None:
         if len(grids) > 1:
             raise _fail(source, lines, ("nodes", node, grids[1]),
                         "a node has at most one grid connection")
+        #: pv -> the inverter it feeds
+        fed_by: dict[str, str] = {}
         for name, cfg in assets.items():
             path = ("nodes", node, name)
             if cfg.kind in needs_profile:
@@ -373,16 +389,32 @@ def _cross_check(s: Scenario, source: str, lines: dict) -> None:
                                 f"profile '{cfg.profile}' is a {kind} profile; "
                                 f"a {cfg.kind} needs {want}")
             if cfg.kind == "inverter":
-                if cfg.source and cfg.source not in assets:
+                if not cfg.source:
+                    raise _fail(source, lines, path,
+                                "an inverter needs a source: the pv that feeds it (without "
+                                "one it produces nothing)")
+                if cfg.source not in assets:
                     raise _fail(source, lines, path + ("source",),
                                 f"node '{node}' has no asset '{cfg.source}'")
-                if cfg.source and assets[cfg.source].kind != "pv":
+                if assets[cfg.source].kind != "pv":
                     raise _fail(source, lines, path + ("source",),
                                 f"'{cfg.source}' is a {assets[cfg.source].kind}, not a pv")
+                if cfg.source in fed_by:
+                    raise _fail(source, lines, path + ("source",),
+                                f"pv '{cfg.source}' already feeds inverter "
+                                f"'{fed_by[cfg.source]}'; inverters '{fed_by[cfg.source]}' "
+                                f"and '{name}' would count its energy twice")
+                fed_by[cfg.source] = name
             if cfg.mode == "hardware" and not cfg.device:
                 raise _fail(source, lines, path + ("device",),
                             "a hardware asset needs a device address "
                             "(backend, host/port or serial port)")
+        for name, cfg in assets.items():
+            if cfg.kind == "pv" and name not in fed_by:
+                warnings.warn(ScenarioWarning(str(_fail(
+                    source, lines, ("nodes", node, name),
+                    "no inverter takes this pv (give one source = "
+                    f'"{name}"): its energy reaches nothing'))), stacklevel=3)
     if s.market.kind != "none":
         ticks = s.market.interval_s / s.run.dt_s
         if abs(ticks - round(ticks)) > 1e-6:

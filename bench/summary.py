@@ -1,10 +1,15 @@
 """Figures of a finished run, computed from its recording: what ``run`` and ``demo`` print.
 
 Energy by source per node (PV, battery discharge and charge, grid import and export, GPU
-racks), peak grid import, battery throughput, and real-time lateness.  Power is integrated
-with the zero-order hold the engine applied (each tick's value held for ``dt``).  A figure
-whose signal the recording lacks is NaN (printed ``-``), not 0; ticks without a reading (a
-device lost) are counted, and the table says its energies cover the other ticks only.
+racks), peak grid import, battery throughput, and real-time lateness.  Where the grid
+connection's import or export limit bound, the node's bus records the load it could not
+serve and the generation it curtailed: with those the node's balance closes (PV + grid in +
+battery out + unserved = racks + grid out + battery in + curtailed), and the summary says so.
+Power is integrated with the zero-order hold the engine applied (each tick's value held for
+``dt``).  A figure whose signal the recording lacks is NaN (printed ``-``), not 0; ticks
+without a reading (a device lost) are counted, and the table says its energies cover the
+other ticks only.  A node without a meter or grid asset is on the default bus the twin gives
+it (recorded as asset ``grid``): its grid figures are that bus's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ class NodeFigures:
     battery_throughput_kwh: float = math.nan
     soc_start: float = math.nan
     soc_end: float = math.nan
+    #: load beyond the grid connection's import limit, which the node must shed
+    unserved_kwh: float = math.nan
+    #: generation beyond the grid connection's export limit, curtailed
+    curtailed_kwh: float = math.nan
+    #: ticks at which the import (export) limit bound: unserved (curtailed) power
+    import_limited_ticks: int = 0
+    export_limited_ticks: int = 0
     #: ticks at which a signal of these figures had no reading (the most of any signal)
     missing_ticks: int = 0
 
@@ -95,6 +107,15 @@ def figures(run: Run) -> Figures:
             elif kind == "gpu_rack" and run.has(node, asset, "p_w"):
                 f.add("rack_kwh", run.signal(node, asset, "p_w"), dt)
         grid = _grid_power(run, node, assets, kinds)
+        bus = _bus(run, node, assets, kinds)
+        if bus is not None:
+            for name, signal, ticks in (("unserved_kwh", "p_unserved_w", "import_limited_ticks"),
+                                        ("curtailed_kwh", "p_curtailed_w",
+                                         "export_limited_ticks")):
+                if run.has(node, bus, signal):
+                    p = run.signal(node, bus, signal)
+                    f.add(name, p, dt)
+                    setattr(f, ticks, int((np.nan_to_num(p) > 0).sum()))
         if grid is not None:
             f.add("grid_import_kwh", np.clip(grid, 0, None), dt)
             f.add("grid_export_kwh", np.clip(-grid, 0, None), dt)
@@ -116,13 +137,28 @@ def figures(run: Run) -> Figures:
     return fig
 
 
+def _bus(run: Run, node: str, assets: list[str],
+         kinds: dict[tuple[str, str], str]) -> str | None:
+    """The node's bus: its ``grid`` asset, or the grid connection the twin gives a node
+    without one (recorded as asset ``grid``, which the scenario does not list)."""
+    for asset in assets:
+        if kinds.get((node, asset)) == "grid":
+            return asset
+    if "grid" in assets and (node, "grid") not in kinds and run.has(node, "grid", "p_w"):
+        return "grid"
+    return None
+
+
 def _grid_power(run: Run, node: str, assets: list[str],
                 kinds: dict[tuple[str, str], str]) -> np.ndarray | None:
-    """The node's grid-connection power: the meter's reading if there is one."""
-    for want in ("meter", "grid"):
-        for asset in assets:
-            if kinds.get((node, asset)) == want and run.has(node, asset, "p_w"):
-                return run.signal(node, asset, "p_w")
+    """The node's grid-connection power: the meter's reading if there is one, else its
+    bus's."""
+    for asset in assets:
+        if kinds.get((node, asset)) == "meter" and run.has(node, asset, "p_w"):
+            return run.signal(node, asset, "p_w")
+    bus = _bus(run, node, assets, kinds)
+    if bus is not None:
+        return run.signal(node, bus, "p_w")
     return None
 
 
@@ -147,6 +183,16 @@ def format_figures(fig: Figures) -> str:
     if gaps:
         lines.append(f"ticks without a reading: {', '.join(gaps)} of {fig.ticks}; those "
                      "nodes' energies cover the other ticks only")
+    for node, f in fig.nodes.items():
+        bound = []
+        if f.import_limited_ticks:
+            bound.append(f"import limit bound at {f.import_limited_ticks} of {fig.ticks} ticks, "
+                         f"{f.unserved_kwh:.3f} kWh unserved (load the node must shed)")
+        if f.export_limited_ticks:
+            bound.append(f"export limit bound at {f.export_limited_ticks} of {fig.ticks} ticks, "
+                         f"{f.curtailed_kwh:.3f} kWh curtailed")
+        if bound:
+            lines.append(f"{node}: grid {'; '.join(bound)}")
     if math.isfinite(fig.lateness_p50_ms):
         lines.append(f"lateness p50 {fig.lateness_p50_ms:.3f} ms, p99 {fig.lateness_p99_ms:.3f} "
                      f"ms, max {fig.lateness_max_ms:.3f} ms; {fig.late_ticks} late ticks, "

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from bench.cli import main
@@ -112,3 +113,37 @@ def test_out_that_is_the_scenario_is_refused(tmp_path: Path,
     assert main(["run", str(scenario), "--out", str(tmp_path / "link.toml")]) == 2
     assert "that is the scenario" in capsys.readouterr().err
     assert scenario.read_text() == SCENARIO.read_text()
+
+
+def test_a_node_with_a_grid_asset_and_no_meter_is_metered_and_billed(tmp_path: Path) -> None:
+    """south's grid connection is a ``grid`` asset: its power is metered as a meter would,
+    so its readings are its real import and its trades settle against them."""
+    two_nodes = Path(__file__).with_name("scenarios") / "two_nodes.toml"
+    text = two_nodes.read_text().replace('[nodes.south.meter]\nkind = "meter"',
+                                         '[nodes.south.grid]\nkind = "grid"')
+    assert "[nodes.south.grid]" in text
+    scenario = tmp_path / "grid_only.toml"
+    scenario.write_text(text)
+    out, ledger = tmp_path / "g.h5", tmp_path / "g.ledger.db"
+    assert main(["run", str(scenario), "--mode", "twin", "--out", str(out), "--ledger",
+                 str(ledger), "--quiet"]) == 0
+    with h5py.File(out) as f:
+        readings = f["market/meter_readings"][:]
+        settlements = f["market/settlements"][:]
+        p = f["nodes/south/grid/p_w"][:]
+        dt = float(f.attrs["dt"])
+    # what a meter on south's connection counts: each tick's power after the first row
+    h = dt / 3600.0
+    imp = np.concatenate([[0.0], np.cumsum(np.maximum(p[1:], 0.0) * h)])
+    exp = np.concatenate([[0.0], np.cumsum(np.maximum(-p[1:], 0.0) * h)])
+    edges = [0, 40, 80, len(p) - 1]  # 2 s intervals of 0.05 s ticks; the last at the end
+    south = readings[readings["node"] == b"south"]
+    assert len(south) == 3
+    for i, r in enumerate(south):
+        a, b = edges[i], edges[i + 1]
+        assert r["import_wh"] == int(np.floor(imp[b])) - int(np.floor(imp[a]))
+        assert r["export_wh"] == int(np.floor(exp[b])) - int(np.floor(exp[a]))
+    assert south["import_wh"].sum() > 20
+    billed = settlements[settlements["buyer"] == b"south"]
+    assert billed["energy_wh"].sum() == south["import_wh"].sum()
+    assert main(["ledger", "verify", str(ledger)]) == 0

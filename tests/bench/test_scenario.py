@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,63 @@ def test_missing_file(tmp_path) -> None:
 def test_no_nodes() -> None:
     with pytest.raises(ScenarioError, match="at least one node"):
         parse("[run]\ndt_s = 0.1\n", "empty.toml")
+
+
+SECOND_INVERTER = '\n[nodes.north.inverter2]\nkind = "inverter"\nsource = "pv"\n'
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    # two inverters on one array would count its energy twice: at the second's source
+    ('[nodes.north.grid]', SECOND_INVERTER + '[nodes.north.grid]',
+     r"bad\.toml:38: nodes\.north\.inverter2\.source: pv 'pv' already feeds inverter "
+     r"'inverter'; inverters 'inverter' and 'inverter2' would count its energy twice"),
+    # an inverter without a source produces nothing
+    ('source = "pv"\n', "", r"bad\.toml:22: nodes\.north\.inverter: an inverter needs a "
+                            r"source: the pv that feeds it"),
+    # a duration shorter than a step runs no tick
+    ("duration_s = 10", "duration_s = 0.01", r"bad\.toml:3: run\.duration_s: must be at "
+                                             r"least one step of dt_s = 0\.02 s"),
+    # nor one that is not a whole number of steps (the last tick would run past it)
+    ("dt_s = 0.02\nduration_s = 10", "dt_s = 0.3\nduration_s = 20",
+     r"bad\.toml:3: run\.duration_s: must be a whole number of steps of dt_s = 0\.3 s: "
+     r"20 s is 66\.67 steps; use 19\.8 s or 20\.1 s"),
+    ("seed = 3", "seed = 3\ndeadline_s = -1",
+     r"bad\.toml:5: run\.deadline_s: must be a non-negative number of seconds"),
+    ("seed = 3", "seed = 3\nlate_after_s = -0.005",
+     r"bad\.toml:5: run\.late_after_s: must be a non-negative number of seconds"),
+])
+def test_impossible_runs_and_sources_are_refused(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ScenarioError, match=expected) as info:
+        parse(GOOD.replace(old, new, 1), "bad.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_whole_numbers_of_steps_in_floating_point_are_accepted() -> None:
+    for dt, duration, ticks in ((0.1, 0.3, 3), (0.3, 20.1, 67), (0.02, 10, 500),
+                                (0.005, 30, 6000), (0.1, 0.1, 1)):
+        s = parse(GOOD.replace("dt_s = 0.02\nduration_s = 10",
+                               f"dt_s = {dt}\nduration_s = {duration}"), "x.toml")
+        assert s.run.n_ticks == ticks
+
+
+def test_a_pv_no_inverter_takes_is_a_warning() -> None:
+    with pytest.warns(ScenarioWarning) as record:
+        parse(GOOD.replace('source = "pv"\n', "").replace(
+            '[nodes.north.inverter]\nkind = "inverter"\n', ""), "x.toml")
+    assert [str(w.message) for w in record] == [
+        'x.toml:18: nodes.north.pv: no inverter takes this pv (give one source = "pv"): '
+        'its energy reaches nothing']
+
+
+def test_a_run_shorter_than_a_step_is_refused_before_it_records(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+
+    scenario = Path(__file__).with_name("scenarios") / "two_nodes.toml"
+    out = tmp_path / "short.h5"
+    assert main(["run", str(scenario), "--mode", "twin", "--out", str(out), "--quiet",
+                 "--set", "run.duration_s=0.04", "--set", "run.dt_s=0.1"]) == 2
+    assert "run.duration_s: must be at least one step of dt_s = 0.1 s" in \
+        capsys.readouterr().err
+    assert not out.exists()

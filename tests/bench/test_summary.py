@@ -56,3 +56,61 @@ def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: P
            "other ticks only" in text
     north = next(line for line in text.splitlines() if line.startswith("north"))
     assert north.split()[6] == "-"  # racks
+
+
+LIMITS = Path(__file__).with_name("scenarios") / "grid_limits.toml"
+
+
+def _balance(f) -> tuple[float, float]:
+    """PV + import + battery out + unserved, and racks + export + battery in + curtailed
+    (a figure the node has no asset for counts 0)."""
+    def add(*names: str) -> float:
+        return sum(0.0 if math.isnan(x := getattr(f, n)) else x for n in names)
+
+    return (add("pv_kwh", "grid_import_kwh", "battery_discharge_kwh", "unserved_kwh"),
+            add("rack_kwh", "grid_export_kwh", "battery_charge_kwh", "curtailed_kwh"))
+
+
+def test_a_binding_grid_limit_is_reported_and_the_balance_closes(tmp_path: Path) -> None:
+    out = tmp_path / "limits.h5"
+    assert main(["run", str(LIMITS), "--out", str(out), "--quiet"]) == 0
+    with open_run(out) as run:
+        fig = figures(run)
+    f = fig.nodes["lab"]
+    assert f.unserved_kwh > 0.01 and f.curtailed_kwh > 0.01
+    sources, sinks = _balance(f)
+    assert sources == pytest.approx(sinks, rel=1e-3)
+    # without them it would not: what the summary used to print
+    assert sources - f.unserved_kwh != pytest.approx(sinks - f.curtailed_kwh, rel=0.05)
+    text = format_figures(fig)
+    assert (f"lab: grid import limit bound at {f.import_limited_ticks} of {fig.ticks} ticks, "
+            f"{f.unserved_kwh:.3f} kWh unserved") in text
+    assert f"export limit bound at {f.export_limited_ticks} of {fig.ticks} ticks" in text
+
+
+def test_six_racks_on_the_default_bus_are_unserved_past_its_import_limit(
+        tmp_path: Path) -> None:
+    """No meter, no grid asset: the bus the twin gives the node (150 kW import) is its grid
+    connection, and what it cannot import is unserved."""
+    racks = "".join(f'[nodes.lab.r{i}]\nkind = "gpu_rack"\nparams = "rack_h100_4x8gpu"\n'
+                    f'profile = "train"\n' for i in range(6))
+    scenario = tmp_path / "six.toml"
+    scenario.write_text('[run]\ndt_s = 0.1\nduration_s = 3\nmode = "twin"\n'
+                        '[profiles.train]\nkind = "workload"\ngenerator = "training"\n'
+                        'options = { step_s = 1.0, compute_fraction = 0.7 }\n'
+                        + racks)
+    out = tmp_path / "six.h5"
+    assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 0
+    with open_run(out) as run:
+        f = figures(run).nodes["lab"]
+    assert f.peak_grid_import_kw == pytest.approx(150.0)
+    assert f.unserved_kwh > 0.01
+    sources, sinks = _balance(f)
+    assert sources == pytest.approx(sinks, rel=1e-6)
+
+
+def test_limits_not_bound_say_nothing(recording: Path) -> None:
+    with open_run(recording) as run:
+        fig = figures(run)
+    assert fig.nodes["north"].unserved_kwh == 0.0
+    assert "limit bound" not in format_figures(fig)

@@ -213,6 +213,9 @@ def _check_initial(kind: str, initial: dict[str, Any], where: str) -> None:
             raise ScenarioError(f"{where}: unknown initial condition {key!r}{hint}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScenarioError(f"{where}.{key}: must be a number, not {value!r}")
+        if key == "islanded" and value not in (0, 1):
+            raise ScenarioError(f"{where}.islanded: 1 (islanded) or 0 (connected), not "
+                                f"{value!r}")
     if kind == "battery":
         try:
             BatteryInitial(**initial)

@@ -95,6 +95,8 @@ def test_replay_same_controller_does_not_diverge_another_does(recording: Path, t
      "nodes.south.battery.initial.soc: must be a number, not 'full'"),
     (["run", str(SCENARIO), "--set", "north.rack.initial.temp_c=40"],
      "unknown initial condition 'temp_c'; a gpu_rack takes none"),
+    (["run", str(SCENARIO.with_name("grid_limits.toml")), "--set",
+      "lab.grid.initial.islanded=2"], "islanded: 1 (islanded) or 0 (connected), not 2"),
     (["replay", "missing.h5"], "missing.h5: no such recording"),
     (["report", str(SCENARIO)], "not a readable HDF5 file"),
     (["calibrate", "missing.h5", "--asset", "north.battery"], "no such recording"),

@@ -4,7 +4,8 @@ Energy by source per node (PV, battery discharge and charge, grid import and exp
 racks), peak grid import, battery throughput, and real-time lateness.  Where the grid
 connection's import or export limit bound, the node's bus records the load it could not
 serve and the generation it curtailed: with those the node's balance closes (PV + grid in +
-battery out + unserved = racks + grid out + battery in + curtailed), and the summary says so.
+battery out + unserved = racks + grid out + battery in + curtailed), and the summary says so;
+islanded, the bus's governed source (a genset) is the term to add.
 Power is integrated with the zero-order hold the engine applied (each tick's value held for
 ``dt``).  A figure whose signal the recording lacks is NaN (printed ``-``), not 0; ticks
 without a reading (a device lost) are counted, and the table says its energies cover the
@@ -43,6 +44,8 @@ class NodeFigures:
     #: ticks at which the import (export) limit bound: unserved (curtailed) power
     import_limited_ticks: int = 0
     export_limited_ticks: int = 0
+    #: what the bus's own governed source (a genset) delivered while islanded
+    governor_kwh: float = math.nan
     #: ticks at which a signal of these figures had no reading (the most of any signal)
     missing_ticks: int = 0
 
@@ -116,6 +119,8 @@ def figures(run: Run) -> Figures:
                     p = run.signal(node, bus, signal)
                     f.add(name, p, dt)
                     setattr(f, ticks, int((np.nan_to_num(p) > 0).sum()))
+            if run.has(node, bus, "p_gov_w"):
+                f.add("governor_kwh", run.signal(node, bus, "p_gov_w"), dt)
         if grid is not None:
             f.add("grid_import_kwh", np.clip(grid, 0, None), dt)
             f.add("grid_export_kwh", np.clip(-grid, 0, None), dt)
@@ -167,7 +172,9 @@ def format_figures(fig: Figures) -> str:
     lines = [f"{'node':<10} {'PV kWh':>8} {'batt out':>9} {'batt in':>8} {'grid in':>8} "
              f"{'grid out':>9} {'racks':>8} {'peak kW':>8} {'thru kWh':>9} {'SOC':>11}"]
     def v(x: float, width: int, digits: int = 3) -> str:
-        return f"{x:{width}.{digits}f}" if math.isfinite(x) else f"{'-':>{width}}"
+        if not math.isfinite(x):
+            return f"{'-':>{width}}"
+        return f"{round(x, digits) + 0.0:{width}.{digits}f}"  # + 0.0: no "-0.000"
 
     gaps = []
     for node, f in fig.nodes.items():
@@ -193,6 +200,9 @@ def format_figures(fig: Figures) -> str:
                          f"{f.curtailed_kwh:.3f} kWh curtailed")
         if bound:
             lines.append(f"{node}: grid {'; '.join(bound)}")
+        if abs(f.governor_kwh) >= 5e-4:  # shown as 0.001 kWh or more
+            lines.append(f"{node}: islanded, the bus's governed source (a genset) delivered "
+                         f"{f.governor_kwh:.3f} kWh")
     if math.isfinite(fig.lateness_p50_ms):
         lines.append(f"lateness p50 {fig.lateness_p50_ms:.3f} ms, p99 {fig.lateness_p99_ms:.3f} "
                      f"ms, max {fig.lateness_max_ms:.3f} ms; {fig.late_ticks} late ticks, "

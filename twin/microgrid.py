@@ -716,7 +716,7 @@ class Microgrid:
                      "curtailed"),
         "battery": ("voltage_v", "current_a", "soc", "temp_cell_c", "temp_jig_c", "limited"),
         "grid": ("p_w", "freq_hz", "rocof_hz_per_s", "p_unserved_w", "p_curtailed_w",
-                 "islanded"),
+                 "islanded", "p_gov_w"),
     }
     #: setpoints per kind: (name, unit, asset input name or "" for node-level handling)
     SETPOINTS = {
@@ -731,7 +731,7 @@ class Microgrid:
              "w_max_lim_pct": "%", "curtailed": "", "voltage_v": "V", "current_a": "A",
              "soc": "", "temp_jig_c": "degC", "limited": "", "p_w": "W", "freq_hz": "Hz",
              "rocof_hz_per_s": "Hz/s", "p_unserved_w": "W", "p_curtailed_w": "W",
-             "islanded": "", "temp_c": "degC", "power_cap_w": "W", "phase": "",
+             "islanded": "", "p_gov_w": "W", "temp_c": "degC", "power_cap_w": "W", "phase": "",
              "connected": "", "capacity_wh": "Wh", "soh": "", "v_ac_v": "V",
              "e_import_wh": "Wh", "e_export_wh": "Wh", "p_gpu_w": "W", "clock_mhz": "MHz",
              "e_burn_wh": "Wh"}

@@ -114,3 +114,36 @@ def test_limits_not_bound_say_nothing(recording: Path) -> None:
         fig = figures(run)
     assert fig.nodes["north"].unserved_kwh == 0.0
     assert "limit bound" not in format_figures(fig)
+
+
+def test_an_island_says_what_its_bus_genset_delivered(tmp_path: Path) -> None:
+    """Islanded on the default bus, the racks' energy comes from the battery and the bus's
+    governed source: the summary names the second, and with it the balance closes."""
+    scenario = tmp_path / "island.toml"
+    scenario.write_text('[run]\ndt_s = 0.1\nduration_s = 5\nmode = "twin"\n'
+                        '[controller]\nname = "droop"\n'
+                        '[profiles.train]\nkind = "workload"\ngenerator = "training"\n'
+                        'options = { step_s = 1.0, compute_fraction = 0.7 }\n'
+                        '[nodes.isl.battery]\nkind = "battery"\n'
+                        '[nodes.isl.rack]\nkind = "gpu_rack"\nprofile = "train"\n'
+                        '[nodes.isl.grid]\nkind = "grid"\ninitial = { islanded = 1 }\n')
+    out = tmp_path / "island.h5"
+    assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 0
+    with open_run(out) as run:
+        fig = figures(run)
+    f = fig.nodes["isl"]
+    assert f.governor_kwh > 0.001 and f.grid_import_kwh == 0.0
+    sources = f.battery_discharge_kwh + f.governor_kwh
+    sinks = f.rack_kwh + f.battery_charge_kwh
+    assert sources == pytest.approx(sinks, rel=0.05)  # the battery's losses, kinetic energy
+    assert (f"isl: islanded, the bus's governed source (a genset) delivered "
+            f"{f.governor_kwh:.3f} kWh") in format_figures(fig)
+
+
+def test_a_figure_that_rounds_to_zero_prints_without_a_sign() -> None:
+    from bench.summary import Figures, NodeFigures
+
+    fig = Figures(ticks=1, simulated_s=0.1)
+    fig.nodes["n"] = NodeFigures(pv_kwh=-1e-7, peak_grid_import_kw=-0.01)
+    row = format_figures(fig).splitlines()[1]
+    assert "-0.0" not in row and row.split()[1] == "0.000"

@@ -42,6 +42,9 @@ CLOCK_WEIGHT_W_PER_MHZ = 0.1
 SECOND_WEIGHT = 3.0
 #: step of the simulations inside the fit [s]
 FIT_DT_S = 0.01
+#: a fitted parameter whose standard error exceeds this fraction of its value is one the
+#: recordings barely determine [-]
+LOOSE_FRACTION = 0.5
 
 
 class FitError(TwinError, ValueError):
@@ -169,6 +172,46 @@ def score(p: GpuParams, m: Measured, span: tuple[float, float] | None = None,
     )
 
 
+def _doubts(names: Sequence[str], res: scipy.optimize.OptimizeResult, lo: np.ndarray,
+            hi: np.ndarray) -> dict[str, str]:
+    """Why each parameter of one stage's least-squares fit is not to be trusted, if it is.
+
+    A parameter is at the edge when the solver holds it on a bound (``active_mask``) or it
+    lies within a millionth of the range of one; a free parameter is loosely determined when
+    its standard error (Gauss-Newton covariance from the Jacobian at the solution, scaled by
+    the residual variance) exceeds :data:`LOOSE_FRACTION` of its value, and undetermined
+    when the residuals do not depend on it (a null direction of the Jacobian).
+    """
+    x = np.asarray(res.x, dtype=float)
+    tol = 1e-6 * (hi - lo)
+    at_lo = (res.active_mask < 0) | (x <= lo + tol)
+    at_hi = (res.active_mask > 0) | (x >= hi - tol)
+    out: dict[str, str] = {}
+    for i, name in enumerate(names):
+        if at_lo[i] or at_hi[i]:
+            edge, bound = ("lower", lo[i]) if at_lo[i] else ("upper", hi[i])
+            out[name] = f"at the edge of the fitted range ({edge} bound {bound:g})"
+    free = ~(at_lo | at_hi)
+    jac = np.asarray(res.jac, dtype=float)[:, free]
+    dof = len(res.fun) - int(free.sum())
+    if not free.any() or dof <= 0:
+        return out
+    variance = 2.0 * float(res.cost) / dof
+    _, sv, vt = np.linalg.svd(jac, full_matrices=False)
+    null = sv <= 1e-10 * max(float(sv.max()), 1e-300)
+    w = vt**2
+    se = np.sqrt(variance * np.sum(w[~null] / sv[~null, None] ** 2, axis=0))
+    se[np.any(w[null] > 1e-12, axis=0)] = np.inf
+    for name, v, e in zip(np.asarray(names)[free], x[free], se):
+        if not np.isfinite(e):
+            out[str(name)] = ("not determined by the data (the residuals do not depend "
+                              "on it, or only together with others)")
+        elif e > LOOSE_FRACTION * abs(v):
+            share = f"{100 * e / abs(v):.0f} % of the value" if v else "the value is 0"
+            out[str(name)] = f"barely determined by the data (standard error {e:.3g}, {share})"
+    return out
+
+
 # --- stage 1: thermal -------------------------------------------------------------------
 
 _THERMAL = ("r_die_c_per_w", "tau_die_s", "r_sink_c_per_w", "tau_sink_s", "ambient_c")
@@ -192,7 +235,8 @@ def _measured_power_grid(m: Measured, dt: float) -> tuple[np.ndarray, np.ndarray
     return t, pw[i]
 
 
-def _fit_thermal(p: GpuParams, recs: Sequence[Measured], spans) -> GpuParams:
+def _fit_thermal(p: GpuParams, recs: Sequence[Measured], spans,
+                 doubts: dict[str, str]) -> GpuParams:
     grids = [_measured_power_grid(m, FIT_DT_S) for m in recs]
 
     def resid(q: np.ndarray) -> np.ndarray:
@@ -210,6 +254,7 @@ def _fit_thermal(p: GpuParams, recs: Sequence[Measured], spans) -> GpuParams:
     lo, hi = np.array(_THERMAL_BOUNDS).T
     res = scipy.optimize.least_squares(resid, np.clip(q0, lo, hi), bounds=(lo, hi),
                                        x_scale="jac", loss="soft_l1", f_scale=2.0)
+    doubts.update(_doubts(_THERMAL, res, lo, hi))
     return p.replace(**dict(zip(_THERMAL, res.x)))
 
 
@@ -228,13 +273,15 @@ def _idle_windows(m: Measured, span) -> tuple[np.ndarray, np.ndarray]:
     a, b = te[:-1], te[1:]
     # The last load that starts before the window ends must have ended long enough before.
     i = np.searchsorted(starts, b, side="left") - 1
-    settled = (i < 0) | (ends[np.maximum(i, 0)] <= a - IDLE_SETTLE_S)
+    settled = (i < 0) | (ends[np.maximum(i, 0)] <= a - IDLE_SETTLE_S) if len(starts) else \
+        np.ones(len(a), dtype=bool)
     sel = settled & (a >= span[0]) & (b <= span[1])
     temp = np.interp(0.5 * (a + b), m.t_s, m.temp_c)
     return pw[sel], temp[sel]
 
 
-def _fit_static(p: GpuParams, recs: Sequence[Measured], spans) -> GpuParams:
+def _fit_static(p: GpuParams, recs: Sequence[Measured], spans,
+                doubts: dict[str, str]) -> GpuParams:
     pw, temp = (np.concatenate(x) for x in zip(*(_idle_windows(m, s)
                                                   for m, s in zip(recs, spans))))
     if len(pw) < 10:
@@ -248,6 +295,7 @@ def _fit_static(p: GpuParams, recs: Sequence[Measured], spans) -> GpuParams:
     lo, hi = np.array(_STATIC_BOUNDS).T
     res = scipy.optimize.least_squares(resid, np.clip(q0, lo, hi), bounds=(lo, hi),
                                        x_scale="jac", loss="soft_l1", f_scale=2.0)
+    doubts.update(_doubts(_STATIC, res, lo, hi))
     return p.replace(**dict(zip(_STATIC, res.x)))
 
 
@@ -288,7 +336,8 @@ def _dynamic_names(recs: Sequence[Measured], spans) -> list[str]:
     return names
 
 
-def _fit_dynamic(p: GpuParams, recs: Sequence[Measured], spans, max_nfev: int) -> GpuParams:
+def _fit_dynamic(p: GpuParams, recs: Sequence[Measured], spans, max_nfev: int,
+                 doubts: dict[str, str]) -> GpuParams:
     names = _dynamic_names(recs, spans)
     windows = []
     for m, (a, b) in zip(recs, spans):
@@ -314,12 +363,33 @@ def _fit_dynamic(p: GpuParams, recs: Sequence[Measured], spans, max_nfev: int) -
     lo, hi = np.array([_DYNAMIC_BOUNDS[k] for k in names]).T
     res = scipy.optimize.least_squares(resid, np.clip(q0, lo, hi), bounds=(lo, hi),
                                        x_scale="jac", max_nfev=max_nfev)
+    doubts.update(_doubts(names, res, lo, hi))
     return p.replace(**dict(zip(names, res.x)))
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Fitted parameters and the ones among them not to be trusted."""
+
+    params: GpuParams
+    #: parameter name -> why it is not to be trusted (at a bound of the fit, or barely
+    #: determined by the recordings), in the order the stages fitted them
+    doubtful: dict[str, str]
 
 
 def fit(recordings: Sequence[Measured], start: GpuParams,
         spans: Sequence[tuple[float, float]] | None = None, *,
         max_nfev: int = 200) -> GpuParams:
+    """Fit a GPU's parameters to recordings, starting from ``start``.
+
+    The parameters of :func:`fit_report`, without its doubts.
+    """
+    return fit_report(recordings, start, spans, max_nfev=max_nfev).params
+
+
+def fit_report(recordings: Sequence[Measured], start: GpuParams,
+               spans: Sequence[tuple[float, float]] | None = None, *,
+               max_nfev: int = 200) -> FitResult:
     """Fit a GPU's parameters to recordings, starting from ``start``.
 
     ``spans`` restricts each recording's residuals to ``[t0, t1)`` (the simulation still
@@ -333,9 +403,11 @@ def fit(recordings: Sequence[Measured], start: GpuParams,
         spans = [(-np.inf, np.inf)] * len(recordings)
     if len(spans) != len(recordings):
         raise FitError(f"{len(spans)} spans for {len(recordings)} recordings")
-    p = _fit_thermal(start, recordings, spans)
-    p = _fit_static(p, recordings, spans)
-    return _fit_dynamic(p, recordings, spans, max_nfev)
+    doubts: dict[str, str] = {}
+    p = _fit_thermal(start, recordings, spans, doubts)
+    p = _fit_static(p, recordings, spans, doubts)
+    p = _fit_dynamic(p, recordings, spans, max_nfev, doubts)
+    return FitResult(p, doubts)
 
 
 def rounded(p: GpuParams, digits: int = 4) -> GpuParams:

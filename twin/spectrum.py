@@ -61,6 +61,9 @@ def spectrum(power_w: np.ndarray, dt: float, band_hz: tuple[float, float] = BAND
         raise TwinError(f"spectrum: dt must be > 0, got {dt}")
     if not 0 <= lo < hi:
         raise TwinError(f"spectrum: band {band_hz} must have 0 <= low < high")
+    if lo >= 0.5 / dt:
+        raise TwinError(f"spectrum: band {band_hz} starts at or above the Nyquist frequency "
+                        f"{0.5 / dt:g} Hz of dt {dt:g} s")
     if len(p) < 16 or not np.all(np.isfinite(p)):
         raise TwinError("spectrum: need at least 16 finite samples")
     n = len(p)

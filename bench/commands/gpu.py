@@ -134,11 +134,55 @@ def _events(args: argparse.Namespace) -> list[Path]:
             for path in args.traces]
 
 
-def _recordings(args: argparse.Namespace) -> list:
+#: share of a trace's time over which its ``load`` column may disagree with its schedule
+#: before the schedule is taken for another recording's (the shared recordings with their
+#: own schedules: under 5 %; a wrong schedule still agrees wherever both are idle) [fraction]
+LOAD_MISMATCH_WARN = 0.25
+
+
+def _recordings(args: argparse.Namespace, spans: list[tuple[float, float]]) -> list:
+    """Each trace with its schedule; refuses a span outside its trace, warns of a schedule
+    whose loads disagree with the trace's ``load`` column over most of it."""
+    import warnings
+
+    from bench.errors import BenchError
     from bench.traces import read_events, read_trace, to_measured
 
-    return [to_measured(read_trace(path), read_events(events))
-            for path, events in zip(args.traces, _events(args))]
+    recs = []
+    for path, events, (a, b) in zip(args.traces, _events(args), spans):
+        trace = read_trace(path)
+        t = trace["t_s"]
+        if not (a < t[-1] and b > t[0]):
+            raise BenchError(f"--span {_span_text((a, b))} lies outside {trace.name}, which "
+                             f"runs {t[0]:g} to {t[-1]:g} s")
+        m = to_measured(trace, read_events(events))
+        wrong = _load_mismatch(trace, m.schedule)
+        if wrong is not None and wrong > LOAD_MISMATCH_WARN:
+            warnings.warn(f"{trace.name}: its load column disagrees with the schedule "
+                          f"{Path(events).name} over {100 * wrong:.0f} % of its time (is it "
+                          "the schedule of another recording?)", stacklevel=2)
+        recs.append(m)
+    return recs
+
+
+def _load_mismatch(trace, schedule) -> float | None:
+    """Share of the trace's time whose ``load`` column differs from the schedule's load
+    (None when the trace has no ``load`` column). [fraction]"""
+    import numpy as np
+
+    from twin.workload import LOADS
+
+    names = trace.get("load")
+    if names is None:
+        return None
+    t = trace["t_s"]
+    recorded = np.array([LOADS.get(str(n).strip(), -1) for n in names])
+    # each sample stands for the time until the next one
+    weight = np.diff(t, append=t[-1])
+    total = float(weight.sum())
+    if not total > 0:
+        return None
+    return float(weight[recorded != schedule.load_at(t)].sum() / total)
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -146,7 +190,7 @@ def _fit(args: argparse.Namespace) -> int:
     from bench.traces import beside, read_power_limit_w
     from twin import params
     from twin.gpu import H100_SXM, load_params
-    from twin.gpu_fit import fit, rounded
+    from twin.gpu_fit import fit_report, rounded
 
     start_path = params_file(args.start) if args.start else H100_SXM
     check_out(args.out, [("the starting set", start_path),
@@ -155,15 +199,18 @@ def _fit(args: argparse.Namespace) -> int:
                          *(("the device facts", beside(t, "meta")) for t in args.traces
                            if beside(t, "meta").exists())])
     spans = _spans(args)
-    recs = _recordings(args)
+    recs = _recordings(args, spans)
     start, temp0 = load_params(start_path)
     limit = (args.power_limit_w if args.power_limit_w is not None
              else read_power_limit_w(args.traces[0]) or start.power_limit_w)
     start = start.replace(power_limit_w=limit)
-    p = rounded(fit(recs, start, spans))
+    result = fit_report(recs, start, spans)
+    p = rounded(result.params)
     rows = _accuracy(p, recs, spans)
     for r in rows:
         print(r["row"])
+    for name, why in result.doubtful.items():
+        print(f"not to be trusted: {name} = {getattr(p, name):g}: {why}")
     meta: dict[str, Any] = {
         "name": args.name or params.load(start_path).name,
         "source": "fitted by gridloop gpu fit to " + ", ".join(
@@ -178,6 +225,27 @@ def _fit(args: argparse.Namespace) -> int:
     params.save(pset, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _band(band: tuple[float, float], dt: float) -> tuple[float, float]:
+    """``--band`` checked against the Nyquist frequency of ``dt``; the upper edge clipped to
+    it, with a warning."""
+    import warnings
+
+    from bench.errors import BenchError
+
+    lo, hi = float(band[0]), float(band[1])
+    nyquist = 0.5 / dt
+    if not 0 <= lo < hi:
+        raise BenchError(f"--band {lo:g} {hi:g}: expected 0 <= LOW < HIGH")
+    if lo >= nyquist:
+        raise BenchError(f"--band {lo:g} {hi:g}: the lower edge is at or above the Nyquist "
+                         f"frequency {nyquist:g} Hz of --dt {dt:g} s")
+    if hi > nyquist:
+        warnings.warn(f"--band {lo:g} {hi:g}: the upper edge is above the Nyquist frequency "
+                      f"of --dt {dt:g} s; the band is {lo:g}-{nyquist:g} Hz", stacklevel=2)
+        hi = nyquist
+    return lo, hi
 
 
 def _span_text(span: tuple[float, float]) -> str:
@@ -244,7 +312,8 @@ def _score(args: argparse.Namespace) -> int:
     from twin.gpu_fit import score
 
     p, _ = load_params(params_file(args.params))
-    for m, span in zip(_recordings(args), _spans(args)):
+    spans = _spans(args)
+    for m, span in zip(_recordings(args, spans), spans):
         sc = score(p, m, None if math.isinf(span[0]) and math.isinf(span[1]) else span)
         if args.json:
             print(json.dumps({"recording": sc.name, "span": _span_text(span),
@@ -271,6 +340,7 @@ def _spectrum(args: argparse.Namespace) -> int:
 
     if args.groups < 1:
         raise BenchError(f"--groups must be >= 1, got {args.groups}")
+    band = _band(args.band, args.dt)
     check_out(args.out, [("the schedule", args.events), ("the rack file", args.rack)])
     rack, gpu, temp = load_rack(args.rack or H100_8GPU)
     schedule = read_events(args.events)
@@ -278,7 +348,6 @@ def _spectrum(args: argparse.Namespace) -> int:
     asset = GpuRack(rack, gpu, [groups], temp)
     out = asset.run(schedule.end_s + args.spread, args.dt)
     one = GpuRack(rack.replace(gpus=1), gpu, [schedule], temp).run(schedule.end_s, args.dt)
-    band = (float(args.band[0]), float(args.band[1]))
     series = {"one GPU (board)": (one["p_gpu_w"], args.dt), "rack (AC)": (out["p_w"], args.dt)}
     path = spectrum_figure(args.out, series, band,
                            title=f"{Path(args.events).name}: {rack.gpus} GPUs in "

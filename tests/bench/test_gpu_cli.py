@@ -235,3 +235,85 @@ def test_predict_and_score_take_a_shipped_set_by_name(shared_data, tmp_path, cap
     assert main(["gpu", "score", "gpu_h100_sxm.toml", str(shared_data / f"{FAST}.csv.gz"),
                  "--span", "0:20"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"{FAST}: window ")
+
+
+def _cut(shared_data: Path, tmp_path: Path, seconds: float) -> Path:
+    """The first ``seconds`` of the calibration recording, its schedule cut to match."""
+    import gzip
+
+    with gzip.open(shared_data / f"{CAL}.csv.gz", "rt") as f:
+        lines = f.read().splitlines()
+    out = tmp_path / "short.csv"
+    out.write_text("\n".join([lines[0]] + [r for r in lines[1:]
+                                            if float(r.split(",")[0]) < seconds]) + "\n")
+    events = json.loads((shared_data / f"{CAL}.events.json").read_text())
+    (tmp_path / "short.events.json").write_text(json.dumps(
+        [dict(e, seconds=min(e["seconds"], seconds - e["t_s"])) for e in events
+         if e["t_s"] < seconds]))
+    return out
+
+
+def test_fit_names_the_parameters_a_short_trace_does_not_determine(shared_data, tmp_path,
+                                                                    capsys):
+    """Three seconds of idle: the thermal parameters end on their bounds, the dynamic ones
+    are not seen at all; each gets a line saying why."""
+    short = _cut(shared_data, tmp_path, 3.0)
+    assert main(["gpu", "fit", str(short), "--out", str(tmp_path / "short.toml")]) == 0
+    doubts = {line.split(" = ")[0].removeprefix("not to be trusted: "): line
+              for line in capsys.readouterr().out.splitlines()
+              if line.startswith("not to be trusted: ")}
+    assert "at the edge of the fitted range (lower bound 0.001)" in doubts["r_die_c_per_w"]
+    assert "at the edge of the fitted range (upper bound 5)" in doubts["tau_die_s"]
+    assert "barely determined" in doubts["tau_sink_s"]
+    assert "not determined by the data" in doubts["dynamic_w"]
+
+
+@pytest.mark.slow
+def test_the_shipped_fit_has_one_parameter_at_a_bound_and_no_loose_ones(shared_data,
+                                                                        tmp_path, capsys):
+    """The command that made the shipped set (docs/gpu-model.md): the recordings hold no
+    checkpoint, so activity_checkpoint stays on its lower bound 0; nothing else is doubted."""
+    prior = H100_SXM.with_name("gpu_h100_sxm_prior.toml")
+    assert main(["gpu", "fit", str(shared_data / f"{CAL}.csv.gz"),
+                 str(shared_data / f"{FAST}.csv.gz"), "--start", str(prior),
+                 "--out", str(tmp_path / "gpu.toml")]) == 0
+    doubts = [line for line in capsys.readouterr().out.splitlines()
+              if line.startswith("not to be trusted")]
+    assert doubts == ["not to be trusted: activity_checkpoint = 0: at the edge of the fitted "
+                      "range (lower bound 0)"]
+
+
+@pytest.mark.parametrize("command", ["fit", "score"])
+def test_a_span_outside_the_trace_is_refused_as_such(shared_data, tmp_path, capsys, command):
+    argv = (["gpu", "fit", str(shared_data / f"{CAL}.csv.gz"), "--out", str(tmp_path / "g.toml")]
+            if command == "fit" else ["gpu", "score", str(H100_SXM),
+                                      str(shared_data / f"{CAL}.csv.gz")])
+    assert main([*argv, "--span", "500:600"]) == 2
+    err = capsys.readouterr().err
+    assert ("--span 500:600 s lies outside h100_power_calibration, which runs 0 to 171.38 s"
+            in err)
+
+
+def test_score_warns_of_a_schedule_the_trace_did_not_run(shared_data, capsys):
+    cal = str(shared_data / f"{CAL}.csv.gz")
+    with pytest.warns(UserWarning, match=r"load column disagrees with the schedule "
+                                         r"h100_power_fast.events.json over 57 % of its time"):
+        assert main(["gpu", "score", str(H100_SXM), cal, "--events",
+                     str(shared_data / f"{FAST}.events.json")]) == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main(["gpu", "score", str(H100_SXM), cal,
+                     str(shared_data / f"{FAST}.csv.gz")]) == 0
+
+
+def test_spectrum_refuses_a_band_above_nyquist_and_clips_its_top(tmp_path, capsys):
+    events = tmp_path / "e.events.json"
+    events.write_text('[{"t_s": 0, "load": "compute", "seconds": 20}]')
+    argv = ["gpu", "spectrum", "--events", str(events), "--out", str(tmp_path / "f.png")]
+    assert main([*argv, "--band", "60", "1000"]) == 2
+    assert "lower edge is at or above the Nyquist frequency 50 Hz" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="the band is 0.1-50 Hz"):
+        assert main([*argv, "--band", "0.1", "1000"]) == 0
+    assert "in 0.1-50 Hz" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from twin.gpu import H100_SXM, load_params, simulate
-from twin.gpu_fit import FitError, Measured, fit, score
+from twin.gpu_fit import FitError, Measured, fit, fit_report, score
 from twin.workload import Schedule, concat, synchronous_training
 
 PRIOR = Path(H100_SXM).with_name("gpu_h100_sxm_prior.toml")
@@ -107,3 +107,14 @@ def test_split_fit_on_real_training_predicts_unseen_fast_bursts(recordings):
     assert abs(held.energy_error) < 0.025
     assert held.temp_error_c < 2.6
     assert held.window_error < held.window_floor + 0.015
+
+
+def test_fit_reports_parameters_on_a_bound_or_not_determined():
+    """An idle-only recording: no busy entry (which once crashed the idle selection), and
+    nothing there determines the dynamic parameters."""
+    truth, _ = load_params(H100_SXM)
+    idle = Schedule.from_entries([{"t_s": 0.0, "load": "idle", "seconds": 30.0}])
+    rec = synthetic_recording(truth, idle, 30.0)
+    got = fit_report([rec], truth, max_nfev=5)
+    assert "not determined by the data" in got.doubtful["dynamic_w"]
+    assert got.params.idle_w == pytest.approx(truth.idle_w, rel=0.05)

@@ -58,3 +58,9 @@ def test_bad_input(args, message):
         spectrum(*args)
     with pytest.raises(TwinError, match="band"):
         spectrum(np.ones(100), 0.01, band_hz=(5.0, 1.0))
+
+
+def test_a_band_above_nyquist_is_refused():
+    p = np.sin(np.arange(1000) * 0.3)
+    with pytest.raises(TwinError, match="at or above the Nyquist frequency 50 Hz"):
+        spectrum(p, 0.01, band_hz=(50.0, 1000.0))

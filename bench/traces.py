@@ -83,8 +83,10 @@ def _open_text(path: Path) -> io.TextIOBase:
         raise RecordingError(f"{path}: is a directory, not a trace file") from None
     magic = raw.read(2)
     raw.seek(0)
-    stream = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
-    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    if magic == b"\x1f\x8b":  # gzip.open, not GzipFile(fileobj=): closing it closes the file
+        raw.close()
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
 def read_trace(path: str | Path) -> Trace:

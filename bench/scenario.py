@@ -304,6 +304,7 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
                 _check_name(asset, ("nodes", node, asset), source, lines)
                 raw = _table(cfg, ("nodes", node, asset), source, lines)
                 nodes[node][asset] = from_mapping(AssetConfig, raw, f"nodes.{node}.{asset}")
+                _check_fields(nodes[node][asset], raw, ("nodes", node, asset), source, lines)
                 if raw.get("device") and "mode" not in raw:
                     # an address without a mode: the author most likely meant the device
                     warnings.warn(ScenarioWarning(str(_fail(
@@ -356,6 +357,76 @@ def _check_name(name: str, path: tuple[str, ...], source: str, lines: dict) -> N
     if not _NAME.match(name):
         raise _fail(source, lines, path,
                     "names use letters, digits, '_' and '-' and start with a letter")
+
+
+#: kinds that have a device (a register map: emulated, hardware or a replayed capture)
+DEVICE_KINDS = ("battery", "inverter", "meter", "gpu_rack")
+_PARAMETERISED = ("battery", "inverter", "pv", "gpu_rack", "grid")
+#: asset fields that only some kinds take (``kind``, ``mode`` and ``tolerance``: every kind;
+#: an initial condition's key is checked against the kind by the builder)
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "params": _PARAMETERISED, "emulator_params": _PARAMETERISED,
+    "emulator_scale": _PARAMETERISED, "override": _PARAMETERISED,
+    "converter": ("battery",), "profile": ("pv", "gpu_rack"), "source": ("inverter",),
+    "transport": DEVICE_KINDS, "device": DEVICE_KINDS, "replay_capture": DEVICE_KINDS,
+    "faults": DEVICE_KINDS, "initial": _PARAMETERISED,
+}
+_PARAMETER_FIELDS = ("params", "emulator_params", "emulator_scale", "override")
+#: device back-ends that only some kinds may use (the others: any kind with a register map)
+BACKEND_KINDS = {"nvml": ("gpu_rack",)}
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _any(kinds: tuple[str, ...]) -> str:
+    """``a pv or a gpu_rack``"""
+    return _or([_a(k) for k in kinds])
+
+
+def _or(names: list[str]) -> str:
+    """``a, b or c``"""
+    return " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
+
+
+def _check_fields(cfg: AssetConfig, raw: dict, path: tuple[str, ...], source: str,
+                  lines: dict) -> None:
+    """Refuse the fields an asset's kind ignores, at their line, and bad tolerances."""
+    takes = [f.name for f in dataclasses.fields(AssetConfig)
+             if cfg.kind in KIND_FIELDS.get(f.name, (cfg.kind,)) and f.name != "kind"]
+    for key in raw:
+        kinds = KIND_FIELDS.get(key)
+        if kinds is not None and cfg.kind not in kinds:
+            reason = (" (a meter has no parameters)" if cfg.kind == "meter"
+                      and key in _PARAMETER_FIELDS else
+                      " (it has no device)" if kinds is DEVICE_KINDS else "")
+            raise _fail(source, lines, path + (key,),
+                        f"{_a(cfg.kind)} takes no {key}{reason}, only {_any(kinds)} does; "
+                        f"{_a(cfg.kind)} takes {', '.join(takes)}")
+    backend = cfg.device.get("backend")
+    if isinstance(backend, str) and cfg.kind not in BACKEND_KINDS.get(backend, (cfg.kind,)):
+        others = [b for b, k in sorted(_BACKENDS_OF.items()) if cfg.kind in k]
+        raise _fail(source, lines, path + ("device", "backend"),
+                    f"{_a(cfg.kind)} cannot use the {backend} back-end, only "
+                    f"{_any(BACKEND_KINDS[backend])} can; {_a(cfg.kind)} uses "
+                    f"{_or(others)}")
+    for signal, value in cfg.tolerance.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise _fail(source, lines, path + ("tolerance", signal),
+                        f"a tolerance is a non-negative number in the signal's unit, "
+                        f"not {value!r}")
+    if cfg.faults and cfg.mode == "twin":
+        warnings.warn(ScenarioWarning(str(_fail(
+            source, lines, path + ("faults",),
+            'not used: the asset\'s mode is "twin" (no emulator to inject the faults into); '
+            'set mode = "emulated" to inject them'))), stacklevel=3)
+
+
+#: back-ends a scenario names, by the kinds that may use them
+_BACKENDS_OF = {"modbus_tcp": DEVICE_KINDS, "modbus_rtu": DEVICE_KINDS,
+                "serial": DEVICE_KINDS, **BACKEND_KINDS}
 
 
 def _cross_check(s: Scenario, source: str, lines: dict) -> None:
@@ -415,6 +486,20 @@ def _cross_check(s: Scenario, source: str, lines: dict) -> None:
                     source, lines, ("nodes", node, name),
                     "no inverter takes this pv (give one source = "
                     f'"{name}"): its energy reaches nothing'))), stacklevel=3)
+    used = {c.profile for _, _, c in s.assets()}
+    for name, p in s.profiles.items():
+        path = ("profiles", name)
+        if p.file and s.path is not None and not s.resolve(p.file).is_file():
+            raise _fail(source, lines, path + ("file",),
+                        f"no such file: {s.resolve(p.file)}")
+        if name not in used:
+            why = (f"no asset reads a {p.kind} profile (only a pv's irradiance and a "
+                   "gpu_rack's workload or power drive the twin)"
+                   if p.kind in ("price", "temperature") else
+                   "no asset names it in its profile field")
+            warnings.warn(ScenarioWarning(str(_fail(
+                source, lines, path, f"not used, so never built or checked: {why}"))),
+                stacklevel=3)
     if s.market.kind != "none":
         ticks = s.market.interval_s / s.run.dt_s
         if abs(ticks - round(ticks)) > 1e-6:

@@ -206,3 +206,90 @@ def test_a_run_shorter_than_a_step_is_refused_before_it_records(
     assert "run.duration_s: must be at least one step of dt_s = 0.1 s" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+METER = '[nodes.north.meter]\nkind = "meter"\n{}\n\n[nodes.north.grid]'
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    # a field the asset's kind ignores is refused at its line, naming what the kind takes
+    ('kind = "battery"\n', 'kind = "battery"\nprofile = "sun"\n',
+     r"bad\.toml:32: nodes\.north\.battery\.profile: a battery takes no profile, only a pv "
+     r"or a gpu_rack does; a battery takes mode, params, .*converter"),
+    ('kind = "battery"\n', 'kind = "battery"\nsource = "pv"\n',
+     r"bad\.toml:32: nodes\.north\.battery\.source: a battery takes no source, only an "
+     r"inverter does"),
+    ('kind = "pv"\n', 'kind = "pv"\nconverter = "converter_battery_100kw"\n',
+     r"bad\.toml:20: nodes\.north\.pv\.converter: a pv takes no converter, only a battery "
+     r"does; a pv takes mode, params, emulator_params, emulator_scale, override, initial, "
+     r"profile, tolerance$"),
+    ('kind = "pv"\n', 'kind = "pv"\ntransport = "rtu"\n',
+     r"bad\.toml:20: nodes\.north\.pv\.transport: a pv takes no transport \(it has no "
+     r"device\)"),
+    ("[nodes.north.grid]", METER.format('params = "nothere"'),
+     r"bad\.toml:37: nodes\.north\.meter\.params: a meter takes no params \(a meter has no "
+     r"parameters\)"),
+    ("[nodes.north.grid]", METER.format("override = { foo = 1 }"),
+     r"bad\.toml:37: nodes\.north\.meter\.override: a meter takes no override"),
+    # nvml reads a GPU
+    ('backend = "modbus_tcp", host = "10.0.0.5", port = 502', 'backend = "nvml", index = 0',
+     r"bad\.toml:33: nodes\.north\.battery\.device\.backend: a battery cannot use the nvml "
+     r"back-end, only a gpu_rack can; a battery uses modbus_rtu, modbus_tcp or serial"),
+    # a tolerance is a distance
+    ('kind = "battery"\n', 'kind = "battery"\ntolerance = { voltage_v = -0.3 }\n',
+     r"bad\.toml:32: nodes\.north\.battery\.tolerance\.voltage_v: a tolerance is a "
+     r"non-negative number in the signal's unit, not -0\.3"),
+])
+def test_fields_an_asset_kind_ignores_are_refused(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ScenarioError, match=expected) as info:
+        parse(GOOD.replace(old, new, 1), "bad.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_fields_each_kind_takes_are_accepted() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = parse(GOOD.replace('kind = "battery"\n', 'kind = "battery"\nconverter = '
+                               '"converter_battery_100kw"\ntolerance = { voltage_v = 0 }\n')
+                  .replace("[nodes.north.grid]", METER.format('transport = "rtu"')), "x.toml")
+    assert s.nodes["north"]["battery"].tolerance == {"voltage_v": 0}
+
+
+def test_faults_on_a_twin_asset_are_a_warning() -> None:
+    card = 'faults = [{ timeout = true, start_s = 1, stop_s = 2 }]\n'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse(GOOD.replace('kind = "battery"\n', 'kind = "battery"\n' + card), "x.toml")
+        # --mode twin lowers modes at run time: the same file runs its faults emulated
+        parse(GOOD.replace("seed = 3", 'seed = 3\nmode = "twin"').replace(
+            'kind = "battery"\n', 'kind = "battery"\n' + card), "x.toml")
+    with pytest.warns(ScenarioWarning) as record:
+        parse(GOOD.replace('mode = "hardware"', 'mode = "twin"').replace(
+            'kind = "battery"\n', 'kind = "battery"\n' + card), "x.toml")
+    assert [str(w.message) for w in record] == [
+        'x.toml:32: nodes.north.battery.faults: not used: the asset\'s mode is "twin" (no '
+        'emulator to inject the faults into); set mode = "emulated" to inject them']
+
+
+def test_an_unused_profile_is_a_warning(tmp_path: Path) -> None:
+    extra = ('[profiles.spare]\nkind = "irradiance"\ngenerator = "no_such_generator"\n\n'
+             '[profiles.tariff]\nkind = "price"\ngenerator = "constant"\n\n[nodes.north.pv]')
+    with pytest.warns(ScenarioWarning) as record:
+        parse(GOOD.replace("[nodes.north.pv]", extra), "x.toml")
+    assert [str(w.message) for w in record] == [
+        "x.toml:18: profiles.spare: not used, so never built or checked: no asset names it "
+        "in its profile field",
+        "x.toml:22: profiles.tariff: not used, so never built or checked: no asset reads a "
+        "price profile (only a pv's irradiance and a gpu_rack's workload or power drive the "
+        "twin)"]
+
+
+def test_a_profile_file_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace('generator = "clear_sky_clouds"', 'file = "nothere.csv"'))
+    with pytest.raises(ScenarioError, match=r"bad\.toml:12: profiles\.sun\.file: no such "
+                                            r"file: .*nothere\.csv$"):
+        load(path)
+    (tmp_path / "nothere.csv").write_text("t_s,irradiance_w_m2\n0,0\n")
+    load(path)

@@ -67,6 +67,13 @@ def clear_sky(t_s: np.ndarray, latitude_deg: float = 40.0, day_of_year: int = 17
     """Clear-sky irradiance with run time 0 at ``start_hour`` of solar time. [W/m^2]"""
     from twin.pv import clear_sky_ghi
 
+    for name, value, lo, hi in (("latitude_deg", latitude_deg, -90.0, 90.0),
+                                ("day_of_year", day_of_year, 1, 366),
+                                ("start_hour", start_hour, 0.0, 24.0)):
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}")
+    if not scale >= 0:
+        raise ValueError(f"scale must be >= 0, got {scale:g}")
     return scale * np.asarray(clear_sky_ghi(t_s + start_hour * 3600.0, latitude_deg,
                                             day_of_year))
 

@@ -1,4 +1,5 @@
-"""Profile options of a scenario: a value of the wrong type is named before the run."""
+"""Profile options of a scenario: a value of the wrong type or out of range is named before
+the run."""
 
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ kind = "grid"
      "profiles.sun.options.latitude_deg: must be a number, got '48'"),
     ("profiles.sun.options.day_of_year=true",
      "profiles.sun.options.day_of_year: must be a whole number, got True"),
+    ("profiles.sun.options.latitude_deg=480", "latitude_deg must be in [-90, 90], got 480"),
+    ("profiles.sun.options.day_of_year=400", "day_of_year must be in [1, 366], got 400"),
+    ("profiles.sun.options.start_hour=30", "start_hour must be in [0, 24], got 30"),
+    ("profiles.sun.options.scale=-1", "scale must be >= 0, got -1"),
 ])
-def test_an_option_of_the_wrong_type_is_named(override: str, message: str,
+def test_an_option_of_the_wrong_type_or_range_is_named(override: str, message: str,
                                               tmp_path: Path) -> None:
     path = tmp_path / "w.toml"
     path.write_text(SCENARIO)

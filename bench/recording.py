@@ -119,7 +119,7 @@ class Run:
         with warnings.catch_warnings():  # said when it ran; reading the recording is not
             warnings.simplefilter("ignore", ScenarioWarning)
             return parse(text, f"{self.path}:scenario", path,
-                         [*self.scenario_overrides, *extra])
+                         [*self.scenario_overrides, *extra], check_files=False)
 
     def asset_configs(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Each asset's kind and tolerance as the run had them (``{"kind", "tolerance"}``)."""

@@ -268,8 +268,12 @@ def _parameter_error(source: str, lines: dict, exc: ParameterError) -> ScenarioE
 
 
 def parse(text: str, source: str = "<scenario>", path: Path | None = None,
-          overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Validate scenario ``text``; ``overrides`` are ``--set`` strings ``KEY=VALUE``."""
+          overrides: list[str] | tuple[str, ...] = (), check_files: bool = True) -> Scenario:
+    """Validate scenario ``text``; ``overrides`` are ``--set`` strings ``KEY=VALUE``.
+
+    ``check_files=False`` leaves the files it names unchecked: a recording's scenario read
+    on another machine, or after its profile files moved, still says what ran.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -324,7 +328,7 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
     scenario = Scenario(run=parts["run"], controller=parts["controller"], nodes=nodes,
                         profiles=profiles, market=parts["market"], path=path, text=text,
                         overrides=tuple(overrides), checks=checks)
-    _cross_check(scenario, source, lines)
+    _cross_check(scenario, source, lines, check_files)
     if not scenario.run.realtime and any(scenario.effective_mode(c) == "hardware"
                                          for _, _, c in scenario.assets()):
         # a physical device lives on the wall clock: the twin and controller keep its pace
@@ -429,7 +433,7 @@ _BACKENDS_OF = {"modbus_tcp": DEVICE_KINDS, "modbus_rtu": DEVICE_KINDS,
                 "serial": DEVICE_KINDS, **BACKEND_KINDS}
 
 
-def _cross_check(s: Scenario, source: str, lines: dict) -> None:
+def _cross_check(s: Scenario, source: str, lines: dict, check_files: bool = True) -> None:
     """Checks that span sections: profile references, sources, one grid per node."""
     needs_profile = {"pv": "irradiance", "gpu_rack": ("workload", "power")}
     for node, assets in s.nodes.items():
@@ -489,7 +493,7 @@ def _cross_check(s: Scenario, source: str, lines: dict) -> None:
     used = {c.profile for _, _, c in s.assets()}
     for name, p in s.profiles.items():
         path = ("profiles", name)
-        if p.file and s.path is not None and not s.resolve(p.file).is_file():
+        if check_files and p.file and s.path is not None and not s.resolve(p.file).is_file():
             raise _fail(source, lines, path + ("file",),
                         f"no such file: {s.resolve(p.file)}")
         if name not in used:

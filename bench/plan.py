@@ -310,6 +310,9 @@ class Plan:
                                       "number") from None
             if not math.isfinite(v):
                 raise ControllerError(f"controller set '{key}' to {value!r}")
+            if v < 0 and key.endswith(".power_cap_w"):  # 0 is no cap; below it, a bug
+                raise ControllerError(f"controller set '{key}' to {v:g} W; a cap is > 0 W, "
+                                      "or 0 for none")
             u[i] = v
 
     async def actuate(self, t: float) -> None:

@@ -140,7 +140,8 @@ class Returns:
 
     def __init__(self, context: object, what: str = "list") -> None:
         self.out = {"list": [1.0], "text": {"north.battery.p_set_w": "high"},
-                    "none": {"north.battery.p_set_w": None}}[what]
+                    "none": {"north.battery.p_set_w": None},
+                    "cap": {"north.rack.power_cap_w": -5.0}}[what]
 
     def step(self, obs: object) -> object:
         return self.out
@@ -150,6 +151,7 @@ class Returns:
     ("list", "controller step returned a list; expected a mapping of setpoint names"),
     ("text", "controller set 'north.battery.p_set_w' to 'high'; expected a number"),
     ("none", "controller set 'north.battery.p_set_w' to None; expected a number"),
+    ("cap", "controller set 'north.rack.power_cap_w' to -5 W; a cap is > 0 W, or 0 for none"),
 ])
 def test_setpoints_that_are_not_numbers_stop_the_run_in_one_line(what: str, message: str,
                                                                  tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
 from bench.paths import same_file
@@ -13,6 +14,25 @@ from bench.scenario import load
 def default_ledger_path(out: Path) -> Path:
     """``RUN.ledger.db`` beside the recording."""
     return out.with_name(out.stem + ".ledger.db")
+
+
+def _warn_capped_hardware(scenario: Any) -> None:
+    """An asset set to ``hardware`` in a run whose mode was left at its default runs
+    emulated: the README's first hardware scenario passed against emulators without a word.
+    A mode the user chose (``[run] mode``, ``--mode``) says nothing."""
+    import tomllib
+    import warnings
+
+    from bench.errors import ScenarioWarning
+
+    hardware = [f"{n}.{a}" for n, a, c in scenario.assets() if c.mode == "hardware"]
+    chosen = "mode" in tomllib.loads(scenario.text).get("run", {}) or any(
+        o.partition("=")[0].strip() == "run.mode" for o in scenario.overrides)
+    if hardware and scenario.run.mode != "hardware" and not chosen:
+        warnings.warn(ScenarioWarning(
+            f"{', '.join(hardware)}: mode hardware, but the run's mode ({scenario.run.mode} "
+            'by default) caps every asset\'s: they run emulated; set [run] mode = "hardware" '
+            "(or --mode hardware) to use the devices"), stacklevel=2)
 
 
 def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
@@ -25,6 +45,7 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     from bench.summary import figures, format_figures
 
     scenario = load(scenario_path, overrides)
+    _warn_capped_hardware(scenario)
     if view:
         from bench.view.app import require_screen
 

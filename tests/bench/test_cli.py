@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,20 @@ def test_a_folder_scenario_toml_records_under_the_folder_name() -> None:
     experiments = Path(__file__).parents[2] / "experiments"
     assert default_out(experiments / "islanded" / "scenario.toml") == Path("runs/islanded.h5")
     assert default_out(experiments / "demo.toml") == Path("runs/demo.h5")
+
+
+def test_a_hardware_asset_capped_by_the_default_run_mode_is_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """mode = "hardware" on an asset, no mode for the run: it runs emulated, and is said."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO.read_text().replace('mode = "emulated"\n', "", 1))
+    args = ["run", str(scenario), "--duration", "0.5", "--quiet", "--set", "market.kind=none",
+            "--set", 'north.battery.mode="hardware"', "--set",
+            'north.battery.device={ backend = "modbus_tcp", host = "127.0.0.1", port = 1 }']
+    with pytest.warns(UserWarning, match=r"north\.battery: mode hardware, but the run's mode "
+                      r"\(emulated by default\) caps every asset's: they run emulated"):
+        assert main([*args, "--out", str(tmp_path / "a.h5")]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*args, "--mode", "twin", "--out", str(tmp_path / "b.h5")]) == 0
+    assert not [w for w in caught if "caps every asset" in str(w.message)]

@@ -67,7 +67,7 @@ from twin.gpu import (
     substeps,
 )
 from twin.gpu import activity as gpu_activity
-from twin.params import Table
+from twin.params import Table, did_you_mean
 from twin.stepper import Asset
 from twin.units import S_PER_H
 from twin.workload import Schedule
@@ -699,7 +699,13 @@ def racks_from_specs(specs: Sequence[Any]) -> Asset:
     rack = _params.from_mapping(RackParams, pset.params, f"{where}: params")
     base = Path(pset.path).parent if pset.path else H100_8GPU.parent
     gpu, temp = load_params(base / rack.gpu_params)
-    temp = float(pset.initial.get("temp_c", temp)) if pset.initial else temp
+    for key, value in (pset.initial or {}).items():
+        if key != "temp_c":
+            raise ParameterError(f"{where}: initial.{key}: unknown initial condition"
+                                 f"{did_you_mean(str(key), ['temp_c'])}; a rack's is temp_c")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParameterError(f"{where}: initial.temp_c: expected a number, got {value!r}")
+        temp = float(value)  # its range is checked where the GPUs start from it
     # racks with fewer groups than others run their schedule in every group (identical
     # groups behave as one)
     drives = [[s.drive] if isinstance(s.drive, Schedule) else list(s.drive) for s in specs]

@@ -172,3 +172,26 @@ def test_a_rack_in_hot_air_stops_where_its_gpus_would_shut_down(shipped):
         GpuRack(rack, gpu.replace(ambient_c=60.0), [busy]).run(120.0, 0.1)
     with pytest.raises(ParameterError, match="initial die temperature 150 degC is outside"):
         GpuRack(rack, gpu, [busy], temp_c=150.0).run(1.0, 0.1)
+
+
+@pytest.mark.parametrize(("initial", "message"), [
+    ('temp_c = "warm"', "initial.temp_c: expected a number, got 'warm'"),
+    ("temp_cc = 40.0", "initial.temp_cc: unknown initial condition (did you mean 'temp_c'?)"),
+])
+def test_a_racks_initial_conditions_are_checked(initial: str, message: str, tmp_path,
+                                               training) -> None:
+    from twin.microgrid import AssetSpec
+    from twin.params import load
+    from twin.rack import racks_from_specs
+
+    path = tmp_path / "rack.toml"
+    path.write_text(H100_8GPU.read_text().replace("[initial]\n", f"[initial]\n{initial}\n")
+                    .replace('gpu_params = "gpu_h100_sxm.toml"',
+                             f'gpu_params = "{H100_8GPU.with_name("gpu_h100_sxm.toml")}"'))
+    spec = AssetSpec("n", "rack", "gpu_rack", load(path), drive=training)
+    with pytest.raises(ParameterError) as exc:
+        racks_from_specs([spec])
+    assert message in str(exc.value) and str(path) in str(exc.value)
+    path.write_text(path.read_text().replace(initial, "temp_c = 40.0"))
+    assert racks_from_specs([AssetSpec("n", "rack", "gpu_rack", load(path),
+                                       drive=training)]).temp_c == 40.0

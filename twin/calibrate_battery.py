@@ -32,8 +32,8 @@ from twin.battery import (
     BatteryParams,
     PackParams,
 )
-from twin.calibrate_inverter import standard_errors
 from twin.errors import TwinError
+from twin.lsq import standard_errors
 from twin.params import Table
 
 _V = OUTPUT_NAMES.index("voltage_v")

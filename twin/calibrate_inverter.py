@@ -32,6 +32,7 @@ import scipy.optimize
 
 from twin.errors import ParameterError
 from twin.inverter import InverterParams, SandiaInverter, sandia_curve
+from twin.lsq import standard_errors
 
 ALWAYS = ("pdco_w", "pso_w", "c0_per_w")
 VOLTAGE = ("c1_per_v", "c2_per_v", "c3_per_v")
@@ -83,23 +84,6 @@ def _ranges(s: SandiaInverter) -> dict[str, tuple[float, float]]:
                else 1.0 / s.vdco_v)
         out[name] = (lo * ref, hi * ref)
     return out
-
-
-def standard_errors(jac: np.ndarray, res: np.ndarray) -> np.ndarray:
-    """Standard errors of least-squares parameters, the square roots of the diagonal of
-    ``s**2 (J^T J)^-1``, with ``J`` the Jacobian of the residuals ``res`` at the solution and
-    ``s`` their RMS over the degrees of freedom; infinite where ``J`` is singular."""
-    n, p = jac.shape
-    norm = np.linalg.norm(jac, axis=0)
-    if n <= p or not np.all(norm > 0):
-        return np.full(p, np.inf)
-    jn = jac / norm
-    try:
-        inv = np.linalg.inv(jn.T @ jn)
-    except np.linalg.LinAlgError:
-        return np.full(p, np.inf)
-    s2 = float(res @ res) / (n - p)
-    return np.sqrt(np.abs(np.diag(inv)) * s2) / norm
 
 
 def _column(name: str, a) -> np.ndarray:

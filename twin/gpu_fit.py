@@ -32,6 +32,7 @@ import scipy.optimize
 
 from twin.errors import TwinError
 from twin.gpu import GpuParams, Prediction, coefficients, simulate, static_power_w, thermal_step
+from twin.lsq import standard_errors
 from twin.workload import CHECKPOINT, IDLE, LIGHT, MEMORY, Schedule
 
 #: idle windows closer than this to the end of a load are left out of the static fit [s]
@@ -192,16 +193,9 @@ def _doubts(names: Sequence[str], res: scipy.optimize.OptimizeResult, lo: np.nda
             edge, bound = ("lower", lo[i]) if at_lo[i] else ("upper", hi[i])
             out[name] = f"at the edge of the fitted range ({edge} bound {bound:g})"
     free = ~(at_lo | at_hi)
-    jac = np.asarray(res.jac, dtype=float)[:, free]
-    dof = len(res.fun) - int(free.sum())
-    if not free.any() or dof <= 0:
+    if not free.any() or len(res.fun) <= int(free.sum()):
         return out
-    variance = 2.0 * float(res.cost) / dof
-    _, sv, vt = np.linalg.svd(jac, full_matrices=False)
-    null = sv <= 1e-10 * max(float(sv.max()), 1e-300)
-    w = vt**2
-    se = np.sqrt(variance * np.sum(w[~null] / sv[~null, None] ** 2, axis=0))
-    se[np.any(w[null] > 1e-12, axis=0)] = np.inf
+    se = standard_errors(np.asarray(res.jac, dtype=float)[:, free], res.fun, 2.0 * res.cost)
     for name, v, e in zip(np.asarray(names)[free], x[free], se):
         if not np.isfinite(e):
             out[str(name)] = ("not determined by the data (the residuals do not depend "

@@ -239,6 +239,18 @@ def _outputs_into(x, w, par, kind, a, b, y):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def carry_shortfall(x, y, i, p_w, dt):
+    """Bus ``i``'s grid connection carries ``p_w`` more over the step just taken: a
+    grid-following source delivered ``p_w`` less than the bus was told (a battery at a
+    limit).  Its power output and its grid and generation counters follow, so a ``grid``
+    asset reads what a meter reads and the bus's energy still balances. [W]"""
+    h = dt / 3600.0
+    y[i, 0] += p_w
+    x[i, 5] += p_w * h
+    x[i, _EGEN] -= p_w * h
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _step_kernel(x, w, kind, ad, bd, dt):
     xn = np.empty_like(x)
     _step_into(x, w, kind, ad, bd, dt, xn)

@@ -396,8 +396,11 @@ def _close(dt, fa, ia, lay, y):
             p_dc[i] = bat_y[i, _BAT_PW]
             if not bus_u[node[i], _BUS_ISL] > 0.5:
                 short[node[i]] += d
+        bus_x = _v2(fa, lay, _BUS_X)
         for k in range(grid.shape[0]):
-            grid[k] = grid[k] + short[k]
+            if short[k] != 0.0:
+                bus.carry_shortfall(bus_x, bus_y, k, short[k], dt)
+            grid[k] = bus_y[k, _BUS_P]
     e_import, e_export = _v1(fa, lay, _NODE_E_IMPORT), _v1(fa, lay, _NODE_E_EXPORT)
     h = dt / S_PER_H
     for k in range(grid.shape[0]):

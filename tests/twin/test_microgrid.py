@@ -217,6 +217,14 @@ def test_a_battery_at_its_soc_limit_falls_short_and_the_grid_carries_it():
                                    rtol=1e-9, atol=1e-6)
         assert not signal(mg, ys, n, "grid", "p_curtailed_w").any()
         assert not signal(mg, ys, n, "grid", "p_unserved_w").any()
+        # the grid asset reads what the meter reads (a node metered by its bus alone)
+        np.testing.assert_allclose(signal(mg, ys, n, "grid", "p_w"),
+                                   signal(mg, ys, n, "meter", "p_w"), rtol=1e-12, atol=1e-9)
+    # and each bus's counters still close with the shortfall in its grid connection
+    e = mg.groups["grid"].asset.output_dict(mg.groups["grid"].y)
+    np.testing.assert_allclose(e["e_gen_wh"] + e["e_src_wh"] + e["e_grid_wh"],
+                               e["e_load_wh"] + e["e_damp_wh"] + e["e_kinetic_wh"],
+                               rtol=1e-9, atol=1e-6)
 
 
 def test_islanded_batteries_form_the_grid_in_proportion_to_their_ratings():

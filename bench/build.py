@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.checks import Check, unknown_signals
 from bench.errors import RecordingError, ScenarioError
 from bench.plan import DEVICE_MAPS, Plan
 from bench.profiles import build_profile
@@ -280,12 +281,18 @@ def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
     plan = Plan(s, twin, kinds, params)
     _attach_devices(s, plan, drives)
     if s.checks:  # a check on a signal the run will not record: said now, not after it
-        from bench.checks import unknown_signals
-
         bad = unknown_signals(s.checks, plan.obs_index, plan.twin_keys())
         if bad:
             key, what = bad[0]
             raise ScenarioError(f"{_Where(s)('checks', key)}: {what}")
+    # a tolerance is a residual band: on a misspelt signal it would bound nothing, silently
+    bands = {Check(f"{n}.{a}.{sig}", "residual", v): ("nodes", n, a, "tolerance", sig)
+             for n, a, c in s.assets() for sig, v in c.tolerance.items()}
+    bad = unknown_signals(bands, plan.obs_index, plan.twin_keys())
+    if bad:
+        key, what = bad[0]
+        at = next(p for c, p in bands.items() if c.key == key)
+        raise ScenarioError(f"{_Where(s)(*at)}: {what}")
     if s.market.kind != "none":
         from bench.market import MarketLink
 

@@ -128,3 +128,19 @@ def test_a_check_on_a_signal_the_run_will_not_record_stops_it_before_it_starts(
     assert err == (f"gridloop: error: {scenario}:71: checks.north.rack.pw: no such signal "
                    "(did you mean 'north.rack.p_w'?)")
     assert not out.exists()
+
+
+def test_a_tolerance_on_a_signal_the_asset_does_not_record_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tolerance bands a residual: on a misspelt signal it would band nothing."""
+    lines = SCENARIO.read_text().splitlines()
+    line = lines.index("[nodes.north.battery]") + 2
+    lines.insert(line - 1, "tolerance = { voltge_v = 0.3 }")
+    scenario = tmp_path / "ci.toml"
+    scenario.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ci.h5"
+    assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"gridloop: error: {scenario}:{line}: nodes.north.battery.tolerance."
+                   "voltge_v: no such signal (did you mean 'north.battery.voltage_v'?)")
+    assert not out.exists()

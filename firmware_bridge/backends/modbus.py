@@ -293,6 +293,12 @@ class ModbusDevice(Device):
                 elif status == Status.DISCONNECTED and self._client is not None:
                     self._client.close()
                 raise
+            except asyncio.CancelledError:
+                # the bench's deadline passed first: the answer may still come, and must
+                # not be taken for the next request's
+                status = Status.TIMEOUT
+                self._after_timeout()
+                raise
             finally:
                 if self.capture is not None:
                     self.capture.record(Transaction(

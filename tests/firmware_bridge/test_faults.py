@@ -333,3 +333,28 @@ def test_reconnects_back_off_exponentially() -> None:
         assert waits[0] <= 0.1 and 0.1 < waits[1] <= 0.2 and 0.2 < waits[2] <= 0.4
         assert 0.2 < waits[3] <= 0.4  # bounded by backoff_max_s
     run(t())
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+def test_a_read_cancelled_at_its_deadline_leaves_no_late_answer_behind(transport: str) -> None:
+    """The bench cancels a read at the tick's deadline, well before the device's own timeout:
+    the slow device's late answer must not be taken for the answer to the next read."""
+    plant = _plant()
+
+    async def t() -> None:
+        async with emulated(plant, "rack", MAP, transport=transport) as e, \
+                client(e, MAP, timeout_s=1.0) as dev:
+            e.set_fault(FaultCard(delay_s=0.15))
+            for _ in range(3):  # ticks whose deadline passes before the answer comes
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(dev.read(), 0.05)
+            e.set_fault(None)
+            plant.advance(1.0)
+            # RTU waits out the line (a master may not speak before the answer or the
+            # timeout); TCP starts a fresh connection
+            fresh = await asyncio.wait_for(dev.read(), 2.5)
+            assert fresh.quality == Quality.OK
+            assert fresh.values["p_w"] == pytest.approx(51_000.0)
+            plant.advance(1.0)
+            assert (await dev.read()).values["p_w"] == pytest.approx(52_000.0)
+    run(t())

@@ -336,7 +336,14 @@ def _couple_bus(fa, ia, lay):
         _battery_sum(fa, ia, lay, p_ac, False, tmp)
         for k in range(gen.shape[0]):
             gen[k] += tmp[k]
-        _battery_sum(fa, ia, lay, _v1(fa, lay, _BAT_PSET), True, tmp)
+        # an islanded battery's setpoint dispatches the grid-forming source, within the
+        # rating of its converter (as a grid-connected one is held by its converter)
+        node, pset, rating = (_v1(ia, lay, _BAT_NODE), _v1(fa, lay, _BAT_PSET),
+                              _v1(fa, lay, _BAT_RATING))
+        tmp[:] = 0.0
+        for i in range(node.shape[0]):
+            if bus_u[node[i], _BUS_ISL] > 0.5:
+                tmp[node[i]] += min(max(pset[i], -rating[i]), rating[i])
         bus_u[:, _BUS_GFM_SET] = tmp
     bus_u[:, _BUS_LOAD] = load
     bus_u[:, _BUS_GEN] = gen

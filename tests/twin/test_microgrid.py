@@ -353,3 +353,21 @@ def test_every_dimensioned_signal_has_its_unit():
         for suffix, want in suffixes.items():
             if name.endswith(suffix):
                 assert unit == want, (node, asset, name, unit)
+
+
+def test_an_islanded_batterys_setpoint_dispatches_no_more_than_its_converter_rating():
+    """A controller asking 1e30 W of a grid-forming battery gets its rating, as a
+    grid-connected one gets what its converter allows."""
+    mg = build(scenarios()["island"])
+    sp = {s[:3]: j for j, s in enumerate(mg.setpoints)}
+    mg.u[sp["b", "battery", "p_set_w"]] = 1e30
+    mg.u[sp["b", "battery2", "p_set_w"]] = -1e30
+    bus = mg.groups["grid"]
+    gfm_set = []
+    for _ in range(100):
+        mg.advance(DT)
+        gfm_set.append(bus.u[1, bus.asset.input_names.index("p_gfm_set_w")])
+    # 100 kW out of the one, 50 kW into the other (HALF_CONVERTER)
+    assert gfm_set[-1] == pytest.approx(100e3 - 50e3, rel=1e-12)
+    assert np.isfinite(mg.y).all()
+    assert abs(mg.y[mg.index("b", "battery", "p_w")]) < 1e6

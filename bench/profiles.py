@@ -182,7 +182,10 @@ def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> An
             fixed["seed"] = seed
         for name in ("duration_s", "stop_s"):
             if name in params and name not in options:
-                options[name] = s.run.duration_s + 1.0
+                # past the run's end; a job set to start after it (a shortened run) is idle
+                start = options.get("start_s", 0.0)
+                end = s.run.duration_s + 1.0
+                options[name] = max(end, start) if isinstance(start, int | float) else end
         schedule = _call(fn, options, where, **fixed)
     if groups == 1 and not spread:
         return schedule

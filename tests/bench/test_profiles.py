@@ -68,3 +68,20 @@ def test_an_option_of_the_wrong_type_or_range_is_named(override: str, message: s
     with pytest.raises(ScenarioError) as exc:
         build_plan(load(path, [override]))
     assert message in str(exc.value)
+
+
+def test_a_run_shorter_than_its_jobs_start_idles_the_rack(tmp_path: Path) -> None:
+    """A lab's scenario run for less than its training job's start_s: the job's stop is
+    taken after its start, and the rack idles (it was 'stop_s is before start_s', an
+    option the user never set)."""
+    from bench.profiles import build_profile
+
+    path = tmp_path / "w.toml"
+    path.write_text(SCENARIO.replace('generator = "inference"\noptions = { arrival_rate_hz = 2.0 }',
+                                     'generator = "training"\n'
+                                     'options = { step_s = 1000.0, compute_fraction = 1.0, '
+                                     'start_s = 5.0 }'))
+    schedule = build_profile(load(path), "job")
+    assert len(schedule.t_s) == 0
+    longer = build_profile(load(path, ["run.duration_s=10"]), "job")
+    assert longer.t_s[0] == 5.0

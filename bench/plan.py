@@ -120,7 +120,8 @@ class Plan:
             if key not in self.obs_index:
                 self.obs_index[key] = len(self.obs_keys)
                 self.obs_keys.append(key)
-                self.obs_units[key] = ""
+                # a signal the device has and the twin does not predict: its unit by name
+                self.obs_units[key] = self.twin.UNITS.get(name, "")
             signals[name] = self.obs_index[key]
         setpoints = {}
         for name in device.setpoints if setpoints_ is None else setpoints_:

@@ -216,8 +216,8 @@ def _v4(buf, lay, k):
 
 _PV_IRR = PV.input_names.index("irradiance_w_m2")
 _PV_PDC, _PV_VDC = (PV.output_names.index(n) for n in ("p_dc_w", "v_dc_v"))
-_INV_PAV, _INV_VDC, _INV_F, _INV_PSET = (Inverter.input_names.index(n) for n in (
-    "p_dc_avail_w", "v_dc_v", "freq_hz", "p_set_w"))
+_INV_PAV, _INV_VDC, _INV_VAC, _INV_F, _INV_PSET = (Inverter.input_names.index(n) for n in (
+    "p_dc_avail_w", "v_dc_v", "v_ac_v", "freq_hz", "p_set_w"))
 _INV_PAC, _INV_PDC = (Inverter.output_names.index(n) for n in ("p_ac_w", "p_dc_w"))
 _BAT_PW_IN = Battery.input_names.index("power_w")
 _BAT_PW = Battery.output_names.index("p_w")
@@ -426,8 +426,11 @@ def _close(dt, fa, ia, lay, y):
         j += 5
     inv_u = _v2(fa, lay, _INV_U)
     j = start[_Y_INV_VDC]
-    for i in range(inv_u.shape[0]):  # a PV inverter's DC voltage: its array's
-        y[j + i] = inv_u[i, _INV_VDC]
+    for i in range(inv_u.shape[0]):  # a PV inverter's terminals: its array's DC voltage,
+        y[j] = inv_u[i, _INV_VDC]   # the AC voltage and frequency it sees
+        y[j + 1] = inv_u[i, _INV_VAC]
+        y[j + 2] = inv_u[i, _INV_F]
+        j += 3
     mn, v_nom = _v1(ia, lay, _METER_NODE), _v1(fa, lay, _NODE_V_NOM)
     j = start[_Y_METER]
     for m in range(mn.shape[0]):  # p_w, q_var, v_ac_v, freq_hz, e_import_wh, e_export_wh
@@ -763,14 +766,15 @@ class Microgrid:
                 for n in names:
                     outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
         # node-level signals computed here (in this order, see _close): battery AC power and
-        # state, a PV inverter's DC voltage (SunSpec 103 DCV), meters
+        # state, a PV inverter's terminals (SunSpec 103 DCV, 701 LLV and Hz), meters
         self._bat_start = len(outputs)
         for s in self._by_kind["battery"]:
             for n in ("p_w", "p_dc_w", "connected", "capacity_wh", "soh"):
                 outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
         self._inv_vdc_start = len(outputs)
         for s in self._by_kind["inverter"]:
-            outputs.append((s.node, s.name, "v_dc_v", "V"))
+            outputs += [(s.node, s.name, n, self.UNITS[n]) for n in ("v_dc_v", "v_ac_v",
+                                                                     "freq_hz")]
         self._meter_start = len(outputs)
         for s in self._meters:
             for n in ("p_w", "q_var", "v_ac_v", "freq_hz", "e_import_wh", "e_export_wh"):

@@ -62,6 +62,11 @@ def test_recording_layout_units_residuals_and_market(tmp_path: Path) -> None:
         # the emulator's R0 is 20 % above the twin's: under load, the residual is not zero
         assert np.nanmax(np.abs(res)) > 0.01
         assert run.has("north", "battery", "p_set_w", "setpoint")
+        # an inverter's AC terminals come from its node's bus, through its registers
+        for sig, unit, value in (("freq_hz", "Hz", 60.0), ("v_ac_v", "V", 480.0)):
+            assert run.unit("north", "inverter", sig) == unit
+            np.testing.assert_allclose(run.signal("north", "inverter", sig)[1:], value,
+                                       rtol=1e-3, err_msg=sig)
         # a twin-only asset records its values once, under the plain name
         assert run.has("north", "pv", "p_dc_w") and not run.has("north", "pv", "p_dc_w", "twin")
         # the node balances: grid = rack - inverter - battery (to meter resolution)

@@ -36,8 +36,10 @@ def _warn_capped_hardware(scenario: Any) -> None:
 
 
 def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
-            view: bool = False, quiet: bool = False) -> int:
-    """Run a scenario to ``out`` and print its summary; returns the exit status."""
+            view: bool = False, quiet: bool = False, json_out: Path | None = None) -> int:
+    """Run a scenario to ``out`` and print its summary; returns the exit status.  With
+    ``json_out``, the same summary and the checks' outcomes are also written there as JSON
+    (:func:`result_document`)."""
     from bench.build import build_plan
     from bench.checks import evaluate, format_outcomes
     from bench.engine import controller_for, run_plan
@@ -61,6 +63,10 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     if same_file(out, scenario_path):
         raise BenchError(f"--out {out}: that is the scenario ({scenario_path}); give another "
                          "file")
+    if json_out is not None:
+        for other, what in ((scenario_path, "the scenario"), (out, "the recording")):
+            if same_file(json_out, other):
+                raise BenchError(f"--json {json_out}: that is {what}; give another file")
     ledger_url = str(default_ledger_path(out)) if ledger is None else ledger
     plan = build_plan(scenario, ledger=ledger_url)
     controller = controller_for(plan)  # its options checked before anything is replaced
@@ -95,13 +101,62 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         if plan.market is not None:
             plan.market.close()
     with open_run(out) as run:
-        print(format_figures(figures(run)))
+        fig = figures(run)
+        print(format_figures(fig))
         outcomes = evaluate(run, scenario.checks)
     print(f"{summary.ticks} ticks in {summary.wall_s:.2f} s wall "
           f"({summary.realtime_factor:.1f}x real time); recording {out}")
     if plan.market is not None:
         print(f"ledger {ledger_url}: {plan.market.describe()}")
+    status = 0 if all(o.passed for o in outcomes) else 1
     if outcomes:
         print(format_outcomes(outcomes))
-        return 0 if all(o.passed for o in outcomes) else 1
-    return 0
+    if json_out is not None:
+        doc = result_document(scenario_path, out, fig, outcomes, summary, status)
+        write_json(json_out, doc)
+    return status
+
+
+def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any],
+                    summary: Any, status: int) -> dict[str, Any]:
+    """What ``run --json`` writes: the exit status, the run's figures (energies in kWh,
+    powers in kW, as the printed summary) and every check's outcome.  Numbers that do not
+    exist (NaN: no PV on a node) are ``null``."""
+    import dataclasses
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+
+    return {
+        "format": "gridloop-run-result", "version": 1, "status": status,
+        "passed": status == 0, "scenario": str(scenario_path), "recording": str(out),
+        "ticks": summary.ticks, "wall_s": summary.wall_s,
+        "realtime_factor": clean(summary.realtime_factor),
+        "figures": clean({k: v for k, v in dataclasses.asdict(fig).items() if k != "nodes"}),
+        "nodes": {n: clean(dataclasses.asdict(f)) for n, f in fig.nodes.items()},
+        "checks": [clean({"key": o.check.key, "bound": o.check.bound,
+                          "limit": o.check.limit, "after_s": o.check.after_s,
+                          "passed": o.passed, "worst": o.worst, "at_s": o.at_s,
+                          "judged": o.judged, "failed": o.failed, "unit": o.unit,
+                          "not_applicable": o.not_applicable or None})
+                   for o in outcomes],
+    }
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """``doc`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(f"--json {path}: cannot write it ({exc.strerror})") from None

@@ -26,4 +26,5 @@ def main(args: argparse.Namespace) -> int:
     if args.duration is not None:
         overrides.append(f"run.duration_s={args.duration}")
     out = Path(args.out) if args.out else Path("runs") / "demo.h5"
-    return execute(DEMO, out, overrides, view=args.view, quiet=args.quiet)
+    return execute(DEMO, out, overrides, view=args.view, quiet=args.quiet,
+                   json_out=Path(args.json) if args.json else None)

@@ -14,6 +14,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "or its folder's for a scenario.toml)")
     p.add_argument("--view", action="store_true", help="watch the run live in a window")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", metavar="RESULT.json",
+                   help="also write the summary and each check's outcome as JSON (for CI)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"run.duration_s={args.duration}")
     out = Path(args.out) if args.out else default_out(Path(args.scenario))
     return execute(Path(args.scenario), out, overrides, ledger=args.ledger, view=args.view,
-                   quiet=args.quiet)
+                   quiet=args.quiet, json_out=Path(args.json) if args.json else None)
 
 
 def default_out(scenario: Path) -> Path:

@@ -3,6 +3,7 @@ and sweep."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from bench.cli import main
 from bench.errors import ScenarioError
 from bench.recording import open_run
 from bench.scenario import parse
+from bench.summary import figures
 
 SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 
@@ -97,14 +99,27 @@ def test_run_exits_1_when_a_check_fails_and_report_says_so(
     assert "checks: 4 of 4 passed" in said
     assert "|north.battery.voltage_v - twin| <= 5 V from 0.5 s" in said
     # a limit the training rack breaks: exit status 1, the table says where and when
-    assert main([*argv, "--set", "checks.north.rack.p_w.max=30000"]) == 1
+    result = tmp_path / "result.json"
+    assert main([*argv, "--set", "checks.north.rack.p_w.max=30000", "--json",
+                 str(result)]) == 1
     said = capsys.readouterr().out
     with open_run(out) as run:
         p = run.signal("north", "rack", "p_w")
         (outcome,) = [o for o in evaluate(run, run.scenario().checks)
                       if o.check.key == "north.rack.p_w"]
+        fig = figures(run)
     broken = int(np.sum(p[np.isfinite(p)] > 30000))
     assert broken > 0 and outcome.failed == broken and outcome.worst == np.nanmax(p)
+    # the same verdicts and figures, machine-readable (CI)
+    doc = json.loads(result.read_text())
+    assert doc["status"] == 1 and doc["passed"] is False and doc["recording"] == str(out)
+    rack = next(c for c in doc["checks"] if c["key"] == "north.rack.p_w")
+    assert rack["passed"] is False and rack["failed"] == broken and rack["limit"] == 30000
+    assert rack["worst"] == pytest.approx(outcome.worst) and rack["unit"] == "W"
+    assert sum(c["passed"] for c in doc["checks"]) == 3 and len(doc["checks"]) == 4
+    assert doc["ticks"] == fig.ticks
+    assert doc["nodes"]["north"]["rack_kwh"] == pytest.approx(fig.nodes["north"].rack_kwh)
+    assert doc["nodes"]["south"]["pv_kwh"] is None  # no PV there: NaN is null
     assert f"FAIL ({broken} of {outcome.judged} ticks)" in said
     assert "checks: 3 of 4 passed" in said
     # report re-judges the recorded scenario's checks

@@ -11,9 +11,12 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from bench import __version__
 from bench.errors import user_errors
@@ -60,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # without naming the device; the bench says which device it was, in one line, and
     # records it
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("gridloop: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("gridloop: interrupted", file=sys.stderr)
         return 130
@@ -73,6 +80,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         warnings.formatwarning = formatwarning
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a CI runner sends on cancel or timeout), stopping a command as Ctrl-C
+    does: a run records why it stopped and closes its recording, a sweep keeps its finished
+    points."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; returns the handler it
+    replaced (None where none could be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

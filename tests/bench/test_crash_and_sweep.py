@@ -97,6 +97,31 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_keeps_its_recording(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    """What a CI runner sends on cancel or timeout, to the bench's process alone: the run
+    records why it stopped and closes its recording; exit status 143 (128 + SIGTERM)."""
+    out = tmp_path / "terminated.h5"
+    with in_terminal("run", str(SCENARIO), "--mode", "twin", "--quiet", "--out", str(out),
+                     "--set", "run.duration_s=3000", "--set", "run.flush_s=0.2",
+                     stdout=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while not out.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be terminated"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "gridloop: terminated"
+    from bench.recording import open_run
+
+    with open_run(out) as run:
+        assert len(run) > 0 and not run.complete
+        assert [m for _, k, m in run.events() if k == "run_stopped"] == ["interrupted"]
+
+
+@pytest.mark.slow
 def test_two_point_sweep_on_a_local_dask_cluster(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     assert main(["sweep", str(SCENARIO), "--set", "north.battery.capacity_ah=140,280",

@@ -9,7 +9,10 @@ session follows:
 
 * an order is signed by a node; a trade by the operator, of a buy and a sell order of the
   same interval, signed by its buyer and its seller, within both limit prices and the
-  orders' energy;
+  orders' energy, and of orders that had not expired when it was made: a uniform trade at
+  its interval's gate (``interval * interval_ms``), a continuous one no earlier than the end
+  of the last interval settled before it (the market refuses an expired order,
+  ``ExpiredOrderError``);
 * a node has at most one meter reading per interval;
 * when an interval's block closes, its settlements are exactly what
   :func:`ledger.settlement.settle` gives for its trades and meter readings (energy per
@@ -21,15 +24,17 @@ session follows:
 
 A transfer with an empty reference is a plain payment and pays for nothing to check.
 Memory is what the unsettled intervals hold (orders, trades, readings), not the chain.
+Messages name a key by its account (``east (nslyjoTC…)``) where the ledger has one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ledger.errors import SettlementError
-from ledger.keys import fingerprint
+from ledger.keys import named
 from ledger.records import MeterReading, Order, Record, Settlement, Trade, Transfer
 from ledger.settlement import settle
 
@@ -58,13 +63,25 @@ class Audit:
 
     Call :meth:`record` for every record in chain order (sealed ones, then pending ones)
     and :meth:`close` when the block of an interval closes.  Both raise :class:`AuditFault`.
+    ``interval_ms`` (the ledger's interval length [ms]) places the gates that orders' expiries
+    are checked against (not checked without it); ``names`` (public key to account name)
+    names keys in messages.  :attr:`gated` collects the intervals that have uniform trades,
+    which are made when the interval's gate closes.
     """
 
-    def __init__(self, operator: bytes | None) -> None:
+    def __init__(self, operator: bytes | None, interval_ms: int | None = None,
+                 names: Mapping[bytes, str] | None = None) -> None:
         self.operator = operator
+        self.interval_ms = interval_ms
+        self.names: Mapping[bytes, str] = names or {}
         self.closed: int | None = None
+        self.gated: set[int] = set()
         self._intervals: dict[int, _Interval] = {}
         self._orders: dict[bytes, list] = {}  # id -> [order, energy traded so far]
+
+    def who(self, key: bytes) -> str:
+        """A key as messages name it (:func:`ledger.keys.named`)."""
+        return named(key, self.names)
 
     def _interval(self, k: int) -> _Interval:
         iv = self._intervals.get(k)
@@ -74,8 +91,8 @@ class Audit:
 
     def _by_operator(self, rec: Record) -> None:
         if self.operator is not None and rec.signer != self.operator:
-            raise AuditFault(f"signed by {fingerprint(rec.signer)}, not the operator "
-                             f"{fingerprint(self.operator)}")
+            raise AuditFault(f"signed by {self.who(rec.signer)}, not the operator "
+                             f"{self.who(self.operator)}")
 
     def record(self, rec: Record) -> None:
         """Check one record against what came before it in the chain."""
@@ -94,7 +111,7 @@ class Audit:
             if rec.signer == self.operator:
                 raise AuditFault("a meter reading signed by the operator")
             if rec.signer in iv.readings:
-                raise AuditFault(f"a second meter reading of {fingerprint(rec.signer)} for "
+                raise AuditFault(f"a second meter reading of {self.who(rec.signer)} for "
                                  f"interval {rec.interval}")
             iv.readings[rec.signer] = rec
         elif isinstance(rec, Settlement):
@@ -113,7 +130,7 @@ class Audit:
             order, traded = held
             if (order.side, order.signer, order.interval) != (side, party, t.interval):
                 raise AuditFault(f"its {side} order {_short(order_id)} is not a {side} order "
-                                 f"of {fingerprint(party)} for interval {t.interval}")
+                                 f"of {self.who(party)} for interval {t.interval}")
             if traded + t.energy_wh > order.energy_wh:
                 raise AuditFault(f"trades {traded + t.energy_wh} Wh of {side} order "
                                  f"{_short(order_id)}, which offered {order.energy_wh} Wh")
@@ -122,7 +139,32 @@ class Audit:
         if not sell.price_micro_per_wh <= t.price_micro_per_wh <= buy.price_micro_per_wh:
             raise AuditFault(f"price {t.price_micro_per_wh} is outside its orders' limits "
                              f"(ask {sell.price_micro_per_wh}, bid {buy.price_micro_per_wh})")
+        self._unexpired(t, buy, sell)
+        if t.market == "uniform":
+            self.gated.add(t.interval)
         self._interval(t.interval).trades[t.id] = t
+
+    def _unexpired(self, t: Trade, buy: Order, sell: Order) -> None:
+        """Both orders of a trade were still valid when it was made: a uniform trade at its
+        interval's gate, a continuous one on an order's arrival, which is no earlier than the
+        end of the last interval settled before it (settling moves session time there)."""
+        if self.interval_ms is None:
+            return
+        if t.market == "uniform":
+            when = t.interval * self.interval_ms
+            what = f"the gate of interval {t.interval} at {when} ms, where it traded"
+        elif self.closed is not None:
+            when = (self.closed + 1) * self.interval_ms
+            what = (f"the end of interval {self.closed} at {when} ms, settled before it "
+                    "traded")
+        else:
+            return
+        for side, order in (("buy", buy), ("sell", sell)):
+            if order.expires_ms < when:
+                raise AuditFault(f"trades {side} order {_short(order.id)} of "
+                                 f"{self.who(order.signer)}, which expired at "
+                                 f"{order.expires_ms} ms, before {what} (intervals of "
+                                 f"{self.interval_ms} ms); the market refuses an expired order")
 
     def _settlement(self, s: Settlement) -> None:
         self._by_operator(s)
@@ -149,9 +191,9 @@ class Audit:
                              f"interval {p.interval} on this ledger (replayed from another?)")
         if (p.signer, p.payee, p.amount_micro) != (s.buyer, s.seller, s.amount_micro):
             raise AuditFault(f"does not pay settlement {_short(s.id)}: {p.amount_micro} from "
-                             f"{fingerprint(p.signer)} to {fingerprint(p.payee)}, where it "
-                             f"owes {s.amount_micro} from {fingerprint(s.buyer)} to "
-                             f"{fingerprint(s.seller)}")
+                             f"{self.who(p.signer)} to {self.who(p.payee)}, where it "
+                             f"owes {s.amount_micro} from {self.who(s.buyer)} to "
+                             f"{self.who(s.seller)}")
         if iv.paid[s.id]:
             raise AuditFault(f"pays settlement {_short(s.id)} a second time")
         iv.paid[s.id] += 1
@@ -162,7 +204,7 @@ class Audit:
                         if k < interval and (iv.trades or iv.readings)):
             iv = self._intervals[k]
             what = f"trade {_short(next(iter(iv.trades)))}" if iv.trades else \
-                f"the meter reading of {fingerprint(next(iter(iv.readings)))}"
+                f"the meter reading of {self.who(next(iter(iv.readings)))}"
             raise AuditFault(f"interval {k} was never settled: its {what} has no settlement "
                              f"before interval {interval}'s block")
         iv = self._intervals.pop(interval, _Interval())
@@ -177,7 +219,7 @@ class Audit:
         grids = {key for s in stored for key in (s.seller, s.buyer)} - set(readings)
         if len(grids) > 1:
             raise AuditFault(f"interval {interval}: energy is settled with "
-                             f"{sorted(fingerprint(g) for g in grids)}, which have no meter "
+                             f"{sorted(self.who(g) for g in grids)}, which have no meter "
                              "reading; only one grid account may")
         grid = next(iter(grids), bytes(32))
         try:
@@ -189,7 +231,8 @@ class Audit:
         if got != want:
             raise AuditFault(f"interval {interval}: its settlements ({len(got)}) are not what "
                              f"its {len(iv.trades)} trade(s) and {len(readings)} meter "
-                             f"reading(s) settle to ({len(want)}){_first_difference(got, want)}")
+                             f"reading(s) settle to ({len(want)})"
+                             f"{_first_difference(got, want, self.who)}")
         for direction in ("seller", "buyer"):
             prices = {s.price_micro_per_wh for s in stored
                       if not s.trade and getattr(s, direction) == grid}
@@ -207,10 +250,9 @@ class Audit:
                                  "is paid")
 
 
-def _first_difference(got: list[tuple], want: list[tuple]) -> str:
+def _first_difference(got: list[tuple], want: list[tuple], who: Callable[[bytes], str]) -> str:
     for k, (g, w) in enumerate(zip(got, want)):
         if g != w:
-            return (f"; settlement {k} books {g[3]} Wh from {fingerprint(g[1])} to "
-                    f"{fingerprint(g[2])}, the meters say {w[3]} Wh from {fingerprint(w[1])} "
-                    f"to {fingerprint(w[2])}")
+            return (f"; settlement {k} books {g[3]} Wh from {who(g[1])} to {who(g[2])}, the "
+                    f"meters say {w[3]} Wh from {who(w[1])} to {who(w[2])}")
     return ""

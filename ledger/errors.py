@@ -44,7 +44,14 @@ class SettlementError(LedgerError):
 
 
 class StoreError(LedgerError):
-    """A store cannot be opened or is not a gridloop ledger."""
+    """A store cannot be opened or read, or is not a gridloop ledger."""
+
+
+class AlteredStoreError(StoreError):
+    """A ledger's tables, columns or metadata are not as gridloop writes them: it was edited
+    outside gridloop (a table dropped, a key stored as text, ``meta.interval_ms`` not a
+    number).  ``gridloop ledger verify`` reports it as a ledger that does not verify (exit 1);
+    the commands that only read the ledger refuse it as unreadable input (exit 2)."""
 
 
 class VerificationError(LedgerError):

@@ -14,7 +14,7 @@ import functools
 import os
 import re
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +43,15 @@ def check_name(name: str) -> str:
 def fingerprint(public_key: bytes) -> str:
     """Short printable form of a public key: base64 of the raw 32 bytes."""
     return base64.b64encode(public_key).decode("ascii")
+
+
+def named(public_key: bytes, names: Mapping[bytes, str]) -> str:
+    """A key as messages name it: ``east (nslyjoTC…)`` for an account's key (its name and the
+    start of its base64), the whole base64 for a key that is no account."""
+    name = names.get(public_key)
+    if name is None:
+        return fingerprint(public_key)
+    return f"{name} ({fingerprint(public_key)[:8]}…)"
 
 
 class Identity:

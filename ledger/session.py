@@ -35,19 +35,40 @@ from ledger.records import (
     sign,
 )
 from ledger.settlement import Balance, settle, tally
-from ledger.store import Store, open_store
+from ledger.store import SIGNED_BY, Store, open_store
 
 R = TypeVar("R", bound=Record)
 
 
-def balances(store: Store) -> dict[str, Balance]:
-    """Balances of every account in ``store`` by name (unregistered keys by base64)."""
-    names = {key: name for name, key, _ in store.accounts()}
-    recs = [s.record for kind in ("settlement", "transfer") for s in store.find(kind=kind)]
+def balance_sheet(store: Store) -> tuple[dict[str, Balance], int]:
+    """Balances of every account in ``store`` by name, and how many records were left out.
+
+    Settlements and transfers count only when signed by an account whose role signs that
+    kind (the operator settles, a node or the grid pays): a record signed by a key that is no
+    account of the ledger, which ``verify`` refuses, moves no money on it.  A key that such a
+    record pays or settles with is listed by base64.  A store without accounts (used without a
+    session) counts every record, each key by base64.
+    """
+    accounts = store.accounts()
+    names = {key: name for name, key, _ in accounts}
+    roles = {key: role for _, key, role in accounts}
+    recs, left_out = [], 0
+    for kind in ("settlement", "transfer"):
+        for s in store.find(kind=kind):
+            if accounts and roles.get(s.record.signer) not in SIGNED_BY[kind]:
+                left_out += 1
+            else:
+                recs.append(s.record)
     totals = tally(recs)
     result = {name: totals.get(key, Balance()) for key, name in names.items()}
     result.update({fingerprint(k): b for k, b in totals.items() if k not in names})
-    return result
+    return result, left_out
+
+
+def balances(store: Store) -> dict[str, Balance]:
+    """Balances of every account in ``store`` by name (other keys by base64), from the
+    settlements and transfers signed by accounts allowed to sign them (:func:`balance_sheet`)."""
+    return balance_sheet(store)[0]
 
 
 class MarketSession:
@@ -122,10 +143,14 @@ class MarketSession:
                 elif have != value:
                     raise ConflictError(f"{store.location}: was made with {key} {have}, "
                                         f"this session has {value}")
+            if store.get_meta("gates_signature") is None:  # a new ledger (or an older one)
+                store.sign_gates(self.operator)
         self._by_key: dict[bytes, Identity] = {
             i.public_key: i for i in (self.grid, *self._nodes.values())}
-        self.names: dict[bytes, str] = {k: n for n, k, _ in store.accounts()}
+        accounts = store.accounts()
+        self.names: dict[bytes, str] = {k: n for n, k, _ in accounts}
         """Public key to account name, for every account the ledger knows."""
+        self._roles: dict[bytes, str] = {k: r for _, k, r in accounts}
         head, cleared = store.head(), store.last_cleared()
         self._now_ms = max(self.gate_ms(cleared) if cleared is not None else 0,
                            self.gate_ms(head.interval + 1) if head else 0)
@@ -267,7 +292,7 @@ class MarketSession:
                 self.advance(self.gate_ms(interval))
                 self._trade(interval, self.market.on_gate(self._book(interval),
                                                           self.gate_ms(interval)))
-                self.store.mark_cleared(interval)
+                self.store.close_gate(interval, self.operator)
             return self.trades(interval)
 
     def submit_meter_reading(self, node: str, interval: int, import_wh: int,
@@ -339,16 +364,25 @@ class MarketSession:
                 signed.append(sign(Transfer(payer.public_key, n, interval, s.seller,
                                             s.amount_micro, s.id), payer, self.store.ledger_id))
             self.store.insert(signed)
-            self.store.mark_cleared(interval)
-            self.store.seal(interval, self.operator)
+            self.store.seal(interval, self.operator)  # closes the gate and signs the gates
         self.advance(self.gate_ms(interval + 1))
         return settlements
 
     def submit(self, record: SignedRecord) -> Record:
         """Store a record signed elsewhere (after checking its signature and nonce); it must
-        be signed for this ledger (``sign(record, key, session.store.ledger_id)``)."""
+        be signed for this ledger (``sign(record, key, session.store.ledger_id)``) by an
+        account whose role signs its kind (``ledger.store.SIGNED_BY``), as ``verify``
+        requires."""
+        rec = record.record
+        role = self._roles.get(rec.signer)
+        if role not in SIGNED_BY[rec.NAME]:
+            kinds = rec.NAME.replace("_", " ") + "s"
+            who = ("is not an account of this ledger" if role is None else
+                   f"is {self.names[rec.signer]!r}, whose role ({role}) does not sign {kinds}")
+            raise RecordError(f"{rec.NAME} {record.id.hex()} refused: its signer "
+                              f"{fingerprint(rec.signer)} {who}")
         self.store.append([record])
-        return record.record
+        return rec
 
     # -- lifetime ---------------------------------------------------------------------------
 

@@ -2,38 +2,59 @@
 
 Tables (the same in both; ``BLOB`` is ``BYTEA`` in PostgreSQL)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)               format, interval_ms, operator
+    meta(key TEXT PRIMARY KEY, value TEXT)               format, ledger_id, operator,
+                                                         interval_ms, accounts_signature,
+                                                         gates_signature
     accounts(name TEXT PRIMARY KEY, public_key BLOB UNIQUE, role TEXT)   node | grid | operator
     records(seq PRIMARY KEY, id BLOB UNIQUE, kind, signer BLOB, nonce, interval_no,
             body BLOB, signature BLOB, block, position, UNIQUE (signer, nonce))
     blocks(height PRIMARY KEY, interval_no UNIQUE, hash BLOB UNIQUE, header BLOB,
            signature BLOB)
-    intervals(interval_no PRIMARY KEY, cleared)          gates that have closed
+    intervals(interval_no PRIMARY KEY, cleared)          gates that have closed (cleared = 1)
 
 A record is stored when it arrives (``block`` NULL: pending) and becomes part of a block when
 an interval is sealed: the pending records, in arrival order, are the block.  ``kind``,
 ``signer``, ``nonce`` and ``interval_no`` repeat what the body says, for queries; ``verify``
 checks that they agree.  Every write runs in one transaction (:meth:`Store.transaction`), so a
 process killed at any moment leaves either all of an operation or none of it.
+
+``intervals`` holds the interval of every gate that closed: every sealed interval (sealing
+closes its gate) and every interval cleared (``MarketSession.clear``) but not yet settled.
+The session reads it to refuse late orders and to restart at the right time.  What the chain
+cannot show, the gates closed after the last block's interval, the operator signs together
+with the interval length (``meta.gates_signature`` over :func:`gates_body`), as it signs the
+account table (``meta.accounts_signature`` over :func:`accounts_body`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from ledger import canonical
 from ledger.chain import GENESIS_PREV, Block, BlockHeader, decode_header, merkle_root
-from ledger.errors import LedgerError, ReplayError, SignatureError, StoreError
+from ledger.errors import AlteredStoreError, LedgerError, ReplayError, SignatureError, StoreError
 from ledger.keys import Identity, fingerprint, verify_signatures
 from ledger.records import BY_NAME, LEDGER_ID_BYTES, SignedRecord, signing_message
 
 FORMAT = "gridloop-ledger 1"
 ACCOUNTS_MAGIC = b"GLA\x01"
+GATES_MAGIC = b"GLG\x01"
+SIGNATURE_BYTES = 64
+
+SIGNED_BY: dict[str, tuple[str, ...]] = {
+    "order": ("node",), "trade": ("operator",), "meter_reading": ("node",),
+    "settlement": ("operator",), "transfer": ("node", "grid")}
+"""The account roles that sign each record kind: nodes place orders and read their meters,
+the operator trades and settles, the buyer of a settlement (a node or the grid) pays it."""
+
+ALTERED = "the ledger was altered outside gridloop"
 
 
 def accounts_body(accounts: Iterable[tuple[str, bytes, str]]) -> bytes:
@@ -41,6 +62,37 @@ def accounts_body(accounts: Iterable[tuple[str, bytes, str]]) -> bytes:
     keys and roles, so ``show`` and ``export`` name accounts as the operator registered
     them."""
     return ACCOUNTS_MAGIC + canonical.encode([[n, k, r] for n, k, r in sorted(accounts)])
+
+
+def gates_body(interval_ms: int, open_gates: Iterable[int]) -> bytes:
+    """The canonical bytes the operator signs whenever a gate closes or an interval is sealed:
+    the interval length and the gates closed after the last block's interval (cleared, not yet
+    settled), ascending.  Gates up to the last block's interval are closed by the chain."""
+    return GATES_MAGIC + canonical.encode([interval_ms, sorted(open_gates)])
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The ``meta`` table, checked to be well-formed (:meth:`Store.meta`).
+
+    Parameters
+    ----------
+    ledger_id : bytes
+        The ledger's random id (16 bytes), empty for a ledger made before ids.
+    operator : bytes or None
+        The market operator's public key (set by ``MarketSession``).
+    interval_ms : int or None
+        Length of a market interval, set with the operator. [ms]
+    accounts_signature, gates_signature : bytes or None
+        The operator's signatures of the account table and of the gates closed after the
+        last block (:func:`accounts_body`, :func:`gates_body`).
+    """
+
+    ledger_id: bytes
+    operator: bytes | None
+    interval_ms: int | None
+    accounts_signature: bytes | None
+    gates_signature: bytes | None
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,9 +128,26 @@ def _blobs(location: str, row: Sequence[Any], columns: dict[int, str], what: str
     """Refuse a row whose binary columns hold something else (text written by hand)."""
     for i, name in columns.items():
         if not isinstance(row[i], _BLOB_TYPES):
-            raise StoreError(f"{location}: {what}: {name} is stored as "
-                             f"{type(row[i]).__name__}, not bytes (the ledger was altered "
-                             "outside gridloop)")
+            raise AlteredStoreError(f"{location}: {what}: {name} is stored as "
+                                    f"{type(row[i]).__name__}, not bytes ({ALTERED})")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record_place(row: Sequence[Any]) -> str:
+    """``pending record seq 61`` or ``record seq 5 (block 0 position 4)`` of a records row."""
+    if row[1] is None:
+        return f"pending record seq {row[0]}"
+    return f"record seq {row[0]} (block {row[1]} position {row[2]})"
+
+
+TABLES = {"meta": "key, value", "accounts": "name, public_key, role",
+          "records": "seq, block, position, id, kind, signer, nonce, interval_no, body, "
+                     "signature",
+          "blocks": "height, interval_no, hash, header, signature",
+          "intervals": "interval_no, cleared"}
 
 
 class StoredRow(tuple):
@@ -144,28 +213,49 @@ class Store(ABC):
     @abstractmethod
     def _db_errors(self) -> tuple[type[BaseException], ...]: ...
 
+    def _altered(self, exc: BaseException) -> bool:
+        """Whether a database error says the schema is not gridloop's (a table or column
+        missing), rather than that the database cannot be read."""
+        return False
+
+    def check_integrity(self) -> None:
+        """Raise :class:`StoreError` if the database's own structure is damaged (pages
+        overwritten); a back-end without such a check does nothing."""
+        return None
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`StoreError` if the ledger changed under a read that assumed it
+        would not (a SQLite ledger read as immutable); otherwise do nothing."""
+        return None
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
+    def _error(self, exc: BaseException) -> StoreError:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self._altered(exc):
+            return AlteredStoreError(f"{self.location}: {message} ({ALTERED})")
+        return StoreError(f"{self.location}: {message}")
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         try:
             return self._execute(self._sql(sql), params).fetchall()
         except self._db_errors as exc:
-            raise StoreError(f"{self.location}: {exc}".strip()) from None
+            raise self._error(exc) from None
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
             self._execute(self._sql(sql), params)
         except self._db_errors as exc:
-            raise StoreError(f"{self.location}: {exc}".strip()) from None
+            raise self._error(exc) from None
 
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             self._executemany(self._sql(sql), rows)
         except self._db_errors as exc:
-            raise StoreError(f"{self.location}: {exc}".strip()) from None
+            raise self._error(exc) from None
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -219,11 +309,17 @@ class Store(ABC):
     def _check_format(self) -> None:
         try:
             fmt = self.get_meta("format")
-        except StoreError:
+        except AlteredStoreError:  # no meta table: some other database (a damaged one says so)
             fmt = None
         if fmt != FORMAT:
             raise StoreError(f"{self.location}: not a gridloop ledger"
                              + (f" (format {fmt!r})" if fmt else ""))
+
+    def check_tables(self) -> None:
+        """Raise :class:`AlteredStoreError` naming a table or column of the schema that is
+        missing (dropped or renamed outside gridloop)."""
+        for table, columns in TABLES.items():
+            self._query(f"SELECT {columns} FROM {table} WHERE 1 = 0")
 
     @property
     def ledger_id(self) -> bytes:
@@ -231,15 +327,59 @@ class Store(ABC):
         (:func:`ledger.records.signing_message`); empty for a ledger made before ids."""
         if self._ledger_id is None:
             value = self.get_meta("ledger_id") or ""
+            if not isinstance(value, str):
+                raise AlteredStoreError(f"{self.location}: meta: ledger_id is stored as "
+                                        f"{type(value).__name__}, not text ({ALTERED})")
             try:
                 lid = bytes.fromhex(value)
             except ValueError:
                 lid = b""
             if value and len(lid) != LEDGER_ID_BYTES:
-                raise StoreError(f"{self.location}: meta: ledger_id {value[:40]!r} is not "
-                                 f"{LEDGER_ID_BYTES} bytes in hex")
+                raise AlteredStoreError(f"{self.location}: meta: ledger_id {value[:40]!r} is "
+                                        f"not {LEDGER_ID_BYTES} bytes in hex ({ALTERED})")
             self._ledger_id = lid
         return self._ledger_id
+
+    def meta(self) -> Meta:
+        """The metadata, each value checked to be well-formed; :class:`AlteredStoreError`
+        names the first that is not (``interval_ms`` 'abc', an operator key of 31 bytes, an
+        operator without an interval length)."""
+        values: dict[str, str] = {}
+        for key, value in self._query("SELECT key, value FROM meta"):
+            if key in ("ledger_id", "operator", "interval_ms", "accounts_signature",
+                       "gates_signature"):
+                if not isinstance(value, str):
+                    raise AlteredStoreError(f"{self.location}: meta: {key} is stored as "
+                                            f"{type(value).__name__}, not text ({ALTERED})")
+                values[key] = value
+
+        def hex_bytes(key: str, size: int, what: str) -> bytes | None:
+            value = values.get(key)
+            if value is None:
+                return None
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raw = b""
+            if len(raw) != size:
+                raise AlteredStoreError(f"{self.location}: meta: {key} {value[:20]!r} is not "
+                                        f"{what} ({size} bytes in hex; {ALTERED})")
+            return raw
+
+        interval_ms = values.get("interval_ms")
+        if interval_ms is not None and not re.fullmatch(r"[1-9][0-9]{0,17}", interval_ms):
+            raise AlteredStoreError(f"{self.location}: meta: interval_ms {interval_ms[:20]!r} "
+                                    f"is not a whole number of ms above 0 ({ALTERED})")
+        operator = hex_bytes("operator", 32, "a hex public key")
+        if operator is not None and interval_ms is None:
+            raise AlteredStoreError(f"{self.location}: meta: the ledger has an operator but no "
+                                    f"interval_ms (MarketSession sets both; {ALTERED})")
+        return Meta(ledger_id=self.ledger_id, operator=operator,
+                    interval_ms=None if interval_ms is None else int(interval_ms),
+                    accounts_signature=hex_bytes("accounts_signature", SIGNATURE_BYTES,
+                                                 "a signature"),
+                    gates_signature=hex_bytes("gates_signature", SIGNATURE_BYTES,
+                                              "a signature"))
 
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -374,7 +514,12 @@ class Store(ABC):
 
     def _stored(self, row: tuple) -> StoredRow:
         _blobs(self.location, row, {3: "id", 5: "signer", 8: "body", 9: "signature"},
-               f"record seq {row[0]}")
+               _record_place(row))
+        for i, name in ((4, "kind"), (6, "nonce"), (7, "interval_no")):
+            if not _is_int(row[i]):
+                raise AlteredStoreError(f"{self.location}: {_record_place(row)}: {name} is "
+                                        f"stored as {type(row[i]).__name__}, not an integer "
+                                        f"({ALTERED})")
         return StoredRow(row)
 
     def pending_rows(self) -> list[StoredRow]:
@@ -398,8 +543,40 @@ class Store(ABC):
                 self._write("INSERT INTO intervals (interval_no, cleared) VALUES (?, 1)",
                             (interval,))
 
+    def close_gate(self, interval: int, operator: Identity) -> None:
+        """Mark ``interval``'s gate closed and have the operator sign the open gates."""
+        with self.transaction():
+            self.mark_cleared(interval)
+            self.sign_gates(operator)
+
     def last_cleared(self) -> int | None:
         return self._query("SELECT MAX(interval_no) FROM intervals")[0][0]
+
+    def cleared_intervals(self, after: int | None = None) -> list[int]:
+        """The intervals whose gates closed (those after ``after`` if given), ascending;
+        :class:`AlteredStoreError` for a row that is not an interval number and 1."""
+        sql, params = "SELECT interval_no, cleared FROM intervals", ()
+        if after is not None:
+            sql, params = sql + " WHERE interval_no > ?", (after,)
+        rows = self._query(sql + " ORDER BY interval_no", params)
+        for k, cleared in rows:
+            if not _is_int(k) or not _is_int(cleared) or cleared != 1:
+                raise AlteredStoreError(f"{self.location}: intervals: the row ({k!r}, "
+                                        f"{cleared!r}) is not an interval number and 1 "
+                                        f"({ALTERED})")
+        return [k for k, _ in rows]
+
+    def sign_gates(self, operator: Identity) -> None:
+        """Store the operator's signature of the interval length and of the gates closed
+        after the last block's interval (:func:`gates_body`)."""
+        interval_ms = self.meta().interval_ms
+        if interval_ms is None:
+            raise StoreError(f"{self.location}: no interval_ms: only a ledger of a "
+                             "MarketSession has gates to sign")
+        head = self.head()
+        body = gates_body(interval_ms, self.cleared_intervals(head.interval if head else None))
+        self.set_meta("gates_signature",
+                      operator.sign(signing_message(self.ledger_id, body)).hex())
 
     def seal(self, interval: int, operator: Identity) -> Block:
         """Make the pending records (in arrival order) the next block, for ``interval``."""
@@ -420,6 +597,9 @@ class Store(ABC):
             self._write("INSERT INTO blocks (height, interval_no, hash, header, signature) "
                         "VALUES (?, ?, ?, ?, ?)",
                         (height, interval, block.hash, header.body, block.signature))
+            self.mark_cleared(interval)  # a sealed interval's gate is closed
+            if self.get_meta("interval_ms") is not None:  # a MarketSession's ledger
+                self.sign_gates(operator)
             return block
 
     def _blocks(self, where: str = "", params: Sequence[Any] = (),

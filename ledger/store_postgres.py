@@ -56,6 +56,9 @@ class PostgresStore(Store):
     def _db_errors(self) -> tuple[type[BaseException], ...]:
         return (psycopg.Error,)
 
+    def _altered(self, exc: BaseException) -> bool:
+        return isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn))
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql, params)
 

@@ -2,7 +2,8 @@
 
 :func:`verify_chain` walks the chain in order and raises :class:`VerificationError` naming
 the first bad block or record, so an edited amount, a forged or swapped signature, a reordered,
-deleted, inserted or replayed record, or a rewritten block header is found and located.
+deleted, inserted or replayed record, a record signed by a stranger, or a rewritten block
+header is found and located; then the table of closed gates and the account table.
 Signatures are checked in batches on every core.
 """
 
@@ -15,9 +16,17 @@ from dataclasses import dataclass
 from ledger import records
 from ledger.audit import Audit, AuditFault
 from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
-from ledger.errors import EncodingError, LedgerError, RecordError, VerificationError
-from ledger.keys import fingerprint, submit_signatures, verify_signature
-from ledger.store import Store, StoredRow, accounts_body
+from ledger.errors import (
+    AlteredStoreError,
+    EncodingError,
+    LedgerError,
+    RecordError,
+    VerificationError,
+)
+from ledger.keys import fingerprint, named, submit_signatures, verify_signature
+from ledger.store import SIGNED_BY, Meta, Store, StoredRow, accounts_body, gates_body
+
+ROLE_WORDS = {"node": "a node", "grid": "the grid", "operator": "the operator"}
 
 
 @dataclass(frozen=True)
@@ -34,22 +43,24 @@ class ChainReport:
 class _Walk:
     """State of one pass over the chain, in chain order."""
 
-    def __init__(self, store: Store, blocks: list[tuple[int, int, bytes, bytes, bytes]]) -> None:
+    def __init__(self, store: Store, blocks: list[tuple[int, int, bytes, bytes, bytes]],
+                 meta: Meta, accounts: list[tuple[str, bytes, str]]) -> None:
         self.store = store
         self.blocks = blocks
-        operator = store.get_meta("operator")
-        try:
-            self.operator = bytes.fromhex(operator) if operator else None
-        except ValueError:
-            raise VerificationError(f"{store.location}: meta: operator {operator[:20]!r} is "
-                                    "not a hex public key") from None
+        self.operator = meta.operator
+        # names and roles as the table holds them; the table itself is checked last
+        self.names = {key: name for name, key, _ in accounts}
+        self.roles = {key: role for _, key, role in accounts}
         self.last_nonce: dict[bytes, int] = {}
         self.records = 0
         self.prev = GENESIS_PREV
         self.last_interval: int | None = None
         self.header: BlockHeader | None = None
         self.leaves: list[bytes] = []
-        self.audit = Audit(self.operator)
+        self.audit = Audit(self.operator, meta.interval_ms, self.names)
+
+    def who(self, key: bytes) -> str:
+        return named(key, self.names)
 
     def fail(self, message: str, *, block: int | None = None, position: int | None = None,
              row: StoredRow | None = None) -> VerificationError:
@@ -85,8 +96,8 @@ class _Walk:
                             f"{self.last_interval}", block=height)
         self.operator = self.audit.operator = self.operator or header.signer
         if header.signer != self.operator:
-            raise self.fail(f"signed by {fingerprint(header.signer)}, not the operator "
-                            f"{fingerprint(self.operator)}", block=height)
+            raise self.fail(f"signed by {self.who(header.signer)}, not the operator "
+                            f"{self.who(self.operator)}", block=height)
         if not verify_signature(header.signer,
                                 records.signing_message(self.store.ledger_id, body), signature):
             raise self.fail("block signature does not verify", block=height)
@@ -154,11 +165,21 @@ class _Walk:
                             block=block, position=row.position, row=row)
         if not signature_ok:
             raise self.fail(f"signature does not verify under its signer "
-                            f"{fingerprint(rec.signer)}", block=block, position=row.position,
+                            f"{self.who(rec.signer)}", block=block, position=row.position,
                             row=row)
+        if self.roles:  # a ledger that names its accounts: every signer is one of them
+            role = self.roles.get(rec.signer)
+            if role is None:
+                raise self.fail(f"signer {fingerprint(rec.signer)} is not an account of this "
+                                "ledger", block=block, position=row.position, row=row)
+            if role not in SIGNED_BY[rec.NAME]:
+                signers = " or ".join(ROLE_WORDS[r] for r in SIGNED_BY[rec.NAME])
+                raise self.fail(f"signed by {self.who(rec.signer)}, an account of role "
+                                f"{role!r}: {rec.NAME.replace('_', ' ')}s are signed by "
+                                f"{signers}", block=block, position=row.position, row=row)
         last = self.last_nonce.get(rec.signer, 0)
         if rec.nonce <= last:
-            raise self.fail(f"nonce {rec.nonce} of {fingerprint(rec.signer)} is not above its "
+            raise self.fail(f"nonce {rec.nonce} of {self.who(rec.signer)} is not above its "
                             f"previous nonce {last} (replayed or reordered)", block=block,
                             position=row.position, row=row)
         self.last_nonce[rec.signer] = rec.nonce
@@ -190,26 +211,73 @@ def _ahead(batches: Iterable[list[StoredRow]], ledger_id: bytes,
         yield previous[0], previous[1]()
 
 
-def _check_accounts(store: Store, operator: bytes | None) -> None:
-    """The account table (who is ``north``, who is the grid) is as the operator signed it."""
-    accounts = store.accounts()
-    if not accounts or operator is None:
+def _check_gates(store: Store, walk: _Walk, meta: Meta) -> None:
+    """The table of closed gates agrees with the chain: every sealed interval is in it, and
+    every interval with uniform trades (made at its gate); the gates closed after the last
+    block's interval, which the chain cannot show, and the interval length are as the operator
+    signed them.  Rows at or before the last block's interval without a block of their own
+    (an interval cleared, then skipped) change nothing: the chain has closed those gates."""
+    where = f"{store.location}: intervals"
+    cleared = set(store.cleared_intervals())
+    disagrees = "the table of closed gates disagrees with the chain (a row deleted outside " \
+                "gridloop?)"
+    for height, interval, *_ in walk.blocks:
+        if interval not in cleared:
+            raise VerificationError(f"{where}: interval {interval} has block {height} but is "
+                                    f"not among the closed gates: {disagrees}")
+    ungated = sorted(walk.audit.gated - cleared)
+    if ungated:
+        raise VerificationError(f"{where}: interval {ungated[0]} has trades of the uniform "
+                                "auction, made when its gate closed, but is not among the "
+                                f"closed gates: {disagrees}")
+    head = max((row[1] for row in walk.blocks), default=None)
+    tail = sorted(k for k in cleared if head is None or k > head)
+    after = f"after interval {head}, the last block's" if head is not None else "(no block yet)"
+    if meta.gates_signature is None:
+        if tail:
+            raise VerificationError(f"{where}: the gate of interval {tail[0]} is marked closed "
+                                    f"{after}, but the operator has not signed the gates "
+                                    "closed after the last block (no meta.gates_signature: a "
+                                    "row added outside gridloop, or a ledger of an older "
+                                    "gridloop)")
         return
+    ok = walk.operator is not None and meta.interval_ms is not None and verify_signature(
+        walk.operator, records.signing_message(store.ledger_id,
+                                               gates_body(meta.interval_ms, tail)),
+        meta.gates_signature)
+    if not ok:
+        raise VerificationError(f"{where}: the interval length (meta.interval_ms "
+                                f"{meta.interval_ms}) and the gates closed {after} "
+                                f"({tail or 'none'}) are not as the operator signed them (a row "
+                                "added or deleted, or interval_ms changed, outside gridloop)")
+
+
+def _check_accounts(store: Store, operator: bytes | None, meta: Meta,
+                    accounts: list[tuple[str, bytes, str]]) -> None:
+    """The account table (who is ``north``, who is the grid) is as the operator signed it."""
     where = f"{store.location}: accounts"
+    if not accounts and meta.accounts_signature is None:
+        if meta.operator is not None:
+            raise VerificationError(f"{where}: the table is empty on a ledger a MarketSession "
+                                    "made (meta has an operator): its accounts were deleted "
+                                    "outside gridloop")
+        return  # a store used without a session: no names to check
+    if operator is None:
+        raise VerificationError(f"{where}: the table names accounts, but the ledger has no "
+                                "operator to have signed it (meta.operator deleted?)")
     for name, key, role in accounts:
         if role == "operator" and key != operator:
             raise VerificationError(f"{where}: {name!r} is registered as the operator with key "
                                     f"{fingerprint(key)}, the chain's operator is "
                                     f"{fingerprint(operator)}")
-    signature = store.get_meta("accounts_signature")
-    if signature is None:
+    if meta.accounts_signature is None:
         raise VerificationError(f"{where}: the operator has not signed the table of names, "
                                 "keys and roles (removed, or a ledger of an older gridloop), "
                                 "so its names are unverified")
     try:
         message = records.signing_message(store.ledger_id, accounts_body(accounts))
-        ok = verify_signature(operator, message, bytes.fromhex(signature))
-    except ValueError:
+        ok = verify_signature(operator, message, meta.accounts_signature)
+    except (ValueError, LedgerError):  # a name canonical text cannot hold
         ok = False
     if not ok:
         raise VerificationError(f"{where}: the table of names, keys and roles is not as the "
@@ -221,19 +289,36 @@ def verify_chain(store: Store, known_head: bytes | None = None,
                  workers: int | None = None) -> ChainReport:
     """Re-check everything in ``store``; raise :class:`VerificationError` at the first fault.
 
-    Checks, in chain order: each block header decodes, has the expected height, links to the
-    previous header's hash, is signed by the operator, and commits to the Merkle root and count
-    of its records; each record's id is the SHA-256 of its canonical body, the stored columns
-    agree with the body, the signature verifies, and its nonce is above its signer's previous
-    one; the economics hold (:mod:`ledger.audit`).  Pending records (not yet in a block) get
-    the record checks too.  Last, the account table must be as the operator signed it.
+    First the database's own structure (SQLite ``quick_check``: a damaged file raises
+    :class:`~ledger.errors.StoreError`, it cannot be read), that every table is there and the
+    metadata is well-formed.  Then, in chain order: each block header decodes, has the
+    expected height, links to the previous header's hash, is signed by the operator, and
+    commits to the Merkle root and count of its records; each record's id is the SHA-256 of its
+    canonical body, the stored columns agree with the body, the signature verifies, its signer
+    is an account of the ledger whose role signs that kind (where the ledger has accounts), and
+    its nonce is above its signer's previous one; the economics hold (:mod:`ledger.audit`).
+    Pending records (not yet in a block) get every record check too.  Last, the table of
+    closed gates must agree with the chain and the account table must be as the operator
+    signed it.  A ledger altered outside gridloop in a way the store itself refuses (a key
+    stored as text, a table dropped) is a :class:`VerificationError` as well.
 
     A chain cut cleanly after some block is still a valid, shorter chain; pass the hash of a
     block you know of as ``known_head`` (``verify`` prints the head hash) to have the chain
     checked to still hold it.  ``workers`` threads check signatures (default: one per core).
     """
+    try:
+        return _verify(store, known_head, workers)
+    except AlteredStoreError as exc:
+        raise VerificationError(str(exc)) from None
+
+
+def _verify(store: Store, known_head: bytes | None, workers: int | None) -> ChainReport:
+    store.check_integrity()
+    store.check_tables()
+    meta = store.meta()
+    accounts = store.accounts()
     blocks = store.block_rows()
-    walk = _Walk(store, blocks)
+    walk = _Walk(store, blocks, meta, accounts)
     for batch, signatures in _ahead(store.chain_rows(), store.ledger_id, workers):
         for row, ok in zip(batch, signatures, strict=True):
             walk.sealed_record(row, ok)
@@ -245,6 +330,7 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     pending = store.pending_rows()
     for row, ok in zip(pending, _signatures(pending, store.ledger_id, workers)(), strict=True):
         walk.check_record(row, ok)
-    _check_accounts(store, walk.operator)
+    _check_gates(store, walk, meta)
+    _check_accounts(store, walk.operator, meta, accounts)
     return ChainReport(blocks=len(blocks), records=sealed, pending=len(pending),
                        head=walk.prev if blocks else None, operator=walk.operator)

@@ -1,7 +1,12 @@
 """``gridloop ledger``: make node keys, verify, export and show a ledger.
 
-``DB`` is a SQLite path or a ``postgresql://`` URL.  ``verify`` exits 1 and names the first
-bad block or record when a check fails; unreadable input exits 2 as every command does.
+``DB`` is a SQLite path or a ``postgresql://`` URL.  Exit status: 0 done; 1 (``verify`` only)
+the ledger does not verify, named in one line: a bad block or record, or a ledger altered
+outside gridloop (a table dropped, a key stored as text, malformed metadata); 2 bad input, as
+every command: no such file, not a gridloop ledger, a damaged database file, bad arguments.
+``show`` and ``export`` do not verify: they refuse a ledger altered so that they cannot read
+it (exit 2) and say nothing printed until all of it has been read.  The three read-only commands
+open a SQLite ledger read-only and leave no file beside it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ledger", help="node keys, verification, export and balances of a trading ledger",
         description="Make node keys; verify, export and show a ledger. DB is a SQLite path "
-                    "or a postgresql:// URL. verify exits 1 naming the first bad block or "
-                    "record; unreadable input exits 2.")
+                    "or a postgresql:// URL. verify exits 1 naming the first fault of a ledger "
+                    "that does not verify (a bad block or record, or a ledger altered outside "
+                    "gridloop); bad input (no such ledger, a damaged file) exits 2.")
     sub = parser.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
 
     keygen = sub.add_parser("keygen", help="make an Ed25519 key pair per node",
@@ -29,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keygen.set_defaults(func=_keygen)
 
     verify = sub.add_parser("verify", help="re-check every signature, id, nonce, Merkle root "
-                                           "and chain link")
+                                           "and chain link",
+                            description="Re-check the whole ledger. Exit 0: it verifies; 1: it "
+                                        "does not (one line names the first fault); 2: it "
+                                        "cannot be read.")
     verify.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
     verify.add_argument("--head", metavar="HASH",
                         help="hash of a block the chain must still hold (as printed by an "
@@ -38,15 +47,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     export = sub.add_parser("export", help="print every record, one JSON object per line")
     export.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
-    fmt = export.add_mutually_exclusive_group(required=True)
-    fmt.add_argument("--json", action="store_true", help="JSON lines (the only format)")
+    export.add_argument("--json", action="store_true",
+                        help="JSON lines: the only format, and the default")
     export.set_defaults(func=_export)
 
     show = sub.add_parser("show", help="balances per account and the last blocks")
     show.add_argument("db", metavar="DB", help="SQLite path or postgresql:// URL")
-    show.add_argument("--blocks", type=int, default=10, metavar="N",
+    show.add_argument("--blocks", type=_count, default=10, metavar="N",
                       help="how many of the last blocks to list (default 10)")
     show.set_defaults(func=_show)
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -75,8 +95,10 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             report = verify_chain(store, known_head=head)
         except VerificationError as exc:
+            store.check_unchanged()  # a fault seen in one state of the ledger, not two
             print(f"gridloop: error: {exc}", file=sys.stderr)
             return 1
+        store.check_unchanged()
         head = report.head.hex() if report.head else "none"
         print(f"{store.location}: ok: {report.blocks} blocks, {report.records} records in "
               f"blocks, {report.pending} pending; head {head}")
@@ -93,6 +115,8 @@ def _export(args: argparse.Namespace) -> int:
     from ledger.store import open_store
 
     with open_store(args.db, create=False, readonly=True) as store:
+        store.check_tables()
+        store.meta()  # refuse malformed metadata before the first line
         names = {key: name for name, key, _ in store.accounts()}
         ledger_id = store.ledger_id.hex()
         out = sys.stdout
@@ -112,6 +136,7 @@ def _export(args: argparse.Namespace) -> int:
                 except LedgerError as exc:
                     doc["fields"], doc["error"] = None, str(exc)
                 out.write(json.dumps(doc) + "\n")
+        store.check_unchanged()
     return 0
 
 
@@ -124,22 +149,30 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ledger.session import balances
+    from ledger.session import balance_sheet
     from ledger.store import open_store
 
     with open_store(args.db, create=False, readonly=True) as store:
+        # read everything first: a ledger that cannot be read prints nothing but the error
+        store.check_tables()
+        store.meta()
+        store.cleared_intervals()
         roles = {name: role for name, _, role in store.accounts()}
-        totals = balances(store)
-        print(f"ledger {store.location}")
-        print()
-        print(_table(["account", "role", "money [micro]", "sold [Wh]", "bought [Wh]"],
-                     [[name, roles.get(name, "?"), f"{b.money_micro:+d}", str(b.sold_wh),
-                       str(b.bought_wh)] for name, b in sorted(totals.items())]))
+        totals, left_out = balance_sheet(store)
         sealed, pending = store.count()
-        blocks = store.last_blocks(max(args.blocks, 0))
-        print()
-        print(f"{sealed} records in blocks, {pending} pending; last {len(blocks)} block(s):")
-        print(_table(["height", "interval", "records", "hash"],
-                     [[str(b.height), str(b.interval), str(b.header.records), b.hash.hex()[:16]]
-                      for b in blocks]))
+        blocks = store.last_blocks(args.blocks)
+        store.check_unchanged()
+    lines = [f"ledger {store.location}", "",
+             _table(["account", "role", "money [micro]", "sold [Wh]", "bought [Wh]"],
+                    [[name, roles.get(name, "?"), f"{b.money_micro:+d}", str(b.sold_wh),
+                      str(b.bought_wh)] for name, b in sorted(totals.items())])]
+    if left_out:
+        lines.append(f"not counted: {left_out} settlement(s) or transfer(s) signed by a key "
+                     "that is no account of this ledger, or by an account that does not sign "
+                     "them (gridloop ledger verify names them)")
+    lines += ["", f"{sealed} records in blocks, {pending} pending; last {len(blocks)} block(s):",
+              _table(["height", "interval", "records", "hash"],
+                     [[str(b.height), str(b.interval), str(b.header.records),
+                       b.hash.hex()[:16]] for b in blocks])]
+    print("\n".join(lines))
     return 0

@@ -123,10 +123,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert err.count("\n") == 1 and message in err
 
 
-def test_export_requires_a_format() -> None:
+def test_export_writes_json_lines_without_being_told(ledger: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON lines are the only format: ``--json`` may be given, and is the default."""
+    capsys.readouterr()
+    assert main(["ledger", "export", ledger]) == 0
+    plain = capsys.readouterr().out
+    assert main(["ledger", "export", ledger, "--json"]) == 0
+    assert capsys.readouterr().out == plain and len(plain.splitlines()) == 33
+    json.loads(plain.splitlines()[0])
+
+
+def test_show_refuses_a_negative_number_of_blocks(ledger: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["ledger", "export", "x.db"])
+        main(["ledger", "show", ledger, "--blocks", "-1"])
     assert info.value.code == 2
+    assert "argument --blocks: '-1' is not a whole number >= 0" in capsys.readouterr().err
+    assert main(["ledger", "show", ledger, "--blocks", "0"]) == 0
+    assert "last 0 block(s)" in capsys.readouterr().out
 
 
 def test_export_json_lines(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,23 +208,40 @@ def _tampered(ledger: str, sql: str) -> None:
 
 @pytest.mark.parametrize(("sql", "commands", "message"), [
     ("UPDATE records SET body = CAST('hello' AS TEXT) WHERE seq = 5",
-     ("verify", "export"), "record seq 5: body is stored as str, not bytes"),
+     ("verify", "export"), "record seq 5 (block 0 position 4): body is stored as str, not bytes"),
     ("UPDATE blocks SET header = CAST('hello' AS TEXT) WHERE height = 1",
      ("verify", "show"), "header is stored as str, not bytes"),
     ("UPDATE meta SET value = 'zz' WHERE key = 'operator'",
-     ("verify",), "meta: operator 'zz' is not a hex public key"),
-    ("DROP TABLE records", ("verify", "export"), "no such table: records"),
+     ("verify", "show", "export"), "meta: operator 'zz' is not a hex public key"),
+    ("UPDATE meta SET value = 'abc' WHERE key = 'interval_ms'",
+     ("verify", "show", "export"), "meta: interval_ms 'abc' is not a whole number of ms above 0"),
+    ("DROP TABLE records", ("verify", "show", "export"), "no such table: records"),
+    ("DROP TABLE intervals", ("verify", "show"), "no such table: intervals"),
+    # a sealed row's id rewritten as text that is not UTF-8
+    ("UPDATE records SET id = CAST(X'FF00FE' || id AS TEXT) WHERE seq = 7",
+     ("verify", "export"), "record seq 7 (block 0 position 6): id is stored as str, not bytes"),
+    # a pending row copied with its id as text: not the bytes of the text in the message
+    ("INSERT INTO records (id, kind, signer, nonce, interval_no, body, signature) SELECT "
+     "CAST(X'FF00FE' || id AS TEXT), kind, signer, nonce + 1000, interval_no, body, signature "
+     "FROM records WHERE seq = 33",
+     ("verify", "export"), "pending record seq 34: id is stored as str, not bytes"),
 ])
 def test_a_hand_edited_ledger_is_one_line(sqlite_ledger: str,
                                           capsys: pytest.CaptureFixture[str], sql: str,
                                           commands: tuple[str, ...], message: str) -> None:
+    """Tampering is a ledger that does not verify (exit 1, one line naming the place); to
+    ``show`` and ``export``, which do not verify, it is input they cannot read (exit 2), and
+    ``show`` prints nothing but the error."""
     ledger = sqlite_ledger
     _tampered(ledger, sql)
     for command in commands:
-        extra = ["--json"] if command == "export" else []
-        assert main(["ledger", command, ledger, *extra]) in (1, 2)
-        err = capsys.readouterr().err
+        code = main(["ledger", command, ledger])
+        out, err = capsys.readouterr()
+        assert code == (1 if command == "verify" else 2), (command, err)
         assert err.count("\n") == 1 and message in err, err
+        assert err.isascii() and "decode" not in err and "Traceback" not in err
+        if command == "show":
+            assert out == ""
 
 
 def test_swapped_account_names_fail_verification(sqlite_ledger: str,
@@ -254,6 +286,106 @@ def test_keygen_refuses_before_writing_anything(tmp_path: Path,
     afile.touch()
     assert main(["ledger", "keygen", "--dir", str(afile), "a"]) == 2
     assert "afile: not a directory" in capsys.readouterr().err
+
+
+def test_verify_names_a_stranger_and_show_does_not_count_it(
+        sqlite_ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pending transfer signed by a key that is no account of the ledger, with this ledger's
+    id and a valid signature: refused by verify, left out of the balances."""
+    from ledger.keys import Identity, fingerprint
+    from ledger.records import Transfer, sign
+
+    ledger = sqlite_ledger
+    capsys.readouterr()
+    assert main(["ledger", "show", ledger]) == 0
+    before = capsys.readouterr().out
+    with sqlite3.connect(ledger) as conn:
+        lid = bytes.fromhex(conn.execute("SELECT value FROM meta WHERE key = 'ledger_id'")
+                            .fetchone()[0])
+        rack = conn.execute("SELECT public_key FROM accounts WHERE name = 'rack'").fetchone()[0]
+        mallory = Identity.generate("mallory")
+        forged = sign(Transfer(mallory.public_key, 1, 5, rack, 10, b""), mallory, lid)
+        conn.execute("INSERT INTO records (id, kind, signer, nonce, interval_no, body, "
+                     "signature) VALUES (?, 5, ?, 1, 5, ?, ?)",
+                     (forged.id, mallory.public_key, forged.body, forged.signature))
+    assert main(["ledger", "verify", ledger]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (f"pending: transfer {forged.id.hex()[:16]}: signer "
+            f"{fingerprint(mallory.public_key)} is not an account of this ledger") in err
+    assert main(["ledger", "show", ledger]) == 0
+    after = capsys.readouterr().out
+    assert fingerprint(mallory.public_key) not in after
+    assert after.replace("33 records", "32 records").replace("2 pending", "1 pending") \
+        .startswith(before.split("\n\n32 records")[0])
+    assert "not counted: 1 settlement(s) or transfer(s) signed by a key that is no account" \
+        in after
+
+
+def _page_of(ledger: str, name: str) -> int:
+    with sqlite3.connect(ledger) as conn:
+        return conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                            (name,)).fetchone()[0]
+
+
+def _overwrite_page(ledger: str, page: int) -> None:
+    with sqlite3.connect(ledger) as conn:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with open(ledger, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xa5" * size)
+
+
+def test_show_of_a_damaged_file_prints_only_the_error(
+        sqlite_ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The blocks' pages overwritten: the balances can be read, the blocks cannot."""
+    _overwrite_page(sqlite_ledger, _page_of(sqlite_ledger, "blocks"))
+    capsys.readouterr()
+    assert main(["ledger", "show", sqlite_ledger]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "a corrupt SQLite database" in err
+
+
+def test_verify_of_a_damaged_file_is_unreadable_input(
+        sqlite_ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An index page no query of verify reads, overwritten: the file is damaged all the
+    same (exit 2, not a verdict on the chain)."""
+    _overwrite_page(sqlite_ledger, _page_of(sqlite_ledger, "sqlite_autoindex_accounts_2"))
+    capsys.readouterr()
+    assert main(["ledger", "verify", sqlite_ledger]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a corrupt SQLite database" in err and "quick_check" in err
+
+
+def test_read_commands_leave_no_file_beside_a_wal_ledger(
+        sqlite_ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ledger a run left (WAL mode, no process has it open): no -wal or -shm appears."""
+    folder = Path(sqlite_ledger).parent
+    with sqlite3.connect(sqlite_ledger) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    before = sorted(p.name for p in folder.iterdir())
+    assert "run.ledger.db-wal" not in before
+    data = Path(sqlite_ledger).read_bytes()
+    for command in ("verify", "show", "export"):
+        assert main(["ledger", command, sqlite_ledger]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert Path(sqlite_ledger).read_bytes() == data
+
+
+def test_show_while_a_session_has_the_ledger_open(sqlite_ledger: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A run writing to the ledger: read through its -wal, which sees its last commit."""
+    with MarketSession(sqlite_ledger, keys=tmp_path / "keys", nodes=["pv", "rack", "battery"],
+                       interval_s=300, import_price_micro_per_wh=300,
+                       export_price_micro_per_wh=80) as s:
+        s.submit_order("pv", "sell", 7, 100, 3)
+        assert Path(f"{sqlite_ledger}-wal").exists()
+        capsys.readouterr()
+        assert main(["ledger", "show", sqlite_ledger]) == 0
+        assert "32 records in blocks, 2 pending" in capsys.readouterr().out
+        assert main(["ledger", "verify", sqlite_ledger]) == 0
 
 
 def test_a_directory_is_named_as_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ledger.keys import KeyDirectory
-from ledger.records import MeterReading, Settlement, Trade, Transfer, decode, sign
+from ledger.keys import Identity, KeyDirectory
+from ledger.records import MeterReading, Order, Settlement, Trade, Transfer, decode, sign
 from ledger.session import MarketSession
 from ledger.store import open_store
 from ledger.verify import verify_chain
@@ -194,3 +194,39 @@ def test_plain_payments_need_no_settlement(ledger_target: str, keys: KeyDirector
         report = verify_chain(store)
     assert (report.blocks, report.records) == (1, 1)
     verify(ledger_target)
+
+
+@pytest.mark.parametrize(("market", "interval", "when", "what"), [
+    ("uniform", 2, 120_000, r"the gate of interval 2 at 120000 ms, where it traded"),
+    ("continuous", 3, 120_000, r"the end of interval 1 at 120000 ms, settled before it traded"),
+])
+def test_a_trade_of_an_order_that_had_expired(ledger_target: str, keys: KeyDirectory,
+                                              market: str, interval: int, when: int,
+                                              what: str) -> None:
+    """The operator trades orders the market would have refused as expired: a uniform trade
+    at a gate after the sell order's expiry; a continuous one after interval 1 was settled
+    (session time 120 s), of a sell order that expired before."""
+    a, b, market_key = keys.get("a"), keys.get("b"), keys.get("market")
+    with session(ledger_target, keys, market=market) as s:
+        s.settle(1)  # block 0: session time is now 120000 ms
+        lid = s.store.ledger_id
+
+        def order(who: Identity, side: str, expires_ms: int) -> Order:
+            o = Order(who.public_key, s.store.last_nonce(who.public_key) + 1, interval, side,
+                      10, 100, expires_ms)
+            s.submit(sign(o, who, lid))  # signed elsewhere: the session checks no expiry
+            return o
+
+        for expires in (when, when - 1):  # on time (verifies), then one ms too early
+            sell, buy = order(a, "sell", expires), order(b, "buy", when + 60_000)
+            trade = Trade(market_key.public_key, s.store.last_nonce(market_key.public_key) + 1,
+                          interval, market, buy.id, sell.id, b.public_key, a.public_key, 10, 100)
+            s.store.append([sign(trade, market_key, lid)])
+            if market == "uniform":
+                s.store.close_gate(interval, market_key)  # as clearing at the gate does
+            if expires == when:
+                verify(ledger_target)
+    fails(ledger_target, rf"pending: trade {trade.id.hex()[:16]}: trades sell order "
+                         rf"{sell.id.hex()[:16]} of a \(.{{8}}…\), which expired at {when - 1} "
+                         rf"ms, before {what} \(intervals of 60000 ms\); the market refuses an "
+                         "expired order")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -15,8 +16,8 @@ from ledger.errors import (
     ReplayError,
     SettlementError,
 )
-from ledger.keys import KeyDirectory
-from ledger.records import MeterReading, sign
+from ledger.keys import Identity, KeyDirectory, fingerprint
+from ledger.records import MeterReading, Order, Settlement, Transfer, sign
 from ledger.session import MarketSession
 from ledger.verify import verify_chain
 
@@ -241,3 +242,41 @@ def test_balances_always_balance(new_ledger: Callable[[], str], keys: KeyDirecto
         grid = bal["grid"]
         assert grid.sold_wh - grid.bought_wh == sum(i - e for i, e in metered.values())
         assert verify_chain(s.store).records == sum(s.store.count())
+
+
+def test_submit_refuses_what_verify_would(ledger_target: str, keys: KeyDirectory) -> None:
+    """A record signed elsewhere must be signed by an account whose role signs its kind."""
+    mallory = Identity.generate("mallory")
+    with session(ledger_target, keys) as s:
+        lid = s.store.ledger_id
+        with pytest.raises(RecordError, match=rf"transfer .* refused: its signer "
+                                              rf"{re.escape(fingerprint(mallory.public_key))} "
+                                              "is not an account of this ledger"):
+            s.submit(sign(Transfer(mallory.public_key, 1, 1, s.public_key("a"), 5, b""),
+                          mallory, lid))
+        grid = keys.load("grid")
+        with pytest.raises(RecordError, match=r"order .* refused: its signer .* is 'grid', "
+                                              r"whose role \(grid\) does not sign orders"):
+            s.submit(sign(Order(grid.public_key, 1, 1, "sell", 5, 1, 60_000), grid, lid))
+        assert s.store.count() == (0, 0)
+
+
+def test_balances_leave_out_records_of_strangers(ledger_target: str,
+                                                 keys: KeyDirectory) -> None:
+    """Stored past the session (the store checks signatures, not accounts): a stranger's
+    transfer and a settlement signed by a node move no money and no energy."""
+    from ledger.session import balance_sheet
+
+    mallory = Identity.generate("mallory")
+    with session(ledger_target, keys) as s:
+        trade_one_interval(s, 1)
+        s.settle(1)
+        honest = s.balances()
+        a, b = keys.load("a"), keys.load("b")
+        lid = s.store.ledger_id
+        s.store.append([
+            sign(Transfer(mallory.public_key, 1, 2, a.public_key, 10**6, b""), mallory, lid),
+            sign(Settlement(b.public_key, s.store.last_nonce(b.public_key) + 1, 2, b"",
+                            a.public_key, b.public_key, 0, 0, 0), b, lid)])
+        assert s.balances() == honest
+        assert balance_sheet(s.store) == (honest, 2)

@@ -175,3 +175,45 @@ def test_sqlite_runs_in_wal_mode_with_full_synchronous_commits(tmp_path: Path) -
         conn = store._conn  # the store's own connection: synchronous is per connection
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_read_only_opening_leaves_nothing_beside_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with open_store(path) as store:
+        store.append([reading(store, 1)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.db"]  # WAL, closed cleanly
+    with open_store(path, create=False, readonly=True) as store:
+        assert store.count() == (0, 1)
+        store.check_unchanged()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.db"]
+
+
+def test_a_ledger_read_as_immutable_that_changes_meanwhile_is_named(tmp_path: Path) -> None:
+    """No process had it open, so it is read as immutable; a writer then opens it, commits
+    and closes (which checkpoints into the file): what was read may mix two states."""
+    path = tmp_path / "l.db"
+    with open_store(path) as store:
+        store.append([reading(store, 1)])
+    with open_store(path, create=False, readonly=True) as reader:
+        with open_store(path) as writer:
+            writer.append([reading(writer, 2)])
+        with pytest.raises(StoreError, match=r"l\.db: changed while it was read .*run the "
+                                             "command again"):
+            reader.check_unchanged()
+
+
+def test_a_missing_meta_table_is_no_ledger_and_a_damaged_one_is_corrupt(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "l.db"
+    open_store(path).close()
+    with sqlite3.connect(path) as conn:
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = "
+                            "'sqlite_autoindex_meta_1'").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xa5" * size)
+    with pytest.raises(StoreError, match=r"l\.db: a corrupt SQLite database"):
+        open_store(path, create=False, readonly=True)

@@ -8,13 +8,14 @@ that every hash, Merkle root and block signature is consistent again.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 import pytest
 
 from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
 from ledger.errors import VerificationError
-from ledger.keys import KeyDirectory
+from ledger.keys import Identity, KeyDirectory, fingerprint
 from ledger.records import Order, Transfer, decode, sign, signing_message
 from ledger.session import MarketSession
 from ledger.store import open_store
@@ -272,6 +273,10 @@ def test_truncated_chain_is_found_against_a_known_head(chain: str, raw: Callable
         head = store.head().hash
     db.execute("DELETE FROM records WHERE block = 1")
     db.execute("DELETE FROM blocks WHERE height = 1")
+    # the gate of the cut interval is still closed: after the new last block, unsigned
+    fails(chain, r"intervals: .* the gates closed after interval 1, the last block's \(\[2\]\) "
+                 "are not as the operator signed them")
+    db.execute("DELETE FROM intervals WHERE interval_no = 2")
     verify(chain)  # a cleanly cut tail is a valid shorter chain ...
     with open_store(chain, create=False) as store, pytest.raises(
             VerificationError, match=f"no block has the hash {head.hex()}"):
@@ -315,3 +320,154 @@ def test_the_first_fault_in_chain_order_is_named(chain: str, raw: Callable[[str]
     fails(chain, r"block 0 position 5: .*: signature does not verify")  # before block 1
     db.execute("UPDATE records SET signature = ? WHERE seq = ?", (signature, seq))
     fails(chain, r"block 1: block signature does not verify")
+
+
+# -- signers are accounts of the ledger, each signing the kinds its role signs ---------------
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["pending", "sealed"])
+def test_a_record_signed_by_a_key_that_is_no_account(chain: str, raw: Callable[[str], Raw],
+                                                     keys: KeyDirectory, sealed: bool) -> None:
+    """Validly signed for this ledger, by a key the ledger has never heard of."""
+    db = raw(chain)
+    mallory = Identity.generate("mallory")
+    b = keys.load("b").public_key
+    forged = sign(Transfer(mallory.public_key, 1, 2, b, 10, b""), mallory, ledger_id(db))
+    place = "pending"
+    if sealed:  # in block 1, after its records, by an attacker holding the operator's key
+        db.execute("INSERT INTO records (id, kind, signer, nonce, interval_no, body, signature, "
+                   "block, position) VALUES (?, ?, ?, 1, 2, ?, ?, 1, ?)",
+                   (forged.id, Transfer.KIND, mallory.public_key, forged.body, forged.signature,
+                    PER_BLOCK))
+        reseal(db, keys)
+        place = f"block 1 position {PER_BLOCK}"
+    else:
+        with open_store(chain, create=False) as store:
+            store.append([forged])  # the store checks signatures, not accounts
+    fails(chain, rf"{place}: transfer {forged.id.hex()[:16]}: signer "
+                 rf"{re.escape(fingerprint(mallory.public_key))} is not an account of this "
+                 "ledger")
+
+
+def test_a_record_of_a_kind_its_signer_does_not_sign(chain: str, keys: KeyDirectory) -> None:
+    """The grid account pays for what it buys; it places no orders."""
+    grid = keys.load("grid")
+    with open_store(chain, create=False) as store:
+        store.append([sign(Order(grid.public_key, store.last_nonce(grid.public_key) + 1, 4,
+                                 "sell", 5, 1, 240_000), grid, store.ledger_id)])
+    fails(chain, r"pending: order .*: signed by grid \([A-Za-z0-9+/]{8}…\), an account of "
+                 r"role 'grid': orders are signed by a node")
+
+
+def test_messages_name_a_key_by_its_account(chain: str, raw: Callable[[str], Raw],
+                                            keys: KeyDirectory) -> None:
+    db = raw(chain)
+    without_constraints(db)
+    _, record_id, body, signature = record_at(db, 0, 0)
+    order = decode(body)
+    db.execute("INSERT INTO records (seq, id, kind, signer, nonce, interval_no, body, signature) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (10**6, record_id, Order.KIND, order.signer, order.nonce, order.interval, body,
+                signature))
+    name = re.escape(f"a ({fingerprint(keys.load('a').public_key)[:8]}…)")
+    fails(chain, rf"pending: order {record_id.hex()[:16]}: nonce {order.nonce} of {name} is "
+                 r"not above its previous nonce")
+
+
+# -- the metadata and the table of closed gates ------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("interval_ms", "abc", "meta: interval_ms 'abc' is not a whole number of ms above 0"),
+    ("interval_ms", "-60000", "meta: interval_ms '-60000' is not a whole number"),
+    ("interval_ms", None, "meta: the ledger has an operator but no interval_ms"),
+    ("operator", "00" * 31, "meta: operator '00000000000000000000' is not a hex public key"),
+    ("ledger_id", "zz", "meta: ledger_id 'zz' is not 16 bytes in hex"),
+    ("accounts_signature", "zz", "meta: accounts_signature 'zz' is not a signature"),
+    ("gates_signature", "00" * 63, "meta: gates_signature '00000000000000000000' is not a "
+                                   "signature"),
+])
+def test_malformed_metadata(chain: str, raw: Callable[[str], Raw], key: str,
+                            value: str | None, message: str) -> None:
+    db = raw(chain)
+    if value is None:
+        db.execute("DELETE FROM meta WHERE key = ?", (key,))
+    else:
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+    fails(chain, re.escape(message))
+
+
+def test_a_deleted_row_of_a_sealed_interval(chain: str, raw: Callable[[str], Raw]) -> None:
+    raw(chain).execute("DELETE FROM intervals WHERE interval_no = 1")
+    fails(chain, r"intervals: interval 1 has block 0 but is not among the closed gates: the "
+                 "table of closed gates disagrees with the chain")
+
+
+def test_a_gate_marked_closed_by_hand(chain: str, raw: Callable[[str], Raw]) -> None:
+    """A row for a later interval would make a restarted session refuse its orders."""
+    raw(chain).execute("INSERT INTO intervals (interval_no, cleared) VALUES (9, 1)")
+    fails(chain, r"intervals: the interval length \(meta.interval_ms 60000\) and the gates "
+                 r"closed after interval 2, the last block's \(\[9\]\) are not as the operator "
+                 "signed them")
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("DROP TABLE intervals", r"(no such table: intervals|relation \"intervals\" does not "
+                             r"exist) \(the ledger was altered outside gridloop\)"),
+    ("UPDATE intervals SET cleared = 'yes' WHERE interval_no = 2",
+     r"intervals: the row \(2, 'yes'\) is not an interval number and 1"),
+])
+def test_a_table_of_gates_the_store_cannot_read(chain: str, raw: Callable[[str], Raw],
+                                                sql: str, message: str) -> None:
+    db = raw(chain)
+    if "'yes'" in sql and db.postgres:
+        pytest.skip("a PostgreSQL integer column holds integers only")
+    db.execute(sql)
+    fails(chain, message)
+
+
+def test_gates_closed_after_the_last_block(chain: str, raw: Callable[[str], Raw],
+                                           keys: KeyDirectory) -> None:
+    """Interval 3 cleared (its uniform trades made at the gate), interval 5 cleared with
+    nothing to trade; neither settled.  Each row must stay as the operator signed it."""
+    with MarketSession(chain, keys=keys, nodes=["a", "b", "c"], interval_s=60,
+                       import_price_micro_per_wh=300, export_price_micro_per_wh=80) as s:
+        assert s.clear(3) and not s.clear(5)
+    verify(chain)
+    with MarketSession(chain, keys=keys, nodes=["a", "b", "c"], interval_s=60,
+                       import_price_micro_per_wh=300, export_price_micro_per_wh=80):
+        pass  # reopening keeps the gates as signed
+    verify(chain)
+    db = raw(chain)
+    db.execute("DELETE FROM intervals WHERE interval_no = 5")
+    fails(chain, r"the gates closed after interval 2, the last block's \(\[3\]\) are not as the "
+                 "operator signed them")
+    db.execute("DELETE FROM intervals WHERE interval_no = 3")
+    fails(chain, r"intervals: interval 3 has trades of the uniform auction, made when its gate "
+                 "closed, but is not among the closed gates")
+
+
+def test_a_changed_interval_length(ledger_target: str, raw: Callable[[str], Raw],
+                                   keys: KeyDirectory) -> None:
+    """No trades whose expiries could give it away: the operator's signature does."""
+    with MarketSession(ledger_target, keys=keys, nodes=["a"], interval_s=60,
+                       import_price_micro_per_wh=300, export_price_micro_per_wh=80) as s:
+        s.submit_meter_reading("a", 1, 10, 0)
+        s.settle(1)
+    verify(ledger_target)
+    raw(ledger_target).execute("UPDATE meta SET value = '120000' WHERE key = 'interval_ms'")
+    fails(ledger_target, r"intervals: the interval length \(meta.interval_ms 120000\) and the "
+                         r"gates closed after interval 1, the last block's \(none\) are not as "
+                         "the operator signed them")
+
+
+def test_a_ledger_without_a_signature_of_its_gates(chain: str, raw: Callable[[str], Raw],
+                                                   keys: KeyDirectory) -> None:
+    """An older gridloop signed no gates: fine while the chain shows every closed gate."""
+    db = raw(chain)
+    db.execute("DELETE FROM meta WHERE key = 'gates_signature'")
+    verify(chain)
+    db.execute("INSERT INTO intervals (interval_no, cleared) VALUES (3, 1)")
+    fails(chain, r"intervals: the gate of interval 3 is marked closed after interval 2, the "
+                 "last block's, but the operator has not signed the gates closed after the "
+                 "last block")

@@ -71,7 +71,8 @@ class LabInfo:
 
 @dataclass(frozen=True)
 class QuickInfo:
-    """The ``[quick]`` table: overrides of the quick variant (under a minute, run in CI)."""
+    """The ``[quick]`` table: overrides of the quick variant (the shorter run CI grades; its
+    wall time on a 2-core machine is in docs/labs.md)."""
 
     set: tuple[str, ...] = ()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.labs.grading import Grade, Question, Recordings, asset_of, relative_error
+from bench.labs.grading import Grade, Question, Recordings, asset_of, grade_answers, relative_error
 from twin.params import ParamSet, Table
 
 QUESTIONS = {
@@ -79,7 +79,7 @@ def reference_cell(recs: Recordings, node: str, name: str) -> Cell:
     return cell_of(calibrate(recs.path, f"{node}.{name}", n_rc=1).pset)
 
 
-def grade(recs: Recordings, answers: dict) -> Grade:
+def grade(recs: Recordings, answers: dict | None) -> Grade:
     g = recs.new_grade()
     truth, node, name, parallel = emulator_cell(recs)
     with recs.open() as run:
@@ -90,23 +90,32 @@ def grade(recs: Recordings, answers: dict) -> Grade:
     rest = _longest_rest_after_pulse(t, i_cell, 0.01 * truth.capacity_ah)
     g.check("longest rest after a pulse", f"{rest:.0f} s",
             f">= 5 tau1 = {5 * truth.tau1_s:.0f} s", rest >= 5 * truth.tau1_s)
-    if answers:
-        source = "answer"
-        found = Cell(**{k: float(answers.get(k, np.nan)) for k in QUESTIONS})
-    else:
-        source = "calibrate"
-        found = reference_cell(recs, node, name)
-        g.find("graded values", "gridloop calibrate --rc 1 (the reference solution; give "
-               "--answers to grade yours)")
+    judges = {key: (f"within {100 * tol:.0f} % of the emulator's",
+                    lambda value, key=key, tol=tol:
+                    relative_error(value, getattr(truth, key)) <= tol)
+              for key, (tol, _) in TOLERANCE.items()}
+    points = {key: pts for key, (_, pts) in TOLERANCE.items()}
+    if answers is not None:
+        shown = [f"{label} {answers[key]:.4g} {QUESTIONS[key].unit}" if key in answers
+                 else f"{label} missing" for key, label in
+                 (("r0_ohm", "R0"), ("r1_ohm", "R1"), ("c1_f", "C1"), ("capacity_ah", "capacity"))]
+        g.find("identified cell", ", ".join(shown))
+        grade_answers(g, QUESTIONS, answers, judges, points)
+        return g
+    # no answers file: the reference solution is graded in the answers' place, so that a
+    # lab run alone shows whether its recording can be identified at all
+    found = reference_cell(recs, node, name)
+    g.find("graded values", "gridloop calibrate --rc 1 (the reference solution; give "
+           "--answers to grade yours)")
     g.find("identified cell", f"R0 {found.r0_ohm:.4g} Ohm, R1 {found.r1_ohm:.4g} Ohm, "
            f"C1 {found.c1_f:.4g} F (tau1 {found.tau1_s:.3g} s), capacity "
            f"{found.capacity_ah:.4g} Ah")
-    for key, (tol, points) in TOLERANCE.items():
+    g.answers_note = ("answers not graded (no --answers): the reference solution (gridloop "
+                      "calibrate --rc 1) is graded in their place")
+    for key, (target, meets) in judges.items():
         value = getattr(found, key)
-        err = relative_error(value, getattr(truth, key))
-        shown = f"{value:.4g} {QUESTIONS[key].unit}" if np.isfinite(value) else "no answer"
-        g.check(f"{source}: {key}", shown, f"within {100 * tol:.0f} % of the emulator's",
-                err <= tol, points)
+        g.check(f"calibrate: {key}", f"{value:.4g} {QUESTIONS[key].unit}", target,
+                meets(value), points[key])
     return g
 
 

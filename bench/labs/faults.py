@@ -25,7 +25,7 @@ import numpy as np
 from bench import metrics
 from bench.labs import LabError
 from bench.labs.gpu_smoothing import WINDOW_S, Setting
-from bench.labs.grading import Grade, Question, Recordings, asset_of
+from bench.labs.grading import Grade, Question, Recordings, asset_of, grade_answers
 from bench.recording import Run
 
 QUESTIONS = {
@@ -128,7 +128,7 @@ def measure(recs: Recordings) -> tuple[dict[str, Outcome], Setting]:
     return out, setting
 
 
-def grade(recs: Recordings, answers: dict) -> Grade:
+def grade(recs: Recordings, answers: dict | None) -> Grade:
     g = recs.new_grade()
     out, st = measure(recs)
     bound = st.ramp_bound_w_per_s
@@ -154,10 +154,9 @@ def grade(recs: Recordings, answers: dict) -> Grade:
                 f"flags, or residual >= x{RESIDUAL_RATIO:g}", seen)
     measured = {"broken": sorted(n for n, o in out.items() if o.broken(bound)),
                 "flagged": sorted(n for n, o in out.items() if o.flagged)}
-    for key, value in answers.items():
-        got = sorted(set(value))
-        g.check(f"answer: {key}", ", ".join(got) or "none",
-                ", ".join(measured[key]) or "none", got == measured[key], 2)
+    grade_answers(g, QUESTIONS, answers, {
+        key: (", ".join(want) or "none", lambda value, want=want: sorted(set(value)) == want)
+        for key, want in measured.items()}, points={key: 2.0 for key in QUESTIONS})
     return g
 
 

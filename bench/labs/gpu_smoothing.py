@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import metrics
-from bench.labs.grading import Grade, Question, Recordings, asset_of, relative_error
+from bench.labs.grading import Grade, Question, Recordings, asset_of, grade_answers, relative_error
 from bench.recording import Run
 from twin.spectrum import BAND_HZ
 
@@ -137,7 +137,7 @@ def measure(recs: Recordings) -> tuple[dict[str, Swing], Setting]:
     return out, measure_setting(recs)
 
 
-def grade(recs: Recordings, answers: dict) -> Grade:
+def grade(recs: Recordings, answers: dict | None) -> Grade:
     g = recs.new_grade()
     aim = recs.targets(TARGETS)
     sw, st = measure(recs)
@@ -183,14 +183,11 @@ def grade(recs: Recordings, answers: dict) -> Grade:
     measured = {"reduction_db": red, "throughput_kwh": ff.throughput_kwh,
                 "peak_ramp_before_w_per_s": base.peak_ramp_w_per_s,
                 "peak_ramp_after_w_per_s": ff.peak_ramp_w_per_s}
-    for key, value in answers.items():
-        q = QUESTIONS[key]
-        if key == "reduction_db":
-            ok, target = abs(value - red) <= 1.0, f"{red:.1f} +- 1 dB"
-        else:
-            ok, target = (relative_error(value, measured[key]) <= 0.1,
-                          f"{measured[key]:.4g} {q.unit} +- 10 %")
-        g.check(f"answer: {key}", f"{value:g} {q.unit}", target, ok)
+    judges = {key: (f"{want:.4g} {QUESTIONS[key].unit} +- 10 %",
+                    lambda value, want=want: relative_error(value, want) <= 0.1)
+              for key, want in measured.items()}
+    judges["reduction_db"] = (f"{red:.1f} +- 1 dB", lambda value: abs(value - red) <= 1.0)
+    grade_answers(g, QUESTIONS, answers, judges)
     return g
 
 

@@ -12,7 +12,7 @@ import importlib
 import math
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +46,9 @@ class Criterion:
     target: str
     points: float
     max_points: float
+    #: False for an answer left ungraded because no answers file was given: it counts in
+    #: neither the points nor the maximum, and the score says so
+    graded: bool = True
 
     @property
     def passed(self) -> bool:
@@ -60,6 +63,8 @@ class Grade:
     pass_mark: float
     criteria: list[Criterion] = field(default_factory=list)
     findings: list[tuple[str, str]] = field(default_factory=list)
+    #: printed above the score when the answers were not graded (no ``--answers``)
+    answers_note: str = ""
 
     def check(self, name: str, value: str, target: str, ok: bool, points: float = 1.0
               ) -> bool:
@@ -70,13 +75,24 @@ class Grade:
     def find(self, label: str, value: str) -> None:
         self.findings.append((label, value))
 
+    def not_graded(self, name: str, target: str, points: float = 1.0) -> None:
+        """List a criterion that is not graded this time (an answer, without an answers
+        file): it is shown, and counts in neither the points nor the maximum."""
+        self.criteria.append(Criterion(name, "not graded", target, 0.0, points, graded=False))
+
     @property
     def points(self) -> float:
-        return sum(c.points for c in self.criteria)
+        return sum(c.points for c in self.criteria if c.graded)
 
     @property
     def max_points(self) -> float:
-        return sum(c.max_points for c in self.criteria)
+        """The points graded this time (the lab's whole maximum unless answers were not
+        graded: :attr:`ungraded_points`)."""
+        return sum(c.max_points for c in self.criteria if c.graded)
+
+    @property
+    def ungraded_points(self) -> float:
+        return sum(c.max_points for c in self.criteria if not c.graded)
 
     @property
     def score(self) -> float:
@@ -93,7 +109,9 @@ class Grade:
             width = max(len(label) for label, _ in self.findings)
             lines += [f"  {label:<{width}}  {value}" for label, value in self.findings]
         rows = [("criterion", "value", "target", "points")] + [
-            (c.name, c.value, c.target, f"{c.points:g}/{c.max_points:g}") for c in self.criteria]
+            (c.name, c.value, c.target,
+             f"{c.points:g}/{c.max_points:g}" if c.graded else f"-/{c.max_points:g}")
+            for c in self.criteria]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines.append("")
         for j, r in enumerate(rows):
@@ -102,8 +120,16 @@ class Grade:
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
         verdict = "PASS" if self.passed else "FAIL"
-        lines.append(f"score {self.points:g}/{self.max_points:g} = {100 * self.score:.0f} % "
-                     f"(pass mark {100 * self.pass_mark:.0f} %): {verdict}")
+        alone = ""
+        if self.ungraded_points:
+            alone = " of the run alone"
+            total = self.max_points + self.ungraded_points
+            lines.append(f"answers not graded (no --answers): {self.ungraded_points:g} of the "
+                         f"lab's {total:g} points left out; the score is of the run alone")
+        elif self.answers_note:
+            lines.append(self.answers_note)
+        lines.append(f"score {self.points:g}/{self.max_points:g} = {100 * self.score:.0f} %"
+                     f"{alone} (pass mark {100 * self.pass_mark:.0f} %): {verdict}")
         return "\n".join(lines)
 
 
@@ -112,6 +138,34 @@ def relative_error(value: float, reference: float) -> float:
     if not (math.isfinite(value) and math.isfinite(reference)) or reference == 0:
         return math.inf
     return abs(value / reference - 1.0)
+
+
+#: how one answer is judged: the target shown, and whether a given value meets it
+Judge = tuple[str, Callable[[Any], bool]]
+
+
+def grade_answers(g: Grade, questions: Mapping[str, Question], answers: Mapping[str, Any] | None,
+                  judges: Mapping[str, Judge], points: Mapping[str, float] | None = None
+                  ) -> None:
+    """Score every question of a lab, numbered as on its sheet (``answer 2 (traded_kwh)``).
+
+    A question the answers file leaves out scores 0 of its points and is shown as
+    ``missing``: the maximum is the same whatever the file holds.  Without an answers file
+    (``answers`` None) each question is listed as not graded and the score says it is of the
+    run alone."""
+    for n, (key, q) in enumerate(questions.items(), start=1):
+        name = f"answer {n} ({key})"
+        target, meets = judges[key]
+        pts = (points or {}).get(key, 1.0)
+        if answers is None:
+            g.not_graded(name, target, pts)
+        elif key not in answers:
+            g.check(name, "missing", target, False, pts)
+        else:
+            value = answers[key]
+            shown = (", ".join(sorted(set(value))) or "none") if q.names else \
+                f"{value:g} {q.unit}".rstrip()
+            g.check(name, shown, target, bool(meets(value)), pts)
 
 
 def read_answers(path: str | Path | None, questions: Mapping[str, Question]
@@ -255,10 +309,13 @@ def grader(lab: Lab) -> ModuleType:
 
 
 def grade(path: str | Path, answers: str | Path | None = None) -> Grade:
-    """Grade a lab's main recording (and its variants beside it) with optional answers."""
+    """Grade a lab's main recording (and its variants beside it) with optional answers.
+
+    The grader gets the answers read from the file (an empty file: no answer given, each
+    scoring 0), or None without a file: then it grades the run alone and says so."""
     recs = recordings(path)
     module = grader(recs.lab)
-    given = read_answers(answers, module.QUESTIONS)
+    given = None if answers is None else read_answers(answers, module.QUESTIONS)
     return module.grade(recs, given)
 
 

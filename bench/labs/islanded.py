@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import metrics
-from bench.labs.grading import Grade, Question, Recordings, asset_of, relative_error
+from bench.labs.grading import Grade, Question, Recordings, asset_of, grade_answers, relative_error
 from bench.recording import Run
 
 QUESTIONS = {
@@ -112,7 +112,7 @@ def measure(recs: Recordings) -> dict[str, Response]:
     return out
 
 
-def grade(recs: Recordings, answers: dict) -> Grade:
+def grade(recs: Recordings, answers: dict | None) -> Grade:
     g = recs.new_grade()
     r = measure(recs)
     base = r["base"]
@@ -148,15 +148,17 @@ def grade(recs: Recordings, answers: dict) -> Grade:
 
     measured = {"rocof_hz_per_s": base.rocof0_hz_per_s, "deviation_hz": base.deviation_hz,
                 "nadir_hz": base.nadir_hz, "settling_time_s": base.settling_s}
-    for key, value in answers.items():
-        want = measured[key]
+    judges = {}
+    for key, want in measured.items():
         if key == "nadir_hz":
-            ok, target = abs(value - want) <= 0.05, f"{want:.3f} +- 0.05 Hz"
+            judges[key] = (f"{want:.3f} +- 0.05 Hz",
+                           lambda value, want=want: abs(value - want) <= 0.05)
         else:  # a falling frequency's RoCoF and deviation are graded by their size
             tol = 0.25 if key == "settling_time_s" else 0.1
-            ok = relative_error(abs(value), abs(want)) <= tol
-            target = f"{want:.4g} {QUESTIONS[key].unit} +- {100 * tol:.0f} %"
-        g.check(f"answer: {key}", f"{value:g} {QUESTIONS[key].unit}", target, ok)
+            judges[key] = (f"{want:.4g} {QUESTIONS[key].unit} +- {100 * tol:.0f} %",
+                           lambda value, want=want, tol=tol:
+                           relative_error(abs(value), abs(want)) <= tol)
+    grade_answers(g, QUESTIONS, answers, judges)
     return g
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.labs import LabError
-from bench.labs.grading import Grade, Question, Recordings, relative_error
+from bench.labs.grading import Grade, Question, Recordings, grade_answers, relative_error
 from bench.scenario import Scenario
 
 QUESTIONS = {
@@ -109,7 +109,7 @@ def ledger_check(recs: Recordings, b: Bills) -> tuple[str, dict[str, float] | No
     return f"ok: {report.blocks} blocks, {report.records} records", money
 
 
-def grade(recs: Recordings, answers: dict) -> Grade:
+def grade(recs: Recordings, answers: dict | None) -> Grade:
     g = recs.new_grade()
     b = bills(recs)
     for node in b.without:
@@ -139,10 +139,10 @@ def grade(recs: Recordings, answers: dict) -> Grade:
     g.check("no node pays more with trading", ", ".join(worse) or "none", "none", not worse)
 
     measured = {"saving_total": total, "traded_kwh": b.traded_wh / 1e3}
-    for key, value in answers.items():
-        ok = relative_error(value, measured[key]) <= 0.02
-        g.check(f"answer: {key}", f"{value:g} {QUESTIONS[key].unit}",
-                f"{measured[key]:.4g} +- 2 %", ok)
+    grade_answers(g, QUESTIONS, answers, {
+        key: (f"{want:.4g} +- 2 %",
+              lambda value, want=want: relative_error(value, want) <= 0.02)
+        for key, want in measured.items()})
     return g
 
 

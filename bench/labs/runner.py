@@ -5,12 +5,21 @@ with the lab's overrides: first the shared data paths, then the quick ones (``--
 then the variant's (the recording keeps them beside the scenario text).  Afterwards the
 recording's root gets the attributes ``lab``, ``lab_variant`` (empty for the main one) and
 ``lab_quick``, which ``lab grade`` reads.
+
+Two lab runs to the same recording (two students in one folder) would replace each other's
+files, ledger included: a run holds an exclusive lock on ``.RUN.h5.lock`` beside the
+recording while it writes, and a second run that finds it held stops at once with one line,
+before it touches anything.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.labs import Lab, LabError, shared_file
@@ -30,23 +39,99 @@ def overrides(lab: Lab, quick: bool, variant: str = "") -> list[str]:
     return out
 
 
-def stamp(path: Path, lab: str, variant: str, quick: bool) -> None:
-    """Mark a finished recording as lab ``lab``'s (``variant`` empty for the main one)."""
+def lock_path(out: Path) -> Path:
+    """The lock file of a lab run writing ``out``: ``.RUN.h5.lock`` beside it."""
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold the lab run's lock on ``out`` (and its variants and ledger beside it); another
+    run holding it is a :class:`LabError`.  The lock file is removed on release."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the recordings' own HDF5 locks are the only guard
+        yield
+        return
+    lock = lock_path(out)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"gridloop lab run, pid {holder}" if holder.isdigit() else "gridloop lab run"
+            raise LabError(f"{out} is in use by another run ({who}); wait for it to finish, "
+                           f"or give --out another file") from None
+        try:  # the lock file may have been removed by the run that held it: start again
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def stamp(path: Path, lab: str, variant: str, quick: bool, wait_s: float = 2.0) -> None:
+    """Mark a finished recording as lab ``lab``'s (``variant`` empty for the main one).
+    A recording another program holds open (a viewer, a plain ``gridloop run`` to the same
+    file) is waited for ``wait_s``, then one line, not HDF5's traceback."""
+    import time
+
     import h5py
 
-    with h5py.File(path, "r+") as f:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            f = h5py.File(path, "r+")
+            break
+        except FileNotFoundError:
+            raise LabError(f"{path}: the recording was removed before the run could stamp "
+                           f"it as the lab's") from None
+        except OSError as exc:  # HDF5: "unable to lock file", "already open for write/SWMR"
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise LabError(f"{path} is in use by another program ({_hdf5_reason(exc)}): "
+                           f"close what has it open (gridloop view, another gridloop run to "
+                           f"the same file) and run the lab again, or give --out another "
+                           f"file") from None
+    with f:
         f.attrs["lab"] = lab
         f.attrs["lab_variant"] = variant
         f.attrs["lab_quick"] = quick
 
 
+def _hdf5_reason(exc: OSError) -> str:
+    """HDF5's reason in its message, ``... (unable to lock file, errno = 11, ...)``."""
+    text = str(exc)
+    inner = text.partition("(")[2].rpartition(")")[0] or text
+    return inner.split(",")[0].split(" (")[0].strip()
+
+
 def run_lab(lab: Lab, out: Path, quick: bool = False, quiet: bool = False) -> list[Path]:
     """Write the lab's recordings (``out`` and ``out.<variant>.h5``); returns their paths."""
-    from bench.runner import execute
-
     jobs = [("", out)] + [(v.name, lab.variant_path(out, v.name)) for v in lab.variants]
     sets_of = {variant: overrides(lab, quick, variant) for variant, _ in jobs}  # fail early
     out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(out):
+        _run_jobs(lab, jobs, sets_of, quick, quiet)
+    return [p for _, p in jobs]
+
+
+def _run_jobs(lab: Lab, jobs: list[tuple[str, Path]], sets_of: dict[str, list[str]],
+              quick: bool, quiet: bool) -> None:
+    from bench.runner import execute
+
     for variant, path in jobs:
         label = f"variant {variant}" if variant else "main recording"
         print(f"lab {lab.name}{' (quick)' if quick else ''}: {label} -> {path}",
@@ -56,4 +141,3 @@ def run_lab(lab: Lab, out: Path, quick: bool = False, quiet: bool = False) -> li
         if status:
             raise LabError(f"lab {lab.name}: the run of {label} failed (status {status})")
         stamp(path, lab.name, variant, quick)
-    return [p for _, p in jobs]

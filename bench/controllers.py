@@ -30,6 +30,12 @@ Built-ins (``[controller] name = ...``):
     bench only observes and records.
 
 An external module: ``name = "mypkg.ctrl:MyController"``.
+
+A user's controller cannot take the run down with it: every call into it (its constructor,
+``step``, ``orders``) goes through :class:`ControllerCalls`, which turns an exception, a
+``sys.exit()`` or a call that overruns the run's ``controller_timeout_s`` into one
+:class:`~bench.errors.ControllerError` line, and a module that fails to import is named by
+file and line.
 """
 
 from __future__ import annotations
@@ -37,9 +43,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
+import signal
+import threading
+import time
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -412,8 +423,10 @@ BUILTINS: dict[str, type] = {
 
 
 def load_controller(name: str, context: ControllerContext,
-                    options: Mapping[str, Any]) -> Any:
-    """Build a built-in controller or ``module:Class``, checking its options by name."""
+                    options: Mapping[str, Any], timeout_s: float = 0.0) -> Any:
+    """Build a built-in controller or ``module:Class``, checking its options by name.
+
+    ``timeout_s`` > 0 limits the constructor's time (see :class:`ControllerCalls`)."""
     if name in BUILTINS:
         cls = BUILTINS[name]
     elif ":" in name:
@@ -423,9 +436,9 @@ def load_controller(name: str, context: ControllerContext,
                                   f"e.g. mypkg.control:MyController")
         try:
             module = importlib.import_module(module_name)
-        except (ImportError, ValueError, TypeError) as exc:  # ".x" and "a..b" are not names
+        except (Exception, SystemExit) as exc:  # anything its code raises; Ctrl-C goes on
             raise ControllerError(f"controller '{name}': cannot import {module_name}: "
-                                  f"{exc}") from None
+                                  f"{_one_line(_import_failure(exc, module_name))}") from None
         cls = getattr(module, cls_name, None)
         if cls is None:
             raise ControllerError(f"controller '{name}': {module_name} has no {cls_name}")
@@ -460,7 +473,8 @@ def load_controller(name: str, context: ControllerContext,
         if key in typed:
             _check_option(name, typed[key], value)
     try:
-        ctrl = cls(context, **options)
+        with ControllerCalls(name, timeout_s) as calls:
+            ctrl = calls.call("start", None, cls, context, **options)
     except (TypeError, ValueError) as exc:  # an option it refuses
         raise ControllerError(f"controller '{name}': {exc}") from None
     except ControllerError:
@@ -489,3 +503,178 @@ def _check_option(controller: str, param: inspect.Parameter, value: Any) -> None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ControllerError(f"controller '{controller}': option {param.name}: expected a "
                               f"number, got {value!r}")
+
+
+def check_setpoint_values(name: str, setpoints: Mapping[str, Any]) -> None:
+    """Refuse a setpoint given as text or as a truth value: ``"12400"`` and ``True`` are
+    not numbers, though ``float()`` would make them ones."""
+    for key, value in setpoints.items():
+        if isinstance(value, str | bytes | bool | np.bool_):
+            raise ControllerError(f"controller '{name}' set '{key}' to {value!r}; expected a "
+                                  f"number, not a {type(value).__name__}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n"))
+
+
+def _import_failure(exc: BaseException, module_name: str) -> str:
+    """``FILE:LINE: Kind: message`` of an error importing a controller's module: the line of
+    the module (or of the file that does not compile) where it happened, and where it was
+    raised when that is elsewhere; no place when the import machinery itself refused (no
+    such module, a name that is not a module name)."""
+    if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
+        return f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
+    importlib_dir = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
+    frames = []  # (file, line, module name) of the code the import ran, outermost first
+    tb = exc.__traceback__
+    while tb is not None:
+        file = tb.tb_frame.f_code.co_filename
+        full = os.path.abspath(file) if not file.startswith("<") else ""
+        if full and full != os.path.abspath(__file__) and not full.startswith(importlib_dir):
+            frames.append((file, tb.tb_lineno, tb.tb_frame.f_globals.get("__name__")))
+        tb = tb.tb_next
+    if not frames:  # the import machinery refused: its words, as before
+        return str(exc) or type(exc).__name__
+    own = [f for f in frames if f[2] == module_name]
+    at = own[-1] if own else frames[-1]
+    via = f" (in {frames[-1][0]}:{frames[-1][1]})" if frames[-1] != at else ""
+    return f"{at[0]}:{at[1]}: {type(exc).__name__}: {exc}{via}"
+
+
+class _Overrun(BaseException):
+    """Raised inside a controller's code when its call overruns the limit (a
+    ``BaseException``, so the controller's own ``except Exception`` does not swallow it)."""
+
+
+class ControllerCalls:
+    """Calls into a controller, each as one line when it goes wrong.
+
+    :meth:`call` turns a ``sys.exit()`` of the controller into a
+    :class:`~bench.errors.ControllerError` (it would otherwise end the process with the
+    status it gave, as if the run had passed), and limits the call's time to ``timeout_s``
+    (0: no limit).  Other exceptions pass through for the caller to word.
+
+    The limit is a SIGALRM timer (``setitimer(ITIMER_REAL)``) armed around each call only,
+    whose handler raises inside the controller's code: a busy loop or a ``time.sleep`` is
+    interrupted (code stuck in a C extension that never returns to Python is not).  Python
+    runs signal handlers in the main thread only, so the limit holds where this is entered
+    in the main thread; elsewhere (a run in a thread, as under ``--view``, or a sweep's
+    point in a Dask worker thread) calls are unlimited.  Entering installs the handler,
+    leaving restores the previous one; a timer someone else had armed (pytest-timeout, a
+    caller's own alarm) keeps its due time and its handler still receives it.
+    """
+
+    #: after an overrun the controller swallowed (a bare ``except:``), interrupt it again
+    #: this often [s]
+    AGAIN_S = 1.0
+
+    def __init__(self, name: str, timeout_s: float) -> None:
+        self.name = name
+        self.timeout_s = float(timeout_s)
+        self.limited = False
+        self._previous: Any = None
+        self._in_call = False
+        self._due: float | None = None  # monotonic time our timer fires
+        self._foreign: tuple[float, float] | None = None  # someone else's: (due, interval)
+        self._overran = False
+
+    def __enter__(self) -> ControllerCalls:
+        self.limited = (self.timeout_s > 0 and hasattr(signal, "setitimer")
+                        and threading.current_thread() is threading.main_thread())
+        if self.limited:
+            delay, interval = signal.getitimer(signal.ITIMER_REAL)
+            self._foreign = (time.monotonic() + delay, interval) if delay > 0 else None
+            self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self.limited:
+            return
+        try:
+            self._stop()  # someone else's timer only, or none
+        finally:
+            # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if self._previous is None
+                          else self._previous)
+            self.limited = False
+
+    def call(self, where: str, t: float | None, fn: Callable[..., Any], /, *args: Any,
+             **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` for the controller; ``where`` is ``"start"`` (its
+        constructor), ``"step"`` or ``"orders"``, ``t`` the simulated time of the tick."""
+        if not self.limited:
+            try:
+                return fn(*args, **kwargs)
+            except SystemExit as exc:
+                raise self._exited(exc, where, t) from None
+        self._overran = False
+        try:
+            try:
+                self._in_call = True
+                if self._foreign is None:  # the usual case: one system call to arm
+                    signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+                else:
+                    now = time.monotonic()
+                    self._due = now + self.timeout_s
+                    self._arm(now)
+                out = fn(*args, **kwargs)
+            finally:
+                self._stop()
+            if self._overran:  # interrupted, but the controller caught it and went on
+                raise _Overrun
+            return out
+        except _Overrun:
+            self._stop()  # again: the alarm may have cut the finally short
+            raise ControllerError(f"controller '{self.name}' took more than "
+                                  f"{self.timeout_s:g} s {self._when(where, t)} (the limit is "
+                                  "[run] controller_timeout_s)") from None
+        except SystemExit as exc:
+            raise self._exited(exc, where, t) from None
+
+    def _stop(self) -> None:
+        """Our timer off (someone else's kept); from here the handler raises nothing."""
+        self._in_call, self._due = False, None
+        if self._foreign is None:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+        else:
+            self._arm(time.monotonic())
+
+    def _exited(self, exc: SystemExit, where: str, t: float | None) -> ControllerError:
+        return ControllerError(f"controller '{self.name}' exited (SystemExit {exc.code}) "
+                               f"{self._when(where, t)}")
+
+    @staticmethod
+    def _when(where: str, t: float | None) -> str:
+        return "while starting" if where == "start" else f"in {where} at t = {t:.3f} s"
+
+    def _arm(self, now: float) -> None:
+        """Set the real-time timer to the earliest of ours and someone else's, or off."""
+        dues = [d for d in (self._due, self._foreign[0] if self._foreign else None)
+                if d is not None]
+        signal.setitimer(signal.ITIMER_REAL, max(min(dues) - now, 1e-6) if dues else 0.0)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self._foreign is not None and now >= self._foreign[0] - 1e-3:
+            interval = self._foreign[1]  # someone else's alarm: theirs to handle
+            self._foreign = (now + interval, interval) if interval > 0 else None
+            self._arm(now)
+            prev = self._previous
+            if callable(prev):
+                prev(signum, frame)
+            elif prev == signal.SIG_DFL:  # what the alarm did before: end the process
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.raise_signal(signal.SIGALRM)
+            return
+        # ours: with no other timer (no due time kept) any alarm during a call
+        if self._in_call and (self._due is None or now >= self._due - 1e-3):
+            self._overran = True
+            if self._due is None:
+                signal.setitimer(signal.ITIMER_REAL, self.AGAIN_S)
+            else:
+                self._due = now + self.AGAIN_S
+                self._arm(now)
+            raise _Overrun
+        self._arm(now)  # early, or ours arriving after the call returned: nothing to do

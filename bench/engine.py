@@ -26,14 +26,21 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from bench.controllers import ControllerContext, Observation, load_controller
+from bench.controllers import (
+    ControllerCalls,
+    ControllerContext,
+    Observation,
+    check_setpoint_values,
+    load_controller,
+)
 from bench.errors import BenchError, ControllerError, DeviceWarning, LateTickError
 from bench.plan import Plan
 from bench.recorder import Recorder
@@ -153,7 +160,10 @@ class Engine:
         try:
             await plan.start(recorder)
             try:
-                await self._loop(controller, recorder, summary)
+                # every call into the controller: one line when it fails, exits or overruns
+                with ControllerCalls(plan.scenario.controller.name,
+                                     run.controller_timeout_s) as calls:
+                    await self._loop(controller, calls, recorder, summary)
                 finished = True
             except BaseException as exc:  # the recording says why it ends where it does
                 with contextlib.suppress(Exception):  # a failed recorder: say what failed
@@ -165,7 +175,8 @@ class Engine:
             recorder.close(complete=finished)
         return summary
 
-    async def _loop(self, controller: Any, rec: Recorder, summary: RunSummary) -> None:
+    async def _loop(self, controller: Any, calls: ControllerCalls, rec: Recorder,
+                    summary: RunSummary) -> None:
         plan = self.plan
         run = plan.scenario.run
         dt = run.dt_s
@@ -183,6 +194,7 @@ class Engine:
         late_ticks = 0
         catch_ups = 0
         has_devices = bool(plan.devices)
+        market_view = _market_view(controller, calls)
         stopped_by: BaseException | None = None
         try:
             while k < n:
@@ -218,16 +230,18 @@ class Engine:
                     plan.observe_twin(k)
                 # 2. control
                 try:
-                    setpoints = controller.step(obs)
+                    setpoints = calls.call("step", t, controller.step, obs)
                 except ControllerError:
                     raise
                 except Exception as exc:
                     raise ControllerError(f"controller failed at t = {t:.3f} s: "
                                           f"{type(exc).__name__}: {exc}") from exc
                 if setpoints:
+                    if isinstance(setpoints, Mapping):
+                        check_setpoint_values(calls.name, setpoints)
                     plan.set_setpoints(setpoints, sp_index)
                 if plan.market is not None:
-                    plan.market.tick(k, t, obs, controller)
+                    plan.market.tick(k, t, obs, market_view)
                 # 3. actuate
                 if has_devices:
                     await plan.actuate(t)
@@ -268,6 +282,25 @@ class Engine:
                 summary.missed_deadlines = int((lat >= dt).sum())
             if plan.market is not None:
                 plan.market.finish(rec, k * dt, stopped_by)
+
+
+def _market_view(controller: Any, calls: ControllerCalls) -> Any:
+    """The controller as the market sees it: its ``orders(obs, interval)``, if it has one,
+    called like its step (a failure, an exit or an overrun is one line)."""
+    orders = getattr(controller, "orders", None)
+    if orders is None:
+        return controller
+
+    def guarded(obs: Observation, interval: int) -> Any:
+        try:
+            return calls.call("orders", obs.t, orders, obs, interval)
+        except ControllerError:
+            raise
+        except Exception as exc:
+            raise ControllerError(f"controller failed in orders at t = {obs.t:.3f} s: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    return SimpleNamespace(orders=guarded)
 
 
 def _one_line_per_kind() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
@@ -311,11 +344,12 @@ def controller_for(plan: Plan) -> Any:
     ctx = ControllerContext(dt_s=s.run.dt_s, assets=tuple(plan.asset_refs()),
                             islanded=plan.islanded())
     folder = str(s.path.resolve().parent) if s.path is not None else None
+    limit = s.run.controller_timeout_s
     if folder is None or ":" not in s.controller.name or folder in sys.path:
-        return load_controller(s.controller.name, ctx, s.controller.options)
+        return load_controller(s.controller.name, ctx, s.controller.options, limit)
     sys.path.insert(0, folder)
     try:
-        return load_controller(s.controller.name, ctx, s.controller.options)
+        return load_controller(s.controller.name, ctx, s.controller.options, limit)
     finally:
         sys.path.remove(folder)
 

@@ -78,6 +78,9 @@ class RunConfig:
     #: per-device deadline of a read or write [s]; default: 0.8 dt in real time, and 2 s
     #: as fast as possible (a slow machine must not turn a deterministic run into timeouts)
     deadline_s: float = 0.0
+    #: the longest a controller call (its constructor, a step, its orders) may take before
+    #: the run stops with an error; 0: no limit [s of wall clock]
+    controller_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.dt_s > 0 or not math.isfinite(self.dt_s):
@@ -100,6 +103,9 @@ class RunConfig:
             if not value >= 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a non-negative number of seconds "
                                  "(0: the default)")
+        if not self.controller_timeout_s >= 0 or not math.isfinite(self.controller_timeout_s):
+            raise ValueError("controller_timeout_s must be a non-negative number of seconds "
+                             "(0: no limit)")
         if not 0 < self.flush_s <= 1.0:
             raise ValueError("flush_s must be in (0, 1] so a crash loses at most one second")
 

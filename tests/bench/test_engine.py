@@ -154,7 +154,8 @@ class Returns:
 
 @pytest.mark.parametrize(("what", "message"), [
     ("list", "controller step returned a list; expected a mapping of setpoint names"),
-    ("text", "controller set 'north.battery.p_set_w' to 'high'; expected a number"),
+    ("text", "controller 'tests.bench.test_engine:Returns' set 'north.battery.p_set_w' to "
+              "'high'; expected a number, not a str"),
     ("none", "controller set 'north.battery.p_set_w' to None; expected a number"),
     ("cap", "controller set 'north.rack.power_cap_w' to -5 W; a cap is > 0 W, or 0 for none"),
 ])

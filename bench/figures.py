@@ -56,6 +56,19 @@ def spectrum_figure(out: str | Path, series: Mapping[str, tuple[np.ndarray, floa
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
     ax.set_title(title or "Power spectral density")
     fig.tight_layout()
+    return save_png(fig, out)
+
+
+def save_png(fig: Figure, out: str | Path) -> Path:
+    """Write ``fig`` as PNG through a new file beside ``out``, renamed over it only once
+    written: a failed write (a full disk, a folder gone) leaves what ``out`` held whole."""
+    from bench.errors import BenchError
+    from bench.paths import replacing
+
     out = Path(out)
-    fig.savefig(out, format="png")
+    try:
+        with replacing(out) as tmp:
+            fig.savefig(tmp, format="png")
+    except OSError as exc:
+        raise BenchError(f"{out}: cannot write the figure ({exc.strerror or exc})") from None
     return out

@@ -4,7 +4,11 @@ end that it cannot write)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -47,3 +51,47 @@ def params_file(ref: str | Path) -> Path:
         return path
     name = path.name.removesuffix(".toml")
     return shipped(name) if name and shipped(name).is_file() else path
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Write ``path`` through a new file beside it: yields that file's path (with the same
+    suffix, for writers that pick the format from it), and renames it over ``path`` only
+    when the block ends without an error.  On an error the new file is removed and
+    ``path`` is left as it was: a failed write never truncates what was there.
+
+    The new file takes the mode of the file it replaces (else the umask's); through a
+    symbolic link, the link's target is replaced.  Raises OSError where the folder cannot
+    take the new file.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                suffix=f".tmp{target.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:  # a new file: what an ordinary open would have given it
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    """The process's file mode creation mask (read without changing it, where Linux says)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -7,12 +7,14 @@ histogram of real-time runs.  Each is written only when the recording has its da
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import BenchError, RecordingError
+from bench.paths import replacing
 from bench.recording import Run, open_run
 from bench.summary import figures, format_figures
 
@@ -27,13 +29,50 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    """Write ``fig`` as PNG through a new file renamed over ``path`` (a failed write leaves
+    an earlier figure whole), and close it."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot write the figure ({_reason(exc)})") from None
+    finally:
+        _plt().close(fig)
     return path
 
 
+def _outside_legend(ax, **kwargs) -> None:
+    """The legend of ``ax`` to the right of its plotting area, where it covers no data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def _unit(unit: str) -> str:
+    """A unit as the axis labels write it: ``[–]`` for a dimensionless signal."""
+    return {"": "–", "1": "–", "-": "–", "degC": "°C"}.get(unit, unit)
+
+
+def _grid_asset(run: Run, node: str, assets: list[str],
+                kinds: dict[tuple[str, str], str]) -> str | None:
+    """The asset whose ``p_w`` is the node's grid power, as the summary counts it
+    (``bench.summary``): the meter if there is one, else the node's bus (its ``grid``
+    asset, or the grid connection the twin records as ``grid`` for a node without one)."""
+    for asset in assets:
+        if kinds.get((node, asset)) == "meter" and run.has(node, asset, "p_w"):
+            return asset
+    for asset in assets:
+        if kinds.get((node, asset)) == "grid" and run.has(node, asset, "p_w"):
+            return asset
+    if "grid" in assets and (node, "grid") not in kinds and run.has(node, "grid", "p_w"):
+        return "grid"
+    return None
+
+
 def power_flows(run: Run, out: Path) -> Path | None:
+    """Each node's flows at its bus: PV (the inverters' AC output, or the arrays' DC power
+    without an inverter), batteries, GPU racks and the grid connection (the meter, else the
+    node's grid asset: what the summary counts as grid in and out)."""
     plt = _plt()
     kinds = run.asset_kinds()
     nodes = run.nodes()
@@ -41,18 +80,23 @@ def power_flows(run: Run, out: Path) -> Path | None:
         return None
     t = run.time
     fig, axes = plt.subplots(len(nodes), 1, figsize=(10, 2.6 * len(nodes)), sharex=True,
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, (node, assets) in zip(axes[:, 0], nodes.items()):
+        has_inverter = any(kinds.get((node, a)) == "inverter" for a in assets)
+        grid = _grid_asset(run, node, assets, kinds)
         for asset in assets:
             kind = kinds.get((node, asset), "")
             sig = {"inverter": "p_ac_w", "battery": "p_w", "gpu_rack": "p_w",
-                   "meter": "p_w"}.get(kind)
+                   "pv": None if has_inverter else "p_dc_w"}.get(kind)
+            if asset == grid:
+                sig, kind = "p_w", kind or "grid"
             if sig and run.has(node, asset, sig):
                 ax.plot(t, run.signal(node, asset, sig) / 1e3, lw=0.8,
                         label=f"{asset} ({kind})")
         ax.set_ylabel(f"{node}\npower [kW]")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=7, ncol=4)
+        if ax.lines:
+            _outside_legend(ax, fontsize=7)
     axes[-1, 0].set_xlabel("time [s]")
     fig.suptitle("Power flows (battery + discharging, rack + consuming, grid + importing)")
     return _save(fig, out / "power_flows.png")
@@ -69,18 +113,18 @@ def _lines(run: Run, assets: list[tuple[str, str]], signal: str, ylabel: str,
     if not assets:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
     for n, a in assets:
         ax.plot(run.time, run.signal(n, a, signal), label=f"{n}.{a}")
     ax.set_xlabel("time [s]")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax, fontsize=8)
     return _save(fig, path)
 
 
 def soc(run: Run, out: Path) -> Path | None:
-    return _lines(run, _per_kind(run, "battery", "soc"), "soc", "SOC [-]", out / "soc.png")
+    return _lines(run, _per_kind(run, "battery", "soc"), "soc", "SOC [–]", out / "soc.png")
 
 
 def frequency(run: Run, out: Path) -> Path | None:
@@ -99,13 +143,13 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
     from bench.figures import spectrum_figure
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
     for n, a in assets:
         ax.plot(run.time, run.signal(n, a, "p_w") / 1e3, lw=0.7, label=f"{n}.{a}")
     ax.set_xlabel("time [s]")
     ax.set_ylabel("rack power [kW]")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax, fontsize=8)
     paths = [_save(fig, out / "gpu_power.png")]
     if len(run) < MIN_SPECTRUM_TICKS:
         warnings.warn(f"{run.path}: no GPU power spectrum: {len(run)} ticks, it needs "
@@ -113,12 +157,12 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
         return paths
     series = {f"{n}.{a}": (np.nan_to_num(run.signal(n, a, "p_w")), run.dt)
               for n, a in assets}
+    kinds = run.asset_kinds()
+    nodes = run.nodes()
     for node in dict.fromkeys(n for n, _ in assets):
-        kinds = run.asset_kinds()
-        meters = [(node, a) for (nn, a), k in kinds.items()
-                  if nn == node and k in ("meter", "grid") and run.has(node, a, "p_w")]
-        if meters:
-            series[f"{node} grid"] = (np.nan_to_num(run.signal(*meters[0], "p_w")), run.dt)
+        grid = _grid_asset(run, node, nodes.get(node, []), kinds)
+        if grid is not None:
+            series[f"{node} grid"] = (np.nan_to_num(run.signal(node, grid, "p_w")), run.dt)
     paths.append(spectrum_figure(out / "gpu_spectrum.png", series))
     return paths
 
@@ -139,15 +183,16 @@ def residuals(run: Run, out: Path) -> Path | None:
     if not refs:
         return None
     plt = _plt()
+    # constrained layout makes room for the title above the first plot
     fig, axes = plt.subplots(len(refs), 1, figsize=(10, 1.8 * len(refs)), sharex=True,
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     t = run.time
     for ax, r in zip(axes[:, 0], refs):
         ax.plot(t, run.signal(r.node, r.asset, r.name, "residual"), lw=0.7)
         tol = configs.get((r.node, r.asset), {}).get("tolerance", {}).get(r.name)
         if tol:
             ax.axhspan(-tol, tol, color="tab:green", alpha=0.15, label="tolerance")
-        ax.set_ylabel(f"{r.node}.{r.asset}\n{r.name} [{r.unit}]", fontsize=7)
+        ax.set_ylabel(f"{r.node}.{r.asset}\n{r.name} [{_unit(r.unit)}]", fontsize=7)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time [s]")
     fig.suptitle("Residuals: measured minus twin")
@@ -188,15 +233,47 @@ REPORT_FILES = ("power_flows.png", "soc.png", "frequency.png", "residuals.png", 
 
 
 def _output_dir(path: Path, out: str | Path | None) -> Path:
+    """The report's folder, created and checked writable before any figure: a folder that
+    cannot be created or written, or one where the report would replace (or remove as
+    stale) the recording itself, is a one-line error."""
+    from bench.labs.grading import lab_figure_names
+    from bench.paths import same_file
+
     out_dir = Path(out) if out else path.with_name(path.stem + "-report")
+
+    def refuse(what: str) -> BenchError:
+        # the default folder is not one the user named: say where it is and how to choose
+        if out:
+            return BenchError(f"--out {out_dir}: {what}; give another folder with --out DIR")
+        return BenchError(f"the report folder {out_dir}: {what}; write the report elsewhere "
+                          "with --out DIR")
+
     if out_dir.exists() and not out_dir.is_dir():
-        raise BenchError(f"--out {out_dir}: exists and is not a directory")
+        raise (BenchError(f"--out {out_dir}: exists and is not a directory") if out else
+               refuse("exists and is not a directory"))
+    for name in (*REPORT_FILES, *lab_figure_names()):
+        if same_file(out_dir / name, path):
+            raise refuse(f"the report would replace the recording {path} (it writes {name} "
+                         "there)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # a file where a parent folder should be
-        raise BenchError(f"--out {out_dir}: cannot create the folder (a file is in the "
-                         "way)") from None
+        raise (BenchError(f"--out {out_dir}: cannot create the folder (a file is in the way)")
+               if out else refuse("cannot create the folder (a file is in the way)")) from None
+    except OSError as exc:  # read-only, immutable or full: e.g. the recording's own folder
+        raise refuse(f"cannot create the folder ({_reason(exc)})") from None
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise refuse(f"cannot write into the folder ({_reason(exc)})") from None
     return out_dir
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError's reason in lower case, without its errno and path."""
+    reason = exc.strerror or str(exc)
+    return reason[:1].lower() + reason[1:]
 
 
 def _remove_stale(out_dir: Path, written: list[Path]) -> None:
@@ -235,7 +312,11 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
             text += ("\n(the run stopped early: " + stopped[-1] + ")" if stopped else
                      "\n(the recording is incomplete: the run was still going or was killed)")
         summary = out_dir / "summary.txt"
-        summary.write_text(text + "\n")
+        try:
+            with replacing(summary) as tmp:
+                tmp.write_text(text + "\n")
+        except OSError as exc:
+            raise BenchError(f"{summary}: cannot write the summary ({_reason(exc)})") from None
         written.append(summary)
     from bench.labs.grading import lab_figures
 

@@ -133,8 +133,16 @@ class ViewWindow(QtWidgets.QMainWindow):
 
     def __init__(self, path: str | Path, follow: bool = False, window_s: float = 120.0,
                  fps: float = 40.0, refresh_s: float = 0.25, run: Run | None = None) -> None:
+        opened = run is None
+        run = open_run(path, follow=follow) if opened else run
+        if not follow and not len(run):
+            # what a run killed before its first tick leaves (report and replay refuse it
+            # too); following, the run may be starting: the window waits for its ticks
+            if opened:
+                run.close()
+            raise RecordingError(f"{run.path}: the recording has no ticks")
         super().__init__()
-        self.run = run if run is not None else open_run(path, follow=follow)
+        self.run = run
         self.follow = follow
         self.window_s = float(window_s)
         self.refresh_s = float(refresh_s)
@@ -184,6 +192,8 @@ class ViewWindow(QtWidgets.QMainWindow):
         self.readout = QtWidgets.QTreeWidget()
         self.readout.setHeaderLabels(["signal", "value", "unit"])
         self.readout.setMinimumWidth(240)
+        # sized to its columns once they are filled (_fit_readout): none is cut off
+        self.readout.header().setStretchLastSection(False)
         split = QtWidgets.QSplitter()
         split.addWidget(scroll)
         split.addWidget(self.readout)
@@ -258,6 +268,7 @@ class ViewWindow(QtWidgets.QMainWindow):
                 panel.on_frame(True, cursor, rows)
             else:
                 panel.on_frame(redraw, cursor, rows)
+            panel.align_axes()  # to the labels each axis measured when last painted
         if self._readout_dirty:
             self._update_readout(cursor)
         self._first = False
@@ -406,7 +417,7 @@ class ViewWindow(QtWidgets.QMainWindow):
                     groups[group] = parent
                 unit = str(self.run.file[path].attrs.get("unit", ""))
                 self._items[path] = QtWidgets.QTreeWidgetItem(parent, [name, "", unit])
-            self.readout.resizeColumnToContents(0)
+            self._fit_readout()
         for path, item in self._items.items():
             v = values.get(path, math.nan)
             if path.startswith("quality/") and math.isfinite(v):
@@ -415,33 +426,62 @@ class ViewWindow(QtWidgets.QMainWindow):
                 text = f"{v:.6g}"
             item.setText(1, text)
 
+    def readout_width(self) -> int:
+        """The width the cursor read-out needs to show its three columns whole. [px]"""
+        r = self.readout
+        columns = sum(r.header().sectionSize(c) for c in range(r.columnCount()))
+        return (columns + r.verticalScrollBar().sizeHint().width() + 2 * r.frameWidth()
+                + 4)
+
+    def _fit_readout(self) -> None:
+        """Size the read-out's columns to their text (the value column to the widest a
+        value can print, so it does not jump as the cursor moves) and the read-out to
+        them, so the unit column is not cut off at the window's edge."""
+        r = self.readout
+        metrics = r.fontMetrics()
+        r.resizeColumnToContents(0)
+        r.resizeColumnToContents(2)
+        pad = 2 * r.style().pixelMetric(QtWidgets.QStyle.PixelMetric.PM_FocusFrameHMargin) + 8
+        r.setColumnWidth(1, max(r.sizeHintForColumn(1),
+                                metrics.horizontalAdvance("-8.88888e+888") + pad))
+        r.setColumnWidth(2, max(r.columnWidth(2), metrics.horizontalAdvance("unit") + pad))
+        width = self.readout_width()
+        r.setMinimumWidth(width)
+        split = self.centralWidget()
+        if isinstance(split, QtWidgets.QSplitter) and split.sizes()[1] < width:
+            total = sum(split.sizes())
+            split.setSizes([max(0, total - width), width])
+
     # -- export ---------------------------------------------------------------------------
 
     def export_png(self, path: str | Path) -> Path:
         """Write the panels, as shown, to a PNG image."""
-        path = Path(path)
-        if not self.panel_area.grab().save(str(path), "PNG"):
-            raise BenchError(f"{path}: cannot write the PNG image")
+        path = _image_out(path, self.run.path, "export", fmt="png", what="the PNG image")
+        image = self.panel_area.grab()
+        _write(path, "the PNG image", lambda tmp: image.save(str(tmp), "PNG"))
         return path
 
     def export_svg(self, path: str | Path) -> Path:
         """Write the panels, as shown, to an SVG drawing (vector curves and text)."""
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise BenchError(f"{path}: cannot write the SVG drawing (no such directory)")
+        path = _image_out(path, self.run.path, "export", fmt="svg", what="the SVG drawing")
         widget = self.panel_area
-        gen = QtSvg.QSvgGenerator()
-        gen.setFileName(str(path))
-        gen.setSize(widget.size())
-        gen.setViewBox(QtCore.QRect(0, 0, widget.width(), widget.height()))
-        gen.setTitle(self.windowTitle())
-        painter = QtGui.QPainter()
-        if not painter.begin(gen):
-            raise BenchError(f"{path}: cannot write the SVG drawing")
-        try:
-            widget.render(painter, QtCore.QPoint(0, 0))
-        finally:
-            painter.end()
+
+        def draw(tmp: Path) -> bool:
+            gen = QtSvg.QSvgGenerator()
+            gen.setFileName(str(tmp))
+            gen.setSize(widget.size())
+            gen.setViewBox(QtCore.QRect(0, 0, widget.width(), widget.height()))
+            gen.setTitle(self.windowTitle())
+            painter = QtGui.QPainter()
+            if not painter.begin(gen):
+                return False
+            try:
+                widget.render(painter, QtCore.QPoint(0, 0))
+            finally:
+                painter.end()
+            return True
+
+        _write(path, "the SVG drawing", draw)
         return path
 
     def _export_dialog(self, kind: str) -> None:
@@ -457,10 +497,13 @@ class ViewWindow(QtWidgets.QMainWindow):
     # -- screenshots ----------------------------------------------------------------------
 
     def save_screenshot(self, out: str | Path) -> Path:
-        """Render the whole window, every panel in full, to an image file."""
-        out = Path(out)
+        """Render the whole window, every panel in full, to an image file (its format from
+        the file's extension: ``.png``, ``.jpg``...)."""
+        out = _image_out(out, self.run.path)
         app = application()
-        self.resize(1800 + READOUT_PX, len(self.rows) * ROW_PX + 90)
+        self._fit_readout()
+        self.resize(1800 + max(READOUT_PX, self.readout_width()),
+                    len(self.rows) * ROW_PX + 90)
         app.processEvents()
         hidden = self.scroll.verticalScrollBar().maximum()
         if hidden:
@@ -468,10 +511,29 @@ class ViewWindow(QtWidgets.QMainWindow):
             app.processEvents()
         self.frame()
         app.processEvents()
-        if not self.grab().save(str(out)):
-            raise BenchError(f"{out}: cannot write the image (unknown format or "
-                             f"unwritable directory)")
+        self._settle()
+        image = self.grab()
+        _write(out, "the image", lambda tmp: image.save(str(tmp)))
         return out
+
+    def _settle(self, tries: int = 4) -> None:
+        """Paint until the axes stop resizing: an axis measures its tick labels when it is
+        painted and only then widens to fit them, so the first picture of a window has
+        axes too narrow for their numbers (labels dropped, or drawn over the axis title)."""
+        app = application()
+        for _ in range(tries):
+            before = self._axis_sizes()
+            self.grab()  # paints every axis: each measures its labels
+            app.processEvents()
+            for panel in self.panels:
+                panel.align_axes()
+            app.processEvents()
+            if self._axis_sizes() == before:
+                return
+
+    def _axis_sizes(self) -> list[tuple[float, float]]:
+        return [(a.width(), a.height()) for panel in self.panels for p in panel.plots()
+                for a in (p.getAxis("left"), p.getAxis("bottom"))]
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.timer.stop()
@@ -480,6 +542,54 @@ class ViewWindow(QtWidgets.QMainWindow):
             panel.graphics.close()
         super().closeEvent(event)
         self.closed.emit()
+
+
+#: image formats worth naming when an extension is not one (all Qt writes are accepted)
+COMMON_FORMATS = ("png", "jpg", "bmp", "tif", "webp")
+
+
+def image_formats() -> set[str]:
+    """File extensions Qt can write an image as (``png``, ``jpg``...)."""
+    return {bytes(f).decode().lower() for f in QtGui.QImageWriter.supportedImageFormats()}
+
+
+def _image_out(out: str | Path, recording: str | Path, flag: str = "--screenshot",
+               fmt: str | None = None, what: str = "the image") -> Path:
+    """Check an image path before anything is rendered or written: its extension names a
+    format Qt writes (unless ``fmt`` fixes the format), it is not the recording (another
+    spelling, a symbolic or a hard link included) and its folder exists."""
+    from bench.paths import same_file
+
+    out = Path(out)
+    if fmt is None:
+        ext = out.suffix.lower().lstrip(".")
+        formats = image_formats()
+        if ext not in formats:
+            known = ", ".join(f".{f}" for f in COMMON_FORMATS if f in formats)
+            kind = f"'.{ext}' is not an image format" if ext else "no image extension"
+            raise BenchError(f"{flag} {out}: {kind}; give a file ending in {known}")
+    if same_file(out, Path(recording)):
+        raise BenchError(f"{flag} {out}: that is the recording being viewed ({recording}); "
+                         "give another file")
+    if out.is_dir():
+        raise BenchError(f"{flag} {out}: cannot write {what} (that is a directory)")
+    if not out.parent.is_dir():
+        raise BenchError(f"{flag} {out}: cannot write {what} ({out.parent} is not a "
+                         "directory)")
+    return out
+
+
+def _write(out: Path, what: str, write: Callable[[Path], bool]) -> None:
+    """Write ``out`` through a new file beside it, renamed over it only when ``write``
+    succeeded: a failure never truncates what ``out`` held."""
+    from bench.paths import replacing
+
+    try:
+        with replacing(out) as tmp:
+            if not write(tmp):
+                raise BenchError(f"{out}: cannot write {what}")
+    except OSError as exc:
+        raise BenchError(f"{out}: cannot write {what} ({exc.strerror or exc})") from None
 
 
 def _readout_name(path: str) -> tuple[str, str]:
@@ -511,9 +621,12 @@ def screenshot(path: str | Path, out: str | Path, at: float | None = None,
     ``at`` puts the time cursor (the read-out and the rack spectra) at that simulated
     time [s]; by default it sits on the last tick.
     """
+    _image_out(out, path)  # before the recording is opened: nothing read or written yet
     application(offscreen=True)
     win = ViewWindow(path, follow=follow)
     try:
+        if not win.data.n:  # following a run that has not ticked yet: nothing to picture
+            raise RecordingError(f"{win.run.path}: the recording has no ticks")
         _check_at(win, at)
         return win.save_screenshot(out)
     finally:

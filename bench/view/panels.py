@@ -21,7 +21,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from bench.view.data import QUALITY_NAMES, Asset, Follower, Series
-from bench.view.spectrum import rolling_psd, step_frequency
+from bench.view.spectrum import MIN_PSD_TICKS, rolling_psd, step_frequency
 
 #: colours of the power flows (stacked layers)
 FLOW_COLORS = {"PV": "#e6a700", "battery out": "#2e8b57", "grid import": "#6b7b8c",
@@ -92,6 +92,8 @@ class Panel(QtWidgets.QFrame):
         self._lines: list[tuple[pg.PlotDataItem, Series]] = []
         #: the ticks last drawn
         self.rows = slice(0, 0)
+        #: left axes of the time plots stacked in one column (align_axes), once laid out
+        self._stacked: list[list[pg.AxisItem]] | None = None
 
     # -- building -------------------------------------------------------------------------
 
@@ -124,6 +126,26 @@ class Panel(QtWidgets.QFrame):
         self.items[label] = item
         self._lines.append((item, y))
         return item
+
+    def plots(self) -> list[pg.PlotItem]:
+        """Every plot of the panel (its time plots, spectra and histograms)."""
+        return [item for item in self.graphics.ci.items if isinstance(item, pg.PlotItem)]
+
+    def align_axes(self) -> None:
+        """Give time plots stacked in one column left axes of one width (the widest needs),
+        so their time axes line up and the cursor is one vertical line.  An axis measures
+        its tick labels when painted; this follows what it measured last."""
+        if self._stacked is None:
+            columns: dict[int, list[pg.AxisItem]] = {}
+            for p in self.time_plots:
+                cells = self.graphics.ci.items.get(p) or [(0, 0)]
+                columns.setdefault(cells[0][1], []).append(p.getAxis("left"))
+            self._stacked = [axes for axes in columns.values() if len(axes) > 1]
+        for axes in self._stacked:
+            width = max(_axis_width(a) for a in axes)
+            for a in axes:
+                if a.fixedWidth != width:
+                    a.setWidth(width)
 
     def set_legend(self, entries: Sequence[tuple[str, str]]) -> None:
         """Name the curves above the plots: ``(label, colour)`` pairs."""
@@ -165,6 +187,16 @@ class Panel(QtWidgets.QFrame):
             item.setData(t, y.values[rows])
 
 
+def _axis_width(axis: pg.AxisItem) -> float:
+    """The width a left axis needs for its tick labels (as last measured) and its title:
+    what pyqtgraph sizes it to when its width is not fixed."""
+    style = axis.style
+    w = axis.textWidth + style["tickTextOffset"][0] + max(0, style["tickLength"])
+    if axis.label.isVisible():
+        w += axis.label.boundingRect().height() * 0.8
+    return float(math.ceil(w))
+
+
 def _series(data: Follower, assets: Sequence[Asset], kinds: Sequence[str],
             signal: str) -> list[Series]:
     return [data.series(a.path(signal)) for a in assets if a.kind in kinds and signal in a.signals]
@@ -184,11 +216,14 @@ class PowerFlowPanel(Panel):
         sums = {}
         for key, kinds, signal in (("pv", ("inverter",), "p_ac_w"),
                                    ("battery", ("battery",), "p_w"),
-                                   ("grid", ("grid", "meter"), "p_w"),
+                                   ("grid", ("meter",), "p_w"),
                                    ("rack", ("gpu_rack",), "p_w")):
             found = _series(data, assets, kinds, signal)
             if key == "pv" and not found:
                 found = _series(data, assets, ("pv",), "p_dc_w")
+            if key == "grid" and not found:
+                # no meter: the bus's grid connection (counted once, as bench.summary does)
+                found = [data.series(a.path("p_w")) for a in _grid_connections(assets)]
             if found:
                 sums[key] = Derived(_sum, *found)
         plot = self.time_plot(0, label="power", units="W")
@@ -222,6 +257,14 @@ class PowerFlowPanel(Panel):
                       "#333333")
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 1)
+
+
+def _grid_connections(assets: Sequence[Asset]) -> list[Asset]:
+    """A node's grid connection when it has no meter: its ``grid`` assets, or the
+    connection the twin records as asset ``grid`` for a node whose scenario lists none."""
+    grids = [a for a in assets if a.kind == "grid" and "p_w" in a.signals]
+    return grids or [a for a in assets if a.name == "grid" and not a.kind
+                     and "p_w" in a.signals]
 
 
 def _positive(x: np.ndarray) -> np.ndarray:
@@ -285,9 +328,16 @@ class RackPanel(Panel):
         self.psd.showGrid(x=True, y=True, alpha=0.25)
         self.psd.hideButtons()
         self.psd.setMouseEnabled(x=False, y=False)
+        # the frequencies a spectrum of spectrum_s can hold, from its finest bin to Nyquist:
+        # fixed, so an empty or short spectrum does not squeeze a fraction of a decade of
+        # log tick labels into the axis, and the axis stays put as the cursor moves
+        self.psd.enableAutoRange(x=False)
+        self.psd.setXRange(math.log10(0.5 / spectrum_s), math.log10(0.5 / dt_s), padding=0.0)
         self.items["spectrum"] = self.psd.plot(pen=pg.mkPen("#1f1f1f", width=1))
         self.peak = pg.InfiniteLine(angle=90, pen=pg.mkPen("#c0392b", style=QtCore.Qt.DashLine))
-        self.psd.addItem(self.peak)
+        self.peak.setVisible(False)
+        self.psd.addItem(self.peak, ignoreBounds=True)
+        self.psd.setTitle(f"no spectrum yet (needs {MIN_PSD_TICKS} ticks)", size="8pt")
         self.graphics.ci.layout.setColumnStretchFactor(0, 3)
         self.graphics.ci.layout.setColumnStretchFactor(1, 2)
         #: the training step frequency found at the cursor [Hz]
@@ -310,6 +360,8 @@ class RackPanel(Panel):
             self.peak.setValue(math.log10(self.step_hz))
             self.psd.setTitle(f"step {1.0 / self.step_hz:.2f} s ({self.step_hz:.2f} Hz)",
                               size="8pt")
+        elif not len(f):
+            self.psd.setTitle(f"no spectrum yet (needs {MIN_PSD_TICKS} ticks)", size="8pt")
         else:  # an irregular load (inference) has no step to mark
             self.psd.setTitle("no steady step", size="8pt")
 

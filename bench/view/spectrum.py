@@ -19,6 +19,8 @@ HARMONICS = 3
 WEIGHT = 0.84
 #: how far a rhythm's peak must stand above the valley to its next harmonic
 PROMINENCE = 10.0
+#: the fewest finite samples a spectrum is estimated from
+MIN_PSD_TICKS = 16
 
 
 def rolling_psd(p_w: np.ndarray, dt_s: float, window_s: float = 40.0
@@ -44,10 +46,10 @@ def rolling_psd(p_w: np.ndarray, dt_s: float, window_s: float = 40.0
     """
     x = np.asarray(p_w, dtype=float)[-max(1, round(window_s / dt_s)):]
     finite = np.isfinite(x)
-    if finite.sum() < 16:
+    if finite.sum() < MIN_PSD_TICKS:
         return np.zeros(0), np.zeros(0)
     x = np.where(finite, x, x[finite].mean())
-    n = max(16, len(x) // 2)
+    n = max(MIN_PSD_TICKS, len(x) // 2)
     f, p = signal.welch(x, fs=1.0 / dt_s, nperseg=n, nfft=4 * n, detrend="constant")
     return f[1:], p[1:]
 

@@ -3,7 +3,9 @@ export, screenshots, following a run another process writes, and the in-process 
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -31,7 +34,13 @@ from bench.view.panels import (
     ResidualPanel,
     TimingPanel,
 )
-from tests.bench.view_sample import TRAIN_STEP_HZ, Sample, h100_training_trace, write_sample
+from tests.bench.view_sample import (
+    TRAIN_STEP_HZ,
+    Sample,
+    h100_training_trace,
+    run_no_meter,
+    write_sample,
+)
 
 pytestmark = pytest.mark.qt
 REPO = Path(__file__).resolve().parents[2]
@@ -430,3 +439,256 @@ def test_show_live_raises_the_runs_error(tmp_path: Path) -> None:
 
     with pytest.raises(ScenarioError, match="dt_s"):
         show_live(tmp_path / "never.h5", fail)
+
+
+# -- screenshots never destroy what they refuse ------------------------------------------
+
+
+def _truncated(src: Path, dst: Path, ticks: int) -> Path:
+    """A copy of ``src`` cut to its first ``ticks`` ticks (zero: what a run killed before
+    its first tick leaves)."""
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        def cut(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.maxshape[0] is None:
+                obj.resize((min(ticks, obj.shape[0]),))
+        f.visititems(cut)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def empty_recording(tmp_path_factory: pytest.TempPathFactory, recording: Path) -> Path:
+    return _truncated(recording, tmp_path_factory.mktemp("empty") / "empty.h5", 0)
+
+
+@pytest.fixture(scope="module")
+def short_recording(tmp_path_factory: pytest.TempPathFactory, recording: Path) -> Path:
+    """Ten ticks: too few for a spectrum."""
+    return _truncated(recording, tmp_path_factory.mktemp("short") / "short.h5", 10)
+
+
+def test_a_screenshot_path_that_is_no_image_is_refused_before_anything_is_written(
+        recording: Path, tmp_path: Path, capsys) -> None:
+    """``--screenshot`` onto the recording itself, a text file or another recording emptied
+    the file and then said it could not write the image."""
+    viewed = tmp_path / "viewed.h5"
+    shutil.copy(recording, viewed)
+    other = tmp_path / "other.h5"
+    shutil.copy(recording, other)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    before = {p: p.read_bytes() for p in (viewed, other, notes)}
+    for out, message in ((viewed, "'.h5' is not an image format"),
+                         (other, "'.h5' is not an image format"),
+                         (notes, "'.txt' is not an image format"),
+                         (tmp_path / "noext", "no image extension")):
+        assert main(["view", str(viewed), "--screenshot", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"gridloop: error: --screenshot {out}: {message}; give a file ending " \
+                      "in .png, .jpg, .bmp, .tif, .webp\n"
+    assert {p: p.read_bytes() for p in (viewed, other, notes)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other.h5", "viewed.h5"]
+
+
+def test_a_screenshot_onto_the_recording_through_a_link_is_refused(
+        recording: Path, tmp_path: Path, capsys) -> None:
+    viewed = tmp_path / "viewed.h5"
+    shutil.copy(recording, viewed)
+    size = viewed.stat().st_size
+    (tmp_path / "hard.png").hardlink_to(viewed)
+    (tmp_path / "soft.png").symlink_to(viewed)
+    for name in ("hard.png", "soft.png"):
+        out = tmp_path / name
+        assert main(["view", str(viewed), "--screenshot", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"gridloop: error: --screenshot {out}: that is the recording being "
+                       f"viewed ({viewed}); give another file\n")
+    assert viewed.stat().st_size == size
+    with open_run(viewed) as run:
+        assert len(run) == 4500
+
+
+def test_a_failed_image_write_leaves_the_earlier_image_whole(
+        recording: Path, windows, tmp_path: Path, monkeypatch) -> None:
+    """The image goes to a new file beside the target, renamed over it only once written."""
+    win = windows(recording)
+    out = win.save_screenshot(tmp_path / "shot.png")
+    first = out.read_bytes()
+
+    def half_written(self, name, *args) -> bool:  # what a full disk does to Qt's writer
+        Path(name).write_bytes(b"\x89PNG half")
+        return False
+
+    monkeypatch.setattr(QtGui.QPixmap, "save", half_written)
+    for write in (win.save_screenshot, win.export_png):
+        with pytest.raises(Exception, match=f"{out}: cannot write the"):
+            write(out)
+        assert out.read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir()] == ["shot.png"]  # no temporary file left
+    monkeypatch.undo()
+    # a new image replaces it whole, with the mode the old file had
+    out.chmod(0o640)
+    win.set_cursor(20.0)
+    win.save_screenshot(out)
+    assert out.read_bytes() != first and QtGui.QImage(str(out)).width() > 1000
+    assert out.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(Exception, match="that is the recording being viewed"):
+        win.export_svg(recording)
+
+
+# -- a recording with no ticks -------------------------------------------------------------
+
+
+def test_a_recording_with_no_ticks_is_one_line_as_in_report(
+        empty_recording: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A run killed before its first tick: the screenshot was an empty window and exit 0."""
+    out = tmp_path / "shot.png"
+    for follow in ([], ["--follow"]):
+        assert main(["view", str(empty_recording), "--screenshot", str(out), *follow]) == 2
+        assert capsys.readouterr().err == \
+            f"gridloop: error: {empty_recording}: the recording has no ticks\n"
+        assert not out.exists()
+    # the interactive window refuses it too, before it opens
+    from bench.view import app
+
+    monkeypatch.setattr(app, "require_screen", lambda instead: None)
+    monkeypatch.setattr(app, "_until_closed", lambda win: pytest.fail("the window opened"))
+    assert main(["view", str(empty_recording)]) == 2
+    assert capsys.readouterr().err == \
+        f"gridloop: error: {empty_recording}: the recording has no ticks\n"
+
+
+def test_following_a_recording_with_no_ticks_yet_waits_for_them(
+        empty_recording: Path, windows) -> None:
+    """A live view of a run still starting keeps its window open for the first ticks."""
+    win = windows(empty_recording, follow=True)
+    assert win.data.n == 0 and win.follow
+    assert win.frame() == 0
+    rack = win.rows[0][2]
+    assert "no spectrum yet" in rack.psd.titleLabel.text and not rack.peak.isVisible()
+
+
+# -- what the picture shows ----------------------------------------------------------------
+
+
+def _tick_texts(axis) -> list[tuple[QtCore.QRectF, str]]:
+    """The tick labels an axis draws now, in its own coordinates."""
+    image = QtGui.QImage(8, 8, QtGui.QImage.Format.Format_RGB32)
+    painter = QtGui.QPainter(image)
+    try:
+        specs = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [(rect, text) for rect, _, text in specs[2]] if specs else []
+
+
+def _check_axes(panel) -> None:
+    """Every axis of the panel has tick labels that neither overlap one another nor the
+    axis title, and stacked time plots line their time axes up."""
+    name = type(panel).__name__
+    plots = [i for i in panel.graphics.ci.items if isinstance(i, pg.PlotItem)]
+    for plot in plots:
+        for side in ("left", "bottom"):
+            axis = plot.getAxis(side)
+            texts = _tick_texts(axis)
+            assert len(texts) >= 2, (name, side, axis.labelText)
+            rects = sorted((r for r, _ in texts), key=lambda r: (r.top(), r.left()))
+            for a, b in itertools.pairwise(rects):
+                assert not a.intersects(b), (name, side, [t for _, t in texts])
+            if axis.label.isVisible() and axis.labelText:
+                title = axis.label.mapRectToParent(axis.label.boundingRect())
+                # the title's box has a margin: compare with the line of text it holds
+                inner = title.adjusted(0, 3, 0, -3) if side == "bottom" else \
+                    title.adjusted(3, 0, -3, 0)
+                for r, t in texts:
+                    assert not r.intersects(inner), (name, side, t, axis.labelText)
+    stacked = [p for p in panel.time_plots if panel.graphics.ci.items[p][0][1] == 0]
+    if len(stacked) > 1:
+        widths = {round(p.getAxis("left").width(), 3) for p in stacked}
+        assert len(widths) == 1, (name, widths)
+
+
+def test_screenshot_axes_have_readable_tick_labels(recording: Path, windows,
+                                                  tmp_path: Path) -> None:
+    """The battery's cell temperature axis had ticks without numbers, the SOC numbers ran
+    into the axis title: axes widen to their labels only after they are first painted."""
+    win = windows(recording)
+    win.set_cursor(65.0)
+    win.save_screenshot(tmp_path / "shot.png")
+    battery = win.rows[0][1]
+    cell = battery.time_plots[1].getAxis("left")
+    assert cell.labelUnits == "°C" and len(_tick_texts(cell)) >= 2
+    for panel in win.panels:
+        if not isinstance(panel, (HealthPanel, MarketPanel)):
+            _check_axes(panel)
+
+
+def test_a_short_recordings_spectrum_axes_keep_their_labels_apart(
+        short_recording: Path, windows, tmp_path: Path) -> None:
+    """Too few ticks for a spectrum: the empty spectrum squeezed "0.40.5080.91" into its
+    frequency axis."""
+    win = windows(short_recording)
+    win.save_screenshot(tmp_path / "short.png")
+    for rack in (win.rows[0][2], win.rows[1][2]):
+        assert rack.drawn()["spectrum"] == 0
+        _check_axes(rack)
+        assert "no spectrum yet (needs 16 ticks)" in rack.psd.titleLabel.text
+        assert not rack.peak.isVisible()
+        lo, hi = rack.psd.viewRange()[0]
+        assert lo == pytest.approx(np.log10(0.5 / 40.0)) and hi == pytest.approx(np.log10(25.0))
+
+
+def test_the_readout_shows_every_column_whole(recording: Path, windows,
+                                             tmp_path: Path) -> None:
+    """The read-out's unit column was cut off at the window's edge ("W", "de", "H")."""
+    win = windows(recording)
+    win.set_cursor(40.5)
+    out = win.save_screenshot(tmp_path / "shot.png")
+    readout = win.readout
+    header = readout.header()
+    assert readout.mapTo(win, QtCore.QPoint(readout.width(), 0)).x() <= win.width()
+    assert header.sectionPosition(2) + header.sectionSize(2) <= readout.viewport().width()
+    assert readout.horizontalScrollBar().maximum() == 0
+    for column in range(3):
+        assert readout.sizeHintForColumn(column) <= header.sectionSize(column), column
+    metrics = readout.fontMetrics()
+    units = readout.findItems("degC", QtCore.Qt.MatchFlag.MatchRecursive, 2)
+    assert units and all(metrics.horizontalAdvance(i.text(2)) < header.sectionSize(2)
+                         for i in units)
+    assert QtGui.QImage(str(out)).width() == win.width()
+
+
+@pytest.fixture(scope="module")
+def no_meter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_no_meter(tmp_path_factory.mktemp("no_meter"))
+
+
+def test_power_flows_of_a_node_without_a_meter_show_its_grid(no_meter: Path,
+                                                            windows) -> None:
+    win = windows(no_meter)
+    flows = win.rows[0][0]
+    with open_run(no_meter) as run:
+        grid = run.signal("solo", "grid", "p_w")
+        battery = run.signal("solo", "battery", "p_w")
+    assert np.nanmax(grid) > 1e4 and np.nanmin(grid) < -1e4
+    _, imported = flows.items["grid import"].getOriginalDataset()
+    top = np.clip(battery, 0, None) + np.clip(grid, 0, None)
+    np.testing.assert_allclose(imported, top)
+    _, exported = flows.items["grid export"].getOriginalDataset()
+    np.testing.assert_allclose(exported, np.clip(battery, None, 0) + np.clip(grid, None, 0))
+    _, balance = flows.items["grid + PV + battery − racks"].getOriginalDataset()
+    np.testing.assert_allclose(balance, 0.0, atol=1e-6)
+
+
+def test_a_battery_with_a_steady_temperature_has_numbers_on_its_axis(
+        no_meter: Path, windows, tmp_path: Path) -> None:
+    """A cell temperature that moves by a few millikelvin needs labels wider than the axis
+    starts with ("25.0001"): they were dropped, leaving ticks without numbers."""
+    win = windows(no_meter)
+    win.save_screenshot(tmp_path / "shot.png")
+    battery = win.rows[0][1]
+    cell = battery.time_plots[1].getAxis("left")
+    assert len(_tick_texts(cell)) >= 2
+    _check_axes(battery)

@@ -247,3 +247,32 @@ if __name__ == "__main__":  # python -m tests.bench.view_sample OUT.h5 SHARED_DA
 
     write_sample(Path(sys.argv[1]), h100_training_trace(Path(sys.argv[2])),
                  float(sys.argv[3]) if len(sys.argv) > 3 else 90.0)
+
+
+NO_METER = """\
+[run]
+name = "no_meter"
+dt_s = 0.1
+duration_s = 20
+mode = "twin"
+
+[controller]
+name = "schedule"
+options = { "solo.battery.p_set_w" = [[0, 0], [5, 20000], [10, -20000], [15, 0]] }
+
+[nodes.solo.battery]
+kind = "battery"
+"""
+
+
+def run_no_meter(folder: Path) -> Path:
+    """Twenty seconds of a node with a battery and no meter, in the twin: its grid power is
+    its bus's (asset ``grid``, which the twin records and the scenario does not list); the
+    battery discharges at 5-10 s and charges at 10-15 s, and the grid carries both."""
+    from bench.cli import main
+
+    scenario = folder / "no_meter.toml"
+    scenario.write_text(NO_METER)
+    out = folder / "no_meter.h5"
+    assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 0
+    return out

@@ -108,14 +108,27 @@ class Run:
         raw = str(self._f.attrs.get("scenario_overrides", ""))
         return [x for x in raw.split("\n") if x]
 
-    def scenario(self, extra: list[str] | tuple[str, ...] = ()) -> Any:
-        """The run's scenario as it ran: its text with its overrides (and ``extra``)."""
+    @property
+    def scenario_path(self) -> Path | None:
+        """Where the run's scenario file was: the files it names are relative to its
+        folder (None when the recording does not say)."""
+        raw = str(self._f.attrs.get("scenario_path", "") or "")
+        return Path(raw) if raw else None
+
+    def scenario(self, extra: list[str] | tuple[str, ...] = (),
+                 folder: str | Path | None = None) -> Any:
+        """The run's scenario as it ran: its text with its overrides (and ``extra``).
+
+        ``folder``: where the files the scenario names (profiles, parameter sets, a
+        ``module:Class`` controller) are now, instead of beside its recorded path."""
         from bench.scenario import parse
 
         text = self.scenario_text
         if not text:
             raise RecordingError(f"{self.path}: the recording holds no scenario")
         path = Path(str(self._f.attrs.get("scenario_path") or self.path))
+        if folder is not None:
+            path = Path(folder) / path.name
         with warnings.catch_warnings():  # said when it ran; reading the recording is not
             warnings.simplefilter("ignore", ScenarioWarning)
             return parse(text, f"{self.path}:scenario", path,

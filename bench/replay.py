@@ -10,18 +10,37 @@ recorded plant than the recorded twin was, by more than the signal's tolerance. 
 recording measured nothing: there the twin's recorded signals are compared, as values, with
 the replay's.  The replay's recording is stamped ``replay_of`` (the source recording) and
 ``replay_controller``, and never replaces the recording it replays.
+
+The replay runs the recording's ticks: its scenario says so (``run.duration_s``).  A
+recording whose run stopped early (killed, interrupted) gives a replay that stops where it
+did; the replay's recording says so (``replay_source_complete`` false, with
+``replay_source_recording`` the recording that stopped, ``replay_source_ticks``,
+``replay_source_duration_s`` the run was to last and ``replay_source_stopped`` the reason it
+recorded, carried on by a replay of the replay), and so do its report and its summary.
+
+Files: the scenario a recording holds names its files relative to the folder it was in
+(``scenario_path``): profiles, parameter sets, a ``module:Class`` controller's module.  A
+recording handed over without that folder is replayed with ``scenario_dir``, the folder the
+files are in now; a file found in neither is named in one line before anything runs.  A GPU
+rack driven by a ``power`` trace does not need the trace: the recording holds the power it
+drew, tick by tick, and where the trace file is not found the replay's twin runs the racks
+on that recorded power instead (exact, except that power the recorded controller's power cap
+clipped stays clipped); the replay says which racks, and stamps them
+(``replay_rack_power``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.errors import RecordingError
+from bench.errors import BenchError, RecordingError, ScenarioError
 from bench.paths import same_file
 from bench.recording import open_run
 
@@ -91,26 +110,54 @@ def _first_divergence(a: np.ndarray, b: np.ndarray, tol: float, t: np.ndarray
 
 
 def replay(path: str | Path, controller: str | None = None, out: str | Path | None = None,
-           options: dict | None = None, progress: bool = True) -> ReplayReport:
-    """Replay recording ``path`` with ``controller`` (default: the recorded one)."""
-    from bench.build import build_plan
-    from bench.engine import run_plan
+           options: dict | None = None, progress: bool = True,
+           scenario_dir: str | Path | None = None) -> ReplayReport:
+    """Replay recording ``path`` with ``controller`` (default: the recorded one).
 
+    ``scenario_dir``: the folder the files of the recorded scenario are in now, when not
+    beside its recorded path."""
     path = Path(path)
     out = Path(out) if out else path.with_name(path.stem + ".replay.h5")
     _refuse_overwrite(path, out)
+    folder = Path(scenario_dir) if scenario_dir is not None else None
+    if folder is not None:
+        if not folder.is_dir():
+            raise ScenarioError(f"--scenario-dir {folder}: no such folder")
+        folder = folder.resolve()  # the replay's recording names it: from anywhere
+    with tempfile.TemporaryDirectory(prefix="gridloop-replay-") as tmp:
+        return _replay(path, controller, out, options, progress, folder, Path(tmp))
+
+
+def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
+            progress: bool, folder: Path | None, tmp: Path) -> ReplayReport:
+    from bench.build import build_plan
+    from bench.engine import run_plan
+
+    notes = []
     with open_run(path) as run:
-        # the controller as overrides of the recorded scenario: the replay's recording
-        # holds them, so a replay of it runs the controller it ran
-        extra = [] if "run.mode=twin" in run.scenario_overrides else ["run.mode=twin"]
-        if controller is not None:
-            extra += [f"controller.name={_toml(controller)}", "controller.options={}"]
-        extra += [f"controller.options.{k}={_toml(v)}" for k, v in (options or {}).items()]
-        s = run.scenario(extra)
         n = len(run)
         if n == 0:
             raise RecordingError(f"{path}: the recording has no ticks")
-        s = replace(s, run=replace(s.run, duration_s=n * s.run.dt_s, realtime=False))
+        # the controller as overrides of the recorded scenario: the replay's recording
+        # holds them, so a replay of it runs the controller it ran; and the ticks it has
+        extra = [] if "run.mode=twin" in run.scenario_overrides else ["run.mode=twin"]
+        extra.append(f"run.duration_s={_toml(n * run.dt)}")
+        if controller is not None:
+            extra += [f"controller.name={_toml(controller)}", "controller.options={}"]
+        extra += [f"controller.options.{k}={_toml(v)}" for k, v in (options or {}).items()]
+        s = run.scenario(extra, folder)
+        source = _source_attrs(run, n, folder)
+        if not source["replay_source_complete"]:
+            notes.append(_incomplete_note(source, run.dt))
+        racks, rack_overrides, traces = _recorded_rack_power(run, s, n, tmp)
+        if racks:
+            s = run.scenario(extra + rack_overrides, folder)
+            notes.append(f"{', '.join(racks)}: on the power recorded in {path.name} "
+                         f"({', '.join(traces)} not found beside the scenario at "
+                         f"{_folder(s)}); power the recorded controller's cap clipped stays "
+                         "clipped")
+        _check_files(path, s, folder, controller is not None)
+        s = replace(s, run=replace(s.run, realtime=False))
         plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))
         plan.market = None  # a replay does not trade again
         measured = {r.key for r in run.signals("residual")}  # measured by a device
@@ -131,11 +178,12 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
                       for r in run.signals("measured")})
         t = run.time[:n]
     summary = run_plan(plan, out, progress=progress)
-    _stamp(out, path, s.controller.name)
+    _stamp(out, path, s.controller.name, source, racks, rack_overrides)
     report = ReplayReport(out, summary.ticks)
     if not measured:
-        report.note = ("no measured signals: a twin-only recording; compared setpoints and "
-                       "the twin's plant signals (values, not residuals)")
+        notes.insert(0, "no measured signals: a twin-only recording; compared setpoints and "
+                        "the twin's plant signals (values, not residuals)")
+    report.note = "\n".join(notes)
     tol_cfg = {f"{n}.{a}.{sig}": v for n, a, c in s.assets() for sig, v in c.tolerance.items()}
     with open_run(out) as new:
         for r in new.signals("setpoint"):
@@ -182,10 +230,152 @@ def _toml(value: Any) -> str:
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 
-def _stamp(out: Path, source: Path, controller: str) -> None:
-    """Mark a replay's recording as one: the recording it replayed and the controller."""
+def _stamp(out: Path, source: Path, controller: str, attrs: dict[str, Any],
+           racks: list[str], rack_overrides: list[str]) -> None:
+    """Mark a replay's recording as one: the recording it replayed, the controller, whether
+    that recording was complete, and the racks run on their recorded power (whose overrides,
+    naming a file the replay has deleted, leave its scenario)."""
     import h5py
 
     with h5py.File(out, "r+") as f:
         f.attrs["replay_of"] = str(source.resolve())
         f.attrs["replay_controller"] = controller
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        if racks:
+            f.attrs["replay_rack_power"] = ", ".join(racks)
+            kept = [x for x in str(f.attrs.get("scenario_overrides", "")).split("\n")
+                    if x and x not in rack_overrides]
+            f.attrs["scenario_overrides"] = "\n".join(kept)
+
+
+def _source_attrs(run: Any, n: int, folder: Path | None) -> dict[str, Any]:
+    """Whether the recording replayed ran to its end (a replay of a replay: whether the
+    first one's source did), as the replay's recording states it."""
+    attrs = run.attrs
+    if run.complete and not bool(attrs.get("replay_source_complete", True)):
+        return {k: v for k, v in attrs.items() if k.startswith("replay_source_")}
+    out: dict[str, Any] = {"replay_source_complete": bool(run.complete),
+                           "replay_source_ticks": int(n)}
+    if not run.complete:
+        out["replay_source_recording"] = str(run.path.resolve())
+        try:
+            out["replay_source_duration_s"] = float(run.scenario(folder=folder).run.duration_s)
+        except BenchError:  # unknown: the line says less
+            pass
+        stopped = [m for _, kind, m in run.events() if kind == "run_stopped"]
+        out["replay_source_stopped"] = stopped[-1] if stopped else ""
+    return out
+
+
+def _incomplete_note(source: dict[str, Any], dt: float) -> str:
+    name = Path(str(source.get("replay_source_recording", "the recording"))).name
+    ticks = int(source.get("replay_source_ticks", 0))
+    planned = source.get("replay_source_duration_s")
+    of = f" of the {float(planned):g} s it was to run" if planned is not None else ""
+    why = str(source.get("replay_source_stopped", "") or
+              "killed, or still being written")
+    return (f"{name} is incomplete ({why}): it stopped at {ticks * dt:g} s{of}; "
+            f"replayed its {ticks} ticks")
+
+
+def _folder(s: Any) -> str:
+    return str(s.path.parent) if s.path is not None else "the current folder"
+
+
+def _recorded_rack_power(run: Any, s: Any, n: int, tmp: Path
+                         ) -> tuple[list[str], list[str], list[str]]:
+    """Racks driven by a ``power`` profile whose trace file is not found: their recorded
+    power as the profile instead (a CSV in ``tmp``).  Returns the racks (``node.asset``),
+    the overrides that point them at it, and the trace files not found.
+
+    Row ``k`` of the recording holds the power of the step that ended at ``t_k``; a trace
+    rack holds its trace's value at the step's start: ``trace(t_k)`` is row ``k + 1``."""
+    gone = {name for name, p in s.profiles.items()
+            if p.kind == "power" and p.file and not s.resolve(p.file).is_file()}
+    columns: dict[str, np.ndarray] = {}
+    traces: dict[str, None] = {}
+    for node, asset, cfg in s.assets():
+        if cfg.kind != "gpu_rack" or cfg.profile not in gone:
+            continue
+        kind = "twin" if run.has(node, asset, "p_w", "twin") else "measured"
+        if not run.has(node, asset, "p_w", kind):
+            continue
+        p = np.asarray(run.signal(node, asset, "p_w", kind)[:n], dtype=float)
+        good = np.isfinite(p)
+        if not good.any():
+            continue
+        columns[f"{node}.{asset}"] = np.interp(np.arange(n), np.flatnonzero(good), p[good])
+        traces[str(s.profiles[cfg.profile].file)] = None
+    if not columns:
+        return [], [], []
+    t = run.time[:n]
+    rows = slice(0, n - 1) if n > 1 else slice(0, 1)
+    shift = slice(1, n) if n > 1 else slice(0, 1)
+    csv_path = tmp / "rack_power.csv"
+    with open(csv_path, "w") as f:
+        f.write(",".join(["t_s", *columns]) + "\n")
+        for i, ti in enumerate(t[rows]):
+            f.write(",".join([repr(float(ti)),
+                              *(repr(float(v[shift][i])) for v in columns.values())]) + "\n")
+    overrides = []
+    for key in columns:
+        node, asset = key.split(".", 1)
+        name = f"replay_recorded_{node}_{asset}"
+        overrides += [f"profiles.{name}.kind=\"power\"",
+                      f"profiles.{name}.file={_toml(str(csv_path))}",
+                      f"profiles.{name}.column={_toml(key)}",
+                      f"nodes.{node}.{asset}.profile={_toml(name)}"]
+    return list(columns), overrides, list(traces)
+
+
+def _check_files(path: Path, s: Any, folder: Path | None, controller_given: bool) -> None:
+    """The files the scenario names beside itself, which the replay needs: one line naming
+    the missing ones, where they were looked for, and how to proceed."""
+    from bench.build import shipped
+
+    if s.path is None:
+        return
+    missing = []
+    used = {cfg.profile for _, _, cfg in s.assets() if cfg.profile}
+    for name in sorted(used):
+        p = s.profiles.get(name)
+        if p is not None and p.file and not s.resolve(p.file).is_file():
+            missing.append(f"{p.file} (profiles.{name}.file)")
+    for node, asset, cfg in s.assets():
+        if cfg.params and not shipped(cfg.params).is_file() \
+                and not s.resolve(cfg.params).is_file():
+            missing.append(f"{cfg.params} (nodes.{node}.{asset}.params)")
+    module = _controller_module(s)
+    if module is not None:
+        missing.append(f"{module}.py (controller {s.controller.name})")
+    if not missing:
+        return
+    where = s.path.parent
+    place = (f"looked for in --scenario-dir {where}" if folder is not None else
+             f"beside its scenario at {where}" + ("" if where.is_dir() else
+                                                 " (a folder that is gone)"))
+    how = ("copy them back there, or give --scenario-dir DIR, the folder they are in now"
+           if folder is None else "give the folder they are in")
+    if module is not None and not controller_given:
+        how += ", or --controller NAME to replay another controller"
+    raise ScenarioError(f"{path}: the recording refers to files {place}, and these are "
+                        f"not there: {', '.join(missing)}; {how}")
+
+
+def _controller_module(s: Any) -> str | None:
+    """The top module of a ``module:Class`` controller when it is neither beside the
+    scenario nor installed (None: found, or a built-in, or a name the loader will refuse)."""
+    module, sep, cls = s.controller.name.partition(":")
+    top = module.split(".")[0]
+    if not sep or not top or not cls or not top.isidentifier():
+        return None
+    where = s.path.parent
+    if (where / f"{top}.py").is_file() or (where / top).is_dir():
+        return None
+    try:
+        if importlib.util.find_spec(top) is not None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    return top

@@ -6,23 +6,56 @@ connection's import or export limit bound, the node's bus records the load it co
 serve and the generation it curtailed: with those the node's balance closes (PV + grid in +
 battery out + unserved = racks + grid out + battery in + curtailed), and the summary says so;
 islanded, the bus's governed source (a genset) is the term to add.
-Power is integrated with the zero-order hold the engine applied (each tick's value held for
-``dt``).  A figure whose signal the recording lacks is NaN (printed ``-``), not 0; ticks
-without a reading (a device lost) are counted, and the table says its energies cover the
-other ticks only.  A node without a meter or grid asset is on the default bus the twin gives
-it (recorded as asset ``grid``): its grid figures are that bus's.
+
+Integration: the row of tick ``k`` holds what was observed at ``t_k``, before that tick's
+setpoints, so its powers are those of the step ``[t_(k-1), t_k]`` that led there (the twin
+and the emulators hold each step's inputs and report at its end).  Energy is therefore the
+sum of rows 1 to n-1, each held for ``dt``; row 0 is the state the run started from, before
+any step, and adds nothing.  This is the rule the meters' own counters follow
+(``e_import_wh[k] = e_import_wh[k-1] + max(p_w[k], 0) * dt``), so the grid figures equal
+the rise of ``e_import_wh`` and ``e_export_wh`` over the recording (to the resolution of an
+emulated meter's whole-Wh registers).  The run's last step is never recorded (there is no
+row after it): the figures cover ``t_0`` to ``t_(n-1)``, ``(n - 1) * dt`` of the ``n * dt``
+simulated.  Summing rows 0 to n-1 instead (a hold forward from each row) counted the start
+state's power for a step it never drove: grid export a tick too high where a node exported
+from its first tick.  (The twin's racks and inverters keep ``energy_wh`` counters too, which
+report a step's energy a tick after its power: they fall one tick short of the racks and PV
+columns, by the last row's energy.)
+
+A figure whose signal the recording lacks is NaN (printed ``-``), not 0.  Ticks without a
+reading (a device lost) are counted, and the summary names the columns that cover only the
+other ticks.  A meter with energy counters bridges its own gaps: across them, grid in and out
+are the difference of its last and first valid counter readings, as a billing meter reads
+them, not the power integrated over the ticks it answered.  A node without a meter or grid
+asset is on the default bus the twin gives it (recorded as asset ``grid``): its grid figures
+are that bus's.
+
+A replay's recording (stamped ``replay_of``, see :mod:`bench.replay`) holds the recorded
+measurements, which were only the replayed controller's inputs, beside the twin run under
+that controller's setpoints: its figures are the twin's (``twin/<signal>`` where the asset
+had a device, the twin's own signals elsewhere), and the summary says so in its first line,
+and says when the recording it replayed was incomplete.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from bench.recording import Run
 
 J_PER_KWH = 3.6e6
+
+#: the summary table's column of each energy figure (and the lines of the bus's terms)
+COLUMNS = {"pv_kwh": "PV kWh", "battery_discharge_kwh": "batt out",
+           "battery_charge_kwh": "batt in", "grid_import_kwh": "grid in",
+           "grid_export_kwh": "grid out", "rack_kwh": "racks",
+           "battery_throughput_kwh": "thru kWh", "peak_grid_import_kw": "peak kW",
+           "unserved_kwh": "unserved", "curtailed_kwh": "curtailed",
+           "governor_kwh": "genset"}
 
 
 @dataclass
@@ -49,12 +82,15 @@ class NodeFigures:
     #: ticks at which a signal of these figures had no reading (the most of any signal)
     missing_ticks: int = 0
 
-    def add(self, name: str, p_w: np.ndarray, dt: float) -> None:
-        """Add the energy of ``p_w`` to the figure ``name`` (NaN until a first signal)."""
+    def add(self, name: str, p_w: np.ndarray, dt: float) -> int:
+        """Add the energy of ``p_w`` to the figure ``name`` (NaN until a first signal);
+        returns the ticks it had no reading at, of those the energy counts."""
         e = _energy_kwh(p_w, dt)
         have = getattr(self, name)
         setattr(self, name, e if math.isnan(have) else have + e)
-        self.missing_ticks = max(self.missing_ticks, int(np.isnan(p_w).sum()))
+        missing = int(np.isnan(p_w[1:]).sum())
+        self.missing_ticks = max(self.missing_ticks, missing)
+        return missing
 
 
 @dataclass
@@ -68,6 +104,16 @@ class Figures:
     late_ticks: int = 0
     missed_deadlines: int = 0
     events: dict[str, int] = field(default_factory=dict)
+    #: what the figures are of, said before the table when not the recorded plant (a replay)
+    source: str = ""
+    #: said after ``source``: the recording a replay replayed was incomplete
+    source_note: str = ""
+    #: per node, the columns (``COLUMNS``) that cover only the ticks with a reading, with the
+    #: ticks without one
+    gaps: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: lines on how figures were made where it is not the usual (meter counters across gaps,
+    #: a replay's recorded inputs where the twin predicts nothing)
+    notes: list[str] = field(default_factory=list)
 
     def flat(self) -> dict[str, float]:
         """One flat dict of figures (sweep tables, grading)."""
@@ -82,64 +128,168 @@ class Figures:
 
 
 def _energy_kwh(p_w: np.ndarray, dt: float) -> float:
-    p = np.nan_to_num(p_w, nan=0.0)
+    """Rows 1 to n-1, each the power of the step that ended there, held for ``dt``."""
+    p = np.nan_to_num(p_w[1:], nan=0.0)
     return float(p.sum() * dt / J_PER_KWH)
+
+
+class _Signals:
+    """The signals the figures read: in a replay the twin's prediction (``twin/<name>``)
+    where the asset had a device, since its measured values are the recorded inputs; the
+    recorded values elsewhere (a twin-only asset records the twin under the plain name)."""
+
+    def __init__(self, run: Run, replay: bool) -> None:
+        self.run = run
+        self.replay = replay
+        #: ``node.asset.signal`` a replay's figures had to take from the recorded inputs
+        self.recorded: list[str] = []
+
+    def has(self, node: str, asset: str, name: str) -> bool:
+        return self.run.has(node, asset, name) or (
+            self.replay and self.run.has(node, asset, name, "twin"))
+
+    def get(self, node: str, asset: str, name: str) -> np.ndarray:
+        run = self.run
+        if self.replay:
+            if run.has(node, asset, name, "twin"):
+                return run.signal(node, asset, name, "twin")
+            if f"nodes/{node}/{asset}/twin" in run.file:  # a device's, not predicted
+                self.recorded.append(f"{node}.{asset}.{name}")
+        return run.signal(node, asset, name)
 
 
 def figures(run: Run) -> Figures:
     """Compute the run's figures from its recording."""
     dt = run.dt
-    fig = Figures(ticks=len(run), simulated_s=len(run) * dt)
+    n = len(run)
+    fig = Figures(ticks=n, simulated_s=n * dt)
+    attrs = run.attrs
+    replay = "replay_of" in attrs
+    if replay:
+        fig.source, fig.source_note = _replay_lines(attrs)
+    sig = _Signals(run, replay)
+    t = run.time
     kinds = run.asset_kinds()
     for node, assets in run.nodes().items():
         f = NodeFigures()
+        gaps: dict[str, int] = {}  # column -> ticks without a reading
+
+        def add(name: str, p: np.ndarray, f: NodeFigures = f,
+                gaps: dict[str, int] = gaps) -> None:
+            missing = f.add(name, p, dt)
+            if missing:
+                gaps[COLUMNS[name]] = max(gaps.get(COLUMNS[name], 0), missing)
+
         for asset in assets:
             kind = kinds.get((node, asset), "")
-            if kind == "inverter" and run.has(node, asset, "p_ac_w"):
-                f.add("pv_kwh", run.signal(node, asset, "p_ac_w"), dt)
-            elif kind == "battery" and run.has(node, asset, "p_w"):
-                p = run.signal(node, asset, "p_w")
-                f.add("battery_discharge_kwh", np.clip(p, 0, None), dt)
-                f.add("battery_charge_kwh", np.clip(-p, 0, None), dt)
-                f.add("battery_throughput_kwh", np.abs(p), dt)
-                if run.has(node, asset, "soc"):
-                    soc = run.signal(node, asset, "soc")
+            if kind == "inverter" and sig.has(node, asset, "p_ac_w"):
+                add("pv_kwh", sig.get(node, asset, "p_ac_w"))
+            elif kind == "battery" and sig.has(node, asset, "p_w"):
+                p = sig.get(node, asset, "p_w")
+                add("battery_discharge_kwh", np.clip(p, 0, None))
+                add("battery_charge_kwh", np.clip(-p, 0, None))
+                add("battery_throughput_kwh", np.abs(p))
+                if sig.has(node, asset, "soc"):
+                    soc = sig.get(node, asset, "soc")
                     good = soc[np.isfinite(soc)]
                     if len(good):
                         f.soc_start, f.soc_end = float(good[0]), float(good[-1])
-            elif kind == "gpu_rack" and run.has(node, asset, "p_w"):
-                f.add("rack_kwh", run.signal(node, asset, "p_w"), dt)
-        grid = _grid_power(run, node, assets, kinds)
+            elif kind == "gpu_rack" and sig.has(node, asset, "p_w"):
+                add("rack_kwh", sig.get(node, asset, "p_w"))
         bus = _bus(run, node, assets, kinds)
         if bus is not None:
             for name, signal, ticks in (("unserved_kwh", "p_unserved_w", "import_limited_ticks"),
                                         ("curtailed_kwh", "p_curtailed_w",
                                          "export_limited_ticks")):
-                if run.has(node, bus, signal):
-                    p = run.signal(node, bus, signal)
-                    f.add(name, p, dt)
+                if sig.has(node, bus, signal):
+                    p = sig.get(node, bus, signal)
+                    add(name, p)
                     setattr(f, ticks, int((np.nan_to_num(p) > 0).sum()))
-            if run.has(node, bus, "p_gov_w"):
-                f.add("governor_kwh", run.signal(node, bus, "p_gov_w"), dt)
+            if sig.has(node, bus, "p_gov_w"):
+                add("governor_kwh", sig.get(node, bus, "p_gov_w"))
+        meter = _meter(run, node, assets, kinds)
+        grid = (sig.get(node, meter, "p_w") if meter is not None else
+                sig.get(node, bus, "p_w") if bus is not None else None)
         if grid is not None:
-            f.add("grid_import_kwh", np.clip(grid, 0, None), dt)
-            f.add("grid_export_kwh", np.clip(-grid, 0, None), dt)
+            counted = _grid_from_counters(sig, node, meter, grid, t, f, fig) \
+                if meter is not None and np.isnan(grid[1:]).any() else False
+            if not counted:
+                add("grid_import_kwh", np.clip(grid, 0, None))
+                add("grid_export_kwh", np.clip(-grid, 0, None))
             finite = grid[np.isfinite(grid)]
             if len(finite):
                 f.peak_grid_import_kw = float(max(0.0, finite.max())) / 1e3
+            missing = int(np.isnan(grid).sum())
+            if missing:
+                gaps[COLUMNS["peak_grid_import_kw"]] = missing
+                f.missing_ticks = max(f.missing_ticks, missing)
+        if gaps:
+            fig.gaps[node] = gaps
         fig.nodes[node] = f
-    if bool(run.attrs.get("realtime", False)) and len(run):
+    if sig.recorded:
+        fig.notes.append("from the recorded measurements, which the twin does not predict: "
+                         + ", ".join(dict.fromkeys(sig.recorded)))
+    if bool(attrs.get("realtime", False)) and n:
         lat = run.dataset("timing/lateness")
         lat = lat[np.isfinite(lat)]
         if len(lat):
             fig.lateness_p50_ms = float(np.percentile(lat, 50)) * 1e3
             fig.lateness_p99_ms = float(np.percentile(lat, 99)) * 1e3
             fig.lateness_max_ms = float(lat.max()) * 1e3
-            fig.late_ticks = int((lat > float(run.attrs["late_after_s"])).sum())
+            fig.late_ticks = int((lat > float(attrs["late_after_s"])).sum())
             fig.missed_deadlines = int((lat >= run.dt).sum())
     for _, kind, _ in run.events():
         fig.events[kind] = fig.events.get(kind, 0) + 1
     return fig
+
+
+def _replay_lines(attrs: dict) -> tuple[str, str]:
+    """A replay's first line (what its figures are), and a line when the recording it
+    replayed was incomplete (``""`` when not)."""
+    source = Path(str(attrs["replay_of"])).name
+    controller = str(attrs.get("replay_controller", "") or "its recorded controller")
+    first = (f"replay of {source} under {controller}: energies from the twin (the recorded "
+             "measurements were only the controller's inputs)")
+    if bool(attrs.get("replay_source_complete", True)):
+        return first, ""
+    stopped_early = Path(str(attrs.get("replay_source_recording", "") or source)).name
+    ticks = int(attrs.get("replay_source_ticks", 0))
+    dt = float(attrs.get("dt", 0.0))
+    planned = float(attrs.get("replay_source_duration_s", math.nan))
+    stopped = str(attrs.get("replay_source_stopped", "") or "")
+    of = f" of the {planned:g} s it was to run" if math.isfinite(planned) else ""
+    why = f" ({stopped})" if stopped else " (killed, or still being written when replayed)"
+    return first, (f"incomplete source: {stopped_early} stopped early, at {ticks * dt:g} s"
+                   f"{of}{why}; this replay covers only its {ticks} ticks")
+
+
+def _grid_from_counters(sig: _Signals, node: str, meter: str, grid: np.ndarray,
+                        t: np.ndarray, f: NodeFigures, fig: Figures) -> bool:
+    """Grid in and out from the meter's energy counters, across ticks without a power
+    reading: the difference of their last and first valid readings.  False (integrate the
+    power instead) when the meter has no counters, or they went down (a reset)."""
+    counts = []
+    for name in ("e_import_wh", "e_export_wh"):
+        if not sig.has(node, meter, name):
+            return False
+        e = sig.get(node, meter, name)
+        good = np.flatnonzero(np.isfinite(e))
+        if len(good) < 2 or np.any(np.diff(e[good]) < 0):
+            return False
+        counts.append((good, e))
+    (gi, ei), (ge, ee) = counts
+    f.grid_import_kwh = float(ei[gi[-1]] - ei[gi[0]]) / 1e3
+    f.grid_export_kwh = float(ee[ge[-1]] - ee[ge[0]]) / 1e3
+    first, last = max(gi[0], ge[0]), min(gi[-1], ge[-1])
+    missing = int(np.isnan(grid[1:]).sum())
+    line = (f"{node}: grid in and grid out are the rise of {node}.{meter}'s energy counters "
+            f"(e_import_wh, e_export_wh), which count across its {missing} ticks without a "
+            f"power reading")
+    if first > 0 or last < len(grid) - 1:
+        line += (f"; they cover t = {t[first]:.3f} to {t[last]:.3f} s only (its first and "
+                 f"last readings)")
+    fig.notes.append(line)
+    return True
 
 
 def _bus(run: Run, node: str, assets: list[str],
@@ -154,29 +304,41 @@ def _bus(run: Run, node: str, assets: list[str],
     return None
 
 
-def _grid_power(run: Run, node: str, assets: list[str],
-                kinds: dict[tuple[str, str], str]) -> np.ndarray | None:
-    """The node's grid-connection power: the meter's reading if there is one, else its
-    bus's."""
+def _meter(run: Run, node: str, assets: list[str],
+           kinds: dict[tuple[str, str], str]) -> str | None:
+    """The node's meter, whose power is its grid-connection power (else its bus's)."""
     for asset in assets:
-        if kinds.get((node, asset)) == "meter" and run.has(node, asset, "p_w"):
-            return run.signal(node, asset, "p_w")
-    bus = _bus(run, node, assets, kinds)
-    if bus is not None:
-        return run.signal(node, bus, "p_w")
+        if kinds.get((node, asset)) == "meter" and (
+                run.has(node, asset, "p_w") or run.has(node, asset, "p_w", "twin")):
+            return asset
     return None
 
 
+def _gap_line(fig: Figures) -> str:
+    """The ticks without a reading, per node, and exactly the columns they leave short."""
+    parts = []
+    for node, gaps in fig.gaps.items():
+        by_count: dict[int, list[str]] = {}
+        for column, count in gaps.items():
+            by_count.setdefault(count, []).append(column)
+        parts.append(f"{node} " + ", ".join(f"{count} of {fig.ticks} ({', '.join(cols)})"
+                                            for count, cols in sorted(by_count.items(),
+                                                                      reverse=True)))
+    return (f"ticks without a reading: {'; '.join(parts)}; those columns cover the other "
+            "ticks only")
+
+
 def format_figures(fig: Figures) -> str:
-    """The summary table printed after a run."""
-    lines = [f"{'node':<10} {'PV kWh':>8} {'batt out':>9} {'batt in':>8} {'grid in':>8} "
-             f"{'grid out':>9} {'racks':>8} {'peak kW':>8} {'thru kWh':>9} {'SOC':>11}"]
+    """The summary table printed after a run (after a line on what it is of, for a
+    replay)."""
+    lines = [x for x in (fig.source, fig.source_note) if x]
+    lines.append(f"{'node':<10} {'PV kWh':>8} {'batt out':>9} {'batt in':>8} {'grid in':>8} "
+                 f"{'grid out':>9} {'racks':>8} {'peak kW':>8} {'thru kWh':>9} {'SOC':>11}")
     def v(x: float, width: int, digits: int = 3) -> str:
         if not math.isfinite(x):
             return f"{'-':>{width}}"
         return f"{round(x, digits) + 0.0:{width}.{digits}f}"  # + 0.0: no "-0.000"
 
-    gaps = []
     for node, f in fig.nodes.items():
         soc = (f"{f.soc_start:.3f}>{f.soc_end:.3f}" if math.isfinite(f.soc_start) else "-")
         lines.append(f"{node:<10} {v(f.pv_kwh, 8)} {v(f.battery_discharge_kwh, 9)} "
@@ -184,12 +346,10 @@ def format_figures(fig: Figures) -> str:
                      f"{v(f.grid_export_kwh, 9)} {v(f.rack_kwh, 8)} "
                      f"{v(f.peak_grid_import_kw, 8, 1)} {v(f.battery_throughput_kwh, 9)} "
                      f"{soc:>11}")
-        if f.missing_ticks:
-            gaps.append(f"{node} {f.missing_ticks}")
     lines.append(f"{fig.ticks} ticks, {fig.simulated_s:.1f} s simulated")
-    if gaps:
-        lines.append(f"ticks without a reading: {', '.join(gaps)} of {fig.ticks}; those "
-                     "nodes' energies cover the other ticks only")
+    if fig.gaps:
+        lines.append(_gap_line(fig))
+    lines.extend(fig.notes)
     for node, f in fig.nodes.items():
         bound = []
         if f.import_limited_ticks:

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    metavar="KEY=VALUE", help="a controller option (repeatable)")
     p.add_argument("--out", metavar="RUN2.h5", help="recording of the replay "
                    "(default RUN.replay.h5)")
+    p.add_argument("--scenario-dir", metavar="DIR", help="the folder the recorded "
+                   "scenario's files (profiles, parameter sets, a module:Class controller) "
+                   "are in now, when not where the scenario was when it ran")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
@@ -34,6 +37,6 @@ def main(args: argparse.Namespace) -> int:
             raise BenchError(f"--option {item}: expected KEY=VALUE")
         options[key.strip()] = parse_value(value.strip())
     report = replay(args.recording, args.controller, args.out, options,
-                    progress=not args.quiet)
+                    progress=not args.quiet, scenario_dir=args.scenario_dir)
     print(report.format())
     return 0

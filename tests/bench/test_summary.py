@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
+from bench.errors import DeviceWarning
 from bench.recording import open_run
 from bench.summary import figures, format_figures
 
@@ -40,22 +41,169 @@ def test_the_node_balance_closes(recording: Path) -> None:
 
 
 def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: Path) -> None:
+    """Ticks without a reading are counted, and the line names exactly the columns they
+    leave short: here only peak kW, since the meter's counters span its gap."""
+    with open_run(recording) as run:
+        whole = figures(run).nodes["north"]
     copy = tmp_path / "gaps.h5"
     shutil.copy(recording, copy)
     with h5py.File(copy, "a") as f:
-        p = f["nodes/north/meter/p_w"]
-        p[50:150] = np.nan
+        for name in ("p_w", "e_import_wh", "e_export_wh"):  # what a timeout leaves
+            f[f"nodes/north/meter/{name}"][50:150] = np.nan
         n = len(f["time"])
+        t = f["time"][:]
         del f["nodes/north/rack/p_w"]
     with open_run(copy) as run:
         fig = figures(run)
     text = format_figures(fig)
-    assert math.isnan(fig.nodes["north"].rack_kwh)
-    assert fig.nodes["north"].missing_ticks == 100
-    assert f"ticks without a reading: north 100 of {n}; those nodes' energies cover the " \
+    f = fig.nodes["north"]
+    assert math.isnan(f.rack_kwh)
+    assert f.missing_ticks == 100
+    # the counters' rise: the whole run's grid energy, not the ticks the meter answered
+    assert f.grid_import_kwh == pytest.approx(whole.grid_import_kwh, rel=1e-9)
+    assert f.grid_export_kwh == pytest.approx(whole.grid_export_kwh, rel=1e-9)
+    assert f"ticks without a reading: north 100 of {n} (peak kW); those columns cover the " \
            "other ticks only" in text
+    assert ("north: grid in and grid out are the rise of north.meter's energy counters "
+            "(e_import_wh, e_export_wh), which count across its 100 ticks without a power "
+            "reading\n") in text + "\n"
     north = next(line for line in text.splitlines() if line.startswith("north"))
     assert north.split()[6] == "-"  # racks
+    # the meter lost for good before the end: its counters cover up to its last reading
+    with h5py.File(copy, "a") as h:
+        for name in ("p_w", "e_import_wh", "e_export_wh"):
+            h[f"nodes/north/meter/{name}"][180:] = np.nan
+    with open_run(copy) as run:
+        text = format_figures(figures(run))
+    assert f"ticks without a reading: north 120 of {n} (peak kW)" in text
+    assert f"; they cover t = 0.000 to {t[179]:.3f} s only (its first and last readings)" \
+        in text
+    # a meter without counters: the power over the ticks it answered, those columns named
+    with h5py.File(copy, "a") as h:
+        del h["nodes/north/meter/e_import_wh"], h["nodes/north/meter/e_export_wh"]
+    with open_run(copy) as run:
+        fig = figures(run)
+    text = format_figures(fig)
+    assert fig.nodes["north"].grid_export_kwh < 0.8 * whole.grid_export_kwh
+    assert f"ticks without a reading: north 120 of {n} (grid in, grid out, peak kW); those " \
+           "columns cover the other ticks only" in text
+    assert "energy counters" not in text
+
+
+def test_grid_energies_are_the_meters_counters(recording: Path) -> None:
+    """Row k holds the power of the step that ended at t_k, as the meters count it; row 0
+    is the start state and adds nothing.  Holding each row forward counted row 0's power."""
+    with open_run(recording) as run:
+        fig = figures(run)
+        for node in ("north", "south"):
+            f = fig.nodes[node]
+            e_imp = run.signal(node, "meter", "e_import_wh")
+            e_exp = run.signal(node, "meter", "e_export_wh")
+            assert f.grid_import_kwh * 1e3 == pytest.approx(e_imp[-1] - e_imp[0], rel=1e-9,
+                                                            abs=1e-9)
+            assert f.grid_export_kwh * 1e3 == pytest.approx(e_exp[-1] - e_exp[0], rel=1e-9,
+                                                            abs=1e-9)
+        p = run.signal("north", "meter", "p_w")
+        assert abs(p[0]) > 1000  # what the old rule added: the start state, for a tick
+
+
+#: a meter that times out for a second of a three-second emulated run
+TIMEOUT = """[run]
+dt_s = 0.05
+duration_s = 3
+seed = 3
+mode = "emulated"
+deadline_s = 0.04
+
+[controller]
+name = "gpu_smoothing"
+options = { ramp_limit_w_per_s = 2000.0, soc_target = 0.6 }
+
+[profiles.training]
+kind = "workload"
+generator = "training"
+options = { step_s = 1.0, compute_fraction = 0.7, comm_fraction = 0.2 }
+
+[nodes.dc.rack]
+kind = "gpu_rack"
+params = "rack_h100_4x8gpu"
+profile = "training"
+
+[nodes.dc.battery]
+kind = "battery"
+initial = { soc = 0.6 }
+
+[nodes.dc.meter]
+kind = "meter"
+faults = [{ timeout = true, start_s = 1, stop_s = 2 }]
+"""
+
+
+@pytest.fixture(scope="module")
+def timed_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("timeout")
+    (folder / "timeout.toml").write_text(TIMEOUT)
+    out = folder / "timeout.h5"
+    with pytest.warns(DeviceWarning, match="dc.meter: no answer"):
+        assert main(["run", str(folder / "timeout.toml"), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_a_meter_timeout_does_not_shorten_the_grid_energy(timed_out: Path) -> None:
+    """The meter's counters kept counting while it did not answer: grid in is their rise
+    (it was the power integrated over the ticks it answered, a third short)."""
+    with open_run(timed_out) as run:
+        fig = figures(run)
+        p = run.signal("dc", "meter", "p_w")
+        e = run.signal("dc", "meter", "e_import_wh")
+        e_twin = run.signal("dc", "meter", "e_import_wh", "twin")
+        dt = run.dt
+    f = fig.nodes["dc"]
+    gap = int(np.isnan(p).sum())
+    assert 15 <= gap <= 25 and int(np.isnan(e).sum()) == gap
+    good = np.flatnonzero(np.isfinite(e))
+    assert f.grid_import_kwh * 1e3 == pytest.approx(e[good[-1]] - e[good[0]], rel=1e-12)
+    answered = float(np.nansum(np.clip(p[1:], 0, None))) * dt / 3600
+    assert f.grid_import_kwh * 1e3 > answered + 5
+    # the twin's meter, which never timed out, agrees (the registers count whole Wh)
+    assert f.grid_import_kwh * 1e3 == pytest.approx(e_twin[-1] - e_twin[0], abs=2.5)
+    text = format_figures(fig)
+    assert (f"ticks without a reading: dc {gap} of {fig.ticks} (peak kW); those columns "
+            "cover the other ticks only") in text
+    assert (f"dc: grid in and grid out are the rise of dc.meter's energy counters "
+            f"(e_import_wh, e_export_wh), which count across its {gap} ticks without a power "
+            "reading") in text
+
+
+def test_the_summary_of_a_replay_is_the_twin_under_the_replayed_controller(
+        timed_out: Path, tmp_path: Path) -> None:
+    """A replay records the recorded measurements (the controller's inputs) unchanged; what
+    happened under the replayed controller is the twin's: the summary's figures are its, and
+    its first line says so."""
+    out = tmp_path / "passthrough.h5"
+    assert main(["replay", str(timed_out), "--controller", "passthrough", "--out", str(out),
+                 "--quiet"]) == 0
+    with open_run(timed_out) as run:
+        recorded = figures(run).nodes["dc"]
+    with open_run(out) as run:
+        fig = figures(run)
+        battery = run.signal("dc", "battery", "p_w", "twin")
+        e_twin = run.signal("dc", "meter", "e_import_wh", "twin")
+        dt = run.dt
+    text = format_figures(fig)
+    assert text.splitlines()[0] == ("replay of timeout.h5 under passthrough: energies from "
+                                    "the twin (the recorded measurements were only the "
+                                    "controller's inputs)")
+    f = fig.nodes["dc"]
+    assert f.battery_throughput_kwh == pytest.approx(float(np.abs(battery[1:]).sum()) * dt
+                                                     / 3.6e6)
+    # passthrough left the battery idle; the recorded gpu_smoothing run did not
+    assert recorded.battery_throughput_kwh > 5e-4
+    assert f.battery_throughput_kwh < 0.2 * recorded.battery_throughput_kwh
+    assert f.grid_import_kwh * 1e3 == pytest.approx(e_twin[-1] - e_twin[0], rel=1e-9)
+    assert "ticks without a reading" not in text  # the twin missed no tick
+    with open_run(timed_out) as run:  # the run's own summary says nothing of the kind
+        assert format_figures(figures(run)).startswith("node ")
 
 
 LIMITS = Path(__file__).with_name("scenarios") / "grid_limits.toml"

@@ -28,6 +28,12 @@ from bench.scenario import Scenario
 DEVICE_MAPS = {"battery": "sunspec_battery", "inverter": "sunspec_inverter",
                "meter": "sunspec_meter", "gpu_rack": "gpu_rack"}
 
+#: in a run that is not real time, the longest the bench waits on the wall clock for a read
+#: or write of an emulated device (its deadline is judged on the device's clock): only a
+#: device that hangs costs it, as each back-end's own time-out for one request (0.5 s on
+#: Modbus) ends the wait for an answer that does not come first [s]
+LOCKSTEP_WAIT_S = 2.0
+
 
 @dataclass
 class DeviceSlot:
@@ -44,6 +50,9 @@ class DeviceSlot:
     rtt_col: int
     deadline_s: float
     last_written: dict[str, float] = field(default_factory=dict)
+    #: an emulated device in a run that is not real time: its deadline is judged on the
+    #: device's clock (see :meth:`Plan.wait_s`)
+    lockstep: bool = False
     rtt_s: float = math.nan
     errors: int = 0
     #: consecutive failed ticks; the first of a streak becomes an event
@@ -78,6 +87,9 @@ class Plan:
         self.capture: Any = None
         self.capture_devices: list[str] = []
         self._rec: Recorder | None = None
+        #: simulated time of the tick being read or written: the clock of the emulated
+        #: devices' reconnect back-offs in a run that is not real time [s]
+        self._clock_t = 0.0
         self._build_indices()
 
     # -- indices and layout ---------------------------------------------------------------
@@ -237,6 +249,7 @@ class Plan:
 
     async def observe(self, k: int, t: float) -> None:
         """Read every device concurrently within its deadline."""
+        self._clock_t = t
         self.observe_twin(k)
         self.obs_values[self._measured_mask] = np.nan
         if self.devices:
@@ -247,7 +260,7 @@ class Plan:
 
         t0 = time.perf_counter()
         try:
-            reading = await asyncio.wait_for(poll(slot.device), slot.deadline_s)
+            reading = await asyncio.wait_for(poll(slot.device), self.wait_s(slot, t))
         except TimeoutError:
             self.quality[slot.qidx] = Quality.TIMEOUT
             slot.rtt_s = time.perf_counter() - t0
@@ -270,6 +283,21 @@ class Plan:
             self._unplaced(slot, t, [("signal", n) for n in unplaced],
                            f"{slot.key}: device has signal(s) {', '.join(unplaced)} the "
                            "recording has no column for (not recorded)")
+
+    def wait_s(self, slot: DeviceSlot, t: float) -> float:
+        """How long to wait on the wall clock for ``slot``'s device at tick time ``t``. [s]
+
+        In real time, and for hardware, the deadline itself.  In a run that is not real time
+        an emulated device lives on the bench's clock, which stands still while the bench
+        reads: its deadline is judged on that clock by its client back-end, which draws its
+        fault card as its emulator does (:class:`firmware_bridge.faults.LockstepFaults`) and
+        gives up at the deadline only on the requests the card leaves unanswered in time.
+        The bench then waits for the rest as long as a loaded machine may need
+        (:data:`LOCKSTEP_WAIT_S`): the wall clock decides no outcome.
+        """
+        if not slot.lockstep:
+            return slot.deadline_s
+        return max(slot.deadline_s, LOCKSTEP_WAIT_S)
 
     def _unplaced(self, slot: DeviceSlot, t: float, points: list[tuple[str, str]],
                   message: str) -> None:
@@ -318,6 +346,7 @@ class Plan:
 
     async def actuate(self, t: float) -> None:
         """Write setpoints that changed since the last successful write."""
+        self._clock_t = t
         u = self.twin.u
         writes = []
         for slot in self.devices:
@@ -341,10 +370,11 @@ class Plan:
         from firmware_bridge.errors import DeviceError
 
         try:
-            await asyncio.wait_for(slot.device.write(values), slot.deadline_s)
+            await asyncio.wait_for(slot.device.write(values), self.wait_s(slot, t))
         except (TimeoutError, DeviceError) as exc:
+            why = str(exc) or f"no answer within {slot.deadline_s * 1e3:.0f} ms"
             self._count_error(slot, t, "write_failed", f"{slot.key}: write "
-                              f"{', '.join(values)} failed: {exc or type(exc).__name__}")
+                              f"{', '.join(values)} failed: {why}")
             return
         slot.last_written.update(values)
 
@@ -412,11 +442,14 @@ class Plan:
     async def start(self, rec: Recorder) -> None:
         """Start emulators and open devices (each failure is an event, not a stop)."""
         self._rec = rec
+        self._clock_t = 0.0
         dt = self.scenario.run.dt_s
         self.twin.prepare(dt)
         if self.emulators is not None:
             await self.emulators.start()
             self.emulators.prepare(dt)
+        if not self.scenario.run.realtime:
+            self._lockstep()
         async def open_and_read(slot: DeviceSlot) -> None:
             # one read before the clock starts: connections, model scans and first-use
             # costs are paid now, not by the first real-time ticks
@@ -434,6 +467,34 @@ class Plan:
                               stacklevel=1)
 
         await asyncio.gather(*(open_and_read(slot) for slot in self.devices))
+
+    def _lockstep(self) -> None:
+        """A run that is not real time: its emulated devices are judged on the bench's clock
+        (their deadline, :meth:`wait_s`; their reconnect back-off), never on the wall clock,
+        so a loaded machine cannot change the recording."""
+        from firmware_bridge.backends.backoff import Backoff
+        from firmware_bridge.faults import FaultCard, LockstepFaults
+
+        s = self.scenario
+        emulated = {f"{n}.{a}": c for n, a, c in s.assets()
+                    if s.effective_mode(c) == "emulated"}
+        for slot in self.devices:
+            cfg = emulated.get(slot.key)
+            if cfg is None:
+                continue
+            slot.lockstep = True
+            device = slot.device
+            if cfg.faults and hasattr(device, "lockstep"):
+                # the card its emulator runs (checked when the scenario was built)
+                device.lockstep = LockstepFaults(FaultCard.from_mapping(cfg.faults[0]),
+                                                 slot.deadline_s, self._simulated_clock,
+                                                 device.backend)
+            backoff = getattr(device, "backoff", None)
+            if isinstance(backoff, Backoff):
+                backoff.clock = self._simulated_clock
+
+    def _simulated_clock(self) -> float:
+        return self._clock_t
 
     async def stop(self) -> None:
         if self.capture is not None and self._rec is not None:

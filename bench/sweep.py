@@ -8,6 +8,10 @@ existing one); the results table (CSV) has one row per point with its values, se
 and the run's figures (:mod:`bench.summary`).  The table is rewritten as each point finishes,
 so Ctrl-C or a crash keeps the finished rows; the others read ``pending`` (or
 ``interrupted``).  A seed given with ``--set`` or ``--fix run.seed=`` is used as given.
+
+A point's ``status`` is ``ok``, ``checks failed`` (it ran to its end and broke one of the
+scenario's ``[checks]``, named in ``checks_failed``: ``gridloop run`` exits 1 for it) or
+``error: ...``; the sweep fails (exit 1) unless every point is ``ok``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Any
 
 from bench.errors import BenchError, ScenarioError, user_errors
 from bench.scenario import SECTIONS, load
+
+#: the status of a point that ran to its end and broke one of its ``[checks]``
+CHECKS_FAILED = "checks failed"
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,8 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
             failed = [o.check.describe(o.unit) for o in outcomes if not o.passed]
             if outcomes:  # a grid point that breaks a check says which
                 row["checks_failed"] = "; ".join(failed)
-            row["status"] = "ok"
+            # a point whose checks fail has failed, as `gridloop run` exits 1 for it
+            row["status"] = CHECKS_FAILED if failed else "ok"
         except Exception as exc:  # one bad point must not sink the sweep
             row["status"] = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")
             if not out.exists():  # the row names no recording it did not make
@@ -252,8 +260,15 @@ def sweep(scenario_path: Path, items: Sequence[str], out_dir: Path, workers: int
         if not path.parent.is_dir():
             raise KeyboardInterrupt
         _write_table(path, pts, keys, rows, "interrupted")
-    failed = sum(1 for r in rows.values() if r["status"] != "ok")
-    return SweepResult(path, len(pts), failed, len(pts) - len(rows))
+    failed = [p for p in pts if p.index in rows and rows[p.index]["status"] != "ok"]
+    for p in [] if interrupted else failed:  # a line per failed point; the caller counts
+        row = rows[p.index]
+        why = row["status"]
+        if why == CHECKS_FAILED:
+            why += f": {row.get('checks_failed', '')}"
+        print(f"gridloop: point {p.index} ({', '.join(p.overrides)}): {why}",
+              file=sys.stderr, flush=True)
+    return SweepResult(path, len(pts), len(failed), len(pts) - len(rows))
 
 
 def _local_cluster(factory: Any, workers: int) -> Any:

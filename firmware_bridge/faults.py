@@ -10,7 +10,10 @@ emulator asks its :class:`FaultInjector` for every frame it answers which faults
 What the client sees, fault by fault:
 
 =================  ====================================================================
-``delay_s``        the answer comes ``delay_s`` late (a timeout if later than the deadline)
+``delay_s``        the answer comes ``delay_s`` late (a timeout if that is the client's
+                   deadline or more; on the device clock in a bench run that is not real
+                   time, see :class:`LockstepFaults`); a write reaches the plant as it
+                   arrives, a read samples the plant when its answer goes out
 ``timeout``        no answer: :class:`~firmware_bridge.errors.DeviceTimeout`
 ``exception_code`` an exception answer with that code:
                    :class:`~firmware_bridge.errors.ExceptionResponse`; on Modbus the
@@ -22,8 +25,9 @@ What the client sees, fault by fault:
 ``corrupt_crc``    the frame's CRC is wrong: :class:`~firmware_bridge.errors.FrameError`;
                    RTU and serial only (TCP has no CRC); serial telemetry is corrupted too
 ``drop_writes``    writes are acknowledged but never reach the plant
-``disconnect_s``   the device reboots once: on TCP it closes every connection and refuses
-                   new ones for ``disconnect_s``
+``disconnect_s``   the device reboots once and stays down ``disconnect_s`` on the device
+                   clock (like the schedule): on TCP it hangs up every connection, the
+                   open ones and each new one at its first request
                    (:class:`~firmware_bridge.errors.DeviceDisconnected`),
                    on RTU it is silent for as long (DeviceTimeout, as on a real RS-485 line),
                    a serial board unplugs its port for as long (DeviceDisconnected, a USB
@@ -35,7 +39,11 @@ When several faults of a card strike one transaction: a reboot wins, then ``time
 ``exception_code``; ``delay_s`` delays whatever answer there is.  A frame the device sends
 unasked (serial telemetry) is struck by ``frozen`` and ``corrupt_crc`` only.  The card
 strikes while the device clock is in ``[start_s, stop_s)`` and, there, each frame with
-``probability``, drawn from a generator seeded with ``seed`` (reproducible runs).
+``probability``, drawn from a generator seeded with ``seed`` (reproducible runs).  The
+device clock is the plant's time: in a bench run the bench's simulated clock, so the
+schedule and a reboot's downtime are the same in every run, however fast the machine.
+Every field is checked for its type when the card is made (``timeout = "false"`` is
+refused, not taken as true).
 
 Event kinds, everywhere in firmware_bridge (``on_event(kind, message)``; the message starts
 with the device's name):
@@ -49,11 +57,11 @@ with the device's name):
 ``fault.corrupt_crc``   a frame goes out with a bad CRC
 ``fault.drop_writes``   a write is acknowledged, not applied
 ``fault.disconnect``    the device reboots (drops its connections, or unplugs its port)
-``fault.reconnect``     the device is back after that reboot
+``fault.reconnect``     the device is back after that reboot (at the device time it is
+                        back, or at its first request after that)
 ``emulator.reboot``     a serial board was rebooted by hand
                         (:meth:`~firmware_bridge.emulators.serial_server.SerialEmulator.reboot`)
-``emulator.error``      an emulator cannot serve (a value its map cannot encode, a port
-                        taken while it rebooted)
+``emulator.error``      an emulator cannot serve (a value its map cannot encode)
 ``device.disconnect``   a client back-end lost its port (serial)
 ``device.reconnect``    a client back-end reopened it and the device answers again
 ``device.reboot``       a client back-end saw the device reboot (a new boot id)
@@ -63,6 +71,7 @@ with the device's name):
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -117,17 +126,33 @@ class FaultCard:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # every field is checked for its type: a scenario's ``timeout = "false"`` is text,
+        # which Python would take as true, and ``start_s = "1"`` would fail every request
+        def refuse(name: str, what: str) -> ConfigError:
+            return ConfigError(f"fault card: {name} must be {what}, got "
+                               f"{getattr(self, name)!r}")
+
+        for name in ("timeout", "frozen", "corrupt_crc", "drop_writes"):
+            if not isinstance(getattr(self, name), bool):
+                raise refuse(name, "true or false")
         for name in ("delay_s", "disconnect_s"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"fault card: {name} must be a number >= 0, got {value!r}")
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise refuse(name, "a number >= 0")
+        for name in ("start_s", "stop_s"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and not math.isnan(value)):
+                raise refuse(name, "a number of seconds on the device clock")
+        if not _is_whole(self.seed):
+            raise refuse("seed", "a whole number")
+        if self.exception_code is not None and not _is_whole(self.exception_code):
+            raise refuse("exception_code", "a whole number (a Modbus exception code)")
         if self.exception_code is not None and self.exception_code not in EXCEPTION_CODES:
             raise ConfigError(f"fault card: exception_code {self.exception_code!r} is not a "
                               f"Modbus exception code (one of "
                               f"{', '.join(str(c) for c in sorted(EXCEPTION_CODES))})")
-        if not (isinstance(self.probability, (int, float)) and 0 <= self.probability <= 1):
-            raise ConfigError(f"fault card: probability must be in [0, 1], got "
-                              f"{self.probability!r}")
+        if not (_is_number(self.probability) and 0 <= self.probability <= 1):
+            raise refuse("probability", "in [0, 1]")
         if (self.start_s is not None and self.stop_s is not None
                 and self.stop_s <= self.start_s):
             raise ConfigError(f"fault card: stop_s ({self.stop_s}) must be after start_s "
@@ -159,6 +184,15 @@ class FaultCard:
         """Whether device time ``t`` [s] is inside the card's schedule."""
         return ((self.start_s is None or t >= self.start_s)
                 and (self.stop_s is None or t < self.stop_s))
+
+
+def _is_number(value: object) -> bool:
+    """A real number, not a boolean (``True`` is an ``int`` to Python, not to a card)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +234,11 @@ class FaultInjector:
         self.card: FaultCard | None = None
         self._rng = random.Random(0)
         self._rebooted = False
+        #: a reboot in progress: device time it ends, and how long it lasts [s]
+        self._down_until: float | None = None
+        self._down_s = 0.0
+        #: a reboot that ended and whose ``fault.reconnect`` is still to be reported
+        self._back_unreported: float | None = None
         self.set_card(card)
 
     def set_card(self, card: FaultCard | None) -> None:
@@ -234,6 +273,8 @@ class FaultInjector:
         if reply and card.disconnect_s and not self._rebooted:
             self._rebooted = True
             reboot_s = card.disconnect_s
+            self._down_until = self.clock() + reboot_s
+            self._down_s = reboot_s
             self.report("disconnect", f"reboots on {what}, down for {reboot_s:g} s")
         timeout = reply and card.timeout and not reboot_s
         exception = (card.exception_code if reply and card.exception_code is not None
@@ -258,7 +299,81 @@ class FaultInjector:
             self.report("drop_writes", f"{what} acknowledged, not applied")
         return Injection(delay_s, reboot_s, timeout, exception, frozen, corrupt, drop)
 
+    # -- a reboot's downtime, on the device clock ---------------------------------------------
+
+    def down(self) -> bool:
+        """Whether the device is down after a ``disconnect_s`` reboot: from the request that
+        struck until ``disconnect_s`` later on the device clock (the plant's time, so a run
+        on the bench's clock has the same outage every time, whatever the wall clock did)."""
+        return self._down_until is not None and self.clock() < self._down_until
+
+    def back(self) -> bool:
+        """True once, when the downtime of a reboot has passed on the device clock: the
+        emulator serves again from now on.  Its ``fault.reconnect`` is reported by
+        :meth:`flush`, at the emulator's next request or clock step (when the bench's
+        clock reads the time the device came back)."""
+        if self._down_until is None or self.clock() < self._down_until:
+            return False
+        self._down_until = None
+        self._back_unreported = self._down_s
+        return True
+
+    def flush(self) -> None:
+        """Report a return from a reboot that :meth:`back` found."""
+        if self._back_unreported is not None:
+            down_s, self._back_unreported = self._back_unreported, None
+            self.report("reconnect", f"back after {down_s:g} s")
+
     def report(self, kind: str, message: str) -> None:
         """Send event ``fault.<kind>`` about this device."""
         if self.on_event is not None:
             self.on_event(f"fault.{kind}", f"{self.device}: {message}")
+
+
+class LockstepFaults:
+    """A client's copy of the fault card its emulated device runs, for a run on the bench's
+    clock (a bench run that is not real time).
+
+    There the deadline of a request is judged on the device's clock, which stands still while
+    the bench waits: an answer the card withholds (``timeout``), or delays by the deadline or
+    more, is a timeout; any other answer is on time, however long a loaded machine takes to
+    deliver it.  The client cannot see what the emulator drew, but it can draw the same: the
+    same card, the same seed, the same clock (the bench's) and the same requests in the same
+    order give the same draws (the emulators draw as each request arrives; a serial board
+    streaming telemetry would draw for its frames too, on the wall clock: the bench's boards
+    stream none).  :meth:`unanswered` is called for every request the client sends, and says
+    whether to wait for its answer (up to the back-end's own time-out) or only
+    ``deadline_s``: no answer can come in time, so how long the wall clock runs changes
+    nothing but the cost.
+
+    Parameters
+    ----------
+    card : FaultCard
+        The card the emulator runs.
+    deadline_s : float
+        The client's deadline. [s]
+    clock : callable
+        The device clock (the bench's simulated time). [s]
+    backend : str
+        The client's back-end: a ``modbus_rtu`` device is silent while it reboots (a TCP
+        device hangs up, a serial board unplugs its port: an answer of sorts, at once).
+    """
+
+    def __init__(self, card: FaultCard, deadline_s: float, clock: Callable[[], float],
+                 backend: str) -> None:
+        self.card = card
+        self.deadline_s = float(deadline_s)
+        self.silent_reboot = backend == "modbus_rtu"
+        self._draws = FaultInjector(card, "", clock)
+
+    def unanswered(self) -> bool:
+        """Draw the next request as the emulator will; True when it gets no answer within
+        the deadline on the device clock."""
+        draws = self._draws
+        draws.back()
+        if draws.down():
+            return self.silent_reboot  # the emulator draws nothing while it is down
+        hit = draws.draw("")
+        if hit.reboot_s:
+            return self.silent_reboot
+        return hit.timeout or hit.delay_s >= self.deadline_s

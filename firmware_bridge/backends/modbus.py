@@ -14,6 +14,11 @@ Errors are typed: no answer -> :class:`DeviceTimeout`; an exception response ->
 device is reconnected (and rescanned) on the next read or write, with an exponential
 back-off between failed attempts, so a dead device costs the others nothing.
 
+In a bench run that is not real time, :attr:`ModbusDevice.lockstep` holds a copy of the
+emulated device's fault card (:class:`~firmware_bridge.faults.LockstepFaults`): a request the
+card leaves unanswered within the deadline is given up after the deadline, any other is
+waited for up to ``timeout_s``, so the wall clock decides no outcome.
+
 Stale values: with ``stale_after_s`` set, a reading whose registers are bit-identical to the
 previous ones for longer than that is flagged ``Quality.STALE`` (values are still returned).
 Enable it for devices with a value that always moves (an energy counter, a frequency).
@@ -43,6 +48,7 @@ from firmware_bridge.errors import (
     ExceptionResponse,
     FrameError,
 )
+from firmware_bridge.faults import LockstepFaults
 from firmware_bridge.maps import RegisterMap, get_map
 from firmware_bridge.sunspec import (
     DEFAULT_BASE_ADDRESS,
@@ -115,6 +121,9 @@ class ModbusDevice(Device):
         self._received = b""
         self._last_image: list[int] | None = None
         self._unchanged_since = 0.0
+        #: the emulated device's fault card, drawn request by request, in a run on the
+        #: bench's clock (set by the bench; None: wait for every answer)
+        self.lockstep: LockstepFaults | None = None
 
     # ------------------------------------------------------------------ transport hooks
 
@@ -313,6 +322,8 @@ class ModbusDevice(Device):
         if client is None or not client.connected:
             raise DeviceDisconnected(f"{self.name}: not connected to {self.where}")
         await self._before_request()
+        # no answer can come within the deadline: wait no longer than it
+        late = self.lockstep is not None and self.lockstep.unanswered()
         self._abort = abort = asyncio.get_running_loop().create_future()
         self._request = (function_code, count)
         self._received = b""
@@ -327,12 +338,14 @@ class ModbusDevice(Device):
         task = asyncio.ensure_future(call)
         try:
             # pymodbus times the request out itself; the outer bound only guards against a hang
-            await asyncio.wait((task, abort), timeout=2 * self.timeout_s + 1.0,
+            bound = self.lockstep.deadline_s if late and self.lockstep else 2 * self.timeout_s + 1
+            await asyncio.wait((task, abort), timeout=bound,
                                return_when=asyncio.FIRST_COMPLETED)
             if abort.done():
                 raise abort.exception()  # type: ignore[misc]
             if not task.done():
-                raise DeviceTimeout(f"{self.name}: no answer from {self.where}")
+                within = f" within {bound:g} s" if late else ""
+                raise DeviceTimeout(f"{self.name}: no answer from {self.where}{within}")
             return self._registers(task.result(), function_code, address, count)
         except ModbusIOException as exc:
             raise self._io_error(exc, function_code, address, count) from None

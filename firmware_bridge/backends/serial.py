@@ -15,6 +15,11 @@ A lost port (a USB adapter unplugged, a board rebooting) fails the request in fl
 often than an exponential back-off allows
 (:class:`~firmware_bridge.backends.backoff.Backoff`), and never wait for it: a call inside
 the back-off fails at once, so one dead device never holds up the others.
+
+In a bench run that is not real time, :attr:`SerialDevice.lockstep` holds a copy of the
+emulated board's fault card (:class:`~firmware_bridge.faults.LockstepFaults`): a request the
+card leaves unanswered within the deadline is given up after the deadline, any other is
+waited for up to ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from firmware_bridge.errors import (
     ExceptionResponse,
     FrameError,
 )
-from firmware_bridge.faults import EventSink
+from firmware_bridge.faults import EventSink, LockstepFaults
 from firmware_bridge.pty import TtyStream
 from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame
@@ -130,6 +135,9 @@ class SerialDevice(Device):
         self.backoff = Backoff(backoff_s, backoff_max_s, f"serial device {self.port}")
         self.on_event = on_event
         self.stats = SerialStats()
+        #: the emulated board's fault card, drawn request by request, in a run on the
+        #: bench's clock (set by the bench; None: wait for every answer)
+        self.lockstep: LockstepFaults | None = None
         self._opened = False
         self._serial: serial.Serial | None = None
         self._stream: TtyStream | None = None
@@ -280,12 +288,15 @@ class SerialDevice(Device):
             # no reply can arrive before the next await, so registering after sending is safe
             pending = _Pending(self._seq, REPLY[mtype], loop.create_future())
             self._pending = pending
+            # in a run on the bench's clock: no answer can come within the deadline
+            late = self.lockstep is not None and self.lockstep.unanswered()
+            wait_s = self.lockstep.deadline_s if late and self.lockstep else self.timeout_s
             try:
-                reply = await asyncio.wait_for(pending.future, self.timeout_s)
+                reply = await asyncio.wait_for(pending.future, wait_s)
             except TimeoutError:
                 self.stats.timeouts += 1
                 last = DeviceTimeout(f"{self.name}: no reply to {mtype.name} within "
-                                     f"{self.timeout_s:g} s ({attempts} attempt"
+                                     f"{wait_s:g} s ({attempts} attempt"
                                      f"{'s' if attempts > 1 else ''})")
                 continue
             except FrameError as exc:

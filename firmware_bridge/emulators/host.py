@@ -8,7 +8,8 @@ the serial protocol) on a pseudo-terminal.
 
 Clock: inside a bench run the bench calls :meth:`EmulatorHost.advance` every tick, so the
 plants follow the bench's clock (deterministic); standalone, :meth:`run_wallclock` advances
-them with the wall clock, ``speed`` times faster.
+them with the wall clock, ``speed`` times faster.  Fault cards follow the plants' clock
+too: their schedule, and how long a ``disconnect_s`` reboot keeps a device down.
 """
 
 from __future__ import annotations
@@ -191,9 +192,12 @@ class EmulatorHost:
         emulator.set_fault(card)
 
     def advance(self, dt: float) -> None:
-        """Advance every plant by ``dt`` seconds (bench-clock mode). [s]"""
+        """Advance every plant by ``dt`` seconds (bench-clock mode), then tell every emulator
+        its clock moved (a reboot whose downtime is over ends in this step). [s]"""
         for plant in self.plants.values():
             plant.advance(dt)
+        for emulator in self.emulators.values():
+            emulator.clock_advanced()
 
     async def run_wallclock(self, speed: float = 1.0, tick_s: float = 0.05) -> None:
         """Advance the plants with the wall clock, ``speed`` times faster, until cancelled

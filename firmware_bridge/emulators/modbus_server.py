@@ -12,7 +12,6 @@ on the transactions the server answers.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -23,7 +22,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware_bridge.emulators.base import Emulator
 from firmware_bridge.errors import BridgeError, ConfigError
-from firmware_bridge.faults import EventSink, FaultCard, FaultInjector
+from firmware_bridge.faults import EventSink, FaultCard, FaultInjector, Injection
 from firmware_bridge.maps import RegisterMap
 from firmware_bridge.plant import Plant
 from firmware_bridge.pty import PtyPair
@@ -161,8 +160,6 @@ class ModbusEmulator(Emulator):
         self._link: PtyPair | None = None
         self._drop_answer = False
         self._corrupt_answer = False
-        self._down_until = 0.0
-        self._reboot_task: asyncio.Task | None = None
         self._sleeping: set[asyncio.Task] = set()
         #: the fault card in force and its draws
         self.faults = FaultInjector(None, self.name, source.now, on_event)
@@ -214,11 +211,10 @@ class ModbusEmulator(Emulator):
 
     async def stop(self) -> None:
         """Stop serving and release the port or pty; safe to call twice."""
-        pending = [*self._sleeping, *([self._reboot_task] if self._reboot_task else [])]
+        pending = list(self._sleeping)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        self._reboot_task = None
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
@@ -235,25 +231,20 @@ class ModbusEmulator(Emulator):
                               f"only (this one is {self.transport})")
         self.faults.set_card(card)
 
-    async def _reboot(self, down_s: float) -> None:
-        """Drop every connection, stay down ``down_s`` seconds (wall clock), come back."""
-        try:
-            if self.transport == "tcp":
-                if self._server is not None:
-                    await self._server.shutdown()
-                    self._server = None
-                await asyncio.sleep(down_s)
-                await self._serve()
-            else:  # a serial device cannot hang up: it is silent while it reboots
-                self._down_until = time.monotonic() + down_s
-                await asyncio.sleep(down_s)
-        except ConfigError as exc:  # the port was taken while the device was down
-            if self.on_event is not None:
-                self.on_event("emulator.error", str(exc))
-        else:
-            self.faults.report("reconnect", f"back after {down_s:g} s")
-        finally:
-            self._reboot_task = None
+    def _rebooting(self) -> None:
+        """Down after a reboot (its ``disconnect_s`` on the device clock): no answer.  On
+        TCP the device hangs up every connection, the open ones and each new one at its first
+        request, so clients see the connection lost; the port stays bound, so nothing can
+        take it meanwhile.  An RTU device cannot hang up: it is silent."""
+        self._drop_answer = True
+        if self.transport == "tcp":
+            # after this request's (empty) answer has gone out
+            asyncio.get_running_loop().call_soon(self._hang_up)
+
+    def _hang_up(self) -> None:
+        if self._server is not None:
+            for connection in list(self._server.active_connections.values()):
+                connection.close()
 
     # ------------------------------------------------------------------ serving
 
@@ -264,44 +255,60 @@ class ModbusEmulator(Emulator):
             return None  # pymodbus reads the written registers back for the answer
         write = values is not None
         self.transactions += 1
-        if time.monotonic() < self._down_until:
-            self._drop_answer = True
+        self.faults.back()  # a plant stepped without a host: the device may be back by now
+        self.faults.flush()
+        if self.faults.down():
+            self._rebooting()
             return None
         hit = self.faults.draw(f"FC{function_code} {address}+{count}", reads=not write,
                                writes=write)
-        if hit.delay_s:
-            await self._sleep(hit.delay_s)
         if hit.reboot_s:
-            self._reboot_task = asyncio.create_task(self._reboot(hit.reboot_s))
-            self._drop_answer = True
+            self._rebooting()
             return None
         if hit.timeout:
             self._drop_answer = True
             return None
-        if hit.exception_code is not None:
-            return ExcCodes(hit.exception_code)
-        offset = address - start
+        # a write reaches the plant as it arrives, at the device time of the request (so a
+        # run on the bench's clock applies it at the same tick however late its answer is);
+        # a read samples the plant when its answer goes out
         if write:
-            written = [int(v) for v in values]  # type: ignore[union-attr]
-            if not self.source.writable(address, count):
-                return ExcCodes.ILLEGAL_ADDRESS
-            before = self._image[offset:offset + count]
-            if hit.drop_write:
-                values[:] = before  # type: ignore[index]
-                return None
-            self._image[offset:offset + count] = written
-            answer = self.source.on_write(function_code, address, written, self._image)
-            if answer is not None:  # refused: the registers keep what they held
-                self._image[offset:offset + count] = before
-        else:
-            answer = (None if hit.frozen else
-                      self.source.on_read(function_code, address, count, self._image))
-            registers[:len(self._image)] = self._image
+            answer, image = self._act(function_code, start, address, count, values, hit)
+        if hit.delay_s:
+            await self._sleep(hit.delay_s)
+        if not write:
+            answer, image = self._act(function_code, start, address, count, values, hit)
+        if image is not None:
+            registers[:len(image)] = image
         if answer == NO_ANSWER:
             self._drop_answer = True
             return None
         self._corrupt_answer = hit.corrupt_crc
         return ExcCodes(answer) if answer is not None else None
+
+    def _act(self, function_code: int, start: int, address: int, count: int,
+             values: list[int] | list[bool] | None, hit: Injection
+             ) -> tuple[int | None, list[int] | None]:
+        """Serve one request: its answer (None, an exception code or :data:`NO_ANSWER`),
+        and for a read the registers to answer with."""
+        if hit.exception_code is not None:
+            return hit.exception_code, None
+        offset = address - start
+        if values is not None:
+            written = [int(v) for v in values]
+            if not self.source.writable(address, count):
+                return ExcCodes.ILLEGAL_ADDRESS, None
+            before = self._image[offset:offset + count]
+            if hit.drop_write:
+                values[:] = before  # type: ignore[index]
+                return None, None
+            self._image[offset:offset + count] = written
+            answer = self.source.on_write(function_code, address, written, self._image)
+            if answer is not None:  # refused: the registers keep what they held
+                self._image[offset:offset + count] = before
+            return answer, None
+        answer = (None if hit.frozen else
+                  self.source.on_read(function_code, address, count, self._image))
+        return answer, list(self._image)
 
     async def _sleep(self, delay_s: float) -> None:
         """Sleep inside a request; :meth:`stop` cancels requests still sleeping."""

@@ -44,6 +44,9 @@ from firmware_bridge.serialproto.messages import (
 #: requests held while the board is busy answering; more are dropped
 MAX_QUEUED = 32
 
+#: how often an unplugged board looks at its plant's clock when no host steps it [s]
+REBOOT_POLL_S = 0.005
+
 
 @dataclass
 class EmulatorStats:
@@ -117,7 +120,10 @@ class SerialEmulator(Emulator):
         self._pty: Pty | None = None
         self._stream: TtyStream | None = None
         self._parser = frames.FrameParser()
-        self._queue: asyncio.Queue[Frame] = asyncio.Queue(MAX_QUEUED)
+        #: requests to answer, each with the faults drawn for it and its reply if made
+        #: already (a write's, made as it arrived)
+        self._queue: asyncio.Queue[tuple[Frame, Injection, Frame | None]] = \
+            asyncio.Queue(MAX_QUEUED)
         self._tasks: list[asyncio.Task[None]] = []
         self._reboot_task: asyncio.Task[None] | None = None
         self._hello: Hello | None = None
@@ -222,13 +228,37 @@ class SerialEmulator(Emulator):
             self._pty.plug()
         self._boot()
 
-    async def _fault_reboot(self, downtime_s: float) -> None:
-        """The reboot of a fault card: the port unplugged for ``downtime_s``, then back."""
+    async def _fault_reboot(self) -> None:
+        """The reboot of a fault card: the port unplugged until its ``disconnect_s`` has
+        passed on the device clock, then back with a new boot id.
+
+        The host brings the board back in the clock step that ends the downtime
+        (:meth:`clock_advanced`); this task watches the clock too, for a plant stepped
+        without a host."""
         try:
-            await self._restart(downtime_s, unplug=True)
-            self.faults.report("reconnect", f"back after {downtime_s:g} s")
+            assert self._pty is not None
+            self.stats.reboots += 1
+            await self._halt()
+            self._pty.unplug()
+            while not self._pty.plugged:
+                if self.faults.back():
+                    self._come_back()
+                    self.faults.flush()
+                    break
+                await asyncio.sleep(REBOOT_POLL_S)
         finally:
             self._reboot_task = None
+
+    def clock_advanced(self) -> None:
+        self.faults.flush()
+        # only once the reboot has unplugged the port (else its task comes back itself)
+        if self._pty is not None and not self._pty.plugged and self.faults.back():
+            self._come_back()
+
+    def _come_back(self) -> None:
+        assert self._pty is not None
+        self._pty.plug()
+        self._boot()
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -249,10 +279,42 @@ class SerialEmulator(Emulator):
         for item in self._parser.feed(data):
             if isinstance(item, FrameError):
                 self.stats.bad_frames += 1
+            elif self._reboot_task is not None:
+                pass  # struck by a reboot: the board hears nothing more until it is back
             elif self._queue.full():
                 self.stats.overruns += 1
             else:
-                self._queue.put_nowait(item)
+                self._request(item)
+
+    def _request(self, request: Frame) -> None:
+        """Take a request as it arrives, on the device clock of that moment: the faults are
+        drawn and a write reaches the plant (so a run on the bench's clock applies it at the
+        same tick however late its reply is).  :meth:`_serve` answers the others, in order,
+        each as late as its faults say (a read samples the plant when its reply goes out)."""
+        self.stats.requests += 1
+        self.faults.flush()
+        mtype = request.type
+        hit = self.faults.draw(f"{_type_name(mtype)} seq {request.seq}",
+                               reads=mtype == MsgType.READ, writes=mtype == MsgType.WRITE)
+        if hit.reboot_s:
+            # the reboot halts the board: run it apart, and answer nothing
+            self._reboot_task = asyncio.create_task(self._fault_reboot(),
+                                                    name="serial-emulator-reboot")
+            return
+        if hit.timeout:
+            self.stats.no_answers += 1
+            return
+        reply: Frame | None = None
+        if hit.exception_code is not None:
+            reply = _error(request, ErrorCode(hit.exception_code), 0, "fault card")
+        elif mtype == MsgType.WRITE:
+            reply, writes = self._answer(request, hit)
+            if writes:
+                if hit.drop_write:
+                    self.stats.dropped_writes += 1
+                else:
+                    self.plant.write(self.asset, writes)
+        self._queue.put_nowait((request, hit, reply))
 
     def _on_lost(self, exc: OSError | None) -> None:
         # the board holds its own client side open, so only unplug() ends the line
@@ -267,33 +329,13 @@ class SerialEmulator(Emulator):
             self._stream.write(cobs.encode(body) + frames.DELIMITER)
 
     async def _serve(self) -> None:
+        """Send the replies, in order, each as late as its faults say."""
         while True:
-            request = await self._queue.get()
-            self.stats.requests += 1
-            mtype = request.type
-            what = f"{_type_name(mtype)} seq {request.seq}"
-            hit = self.faults.draw(what, reads=mtype == MsgType.READ,
-                                   writes=mtype == MsgType.WRITE)
-            if hit.reboot_s:
-                # the reboot halts this task: run it apart, and answer nothing
-                self._reboot_task = asyncio.create_task(self._fault_reboot(hit.reboot_s),
-                                                        name="serial-emulator-reboot")
-                continue
-            if hit.timeout:
-                self.stats.no_answers += 1
-                continue
+            request, hit, reply = await self._queue.get()
             if hit.delay_s:
                 await asyncio.sleep(hit.delay_s)
-            if hit.exception_code is not None:
-                reply, writes = _error(request, ErrorCode(hit.exception_code), 0,
-                                       "fault card"), {}
-            else:
-                reply, writes = self._answer(request, hit)
-            if writes:
-                if hit.drop_write:
-                    self.stats.dropped_writes += 1
-                else:
-                    self.plant.write(self.asset, writes)
+            if reply is None:
+                reply, _ = self._answer(request, hit)
             self._send(reply, hit.corrupt_crc)
             self.stats.replies += 1
 

@@ -176,15 +176,17 @@ def test_drop_writes_card_acknowledges_writes_that_never_reach_the_plant() -> No
 
 def test_disconnect_card_drops_the_connection_then_the_device_comes_back() -> None:
     events: list[tuple[str, str]] = []
+    plant = _plant()
 
     async def t() -> None:
-        async with emulated(_plant(), "rack", MAP, on_event=lambda *e: events.append(e)) as e, \
+        async with emulated(plant, "rack", MAP, on_event=lambda *e: events.append(e)) as e, \
                 client(e, MAP, timeout_s=TIMEOUT_S, backoff_s=0.05, backoff_max_s=0.1) as dev:
             e.set_fault(FaultCard(disconnect_s=0.3))
             with pytest.raises(DeviceDisconnected):
                 await dev.read()
             with pytest.raises(DeviceDisconnected):  # refused while it reboots
                 await dev.read()
+            plant.advance(0.3)  # the downtime is on the device clock
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 reading = await poll(dev)
@@ -193,19 +195,22 @@ def test_disconnect_card_drops_the_connection_then_the_device_comes_back() -> No
                 assert reading.quality == Quality.ERROR, reading
                 await asyncio.sleep(0.05)
             assert reading.quality == Quality.OK  # reconnected and rescanned
-            assert reading.values["p_w"] == pytest.approx(50_000.0)
+            assert reading.values["p_w"] == pytest.approx(50_000.0 + 0.3 * 1_000.0)
     run(t())
     assert _kinds(events).count("fault.disconnect") == 1
     assert "fault.reconnect" in _kinds(events)
 
 
 def test_disconnect_card_on_rtu_is_silence_then_answers() -> None:
+    plant = _plant()
+
     async def t() -> None:
-        async with emulated(_plant(), "rack", MAP, transport="rtu") as e, \
+        async with emulated(plant, "rack", MAP, transport="rtu") as e, \
                 client(e, MAP, timeout_s=TIMEOUT_S) as dev:
             e.set_fault(FaultCard(disconnect_s=0.3))
             with pytest.raises(DeviceTimeout):
                 await dev.read()
+            plant.advance(0.3)  # the downtime is on the device clock
             deadline = time.monotonic() + 5
             while (await poll(dev)).quality != Quality.OK:
                 assert time.monotonic() < deadline

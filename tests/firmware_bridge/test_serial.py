@@ -231,6 +231,7 @@ def test_disconnect_card_unplugs_the_board_then_the_device_reconnects() -> None:
         b.emu.set_fault(FaultCard(disconnect_s=0.2))
         with pytest.raises(DeviceDisconnected, match="lost"):
             await b.dev.read()  # the request that struck is never answered: the port goes
+        b.plant.advance(0.2)  # the downtime is on the device clock
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
         while (r := await poll(b.dev)).quality != Quality.OK:

@@ -4,6 +4,7 @@ end that it cannot write)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -95,3 +96,56 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of a command writing ``out``: ``.NAME.lock`` beside it."""
+    return out.with_name(f".{out.name}.lock")
+
+
+#: outputs this process holds (a lab run holds its recording, then runs it)
+_held: set[Path] = set()
+
+
+@contextmanager
+def exclusive(out: Path, who: str) -> Iterator[None]:
+    """Hold ``out`` (and what a run writes beside it) against other processes: a second
+    command writing the same file stops at once with one line, before it touches anything,
+    naming ``who`` holds it.  Held again by this process, it is held already.  The lock file
+    is removed on release."""
+    key = Path(os.path.abspath(out))
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the recordings' own HDF5 locks are the only guard
+        yield
+        return
+    if key in _held:
+        yield
+        return
+    lock = lock_path(out)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
+            raise BenchError(f"{out} is in use by another run ({holder or who}); wait for it "
+                             f"to finish, or give --out another file") from None
+        try:  # the lock file may have been removed by the run that held it: start again
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    _held.add(key)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{who}, pid {os.getpid()}".encode())
+        yield
+    finally:
+        _held.discard(key)
+        lock.unlink(missing_ok=True)
+        os.close(fd)

@@ -16,7 +16,7 @@ import numpy as np
 from bench.errors import BenchError, RecordingError
 from bench.paths import replacing
 from bench.recording import Run, open_run
-from bench.summary import figures, format_figures
+from bench.summary import figures, format_figures, grid_asset
 
 
 def _plt():
@@ -53,22 +53,6 @@ def _unit(unit: str) -> str:
     return {"": "–", "1": "–", "-": "–", "degC": "°C"}.get(unit, unit)
 
 
-def _grid_asset(run: Run, node: str, assets: list[str],
-                kinds: dict[tuple[str, str], str]) -> str | None:
-    """The asset whose ``p_w`` is the node's grid power, as the summary counts it
-    (``bench.summary``): the meter if there is one, else the node's bus (its ``grid``
-    asset, or the grid connection the twin records as ``grid`` for a node without one)."""
-    for asset in assets:
-        if kinds.get((node, asset)) == "meter" and run.has(node, asset, "p_w"):
-            return asset
-    for asset in assets:
-        if kinds.get((node, asset)) == "grid" and run.has(node, asset, "p_w"):
-            return asset
-    if "grid" in assets and (node, "grid") not in kinds and run.has(node, "grid", "p_w"):
-        return "grid"
-    return None
-
-
 def power_flows(run: Run, out: Path) -> Path | None:
     """Each node's flows at its bus: PV (the inverters' AC output, or the arrays' DC power
     without an inverter), batteries, GPU racks and the grid connection (the meter, else the
@@ -83,7 +67,7 @@ def power_flows(run: Run, out: Path) -> Path | None:
                              squeeze=False, layout="constrained")
     for ax, (node, assets) in zip(axes[:, 0], nodes.items()):
         has_inverter = any(kinds.get((node, a)) == "inverter" for a in assets)
-        grid = _grid_asset(run, node, assets, kinds)
+        grid = grid_asset(run, node, assets, kinds)
         for asset in assets:
             kind = kinds.get((node, asset), "")
             sig = {"inverter": "p_ac_w", "battery": "p_w", "gpu_rack": "p_w",
@@ -160,7 +144,7 @@ def gpu_power(run: Run, out: Path) -> list[Path]:
     kinds = run.asset_kinds()
     nodes = run.nodes()
     for node in dict.fromkeys(n for n, _ in assets):
-        grid = _grid_asset(run, node, nodes.get(node, []), kinds)
+        grid = grid_asset(run, node, nodes.get(node, []), kinds)
         if grid is not None:
             series[f"{node} grid"] = (np.nan_to_num(run.signal(node, grid, "p_w")), run.dt)
     paths.append(spectrum_figure(out / "gpu_spectrum.png", series))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.paths import same_file
+from bench.paths import replacing, same_file
 from bench.scenario import load
 
 
@@ -149,14 +149,11 @@ def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """``doc`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    """``doc`` to ``path`` whole or not at all (:func:`bench.paths.replacing`)."""
     import json
-    import os
 
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=1) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BenchError(f"--json {path}: cannot write it ({exc.strerror})") from None

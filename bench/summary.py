@@ -314,6 +314,13 @@ def _meter(run: Run, node: str, assets: list[str],
     return None
 
 
+def grid_asset(run: Run, node: str, assets: list[str],
+               kinds: dict[tuple[str, str], str]) -> str | None:
+    """The asset whose ``p_w`` is the node's grid power, as the summary counts it: its
+    meter if it has one, else its bus (figures plot the same)."""
+    return _meter(run, node, assets, kinds) or _bus(run, node, assets, kinds)
+
+
 def _gap_line(fig: Figures) -> str:
     """The ticks without a reading, per node, and exactly the columns they leave short."""
     parts = []

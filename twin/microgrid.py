@@ -306,13 +306,13 @@ def _node_sum(node, y, col, out):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _battery_sum(fa, ia, lay, values, islanded, out):
+def _grid_connected_sum(fa, ia, lay, values, out):
     """``out[k]``: the sum of ``values[i]`` over the batteries of node ``k`` if the node is
-    islanded (``islanded`` True) or grid-connected (False)."""
+    grid-connected (islanded nodes' batteries dispatch their grid-forming source)."""
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
     out[:] = 0.0
     for i in range(node.shape[0]):
-        if (bus_u[node[i], _BUS_ISL] > 0.5) == islanded:
+        if not bus_u[node[i], _BUS_ISL] > 0.5:
             out[node[i]] += values[i]
 
 
@@ -333,7 +333,7 @@ def _couple_bus(fa, ia, lay):
             p_ac[i] = conv_y[i, _INV_PAC] * conn[i]
             p_dc[i] = conv_y[i, _INV_PDC] * conn[i]
         tmp = _v1(fa, lay, _NODE_SUM)
-        _battery_sum(fa, ia, lay, p_ac, False, tmp)
+        _grid_connected_sum(fa, ia, lay, p_ac, tmp)
         for k in range(gen.shape[0]):
             gen[k] += tmp[k]
         # an islanded battery's setpoint dispatches the grid-forming source, within the

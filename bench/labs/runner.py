@@ -14,15 +14,12 @@ before it touches anything.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench.labs import Lab, LabError, shared_file
+from bench.paths import exclusive
 
 
 def overrides(lab: Lab, quick: bool, variant: str = "") -> list[str]:
@@ -37,48 +34,6 @@ def overrides(lab: Lab, quick: bool, variant: str = "") -> list[str]:
             raise LabError(f"lab {lab.name} has no variant '{variant}'")
         out += v.set
     return out
-
-
-def lock_path(out: Path) -> Path:
-    """The lock file of a lab run writing ``out``: ``.RUN.h5.lock`` beside it."""
-    return out.with_name(f".{out.name}.lock")
-
-
-@contextmanager
-def exclusive(out: Path) -> Iterator[None]:
-    """Hold the lab run's lock on ``out`` (and its variants and ledger beside it); another
-    run holding it is a :class:`LabError`.  The lock file is removed on release."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the recordings' own HDF5 locks are the only guard
-        yield
-        return
-    lock = lock_path(out)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.read(fd, 64).decode(errors="replace").strip()
-            os.close(fd)
-            who = f"gridloop lab run, pid {holder}" if holder.isdigit() else "gridloop lab run"
-            raise LabError(f"{out} is in use by another run ({who}); wait for it to finish, "
-                           f"or give --out another file") from None
-        try:  # the lock file may have been removed by the run that held it: start again
-            if os.path.samestat(os.fstat(fd), os.stat(lock)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
 
 
 def stamp(path: Path, lab: str, variant: str, quick: bool, wait_s: float = 2.0) -> None:
@@ -123,7 +78,7 @@ def run_lab(lab: Lab, out: Path, quick: bool = False, quiet: bool = False) -> li
     jobs = [("", out)] + [(v.name, lab.variant_path(out, v.name)) for v in lab.variants]
     sets_of = {variant: overrides(lab, quick, variant) for variant, _ in jobs}  # fail early
     out.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(out):
+    with exclusive(out, "gridloop lab run"):
         _run_jobs(lab, jobs, sets_of, quick, quiet)
     return [p for _, p in jobs]
 

@@ -20,7 +20,8 @@ import pytest
 from bench.cli import main
 from bench.labs import LabError, get_lab
 from bench.labs.grading import Criterion, Grade, Recordings
-from bench.labs.runner import lock_path, stamp
+from bench.labs.runner import stamp
+from bench.paths import lock_path
 
 REPO = Path(__file__).resolve().parents[2]
 

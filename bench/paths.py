@@ -124,7 +124,13 @@ def exclusive(out: Path, who: str) -> Iterator[None]:
         return
     lock = lock_path(out)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BenchError(f"{out}: cannot write in {lock.parent} "
+                             f"({(exc.strerror or str(exc)).lower()}); give --out another "
+                             "file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

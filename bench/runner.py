@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.paths import replacing, same_file
+from bench.paths import exclusive, replacing, same_file
 from bench.scenario import load
 
 
@@ -40,12 +40,6 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     """Run a scenario to ``out`` and print its summary; returns the exit status.  With
     ``json_out``, the same summary and the checks' outcomes are also written there as JSON
     (:func:`result_document`)."""
-    from bench.build import build_plan
-    from bench.checks import evaluate, format_outcomes
-    from bench.engine import controller_for, run_plan
-    from bench.recording import open_run
-    from bench.summary import figures, format_figures
-
     scenario = load(scenario_path, overrides)
     _warn_capped_hardware(scenario)
     if view:
@@ -67,6 +61,20 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         for other, what in ((scenario_path, "the scenario"), (out, "the recording")):
             if same_file(json_out, other):
                 raise BenchError(f"--json {json_out}: that is {what}; give another file")
+    # a second run to the same recording would replace this one's files as it writes them
+    with exclusive(out, "gridloop run"):
+        return _run_and_summarise(scenario, out, ledger, view, quiet, json_out, scenario_path)
+
+
+def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool, quiet: bool,
+                       json_out: Path | None, scenario_path: Path) -> int:
+    """:func:`execute` once its inputs are checked and its recording is held."""
+    from bench.build import build_plan
+    from bench.checks import evaluate, format_outcomes
+    from bench.engine import controller_for, run_plan
+    from bench.recording import open_run
+    from bench.summary import figures, format_figures
+
     ledger_url = str(default_ledger_path(out)) if ledger is None else ledger
     plan = build_plan(scenario, ledger=ledger_url)
     controller = controller_for(plan)  # its options checked before anything is replaced

@@ -141,3 +141,32 @@ def test_sweep_rejects_a_bad_value_before_starting(tmp_path: Path,
     assert main(["sweep", str(SCENARIO), "--set", "run.dt_s=0.05,-1",
                  "--out", str(tmp_path / "s"), "--quiet"]) == 2
     assert "run.dt_s: must be a positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_second_run_to_the_same_recording_stops_before_touching_it(tmp_path: Path) -> None:
+    """Two CI jobs with one --out: the second stops in one line, the first keeps its data."""
+    out = tmp_path / "same.h5"
+    with in_terminal("run", str(SCENARIO), "--mode", "twin", "--quiet", "--out", str(out),
+                     "--set", "run.duration_s=3000", "--set", "run.flush_s=0.2",
+                     stdout=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while not out.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        second = subprocess.run(
+            [sys.executable, "-m", "bench", "run", str(SCENARIO), "--mode", "twin", "--quiet",
+             "--out", str(out)], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.poll() is None, "the first run ended before the second started"
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"gridloop: error: {out} is in use by another run (gridloop run, pid {proc.pid}); "
+        "wait for it to finish, or give --out another file")
+    from bench.recording import open_run
+
+    with open_run(out) as run:  # the first run's recording, whole
+        assert len(run) > 0
+        assert [m for _, k, m in run.events() if k == "run_stopped"] == ["interrupted"]

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, LateTickError
 from bench.paths import exclusive, replacing, same_file
 from bench.scenario import load
 
@@ -105,6 +105,17 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
                 return status or 1
         else:
             summary = run_plan(plan, out, progress=not quiet, controller=controller)
+    except LateTickError as exc:
+        # a run that broke its timing requirement failed (1), as one that broke a check;
+        # 2 is bad input.  The recording keeps every tick before the late one.
+        print(f"gridloop: run failed: {exc}; recording {out} kept up to that tick",
+              file=sys.stderr)
+        if json_out is not None:
+            write_json(json_out, {"format": "gridloop-run-result", "version": 1,
+                                  "status": 1, "passed": False,
+                                  "scenario": str(scenario_path), "recording": str(out),
+                                  "stopped": str(exc)})
+        return 1
     finally:
         if plan.market is not None:
             plan.market.close()
@@ -143,7 +154,7 @@ def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any
     return {
         "format": "gridloop-run-result", "version": 1, "status": status,
         "passed": status == 0, "scenario": str(scenario_path), "recording": str(out),
-        "ticks": summary.ticks, "wall_s": summary.wall_s,
+        "stopped": None, "ticks": summary.ticks, "wall_s": summary.wall_s,
         "realtime_factor": clean(summary.realtime_factor),
         "figures": clean({k: v for k, v in dataclasses.asdict(fig).items() if k != "nodes"}),
         "nodes": {n: clean(dataclasses.asdict(f)) for n, f in fig.nodes.items()},

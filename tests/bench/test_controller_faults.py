@@ -390,3 +390,36 @@ def test_numbers_of_any_kind_are_still_setpoints(tmp_path: Path) -> None:
                     return {"n.battery.p_set_w": float("nan")}
             """)
         run_plan(build_plan(load(path)), tmp_path / "r2.h5", progress=False)
+
+
+# -- 6. a real-time tick late with catch_up = "fail" -------------------------------------------
+
+def test_a_late_tick_with_catch_up_fail_is_a_failed_run_not_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit status 1 (as a failed check; 2 is bad input), one line, the recording kept up to
+    the late tick, and ``--json`` says why the run stopped."""
+    path, _ = scenario(tmp_path, """\
+        import time
+
+        class C:
+            def __init__(self, context, **options):
+                pass
+
+            def step(self, obs):
+                if obs.k == 5:
+                    time.sleep(0.3)
+                return {}
+        """, run='realtime = true\ncatch_up = "fail"')
+    out, doc = tmp_path / "r.h5", tmp_path / "r.json"
+    status, err = gridloop(path, out, capsys, "--json", str(doc))
+    lines = [x for x in err.splitlines() if not x.startswith("faults: ")]
+    assert status == 1, err
+    assert len(lines) == 1 and lines[0].startswith("gridloop: run failed: tick 6 "), err
+    assert "catch_up is 'fail'" in lines[0] and str(out) in lines[0]
+    ticks, complete, why = stopped(out)
+    assert ticks == 6 and not complete and why and "late" in why[0]
+    import json
+
+    result = json.loads(doc.read_text())
+    assert result["status"] == 1 and result["passed"] is False
+    assert result["stopped"].startswith("tick 6 ")

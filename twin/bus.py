@@ -21,7 +21,10 @@ Grid-connected (input ``islanded = 0``)
     export limit is *curtailed*; both are recorded as power and energy and flagged, never
     created.
 Islanded (``islanded = 1``)
-    ``p_grid = 0`` and the frequency follows the swing equation.
+    ``p_grid = 0`` and the frequency follows the swing equation.  Where the grid-forming
+    converters cannot deliver ``p_gfm`` (their batteries at a limit), what they fall short by
+    is unserved load (or, absorbing, curtailed generation): :func:`shed_shortfall`, as a
+    grid-connected node's connection carries it (:func:`carry_shortfall`).
 
 All of it is linear, so each step is exact: the states and the energy integrals (source,
 damping, grid) are advanced with one matrix exponential per mode, precomputed per ``dt``
@@ -248,6 +251,26 @@ def carry_shortfall(x, y, i, p_w, dt):
     y[i, 0] += p_w
     x[i, 5] += p_w * h
     x[i, _EGEN] -= p_w * h
+
+
+@numba.njit(cache=True, error_model="numpy")
+def shed_shortfall(x, y, i, p_w, dt):
+    """Islanded bus ``i``'s grid-forming source delivered ``p_w`` less than its ``p_gfm_w``
+    over the step just taken (batteries at a limit), and no grid can carry it: ``p_w > 0``
+    is load the node could not serve, ``p_w < 0`` generation it had to curtail.  Its unserved
+    (curtailed) power and counters follow, and its source counter becomes what was
+    delivered, so the bus's energy balances with it; the frequency, driven by
+    ``p_gfm - p_load`` (the same with the shortfall taken out of both), stands. [W]"""
+    h = dt / 3600.0
+    x[i, 3] -= p_w * h
+    if p_w > 0.0:
+        y[i, 5] += p_w
+        x[i, _EUNS] += p_w * h
+        x[i, _ELOAD] -= p_w * h
+    else:
+        y[i, 6] -= p_w
+        x[i, _ECURT] -= p_w * h
+        x[i, _EGEN] += p_w * h
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -281,7 +281,7 @@ NX = len(STATE_NAMES)
 # module-level integers into constants).
 (C_IDLE, C_LEAK, C_TREF, C_INV_TLEAK, C_DYN, C_PHI_MIN, C_V_MIN, C_V_SLOPE, C_BURST, C_GAIN,
  C_KI_DT, C_A_DOWN, C_A_UP, C_A_P, C_M_P, C_A_AVG, C_T11, C_T12, C_T21, C_T22, C_B1P, C_B1A,
- C_B2P, C_B2A, C_AMBIENT, N_COEFFS) = range(26)
+ C_B2P, C_B2A, C_AMBIENT, C_SHUTDOWN, N_COEFFS) = range(27)
 
 
 def coefficients(p: GpuParams, dt: float) -> np.ndarray:
@@ -313,6 +313,7 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
     c[C_T11], c[C_T12], c[C_T21], c[C_T22] = ad[0, 0], ad[0, 1], ad[1, 0], ad[1, 1]
     c[C_B1P], c[C_B1A], c[C_B2P], c[C_B2A] = bd[0, 0], bd[0, 1], bd[1, 0], bd[1, 1]
     c[C_AMBIENT] = p.ambient_c
+    c[C_SHUTDOWN] = p.temp_shutdown_c
     return c
 
 
@@ -408,6 +409,38 @@ def gpu_step(c, x, r, o, act, limit_w, out):
     x[r, o + 4 + AVG_STAGES] = min(max(integ + c[C_KI_DT] * (limit_w - pavg), -span), span)
     out[0] = pmean
     out[1] = phim
+    out[2] = tdie
+
+
+@numba.njit(cache=True, error_model="numpy")
+def is_shut_down(c, x, r, o):
+    """Whether the GPU ``x[r, o:o + NX]`` starts its step with the die at or past the card's
+    shutdown temperature ``temp_shutdown_c`` (a NaN die is not: it says nothing)."""
+    return x[r, o + 2] >= c[C_SHUTDOWN]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def shutdown_step(c, x, r, o, out):
+    """Advance a GPU that has shut down (its die at the shutdown temperature) over one step.
+
+    The card switched itself off: it draws nothing (so leakage cannot run away past the
+    temperature where the fitted model ends), its electrical power decays with ``tau_p``,
+    its heat flows out to the air (``ambient_c`` is below the shutdown temperature, so it
+    cools), its limiter's average sees the drop and its clock is parked at the lowest,
+    where it restarts from.  ``out`` as :func:`gpu_step`, with the mean clock 0 (stopped).
+    """
+    pe = x[r, o + 1]
+    tdie = x[r, o + 2]
+    pmean = pe * c[C_M_P]
+    x[r, o] = c[C_PHI_MIN]
+    x[r, o + 1] = pe * c[C_A_P]
+    x[r, o + 2], x[r, o + 3] = thermal_step(c, tdie, x[r, o + 3], pmean)
+    u = pmean
+    for i in range(o + 4, o + 4 + AVG_STAGES):
+        x[r, i] = u + (x[r, i] - u) * c[C_A_AVG]
+        u = x[r, i]
+    out[0] = pmean
+    out[1] = 0.0
     out[2] = tdie
 
 

@@ -220,7 +220,7 @@ _INV_PAV, _INV_VDC, _INV_VAC, _INV_F, _INV_PSET = (Inverter.input_names.index(n)
     "p_dc_avail_w", "v_dc_v", "v_ac_v", "freq_hz", "p_set_w"))
 _INV_PAC, _INV_PDC = (Inverter.output_names.index(n) for n in ("p_ac_w", "p_dc_w"))
 _BAT_PW_IN = Battery.input_names.index("power_w")
-_BAT_PW = Battery.output_names.index("p_w")
+_BAT_PW, _BAT_LIM = (Battery.output_names.index(n) for n in ("p_w", "limited"))
 _BUS_LOAD, _BUS_GEN, _BUS_ISL, _BUS_GFM_SET = (Bus.input_names.index(n) for n in (
     "p_load_w", "p_gen_w", "islanded", "p_gfm_set_w"))
 _BUS_P, _BUS_F, _BUS_GFM = (Bus.output_names.index(n) for n in ("p_w", "freq_hz", "p_gfm_w"))
@@ -388,8 +388,10 @@ def _scatter(y, start, gy, cols):
 
 @numba.njit(cache=True, error_model="numpy")
 def _close(dt, fa, ia, lay, y):
-    """Batteries that fell short of their converter: the grid connection carries the
-    difference in the same step; meters and their energy counters; outputs into ``y``."""
+    """Batteries that fell short of what they were asked: a grid connection carries the
+    difference in the same step, an island sheds it (load it could not serve, or generation
+    it curtails, :func:`twin.bus.shed_shortfall`); meters and their energy counters; outputs
+    into ``y``."""
     grid, bus_y = _v1(fa, lay, _NODE_GRID), _v2(fa, lay, _BUS_Y)
     grid[:] = bus_y[:, _BUS_P]
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
@@ -401,12 +403,17 @@ def _close(dt, fa, ia, lay, y):
             d = p_dc[i] - bat_y[i, _BAT_PW]
             p_ac[i] = p_ac[i] - d
             p_dc[i] = bat_y[i, _BAT_PW]
-            if not bus_u[node[i], _BUS_ISL] > 0.5:
+            # islanded, only a battery at a limit falls short (else ``d`` is the rounding of
+            # its power from its current: unserved load it is not)
+            if not bus_u[node[i], _BUS_ISL] > 0.5 or bat_y[i, _BAT_LIM] != 0.0:
                 short[node[i]] += d
         bus_x = _v2(fa, lay, _BUS_X)
         for k in range(grid.shape[0]):
             if short[k] != 0.0:
-                bus.carry_shortfall(bus_x, bus_y, k, short[k], dt)
+                if bus_u[k, _BUS_ISL] > 0.5:
+                    bus.shed_shortfall(bus_x, bus_y, k, short[k], dt)
+                else:
+                    bus.carry_shortfall(bus_x, bus_y, k, short[k], dt)
             grid[k] = bus_y[k, _BUS_P]
     e_import, e_export = _v1(fa, lay, _NODE_E_IMPORT), _v1(fa, lay, _NODE_E_EXPORT)
     h = dt / S_PER_H

@@ -30,8 +30,18 @@ Limits, all on the rack:
     never rise faster than ``ramp_up_w_per_s`` (they are throttled).  The cap wins over the
     floor.  Burnt and braked power heat and are measured by the GPUs like any other.
 
+Thermal protection: a GPU whose die reaches its shutdown temperature (``temp_shutdown_c``)
+switches off (:func:`twin.gpu.shutdown_step`: no power, clock stopped) until it has cooled
+below it, so a rack in hot air or with poor cooling draws what its cooling carries at that
+temperature instead of letting leakage run away to infinite power; floor and ramp-down
+limits are waived while it is off (an off GPU burns nothing).  Below the shutdown
+temperature the fitted model is untouched.  (A real card slows its clock a few degrees
+earlier and, once shut down, waits for a reset: the twin keeps the node's load bounded and
+says so, rather than modelling either.)
+
 ``phase`` is the load code (:data:`twin.workload.LOADS`) of group 0 at the step start;
-``limited`` is 1 when the cap or a ramp limit held the rack's power down in the step.
+``limited`` is 1 when the cap or a ramp limit held the rack's power down in the step, or
+a GPU was off at its shutdown temperature.
 The fused :meth:`GpuRack.advance` does hold, outputs and step in one numba call; it splits
 steps longer than :data:`twin.gpu.MAX_STEP_S` and looks the schedules up with cursors.
 """
@@ -63,7 +73,9 @@ from twin.gpu import (
     coefficients,
     gpu_step,
     initial_state,
+    is_shut_down,
     load_params,
+    shutdown_step,
     substeps,
 )
 from twin.gpu import activity as gpu_activity
@@ -292,6 +304,7 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
             p_nat = 0.0
             clk = 0.0
             throttled = False
+            off = False
             for k in range(k_groups):
                 j = j0 + k
                 if abs(memo[0, j] - ts) < 1e-9:
@@ -306,16 +319,22 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
                 cur[j] = i
                 memo[0, j] = ts + h
                 memo[1, j] = a1
-                gpu_step(c, x, r, k * NX, (a1 - a0) * inv_h, lim, out)
+                if is_shut_down(c, x, r, k * NX):
+                    shutdown_step(c, x, r, k * NX, out)
+                    off = True
+                else:
+                    gpu_step(c, x, r, k * NX, (a1 - a0) * inv_h, lim, out)
                 pk[k] = out[0]
                 p_nat += sizes[k] * out[0]
                 clk += sizes[k] * out[1]
                 throttled = throttled or out[1] < 0.999
-            lower = rp[10]
+            lower = 0.0
             upper = budget
             prev = x[r, g0]
-            if rp[12] > 0.0:
-                lower = max(lower, prev - rp[12] * h)
+            if not off:  # GPUs that shut down burn nothing: no floor, no ramp down
+                lower = rp[10]
+                if rp[12] > 0.0:
+                    lower = max(lower, prev - rp[12] * h)
             if rp[11] > 0.0:
                 upper = min(upper, prev + rp[11] * h)
             p_gpu = min(max(p_nat, lower), upper)
@@ -332,7 +351,7 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
             y[r, 1] += p_dc * inv_sub
             y[r, 2] += p_gpu * inv_sub
             y[r, 9] += clk * inv_gpus * rp[13] * inv_sub
-            if dp < -1e-9 or (lim < rp[9] and throttled):
+            if dp < -1e-9 or (lim < rp[9] and throttled) or off:
                 limited = 1.0
             if sub > 1:
                 tsum = 0.0
@@ -507,11 +526,15 @@ class GpuRack(Asset):
         tau_avg = g.limit_avg_tau_s / AVG_STAGES
         p_nat = np.zeros(self.n)
         pe = np.empty((self.n, k))
+        off_any = np.zeros(self.n, dtype=bool)
         for i in range(k):
             xs = x[:, i * nx:(i + 1) * nx]
             phi, pe[:, i], tdie = xs[:, 0], xs[:, 1], xs[:, 2]
-            pstat = g.idle_w + g.leak_w * np.expm1((tdie - g.temp_ref_c) / g.leak_temp_c)
-            dyn = w[:, 3 + i] * g.dynamic_w
+            off = tdie >= g.temp_shutdown_c  # shut down: draws nothing (shutdown_step)
+            off_any |= off
+            pstat = np.where(off, 0.0, g.idle_w + g.leak_w * np.expm1(
+                (np.minimum(tdie, g.temp_shutdown_c) - g.temp_ref_c) / g.leak_temp_c))
+            dyn = np.where(off, 0.0, w[:, 3 + i] * g.dynamic_w)
             pavg, integ = xs[:, 3 + AVG_STAGES], xs[:, 4 + AVG_STAGES]
             b = np.minimum(g.burst_limit_ratio * lim,
                            lim + g.limit_gain * (lim - pavg) + integ)
@@ -521,19 +544,20 @@ class GpuRack(Asset):
                 ((integ >= span) & (di > 0)) | ((integ <= -span) & (di < 0)), 0.0, di)
             need = np.where(dyn > 1e-9, (b - pstat) / np.maximum(dyn, 1e-9), np.inf)
             target = np.array([clock_for(v, phi_min, g.voltage_min, 1.0, 6) for v in need])
+            target = np.where(off, phi_min, target)
             tau = np.where(target < phi, g.clock_down_tau_s, g.clock_up_tau_s)
             dx[:, i * nx] = (target - phi) / tau
             v = g.voltage_min + (1 - g.voltage_min) * (phi - phi_min) / (1 - phi_min)
             dx[:, i * nx + 1] = (pstat + dyn * phi * v * v - pe[:, i]) / tau_p
             p_nat += self.sizes[i] * pe[:, i]
-        lower = np.full(self.n, r.power_floor_w)
+        lower = np.where(off_any, 0.0, r.power_floor_w)
         p_gpu_target = np.minimum(np.maximum(p_nat, lower), budget)
         p_gpu = x[:, -3]
         rate = (p_gpu_target - p_gpu) / tau_p
         if r.ramp_up_w_per_s > 0:
             rate = np.minimum(rate, r.ramp_up_w_per_s)
         if r.ramp_down_w_per_s > 0:
-            rate = np.maximum(rate, -r.ramp_down_w_per_s)
+            rate = np.where(off_any, rate, np.maximum(rate, -r.ramp_down_w_per_s))
         dx[:, -3] = rate
         scale = np.where(p_nat > 0, p_gpu / np.maximum(p_nat, 1e-9), 1.0)
         gd, hs = 1.0 / g.r_die_c_per_w, 1.0 / g.r_sink_c_per_w

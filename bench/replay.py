@@ -9,7 +9,9 @@ measured signal the first tick where the twin under the new setpoints is further
 recorded plant than the recorded twin was, by more than the signal's tolerance.  A twin-only
 recording measured nothing: there the twin's recorded signals are compared, as values, with
 the replay's.  The replay's recording is stamped ``replay_of`` (the source recording) and
-``replay_controller``, and never replaces the recording it replays.
+``replay_controller`` from its creation, and never replaces the recording it replays.  It
+holds its output as ``gridloop run`` and ``gridloop lab run`` do (:func:`bench.paths.exclusive`):
+a second replay, run or lab to the same file stops in one line before touching it.
 
 The replay runs the recording's ticks: its scenario says so (``run.duration_s``).  A
 recording whose run stopped early (killed, interrupted) gives a replay that stops where it
@@ -41,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError, RecordingError, ScenarioError
-from bench.paths import same_file
+from bench.paths import exclusive, same_file
 from bench.recording import open_run
 
 
@@ -124,7 +126,10 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
         if not folder.is_dir():
             raise ScenarioError(f"--scenario-dir {folder}: no such folder")
         folder = folder.resolve()  # the replay's recording names it: from anywhere
-    with tempfile.TemporaryDirectory(prefix="gridloop-replay-") as tmp:
+    # a second replay, a run or a lab writing the same recording would replace this one's
+    # file as it writes it: the output lock they all take (bench.paths.exclusive)
+    with exclusive(out, "gridloop replay"), \
+            tempfile.TemporaryDirectory(prefix="gridloop-replay-") as tmp:
         return _replay(path, controller, out, options, progress, folder, Path(tmp))
 
 
@@ -177,8 +182,8 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
                      {r.key: run.signal(r.node, r.asset, r.name)[:n]
                       for r in run.signals("measured")})
         t = run.time[:n]
+    _stamp(plan, path, s.controller.name, source, racks, rack_overrides)
     summary = run_plan(plan, out, progress=progress)
-    _stamp(out, path, s.controller.name, source, racks, rack_overrides)
     report = ReplayReport(out, summary.ticks)
     if not measured:
         notes.insert(0, "no measured signals: a twin-only recording; compared setpoints and "
@@ -230,23 +235,31 @@ def _toml(value: Any) -> str:
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 
-def _stamp(out: Path, source: Path, controller: str, attrs: dict[str, Any],
+def _stamp(plan: Any, source: Path, controller: str, attrs: dict[str, Any],
            racks: list[str], rack_overrides: list[str]) -> None:
-    """Mark a replay's recording as one: the recording it replayed, the controller, whether
-    that recording was complete, and the racks run on their recorded power (whose overrides,
-    naming a file the replay has deleted, leave its scenario)."""
-    import h5py
+    """Mark a replay's recording as one from its creation (the recorder writes ``plan``'s
+    recording attributes when it creates the file): the recording it replayed, the
+    controller, whether that recording was complete, and the racks run on their recorded
+    power (whose overrides, naming a file the replay deletes, leave its scenario).
 
-    with h5py.File(out, "r+") as f:
-        f.attrs["replay_of"] = str(source.resolve())
-        f.attrs["replay_controller"] = controller
-        for key, value in attrs.items():
-            f.attrs[key] = value
+    Written with the file, not by opening it again afterwards: a recording that someone
+    opened meanwhile (a viewer following it) made that reopen fail on HDF5's file lock, and a
+    replay killed before it was stamped read as a plain run."""
+    base = plan.recording_attrs
+
+    def recording_attrs() -> dict[str, Any]:
+        out = dict(base())
+        out["replay_of"] = str(source.resolve())
+        out["replay_controller"] = controller
+        out.update(attrs)
         if racks:
-            f.attrs["replay_rack_power"] = ", ".join(racks)
-            kept = [x for x in str(f.attrs.get("scenario_overrides", "")).split("\n")
+            out["replay_rack_power"] = ", ".join(racks)
+            kept = [x for x in str(out.get("scenario_overrides", "")).split("\n")
                     if x and x not in rack_overrides]
-            f.attrs["scenario_overrides"] = "\n".join(kept)
+            out["scenario_overrides"] = "\n".join(kept)
+        return out
+
+    plan.recording_attrs = recording_attrs  # this plan's, not every Plan's
 
 
 def _source_attrs(run: Any, n: int, folder: Path | None) -> dict[str, Any]:

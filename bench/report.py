@@ -3,6 +3,16 @@
 Figures: power flows per node, battery SOC, bus frequency (islanded runs), GPU rack power
 and its spectrum, twin-versus-device residuals with their tolerance band, and the lateness
 histogram of real-time runs.  Each is written only when the recording has its data.
+
+A replay's recording (stamped ``replay_of``, :mod:`bench.replay`) holds, under each device's
+plain names, the measurements of the run it replayed: the replayed controller's inputs, not
+what happened under it.  What happened under it is the twin (``twin/<signal>``, and the plain
+names of assets that had no device), and that is what the report plots, sums and judges the
+scenario's ``[checks]`` on (:class:`Replayed`); its summary says first that it is a replay, of
+which recording and under which controller.  A residual check (device against twin) is not
+applicable there: no device ran under the replayed controller; nor is a bound on a signal
+only a device recorded, which the twin does not predict.  The residuals figure keeps the
+recording's residuals: recorded measurements minus the replay's twin.
 """
 
 from __future__ import annotations
@@ -179,7 +189,8 @@ def residuals(run: Run, out: Path) -> Path | None:
         ax.set_ylabel(f"{r.node}.{r.asset}\n{r.name} [{_unit(r.unit)}]", fontsize=7)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time [s]")
-    fig.suptitle("Residuals: measured minus twin")
+    fig.suptitle("Residuals: recorded measurements minus the replay's twin"
+                 if "replay_of" in run.attrs else "Residuals: measured minus twin")
     return _save(fig, out / "residuals.png")
 
 
@@ -199,6 +210,79 @@ def lateness(run: Run, out: Path) -> Path | None:
     ax.set_title(f"p50 {np.percentile(lat, 50):.3f} ms, p99 {np.percentile(lat, 99):.3f} ms, "
                  f"max {lat.max():.3f} ms")
     return _save(fig, out / "lateness.png")
+
+
+class Replayed:
+    """A replay's recording as the report reads it: each signal the replay's twin computed
+    (``twin/<signal>`` where the asset had a device, the plain name where it had none), under
+    its plain name, and no device values (the recorded ones were the replayed controller's
+    inputs).  Everything else is the recording's (:class:`bench.recording.Run`)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        attrs = run.attrs
+        #: the recording replayed (its file name) and the controller the replay ran
+        self.source = Path(str(attrs["replay_of"])).name
+        self.controller = str(attrs.get("replay_controller", "") or "its recorded controller")
+
+    def __getattr__(self, name: str):
+        return getattr(self.run, name)
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    def device(self, node: str, asset: str) -> bool:
+        """Whether the asset had a device (the recording has a twin beside its values)."""
+        return f"nodes/{node}/{asset}/twin" in self.run.file
+
+    def has(self, node: str, asset: str, name: str, kind: str = "measured") -> bool:
+        if kind == "twin":  # no device under the replayed controller: nothing to compare
+            return False
+        if kind != "measured":
+            return self.run.has(node, asset, name, kind)
+        return self.run.has(node, asset, name, "twin") or (
+            self.run.has(node, asset, name) and not self.device(node, asset))
+
+    def _kind(self, node: str, asset: str, name: str, kind: str) -> str:
+        return "twin" if kind == "measured" and self.run.has(node, asset, name, "twin") \
+            else kind
+
+    def signal(self, node: str, asset: str, name: str, kind: str = "measured") -> np.ndarray:
+        return self.run.signal(node, asset, name, self._kind(node, asset, name, kind))
+
+    def unit(self, node: str, asset: str, name: str, kind: str = "measured") -> str:
+        return self.run.unit(node, asset, name, self._kind(node, asset, name, kind))
+
+
+def replayed(run: Run) -> Run | Replayed:
+    """What the report reads of ``run``: a replay's recording as :class:`Replayed`."""
+    return Replayed(run) if "replay_of" in run.attrs else run
+
+
+def _judge(run: Run, checks: tuple) -> str:
+    """The checks' table, judged on what the recording is of: a replay's on the twin under
+    the replayed controller (a line before the table says so)."""
+    from dataclasses import replace
+
+    from bench.checks import evaluate, format_outcomes
+
+    view = replayed(run)
+    outcomes = evaluate(view, checks)
+    if not isinstance(view, Replayed):
+        return format_outcomes(outcomes)
+    for i, o in enumerate(outcomes):
+        node, asset, name = o.check.key.split(".")
+        if o.check.bound == "residual" and run.has(node, asset, name):
+            why = f"a replay: no device ran under {view.controller}"
+        elif not o.judged and view.device(node, asset) and run.has(node, asset, name):
+            why = (f"a replay: the twin does not predict it; {view.source} recorded it under "
+                   "its own controller")
+        else:
+            continue
+        outcomes[i] = replace(o, not_applicable=why, unit=o.unit or run.unit(node, asset,
+                                                                              name))
+    return (f"checks judged on the replay: the twin under {view.controller}, not the "
+            f"measurements recorded in {view.source}\n" + format_outcomes(outcomes))
 
 
 def _recorded_checks(run: Run) -> tuple:
@@ -280,17 +364,17 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
             raise RecordingError(f"{path}: the recording has no ticks")
         out_dir = _output_dir(path, out)
         written: list[Path] = []
-        for fn in (power_flows, soc, frequency, residuals, lateness):
-            p = fn(run, out_dir)
+        view = replayed(run)  # a replay's figures: what its twin did under its controller
+        for fn, of in ((power_flows, view), (soc, view), (frequency, view),
+                       (residuals, run), (lateness, run)):
+            p = fn(of, out_dir)
             if p is not None:
                 written.append(p)
-        written.extend(gpu_power(run, out_dir))
+        written.extend(gpu_power(view, out_dir))
         text = format_figures(figures(run))
         checks = _recorded_checks(run)
         if checks:
-            from bench.checks import evaluate, format_outcomes
-
-            text += "\n" + format_outcomes(evaluate(run, checks))
+            text += "\n" + _judge(run, checks)
         if not run.complete:
             stopped = [m for _, kind, m in run.events() if kind == "run_stopped"]
             text += ("\n(the run stopped early: " + stopped[-1] + ")" if stopped else

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from firmware_bridge import plausible
 from firmware_bridge.errors import ConfigError, DeviceError
 from firmware_bridge.sunspec import (
     DEFAULT_BASE_ADDRESS,
@@ -216,8 +217,14 @@ class RegisterMap:
             spans.append((start, end - start))
         return spans
 
-    def decode(self, image: Sequence[int], layout: DeviceLayout) -> dict[str, float]:
-        """Signals from a register image (SI); unimplemented points are left out."""
+    def decode(self, image: Sequence[int], layout: DeviceLayout,
+               implausible: list[str] | None = None) -> dict[str, float]:
+        """Signals from a register image (SI); unimplemented points are left out.
+
+        A value outside its point's plausible range (:mod:`firmware_bridge.plausible`: from
+        the unit of the point's SunSpec definition, else of the signal's name) is garbage:
+        it is NaN, and a line naming the signal, point and value is appended to
+        ``implausible`` when given."""
         out: dict[str, float] = {}
         for b in self.bindings:
             if b.signal in out:
@@ -225,8 +232,14 @@ class RegisterMap:
             point = model_layout(b.model).point(b.point)
             value = _decode(point, _get(image, layout, b.model, point), b.factor, b.codes,
                             _sf(image, layout, b.model, point))
-            if value is not None:
-                out[b.signal] = value
+            if value is None:
+                continue
+            problem = _implausible(b, point, value)
+            if problem:
+                value = math.nan
+                if implausible is not None:
+                    implausible.append(problem)
+            out[b.signal] = value
         return out
 
     def control_writes(self, setpoints: Mapping[str, float], image: Sequence[int],
@@ -303,6 +316,23 @@ def _sf(image: Sequence[int], layout: DeviceLayout, model: int, point: Point) ->
         raise DeviceError(f"model {model} {point.sf} = {int(raw)}: a scale factor outside "
                           f"SunSpec's {SF_MIN}..{SF_MAX}")
     return int(raw)
+
+
+def _implausible(b: Binding, point: Point, value: float) -> str:
+    """What is implausible about ``value`` (``b.signal``, SI) read from ``point``, or ``""``:
+    judged in the point's SunSpec unit where its definition has one we bound (before the
+    binding's factor: a SoC in %), else in the unit of the signal's name."""
+    if b.codes:  # an enumerated point: unknown codes are left out already
+        return ""
+    bound = plausible.for_sunspec(point.units)
+    shown = value / b.factor if bound is not None and b.factor else value
+    if bound is None:
+        bound = plausible.for_signal(b.signal)
+    if not plausible.implausible(shown, bound):
+        return ""
+    assert bound is not None
+    return (f"{b.signal} (model {b.model} {point.name}) = {bound.show(shown)}, outside the "
+            f"plausible {bound.describe()}")
 
 
 def _encode(point: Point, value: float, factor: float, codes: tuple[tuple[int, float], ...],

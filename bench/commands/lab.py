@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "RUN.VARIANT.h5 per comparison the lab makes.")
     run.add_argument("name", metavar="NAME")
     run.add_argument("--quick", action="store_true",
-                     help="the short variant (under a minute; what CI runs)")
+                     help="the short variant, what CI runs and grades: the lab's [quick] "
+                          "overrides (lab.toml), mostly a shorter simulated duration; every "
+                          "recording the lab compares is still written (wall times per lab: "
+                          "docs/labs.md)")
     run.add_argument("--out", metavar="RUN.h5", help="main recording (default runs/NAME.h5)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=run_lab)

@@ -19,6 +19,11 @@ emulated device's fault card (:class:`~firmware_bridge.faults.LockstepFaults`): 
 card leaves unanswered within the deadline is given up after the deadline, any other is
 waited for up to ``timeout_s``, so the wall clock decides no outcome.
 
+Implausible values: a point whose value is outside what its unit allows
+(:mod:`firmware_bridge.plausible`, e.g. 3.3e14 W from an int16 at scale factor 10) is NaN in
+the reading, which is flagged ``Quality.ERROR`` with a line naming the device, the point and
+the value; its other points are kept.
+
 Stale values: with ``stale_after_s`` set, a reading whose registers are bit-identical to the
 previous ones for longer than that is flagged ``Quality.STALE`` (values are still returned).
 Enable it for devices with a value that always moves (an energy counter, a frequency).
@@ -182,8 +187,19 @@ class ModbusDevice(Device):
             at = address - self._layout.base_address
             self._image[at:at + count] = await self._transact(3, address, count)
         rtt = time.perf_counter() - t0
-        values = self.map.decode(self._image, self._layout)
-        return Reading(values, time.time(), self._staleness(), rtt)
+        implausible: list[str] = []
+        try:
+            values = self.map.decode(self._image, self._layout, implausible)
+        except DeviceError as exc:  # registers that make no sense (a scale factor)
+            raise DeviceError(f"{self.name}: {exc}") from None
+        quality = self._staleness()
+        if implausible:
+            # garbage, however well framed: left out (NaN), the reading an error, as a
+            # serial board's NaN is; the device's other points are kept
+            return Reading(values, time.time(), Quality.ERROR, rtt,
+                           f"{self.name}: device sent an implausible value for "
+                           f"{'; '.join(implausible)}")
+        return Reading(values, time.time(), quality, rtt)
 
     async def write(self, setpoints: Mapping[str, float]) -> None:
         unknown = [n for n in setpoints if n not in self.map.setpoints]

@@ -33,6 +33,7 @@ from typing import TypeVar
 
 import serial
 
+from firmware_bridge import plausible
 from firmware_bridge.backends.backoff import Backoff
 from firmware_bridge.device import Device, Quality, Reading
 from firmware_bridge.errors import (
@@ -220,14 +221,25 @@ class SerialDevice(Device):
     def _checked(self, values: dict[str, float], timestamp_s: float, rtt_s: float,
                  extra: dict[str, object]) -> Reading:
         """A reading of ``values``; a NaN or infinite value (a board's failed sensor, a
-        corrupted float) is a NaN with quality ERROR, never a number passed on as OK."""
+        corrupted float), or a finite one outside what the unit in the point's name allows
+        (:mod:`firmware_bridge.plausible`: 1e30 W), is a NaN with quality ERROR, never a
+        number passed on as OK."""
         bad = [name for name, v in values.items() if not math.isfinite(v)]
-        if not bad:
+        bounds = {name: plausible.for_signal(name) for name in values}
+        wild = [name for name, v in values.items() if plausible.implausible(v, bounds[name])]
+        if not bad and not wild:
             return Reading(values, timestamp_s, Quality.OK, rtt_s, extra=extra)
-        error = (f"{self.name}: board sent a non-finite value for "
-                 f"{', '.join(f'{n} ({values[n]})' for n in bad)}")
-        values.update(dict.fromkeys(bad, math.nan))
-        return Reading(values, timestamp_s, Quality.ERROR, rtt_s, error, extra)
+        errors = []
+        if bad:
+            errors.append("board sent a non-finite value for "
+                          f"{', '.join(f'{n} ({values[n]})' for n in bad)}")
+        if wild:
+            errors.append("board sent an implausible value for " + ", ".join(
+                f"{n} ({b.show(values[n])}, outside the plausible {b.describe()})"
+                for n in wild if (b := bounds[n]) is not None))
+        values.update(dict.fromkeys(bad + wild, math.nan))
+        return Reading(values, timestamp_s, Quality.ERROR, rtt_s,
+                       f"{self.name}: {'; '.join(errors)}", extra)
 
     async def write(self, setpoints: Mapping[str, float]) -> None:
         def payload(hello: Hello) -> bytes:

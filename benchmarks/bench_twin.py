@@ -114,9 +114,10 @@ def kernel_costs(quick: bool) -> dict:
 
 def kernel_us(mg: Microgrid, kind: str, kernel: Callable[..., None], calls: int,
               repeats: int) -> float:
-    """One group's kernel on copies of its arrays, time moving on as in a run. [us]"""
+    """One group's kernel on copies of its arrays (in the arena's memory order: the racks'
+    column by column), time moving on as in a run. [us]"""
     g = mg.groups[kind]
-    x, u, y = g.x.copy(), g.u.copy(), g.y.copy()
+    x, u, y = g.x.copy(order="K"), g.u.copy(order="K"), g.y.copy(order="K")
     args = g.asset.kernel_args(DT)
     clock = {"t": mg.t}
 

@@ -42,6 +42,7 @@ import numpy as np
 from twin import params as _params
 from twin.errors import ParameterError, TwinError
 from twin.stepper import discretise
+from twin.vecmath import exp as vexp
 from twin.workload import CHECKPOINT, COMPUTE, LIGHT, MEMORY, Schedule
 
 #: longest step the kernel takes; longer steps are split [s]
@@ -271,7 +272,8 @@ def idle_temperature_c(p: GpuParams) -> float:
 # --- the kernel -------------------------------------------------------------------------
 
 #: stages of the limiter's power average (a cascade of equal lags, close to the card's
-#: one-second moving average: it keeps rising after the power has dropped)
+#: one-second moving average: it keeps rising after the power has dropped); three, written
+#: out stage by stage in :func:`gpu_steps`
 AVG_STAGES = 3
 #: layout of the per-GPU state vector
 STATE_NAMES = ("clock_ratio", "p_w", "temp_die_c", "temp_sink_c") + tuple(
@@ -372,89 +374,89 @@ def thermal_step(c, temp_die_c, temp_sink_c, power_w):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def gpu_step(c, x, r, o, act, limit_w, out):
-    """Advance the GPU state ``x[r, o:o + NX]`` (in place) over one step.
+def gpu_steps(c, x, o, act, limit_w, p_w, clock):
+    """Advance the GPUs ``x[:, o:o + NX]`` (one per row, in place) over one step.
 
-    ``act`` is the mean activity over the step, ``limit_w`` the power limit; writes
-    ``out = (mean power [W], mean clock ratio, die temperature at the step start [degC])``.
-    States live in rows of a 2-D array so a rack kernel updates many without views.
+    ``act`` is each GPU's mean activity over the step, ``limit_w`` its power limit; writes
+    each one's mean power [W] into ``p_w`` and mean clock ratio into ``clock``.  A GPU whose
+    die starts the step at or past its shutdown temperature (``temp_shutdown_c``) is off:
+    it draws nothing, so leakage cannot run away past the temperature the fitted model
+    ends at; its power decays with ``tau_p``, it cools, its clock is parked at the lowest
+    (where it restarts from) and reported as 0 (stopped).  A NaN die is not off.
+
+    Branch-free arithmetic over rows with :func:`twin.vecmath.exp`, on the state's columns
+    taken as vectors: with ``x`` stored column by column they are contiguous and the loop
+    runs as SIMD vectors (indexing ``x[r, o + j]`` with a run-time ``o`` kept LLVM from
+    proving the columns apart); one row gives the same numbers.
     """
-    phi = x[r, o]
-    pe = x[r, o + 1]
-    tdie = x[r, o + 2]
-    tsink = x[r, o + 3]
-    pavg = x[r, o + 3 + AVG_STAGES]
-    integ = x[r, o + 4 + AVG_STAGES]
-    pstat = c[C_IDLE] + c[C_LEAK] * (math.exp((tdie - c[C_TREF]) * c[C_INV_TLEAK]) - 1.0)
-    dyn = act * c[C_DYN]
-    budget = min(c[C_BURST] * limit_w, limit_w + c[C_GAIN] * (limit_w - pavg) + integ)
-    if dyn > 1e-9:
-        target = clock_for((budget - pstat) / dyn, c[C_PHI_MIN], c[C_V_MIN], phi, 1)
-    else:
-        target = 1.0
-    a = c[C_A_DOWN] if target < phi else c[C_A_UP]
-    phin = target + (phi - target) * a
-    phim = 0.5 * (phi + phin)
-    v = c[C_V_MIN] + c[C_V_SLOPE] * (phim - c[C_PHI_MIN])
-    ptarget = pstat + dyn * phim * v * v
-    pmean = ptarget + (pe - ptarget) * c[C_M_P]
-    x[r, o] = phin
-    x[r, o + 1] = ptarget + (pe - ptarget) * c[C_A_P]
-    x[r, o + 2], x[r, o + 3] = thermal_step(c, tdie, tsink, pmean)
-    u = pmean
-    for i in range(o + 4, o + 4 + AVG_STAGES):
-        x[r, i] = u + (x[r, i] - u) * c[C_A_AVG]
-        u = x[r, i]
-    span = (c[C_BURST] - 1.0) * limit_w
-    x[r, o + 4 + AVG_STAGES] = min(max(integ + c[C_KI_DT] * (limit_w - pavg), -span), span)
-    out[0] = pmean
-    out[1] = phim
-    out[2] = tdie
-
-
-@numba.njit(cache=True, error_model="numpy")
-def is_shut_down(c, x, r, o):
-    """Whether the GPU ``x[r, o:o + NX]`` starts its step with the die at or past the card's
-    shutdown temperature ``temp_shutdown_c`` (a NaN die is not: it says nothing)."""
-    return x[r, o + 2] >= c[C_SHUTDOWN]
-
-
-@numba.njit(cache=True, error_model="numpy")
-def shutdown_step(c, x, r, o, out):
-    """Advance a GPU that has shut down (its die at the shutdown temperature) over one step.
-
-    The card switched itself off: it draws nothing (so leakage cannot run away past the
-    temperature where the fitted model ends), its electrical power decays with ``tau_p``,
-    its heat flows out to the air (``ambient_c`` is below the shutdown temperature, so it
-    cools), its limiter's average sees the drop and its clock is parked at the lowest,
-    where it restarts from.  ``out`` as :func:`gpu_step`, with the mean clock 0 (stopped).
-    """
-    pe = x[r, o + 1]
-    tdie = x[r, o + 2]
-    pmean = pe * c[C_M_P]
-    x[r, o] = c[C_PHI_MIN]
-    x[r, o + 1] = pe * c[C_A_P]
-    x[r, o + 2], x[r, o + 3] = thermal_step(c, tdie, x[r, o + 3], pmean)
-    u = pmean
-    for i in range(o + 4, o + 4 + AVG_STAGES):
-        x[r, i] = u + (x[r, i] - u) * c[C_A_AVG]
-        u = x[r, i]
-    out[0] = pmean
-    out[1] = 0.0
-    out[2] = tdie
+    idle, leak, tref, itl = c[C_IDLE], c[C_LEAK], c[C_TREF], c[C_INV_TLEAK]
+    dyn_w, burst, gain = c[C_DYN], c[C_BURST], c[C_GAIN]
+    phi_min, v_min, v_slope = c[C_PHI_MIN], c[C_V_MIN], c[C_V_SLOPE]
+    need_min = phi_min * v_min * v_min
+    a_down, a_up, a_p, m_p, a_avg, ki_dt = (c[C_A_DOWN], c[C_A_UP], c[C_A_P], c[C_M_P],
+                                            c[C_A_AVG], c[C_KI_DT])
+    t11, t12, t21, t22 = c[C_T11], c[C_T12], c[C_T21], c[C_T22]
+    b1p, b2p = c[C_B1P], c[C_B2P]
+    b1a, b2a = c[C_B1A] * c[C_AMBIENT], c[C_B2A] * c[C_AMBIENT]
+    shutdown = c[C_SHUTDOWN]
+    # the state's columns as vectors (contiguous where ``x`` is stored column by column)
+    x_phi, x_pe, x_die, x_sink = x[:, o], x[:, o + 1], x[:, o + 2], x[:, o + 3]
+    x_avg0, x_avg1, x_avg2, x_int = x[:, o + 4], x[:, o + 5], x[:, o + 6], x[:, o + 7]
+    for r in range(x.shape[0]):
+        phi = x_phi[r]
+        pe = x_pe[r]
+        tdie = x_die[r]
+        tsink = x_sink[r]
+        pavg = x_avg2[r]
+        integ = x_int[r]
+        lim = limit_w[r]
+        off = tdie >= shutdown
+        pstat = idle + leak * (vexp((tdie - tref) * itl) - 1.0)
+        dyn = act[r] * dyn_w
+        budget = min(burst * lim, lim + gain * (lim - pavg) + integ)
+        # the highest clock whose power fits the budget: one Newton step from the present
+        # clock (:func:`clock_for`), 1 with nothing to run
+        need = (budget - pstat) / dyn
+        v = v_min + v_slope * (phi - phi_min)
+        newton = min(max(phi - (phi * v * v - need) / (v * v + 2.0 * phi * v * v_slope),
+                         phi_min), 1.0)
+        target = 1.0 if need >= 1.0 else newton
+        target = phi_min if need <= need_min else target
+        target = target if dyn > 1e-9 else 1.0
+        a = a_down if target < phi else a_up
+        phin = target + (phi - target) * a
+        phim = 0.5 * (phi + phin)
+        v = v_min + v_slope * (phim - phi_min)
+        ptarget = 0.0 if off else pstat + dyn * phim * v * v
+        pmean = ptarget + (pe - ptarget) * m_p
+        x_phi[r] = phi_min if off else phin
+        x_pe[r] = ptarget + (pe - ptarget) * a_p
+        x_die[r] = t11 * tdie + t12 * tsink + b1p * pmean + b1a
+        x_sink[r] = t21 * tdie + t22 * tsink + b2p * pmean + b2a
+        u0 = pmean + (x_avg0[r] - pmean) * a_avg
+        u1 = u0 + (x_avg1[r] - u0) * a_avg
+        x_avg0[r] = u0
+        x_avg1[r] = u1
+        x_avg2[r] = u1 + (pavg - u1) * a_avg
+        span = (burst - 1.0) * lim
+        x_int[r] = integ if off else min(max(integ + ki_dt * (lim - pavg), -span), span)
+        p_w[r] = pmean
+        clock[r] = 0.0 if off else phim
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _run(c, x, act, limit_w):
+    """Power, clock and die temperature of one GPU ``x`` over the steps of ``act``."""
     n = act.shape[0]
     res = np.empty((n, 3))
-    out = np.empty(3)
     xs = x.reshape(1, -1)
+    p = np.empty(1)
+    clk = np.empty(1)
     for k in range(n):
-        gpu_step(c, xs, 0, 0, act[k], limit_w[k], out)
-        res[k, 0] = out[0]
-        res[k, 1] = out[1]
-        res[k, 2] = out[2]
+        res[k, 2] = xs[0, 2]
+        gpu_steps(c, xs, 0, act[k:k + 1], limit_w[k:k + 1], p, clk)
+        res[k, 0] = p[0]
+        res[k, 1] = clk[0]
     return res
 
 

@@ -129,6 +129,9 @@ class AssetSpec:
  _METER_NODE, _SER_OFF, _Y_START, _MODE,
  _N_SLOTS) = range(85)
 _FIRST_INT = _PV_SER
+# 2-D slots stored column by column (a signal of every unit contiguous): the kernels that
+# loop over units with the same arithmetic for each read and write them as SIMD vectors
+_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y))
 # _Y_START: where each part's signals start in Microgrid.y (unit by unit, column by column)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
 # _MODE: how the racks run, their sub-steps, their column of p_w
@@ -163,10 +166,10 @@ class _Arena:
         ends = {False: 0, True: 0}
         for slot in range(_N_SLOTS):
             integer = slot >= _FIRST_INT
-            a = np.ascontiguousarray(arrays[slot], dtype=np.int64 if integer else float)
+            a = np.asarray(arrays[slot], dtype=np.int64 if integer else float)
             shape = a.shape + (1,) * (4 - a.ndim)
             self.layout[slot] = (ends[integer],) + shape + (a.ndim,)
-            chunks[integer].append(a.ravel())
+            chunks[integer].append(a.ravel(order="F" if slot in _COLUMN_MAJOR else "C"))
             ends[integer] += a.size
         self.f = np.concatenate(chunks[False])
         self.i = np.concatenate(chunks[True])
@@ -175,7 +178,10 @@ class _Arena:
         """The array of ``slot``, a view: writing to it writes the arena."""
         o, *dims, ndim = (int(v) for v in self.layout[slot])
         buf = self.i if slot >= _FIRST_INT else self.f
-        return buf[o:o + int(np.prod(dims))].reshape(dims[:ndim])
+        flat = buf[o:o + int(np.prod(dims))]
+        if slot in _COLUMN_MAJOR:
+            return flat.reshape(dims[:ndim][::-1]).T
+        return flat.reshape(dims[:ndim])
 
 
 @intrinsic
@@ -190,6 +196,18 @@ def _as_c(typingctx, a):
     return a.copy(layout="C")(a), codegen
 
 
+@intrinsic
+def _as_f(typingctx, a):
+    """``a``, typed Fortran-contiguous without a check or a copy: for views known to be."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+    return a.copy(layout="F")(a), codegen
+
+
 @numba.njit(cache=True)
 def _v1(buf, lay, k):
     o = lay[k, 0]
@@ -201,6 +219,14 @@ def _v2(buf, lay, k):
     o, c = lay[k, 0], lay[k, 2]
     s = buf.itemsize
     return _as_c(as_strided(buf[o:], shape=(lay[k, 1], c), strides=(c * s, s)))
+
+
+@numba.njit(cache=True)
+def _v2f(buf, lay, k):
+    """The view of a 2-D slot stored column by column (``_COLUMN_MAJOR``)."""
+    o, n = lay[k, 0], lay[k, 1]
+    s = buf.itemsize
+    return _as_f(as_strided(buf[o:], shape=(n, lay[k, 2]), strides=(s, n * s)))
 
 
 @numba.njit(cache=True)
@@ -323,7 +349,7 @@ def _couple_bus(fa, ia, lay):
     dispatch its grid-forming source."""
     gen, load = _v1(fa, lay, _NODE_GEN), _v1(fa, lay, _NODE_LOAD)
     _node_sum(_v1(ia, lay, _INV_NODE), _v2(fa, lay, _INV_Y), _INV_PAC, gen)
-    _node_sum(_v1(ia, lay, _RACK_NODE), _v2(fa, lay, _RACK_Y),
+    _node_sum(_v1(ia, lay, _RACK_NODE), _v2f(fa, lay, _RACK_Y),
               _v1(ia, lay, _MODE)[_M_RACK_PW], load)
     bus_u = _v2(fa, lay, _BUS_U)
     conv_y, p_ac, p_dc = _v2(fa, lay, _CONV_Y), _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
@@ -425,7 +451,7 @@ def _close(dt, fa, ia, lay, y):
     _scatter(y, start[_Y_INV], _v2(fa, lay, _INV_Y), _v1(ia, lay, _INV_COLS))
     _scatter(y, start[_Y_BAT], _v2(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_COLS))
     _scatter(y, start[_Y_BUS], _v2(fa, lay, _BUS_Y), _v1(ia, lay, _BUS_COLS))
-    _scatter(y, start[_Y_RACK], _v2(fa, lay, _RACK_Y), _v1(ia, lay, _RACK_COLS))
+    _scatter(y, start[_Y_RACK], _v2f(fa, lay, _RACK_Y), _v1(ia, lay, _RACK_COLS))
     conn, cap = _v1(fa, lay, _BAT_CONNECTED), _v1(fa, lay, _BAT_CAPACITY)
     j = start[_Y_BAT_NODE]
     for i in range(node.shape[0]):  # p_w, p_dc_w, connected, capacity_wh, soh
@@ -466,7 +492,7 @@ def _advance_inverters(t, dt, fa, lay):
 @numba.njit(cache=True, error_model="numpy")
 def _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo):
     mode = _v1(ia, lay, _MODE)
-    x, u, y = _v2(fa, lay, _RACK_X), _v2(fa, lay, _RACK_U), _v2(fa, lay, _RACK_Y)
+    x, u, y = _v2f(fa, lay, _RACK_X), _v2(fa, lay, _RACK_U), _v2f(fa, lay, _RACK_Y)
     if mode[_M_RACK] == _RACK_MODEL:
         rack.advance_inplace(t, x, u, dt, y, mode[_M_SUB], _v1(fa, lay, _RACK_C),
                              _v1(fa, lay, _RACK_RP), _v2(fa, lay, _RACK_PSU),

@@ -31,7 +31,7 @@ Limits, all on the rack:
     floor.  Burnt and braked power heat and are measured by the GPUs like any other.
 
 Thermal protection: a GPU whose die reaches its shutdown temperature (``temp_shutdown_c``)
-switches off (:func:`twin.gpu.shutdown_step`: no power, clock stopped) until it has cooled
+switches off (:func:`twin.gpu.gpu_steps`: no power, clock stopped) until it has cooled
 below it, so a rack in hot air or with poor cooling draws what its cooling carries at that
 temperature instead of letting leakage run away to infinite power; floor and ramp-down
 limits are waived while it is off (an off GPU burns nothing).  Below the shutdown
@@ -65,17 +65,16 @@ from twin.gpu import (
     C_A_AVG,
     C_B1P,
     C_B2P,
+    C_SHUTDOWN,
     NX,
     STATE_NAMES,
     GpuParams,
     PredictionError,
     clock_for,
     coefficients,
-    gpu_step,
+    gpu_steps,
     initial_state,
-    is_shut_down,
     load_params,
-    shutdown_step,
     substeps,
 )
 from twin.gpu import activity as gpu_activity
@@ -235,19 +234,39 @@ def _integral(sched, lo, hi, i, t):
     return sched[i, 3] + sched[i, 2] * min(max(t - sched[i, 0], 0.0), sched[i, 1]), i
 
 
+# rows of advance_inplace's scratch array (then per group: activity, power, clock)
+(_W_DC_CAP, _W_TSUM, _W_LIM, _W_BUDGET, _W_P_OH, _W_P_NAT, _W_CLK, _W_THROTTLED, _W_OFF,
+ _W_DP, _W_IDX, _W_LIMITED, _W_ROWS) = range(13)
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _correct(c, x, r, o, dp):
-    """Add ``dp`` to the power the GPU ``x[r, o:o + NX]`` drew in its last step: its heat
-    and its limiter see it.  The kernel's thermal and averaging updates are linear in the
-    step's power, so this is exact.
-    """
-    x[r, o + 2] += c[C_B1P] * dp
-    x[r, o + 3] += c[C_B2P] * dp
-    f = 1.0 - c[C_A_AVG]
-    g = f
-    for i in range(o + 4, o + 4 + AVG_STAGES):
-        x[r, i] += g * dp
-        g *= f
+def _temp_sum(x, sizes, tsum):
+    """``tsum[r]``: the sum over rack ``r``'s groups of their GPUs' die temperatures."""
+    tsum[:] = 0.0
+    for k in range(sizes.shape[0]):
+        x_die = x[:, k * NX + 2]
+        for r in range(x.shape[0]):
+            tsum[r] += sizes[k] * x_die[r]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _psu_efficiency(p_dc_w, inv_rated, xs, ys, idx, eff):
+    """``eff[r]``: the supply's efficiency table (load fraction ``xs``, efficiency ``ys``) at
+    the DC power ``p_dc_w[r]``, linear between breakpoints and held beyond its ends; the
+    segment found by counting the breakpoints below, so every unit takes the same path."""
+    m = xs.shape[0]
+    for r in range(p_dc_w.shape[0]):
+        idx[r] = 0.0
+    for j in range(1, m - 1):
+        xj = xs[j]
+        for r in range(p_dc_w.shape[0]):
+            idx[r] += 1.0 if xj < p_dc_w[r] * inv_rated else 0.0
+    for r in range(p_dc_w.shape[0]):
+        f = p_dc_w[r] * inv_rated
+        i = int(idx[r])
+        inner = ys[i] + (ys[i + 1] - ys[i]) * (f - xs[i]) / (xs[i + 1] - xs[i])
+        e = ys[m - 1] if f >= xs[m - 1] else inner
+        eff[r] = ys[0] if f <= xs[0] else e
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -260,6 +279,11 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
     at the end of the previous step, which is where this step starts when time runs on;
     ``capmemo`` caches, per rack, the last cap and the DC power it allows.  A rack's state
     is read at its start before it is written, so stepping in place is exact.
+
+    The schedules are looked up rack by rack (cursors, branches); the physics then runs a
+    pass at a time over every rack (:func:`twin.gpu.gpu_steps` per group, overhead, limits,
+    supply) without branches, so with ``x`` and ``y`` stored column by column (the fused
+    step's arena) each pass runs as SIMD vectors.
     """
     n = x.shape[0]
     k_groups = sizes.shape[0]
@@ -268,45 +292,46 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
     inv_h = 1.0 / h
     inv_sub = 1.0 / sub
     wh = h / 3600.0
-    out = np.empty(3)
-    pk = np.empty(k_groups)
     gpus = rp[0]
     inv_gpus = 1.0 / gpus
     inv_fan = 1.0 / (rp[6] - rp[5])
     inv_rated = 1.0 / rp[7]
+    floor_w, ramp_up, ramp_down = rp[10], rp[11], rp[12]
+    w = np.empty((_W_ROWS + 3 * k_groups, n))
+    dc_cap, tsum, lim, budget, p_oh = w[_W_DC_CAP], w[_W_TSUM], w[_W_LIM], w[_W_BUDGET], w[_W_P_OH]
+    p_nat, clk, throttled, off, dp = w[_W_P_NAT], w[_W_CLK], w[_W_THROTTLED], w[_W_OFF], w[_W_DP]
+    idx, limited = w[_W_IDX], w[_W_LIMITED]
+    # columns as vectors (contiguous where x and y are stored column by column: the loops
+    # over racks below then run as SIMD vectors)
+    x_gpu, x_energy, x_burn = x[:, g0], x[:, g0 + 1], x[:, g0 + 2]
+    y_ac, y_dc, y_gpu, y_clk = y[:, 0], y[:, 1], y[:, 2], y[:, 9]
+    for j in range(y.shape[1]):
+        y[:, j] = 0.0
     for r in range(n):
-        y[r, :] = 0.0
         cap = u[r, 0]
-        has_cap = cap > 0.0
-        if not has_cap:
-            dc_cap = math.inf
+        if not cap > 0.0:
+            dc_cap[r] = math.inf
+            y[r, 6] = 0.0
         elif capmemo[0, r] == cap:
-            dc_cap = capmemo[1, r]
+            dc_cap[r] = capmemo[1, r]
+            y[r, 6] = cap
         else:
-            dc_cap = _dc_for_ac(cap, rp[7], psu[0], psu[1])
+            dc_cap[r] = _dc_for_ac(cap, rp[7], psu[0], psu[1])
             capmemo[0, r] = cap
-            capmemo[1, r] = dc_cap
-        tsum = 0.0
-        for k in range(k_groups):
-            tsum += sizes[k] * x[r, k * NX + 2]
-        y[r, 3] = x[r, g0 + 1]
-        y[r, 4] = x[r, g0 + 2]
-        y[r, 5] = tsum * inv_gpus
-        y[r, 6] = cap if has_cap else 0.0
-        j0 = r * k_groups
-        limited = 0.0
-        for s in range(sub):
-            ts = t + s * h
-            xf = min(max((tsum * inv_gpus - rp[5]) * inv_fan, 0.0), 1.0)
-            p_oh = rp[1] + rp[2] + rp[3] + (rp[4] - rp[3]) * xf * xf * xf
-            budget = dc_cap - p_oh
-            lim = min(max(budget * inv_gpus, rp[8]), rp[9]) if has_cap else rp[9]
-            p_nat = 0.0
-            clk = 0.0
-            throttled = False
-            off = False
+            capmemo[1, r] = dc_cap[r]
+            y[r, 6] = cap
+    _temp_sum(x, sizes, tsum)
+    y[:, 3] = x_energy
+    y[:, 4] = x_burn
+    for r in range(n):
+        y[r, 5] = tsum[r] * inv_gpus
+    limited[:] = 0.0
+    for s in range(sub):
+        ts = t + s * h
+        # the schedules: each group's mean activity over the sub-step
+        for r in range(n):
             for k in range(k_groups):
-                j = j0 + k
+                j = r * k_groups + k
                 if abs(memo[0, j] - ts) < 1e-9:
                     a0 = memo[1, j]
                     i = cur[j]
@@ -319,45 +344,69 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
                 cur[j] = i
                 memo[0, j] = ts + h
                 memo[1, j] = a1
-                if is_shut_down(c, x, r, k * NX):
-                    shutdown_step(c, x, r, k * NX, out)
-                    off = True
-                else:
-                    gpu_step(c, x, r, k * NX, (a1 - a0) * inv_h, lim, out)
-                pk[k] = out[0]
-                p_nat += sizes[k] * out[0]
-                clk += sizes[k] * out[1]
-                throttled = throttled or out[1] < 0.999
-            lower = 0.0
-            upper = budget
-            prev = x[r, g0]
-            if not off:  # GPUs that shut down burn nothing: no floor, no ramp down
-                lower = rp[10]
-                if rp[12] > 0.0:
-                    lower = max(lower, prev - rp[12] * h)
-            if rp[11] > 0.0:
-                upper = min(upper, prev + rp[11] * h)
-            p_gpu = min(max(p_nat, lower), upper)
-            dp = p_gpu - p_nat
-            if dp != 0.0 and p_nat > 0.0:
-                for k in range(k_groups):
-                    _correct(c, x, r, k * NX, dp * pk[k] / p_nat)
-            x[r, g0] = p_gpu
-            p_dc = p_gpu + p_oh
-            p_ac = p_dc / _interp(p_dc * inv_rated, psu[0], psu[1])
-            x[r, g0 + 1] += p_ac * wh
-            x[r, g0 + 2] += max(dp, 0.0) * wh
-            y[r, 0] += p_ac * inv_sub
-            y[r, 1] += p_dc * inv_sub
-            y[r, 2] += p_gpu * inv_sub
-            y[r, 9] += clk * inv_gpus * rp[13] * inv_sub
-            if dp < -1e-9 or (lim < rp[9] and throttled) or off:
-                limited = 1.0
-            if sub > 1:
-                tsum = 0.0
-                for k in range(k_groups):
-                    tsum += sizes[k] * x[r, k * NX + 2]
-        y[r, 8] = limited
+                w[_W_ROWS + k, r] = (a1 - a0) * inv_h
+        # overhead (fans follow the mean die temperature) and the GPUs' share of the cap
+        for r in range(n):
+            xf = min(max((tsum[r] * inv_gpus - rp[5]) * inv_fan, 0.0), 1.0)
+            p_oh[r] = rp[1] + rp[2] + rp[3] + (rp[4] - rp[3]) * xf * xf * xf
+            budget[r] = dc_cap[r] - p_oh[r]
+            lim[r] = min(max(budget[r] * inv_gpus, rp[8]), rp[9])
+        p_nat[:] = 0.0
+        clk[:] = 0.0
+        throttled[:] = 0.0
+        off[:] = 0.0
+        for k in range(k_groups):
+            pk, ck = w[_W_ROWS + k_groups + k], w[_W_ROWS + 2 * k_groups + k]
+            x_die = x[:, k * NX + 2]
+            for r in range(n):  # whether the group starts the step shut down
+                off[r] = 1.0 if x_die[r] >= c[C_SHUTDOWN] else off[r]
+            gpu_steps(c, x, k * NX, w[_W_ROWS + k], lim, pk, ck)
+            for r in range(n):
+                p_nat[r] += sizes[k] * pk[r]
+                clk[r] += sizes[k] * ck[r]
+                throttled[r] = 1.0 if ck[r] < 0.999 else throttled[r]
+        # the floor and ramps on the rack's GPU power (waived for GPUs that shut down: they
+        # burn nothing); what they add or take heats the GPUs and enters their limiters
+        for r in range(n):
+            prev = x_gpu[r]
+            lower = max(floor_w, prev - ramp_down * h) if ramp_down > 0.0 else floor_w
+            lower = 0.0 if off[r] > 0.0 else lower
+            upper = min(budget[r], prev + ramp_up * h) if ramp_up > 0.0 else budget[r]
+            p_gpu = min(max(p_nat[r], lower), upper)
+            dp[r] = p_gpu - p_nat[r]
+            x_gpu[r] = p_gpu
+        f = 1.0 - c[C_A_AVG]
+        b1p, b2p = c[C_B1P], c[C_B2P]
+        for k in range(k_groups):
+            pk = w[_W_ROWS + k_groups + k]
+            o = k * NX
+            x_die, x_sink = x[:, o + 2], x[:, o + 3]
+            x_avg0, x_avg1, x_avg2 = x[:, o + 4], x[:, o + 5], x[:, o + 6]
+            for r in range(n):
+                # exact: the GPU step's thermal and averaging updates are linear in its power
+                q = dp[r] * pk[r] / p_nat[r] if dp[r] != 0.0 and p_nat[r] > 0.0 else 0.0
+                x_die[r] += b1p * q
+                x_sink[r] += b2p * q
+                x_avg0[r] += f * q
+                x_avg1[r] += f * f * q
+                x_avg2[r] += f * f * f * q
+        for r in range(n):
+            p_oh[r] += x_gpu[r]  # now the DC power
+        _psu_efficiency(p_oh, inv_rated, psu[0], psu[1], idx, budget)
+        for r in range(n):
+            p_dc = p_oh[r]
+            p_ac = p_dc / budget[r]
+            x_energy[r] += p_ac * wh
+            x_burn[r] += max(dp[r], 0.0) * wh
+            y_ac[r] += p_ac * inv_sub
+            y_dc[r] += p_dc * inv_sub
+            y_gpu[r] += x_gpu[r] * inv_sub
+            y_clk[r] += clk[r] * inv_gpus * rp[13] * inv_sub
+            hit = dp[r] < -1e-9 or (lim[r] < rp[9] and throttled[r] > 0.0) or off[r] > 0.0
+            limited[r] = 1.0 if hit else limited[r]
+        if sub > 1:
+            _temp_sum(x, sizes, tsum)
+    y[:, 8] = limited
 
 
 @numba.njit(cache=True, error_model="numpy")

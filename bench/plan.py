@@ -20,9 +20,16 @@ import numpy as np
 
 from bench import __version__
 from bench.controllers import AssetRef
-from bench.errors import ControllerError, DeviceWarning
+from bench.errors import ControllerError, DeviceWarning, ScenarioWarning
 from bench.recorder import Column, Layout, Recorder, Residual
-from bench.scenario import Scenario
+from bench.scenario import DEVICE_KINDS, MODE_ORDER, Scenario
+
+#: the bits of a tick's quality flag that are its reading's (firmware_bridge.device)
+READ_QUALITY = 0b011
+#: what the values of ``/quality/<node>/<asset>`` mean (the group's ``codes`` attribute)
+QUALITY_CODES = ("0 ok, 1 stale, 2 timeout, 3 error (the reading); plus 4 when a setpoint "
+                 "write to the device failed that tick (4 ok, 5 stale, 6 timeout, 7 error); "
+                 "flag & 3: the reading, flag & 4: the write")
 
 #: register map each asset kind exposes when emulated or read from hardware
 DEVICE_MAPS = {"battery": "sunspec_battery", "inverter": "sunspec_inverter",
@@ -55,8 +62,15 @@ class DeviceSlot:
     lockstep: bool = False
     rtt_s: float = math.nan
     errors: int = 0
-    #: consecutive failed ticks; the first of a streak becomes an event
+    #: consecutive ticks whose read failed; the first of a streak becomes an event and a
+    #: warning
     streak: int = 0
+    #: consecutive failed setpoint writes (each one is an event; the first of a streak is a
+    #: warning unless the device's reads are failing too)
+    write_streak: int = 0
+    #: the device failed to open and was said so: the reads failing on from there are the
+    #: same failure, not a new warning (cleared by the first reading that is ok)
+    open_failed: bool = False
     #: a point the device has and the run cannot use, or the reverse, said once:
     #: ``("signal", name)`` or ``("setpoint", name)``
     unplaced: set[tuple[str, str]] = field(default_factory=set)
@@ -103,6 +117,8 @@ class Plan:
         self.obs_index: dict[str, int] = {k: i for i, k in enumerate(self.obs_keys)}
         self.setpoint_index: dict[str, int] = {f"{n}.{a}.{s}": i
                                               for i, (n, a, s, _) in enumerate(twin.setpoints)}
+        self.setpoint_units: dict[str, str] = {f"{n}.{a}.{s}": u
+                                               for n, a, s, u in twin.setpoints}
         assets = list(self.asset_kinds)
         self.quality_index = {f"{n}.{a}": i for i, (n, a) in enumerate(assets)}
         self.quality = np.zeros(len(assets), dtype=np.uint8)
@@ -202,7 +218,7 @@ class Plan:
             floats.append(Column(f"timing/rtt/{slot.node}/{slot.asset}", "s"))
         flags = [Column(f"quality/{n}/{a}") for (n, a) in self.asset_kinds]
         tables = {}
-        group_attrs = {}
+        group_attrs: dict[str, dict[str, Any]] = {"quality": {"codes": QUALITY_CODES}}
         if self.market is not None:
             tables.update(self.market.tables())
         if self.capture is not None:
@@ -221,13 +237,72 @@ class Plan:
         return Layout(floats, flags, residuals, tables, group_attrs)
 
     def recording_attrs(self) -> dict[str, Any]:
+        """The recording's root attributes.  ``mode`` is what ran: the highest mode an asset
+        ran in (``hardware``, ``emulated``, else ``twin``, as in ``gridloop replay``), so a
+        run asked for in hardware mode that reached no hardware is not stamped ``hardware``;
+        ``mode_requested`` is the run's mode as asked, ``asset_modes`` each asset's (JSON)."""
+        import json
+
         s = self.scenario
+        assets = self.asset_modes()
+        ran = s.run.mode if s.run.mode == "replay" else max(
+            (m for m in assets.values() if m in MODE_ORDER), key=MODE_ORDER.__getitem__,
+            default="twin")
         return {"gridloop_version": __version__, "scenario": s.text,
                 "scenario_overrides": "\n".join(s.overrides),
-                "scenario_path": str(s.path or ""), "mode": s.run.mode, "dt": s.run.dt_s,
+                "scenario_path": str(s.path or ""), "mode": ran,
+                "mode_requested": s.run.mode, "asset_modes": json.dumps(assets),
+                "dt": s.run.dt_s,
                 "seed": s.run.seed, "method": s.run.method, "realtime": s.run.realtime,
                 "catch_up": s.run.catch_up, "late_after_s": s.run.late_threshold_s,
                 "name": s.run.name}
+
+    def asset_modes(self) -> dict[str, str]:
+        """``NODE.ASSET`` -> the mode it runs in: ``hardware`` or ``emulated`` where it has
+        a device of that kind, ``replay`` where a replay feeds it recorded values, ``twin``
+        where it has none (its mode, the run's, or its kind: a pv and a grid are twin only)."""
+        s = self.scenario
+        with_device = {slot.key for slot in self.devices}
+        out = {}
+        for node, asset, cfg in s.assets():
+            key = f"{node}.{asset}"
+            out[key] = (s.effective_mode(cfg) if key in with_device
+                        else "replay" if key in self.replay_assets else "twin")
+        return out
+
+    def _warn_no_hardware(self) -> None:
+        """A run asked for in hardware mode in which no asset runs on hardware (none has
+        ``mode = "hardware"`` and a device address) touches no device and is not paced to
+        the wall clock: say so, and which assets run emulated or in the twin, and why."""
+        s = self.scenario
+        if s.run.mode != "hardware":
+            return
+        modes = self.asset_modes()
+        if "hardware" in modes.values():
+            return
+        emulated, twin_mode, twin_kind = [], [], []
+        for node, asset, cfg in s.assets():
+            key = f"{node}.{asset}"
+            if modes.get(key) == "emulated":
+                emulated.append(key)
+            elif cfg.kind not in DEVICE_KINDS:
+                twin_kind.append(key)
+            else:
+                twin_mode.append(key)
+        parts = []
+        if emulated:
+            parts.append(f"{', '.join(emulated)} run emulated (mode \"emulated\", the "
+                         "default)")
+        if twin_mode:
+            parts.append(f"{', '.join(twin_mode)} in the twin (mode \"twin\")")
+        if twin_kind:
+            parts.append(f"{', '.join(twin_kind)} in the twin (a pv or grid has no device)")
+        paced = "" if s.run.realtime else " and the run is not paced to the wall clock"
+        warnings.warn(ScenarioWarning(
+            f"{_where_run_mode(s)}: run.mode: hardware, but no asset has mode = \"hardware\" "
+            f"(and a device address), so no device is touched{paced}: "
+            f"{'; '.join(parts)}; set mode = \"hardware\" and device = {{ ... }} on the "
+            "assets to run against them"), stacklevel=1)
 
     # -- per tick -------------------------------------------------------------------------
 
@@ -308,17 +383,44 @@ class Plan:
         warnings.warn(DeviceWarning(message), stacklevel=1)
 
     def _count_error(self, slot: DeviceSlot, t: float, kind: str, message: str) -> None:
+        """A failed read: the first of a streak is an event and a warning (at t = 0 too: a
+        device slow or silent from the start is said at once), unless the device failed to
+        open and was said so; the quality column has every tick."""
         slot.errors += 1
         self.device_errors[slot.key] = slot.errors
-        # The first failure of a streak becomes an event (and, mid-run, a warning: a device
-        # lost after it answered); the quality column has every tick.
         if slot.streak == 0:
             if self._rec is not None:
                 self._rec.event(t, f"device_{kind}", message)
-            if t > 0.0:
+            if not slot.open_failed:
                 warnings.warn(DeviceWarning(f"at t = {t:.3f} s: {message} (the run goes on; "
                                             "reads retry it)"), stacklevel=1)
         slot.streak += 1
+
+    def _write_failed(self, slot: DeviceSlot, t: float, values: Mapping[str, float],
+                      why: str) -> None:
+        """A failed setpoint write: every one is an event (the device, each setpoint and
+        value, the error) and flags its tick's quality ``WRITE_FAILED``, so the recording
+        tells a setpoint applied from one that was not; on stderr, the first of a streak of
+        failed writes, unless the device's reads are failing already (said once)."""
+        from firmware_bridge.device import Quality
+
+        slot.errors += 1
+        self.device_errors[slot.key] = slot.errors
+        self.quality[slot.qidx] |= Quality.WRITE_FAILED
+        units = self.setpoint_units
+        what = ", ".join(f"{name} = {value:g}"
+                         + (f" {units[f'{slot.key}.{name}']}"
+                            if units.get(f"{slot.key}.{name}") else "")
+                         for name, value in values.items())
+        prefix = f"{slot.key}: "
+        message = f"{slot.key}: write {what} failed: " + (why[len(prefix):]
+                                                          if why.startswith(prefix) else why)
+        if self._rec is not None:
+            self._rec.event(t, "device_write_failed", message)
+        if slot.write_streak == 0 and slot.streak == 0:
+            warnings.warn(DeviceWarning(f"at t = {t:.3f} s: {message} (the run goes on; the "
+                                        "next tick writes it again)"), stacklevel=1)
+        slot.write_streak += 1
 
     def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int]) -> None:
         u = self.twin.u
@@ -373,9 +475,9 @@ class Plan:
             await asyncio.wait_for(slot.device.write(values), self.wait_s(slot, t))
         except (TimeoutError, DeviceError) as exc:
             why = str(exc) or f"no answer within {slot.deadline_s * 1e3:.0f} ms"
-            self._count_error(slot, t, "write_failed", f"{slot.key}: write "
-                              f"{', '.join(values)} failed: {why}")
+            self._write_failed(slot, t, values, why)
             return
+        slot.write_streak = 0
         slot.last_written.update(values)
 
     def record(self, rec: Recorder, k: int, t: float, wall: float, late: float) -> None:
@@ -383,11 +485,12 @@ class Plan:
         self.record_row_values(row, t, wall, late, skipped=False)
         for slot in self.devices:
             row[slot.rtt_col] = slot.rtt_s
-            if self.quality[slot.qidx] == 0:
+            if self.quality[slot.qidx] & READ_QUALITY == 0:  # its read was ok
                 if slot.streak:
                     rec.event(t, "device_recovered", f"{slot.key}: answers again after "
                                                      f"{slot.streak} failed tick(s)")
                 slot.streak = 0
+                slot.open_failed = False
         flags[:] = self.quality
         if self.capture is not None and k % 25 == 0:
             self.flush_capture(rec)
@@ -405,6 +508,7 @@ class Plan:
         """A skipped real-time tick: setpoints held, no device I/O, the row marked skipped."""
         self.observe_twin(k)
         self.obs_values[self._measured_mask] = np.nan
+        self.quality &= READ_QUALITY  # no write on a skipped tick, so none failed
         row, flags = rec.row()
         self.record_row_values(row, k * self.scenario.run.dt_s,
                                time.perf_counter() - wall0, late, skipped=True)
@@ -443,6 +547,7 @@ class Plan:
         """Start emulators and open devices (each failure is an event, not a stop)."""
         self._rec = rec
         self._clock_t = 0.0
+        self._warn_no_hardware()
         dt = self.scenario.run.dt_s
         self.twin.prepare(dt)
         if self.emulators is not None:
@@ -454,15 +559,21 @@ class Plan:
             # one read before the clock starts: connections, model scans and first-use
             # costs are paid now, not by the first real-time ticks
             from firmware_bridge.device import poll
+            from firmware_bridge.errors import DeviceError
 
             try:
                 await asyncio.wait_for(slot.device.open(), max(2.0, slot.deadline_s))
                 await asyncio.wait_for(poll(slot.device), max(2.0, slot.deadline_s))
             except Exception as exc:  # a device that fails to open is retried by reads
                 limit = max(2.0, slot.deadline_s)
+                # a back-end's own timeout (DeviceTimeout) says what it waited for and what
+                # to check (the unit id of a silent RS-485 device): only the bench's bound
+                # is said in the bench's words
+                ours = isinstance(exc, TimeoutError) and not isinstance(exc, DeviceError)
                 message = _named(slot.key, f"no answer within {limit:g} s to open and read"
-                                 if isinstance(exc, TimeoutError) else exc)
+                                 if ours else exc)
                 rec.event(0.0, "device_open_failed", message)
+                slot.open_failed = True
                 warnings.warn(DeviceWarning(f"{message} (the run goes on; reads retry it)"),
                               stacklevel=1)
 
@@ -512,3 +623,16 @@ def _named(key: str, message: object) -> str:
     """``key: message``, unless the device's message already starts with its name."""
     text = str(message)
     return text if text.startswith(f"{key}:") else f"{key}: {text}"
+
+
+def _where_run_mode(s: Scenario) -> str:
+    """Where the run's mode was set: ``--set run.mode=...`` (``--mode``), else the scenario
+    file and line of ``[run] mode``, else the file."""
+    for item in reversed(s.overrides):
+        if item.partition("=")[0].strip() == "run.mode":
+            return f"--set {item}"
+    source = str(s.path) if s.path is not None else "scenario"
+    from bench.tomlpos import key_lines, line_of
+
+    line = line_of(dict(key_lines(s.text)), ("run", "mode")) if s.text else None
+    return f"{source}:{line}" if isinstance(line, int) else source

@@ -18,14 +18,17 @@ older than ``flush_s``.
 Layout (format version 1, see ``../shared/DESIGN.md``)::
 
     /                       attrs: format, format_version, gridloop_version, scenario,
-                                   mode, dt, seed, started_at
+                                   mode (what ran), mode_requested, asset_modes (JSON),
+                                   dt, seed, started_at
     /time, /wall            float64 [n]
     /timing/...             lateness, per-device round-trip times
     /nodes/<node>/<asset>/<signal>            measured (or twin-only) value, attr unit
     /nodes/<node>/<asset>/twin/<signal>       twin prediction
     /nodes/<node>/<asset>/setpoint/<signal>   commanded value
     /nodes/<node>/<asset>/residual/<signal>   measured minus twin
-    /quality/<node>/<asset>                   uint8 per tick
+    /quality/<node>/<asset>                   uint8 per tick: the reading's code (0 ok,
+                                              1 stale, 2 timeout, 3 error), plus 4 when a
+                                              setpoint write failed (group attr ``codes``)
     /market/orders, /market/trades, /market/settlements   compound tables
     /events                 compound: t, kind, message
 """

@@ -21,12 +21,23 @@ from firmware_bridge.errors import DeviceError, DeviceTimeout
 
 
 class Quality(enum.IntEnum):
-    """Quality of one reading; stored as ``uint8`` in recordings."""
+    """Quality of one reading; stored as ``uint8`` in recordings.
+
+    A reading is one of ``OK`` .. ``ERROR`` (the two low bits, :data:`READ_QUALITY`).  A
+    recording's per-tick flag adds ``WRITE_FAILED`` to the reading's code on a tick where a
+    setpoint write to the device failed: 4 (read ok, write failed), 5 (stale), 6 (timeout),
+    7 (error).  ``flag & READ_QUALITY`` is the reading's, ``flag & WRITE_FAILED`` the write's.
+    """
 
     OK = 0
     STALE = 1      # the device answered, but its values did not change when they should have
     TIMEOUT = 2    # no answer within the deadline
     ERROR = 3      # an exception response, a corrupt frame, a dropped connection
+    WRITE_FAILED = 4  # a tick's flag only, never a reading's: a setpoint write failed
+
+
+#: the bits of a per-tick quality flag that hold the reading's :class:`Quality`
+READ_QUALITY = 0b011
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from PySide6 import QtCore, QtGui, QtSvg, QtWidgets
 
 from bench.errors import BenchError, RecordingError
 from bench.recording import Run, open_run
-from bench.view.data import QUALITY_NAMES, Follower, assets
+from bench.view.data import Follower, assets, quality_text
 from bench.view.panels import (
     BatteryPanel,
     FrequencyPanel,
@@ -73,7 +73,8 @@ def build_panels(data: Follower, run: Run) -> list[list[Panel]]:
     """The panels of a recording, one row per node and a last row for the whole run.
 
     A panel appears only where the recording has its data: batteries, racks, residuals,
-    bus frequency (islanded runs), device quality, market tables.
+    bus frequency (a grid connection's or meter's ``freq_hz``), device quality, market
+    tables.
     """
     rows: list[list[Panel]] = []
     frequency = []
@@ -421,7 +422,7 @@ class ViewWindow(QtWidgets.QMainWindow):
         for path, item in self._items.items():
             v = values.get(path, math.nan)
             if path.startswith("quality/") and math.isfinite(v):
-                text = QUALITY_NAMES[int(v)] if int(v) < len(QUALITY_NAMES) else f"{v:g}"
+                text = quality_text(v)
             else:
                 text = f"{v:.6g}"
             item.setText(1, text)

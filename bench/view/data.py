@@ -19,8 +19,24 @@ import numpy as np
 
 from bench.recording import Run
 
-#: quality flag values of ``/quality/<node>/<asset>`` (firmware_bridge.device.Quality)
-QUALITY_NAMES = ("ok", "stale", "timeout", "error")
+#: quality flag values of ``/quality/<node>/<asset>`` (firmware_bridge.device.Quality): the
+#: read's (bits 0-1), then a setpoint write that failed on a tick whose read was ok (bit 2)
+QUALITY_NAMES = ("ok", "stale", "timeout", "error", "write failed")
+
+
+def health_code(q: np.ndarray) -> np.ndarray:
+    """The device-health code of quality flags: the read's, or 4 (write failed) where the
+    read was ok but a setpoint write of that tick failed."""
+    q = np.nan_to_num(np.asarray(q, dtype=float)).astype(np.int64)
+    read = q & 3
+    return np.where((read == 0) & (q & 4 != 0), 4, read)
+
+
+def quality_text(v: float) -> str:
+    """A quality flag as the read-out says it: the read's state, and a failed write."""
+    q = int(v)
+    text = QUALITY_NAMES[q & 3]
+    return text + ", write failed" if q & 4 else text
 #: signal that identifies an asset's kind when the scenario does not say
 _KIND_HINTS = (("soc", "battery"), ("p_ac_w", "inverter"), ("irradiance_w_m2", "pv"),
                ("power_cap_w", "gpu_rack"), ("e_import_wh", "meter"))
@@ -209,17 +225,12 @@ class Follower:
             t.extend(d[len(t):])
 
     def per_tick_paths(self) -> list[str]:
-        """Every per-tick dataset of the recording except ``/time`` (for the cursor read-out)."""
+        """Every per-tick dataset of the recording except ``/time`` (for the cursor read-out):
+        ``/wall`` and those of ``/nodes``, ``/quality`` and ``/timing``; not the rows of
+        ``/capture``, which are device transactions, not ticks
+        (:meth:`bench.recording.Run.per_tick_paths`)."""
         if self._per_tick is None:
-            out: list[str] = []
-
-            def visit(name: str, obj: Any) -> None:
-                if (hasattr(obj, "shape") and obj.dtype.names is None and len(obj.shape) == 1
-                        and name != "time"):
-                    out.append(name)
-
-            self.run.file.visititems(visit)
-            self._per_tick = out
+            self._per_tick = self.run.per_tick_paths()
         return self._per_tick
 
     def values_at(self, index: int) -> dict[str, float]:

@@ -20,7 +20,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from bench.view.data import QUALITY_NAMES, Asset, Follower, Series
+from bench.recording import split_device
+from bench.view.data import QUALITY_NAMES, Asset, Follower, Series, health_code
 from bench.view.spectrum import MIN_PSD_TICKS, rolling_psd, step_frequency
 
 #: colours of the power flows (stacked layers)
@@ -29,8 +30,8 @@ FLOW_COLORS = {"PV": "#e6a700", "battery out": "#2e8b57", "grid import": "#6b7b8
 #: colours of several curves in one plot
 CYCLE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
          "#e377c2")
-#: colours of the quality flags ok, stale, timeout, error
-QUALITY_COLORS = ("#5cb85c", "#f0ad4e", "#ef6c00", "#c62828")
+#: colours of the health codes ok, stale, timeout, error, write failed
+QUALITY_COLORS = ("#5cb85c", "#f0ad4e", "#ef6c00", "#c62828", "#8e44ad")
 _BACKGROUND = "w"
 
 
@@ -423,7 +424,9 @@ class ResidualPanel(Panel):
 
 
 class FrequencyPanel(Panel):
-    """Bus frequency of islanded nodes (the grid connection's or meter's ``freq_hz``)."""
+    """Bus frequency: the ``freq_hz`` of each node's grid connection and meter, islanded
+    (the node's own bus, from its swing equation) or grid-connected (the grid's: nominal in
+    the twin and the emulators, what a real meter measures)."""
 
     def __init__(self, data: Follower, sources: Sequence[Asset]) -> None:
         super().__init__("bus frequency", data)
@@ -553,7 +556,7 @@ class HealthPanel(Panel):
         i0, i1, _ = rows.indices(len(t))
         if i1 - i0 < 1 or not self.assets:
             return
-        q = np.vstack([s.values[i0:i1] for s in self.quality])
+        q = health_code(np.vstack([s.values[i0:i1] for s in self.quality]))
         step = max(1, math.ceil((i1 - i0) / self.columns))
         if step > 1:
             q = np.maximum.reduceat(q, np.arange(0, i1 - i0, step), axis=1)
@@ -562,17 +565,22 @@ class HealthPanel(Panel):
         self.image.setRect(QtCore.QRectF(t[i0], 0.0, t[i1 - 1] + dt - t[i0], len(self.assets)))
 
     def _draw_events(self) -> None:
+        """A marker per event, on the row of the device its message names first (the bench
+        writes ``node.asset``, the emulators ``node/asset``: both), else on the run's row."""
         ev = self.events.values
         self._events_drawn = len(ev)
+        rows = {a.key: i for i, a in enumerate(self.assets)}
+        devices = set(rows)
         spots = []
         for e in ev:
             kind, message = e["kind"].decode(), e["message"].decode(errors="replace")
-            row = next((i for i, a in enumerate(self.assets) if a.key in message),
-                       len(self.assets))
+            device, rest = split_device(message, devices)
+            row = rows.get(device, len(self.assets))
             symbol, color = _event_style(kind)
+            said = f"{device}: {rest}" if device else rest
             spots.append({"pos": (float(e["t"]), row + 0.5), "symbol": symbol,
                           "brush": color, "pen": pg.mkPen("k"),
-                          "data": f"{e['t']:.2f} s  {kind}: {message}"})
+                          "data": f"{e['t']:.2f} s  {kind}: {said}"})
         self.markers.setData(spots)
 
 
@@ -591,7 +599,7 @@ def _last_ok(flags: np.ndarray, end: int) -> int:
 def _event_style(kind: str) -> tuple[str, str]:
     if kind.startswith("fault"):
         return "x", "#c62828"
-    if kind.startswith("device_"):
+    if kind.startswith(("device_", "device.")):  # the bench's, a client back-end's
         return "t", "#ef6c00"
     if kind == "catch_up":
         return "d", "#7b1fa2"

@@ -195,3 +195,17 @@ def test_sample_module_runs_as_a_script(tmp_path: Path, shared_data: Path) -> No
                     str(shared_data), "3"], check=True, env=env, cwd=REPO)
     with open_run(tmp_path / "s.h5") as run:
         assert len(run) == 150 and run.complete
+
+
+def test_a_failed_write_shows_in_the_health_codes_and_the_readout() -> None:
+    """Quality flags carry a failed setpoint write in bit 2 (firmware_bridge.device.Quality):
+    the health image shows it where the read was fine, the read-out says both."""
+    from bench.view.data import health_code, quality_text
+    from firmware_bridge.device import Quality
+
+    q = np.array([0, 1, 2, 3, 4, 5, 6, 7, np.nan])
+    assert health_code(q).tolist() == [0, 1, 2, 3, 4, 1, 2, 3, 0]
+    assert int(Quality.WRITE_FAILED) == 4
+    assert quality_text(4.0) == "ok, write failed"
+    assert quality_text(6.0) == "timeout, write failed"
+    assert quality_text(2.0) == "timeout"

@@ -90,6 +90,34 @@ class Terminated(KeyboardInterrupt):
     points."""
 
 
+def exit_status(exc: BaseException) -> int:
+    """The exit status :func:`main` ends with when a command raises ``exc`` (what ``run
+    --json`` writes as ``status`` for a run that stopped)."""
+    if isinstance(exc, Terminated):
+        return 143
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, BrokenPipeError):
+        return 0
+    if isinstance(exc, user_errors()):
+        return 2
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return 1  # not caught: Python's traceback, and status 1
+
+
+def stop_reason(exc: BaseException) -> str:
+    """One line on why ``exc`` stopped a command: the line :func:`main` prints, without its
+    ``gridloop: error:``."""
+    if isinstance(exc, Terminated):
+        return "terminated"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, user_errors()):
+        return str(exc)
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 

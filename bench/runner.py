@@ -39,7 +39,29 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
             view: bool = False, quiet: bool = False, json_out: Path | None = None) -> int:
     """Run a scenario to ``out`` and print its summary; returns the exit status.  With
     ``json_out``, the same summary and the checks' outcomes are also written there as JSON
-    (:func:`result_document`)."""
+    (:func:`result_document`), in every outcome: a run that stopped on an error, Ctrl-C or
+    SIGTERM, or never started (bad input), writes its exit status and why it stopped
+    (:func:`stopped_document`) before the exception goes on to the CLI.  Only a ``json_out``
+    that names one of the run's own files (the scenario, the recording, the ledger) is
+    refused without one."""
+    if json_out is not None:
+        ledger_path = default_ledger_path(out) if ledger is None else (
+            None if "://" in ledger else Path(ledger))
+        for other, what in ((scenario_path, "the scenario"), (out, "the recording"),
+                            (ledger_path, "the ledger")):
+            if other is not None and same_file(json_out, other):
+                raise BenchError(f"--json {json_out}: that is {what}; give another file")
+    result = _Result(json_out, scenario_path, out)
+    try:
+        return _execute(scenario_path, out, overrides, ledger, view, quiet, result)
+    except BaseException as exc:
+        result.stopped(exc)
+        raise
+
+
+def _execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None,
+             view: bool, quiet: bool, result: _Result) -> int:
+    """:func:`execute` once ``--json`` is known to name a file of its own."""
     scenario = load(scenario_path, overrides)
     _warn_capped_hardware(scenario)
     if view:
@@ -57,17 +79,69 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
     if same_file(out, scenario_path):
         raise BenchError(f"--out {out}: that is the scenario ({scenario_path}); give another "
                          "file")
-    if json_out is not None:
-        for other, what in ((scenario_path, "the scenario"), (out, "the recording")):
-            if same_file(json_out, other):
-                raise BenchError(f"--json {json_out}: that is {what}; give another file")
     # a second run to the same recording would replace this one's files as it writes them
     with exclusive(out, "gridloop run"):
-        return _run_and_summarise(scenario, out, ledger, view, quiet, json_out, scenario_path)
+        return _run_and_summarise(scenario, out, ledger, view, quiet, result)
+
+
+class _Result:
+    """Where ``run --json`` goes (``path``, None without ``--json``), and whether the run's
+    own document was written there: an exception after it (a closed stdout while the
+    summary prints, Ctrl-C) keeps its figures and says how the command ended."""
+
+    def __init__(self, path: Path | None, scenario_path: Path, out: Path) -> None:
+        self.path = path
+        self.scenario_path = scenario_path
+        self.out = out
+        self.before = _identity(out)  # a recording there already is not this run's
+        self.doc: dict[str, Any] | None = None
+
+    def write(self, doc: dict[str, Any]) -> None:
+        if self.path is not None:
+            write_json(self.path, doc)
+            self.doc = doc
+
+    def stopped(self, exc: BaseException) -> None:
+        """Write the document of a run that ``exc`` stopped (or kept from starting)."""
+        from bench.cli import exit_status, stop_reason
+
+        status = exit_status(exc)
+        if self.path is None or status == 0:
+            return  # a closed stdout (| head) after the result was written: not an error
+        if self.doc is not None:
+            doc = {**self.doc, "status": status, "passed": False, "stopped": stop_reason(exc)}
+        else:
+            made = _identity(self.out) not in (None, self.before)
+            doc = stopped_document(self.scenario_path, self.out if made else None, status,
+                                   stop_reason(exc), _recorded_ticks(self.out) if made else 0)
+        try:
+            self.write(doc)
+        except BenchError as err:  # say so, and end as the run's own error would
+            print(f"gridloop: warning: {err}", file=sys.stderr)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file apart from the one there before (None: no file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _recorded_ticks(out: Path) -> int | None:
+    """The ticks a stopped run's recording holds (None: it cannot be read)."""
+    from bench.recording import open_run
+
+    try:
+        with open_run(out) as run:
+            return len(run)
+    except Exception:
+        return None
 
 
 def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool, quiet: bool,
-                       json_out: Path | None, scenario_path: Path) -> int:
+                       result: _Result) -> int:
     """:func:`execute` once its inputs are checked and its recording is held."""
     from bench.build import build_plan
     from bench.checks import evaluate, format_outcomes
@@ -110,37 +184,43 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
         # 2 is bad input.  The recording keeps every tick before the late one.
         print(f"gridloop: run failed: {exc}; recording {out} kept up to that tick",
               file=sys.stderr)
-        if json_out is not None:
-            write_json(json_out, {"format": "gridloop-run-result", "version": 1,
-                                  "status": 1, "passed": False,
-                                  "scenario": str(scenario_path), "recording": str(out),
-                                  "stopped": str(exc)})
+        result.write(stopped_document(result.scenario_path, out, 1, str(exc),
+                                      _recorded_ticks(out)))
         return 1
     finally:
         if plan.market is not None:
             plan.market.close()
     with open_run(out) as run:
         fig = figures(run)
-        print(format_figures(fig))
         outcomes = evaluate(run, scenario.checks)
+    # a device that never gave a reading: an absent or miswired kit, not a run to pass
+    silent = {k: d for k, d in fig.devices.items() if d.never_read}
+    status = 0 if all(o.passed for o in outcomes) and not silent else 1
+    # the JSON first: a reader of stdout that stops early (| head) does not lose it
+    result.write(result_document(result.scenario_path, out, fig, outcomes, summary, status))
+    print(format_figures(fig))
     print(f"{summary.ticks} ticks in {summary.wall_s:.2f} s wall "
           f"({summary.realtime_factor:.1f}x real time); recording {out}")
     if plan.market is not None:
         print(f"ledger {ledger_url}: {plan.market.describe()}")
-    status = 0 if all(o.passed for o in outcomes) else 1
     if outcomes:
         print(format_outcomes(outcomes))
-    if json_out is not None:
-        doc = result_document(scenario_path, out, fig, outcomes, summary, status)
-        write_json(json_out, doc)
+    if silent:
+        sys.stdout.flush()
+        names = ", ".join(f"{k} ({d.why()})" for k, d in silent.items())
+        print(f"gridloop: run failed: no valid reading in any of the {fig.ticks} ticks from "
+              f"{names}; {'its' if len(silent) == 1 else 'their'} figures are null",
+              file=sys.stderr)
     return status
 
 
 def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any],
                     summary: Any, status: int) -> dict[str, Any]:
-    """What ``run --json`` writes: the exit status, the run's figures (energies in kWh,
-    powers in kW, as the printed summary) and every check's outcome.  Numbers that do not
-    exist (NaN: no PV on a node) are ``null``."""
+    """What ``run --json`` writes for a run that ran to its end: the exit status, the run's
+    figures (energies in kWh, powers in kW, as the printed summary), every check's outcome
+    and, per asset that ran a device, its ticks with and without a reading
+    (:class:`bench.summary.DeviceTicks`).  Numbers that do not exist (NaN: no PV on a node,
+    an energy of a device that never answered) are ``null``."""
     import dataclasses
     import math
 
@@ -156,8 +236,10 @@ def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any
         "passed": status == 0, "scenario": str(scenario_path), "recording": str(out),
         "stopped": None, "ticks": summary.ticks, "wall_s": summary.wall_s,
         "realtime_factor": clean(summary.realtime_factor),
-        "figures": clean({k: v for k, v in dataclasses.asdict(fig).items() if k != "nodes"}),
+        "figures": clean({k: v for k, v in dataclasses.asdict(fig).items()
+                          if k not in ("nodes", "devices")}),
         "nodes": {n: clean(dataclasses.asdict(f)) for n, f in fig.nodes.items()},
+        "devices": {k: dataclasses.asdict(d) for k, d in fig.devices.items()},
         "checks": [clean({"key": o.check.key, "bound": o.check.bound,
                           "limit": o.check.limit, "after_s": o.check.after_s,
                           "passed": o.passed, "worst": o.worst, "at_s": o.at_s,
@@ -165,6 +247,18 @@ def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any
                           "not_applicable": o.not_applicable or None})
                    for o in outcomes],
     }
+
+
+def stopped_document(scenario_path: Path, out: Path | None, status: int, stopped: str,
+                     ticks: int | None) -> dict[str, Any]:
+    """What ``run --json`` writes for a run that did not run to its end: the exit status,
+    ``passed`` false, ``stopped`` the one line on why, the ticks its recording holds
+    (``recording`` null, ticks 0: it never started, bad input); no figures or checks (they
+    are null), which judge a whole run (``gridloop report`` reads what was recorded)."""
+    return {"format": "gridloop-run-result", "version": 1, "status": status, "passed": False,
+            "scenario": str(scenario_path), "recording": None if out is None else str(out),
+            "stopped": stopped, "ticks": ticks, "wall_s": None, "realtime_factor": None,
+            "figures": None, "nodes": None, "devices": None, "checks": None}
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -22,9 +22,16 @@ from its first tick.  (The twin's racks and inverters keep ``energy_wh`` counter
 report a step's energy a tick after its power: they fall one tick short of the racks and PV
 columns, by the last row's energy.)
 
-A figure whose signal the recording lacks is NaN (printed ``-``), not 0.  Ticks without a
-reading (a device lost) are counted, and the summary names the columns that cover only the
-other ticks.  A meter with energy counters bridges its own gaps: across them, grid in and out
+A figure whose signal the recording lacks is NaN (printed ``-``), not 0, and so is a figure
+whose signals had no reading at any step it counts (a device that never answered): an
+energy summed over no readings is unknown, not zero.  Ticks without a reading (a device lost)
+are counted over all the run's ticks, as the recording's ``/quality`` flags count them, and
+the summary says, one line per device, how many of its ticks had none and which columns they
+leave short.  Every asset that ran a device (emulated or real: the recording has its
+``timing/rtt``) is also counted from its quality flags in :attr:`Figures.devices`: ticks read
+(OK or STALE), ticks without a reading (TIMEOUT, ERROR, or a real-time tick skipped to catch
+up, when no device is read), and whether it never gave one (``gridloop run`` fails then).
+A meter with energy counters bridges its own gaps: across them, grid in and out
 are the difference of its last and first valid counter readings, as a billing meter reads
 them, not the power integrated over the ticks it answered.  A node without a meter or grid
 asset is on the default bus the twin gives it (recorded as asset ``grid``): its grid figures
@@ -79,18 +86,48 @@ class NodeFigures:
     export_limited_ticks: int = 0
     #: what the bus's own governed source (a genset) delivered while islanded
     governor_kwh: float = math.nan
-    #: ticks at which a signal of these figures had no reading (the most of any signal)
+    #: ticks at which a signal of these figures had no reading (the most of any signal), of
+    #: all the run's ticks (as ``/quality`` counts them)
     missing_ticks: int = 0
 
     def add(self, name: str, p_w: np.ndarray, dt: float) -> int:
-        """Add the energy of ``p_w`` to the figure ``name`` (NaN until a first signal);
-        returns the ticks it had no reading at, of those the energy counts."""
+        """Add the energy of ``p_w`` to the figure ``name`` (NaN until a first signal with a
+        reading: one without any leaves it as it was); returns the ticks ``p_w`` had no
+        reading at."""
         e = _energy_kwh(p_w, dt)
         have = getattr(self, name)
-        setattr(self, name, e if math.isnan(have) else have + e)
-        missing = int(np.isnan(p_w[1:]).sum())
+        if math.isnan(have):
+            setattr(self, name, e)
+        elif not math.isnan(e):
+            setattr(self, name, have + e)
+        missing = int(np.isnan(p_w).sum())
         self.missing_ticks = max(self.missing_ticks, missing)
         return missing
+
+
+@dataclass
+class DeviceTicks:
+    """What one device gave a run, tick by tick, from its ``/quality`` flags: ticks with a
+    reading (``read``: OK or STALE) and without (``missing``: TIMEOUT, ERROR, or a real-time
+    tick skipped to catch up, when no device is read), ``missing`` split by why."""
+
+    kind: str
+    ticks: int
+    read: int
+    missing: int
+    timeout: int
+    error: int
+    skipped: int
+    #: of ``read``: answered, but with values that did not change when they should have
+    stale: int
+    #: no valid reading at any tick: a device absent, unplugged or at a wrong address
+    never_read: bool
+
+    def why(self) -> str:
+        """``76 timeout, 4 error``: the ticks without a reading, by why."""
+        return ", ".join(f"{n} {what}" for n, what in ((self.timeout, "timeout"),
+                                                      (self.error, "error"),
+                                                      (self.skipped, "skipped")) if n)
 
 
 @dataclass
@@ -111,6 +148,10 @@ class Figures:
     #: per node, the columns (``COLUMNS``) that cover only the ticks with a reading, with the
     #: ticks without one
     gaps: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the same per asset (``node.asset``): which asset's gaps leave which columns short
+    asset_gaps: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: per asset that ran a device (``node.asset``), its ticks with and without a reading
+    devices: dict[str, DeviceTicks] = field(default_factory=dict)
     #: lines on how figures were made where it is not the usual (meter counters across gaps,
     #: a replay's recorded inputs where the twin predicts nothing)
     notes: list[str] = field(default_factory=list)
@@ -128,9 +169,13 @@ class Figures:
 
 
 def _energy_kwh(p_w: np.ndarray, dt: float) -> float:
-    """Rows 1 to n-1, each the power of the step that ended there, held for ``dt``."""
-    p = np.nan_to_num(p_w[1:], nan=0.0)
-    return float(p.sum() * dt / J_PER_KWH)
+    """Rows 1 to n-1, each the power of the step that ended there, held for ``dt``; NaN
+    when none of them has a reading (an energy summed over no readings is not known to be
+    0)."""
+    p = p_w[1:]
+    if len(p) and not np.isfinite(p).any():
+        return math.nan
+    return float(np.nan_to_num(p, nan=0.0).sum() * dt / J_PER_KWH)
 
 
 class _Signals:
@@ -174,28 +219,32 @@ def figures(run: Run) -> Figures:
         f = NodeFigures()
         gaps: dict[str, int] = {}  # column -> ticks without a reading
 
-        def add(name: str, p: np.ndarray, f: NodeFigures = f,
-                gaps: dict[str, int] = gaps) -> None:
-            missing = f.add(name, p, dt)
+        def note_gap(asset: str, column: str, missing: int,
+                     gaps: dict[str, int] = gaps, node: str = node) -> None:
             if missing:
-                gaps[COLUMNS[name]] = max(gaps.get(COLUMNS[name], 0), missing)
+                gaps[column] = max(gaps.get(column, 0), missing)
+                of = fig.asset_gaps.setdefault(f"{node}.{asset}", {})
+                of[column] = max(of.get(column, 0), missing)
+
+        def add(name: str, p: np.ndarray, asset: str, f: NodeFigures = f) -> None:
+            note_gap(asset, COLUMNS[name], f.add(name, p, dt))
 
         for asset in assets:
             kind = kinds.get((node, asset), "")
             if kind == "inverter" and sig.has(node, asset, "p_ac_w"):
-                add("pv_kwh", sig.get(node, asset, "p_ac_w"))
+                add("pv_kwh", sig.get(node, asset, "p_ac_w"), asset)
             elif kind == "battery" and sig.has(node, asset, "p_w"):
                 p = sig.get(node, asset, "p_w")
-                add("battery_discharge_kwh", np.clip(p, 0, None))
-                add("battery_charge_kwh", np.clip(-p, 0, None))
-                add("battery_throughput_kwh", np.abs(p))
+                add("battery_discharge_kwh", np.clip(p, 0, None), asset)
+                add("battery_charge_kwh", np.clip(-p, 0, None), asset)
+                add("battery_throughput_kwh", np.abs(p), asset)
                 if sig.has(node, asset, "soc"):
                     soc = sig.get(node, asset, "soc")
                     good = soc[np.isfinite(soc)]
                     if len(good):
                         f.soc_start, f.soc_end = float(good[0]), float(good[-1])
             elif kind == "gpu_rack" and sig.has(node, asset, "p_w"):
-                add("rack_kwh", sig.get(node, asset, "p_w"))
+                add("rack_kwh", sig.get(node, asset, "p_w"), asset)
         bus = _bus(run, node, assets, kinds)
         if bus is not None:
             for name, signal, ticks in (("unserved_kwh", "p_unserved_w", "import_limited_ticks"),
@@ -203,26 +252,26 @@ def figures(run: Run) -> Figures:
                                          "export_limited_ticks")):
                 if sig.has(node, bus, signal):
                     p = sig.get(node, bus, signal)
-                    add(name, p)
+                    add(name, p, bus)
                     setattr(f, ticks, int((np.nan_to_num(p) > 0).sum()))
             if sig.has(node, bus, "p_gov_w"):
-                add("governor_kwh", sig.get(node, bus, "p_gov_w"))
+                add("governor_kwh", sig.get(node, bus, "p_gov_w"), bus)
         meter = _meter(run, node, assets, kinds)
         grid = (sig.get(node, meter, "p_w") if meter is not None else
                 sig.get(node, bus, "p_w") if bus is not None else None)
         if grid is not None:
             counted = _grid_from_counters(sig, node, meter, grid, t, f, fig) \
                 if meter is not None and np.isnan(grid[1:]).any() else False
+            source = meter if meter is not None else str(bus)
             if not counted:
-                add("grid_import_kwh", np.clip(grid, 0, None))
-                add("grid_export_kwh", np.clip(-grid, 0, None))
+                add("grid_import_kwh", np.clip(grid, 0, None), source)
+                add("grid_export_kwh", np.clip(-grid, 0, None), source)
             finite = grid[np.isfinite(grid)]
             if len(finite):
                 f.peak_grid_import_kw = float(max(0.0, finite.max())) / 1e3
             missing = int(np.isnan(grid).sum())
-            if missing:
-                gaps[COLUMNS["peak_grid_import_kw"]] = missing
-                f.missing_ticks = max(f.missing_ticks, missing)
+            note_gap(source, COLUMNS["peak_grid_import_kw"], missing)
+            f.missing_ticks = max(f.missing_ticks, missing)
         if gaps:
             fig.gaps[node] = gaps
         fig.nodes[node] = f
@@ -240,7 +289,40 @@ def figures(run: Run) -> Figures:
             fig.missed_deadlines = int((lat >= run.dt).sum())
     for _, kind, _ in run.events():
         fig.events[kind] = fig.events.get(kind, 0) + 1
+    if not replay:  # a replay read no device: its measurements are the recorded inputs
+        fig.devices = device_ticks(run)
     return fig
+
+
+def device_ticks(run: Run) -> dict[str, DeviceTicks]:
+    """Per asset that ran a device (emulated or real; ``node.asset``), its ticks with and
+    without a reading, from the recording's ``/quality`` flags (and ``timing/skipped``)."""
+    from firmware_bridge.device import Quality
+
+    n = len(run)
+    file = run.file
+    if "timing/rtt" not in file:
+        return {}
+    skipped = (run.dataset("timing/skipped") > 0 if "timing/skipped" in file
+               else np.zeros(n, dtype=bool))
+    kinds = run.asset_kinds()
+    out: dict[str, DeviceTicks] = {}
+    for node in file["timing/rtt"]:
+        for asset in file[f"timing/rtt/{node}"]:
+            if f"quality/{node}/{asset}" not in file:
+                continue
+            q = run.quality(node, asset)[:n] & 0b011  # the reading's bits (4: a write's)
+            asked = ~skipped[:len(q)]
+            timeout = int(((q == Quality.TIMEOUT) & asked).sum())
+            error = int(((q == Quality.ERROR) & asked).sum())
+            skip = int((~asked).sum())
+            missing = timeout + error + skip
+            out[f"{node}.{asset}"] = DeviceTicks(
+                kind=kinds.get((node, asset), ""), ticks=len(q), read=len(q) - missing,
+                missing=missing, timeout=timeout, error=error, skipped=skip,
+                stale=int(((q == Quality.STALE) & asked).sum()),
+                never_read=len(q) > 0 and missing == len(q))
+    return out
 
 
 def _replay_lines(attrs: dict) -> tuple[str, str]:
@@ -281,7 +363,7 @@ def _grid_from_counters(sig: _Signals, node: str, meter: str, grid: np.ndarray,
     f.grid_import_kwh = float(ei[gi[-1]] - ei[gi[0]]) / 1e3
     f.grid_export_kwh = float(ee[ge[-1]] - ee[ge[0]]) / 1e3
     first, last = max(gi[0], ge[0]), min(gi[-1], ge[-1])
-    missing = int(np.isnan(grid[1:]).sum())
+    missing = int(np.isnan(grid).sum())
     line = (f"{node}: grid in and grid out are the rise of {node}.{meter}'s energy counters "
             f"(e_import_wh, e_export_wh), which count across its {missing} ticks without a "
             f"power reading")
@@ -321,18 +403,34 @@ def grid_asset(run: Run, node: str, assets: list[str],
     return _meter(run, node, assets, kinds) or _bus(run, node, assets, kinds)
 
 
-def _gap_line(fig: Figures) -> str:
-    """The ticks without a reading, per node, and exactly the columns they leave short."""
-    parts = []
-    for node, gaps in fig.gaps.items():
-        by_count: dict[int, list[str]] = {}
-        for column, count in gaps.items():
-            by_count.setdefault(count, []).append(column)
-        parts.append(f"{node} " + ", ".join(f"{count} of {fig.ticks} ({', '.join(cols)})"
-                                            for count, cols in sorted(by_count.items(),
-                                                                      reverse=True)))
-    return (f"ticks without a reading: {'; '.join(parts)}; those columns cover the other "
-            "ticks only")
+def _gap_lines(fig: Figures) -> list[str]:
+    """The ticks without a reading, one line per asset (one count each, of all the run's
+    ticks, as its ``/quality`` flags count them), and exactly the columns they leave short:
+    those that cover the other ticks only, those with no figure at all (no reading in any
+    step they count), and, for an asset that never answered, those that count the node's
+    other assets only."""
+    lines = []
+    for key, gaps in fig.asset_gaps.items():
+        node = fig.nodes.get(key.split(".")[0], NodeFigures())
+        count = max(gaps.values())
+        never = count >= fig.ticks
+        known, unknown = [], []
+        for column in gaps:
+            attr = next(a for a, c in COLUMNS.items() if c == column)
+            (unknown if math.isnan(getattr(node, attr)) else known).append(column)
+        line = f"ticks without a reading: {key} {count} of {fig.ticks}"
+        line += " (it never answered)" if never else ""
+        parts = []
+        if known:
+            parts.append(f"{', '.join(known)} {'count' if len(known) > 1 else 'counts'} the "
+                         "node's other assets only" if never else
+                         f"{', '.join(known)} {'cover' if len(known) > 1 else 'covers'} the "
+                         "other ticks only")
+        if unknown:
+            parts.append(f"{', '.join(unknown)} {'have' if len(unknown) > 1 else 'has'} no "
+                         "figure")
+        lines.append(line + "; " + "; ".join(parts))
+    return lines
 
 
 def format_figures(fig: Figures) -> str:
@@ -354,8 +452,7 @@ def format_figures(fig: Figures) -> str:
                      f"{v(f.peak_grid_import_kw, 8, 1)} {v(f.battery_throughput_kwh, 9)} "
                      f"{soc:>11}")
     lines.append(f"{fig.ticks} ticks, {fig.simulated_s:.1f} s simulated")
-    if fig.gaps:
-        lines.append(_gap_line(fig))
+    lines.extend(_gap_lines(fig))
     lines.extend(fig.notes)
     for node, f in fig.nodes.items():
         bound = []

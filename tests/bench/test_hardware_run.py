@@ -79,15 +79,19 @@ def test_a_device_that_cannot_be_reached_is_named_and_the_run_goes_on(tmp_path: 
                            "--set", "run.mode=hardware"],
                           capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert proc.returncode == 0, proc.stderr
+    # the run goes on to its end, and then fails (1): the device never gave a reading
+    assert proc.returncode == 1, proc.stderr
     err = proc.stderr
     said = f"south.battery: cannot connect to 127.0.0.1:{port}"
     assert f"gridloop: warning: {said} (the run goes on" in err
+    assert err.strip().splitlines()[-1] == ("gridloop: run failed: no valid reading in any "
+                                            "of the 10 ticks from south.battery (10 error); "
+                                            "its figures are null")
     assert "Failed to connect" not in err  # pymodbus's own line, which names no device
     with open_run(out) as run:
         assert run.attrs["realtime"]
         assert (0.0, "device_open_failed", said) in run.events()
-        assert np.all(run.quality("south", "battery") != 0)
+        assert len(run) == 10 and np.all(run.quality("south", "battery") != 0)
         assert np.mean(run.quality("north", "battery") == 0) >= 0.9  # emulated, unaffected
 
 

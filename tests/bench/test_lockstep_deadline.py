@@ -43,14 +43,14 @@ def cpu_load() -> Iterator[None]:
 
 
 def _run(tmp_path: Path, name: str, *sets: str, duration: str = "1",
-         realtime: bool = False) -> Path:
+         realtime: bool = False, statuses: tuple[int, ...] = (0,)) -> Path:
     out = tmp_path / f"{name}.h5"
     argv = ["run", str(SCENARIO), "--out", str(out), "--quiet", "--duration", duration]
     if realtime:
         argv.append("--realtime")
     for item in sets:
         argv += ["--set", item]
-    assert main(argv) == 0
+    assert main(argv) in statuses
     return out
 
 
@@ -170,5 +170,7 @@ def test_a_reboot_on_a_serial_line_lasts_its_simulated_seconds(tmp_path: Path,
 
 
 def test_a_real_time_run_keeps_the_wall_clock_deadline(tmp_path: Path) -> None:
-    out = _run(tmp_path, "rt", "run.deadline_s=0.0001", duration="0.3", realtime=True)
+    # a device that never answers in time fails the run (1), one that sometimes does not
+    out = _run(tmp_path, "rt", "run.deadline_s=0.0001", duration="0.3", realtime=True,
+               statuses=(0, 1))
     assert (_quality(out, "battery") == TIMEOUT).any()

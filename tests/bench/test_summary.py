@@ -62,8 +62,8 @@ def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: P
     # the counters' rise: the whole run's grid energy, not the ticks the meter answered
     assert f.grid_import_kwh == pytest.approx(whole.grid_import_kwh, rel=1e-9)
     assert f.grid_export_kwh == pytest.approx(whole.grid_export_kwh, rel=1e-9)
-    assert f"ticks without a reading: north 100 of {n} (peak kW); those columns cover the " \
-           "other ticks only" in text
+    assert f"ticks without a reading: north.meter 100 of {n}; peak kW covers the other " \
+           "ticks only\n" in text + "\n"
     assert ("north: grid in and grid out are the rise of north.meter's energy counters "
             "(e_import_wh, e_export_wh), which count across its 100 ticks without a power "
             "reading\n") in text + "\n"
@@ -75,7 +75,7 @@ def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: P
             h[f"nodes/north/meter/{name}"][180:] = np.nan
     with open_run(copy) as run:
         text = format_figures(figures(run))
-    assert f"ticks without a reading: north 120 of {n} (peak kW)" in text
+    assert f"ticks without a reading: north.meter 120 of {n}; peak kW covers" in text
     assert f"; they cover t = 0.000 to {t[179]:.3f} s only (its first and last readings)" \
         in text
     # a meter without counters: the power over the ticks it answered, those columns named
@@ -85,8 +85,8 @@ def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: P
         fig = figures(run)
     text = format_figures(fig)
     assert fig.nodes["north"].grid_export_kwh < 0.8 * whole.grid_export_kwh
-    assert f"ticks without a reading: north 120 of {n} (grid in, grid out, peak kW); those " \
-           "columns cover the other ticks only" in text
+    assert f"ticks without a reading: north.meter 120 of {n}; grid in, grid out, peak kW " \
+           "cover the other ticks only" in text
     assert "energy counters" not in text
 
 
@@ -168,8 +168,8 @@ def test_a_meter_timeout_does_not_shorten_the_grid_energy(timed_out: Path) -> No
     # the twin's meter, which never timed out, agrees (the registers count whole Wh)
     assert f.grid_import_kwh * 1e3 == pytest.approx(e_twin[-1] - e_twin[0], abs=2.5)
     text = format_figures(fig)
-    assert (f"ticks without a reading: dc {gap} of {fig.ticks} (peak kW); those columns "
-            "cover the other ticks only") in text
+    assert (f"ticks without a reading: dc.meter {gap} of {fig.ticks}; peak kW covers the "
+            "other ticks only") in text
     assert (f"dc: grid in and grid out are the rise of dc.meter's energy counters "
             f"(e_import_wh, e_export_wh), which count across its {gap} ticks without a power "
             "reading") in text

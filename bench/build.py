@@ -389,8 +389,10 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
     where = _Where(s)
     deadline = s.run.device_deadline_s
     # the run's emulators live in a child process (bench/emulation.py) built from the same
-    # scenario; here we only need their devices' maps
-    _, device_specs = emulator_specs(s, drives)
+    # scenario; here we only need their devices' maps and transports (the device tables')
+    from bench.emulation import specs as emulated_specs
+
+    _, device_specs, _ = emulated_specs(s, drives)
     specs = {(d.node, d.asset): d for d in device_specs}
     for node, name, cfg in s.assets():
         mode = s.effective_mode(cfg)

@@ -7,6 +7,14 @@ core), which builds the same twin-backed plants from the same scenario, and the 
 them once per tick with an ``advance`` command it waits for: the plants still follow the
 bench's clock exactly, so a run stays deterministic.
 
+Each device is emulated on the transport its asset's device would use (:func:`specs`): an
+asset whose hardware device is ``modbus_rtu`` is Modbus RTU on a pseudo-terminal pair, a
+``serial`` one the serial protocol on a pseudo-terminal, each with the line settings, unit
+id and base address of its device table; ``modbus_tcp`` (and an asset without a device) is
+Modbus TCP on loopback.  An asset's ``transport`` field, when the scenario gives it, chooses
+instead.  So ``--mode emulated`` (CI) and ``gridloop emulate`` speak to the bench as the
+lab's devices do.
+
 Protocol on the child's stdin/stdout, one JSON object per line: the parent sends the
 scenario (text, path, overrides), the child answers ``{"devices": [...]}`` (what
 ``gridloop emulate --json`` prints) once its servers listen; then ``{"advance": dt}`` is
@@ -18,18 +26,82 @@ come as ``{"event": kind, "message": ..., "t": ...}`` lines in between.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
-from bench.scenario import Scenario, parse
+from bench.errors import BenchError, ScenarioError
+from bench.scenario import Scenario, apply_override, parse
 
 EventSink = Callable[[float, str, str], None]
+
+
+def specs(s: Scenario, drives: dict[str, Any] | None = None
+          ) -> tuple[dict[str, Any], list[Any], dict[tuple[str, str], str]]:
+    """The plants, the device specs of every emulated asset of ``s`` on the transport its
+    device would use, and for each device why that transport (in words).
+
+    An asset's ``transport`` field, when given, is kept; else its device table decides
+    (:func:`firmware_bridge.emulators.host.link_for_device`); else Modbus TCP.
+    """
+    from bench.build import _Where, emulator_specs
+    from firmware_bridge.emulators.host import link_for_device
+    from firmware_bridge.errors import ConfigError
+
+    plants, device_specs = emulator_specs(s, drives)
+    chosen = _chosen_transports(s)
+    where = _Where(s)
+    out: list[Any] = []
+    why: dict[tuple[str, str], str] = {}
+    for spec in device_specs:
+        key = (spec.node, spec.asset)
+        cfg = s.nodes[spec.node][spec.asset]
+        if key in chosen:
+            why[key] = f'transport = "{cfg.transport}"'
+        elif cfg.device:
+            try:
+                fields, why[key] = link_for_device(
+                    cfg.device, where("nodes", spec.node, spec.asset, "device"))
+            except ConfigError as exc:
+                raise ScenarioError(str(exc)) from None
+            spec = dataclasses.replace(spec, **fields)
+        else:
+            why[key] = "no device table: the default"
+        out.append(spec)
+    return plants, out, why
+
+
+def _chosen_transports(s: Scenario) -> set[tuple[str, str]]:
+    """The assets whose ``transport`` the scenario (its text or a ``--set``) gives."""
+    doc = tomllib.loads(s.text) if s.text else {}
+    for item in s.overrides:
+        try:
+            apply_override(doc, item)
+        except ScenarioError:  # refused when the scenario was parsed already
+            continue
+    nodes = doc.get("nodes", {})
+    return {(n, a) for n, assets in nodes.items() if isinstance(assets, dict)
+            for a, raw in assets.items() if isinstance(raw, dict) and "transport" in raw}
+
+
+def build_host(s: Scenario, drives: dict[str, Any] | None = None, host: str = "127.0.0.1",
+               port_base: int | None = None, on_event: Any = None
+               ) -> tuple[Any, dict[tuple[str, str], str]]:
+    """An EmulatorHost serving every emulated asset of ``s`` (None when nothing is
+    emulated), each on its device's transport (:func:`specs`), and why each transport."""
+    from firmware_bridge.emulators.host import EmulatorHost
+
+    plants, device_specs, why = specs(s, drives)
+    if not device_specs:
+        return None, why
+    return EmulatorHost(plants, device_specs, host=host, port_base=port_base,
+                        on_event=on_event), why
 
 
 class EmulatorProcess:
@@ -139,8 +211,6 @@ def _serve() -> int:
         return 0
     req = json.loads(first)
     try:
-        from bench.build import build_emulators
-
         s = parse(req["scenario"], req.get("path") or "<scenario>",
                   Path(req["path"]) if req.get("path") else None, req.get("overrides", []))
         plants_t = {"t": 0.0}
@@ -148,7 +218,7 @@ def _serve() -> int:
         def on_event(kind: str, message: str) -> None:
             reply({"event": kind, "message": message, "t": plants_t["t"]})
 
-        host = build_emulators(s, on_event=on_event)
+        host, _ = build_host(s, on_event=on_event)
     except Exception as exc:  # the parent reports it as one line
         reply({"error": f"{type(exc).__name__}: {exc}"})
         return 1

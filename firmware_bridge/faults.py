@@ -62,6 +62,8 @@ with the device's name):
 ``emulator.reboot``     a serial board was rebooted by hand
                         (:meth:`~firmware_bridge.emulators.serial_server.SerialEmulator.reboot`)
 ``emulator.error``      an emulator cannot serve (a value its map cannot encode)
+``emulator.unit``       a Modbus emulator got a request for a unit id it is not (once per
+                        unit id): no answer on RTU, exception 0x0B on TCP
 ``device.disconnect``   a client back-end lost its port (serial)
 ``device.reconnect``    a client back-end reopened it and the device answers again
 ``device.reboot``       a client back-end saw the device reboot (a new boot id)

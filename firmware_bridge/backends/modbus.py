@@ -54,6 +54,7 @@ from firmware_bridge.errors import (
     FrameError,
 )
 from firmware_bridge.faults import LockstepFaults
+from firmware_bridge.line import REFUSALS, label, refused, release
 from firmware_bridge.maps import RegisterMap, get_map
 from firmware_bridge.sunspec import (
     DEFAULT_BASE_ADDRESS,
@@ -67,6 +68,10 @@ from firmware_bridge.sunspec import (
 
 #: a scan gives up after this many models (a device answering garbage never ends its chain)
 _MAX_MODELS = 64
+
+#: exception codes of a gateway with no answer from the unit asked for (0x0A: no path to
+#: it, 0x0B: it did not respond)
+GATEWAY_CODES = (0x0A, 0x0B)
 
 
 class ModbusDevice(Device):
@@ -126,6 +131,8 @@ class ModbusDevice(Device):
         self._received = b""
         self._last_image: list[int] | None = None
         self._unchanged_since = 0.0
+        #: whether a scan ever succeeded (then the unit id is right)
+        self._scanned = False
         #: the emulated device's fault card, drawn request by request, in a run on the
         #: bench's clock (set by the bench; None: wait for every answer)
         self.lockstep: LockstepFaults | None = None
@@ -237,19 +244,51 @@ class ModbusDevice(Device):
         try:
             if self._client is None:
                 self._client = self._make_client()
-            if not self._client.connected and not await self._client.connect():
+            if not self._client.connected and not await self._connect():
                 raise DeviceDisconnected(f"{self.name}: cannot connect to {self.where}")
             self._layout = await self._scan()
         except DeviceDisconnected:
             self._layout = None
             self.backoff.failed()
             raise
-        except DeviceError:  # reachable but not answering well: no back-off needed
+        except DeviceError as exc:  # reachable but not answering well: no back-off needed
             self._layout = None
-            raise
+            if self._scanned:
+                raise
+            raise self._unit_hint(exc) from None
         self.backoff.reset()
+        self._scanned = True
         self._spans = self.map.read_spans(self._layout)
         self._image = [0] * self._layout.size
+
+    async def _connect(self) -> bool:
+        """Open the transport; a port that refuses its line settings is one line, at the
+        first open and at every reconnect alike (pyserial passes ``termios.error`` on)."""
+        assert self._client is not None
+        try:
+            return await self._client.connect()
+        except REFUSALS as exc:
+            release(exc)
+            self._client.close()
+            raise DeviceDisconnected(self._refused(exc)) from None
+
+    def _refused(self, exc: BaseException) -> str:
+        return f"{self.name}: cannot connect to {self.where}: {exc}"
+
+    def _unit_hint(self, exc: DeviceError) -> DeviceError:
+        """``exc`` with a hint to check the unit id, when it is how a wrong unit id shows:
+        silence (an RS-485 slave ignores another unit's requests) or a gateway's exception
+        0x0A/0x0B (no such unit behind it), from a device that never answered this client."""
+        if isinstance(exc, DeviceTimeout):
+            return DeviceTimeout(f"{exc}; nothing answers unit {self.unit} there: check the "
+                                 f"unit id{self._also_check}")
+        if isinstance(exc, ExceptionResponse) and exc.code in GATEWAY_CODES:
+            return ExceptionResponse(exc.code, f"{exc}; no device answers unit {self.unit} "
+                                               f"behind {self.where}: check the unit id")
+        return exc
+
+    #: what else to check when nothing answers (the RTU line settings)
+    _also_check = ""
 
     async def _scan(self) -> DeviceLayout:
         """Walk the device's SunSpec model chain from the base address."""
@@ -474,16 +513,7 @@ class ModbusRtuDevice(ModbusDevice):
 
     def __init__(self, port: str, baudrate: int = 19200, parity: str = "N",
                  bytesize: int = 8, stopbits: int = 1, **kwargs: Any) -> None:
-        where = f"modbus_rtu {port}"
-        if baudrate not in BAUDRATES:
-            raise ConfigError(f"{where}: baudrate {baudrate} is not one of "
-                              f"{', '.join(map(str, BAUDRATES))}")
-        if parity not in ("N", "E", "O"):
-            raise ConfigError(f"{where}: parity must be 'N', 'E' or 'O', got {parity!r}")
-        if bytesize not in (7, 8):
-            raise ConfigError(f"{where}: bytesize must be 7 or 8, got {bytesize}")
-        if stopbits not in (1, 2):
-            raise ConfigError(f"{where}: stopbits must be 1 or 2, got {stopbits}")
+        validate_rtu_line(f"modbus_rtu {port}", baudrate, parity, bytesize, stopbits)
         self.port = port
         self.baudrate = baudrate
         self.parity = parity
@@ -493,9 +523,19 @@ class ModbusRtuDevice(ModbusDevice):
         kwargs.setdefault("name", f"modbus_rtu:{port}/{kwargs.get('unit', 1)}")
         super().__init__(**kwargs)
 
+    _also_check = " and the line settings"
+
+    @property
+    def line(self) -> str:
+        """The line settings, ``19200 8N1``."""
+        return label(self.baudrate, self.bytesize, self.parity, self.stopbits)
+
     @property
     def where(self) -> str:
-        return f"{self.port} ({self.baudrate} {self.bytesize}{self.parity}{self.stopbits})"
+        return f"{self.port} ({self.line})"
+
+    def _refused(self, exc: BaseException) -> str:
+        return refused(self.name, self.port, self.line, exc)
 
     def _make_client(self) -> AsyncModbusSerialClient:
         return AsyncModbusSerialClient(self.port, baudrate=self.baudrate, parity=self.parity,
@@ -517,6 +557,20 @@ class ModbusRtuDevice(ModbusDevice):
     def _check_answer(self, received: bytes) -> str | None:
         function_code, count = self._request
         return check_rtu_answer(received, self.unit, function_code, count)
+
+
+def validate_rtu_line(where: str, baudrate: int, parity: str, bytesize: int,
+                      stopbits: float) -> None:
+    """Check Modbus RTU line settings; raises ConfigError naming the one that is wrong."""
+    if baudrate not in BAUDRATES:
+        raise ConfigError(f"{where}: baudrate {baudrate} is not one of "
+                          f"{', '.join(map(str, BAUDRATES))}")
+    if parity not in ("N", "E", "O"):
+        raise ConfigError(f"{where}: parity must be 'N', 'E' or 'O', got {parity!r}")
+    if bytesize not in (7, 8):
+        raise ConfigError(f"{where}: bytesize must be 7 or 8, got {bytesize}")
+    if stopbits not in (1, 2):
+        raise ConfigError(f"{where}: stopbits must be 1 or 2, got {stopbits}")
 
 
 def _status(exc: DeviceError) -> tuple[Status, int]:

@@ -44,6 +44,7 @@ from firmware_bridge.errors import (
     FrameError,
 )
 from firmware_bridge.faults import EventSink, LockstepFaults
+from firmware_bridge.line import REFUSALS, label, refused, release
 from firmware_bridge.pty import TtyStream
 from firmware_bridge.serialproto import frames, messages
 from firmware_bridge.serialproto.frames import Frame
@@ -163,6 +164,11 @@ class SerialDevice(Device):
     @property
     def setpoints(self) -> tuple[str, ...]:
         return self._hello.setpoints if self._hello else ()
+
+    @property
+    def line(self) -> str:
+        """The line settings, ``115200 8N1``."""
+        return label(self.baudrate, self.bytesize, self.parity, self.stopbits)
 
     @property
     def hello(self) -> Hello | None:
@@ -350,6 +356,9 @@ class SerialDevice(Device):
         try:
             port = serial.Serial(self.port, self.baudrate, self.bytesize, self.parity,
                                  self.stopbits, timeout=0, exclusive=True)
+        except REFUSALS as exc:  # the port is there, the settings are not for it
+            release(exc)
+            raise DeviceDisconnected(refused(self.name, self.port, self.line, exc)) from None
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DeviceDisconnected(f"{self.name}: cannot open {self.port}: {exc}") from exc
         port.reset_input_buffer()

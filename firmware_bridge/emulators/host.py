@@ -15,10 +15,11 @@ too: their schedule, and how long a ``disconnect_s`` reboot keeps a device down.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 from firmware_bridge.capture import ReplaySource, Transaction
 from firmware_bridge.emulators.base import Emulator
@@ -41,7 +42,11 @@ class DeviceSpec:
     (``rating_w``, ``capacity_wh``...).
     A serial board takes from its map its kind and its points, the map's signals the asset
     has and the map's setpoints, and sends telemetry every ``telemetry_period_s`` (0: none).
-    ``unit``, ``port`` and ``base_address`` concern Modbus only.
+    ``unit``, ``port`` and ``base_address`` concern Modbus only.  ``baudrate``, ``parity``,
+    ``bytesize`` and ``stopbits`` are the line settings of an RTU or serial device (a pty
+    carries none of them: they say what a client should open the port with).
+    :func:`link_for_device` gives the fields that make a device look like a scenario's
+    device table on the wire.
     """
 
     node: str
@@ -51,6 +56,9 @@ class DeviceSpec:
     unit: int = 1
     port: int = 0
     baudrate: int = 19200
+    parity: str = "N"
+    bytesize: int = 8
+    stopbits: float = 1
     base_address: int = DEFAULT_BASE_ADDRESS
     map_options: Mapping[str, float | bool] = field(default_factory=dict)
     fault: FaultCard | None = None
@@ -62,6 +70,70 @@ class DeviceSpec:
 
 #: transports an emulated device can be served on
 TRANSPORTS = ("tcp", "rtu", "serial")
+
+#: the client back-end that speaks to each transport
+BACKEND_OF = {"tcp": "modbus_tcp", "rtu": "modbus_rtu", "serial": "serial"}
+
+#: whether this platform has pseudo-terminals (Linux, macOS): RTU and serial devices are
+#: emulated on them; elsewhere only on TCP
+HAS_PTYS = hasattr(os, "openpty")
+
+#: line settings of a device table that gives none, per back-end (the back-ends' defaults)
+_LINE_DEFAULTS = {"modbus_rtu": {"baudrate": 19200, "parity": "N", "bytesize": 8,
+                                 "stopbits": 1},
+                  "serial": {"baudrate": 115200, "parity": "N", "bytesize": 8,
+                             "stopbits": 1}}
+
+
+def link_for_device(device: Mapping[str, Any], where: str = "device"
+                    ) -> tuple[dict[str, Any], str]:
+    """How to emulate ``device`` (a scenario's hardware device table) so that it looks the
+    same on the wire: the :class:`DeviceSpec` fields (``transport``, and the unit id, base
+    address and line settings the table gives), and why that transport, in words.
+
+    ``modbus_rtu`` is Modbus RTU on a pty pair and ``serial`` the serial protocol on a pty,
+    with the table's line settings (checked as the back-ends check them: a ConfigError
+    names ``where`` and the setting); ``modbus_tcp``, and any back-end without a wire of its
+    own (``nvml``, ``virtual``), Modbus TCP.  Without ptys (Windows) RTU and serial devices
+    fall back to Modbus TCP, and the reason says so.
+    """
+    from firmware_bridge.backends.modbus import validate_rtu_line
+    from firmware_bridge.backends.serial import validate_line
+
+    backend = str(device.get("backend", ""))
+    fields: dict[str, Any] = {}
+    if backend in ("modbus_tcp", "modbus_rtu"):
+        unit = device.get("unit", 1)
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 1 <= unit <= 247:
+            raise ConfigError(f"{where}.unit: a Modbus unit id is 1..247, got {unit!r}")
+        fields["unit"] = unit
+        if "base_address" in device:
+            base = device["base_address"]
+            if isinstance(base, bool) or not isinstance(base, int) \
+                    or not 0 <= base <= 0xFFFF - 4:
+                raise ConfigError(f"{where}.base_address: 0..65531, got {base!r}")
+            fields["base_address"] = base
+    if backend not in _LINE_DEFAULTS:
+        why = ("its device is modbus_tcp" if backend == "modbus_tcp" else
+               f"its device is {backend or 'without a backend'}, on no wire to copy: the "
+               "default")
+        return {"transport": "tcp", **fields}, why
+    line = {k: device.get(k, v) for k, v in _LINE_DEFAULTS[backend].items()}
+    try:
+        if backend == "serial":
+            (line["baudrate"], line["bytesize"], line["parity"],
+             line["stopbits"]) = validate_line(line["baudrate"], line["bytesize"],
+                                               line["parity"], line["stopbits"])
+        else:
+            validate_rtu_line("modbus_rtu", line["baudrate"], line["parity"],
+                              line["bytesize"], line["stopbits"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    transport = "rtu" if backend == "modbus_rtu" else "serial"
+    if not HAS_PTYS:
+        return ({"transport": "tcp", **fields},
+                f"its device is {backend}, but this platform has no pseudo-terminals")
+    return {"transport": transport, **fields, **line}, f"its device is {backend}"
 
 
 class EmulatorHost:
@@ -131,8 +203,9 @@ class EmulatorHost:
                         n_tcp += 1
                     emulator = ModbusEmulator(
                         source, unit=spec.unit, transport=spec.transport, host=host,
-                        port=port, baudrate=spec.baudrate, fault=spec.fault,
-                        on_event=on_event, name=name)
+                        port=port, baudrate=spec.baudrate, parity=spec.parity,
+                        bytesize=spec.bytesize, stopbits=int(spec.stopbits),
+                        fault=spec.fault, on_event=on_event, name=name)
             except ConfigError as exc:
                 raise ConfigError(f"device {spec.node}.{spec.asset}: {exc}") from None
             self.emulators[key] = emulator
@@ -166,10 +239,13 @@ class EmulatorHost:
             key = (spec.node, spec.asset)
             emulator, regmap = self.emulators[key], self._maps[key]
             entry: dict = {"node": spec.node, "asset": spec.asset, "kind": regmap.kind,
-                           "map": regmap.name, "transport": spec.transport}
+                           "map": regmap.name, "transport": spec.transport,
+                           "backend": BACKEND_OF[spec.transport]}
+            line = {"baudrate": spec.baudrate, "parity": spec.parity,
+                    "bytesize": spec.bytesize, "stopbits": spec.stopbits}
             if isinstance(emulator, SerialEmulator):
                 entry |= {"host": self.host, "unit": spec.unit, "models": [],
-                          "serial_port": emulator.path, "baudrate": spec.baudrate,
+                          "serial_port": emulator.path, **line,
                           "telemetry_period_s": spec.telemetry_period_s}
             else:
                 assert isinstance(emulator, ModbusEmulator)
@@ -178,7 +254,7 @@ class EmulatorHost:
                 if spec.transport == "tcp":
                     entry["port"] = emulator.port
                 else:
-                    entry |= {"serial_port": emulator.serial_port, "baudrate": spec.baudrate}
+                    entry |= {"serial_port": emulator.serial_port, **line}
             out.append(entry)
         return out
 

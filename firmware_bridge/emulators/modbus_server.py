@@ -7,6 +7,11 @@ writes into plant setpoints through the device's register map; a replay source
 (the same registers), 6 and 16; a read outside the image answers exception 02; a write to a
 read-only register answers exception 02.  Fault cards (:mod:`firmware_bridge.faults`) act
 on the transactions the server answers.
+
+A request for another unit id is answered as real devices do, never as a device failure:
+on RTU not at all (an RS-485 slave ignores the requests of the other slaves on its line),
+on TCP with exception 0x0B (a gateway whose target device did not respond).  The first such
+request of each unit id is reported as an ``emulator.unit`` event.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -126,8 +132,10 @@ class ModbusEmulator(Emulator):
         ``"tcp"`` or ``"rtu"`` (over a pseudo-terminal pair made here).
     host, port : str, int
         TCP address; port 0 picks a free port.  Bind to loopback unless told otherwise.
-    baudrate, parity : int, str
-        RTU line settings the server opens its end with (a pty ignores them).
+    baudrate, parity, bytesize, stopbits : int, str, int, int
+        RTU line settings of the device.  The server opens its end of the pty pair at the
+        baud rate and stop bits; a pty carries no parity and no data size but 8 bits (Linux
+        refuses to set them), so that end stays 8 bits, no parity, whatever the device's.
     fault : FaultCard or None
         Faults at start; :meth:`set_fault` changes them at run time.
     on_event : callable or None
@@ -138,7 +146,8 @@ class ModbusEmulator(Emulator):
 
     def __init__(self, source: RegisterSource, *, unit: int = 1, transport: str = "tcp",
                  host: str = "127.0.0.1", port: int = 0, baudrate: int = 19200,
-                 parity: str = "N", fault: FaultCard | None = None,
+                 parity: str = "N", bytesize: int = 8, stopbits: int = 1,
+                 fault: FaultCard | None = None,
                  on_event: EventSink | None = None, name: str = "") -> None:
         if transport not in ("tcp", "rtu"):
             raise ConfigError(f"emulator {name}: transport must be 'tcp' or 'rtu', "
@@ -152,6 +161,10 @@ class ModbusEmulator(Emulator):
         self.port = int(port)
         self.baudrate = int(baudrate)
         self.parity = parity
+        self.bytesize = int(bytesize)
+        self.stopbits = int(stopbits)
+        #: unit ids asked for that this device is not (each reported once)
+        self.foreign_units: set[int] = set()
         self.on_event = on_event
         self.name = name or f"unit {unit}"
         self.transactions = 0
@@ -192,12 +205,15 @@ class ModbusEmulator(Emulator):
                            action=self._action)
         if self.transport == "tcp":
             server: ModbusTcpServer | ModbusSerialServer = ModbusTcpServer(
-                device, address=(self.host, self.port), trace_packet=self._trace_packet)
+                device, address=(self.host, self.port), trace_packet=self._trace_packet,
+                trace_pdu=self._trace_pdu)
         else:
             assert self._link is not None
+            # our end of the pair: no parity, 8 bits (a pty carries neither; see above)
             server = ModbusSerialServer(device, port=self._link.paths[0],
-                                        baudrate=self.baudrate, parity=self.parity,
-                                        trace_packet=self._trace_packet)
+                                        baudrate=self.baudrate, stopbits=self.stopbits,
+                                        trace_packet=self._trace_packet,
+                                        trace_pdu=self._trace_pdu)
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
@@ -319,6 +335,32 @@ class ModbusEmulator(Emulator):
             await asyncio.sleep(delay_s)
         finally:
             self._sleeping.discard(task)
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        """First hook after the framer: a request for another unit id is not ours to serve
+        (pymodbus would answer it exception 04 and log a traceback)."""
+        if sending or pdu.dev_id == self.unit:
+            return pdu
+        unit = pdu.dev_id
+        if self.transport == "rtu":
+            self._foreign(unit, "no answer (another slave's request)")
+            return None  # pymodbus drops a request it gets no PDU for: the line stays quiet
+        self._foreign(unit, "exception 0x0B (gateway target device failed to respond)")
+        function_code = pdu.function_code
+
+        async def gateway_no_response(context: object, device_id: int) -> ModbusPDU:
+            return ExceptionResponse(function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+
+        pdu.datastore_update = gateway_no_response  # type: ignore[method-assign]
+        return pdu
+
+    def _foreign(self, unit: int, answer: str) -> None:
+        if unit in self.foreign_units:
+            return
+        self.foreign_units.add(unit)
+        if self.on_event is not None:
+            self.on_event("emulator.unit", f"{self.name}: request for unit {unit}, which this "
+                                           f"device is not (it is unit {self.unit}): {answer}")
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         """Last hook before the wire: drop an answer or spoil its CRC, as the faults say."""

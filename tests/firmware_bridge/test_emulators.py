@@ -78,9 +78,17 @@ def test_describe_lists_every_device_as_json_lines() -> None:
             assert os.path.exists(entries[1]["serial_port"]) and entries[1]["unit"] == 3
             assert entries[4] == {"node": "n2", "asset": "bms", "kind": "battery",
                                   "map": "sunspec_battery", "transport": "serial",
-                                  "host": "127.0.0.1", "unit": 1, "models": [],
-                                  "serial_port": entries[4]["serial_port"],
-                                  "baudrate": 19200, "telemetry_period_s": 0.01}
+                                  "backend": "serial", "host": "127.0.0.1", "unit": 1,
+                                  "models": [], "serial_port": entries[4]["serial_port"],
+                                  "baudrate": 19200, "parity": "N", "bytesize": 8,
+                                  "stopbits": 1, "telemetry_period_s": 0.01}
+            assert [e["backend"] for e in entries] == ["modbus_tcp", "modbus_rtu",
+                                                       "modbus_tcp", "modbus_tcp", "serial"]
+            assert {k: entries[1][k] for k in ("baudrate", "parity", "bytesize",
+                                               "stopbits")} == {"baudrate": 19200,
+                                                                "parity": "N",
+                                                                "bytesize": 8,
+                                                                "stopbits": 1}
             assert os.path.exists(entries[4]["serial_port"])
     run(t())
 

@@ -190,6 +190,8 @@ class Engine:
         late_after = run.late_threshold_s
         lateness = np.zeros(n)
         wall0 = time.perf_counter()
+        if plan.capture is not None:  # transactions on the run's clock, beside the ticks
+            plan.capture.set_origin()
         k = 0
         late_ticks = 0
         catch_ups = 0

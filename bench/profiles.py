@@ -91,7 +91,14 @@ def clear_sky_clouds(t_s: np.ndarray, seed: int, latitude_deg: float = 40.0,
         cloud_transients(t_s, seed, clouds)
 
 
-def constant(t_s: np.ndarray, value: float = 0.0) -> np.ndarray:
+def constant(t_s: np.ndarray, value: float | None = None) -> np.ndarray:
+    """The same ``value`` at every instant, in the profile's unit (irradiance W/m^2).
+
+    ``value`` has no default: a constant profile without one is an error, not a silent 0
+    (an array with no sun)."""
+    if value is None:
+        raise ValueError("the constant generator needs its value: options = { value = ... } "
+                         "(irradiance in W/m2, e.g. value = 800.0)")
     return np.full(len(t_s), float(value))
 
 

@@ -22,6 +22,44 @@ from bench.recorder import FORMAT, FORMAT_VERSION
 
 Kind = Literal["measured", "twin", "setpoint", "residual"]
 _SUB = ("twin", "setpoint", "residual")
+#: the groups whose datasets hold one row per tick (with ``/time`` and ``/wall``);
+#: ``/capture``, ``/market`` and ``/events`` hold rows of their own
+PER_TICK_GROUPS = ("nodes", "quality", "timing")
+#: a device named at the start of an event's message: ``node.asset: `` as the bench writes
+#: it, ``node/asset: `` as the emulators write it
+_DEVICE_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)[./]([A-Za-z_][A-Za-z0-9_-]*): ")
+
+
+def split_device(message: str, devices: set[str] | frozenset[str] | None = None
+                 ) -> tuple[str, str]:
+    """The device an event's message names first, as ``node.asset``, and the rest of it.
+
+    The bench names a device ``node.asset`` (``lab.battery: no answer within 40 ms``), the
+    emulators ``node/asset`` (``lab/battery: no answer to FC3 40000+2``): both give
+    ``("lab.battery", "no answer ...")``.  With ``devices`` (``node.asset`` names), only
+    those count as devices; a message that names none gives ``("", message)``.
+    """
+    m = _DEVICE_PREFIX.match(message)
+    if m is None:
+        return "", message
+    device = f"{m[1]}.{m[2]}"
+    if devices is not None and device not in devices:
+        return "", message
+    return device, message[m.end():]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of ``/events``, its device named one way (``node.asset``)."""
+
+    #: simulated time [s]
+    t: float
+    #: the kind as recorded (``device_timeout``, ``fault.exception``, ``catch_up``...)
+    kind: str
+    #: the device the event is about, ``node.asset``; "" for the run as a whole
+    device: str
+    #: the message, without the device's name in front
+    message: str
 
 
 @dataclass(frozen=True)
@@ -163,15 +201,23 @@ class Run:
     def _per_tick(self) -> list[Any]:
         """``/time``, ``/wall`` and the datasets of ``/nodes``, ``/quality`` and ``/timing``:
         one row per tick (``/capture`` and ``/market`` hold rows of their own)."""
-        out = [self._f[name] for name in ("time", "wall") if name in self._f]
+        return [self._f[path] for path in ("time", *self.per_tick_paths())]
 
-        def visit(name: str, obj: Any) -> None:
-            if hasattr(obj, "shape") and obj.dtype.names is None and len(obj.shape) == 1:
-                out.append(obj)
+    def per_tick_paths(self) -> list[str]:
+        """Paths of every per-tick dataset but ``/time``: ``/wall`` and the datasets of
+        ``/nodes``, ``/quality`` and ``/timing``, in file order.  Not ``/capture`` (rows of
+        device transactions and their registers) nor ``/market`` or ``/events``."""
+        out = ["wall"] if "wall" in self._f else []
 
-        for group in ("nodes", "quality", "timing"):
-            if group in self._f:
-                self._f[group].visititems(visit)
+        for group in PER_TICK_GROUPS:
+            if group not in self._f:
+                continue
+
+            def visit(name: str, obj: Any, group: str = group) -> None:
+                if hasattr(obj, "shape") and obj.dtype.names is None and len(obj.shape) == 1:
+                    out.append(f"{group}/{name}")
+
+            self._f[group].visititems(visit)
         return out
 
     def refresh(self) -> int:
@@ -263,8 +309,71 @@ class Run:
         return d[:]
 
     def events(self) -> list[tuple[float, str, str]]:
+        """``/events`` as recorded: ``(t, kind, message)``."""
         ev = self.table("events")
-        return [(float(e["t"]), e["kind"].decode(), e["message"].decode()) for e in ev]
+        return [(float(e["t"]), e["kind"].decode(), e["message"].decode(errors="replace"))
+                for e in ev]
+
+    def devices(self) -> set[str]:
+        """``node.asset`` of every asset the recording has signals or a quality flag of."""
+        out = {f"{s.node}.{s.asset}" for s in self.signals()}
+        if "quality" in self._f:
+            for node, g in self._f["quality"].items():
+                if not hasattr(g, "shape"):
+                    out.update(f"{node}.{asset}" for asset in g)
+        return out
+
+    def timeline(self) -> list[Event]:
+        """``/events`` in time order, each with the device it is about named ``node.asset``
+        (the emulators' ``node/asset`` too) and its message without that name."""
+        devices = self.devices()
+        out = []
+        for t, kind, message in self.events():
+            device, rest = split_device(message, devices)
+            out.append(Event(t, kind, device, rest))
+        out.sort(key=lambda e: e.t)  # stable: events of one instant keep their order
+        return out
+
+    # -- captured device transactions (``[run] capture = true``) ---------------------------
+
+    def capture_devices(self) -> list[str]:
+        """Devices whose Modbus transactions the run captured (``node.asset``)."""
+        root = self._f.get("capture")
+        if root is None:
+            return []
+        return [name for name, g in root.items() if "transactions" in g]
+
+    def capture(self, device: str) -> np.ndarray:
+        """The transactions captured of ``device``, aligned with the ticks.
+
+        The rows of ``/capture/<device>/transactions`` (:mod:`firmware_bridge.capture`) with
+        ``t_run_s``, when each request was sent on the run's clock (the clock of ``/wall``),
+        and ``tick``: the index of the tick whose device I/O it was, the first tick recorded
+        at or after it (``run.time[tick]`` is its simulated time), or -1 for a transaction
+        outside the ticks (the opening read before the first tick) or of a recording that
+        does not say when its run's clock started (``t_run_s`` NaN).
+        """
+        path = f"capture/{device}/transactions"
+        if path not in self._f:
+            have = ", ".join(self.capture_devices()) or "none"
+            raise RecordingError(f"{self.path}: no capture of device '{device}' "
+                                 f"(captured: {have})")
+        rows = self.table(path)
+        names = [n for n in rows.dtype.names if n != "t_run_s"]
+        dtype = np.dtype([(n, rows.dtype[n]) for n in names]
+                         + [("t_run_s", "<f8"), ("tick", "<i8")])
+        out = np.zeros(len(rows), dtype=dtype)
+        for n in names:
+            out[n] = rows[n]
+        t_run = (rows["t_run_s"].astype(float) if "t_run_s" in rows.dtype.names
+                 else np.full(len(rows), math.nan))
+        out["t_run_s"] = t_run
+        wall = self.wall if "wall" in self._f else np.zeros(0)
+        with np.errstate(invalid="ignore"):
+            tick = np.searchsorted(wall, np.nan_to_num(t_run, nan=-1.0), side="left")
+            inside = np.isfinite(t_run) & (t_run >= 0.0) & (tick < len(wall))
+        out["tick"] = np.where(inside, tick, -1)
+        return out
 
     def close(self) -> None:
         self._f.close()

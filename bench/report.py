@@ -1,8 +1,15 @@
 """``gridloop report``: PNG figures and a text summary of a recording.
 
-Figures: power flows per node, battery SOC, bus frequency (islanded runs), GPU rack power
-and its spectrum, twin-versus-device residuals with their tolerance band, and the lateness
-histogram of real-time runs.  Each is written only when the recording has its data.
+Figures: power flows per node, battery SOC, bus frequency (each grid connection's and
+meter's ``freq_hz``: an islanded node's own bus, a grid-connected node's grid), GPU rack
+power and its spectrum, twin-versus-device residuals with their tolerance band, and the
+lateness histogram of real-time runs.  Each is written only when the recording has its data.
+
+What happened when: ``events.csv`` lists every event of ``/events`` (``t_s, kind, device,
+message``: the device named ``node.asset`` however its source wrote it, the message without
+it), and ``summary.txt`` ends with a short timeline of them (:func:`timeline`), where a
+streak of one kind of event on one device (a fault card striking tick after tick) is one
+line with its span and count.
 
 A replay's recording (stamped ``replay_of``, :mod:`bench.replay`) holds, under each device's
 plain names, the measurements of the run it replayed: the replayed controller's inputs, not
@@ -17,15 +24,18 @@ recording's residuals: recorded measurements minus the replay's twin.
 
 from __future__ import annotations
 
+import csv
+import io
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import BenchError, RecordingError
 from bench.paths import replacing
-from bench.recording import Run, open_run
+from bench.recording import Event, Run, open_run
 from bench.summary import figures, format_figures, grid_asset
 
 
@@ -297,7 +307,102 @@ def _recorded_checks(run: Run) -> tuple:
 
 #: every file a report writes, lab figures aside (``bench.labs.grading.LAB_FIGURES``)
 REPORT_FILES = ("power_flows.png", "soc.png", "frequency.png", "residuals.png", "lateness.png",
-                "gpu_power.png", "gpu_spectrum.png", "summary.txt")
+                "gpu_power.png", "gpu_spectrum.png", "events.csv", "summary.txt")
+
+#: lines of the summary's timeline; the lines after them are counted (events.csv has all)
+TIMELINE_LINES = 20
+#: characters of a message the timeline prints (events.csv has each whole)
+TIMELINE_MESSAGE = 100
+
+
+@dataclass
+class Streak:
+    """Events of one kind on one device, each soon after the one before: a timeline line."""
+
+    #: first and last event's time [s]
+    t0: float
+    t1: float
+    kind: str
+    device: str
+    #: the first event's message
+    message: str
+    count: int = 1
+    #: whether a later event's message differs from the first one's
+    varied: bool = False
+
+
+def streaks(events: list[Event], gap_s: float) -> list[Streak]:
+    """``events`` (in time order) as streaks: an event of the kind and device of an earlier
+    one at most ``gap_s`` after it joins that one's streak, whatever came between (a fault
+    card striking every few ticks, the device's errors and recoveries interleaved); in the
+    order of their first event."""
+    out: list[Streak] = []
+    last: dict[tuple[str, str], Streak] = {}
+    for e in events:
+        s = last.get((e.kind, e.device))
+        if s is not None and e.t - s.t1 <= gap_s:
+            s.t1 = e.t
+            s.count += 1
+            s.varied = s.varied or e.message != s.message
+            continue
+        s = last[(e.kind, e.device)] = Streak(e.t, e.t, e.kind, e.device, e.message)
+        out.append(s)
+    return out
+
+
+def streak_gap_s(dt: float) -> float:
+    """How far apart two events of a streak may be: a second, or five ticks. [s]"""
+    return max(1.0, 5.0 * dt)
+
+
+def timeline(events: list[Event], dt: float, lines: int = TIMELINE_LINES) -> str:
+    """The summary's timeline of ``events``: one line per streak (:func:`streaks`), the
+    first ``lines`` of them, then how many more; empty without events."""
+    if not events:
+        return ""
+    gap = streak_gap_s(dt)
+    all_streaks = streaks(events, gap)
+    shown = all_streaks[:lines]
+    n = len(events)
+    head = (f"timeline: {n} event{'s' if n != 1 else ''}"
+            + (f" in {len(all_streaks)} lines" if len(all_streaks) != n else "")
+            + f" (a line: one kind on one device, at most {gap:g} s apart; all in events.csv)")
+    spans = [f"{s.t0:.3f}" if s.count == 1 else f"{s.t0:.3f}-{s.t1:.3f}" for s in shown]
+    w_span = max(len("t [s]"), *map(len, spans))
+    w_n = max(len("n"), *(len(str(s.count)) for s in shown))
+    w_dev = max(len("device"), *(len(s.device or "-") for s in shown))
+    w_kind = max(len("kind"), *(len(s.kind) for s in shown))
+    out = [head, f"{'t [s]':<{w_span}}  {'n':>{w_n}}  {'device':<{w_dev}}  "
+                 f"{'kind':<{w_kind}}  message"]
+    for s, span in zip(shown, spans, strict=True):
+        message = s.message + (" (messages vary)" if s.varied else "")
+        if len(message) > TIMELINE_MESSAGE:
+            message = message[:TIMELINE_MESSAGE - 3] + "..."
+        out.append(f"{span:<{w_span}}  {s.count:>{w_n}}  {s.device or '-':<{w_dev}}  "
+                   f"{s.kind:<{w_kind}}  {message}".rstrip())
+    rest = all_streaks[lines:]
+    if rest:
+        k = sum(s.count for s in rest)
+        out.append(f"... {len(rest)} more line{'s' if len(rest) != 1 else ''} ({k} "
+                   f"event{'s' if k != 1 else ''}) from {rest[0].t0:.3f} s to "
+                   f"{max(s.t1 for s in rest):.3f} s: see events.csv")
+    return "\n".join(out)
+
+
+def write_events_csv(events: list[Event], path: Path) -> Path:
+    """Every event as a row of ``t_s,kind,device,message`` (device ``node.asset``, empty
+    for the run as a whole; the message without the device's name)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("t_s", "kind", "device", "message"))
+    for e in events:
+        w.writerow((repr(round(e.t, 9)), e.kind, e.device, e.message))
+    try:
+        with replacing(path) as tmp:
+            tmp.write_text(buf.getvalue())
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot write the events ({_reason(exc)})") from None
+    return path
 
 
 def _output_dir(path: Path, out: str | Path | None) -> Path:
@@ -356,7 +461,8 @@ def _remove_stale(out_dir: Path, written: list[Path]) -> None:
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path, list[Path]]:
-    """Write every figure the recording supports and ``summary.txt`` into ``out``."""
+    """Write every figure the recording supports, ``events.csv`` and ``summary.txt`` into
+    ``out``."""
     path = Path(path)
     with open_run(path) as run:
         _ = run.dt  # a recording without its tick length fails before any figure
@@ -375,6 +481,10 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
         checks = _recorded_checks(run)
         if checks:
             text += "\n" + _judge(run, checks)
+        events = run.timeline()
+        written.append(write_events_csv(events, out_dir / "events.csv"))
+        if events:
+            text += "\n" + timeline(events, run.dt)
         if not run.complete:
             stopped = [m for _, kind, m in run.events() if kind == "run_stopped"]
             text += ("\n(the run stopped early: " + stopped[-1] + ")" if stopped else

@@ -14,16 +14,29 @@ HDF5 layout (``format = "gridloop-capture"``, ``format_version = 1``), one group
     /capture/<device>/transactions   compound [n]: t_s f8, function_code u1, address u2,
                                      count u2, status u1, exception_code u1, latency_s f8,
                                      request_start u8, request_len u2,
-                                     response_start u8, response_len u2
+                                     response_start u8, response_len u2, t_run_s f8
     /capture/<device>/registers      u2 [m]: request and response registers, back to back
 
 Registers live in one flat dataset addressed by ``*_start``/``*_len`` rather than in
 variable-length fields, so both datasets can grow under single-writer/multiple-reader mode.
+
+Time: ``t_s`` is when the request was sent, in Unix seconds (the wall clock of the machine
+that ran the client).  ``t_run_s`` is the same instant on the run's clock, seconds since the
+clock zero of the recording's ``/wall``: ``t_s - origin_s``, where ``origin_s`` is the Unix
+time the run's clock started (:meth:`Capture.set_origin`, called when the first tick
+starts).  It aligns a transaction with the ticks: the device I/O of tick ``k`` happens after
+``wall[k - 1]`` and before ``wall[k]``, so its tick is the first whose ``wall`` is at or
+after ``t_run_s`` (:meth:`bench.recording.Run.capture` adds that ``tick`` column); a negative
+``t_run_s`` is before the first tick (a device's opening read).  ``t_run_s`` is NaN in the
+file where the capture had no origin (a capture outside a run), and a file written before
+the column existed reads the same; :func:`read_capture` gives such a transaction
+``t_run_s = None``.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -61,6 +74,9 @@ class Transaction:
     status: Status = Status.OK
     exception_code: int = 0
     latency_s: float = 0.0
+    #: when the request was sent on the run's clock (``/wall``), s; None where not known (a
+    #: capture being made: its :attr:`Capture.origin_s` gives it when the rows are written)
+    t_run_s: float | None = None
 
 
 TRANSACTION_DTYPE = np.dtype([
@@ -68,17 +84,34 @@ TRANSACTION_DTYPE = np.dtype([
     ("status", "u1"), ("exception_code", "u1"), ("latency_s", "<f8"),
     ("request_start", "<u8"), ("request_len", "<u2"),
     ("response_start", "<u8"), ("response_len", "<u2"),
+    ("t_run_s", "<f8"),
 ])
 
 
 class Capture:
-    """An in-memory log of transactions of one or more devices."""
+    """An in-memory log of transactions of one or more devices.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    origin_s : float or None
+        Unix time at which the run's clock (``/wall``) reads 0, from which each
+        transaction's ``t_run_s`` is measured; None until :meth:`set_origin` says. [s]
+    """
+
+    def __init__(self, origin_s: float | None = None) -> None:
+        self.origin_s = origin_s
         self._log: dict[str, list[Transaction]] = defaultdict(list)
         self._flushed: dict[str, int] = defaultdict(int)
         #: registers already taken per device (where the next ``registers`` rows start)
         self._registers: dict[str, int] = defaultdict(int)
+
+    def set_origin(self, origin_s: float | None = None) -> float:
+        """Start the run's clock: now, or at Unix time ``origin_s``.  Every transaction's
+        ``t_run_s`` is measured from it, those captured before included (negative: before
+        the first tick).  A bench run calls it when its first tick starts, the instant its
+        ``/wall`` is 0.  Returns the origin. [s]"""
+        self.origin_s = time.time() if origin_s is None else float(origin_s)
+        return self.origin_s
 
     def add_device(self, device: str) -> None:
         """Declare ``device`` so its datasets exist from the first flush, even if empty."""
@@ -103,14 +136,14 @@ class Capture:
 
     def to_arrays(self, device: str) -> tuple[np.ndarray, np.ndarray]:
         """``(transactions, registers)`` of ``device`` as in the HDF5 layout."""
-        return _to_arrays(self.transactions(device), 0)
+        return _to_arrays(self.transactions(device), 0, self.origin_s)
 
     def take(self, device: str) -> tuple[np.ndarray, np.ndarray]:
         """Transactions of ``device`` not taken yet, as ``(transactions, registers)`` rows to
         append to its two datasets (register offsets continue where the last take ended)."""
         log = self._log.get(device, [])
         new = log[self._flushed[device]:]
-        rows, flat = _to_arrays(new, self._registers[device])
+        rows, flat = _to_arrays(new, self._registers[device], self.origin_s)
         self._flushed[device] = len(log)
         self._registers[device] += len(flat)
         return rows, flat
@@ -139,6 +172,11 @@ class Capture:
             rows, flat = self.take(device)
             if not len(rows):
                 continue
+            if txs.dtype != rows.dtype:  # a table written before t_run_s: its columns
+                from numpy.lib.recfunctions import repack_fields
+
+                rows = repack_fields(rows[[n for n in rows.dtype.names
+                                           if n in txs.dtype.names]])
             txs.resize((txs.shape[0] + len(rows),))
             txs[-len(rows):] = rows
             if len(flat):
@@ -148,14 +186,19 @@ class Capture:
         return written
 
 
-def _to_arrays(txs: list[Transaction], first_register: int) -> tuple[np.ndarray, np.ndarray]:
+def _to_arrays(txs: list[Transaction], first_register: int,
+               origin_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the transactions table and the flat registers; ``t_run_s`` from ``origin_s``
+    where given, else the transaction's own (a capture read back from a file)."""
     rows = np.zeros(len(txs), dtype=TRANSACTION_DTYPE)
     flat: list[int] = []
     at = first_register
     for i, tx in enumerate(txs):
+        t_run = (tx.t_s - origin_s if origin_s is not None
+                 else math.nan if tx.t_run_s is None else tx.t_run_s)
         rows[i] = (tx.t_s, tx.function_code, tx.address, tx.count, int(tx.status),
                    tx.exception_code, tx.latency_s, at, len(tx.request),
-                   at + len(tx.request), len(tx.response))
+                   at + len(tx.request), len(tx.response), t_run)
         flat.extend(tx.request)
         flat.extend(tx.response)
         at += len(tx.request) + len(tx.response)
@@ -181,7 +224,10 @@ def read_capture(parent: object) -> Capture:
             raise ConfigError(f"{parent.file.filename}: /capture/{device}: missing {exc}") \
                 from None
         capture.add_device(device)
-        for row in rows:
+        # t_run_s: a column added to format version 1 (None for files written before it)
+        t_run = (rows["t_run_s"] if rows.dtype.names is not None
+                 and "t_run_s" in rows.dtype.names else np.full(len(rows), math.nan))
+        for row, t_r in zip(rows, t_run, strict=True):
             req = slice(int(row["request_start"]), int(row["request_start"])
                         + int(row["request_len"]))
             resp = slice(int(row["response_start"]), int(row["response_start"])
@@ -193,7 +239,8 @@ def read_capture(parent: object) -> Capture:
                 float(row["t_s"]), device, int(row["function_code"]), int(row["address"]),
                 int(row["count"]), tuple(int(v) for v in flat[req]),
                 tuple(int(v) for v in flat[resp]), Status(int(row["status"])),
-                int(row["exception_code"]), float(row["latency_s"])))
+                int(row["exception_code"]), float(row["latency_s"]),
+                None if math.isnan(t_r) else float(t_r)))
         capture._flushed[device] = len(rows)
         capture._registers[device] = len(flat)
     return capture

@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.build import build_emulators
+    from bench.emulation import build_host
     from bench.errors import BenchError
+    from bench.recording import split_device
     from bench.scenario import load
 
     if not math.isfinite(args.speed) or args.speed <= 0:
@@ -49,35 +50,63 @@ def main(args: argparse.Namespace) -> int:
         raise BenchError(f"--port-base must be a TCP port, not {args.port_base}")
     s = load(args.scenario, args.overrides + ["run.mode=emulated"])
 
-    def on_event(kind: str, message: str) -> None:
-        print(f"event {kind}: {message}", file=sys.stderr, flush=True)
+    plants: list = []  # the emulators' clock, for each event line
 
-    host = build_emulators(s, host=args.host, port_base=args.port_base, on_event=on_event)
+    def on_event(kind: str, message: str) -> None:
+        # the time on the device clock (the plants' simulated time, as fault cards' start_s
+        # and stop_s), and the device named node.asset as the bench names it
+        t = max((float(p.t) for p in plants), default=0.0)
+        device, rest = split_device(message)
+        print(f"event {kind} at t = {t:.3f} s: {device + ': ' if device else ''}{rest}",
+              file=sys.stderr, flush=True)
+
+    host, why = build_host(s, host=args.host, port_base=args.port_base, on_event=on_event)
     if host is None:
         raise BenchError(f"{args.scenario}: no asset to emulate (batteries, inverters, meters "
                          f"and GPU racks that are not mode = \"twin\")")
-    if args.port_base is not None and args.port_base + len(host.emulators) - 1 > 65535:
-        raise BenchError(f"--port-base {args.port_base}: {len(host.emulators)} devices listen "
-                         f"on ports up to {args.port_base + len(host.emulators) - 1}, past "
-                         f"65535; use at most {65536 - len(host.emulators)}")
-    return asyncio.run(_serve(host, s.run.dt_s, args))
+    plants.extend(host.plants.values())
+    n_tcp = sum(spec.transport == "tcp" for spec in host.specs)  # RTU and serial: a pty
+    if args.port_base is not None and args.port_base + n_tcp - 1 > 65535:
+        raise BenchError(f"--port-base {args.port_base}: {n_tcp} devices listen "
+                         f"on ports up to {args.port_base + n_tcp - 1}, past "
+                         f"65535; use at most {65536 - n_tcp}")
+    return asyncio.run(_serve(host, s.run.dt_s, args, why))
 
 
-async def _serve(host, dt: float, args: argparse.Namespace) -> int:
+def transport_line(d: dict, why: str) -> str:
+    """``lab.inverter: modbus_rtu on /tmp/gridloop-pty-x/tty (19200 8E1), unit 1 (its
+    device is modbus_rtu)``: which transport an emulated device got, and why."""
+    from firmware_bridge.line import label
+
+    if d["transport"] == "tcp":
+        where = f"{d['host']}:{d['port']}"
+    else:
+        where = (f"{d['serial_port']} ("
+                 f"{label(d['baudrate'], d['bytesize'], d['parity'], d['stopbits'])})")
+    unit = f", unit {d['unit']}" if d["transport"] != "serial" else ""
+    return f"{d['node']}.{d['asset']}: {d['backend']} on {where}{unit} ({why})"
+
+
+async def _serve(host, dt: float, args: argparse.Namespace,
+                 why: dict[tuple[str, str], str] | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await host.start()
     try:
+        for d in host.describe():  # which transport each device got, and why
+            reason = (why or {}).get((d["node"], d["asset"]), "")
+            print(f"emulate: {transport_line(d, reason)}", file=sys.stderr, flush=True)
         if args.json:
             for entry in host.describe():
                 print(json.dumps(entry), flush=True)
         else:
             for d in host.describe():
-                where = d.get("port", d.get("serial_port"))
+                where = (f"{d['host']}:{d['port']}" if d["transport"] == "tcp"
+                         else d["serial_port"])
                 print(f"{d['node']}.{d['asset']:<10} {d['kind']:<9} {d['transport']} "
-                      f"{d['host']}:{where} unit {d['unit']} models {d['models']}", flush=True)
+                      f"{where} unit {d['unit']} models {d['models']}", flush=True)
         # Plants advance in whole ticks of the scenario's dt, paced to the wall clock.  A
         # speed the plants cannot keep up with runs them as fast as they go, in slices of
         # CATCH_UP_S so the servers still answer and --duration and signals still stop it.

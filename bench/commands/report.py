@@ -1,4 +1,4 @@
-"""``gridloop report RUN.h5 [--out DIR]``: PNG figures and a short text summary."""
+"""``gridloop report RUN.h5 [--out DIR]``: PNG figures, a short text summary, every event."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write PNG figures and a summary of a recording",
                        description="Power flows, SOC, frequency, GPU power and its spectrum, "
-                       "residuals and the lateness histogram as PNG, plus summary.txt.")
+                       "residuals and the lateness histogram as PNG; events.csv, every event "
+                       "of the run (t_s, kind, device, message); and summary.txt, the run's "
+                       "figures, its checks and a timeline of its events.")
     p.add_argument("recording", metavar="RUN.h5")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN-report/)")
     p.set_defaults(func=main)

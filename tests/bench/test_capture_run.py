@@ -43,6 +43,11 @@ def test_capture_lands_in_the_recording_and_replays_as_devices(tmp_path: Path) -
     assert len(reads) >= 50 and all(tx.status == Status.OK for tx in txs)
     assert writes and all(tx.request for tx in writes)  # the setpoint changes, as sent
     assert all(tx.latency_s > 0 for tx in txs)
+    with open_run(first) as run:  # each tick's transactions found from the run's clock
+        rows = run.capture("lab.battery")
+        ticks = rows["tick"][rows["tick"] >= 0]
+        assert len(ticks) >= len(run) - 1 and (np.diff(ticks) >= 0).all()
+        assert np.isfinite(rows["t_run_s"]).all()
     # the same scenario against the captured devices: every measured value is replayed
     again = tmp_path / "again.h5"
     assert main(["run", str(scenario), "--out", str(again), "--quiet",

@@ -100,6 +100,9 @@ class Plan:
         #: every Modbus transaction of the run's devices, recorded under /capture
         self.capture: Any = None
         self.capture_devices: list[str] = []
+        #: root attributes a caller adds to the recording's (a replay's ``replay_of``...),
+        #: written with the file when the recorder creates it
+        self.extra_attrs: dict[str, Any] = {}
         self._rec: Recorder | None = None
         #: simulated time of the tick being read or written: the clock of the emulated
         #: devices' reconnect back-offs in a run that is not real time [s]
@@ -255,7 +258,7 @@ class Plan:
                 "dt": s.run.dt_s,
                 "seed": s.run.seed, "method": s.run.method, "realtime": s.run.realtime,
                 "catch_up": s.run.catch_up, "late_after_s": s.run.late_threshold_s,
-                "name": s.run.name}
+                "name": s.run.name, **self.extra_attrs}
 
     def asset_modes(self) -> dict[str, str]:
         """``NODE.ASSET`` -> the mode it runs in: ``hardware`` or ``emulated`` where it has

@@ -245,21 +245,12 @@ def _stamp(plan: Any, source: Path, controller: str, attrs: dict[str, Any],
     Written with the file, not by opening it again afterwards: a recording that someone
     opened meanwhile (a viewer following it) made that reopen fail on HDF5's file lock, and a
     replay killed before it was stamped read as a plain run."""
-    base = plan.recording_attrs
-
-    def recording_attrs() -> dict[str, Any]:
-        out = dict(base())
-        out["replay_of"] = str(source.resolve())
-        out["replay_controller"] = controller
-        out.update(attrs)
-        if racks:
-            out["replay_rack_power"] = ", ".join(racks)
-            kept = [x for x in str(out.get("scenario_overrides", "")).split("\n")
-                    if x and x not in rack_overrides]
-            out["scenario_overrides"] = "\n".join(kept)
-        return out
-
-    plan.recording_attrs = recording_attrs  # this plan's, not every Plan's
+    extra = {"replay_of": str(source.resolve()), "replay_controller": controller, **attrs}
+    if racks:
+        extra["replay_rack_power"] = ", ".join(racks)
+        kept = [x for x in plan.scenario.overrides if x and x not in rack_overrides]
+        extra["scenario_overrides"] = "\n".join(kept)
+    plan.extra_attrs.update(extra)
 
 
 def _source_attrs(run: Any, n: int, folder: Path | None) -> dict[str, Any]:

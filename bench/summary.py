@@ -81,9 +81,13 @@ class NodeFigures:
     unserved_kwh: float = math.nan
     #: generation beyond the grid connection's export limit, curtailed
     curtailed_kwh: float = math.nan
-    #: ticks at which the import (export) limit bound: unserved (curtailed) power
+    #: ticks at which the import (export) limit bound: unserved (curtailed) power while
+    #: connected to the grid
     import_limited_ticks: int = 0
     export_limited_ticks: int = 0
+    #: ticks with unserved (curtailed) power while islanded: its sources at their limits
+    islanded_unserved_ticks: int = 0
+    islanded_curtailed_ticks: int = 0
     #: what the bus's own governed source (a genset) delivered while islanded
     governor_kwh: float = math.nan
     #: ticks at which a signal of these figures had no reading (the most of any signal), of
@@ -247,13 +251,19 @@ def figures(run: Run) -> Figures:
                 add("rack_kwh", sig.get(node, asset, "p_w"), asset)
         bus = _bus(run, node, assets, kinds)
         if bus is not None:
-            for name, signal, ticks in (("unserved_kwh", "p_unserved_w", "import_limited_ticks"),
-                                        ("curtailed_kwh", "p_curtailed_w",
-                                         "export_limited_ticks")):
+            island = (np.nan_to_num(sig.get(node, bus, "islanded")) > 0.5
+                      if sig.has(node, bus, "islanded") else False)
+            for name, signal, ticks, islanded in (
+                    ("unserved_kwh", "p_unserved_w", "import_limited_ticks",
+                     "islanded_unserved_ticks"),
+                    ("curtailed_kwh", "p_curtailed_w", "export_limited_ticks",
+                     "islanded_curtailed_ticks")):
                 if sig.has(node, bus, signal):
                     p = sig.get(node, bus, signal)
                     add(name, p, bus)
-                    setattr(f, ticks, int((np.nan_to_num(p) > 0).sum()))
+                    short = np.nan_to_num(p) > 0
+                    setattr(f, ticks, int((short & ~island).sum()))
+                    setattr(f, islanded, int((short & island).sum()))
             if sig.has(node, bus, "p_gov_w"):
                 add("governor_kwh", sig.get(node, bus, "p_gov_w"), bus)
         meter = _meter(run, node, assets, kinds)
@@ -464,6 +474,12 @@ def format_figures(fig: Figures) -> str:
                          f"{f.curtailed_kwh:.3f} kWh curtailed")
         if bound:
             lines.append(f"{node}: grid {'; '.join(bound)}")
+        if f.islanded_unserved_ticks or f.islanded_curtailed_ticks:
+            lines.append(f"{node}: islanded, its sources at their limits: load not served at "
+                         f"{f.islanded_unserved_ticks}, generation curtailed at "
+                         f"{f.islanded_curtailed_ticks} of {fig.ticks} ticks ("
+                         f"{f.unserved_kwh:.3f} kWh unserved, {f.curtailed_kwh:.3f} kWh "
+                         "curtailed over the run)")
         if abs(f.governor_kwh) >= 5e-4:  # shown as 0.001 kWh or more
             lines.append(f"{node}: islanded, the bus's governed source (a genset) delivered "
                          f"{f.governor_kwh:.3f} kWh")

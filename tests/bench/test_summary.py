@@ -295,3 +295,54 @@ def test_a_figure_that_rounds_to_zero_prints_without_a_sign() -> None:
     fig.nodes["n"] = NodeFigures(pv_kwh=-1e-7, peak_grid_import_kw=-0.01)
     row = format_figures(fig).splitlines()[1]
     assert "-0.0" not in row and row.split()[1] == "0.000"
+
+
+ISLAND = """\
+[run]
+name = "island"
+dt_s = 0.05
+duration_s = 8
+mode = "twin"
+
+[controller]
+name = "passthrough"
+
+[profiles.load]
+kind = "workload"
+generator = "training"
+options = { step_s = 1000.0, compute_fraction = 1.0, start_s = 0.0 }
+
+[nodes.island.grid]
+kind = "grid"
+initial = { islanded = 1 }
+override = { governor = { rating_w = 0.0 }, grid_forming = { rating_w = 100000.0, droop_pu = 0.05, tau_s = 0.05 } }
+
+[nodes.island.battery]
+kind = "battery"
+initial = { soc = 0.0003 }
+
+[nodes.island.rack]
+kind = "gpu_rack"
+params = "rack_h100_4x8gpu"
+profile = "load"
+"""
+
+
+def test_an_island_short_of_power_is_not_said_to_be_at_its_grid_limit(tmp_path: Path) -> None:
+    """An islanded battery that runs empty leaves load unserved: the summary says the
+    island's sources were at their limits, not that a grid connection's import limit bound
+    (it has none)."""
+    scenario = tmp_path / "island.toml"
+    scenario.write_text(ISLAND)
+    out = tmp_path / "island.h5"
+    assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 0
+    with open_run(out) as run:
+        fig = figures(run)
+    f = fig.nodes["island"]
+    assert f.islanded_unserved_ticks > 0 and f.unserved_kwh > 0
+    assert f.import_limited_ticks == 0 and f.export_limited_ticks == 0
+    text = format_figures(fig)
+    assert "import limit bound" not in text
+    assert (f"island: islanded, its sources at their limits: load not served at "
+            f"{f.islanded_unserved_ticks}, generation curtailed at 0 of {fig.ticks} ticks") \
+        in text

@@ -66,18 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
-    except Terminated:
-        print("gridloop: terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("gridloop: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader of stdout stopped early (| head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except user_errors() as exc:
-        print(f"gridloop: error: {exc}", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, *user_errors()) as exc:  # Ctrl-C, SIGTERM, bad input
+        status = exit_status(exc)
+        said = f"error: {stop_reason(exc)}" if status == 2 else stop_reason(exc)
+        print(f"gridloop: {said}", file=sys.stderr)
+        return status
     finally:
         warnings.formatwarning = formatwarning
         if previous is not None:

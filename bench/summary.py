@@ -252,7 +252,7 @@ def figures(run: Run) -> Figures:
         bus = _bus(run, node, assets, kinds)
         if bus is not None:
             island = (np.nan_to_num(sig.get(node, bus, "islanded")) > 0.5
-                      if sig.has(node, bus, "islanded") else False)
+                      if sig.has(node, bus, "islanded") else None)
             for name, signal, ticks, islanded in (
                     ("unserved_kwh", "p_unserved_w", "import_limited_ticks",
                      "islanded_unserved_ticks"),
@@ -262,6 +262,7 @@ def figures(run: Run) -> Figures:
                     p = sig.get(node, bus, signal)
                     add(name, p, bus)
                     short = np.nan_to_num(p) > 0
+                    island = np.zeros_like(short) if island is None else island
                     setattr(f, ticks, int((short & ~island).sum()))
                     setattr(f, islanded, int((short & island).sum()))
             if sig.has(node, bus, "p_gov_w"):

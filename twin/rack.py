@@ -181,19 +181,6 @@ _R = ("gpus", "host_w", "network_w", "fan_min_w", "fan_max_w", "fan_temp_low_c",
       "fan_temp_high_c", "psu_rated_w")
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _interp(x, xs, ys):
-    n = xs.shape[0]
-    if x <= xs[0]:
-        return ys[0]
-    if x >= xs[n - 1]:
-        return ys[n - 1]
-    i = 0
-    while xs[i + 1] < x:
-        i += 1
-    return ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i])
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _dc_for_ac(ac_w, rated_w, xs, ys):
     """DC power whose AC input is ``ac_w``: ``P / eta(P / rated) = ac`` solved exactly on

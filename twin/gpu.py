@@ -124,9 +124,12 @@ class GpuParams:
     #: lowest clock the limiter uses [MHz]
     clock_min_mhz: float = 795.0
     #: die temperature at which the card shuts down (NVML's "GPU Shutdown Temp": 92 on an
-    #: H100 SXM, which slows down at 89): the top of the model's range, which has no
-    #: thermal throttling [degC]
+    #: H100 SXM): the top of the model's range [degC]
     temp_shutdown_c: float = 92.0
+    #: die temperature at which thermal slowdown starts (NVML's "GPU Slowdown Temp": 89 on
+    #: an H100 SXM): above it the clock's ceiling falls linearly, to the lowest clock at
+    #: ``temp_shutdown_c`` [degC]
+    temp_slowdown_c: float = 89.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -160,6 +163,11 @@ class GpuParams:
         if not self.temp_shutdown_c > TEMP_MIN_C:
             raise ParameterError(f"params.temp_shutdown_c: must be above {TEMP_MIN_C:g} "
                                  f"degC, got {self.temp_shutdown_c}")
+        if not TEMP_MIN_C < self.temp_slowdown_c < self.temp_shutdown_c:
+            raise ParameterError(
+                f"params.temp_slowdown_c: {self.temp_slowdown_c:g} degC must lie between "
+                f"{TEMP_MIN_C:g} degC and the shutdown temperature temp_shutdown_c "
+                f"({self.temp_shutdown_c:g} degC)")
         if not TEMP_MIN_C <= self.ambient_c < self.temp_shutdown_c:
             raise ParameterError(
                 f"params.ambient_c: {self.ambient_c:g} degC is outside {TEMP_MIN_C:g} to "
@@ -283,7 +291,7 @@ NX = len(STATE_NAMES)
 # module-level integers into constants).
 (C_IDLE, C_LEAK, C_TREF, C_INV_TLEAK, C_DYN, C_PHI_MIN, C_V_MIN, C_V_SLOPE, C_BURST, C_GAIN,
  C_KI_DT, C_A_DOWN, C_A_UP, C_A_P, C_M_P, C_A_AVG, C_T11, C_T12, C_T21, C_T22, C_B1P, C_B1A,
- C_B2P, C_B2A, C_AMBIENT, C_SHUTDOWN, N_COEFFS) = range(27)
+ C_B2P, C_B2A, C_AMBIENT, C_SHUTDOWN, C_SLOWDOWN, C_SLOW_SLOPE, N_COEFFS) = range(29)
 
 
 def coefficients(p: GpuParams, dt: float) -> np.ndarray:
@@ -316,6 +324,8 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
     c[C_B1P], c[C_B1A], c[C_B2P], c[C_B2A] = bd[0, 0], bd[0, 1], bd[1, 0], bd[1, 1]
     c[C_AMBIENT] = p.ambient_c
     c[C_SHUTDOWN] = p.temp_shutdown_c
+    c[C_SLOWDOWN] = p.temp_slowdown_c
+    c[C_SLOW_SLOPE] = (1.0 - p.clock_min_ratio) / (p.temp_shutdown_c - p.temp_slowdown_c)
     return c
 
 
@@ -361,6 +371,18 @@ def clock_for(need, phi_min, v_min, phi, iterations):
         v = v_min + slope * (phi - phi_min)
         phi -= (phi * v * v - need) / (v * v + 2.0 * phi * v * slope)
     return min(max(phi, phi_min), 1.0)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def clock_ceiling(c, temp_die_c):
+    """Highest clock ratio thermal slowdown allows at ``temp_die_c``: 1 up to the slowdown
+    temperature, then falling linearly to the lowest clock at the shutdown temperature.
+
+    A proportional thermal limiter: a card whose cooling cannot carry its full power away
+    settles a degree or two above its slowdown temperature at the clock the cooling allows,
+    as a real one does, instead of heating on to its shutdown temperature.
+    """
+    return min(max(1.0 - (temp_die_c - c[C_SLOWDOWN]) * c[C_SLOW_SLOPE], c[C_PHI_MIN]), 1.0)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -422,7 +444,7 @@ def gpu_steps(c, x, o, act, limit_w, p_w, clock):
                          phi_min), 1.0)
         target = 1.0 if need >= 1.0 else newton
         target = phi_min if need <= need_min else target
-        target = target if dyn > 1e-9 else 1.0
+        target = min(target if dyn > 1e-9 else 1.0, clock_ceiling(c, tdie))
         a = a_down if target < phi else a_up
         phin = target + (phi - target) * a
         phim = 0.5 * (phi + phin)
@@ -516,8 +538,9 @@ def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
     ------
     PredictionError
         The span needs more than :data:`MAX_SUBSTEPS` kernel steps, or the die passes the
-        card's shutdown temperature, or the power stops being finite (thermal runaway: the
-        leakage grows exponentially with temperature and the model does not throttle).
+        card's shutdown temperature, or the power stops being finite (thermal runaway:
+        cooling that cannot carry even the slowest clock's power away, as leakage grows
+        exponentially with temperature).
         The results are checked once, after the compiled run.
     """
     if not dt > 0 or not math.isfinite(dt):
@@ -564,8 +587,9 @@ def _check_in_range(p: GpuParams, res: np.ndarray, t0: float, h: float) -> None:
         raise PredictionError(
             f"at t = {t:.2f} s the die passes the card's shutdown temperature "
             f"({p.temp_shutdown_c:g} degC) drawing {power[k]:.0f} W: thermal runaway, as "
-            "leakage grows exponentially with temperature and the model does not throttle; "
-            f"check ambient_c ({p.ambient_c:g} degC) and the cooling (r_sink_c_per_w)")
+            "even at its slowest clock the card draws more than its cooling carries away "
+            "(leakage grows exponentially with temperature); check ambient_c "
+            f"({p.ambient_c:g} degC) and the cooling (r_sink_c_per_w)")
     raise PredictionError(f"at t = {t:.2f} s the power is no longer finite ({power[k]}), "
                           f"the die at {temp[k]:.1f} degC")
 

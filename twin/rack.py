@@ -30,18 +30,21 @@ Limits, all on the rack:
     never rise faster than ``ramp_up_w_per_s`` (they are throttled).  The cap wins over the
     floor.  Burnt and braked power heat and are measured by the GPUs like any other.
 
-Thermal protection: a GPU whose die reaches its shutdown temperature (``temp_shutdown_c``)
-switches off (:func:`twin.gpu.gpu_steps`: no power, clock stopped) until it has cooled
-below it, so a rack in hot air or with poor cooling draws what its cooling carries at that
-temperature instead of letting leakage run away to infinite power; floor and ramp-down
-limits are waived while it is off (an off GPU burns nothing).  Below the shutdown
-temperature the fitted model is untouched.  (A real card slows its clock a few degrees
-earlier and, once shut down, waits for a reset: the twin keeps the node's load bounded and
-says so, rather than modelling either.)
+Thermal protection, as a card's own: above its slowdown temperature (``temp_slowdown_c``)
+a GPU's clock ceiling falls linearly to the lowest clock at its shutdown temperature
+(:func:`twin.gpu.clock_ceiling`), so a rack in hot air or with poor cooling settles a
+degree or two above the slowdown temperature at the power its cooling carries away.  Where
+even the lowest clock draws more (leakage grows exponentially with temperature), a GPU
+whose die reaches its shutdown temperature (``temp_shutdown_c``) switches off
+(:func:`twin.gpu.gpu_steps`: no power, clock stopped) until it has cooled below it, instead
+of letting leakage run away to infinite power; floor and ramp-down limits are waived while
+it is off (an off GPU burns nothing).  Below the slowdown temperature the fitted model is
+untouched.  (A real card, once shut down, waits for a reset: the twin keeps the node's load
+bounded and says so.)
 
 ``phase`` is the load code (:data:`twin.workload.LOADS`) of group 0 at the step start;
-``limited`` is 1 when the cap or a ramp limit held the rack's power down in the step, or
-a GPU was off at its shutdown temperature.
+``limited`` is 1 when the cap or a ramp limit held the rack's power down in the step, or a
+GPU was in thermal slowdown or off at its shutdown temperature.
 The fused :meth:`GpuRack.advance` does hold, outputs and step in one numba call; it splits
 steps longer than :data:`twin.gpu.MAX_STEP_S` and looks the schedules up with cursors.
 """
@@ -66,10 +69,12 @@ from twin.gpu import (
     C_B1P,
     C_B2P,
     C_SHUTDOWN,
+    C_SLOWDOWN,
     NX,
     STATE_NAMES,
     GpuParams,
     PredictionError,
+    clock_ceiling,
     clock_for,
     coefficients,
     gpu_steps,
@@ -223,7 +228,7 @@ def _integral(sched, lo, hi, i, t):
 
 # rows of advance_inplace's scratch array (then per group: activity, power, clock)
 (_W_DC_CAP, _W_TSUM, _W_LIM, _W_BUDGET, _W_P_OH, _W_P_NAT, _W_CLK, _W_THROTTLED, _W_OFF,
- _W_DP, _W_IDX, _W_LIMITED, _W_ROWS) = range(13)
+ _W_HOT, _W_DP, _W_IDX, _W_LIMITED, _W_ROWS) = range(14)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -287,7 +292,7 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
     w = np.empty((_W_ROWS + 3 * k_groups, n))
     dc_cap, tsum, lim, budget, p_oh = w[_W_DC_CAP], w[_W_TSUM], w[_W_LIM], w[_W_BUDGET], w[_W_P_OH]
     p_nat, clk, throttled, off, dp = w[_W_P_NAT], w[_W_CLK], w[_W_THROTTLED], w[_W_OFF], w[_W_DP]
-    idx, limited = w[_W_IDX], w[_W_LIMITED]
+    idx, limited, hot = w[_W_IDX], w[_W_LIMITED], w[_W_HOT]
     # columns as vectors (contiguous where x and y are stored column by column: the loops
     # over racks below then run as SIMD vectors)
     x_gpu, x_energy, x_burn = x[:, g0], x[:, g0 + 1], x[:, g0 + 2]
@@ -342,10 +347,12 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
         clk[:] = 0.0
         throttled[:] = 0.0
         off[:] = 0.0
+        hot[:] = 0.0
         for k in range(k_groups):
             pk, ck = w[_W_ROWS + k_groups + k], w[_W_ROWS + 2 * k_groups + k]
             x_die = x[:, k * NX + 2]
-            for r in range(n):  # whether the group starts the step shut down
+            for r in range(n):  # whether the group starts the step slowed down or shut down
+                hot[r] = 1.0 if x_die[r] > c[C_SLOWDOWN] else hot[r]
                 off[r] = 1.0 if x_die[r] >= c[C_SHUTDOWN] else off[r]
             gpu_steps(c, x, k * NX, w[_W_ROWS + k], lim, pk, ck)
             for r in range(n):
@@ -389,7 +396,8 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
             y_dc[r] += p_dc * inv_sub
             y_gpu[r] += x_gpu[r] * inv_sub
             y_clk[r] += clk[r] * inv_gpus * rp[13] * inv_sub
-            hit = dp[r] < -1e-9 or (lim[r] < rp[9] and throttled[r] > 0.0) or off[r] > 0.0
+            hit = (dp[r] < -1e-9 or (lim[r] < rp[9] and throttled[r] > 0.0) or hot[r] > 0.0
+                   or off[r] > 0.0)
             limited[r] = 1.0 if hit else limited[r]
         if sub > 1:
             _temp_sum(x, sizes, tsum)
@@ -560,6 +568,7 @@ class GpuRack(Asset):
         lim = np.where(has_cap, np.clip(budget / r.gpus, r.gpu_power_limit_min_w,
                                         g.power_limit_w), g.power_limit_w)
         phi_min = g.clock_min_ratio
+        coeffs = self._c(1.0)  # what clock_ceiling reads does not depend on the step
         tau_p = max(g.power_tau_s, 1e-4)
         tau_avg = g.limit_avg_tau_s / AVG_STAGES
         p_nat = np.zeros(self.n)
@@ -581,7 +590,8 @@ class GpuRack(Asset):
             dx[:, i * nx + 4 + AVG_STAGES] = np.where(
                 ((integ >= span) & (di > 0)) | ((integ <= -span) & (di < 0)), 0.0, di)
             need = np.where(dyn > 1e-9, (b - pstat) / np.maximum(dyn, 1e-9), np.inf)
-            target = np.array([clock_for(v, phi_min, g.voltage_min, 1.0, 6) for v in need])
+            target = np.array([min(clock_for(v, phi_min, g.voltage_min, 1.0, 6),
+                                   clock_ceiling(coeffs, t)) for v, t in zip(need, tdie)])
             target = np.where(off, phi_min, target)
             tau = np.where(target < phi, g.clock_down_tau_s, g.clock_up_tau_s)
             dx[:, i * nx] = (target - phi) / tau

@@ -174,7 +174,9 @@ def test_initial_temperature_of_a_parameter_file_is_checked(tmp_path):
     ({"burst_limit_ratio": math.nan}, "params.burst_limit_ratio: must be finite"),
     ({"ambient_c": -300.0}, "params.ambient_c: -300 degC is outside -40 to 92 degC"),
     ({"ambient_c": 95.0}, "params.ambient_c: 95 degC is outside -40 to 92 degC"),
-    ({"temp_shutdown_c": 50.0, "ambient_c": 60.0}, "params.ambient_c: 60 degC is outside"),
+    ({"temp_shutdown_c": 50.0, "temp_slowdown_c": 45.0, "ambient_c": 60.0},
+     "params.ambient_c: 60 degC is outside"),
+    ({"temp_slowdown_c": 92.0}, "params.temp_slowdown_c: 92 degC must lie between"),
     ({"voltage_min": 1.5}, "params.voltage_min: must be at most 1"),
 ])
 def test_parameters_must_be_finite_and_in_range(h100, changes, message):
@@ -183,9 +185,10 @@ def test_parameters_must_be_finite_and_in_range(h100, changes, message):
 
 
 def test_thermal_runaway_stops_with_the_time_and_the_cause(h100):
-    """In 60 degC air an H100 at full load passes its shutdown temperature within a minute;
-    the leakage then ran away (3.7 kW, 156 degC, then NaN).  The prediction stops there."""
-    hot = h100.replace(ambient_c=60.0)
+    """In 64 degC air an H100 at full load passes its shutdown temperature even at its
+    slowest clock, within a minute; the leakage then ran away (kW, then NaN).  The
+    prediction stops there."""
+    hot = h100.replace(ambient_c=64.0)
     hour = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 120.0,
                                    "mfu": 0.4}])
     with pytest.raises(PredictionError) as exc:
@@ -193,12 +196,39 @@ def test_thermal_runaway_stops_with_the_time_and_the_cause(h100):
     msg = str(exc.value)
     t = float(re.search(r"at t = ([0-9.]+) s the die passes the card's shutdown temperature "
                         r"\(92 degC\)", msg).group(1))
-    assert 1.0 < t < 60.0 and "thermal runaway" in msg and "ambient_c (60 degC)" in msg
+    assert 1.0 < t < 60.0 and "thermal runaway" in msg and "ambient_c (64 degC)" in msg
     assert "\n" not in msg
     # the same card idles in that air, and runs the schedule in cool air
     idle = simulate(hot, Schedule.from_entries([]), 0.1, t_end=60.0)
     assert np.all(idle.temp_c < hot.temp_shutdown_c)
     assert np.all(np.isfinite(simulate(h100, hour, 0.01).power_w))
+
+
+@pytest.mark.parametrize(("ambient_c", "slowdown_c", "shutdown_c"), [
+    (50.0, 89.0, 92.0), (45.0, 80.0, 83.0)])
+def test_a_card_its_air_cannot_cool_slows_down_and_holds_above_its_slowdown_temperature(
+        h100, ambient_c, slowdown_c, shutdown_c):
+    """At full load in air its cooling cannot carry 700 W away in, an H100 heats to its
+    slowdown temperature and its clock falls until the power is what the cooling carries:
+    it holds within two degrees above, at a lower clock, and never reaches shutdown."""
+    p = h100.replace(ambient_c=ambient_c, temp_slowdown_c=slowdown_c,
+                     temp_shutdown_c=shutdown_c)
+    busy = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 240.0,
+                                   "mfu": 0.4}])
+    pred = simulate(p, busy, 0.01)
+    late = slice(-6000, None)  # the last minute
+    assert slowdown_c < pred.temp_c[late].min() and pred.temp_c.max() < slowdown_c + 2.0
+    assert pred.clock_mhz[late].mean() < 0.8 * p.clock_max_mhz
+    # the die is in balance with what the cooling carries away
+    sink_c = pred.temp_c[late].mean() - p.r_die_c_per_w * pred.power_w[late].mean()
+    assert pred.power_w[late].mean() == pytest.approx(
+        (sink_c - ambient_c) / p.r_sink_c_per_w, rel=0.02)
+    # in its own air the same card never gets near it: the fitted model is untouched
+    cool = simulate(h100.replace(temp_slowdown_c=slowdown_c, temp_shutdown_c=shutdown_c),
+                    busy, 0.01)
+    ref = simulate(h100.replace(temp_slowdown_c=91.9), busy, 0.01)
+    assert cool.temp_c.max() < slowdown_c
+    np.testing.assert_array_equal(cool.power_w, ref.power_w)
 
 
 def test_air_in_which_even_an_idle_card_runs_away(h100):

@@ -1,6 +1,7 @@
 """A GPU rack's thermal protection in the lockstep kernel: hot air or poor cooling used to let
 the leakage exponential run away (kW per GPU, then NaN within a simulated minute); GPUs now
-switch off at their shutdown temperature, and the rack stays finite, bounded and flagged.
+slow down above their slowdown temperature and, where even that is not enough, switch off
+at their shutdown temperature, and the rack stays finite, bounded and flagged.
 
 Scenarios (one rack of 8 H100s at full load unless said)::
 
@@ -77,6 +78,25 @@ def test_gpus_switch_off_at_their_shutdown_temperature(shipped, case, gpu_change
     assert out["limited"][-600:].any(), case
     # and the energy counter integrates the power it drew
     assert out["energy_wh"][-1] == pytest.approx(out["p_w"][:-1].sum() * 0.1 / 3600, rel=1e-9)
+
+
+def test_in_warm_air_the_gpus_slow_down_before_they_reach_shutdown(shipped):
+    """In 50 degC air the rack's GPUs cannot run at their limit: they slow down and hold a
+    degree or so above their slowdown temperature (89 degC), none switches off, and the
+    rack reports itself limited while it lasts."""
+    rack, gpu, temp = shipped
+    warm = gpu.replace(ambient_c=50.0)
+    r = GpuRack(rack, warm, [[BUSY, BUSY.shifted(0.5)]], temp)
+    out, x = _run(r, 240.0, 0.1)
+    dies = x[0, [k * 9 + 2 for k in range(r.groups)]]
+    late = slice(-600, None)
+    assert warm.temp_slowdown_c < out["temp_c"][late].min()
+    assert out["temp_c"].max() < warm.temp_slowdown_c + 2.0 and dies.max() < warm.temp_shutdown_c
+    assert out["limited"][late].all()
+    assert out["clock_mhz"][late].mean() < 0.6 * warm.clock_max_mhz
+    cool, _ = _run(GpuRack(rack, gpu, [[BUSY, BUSY.shifted(0.5)]], temp), 240.0, 0.1)
+    # the same work at a lower clock: hot silicon spends its power on leakage
+    assert out["clock_mhz"][late].mean() < 0.8 * cool["clock_mhz"][late].mean()
 
 
 def test_the_protection_does_not_act_in_normal_air(shipped):

@@ -194,7 +194,7 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
         fig = figures(run)
         outcomes = evaluate(run, scenario.checks)
     # a device that never gave a reading: an absent or miswired kit, not a run to pass
-    silent = {k: d for k, d in fig.devices.items() if d.never_read}
+    silent = fig.never_read()
     status = 0 if all(o.passed for o in outcomes) and not silent else 1
     # the JSON first: a reader of stdout that stops early (| head) does not lose it
     result.write(result_document(result.scenario_path, out, fig, outcomes, summary, status))

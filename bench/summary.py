@@ -160,6 +160,11 @@ class Figures:
     #: a replay's recorded inputs where the twin predicts nothing)
     notes: list[str] = field(default_factory=list)
 
+    def never_read(self) -> dict[str, DeviceTicks]:
+        """The devices that gave no valid reading in the whole run: an absent or miswired
+        kit, which fails a run (``gridloop run`` exits 1, a sweep's point fails)."""
+        return {k: d for k, d in self.devices.items() if d.never_read}
+
     def flat(self) -> dict[str, float]:
         """One flat dict of figures (sweep tables, grading)."""
         out: dict[str, float] = {"ticks": self.ticks, "simulated_s": self.simulated_s,

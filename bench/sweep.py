@@ -10,8 +10,9 @@ so Ctrl-C or a crash keeps the finished rows; the others read ``pending`` (or
 ``interrupted``).  A seed given with ``--set`` or ``--fix run.seed=`` is used as given.
 
 A point's ``status`` is ``ok``, ``checks failed`` (it ran to its end and broke one of the
-scenario's ``[checks]``, named in ``checks_failed``: ``gridloop run`` exits 1 for it) or
-``error: ...``; the sweep fails (exit 1) unless every point is ``ok``.
+scenario's ``[checks]``, named in ``checks_failed``), ``no reading from NODE.ASSET`` (a device
+gave no valid reading in the whole run), both (``;``-separated), as ``gridloop run`` exits 1
+for either, or ``error: ...``; the sweep fails (exit 1) unless every point is ``ok``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from bench.scenario import SECTIONS, load
 
 #: the status of a point that ran to its end and broke one of its ``[checks]``
 CHECKS_FAILED = "checks failed"
+#: the status of a point that ran to its end with a device that never gave a reading
+NEVER_READ = "no reading from"
 
 
 @dataclass(frozen=True)
@@ -147,13 +150,18 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
             plan = build_plan(s, ledger=str(ledger_path(out)))
             run_plan(plan, out, progress=False)
             with open_run(out) as r:
-                row.update(figures(r).flat())
+                fig = figures(r)
+                row.update(fig.flat())
                 outcomes = evaluate(r, s.checks)
             failed = [o.check.describe(o.unit) for o in outcomes if not o.passed]
             if outcomes:  # a grid point that breaks a check says which
                 row["checks_failed"] = "; ".join(failed)
-            # a point whose checks fail has failed, as `gridloop run` exits 1 for it
-            row["status"] = CHECKS_FAILED if failed else "ok"
+            # a point whose checks fail, or with a device that never gave a reading, has
+            # failed, as `gridloop run` exits 1 for it
+            silent = fig.never_read()
+            why = [CHECKS_FAILED] if failed else []
+            why += [f"{NEVER_READ} {', '.join(silent)}"] if silent else []
+            row["status"] = "; ".join(why) or "ok"
         except Exception as exc:  # one bad point must not sink the sweep
             row["status"] = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")
             if not out.exists():  # the row names no recording it did not make
@@ -264,8 +272,9 @@ def sweep(scenario_path: Path, items: Sequence[str], out_dir: Path, workers: int
     for p in [] if interrupted else failed:  # a line per failed point; the caller counts
         row = rows[p.index]
         why = row["status"]
-        if why == CHECKS_FAILED:
-            why += f": {row.get('checks_failed', '')}"
+        if why.startswith(CHECKS_FAILED):
+            why = why.replace(CHECKS_FAILED, f"{CHECKS_FAILED}: {row.get('checks_failed', '')}",
+                              1)
         print(f"gridloop: point {p.index} ({', '.join(p.overrides)}): {why}",
               file=sys.stderr, flush=True)
     return SweepResult(path, len(pts), len(failed), len(pts) - len(rows))

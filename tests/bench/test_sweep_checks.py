@@ -57,3 +57,22 @@ def test_a_sweep_whose_points_pass_their_checks_passes(tmp_path: Path,
                  *FAST, "--workers", "1", "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     assert [(r["status"], r["checks_failed"]) for r in _rows(out)] == [("ok", ""), ("ok", "")]
+
+
+@pytest.mark.slow
+def test_a_point_whose_device_never_answered_fails_the_sweep(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A meter that times out on every request: `gridloop run` fails such a run (exit 1),
+    and a sweep's point with it failed too (it used to read ``ok``)."""
+    from .test_run_outcomes import EMULATED
+
+    scenario, out = tmp_path / "dc.toml", tmp_path / "sw"
+    scenario.write_text(EMULATED.format(card="{ timeout = true }"))
+    assert main(["sweep", str(scenario), "--set", "dc.battery.initial.soc=0.4,0.6",
+                 "--fix", "run.duration_s=1", "--workers", "1", "--out", str(out),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("gridloop: point 0 (dc.battery.initial.soc=0.4): no reading from "
+                      "dc.meter")
+    assert err[-1] == f"gridloop: 2 of 2 points failed (see status in {out / 'results.csv'})"
+    assert [r["status"] for r in _rows(out)] == ["no reading from dc.meter"] * 2

@@ -16,6 +16,14 @@ and in the recording's ``/market`` tables.  Meter energy is the difference of th
 cumulative counters at the interval edges, so the Wh of all intervals add up exactly to the
 meter's total.
 
+A meter without a valid reading at an edge (a timeout, an error: its counters are NaN there)
+is not read as 0 Wh: the node's reading ends at the meter's last valid counters before the
+edge, signed with their session time (``read_ms``), and what the meter counts after them
+lands in the node's next reading, whose counters start there; at the end of the run the
+last interval is settled with the last valid counters.  Each such reading is an event
+``meter_gap`` in the recording and the market's line in the run summary names them.  A
+node's readings start at its meter's first valid counters in the run.
+
 Default strategy: a node expects the next interval to be like the last one it was metered
 over (persistence; at the first edge, the power it draws at that moment held for an
 interval).  A node that expects to import bids for that energy at a quarter of the way down
@@ -30,7 +38,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ControllerError
 from bench.market_tables import TABLES
 from bench.scenario import Scenario
 
@@ -60,11 +68,25 @@ class MarketLink:
                          if kinds[(n, self.meters[n])] == "grid"}
         self._grid_k: int | None = None
         self._h = s.run.dt_s / 3600.0
+        #: signal keys of each metered node's counters (import, export)
+        self._keys = {n: (f"{n}.{self.meters[n]}.e_import_wh",
+                          f"{n}.{self.meters[n]}.e_export_wh")
+                      for n in self.nodes if n not in self._grid_wh}
+        #: the floored counters each node's last reading ended at (its first valid counters
+        #: before it has one); a node is absent until its meter gave valid counters
         self._last_wh: dict[str, tuple[int, int]] = {}
+        #: the last valid floored counters of each node and the run time they were read at
+        self._valid: dict[str, tuple[tuple[int, int], float]] = {}
+        #: run time of the last tick the market saw
+        self._t: float | None = None
+        #: readings that ended before their edge: node -> [(ledger interval, read at [s]
+        #: or None when the meter never gave valid counters), ...]
+        self.gaps: dict[str, list[tuple[int, float | None]]] = {}
+        #: the run's last reading of a node ended before its last tick: node -> read at [s]
+        self.unsettled_after: dict[str, float | None] = {}
         #: net import of each node over the last metered interval [Wh]
         self._net_wh: dict[str, int] = {}
         self.session: Any = None
-        self._obs: Any = None
         #: the interval this run cleared last and has not settled yet
         self._open_interval: int | None = None
         #: ledger interval of this run's interval 0 (a ledger may hold earlier runs)
@@ -117,54 +139,73 @@ class MarketLink:
                 wh[0] += max(p, 0.0) * self._h
                 wh[1] += max(-p, 0.0) * self._h
 
-    def _counters(self, obs: Any, node: str) -> tuple[int, int]:
-        if node in self._grid_wh:
-            imp, exp = self._grid_wh[node]
-            return int(math.floor(imp)), int(math.floor(exp))
-        asset = self.meters[node]
-        imp = obs.get(f"{node}.{asset}.e_import_wh")
-        exp = obs.get(f"{node}.{asset}.e_export_wh")
-        if not (math.isfinite(imp) and math.isfinite(exp)):
-            # the meter did not answer at the edge: keep the last counters (the energy of
-            # this interval is then booked to the next one, nothing is lost)
-            return self._last_wh.get(node, (0, 0))
-        return int(math.floor(imp)), int(math.floor(exp))
+    def _track(self, t: float, obs: Any) -> None:
+        """Keep each node's last valid counters (floored) and when they were read: a meter
+        that does not answer (NaN counters) keeps the ones before."""
+        self._t = t
+        for node, wh in self._grid_wh.items():
+            self._valid[node] = ((int(math.floor(wh[0])), int(math.floor(wh[1]))), t)
+        for node, (k_imp, k_exp) in self._keys.items():
+            imp, exp = obs.get(k_imp), obs.get(k_exp)
+            if math.isfinite(imp) and math.isfinite(exp):
+                self._valid[node] = ((int(math.floor(imp)), int(math.floor(exp))), t)
+        if len(self._last_wh) < len(self._valid):
+            for node, (now, _) in self._valid.items():
+                # a node's readings start at its meter's first valid counters
+                self._last_wh.setdefault(node, now)
 
     def tick(self, k: int, t: float, obs: Any, controller: Any) -> None:
-        self._obs = obs
         self._integrate(k, obs)
+        self._track(t, obs)
         if k % self.ticks_per_interval:
             return
+        from ledger.errors import RecordError
+
         if self.session is None:
             self.open()
         rec = self.plan._rec
         b = k // self.ticks_per_interval + self.offset
         name = self.session.names
         if b > self.offset:
-            self._settle(b - 1, t, obs)
-        else:
-            for node in self.nodes:
-                self._last_wh[node] = self._counters(obs, node)
+            self._settle(b - 1, t)
         self._open_interval = b
         trades = self.session.clear(b)
         self.trades += len(trades)
         rec.table_rows("market/trades", [
             (t, tr.interval, name[tr.buyer].encode(), name[tr.seller].encode(), tr.energy_wh,
              tr.price_micro_per_wh, tr.id.hex().encode()) for tr in trades])
-        orders = self._orders(obs, controller, b + 1)
+        who = (f"controller {self.scenario.controller.name}"
+               if getattr(controller, "orders", None) is not None
+               else "the default order strategy")
+        orders = self._orders(obs, controller, b + 1, who, t)
         rows = []
-        for node, side, energy, price in orders:
-            o = self.session.submit_order(node, side, energy, price, b + 1)
-            rows.append((t, b + 1, node.encode(), side.encode(), o.energy_wh,
+        for order in orders:
+            try:
+                node, side, energy, price = order
+            except (TypeError, ValueError):
+                raise ControllerError(
+                    f"{who}: an order for interval {b + 1} at t = {t:.3f} s is {order!r}, not "
+                    "(node, side, energy_wh, price_micro_per_wh)") from None
+            try:
+                o = self.session.submit_order(node, side, energy, price, b + 1)
+            except RecordError as exc:  # the order itself is wrong: the controller's fault
+                raise ControllerError(f"{who}: at t = {t:.3f} s, {exc}") from exc
+            rows.append((t, b + 1, str(node).encode(), side.encode(), o.energy_wh,
                          o.price_micro_per_wh, o.id.hex().encode()))
         self.orders += len(rows)
         rec.table_rows("market/orders", rows)
 
-    def _orders(self, obs: Any, controller: Any,
-                interval: int) -> list[tuple[str, str, int, int]]:
+    def _orders(self, obs: Any, controller: Any, interval: int, who: str = "",
+                t: float = math.nan) -> list[tuple[str, str, int, int]]:
         custom = getattr(controller, "orders", None)
         if custom is not None:
-            return [tuple(o) for o in custom(obs, interval)]  # type: ignore[misc]
+            placed = custom(obs, interval)
+            try:
+                return [tuple(o) for o in placed]  # type: ignore[misc]
+            except TypeError:
+                raise ControllerError(
+                    f"{who}: orders() at t = {t:.3f} s returned {placed!r}, not a list of "
+                    "(node, side, energy_wh, price_micro_per_wh)") from None
         imp, exp = self.cfg.import_price_micro_per_wh, self.cfg.export_price_micro_per_wh
         spread = max(imp - exp, 0)
         out = []
@@ -184,26 +225,61 @@ class MarketLink:
                 out.append((node, "sell", energy, exp + spread // 4))
         return out
 
-    def _settle(self, interval: int, t: float, obs: Any) -> None:
-        """Meter readings of ``interval`` from the counters in ``obs``, then its settlement."""
+    def _read_ms(self, t: float) -> int:
+        """Session time [ms] of run time ``t`` [s] (the ledger may hold earlier runs)."""
+        return self.offset * self.session.interval_ms + int(round(t * 1000.0))
+
+    def _settle(self, interval: int, t: float, last: bool = False) -> None:
+        """Meter readings of ``interval``, each from its node's last valid counters (those
+        of the tick the market saw last, unless the meter missed it), then its settlement.
+
+        ``t`` is the time of the row (the edge, or the run's end when ``last``)."""
         rec, name = self.plan._rec, self.session.names
         rows = []
         for node in self.nodes:
-            now = self._counters(obs, node)
-            last = self._last_wh.get(node, (0, 0))
-            r = self.session.submit_meter_reading(node, interval, max(0, now[0] - last[0]),
-                                                  max(0, now[1] - last[1]))
-            self._last_wh[node] = now
-            self._net_wh[node] = r.import_wh - r.export_wh
+            valid = self._valid.get(node)
+            base = self._last_wh.get(node, (0, 0))
+            now, read_t = valid if valid is not None else (base, None)
+            missed = read_t is None or read_t != self._t
+            # counters of a missed edge are those of an earlier tick: signed with their time
+            # (none yet: the run's start, the reading empty), the rest goes to the next one
+            read_ms = None if not missed else self._read_ms(0.0 if read_t is None else read_t)
+            r = self.session.submit_meter_reading(node, interval, max(0, now[0] - base[0]),
+                                                  max(0, now[1] - base[1]), read_ms=read_ms)
+            if valid is not None:
+                self._last_wh[node] = now
+            if missed:
+                self.gaps.setdefault(node, []).append((interval, read_t))
+                if last:
+                    self.unsettled_after[node] = read_t
+                rec.event(t, "meter_gap", self._gap_message(node, interval, read_t, last, r))
+            else:  # a short reading says little of the next interval: keep the last one's
+                self._net_wh[node] = r.import_wh - r.export_wh
             rows.append((t, interval, node.encode(), r.import_wh, r.export_wh,
-                         r.id.hex().encode()))
+                         r.id.hex().encode(), math.nan if read_t is None else read_t))
         rec.table_rows("market/meter_readings", rows)
         settlements = self.session.settle(interval)
         rec.table_rows("market/settlements", [
             (t, s.interval, name.get(s.seller, "?").encode(), name.get(s.buyer, "?").encode(),
              s.energy_wh, s.price_micro_per_wh, s.amount_micro, s.trade.hex().encode(),
-             s.id.hex().encode()) for s in settlements])
+             s.id.hex().encode())
+            for s in _stable_order(settlements, name, self.session.grid.public_key)])
         self.settled += 1
+
+    def _gap_message(self, node: str, interval: int, read_t: float | None, last: bool,
+                     r: Any) -> str:
+        where = f"{node}.{self.meters[node]}"
+        edge = "the run's last tick" if last else "the interval's end"
+        if read_t is None:
+            return (f"{where}: no valid counters yet, so its reading of interval {interval} "
+                    "is 0 Wh (read_ms is the run's start); its readings start at its first "
+                    "valid counters")
+        then = (f"its last valid counters, read at t = {read_t:.3f} s "
+                f"(read_ms {r.read_ms}): {r.import_wh} Wh in, {r.export_wh} Wh out")
+        rest = ("what it counted after them is in no reading" if last else
+                "what it counted after them goes into its next reading")
+        return (f"{where}: no valid reading at {edge}; its reading of interval {interval} "
+                f"ends at {then}; {rest}")
 
     def finish(self, rec: Any, t_end: float, stopped_by: BaseException | None = None) -> None:
         """Settle the interval the run ends in (its trades against the energy metered until
@@ -218,7 +294,7 @@ class MarketLink:
             return
         try:
             if self._open_interval is not None and not isinstance(stopped_by, LedgerError):
-                self._settle(self._open_interval, t_end, self._obs)
+                self._settle(self._open_interval, t_end, last=True)
         except Exception:
             if stopped_by is None:
                 raise
@@ -231,8 +307,38 @@ class MarketLink:
             self.session.close()
 
     def describe(self) -> str:
-        return (f"{self.settled} interval(s) settled, {self.trades} trade(s), "
-                f"{self.orders} order(s); check it with: gridloop ledger verify {self.ledger}")
+        """The market's line of the run summary, and a line per node whose meter missed an
+        interval's end (its readings there end at its last valid counters)."""
+        lines = [f"{self.settled} interval(s) settled, {self.trades} trade(s), "
+                 f"{self.orders} order(s); check it with: gridloop ledger verify {self.ledger}"]
+        for node, gaps in self.gaps.items():
+            intervals = ", ".join(str(i) for i, _ in gaps)
+            line = (f"  {node}: no valid meter reading at the end of interval(s) {intervals}: "
+                    "those readings end at the meter's last valid counters before it "
+                    "(read_ms on the ledger), the rest is in the next reading")
+            if node in self.unsettled_after:
+                after = self.unsettled_after[node]
+                line += ("; its meter gave no valid counters in the run, nothing is settled"
+                         if after is None else
+                         f"; the run's last reading ends at t = {after:.3f} s, what the meter "
+                         "counted after that is in no reading")
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _stable_order(settlements: list[Any], name: dict[bytes, str], grid: bytes) -> list[Any]:
+    """An interval's settlements as the recording lists them: its trades' in chain order,
+    then the grid exchanges by node name (the ledger lists those by public key, which differs
+    from one set of keys to another), import before export."""
+    def key(k_s: tuple[int, Any]) -> tuple:
+        k, s = k_s
+        if s.trade:
+            return (0, "", 0, k)
+        grid_sells = s.seller == grid
+        node = name.get(s.buyer if grid_sells else s.seller, "?")
+        return (1, node, 0 if grid_sells else 1, k)
+
+    return [s for _, s in sorted(enumerate(settlements), key=key)]
 
 
 def _keys_dir(ledger: str) -> Path:

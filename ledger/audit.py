@@ -13,7 +13,8 @@ session follows:
   its interval's gate (``interval * interval_ms``), a continuous one no earlier than the end
   of the last interval settled before it (the market refuses an expired order,
   ``ExpiredOrderError``);
-* a node has at most one meter reading per interval;
+* a node has at most one meter reading per interval; one that ends at the meter's last valid
+  counters (``read_ms``: the meter missed the interval's end) was read before that end;
 * when an interval's block closes, its settlements are exactly what
   :func:`ledger.settlement.settle` gives for its trades and meter readings (energy per
   trade by the min-of-two rule, the rest to and from one grid account at one import and
@@ -113,6 +114,11 @@ class Audit:
             if rec.signer in iv.readings:
                 raise AuditFault(f"a second meter reading of {self.who(rec.signer)} for "
                                  f"interval {rec.interval}")
+            end = None if self.interval_ms is None else (rec.interval + 1) * self.interval_ms
+            if rec.read_ms is not None and end is not None and rec.read_ms >= end:
+                raise AuditFault(f"a meter reading of {self.who(rec.signer)} for interval "
+                                 f"{rec.interval} read at {rec.read_ms} ms, not before the "
+                                 f"interval's end at {end} ms")
             iv.readings[rec.signer] = rec
         elif isinstance(rec, Settlement):
             self._settlement(rec)

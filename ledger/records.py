@@ -61,6 +61,9 @@ class Record:
 
     KIND: ClassVar[int] = 0
     NAME: ClassVar[str] = ""
+    #: fields a body holds only when they are set (not None): a record without them encodes
+    #: as it did before they existed, so its id and signature are unchanged
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
 
     signer: bytes
     nonce: int
@@ -74,7 +77,9 @@ class Record:
                  <= canonical.INT_MAX, self.NAME, f"interval {self.interval!r} is not an int64")
         for field in dataclasses.fields(self)[3:]:
             value = getattr(self, field.name)
-            if field.type == "int":
+            if field.name in self.OPTIONAL and value is None:
+                continue
+            if field.type in ("int", "int | None"):
                 _require(_is_int(value) and canonical.INT_MIN <= value <= canonical.INT_MAX,
                          self.NAME, f"{field.name} must be an int64, not {value!r}")
             elif field.type == "bytes":
@@ -87,8 +92,10 @@ class Record:
         """Kind-specific range checks; raise :class:`RecordError`."""
 
     def fields(self) -> dict[str, int | str | bytes]:
-        """The kind's own fields (everything after the header), by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)[3:]}
+        """The kind's own fields (everything after the header), by name; an optional field
+        only when it is set."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)[3:]
+                if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
 
     @cached_property
     def body(self) -> bytes:
@@ -109,10 +116,12 @@ class Record:
     @classmethod
     def row_types(cls) -> dict[str, type]:
         """The keys of :meth:`row` and the type of each value (``int``, ``str`` or ``bytes``;
-        bytes are at most 32 long), so tables can be created before the first record."""
+        bytes are at most 32 long), so tables can be created before the first record.  An
+        optional field (:attr:`OPTIONAL`) is in a row only when it is set, and not here."""
         types = {"int": int, "str": str, "bytes": bytes}
         return {"id": bytes, "kind": str, "signer": bytes, "nonce": int, "interval": int,
-                **{f.name: types[f.type] for f in dataclasses.fields(cls)[3:]}}
+                **{f.name: types[f.type] for f in dataclasses.fields(cls)[3:]
+                   if f.name not in cls.OPTIONAL}}
 
 
 @dataclass(frozen=True)
@@ -164,17 +173,29 @@ class Trade(Record):
 
 @dataclass(frozen=True)
 class MeterReading(Record):
-    """Energy metered at a node's connection over one interval, signed by the node."""
+    """Energy metered at a node's connection over one interval, signed by the node.
+
+    The energy is the rise of the meter's counters since the node's previous reading.  A
+    reading ends at its interval's end (for the interval a run ends in, at the run's last
+    tick); ``read_ms``, set only when the meter gave no valid reading there (a timeout, an
+    error), is the session time of the last valid counters it ends at instead: the energy
+    counted after ``read_ms`` is in the node's next reading.  ``read_ms`` may lie before the
+    interval's start (a meter silent all interval: the reading is then 0 Wh).
+    """
 
     KIND: ClassVar[int] = 3
     NAME: ClassVar[str] = "meter_reading"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("read_ms",)
 
     import_wh: int
     export_wh: int
+    read_ms: int | None = None
 
     def check(self) -> None:
         _require(self.import_wh >= 0 and self.export_wh >= 0, self.NAME,
                  f"import_wh and export_wh must be >= 0, not {self.import_wh}, {self.export_wh}")
+        _require(self.read_ms is None or self.read_ms >= 0, self.NAME,
+                 f"read_ms must be >= 0, not {self.read_ms}")
 
 
 @dataclass(frozen=True)
@@ -250,7 +271,8 @@ def decode(body: bytes) -> Record:
     fields = canonical.decode(body, HEADER_BYTES)
     if not isinstance(fields, dict):
         raise EncodingError(f"{cls.NAME} fields are not a map")
-    expected = [f.name for f in dataclasses.fields(cls)[3:]]
+    expected = [f.name for f in dataclasses.fields(cls)[3:]
+                if f.name not in cls.OPTIONAL or f.name in fields]
     if sorted(fields) != sorted(expected):
         missing = sorted(set(expected) - set(fields))
         extra = sorted(set(fields) - set(expected))

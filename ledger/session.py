@@ -257,8 +257,9 @@ class MarketSession:
             Session time after which the order is void; default the interval's gate. [ms]
         """
         identity = self.node(node)
+        refused = f"order of {node} for interval {interval} refused"
         if side not in SIDES:
-            raise RecordError(f"order side must be one of {SIDES}, not {side!r}")
+            raise RecordError(f"{refused}: its side must be one of {SIDES}, not {side!r}")
         expires = self.gate_ms(interval) if expires_ms is None else expires_ms
         with self.store.transaction():
             mine = self._find(Order, interval, identity.public_key)
@@ -266,8 +267,12 @@ class MarketSession:
                 if (o.side, o.energy_wh, o.price_micro_per_wh, o.expires_ms) == \
                         (side, energy_wh, price_micro_per_wh, expires):
                     return o
-            order = Order(identity.public_key, self._nonces(identity), interval, side,
-                          energy_wh, price_micro_per_wh, expires)
+            try:
+                order = Order(identity.public_key, self._nonces(identity), interval, side,
+                              energy_wh, price_micro_per_wh, expires)
+            except RecordError as exc:  # a field out of range: say whose order it was
+                raise RecordError(f"{refused}: "
+                                  f"{str(exc).removeprefix(Order.NAME + ': ')}") from None
             if self._closed(interval):
                 raise ExpiredOrderError(f"order of {node} for interval {interval} refused: its "
                                         f"gate closed at {self.gate_ms(interval)} ms")
@@ -296,18 +301,27 @@ class MarketSession:
             return self.trades(interval)
 
     def submit_meter_reading(self, node: str, interval: int, import_wh: int,
-                             export_wh: int) -> MeterReading:
+                             export_wh: int, *, read_ms: int | None = None) -> MeterReading:
         """Record, signed by ``node``, the energy its meter measured over ``interval``.
 
         Parameters
         ----------
         import_wh, export_wh : int
-            Energy drawn from and fed into the shared bus over the interval. [Wh]
+            Energy drawn from and fed into the shared bus over the interval: the rise of
+            the meter's counters since the node's previous reading. [Wh]
+        read_ms : int, optional
+            Only when the meter gave no valid reading at the interval's end: the session
+            time of the last valid counters the reading ends at (the energy after it goes
+            into the next reading).  Before the interval's end. [ms]
         """
         identity = self.node(node)
+        if read_ms is not None and read_ms >= self.gate_ms(interval + 1):
+            raise RecordError(f"meter reading of {node} for interval {interval} refused: "
+                              f"read_ms {read_ms} is not before the interval's end at "
+                              f"{self.gate_ms(interval + 1)} ms")
         with self.store.transaction():
             for r in self._find(MeterReading, interval, identity.public_key):
-                if (r.import_wh, r.export_wh) == (import_wh, export_wh):
+                if (r.import_wh, r.export_wh, r.read_ms) == (import_wh, export_wh, read_ms):
                     return r
                 raise ConflictError(f"{node} already has a meter reading for interval "
                                     f"{interval} ({r.import_wh} Wh in, {r.export_wh} Wh out)")
@@ -316,7 +330,7 @@ class MarketSession:
                 raise ConflictError(f"meter reading of {node} for interval {interval} refused: "
                                     f"the ledger is settled up to interval {head.interval}")
             reading = MeterReading(identity.public_key, self._nonces(identity), interval,
-                                   import_wh, export_wh)
+                                   import_wh, export_wh, read_ms)
             self.store.insert([sign(reading, identity, self.store.ledger_id)])
         return reading
 

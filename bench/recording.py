@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,14 @@ PER_TICK_GROUPS = ("nodes", "quality", "timing")
 #: a device named at the start of an event's message: ``node.asset: `` as the bench writes
 #: it, ``node/asset: `` as the emulators write it
 _DEVICE_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)[./]([A-Za-z_][A-Za-z0-9_-]*): ")
+#: what h5py raises where a file's bytes are damaged: a failed metadata checksum
+#: (RuntimeError from a visit, KeyError from opening an object, OSError from a read), a chunk
+#: that does not decompress (OSError), a header it cannot make sense of (ValueError)
+_DAMAGE = (OSError, RuntimeError, KeyError, ValueError)
+
+
+class RecordingWarning(UserWarning):
+    """A recording that reads, but not whole (datasets a stopped writer left uneven)."""
 
 
 def split_device(message: str, devices: set[str] | frozenset[str] | None = None
@@ -90,6 +99,11 @@ class Run:
         if self.path.is_dir():
             raise RecordingError(f"{self.path}: a directory, not a recording")
         self._f = open_h5(self.path)
+        try:
+            self._check_objects()
+        except RecordingError:
+            self._f.close()
+            raise
         attrs = self._f.attrs
         if attrs.get("format") != FORMAT:
             self._f.close()
@@ -193,10 +207,41 @@ class Run:
 
     def __len__(self) -> int:
         """Ticks every per-tick dataset holds: a live or crashed writer resizes its datasets
-        one after the other, so ``/time`` may be ahead of some signals (or behind)."""
+        one after the other, so ``/time`` may be ahead of some signals (or behind).
+
+        The writer marks a recording ``complete`` only after its last batch, so a complete
+        recording whose datasets differ in length was damaged afterwards (cut, edited): a
+        one-line RecordingError naming the odd dataset.  An incomplete one is read to the
+        length every dataset reached, and a RecordingWarning says so (not when following a
+        live run, where a reader sees this between any two resizes)."""
         if self._ticks is None:
-            self._ticks = min(d.shape[0] for d in self._per_tick())
+            lengths = {path: d.shape[0]
+                       for path, d in zip(("time", *self.per_tick_paths()), self._per_tick(),
+                                          strict=True)}
+            self._ticks = min(lengths.values(), default=0)
+            if len(set(lengths.values())) > 1 and not self.follow:
+                self._uneven(lengths)
         return self._ticks
+
+    def _uneven(self, lengths: dict[str, int]) -> None:
+        """Refuse a complete recording whose per-tick datasets differ in length; say it of an
+        incomplete one (its writer stopped between two resizes)."""
+        counts = Counter(lengths.values())
+        usual = max(counts, key=lambda k: (counts[k], k))  # most datasets' length
+        odd = [p for p, k in lengths.items() if k != usual]
+        lo, hi = min(lengths[p] for p in odd), max(lengths[p] for p in odd)
+        ticks = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        what = (f"/{odd[0]} holds {ticks} ticks where the other per-tick datasets hold "
+                f"{usual}" if len(odd) == 1 else
+                f"/{odd[0]} and {len(odd) - 1} other per-tick datasets hold {ticks} ticks "
+                f"where the rest hold {usual}")
+        if self.complete:
+            raise RecordingError(f"{self.path}: damaged: {what}, in a recording marked "
+                                 "complete")
+        n = min(lengths.values())
+        warnings.warn(f"{self.path}: {what} (the writer stopped between two of them): "
+                      f"reading the {n} ticks all hold",
+                      RecordingWarning, stacklevel=3)
 
     def _per_tick(self) -> list[Any]:
         """``/time``, ``/wall`` and the datasets of ``/nodes``, ``/quality`` and ``/timing``:
@@ -217,15 +262,66 @@ class Run:
                 if hasattr(obj, "shape") and obj.dtype.names is None and len(obj.shape) == 1:
                     out.append(f"{group}/{name}")
 
-            self._f[group].visititems(visit)
+            try:
+                self._f[group].visititems(visit)
+            except _DAMAGE as exc:  # checked at open; a live writer's file may go bad later
+                raise self._damaged(*(self._find_damage(group) or (group, exc))) from None
         return out
 
     def refresh(self) -> int:
         """Pick up ticks a writer appended since the last look (SWMR); returns the count."""
-        for d in self._per_tick():
-            d.refresh()
+        for path, d in zip(("time", *self.per_tick_paths()), self._per_tick(), strict=True):
+            try:
+                d.refresh()
+            except _DAMAGE as exc:
+                raise self._damaged(path, exc) from None
         self._ticks = None
         return len(self)
+
+    # -- damage ----------------------------------------------------------------------------
+
+    def _check_objects(self) -> None:
+        """Visit every group and dataset (their headers, and the small attributes they hold)
+        and read the root's attributes, once, at open: damaged metadata then ends in one
+        line naming the file and the object, not in a traceback from whichever read meets
+        it first (a visit of ``/nodes`` behind ``len(run)``).  A visit takes milliseconds;
+        only a failed one walks the file to name the object.  Data is not read here: a
+        damaged chunk is found by the read of it (:meth:`_read`)."""
+        try:
+            self._f.visit(lambda name: None)
+            for key in self._f.attrs:
+                self._f.attrs[key]
+        except _DAMAGE as exc:
+            raise self._damaged(*(self._find_damage("") or ("", exc))) from None
+
+    def _find_damage(self, top: str) -> tuple[str, BaseException] | None:
+        """The first object under ``top`` ("" for the root) whose links, header or
+        attributes cannot be read, and h5py's error; None if every one reads."""
+        import h5py
+
+        stack = [top]
+        while stack:
+            name = stack.pop()
+            try:
+                obj = self._f[name] if name else self._f
+                for key in obj.attrs:
+                    obj.attrs[key]
+                children = list(obj.keys()) if isinstance(obj, h5py.Group) else []
+            except _DAMAGE as exc:
+                return name or "/", exc
+            stack.extend(reversed([f"{name}/{k}" if name else k for k in children]))
+        return None
+
+    def _damaged(self, part: str, exc: BaseException) -> RecordingError:
+        """The one line for a damaged part of the file: the file, the object (``part``) and
+        HDF5's reason (the text in its outermost brackets: "incorrect metadata checksum")."""
+        text = " ".join(str(exc).strip("'\"").split())
+        head, sep, reason = text.partition(" (")
+        reason = reason.removesuffix(")") if sep else head
+        if not part:  # the visit failed, and no one object did: HDF5 names none
+            return RecordingError(f"{self.path}: damaged ({reason})")
+        where = part if part.startswith("/") else f"/{part}"
+        return RecordingError(f"{self.path}: damaged: {where} cannot be read ({reason})")
 
     @property
     def file(self) -> Any:
@@ -235,14 +331,16 @@ class Run:
     # -- data ------------------------------------------------------------------------------
 
     def _read(self, path: str, n: int | None = None) -> np.ndarray:
+        if path not in self._f:
+            raise RecordingError(f"{self.path}: no dataset /{path}")
+        n = len(self) if n is None else n
         try:
             d = self._f[path]
-        except KeyError:
-            raise RecordingError(f"{self.path}: no dataset /{path}") from None
-        if self.follow:
-            d.refresh()
-        n = len(self) if n is None else n
-        return d[: min(n, d.shape[0])]
+            if self.follow:
+                d.refresh()
+            return d[: min(n, d.shape[0])]
+        except _DAMAGE as exc:  # a chunk that does not decompress, its index damaged
+            raise self._damaged(path, exc) from None
 
     @property
     def time(self) -> np.ndarray:
@@ -277,10 +375,10 @@ class Run:
                             if name in _SUB and not hasattr(obj, "shape"):
                                 for sub, d in obj.items():
                                     out.append(SignalRef(node, asset, sub, name,
-                                                         str(d.attrs.get("unit", ""))))
+                                                         self._unit_of(d)))
                             elif hasattr(obj, "shape"):
                                 out.append(SignalRef(node, asset, name, "measured",
-                                                     str(obj.attrs.get("unit", ""))))
+                                                     self._unit_of(obj)))
             self._signals = out
         return [s for s in self._signals if kind is None or s.kind == kind]
 
@@ -294,7 +392,15 @@ class Run:
 
     def unit(self, node: str, asset: str, name: str, kind: Kind = "measured") -> str:
         mid = "" if kind == "measured" else f"{kind}/"
-        return str(self._f[f"nodes/{node}/{asset}/{mid}{name}"].attrs.get("unit", ""))
+        return self._unit_of(self._f[f"nodes/{node}/{asset}/{mid}{name}"])
+
+    def _unit_of(self, d: Any) -> str:
+        """A dataset's ``unit`` attribute: a string HDF5 keeps apart from the dataset's
+        header (in the global heap), so the visit at open does not read it."""
+        try:
+            return str(d.attrs.get("unit", ""))
+        except _DAMAGE as exc:
+            raise self._damaged(f"{d.name}", exc) from None
 
     def quality(self, node: str, asset: str) -> np.ndarray:
         return self._read(f"quality/{node}/{asset}")
@@ -303,10 +409,13 @@ class Run:
         """A compound table (``events``, ``market/trades``...) as a structured array."""
         if path not in self._f:
             return np.zeros(0)
-        d = self._f[path]
-        if self.follow:
-            d.refresh()
-        return d[:]
+        try:
+            d = self._f[path]
+            if self.follow:
+                d.refresh()
+            return d[:]
+        except _DAMAGE as exc:
+            raise self._damaged(path, exc) from None
 
     def events(self) -> list[tuple[float, str, str]]:
         """``/events`` as recorded: ``(t, kind, message)``."""

@@ -20,6 +20,11 @@ which recording and under which controller.  A residual check (device against tw
 applicable there: no device ran under the replayed controller; nor is a bound on a signal
 only a device recorded, which the twin does not predict.  The residuals figure keeps the
 recording's residuals: recorded measurements minus the replay's twin.
+
+A recording that is not complete (its run killed, interrupted, or still going) says so in the
+summary's first line, with where it stopped, how long it was to run and why
+(:func:`stopped_early`); one that holds no scenario, which is what names each asset's kind,
+says why its PV, battery and rack figures are blank (:func:`no_kinds_line`).
 """
 
 from __future__ import annotations
@@ -295,6 +300,61 @@ def _judge(run: Run, checks: tuple) -> str:
             f"measurements recorded in {view.source}\n" + format_outcomes(outcomes))
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Where an incomplete recording stopped: what a replay of it records
+    (``replay_source_*``, :func:`bench.replay._source_attrs`), as the report and view say it."""
+
+    #: ticks every per-tick dataset holds
+    ticks: int
+    #: their simulated time, ``ticks * dt`` [s]
+    simulated_s: float
+    #: ``run.duration_s`` of its scenario; None where it holds none [s]
+    planned_s: float | None
+    #: its ``run_stopped`` event's reason; "" for a run killed or still being written
+    why: str
+
+    def __str__(self) -> str:
+        of = f" of the {self.planned_s:g} s it was to run" if self.planned_s is not None else ""
+        return (f"stopped at {self.simulated_s:g} s{of} "
+                f"({self.why or 'killed, or still being written'})")
+
+
+def stopped_early(run: Run) -> Stopped | None:
+    """Where ``run`` stopped, if it is not complete (None if it is): computed as a replay of
+    it computes it, so report, view and replay give the same figures."""
+    if run.complete:
+        return None
+    from bench.replay import _source_attrs
+
+    source = _source_attrs(run, len(run), None)
+    ticks = int(source["replay_source_ticks"])
+    planned = source.get("replay_source_duration_s")
+    return Stopped(ticks, ticks * run.dt, None if planned is None else float(planned),
+                   str(source.get("replay_source_stopped", "") or ""))
+
+
+def incomplete_line(run: Run) -> str:
+    """The summary's first line for an incomplete recording ("" for a complete one): its
+    figures and checks cover only part of the run, which "7 of 7 passed" does not show."""
+    stopped = stopped_early(run)
+    if stopped is None:
+        return ""
+    return (f"incomplete recording: {run.path.name} {stopped}; the figures and checks below "
+            f"cover only its {stopped.ticks} ticks")
+
+
+def no_kinds_line(run: Run) -> str:
+    """Why the PV, battery and rack figures are blank where the recording's scenario, which
+    names each asset's kind, cannot be read ("" where it can)."""
+    try:
+        run.scenario()
+    except BenchError as exc:
+        return (f"{exc}: the kinds of its assets are unknown, so its PV, battery, rack and "
+                "SOC figures are blank (-) and no checks are judged")
+    return ""
+
+
 def _recorded_checks(run: Run) -> tuple:
     """The ``[checks]`` of the scenario the run recorded (none if it holds no scenario)."""
     from bench.errors import BenchError
@@ -477,7 +537,8 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
             if p is not None:
                 written.append(p)
         written.extend(gpu_power(view, out_dir))
-        text = format_figures(figures(run))
+        first = [line for line in (incomplete_line(run), no_kinds_line(run)) if line]
+        text = "\n".join([*first, format_figures(figures(run))])
         checks = _recorded_checks(run)
         if checks:
             text += "\n" + _judge(run, checks)
@@ -485,10 +546,6 @@ def write_report(path: str | Path, out: str | Path | None = None) -> tuple[Path,
         written.append(write_events_csv(events, out_dir / "events.csv"))
         if events:
             text += "\n" + timeline(events, run.dt)
-        if not run.complete:
-            stopped = [m for _, kind, m in run.events() if kind == "run_stopped"]
-            text += ("\n(the run stopped early: " + stopped[-1] + ")" if stopped else
-                     "\n(the recording is incomplete: the run was still going or was killed)")
         summary = out_dir / "summary.txt"
         try:
             with replacing(summary) as tmp:

@@ -28,6 +28,7 @@ from PySide6 import QtCore, QtGui, QtSvg, QtWidgets
 
 from bench.errors import BenchError, RecordingError
 from bench.recording import Run, open_run
+from bench.report import stopped_early
 from bench.view.data import Follower, assets, quality_text
 from bench.view.panels import (
     BatteryPanel,
@@ -165,7 +166,11 @@ class ViewWindow(QtWidgets.QMainWindow):
         self._stale: set[Panel] = set()
         self._first = True
         self._frame_times: deque[float] = deque(maxlen=60)
-        self.setWindowTitle(f"gridloop view · {self.run.path.name}")
+        #: where a recording that is not complete stopped (said in the title and status
+        #: bar, as the report says it first); None for a complete one or one followed live
+        self.stopped = None if follow else stopped_early(self.run)
+        self.setWindowTitle(f"gridloop view · {self.run.path.name}"
+                            + (" (incomplete)" if self.stopped else ""))
         self._build_ui()
         self.data.poll()
         self.frame()
@@ -283,7 +288,8 @@ class ViewWindow(QtWidgets.QMainWindow):
         t_end = self.data.time.values[-1] if n else 0.0
         ft = self._frame_times
         fps = (len(ft) - 1) / (ft[-1] - ft[0]) if len(ft) > 1 and ft[-1] > ft[0] else 0.0
-        state = "paused" if self.paused else ("following" if self.follow else "recording")
+        state = ("paused" if self.paused else "following" if self.follow else
+                 f"incomplete recording, {self.stopped}" if self.stopped else "recording")
         rate = f" · {fps:.0f} frames/s" if self.follow else ""
         self.status.setText(f"{state} · {n} ticks · {t_end:.2f} s · cursor "
                             f"{self._cursor_t:.3f} s{rate}")

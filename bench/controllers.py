@@ -59,6 +59,12 @@ from bench.errors import ControllerError
 from twin.params import did_you_mean
 
 
+class SignalError(ControllerError):
+    """A signal, asset or forecast the run does not have, asked for by the controller's code
+    (``obs["north.rack.p_ww"]``): raised inside a step, so the engine names the tick, as it
+    does for any other failure of the step."""
+
+
 @dataclass(frozen=True)
 class AssetRef:
     """An asset the controller can see."""
@@ -124,7 +130,7 @@ class Observation:
         try:
             return float(self._values[self._index[key]])
         except KeyError:
-            raise ControllerError(f"no signal '{key}'{did_you_mean(key, self._index)}") from None
+            raise SignalError(f"no signal '{key}'{did_you_mean(key, self._index)}") from None
 
     def __contains__(self, key: str) -> bool:
         return key in self._index
@@ -141,19 +147,28 @@ class Observation:
         try:
             return float(self._twin[self._index[key]])
         except KeyError:
-            raise ControllerError(f"no signal '{key}'{did_you_mean(key, self._index)}") from None
+            raise SignalError(f"no signal '{key}'{did_you_mean(key, self._index)}") from None
 
     def quality(self, node: str, asset: str) -> int:
         """0 when the asset's last reading was good (see firmware_bridge.device.Quality)."""
-        return int(self._quality[self._qindex[f"{node}.{asset}"]])
+        key = f"{node}.{asset}"
+        try:
+            return int(self._quality[self._qindex[key]])
+        except KeyError:
+            raise SignalError(f"no asset '{key}'{did_you_mean(key, self._qindex)}") from None
 
     def forecast(self, key: str, horizon_s: float) -> np.ndarray:
         """The twin's forecast of an exogenously driven signal (rack power from its workload
         schedule, PV power from its irradiance profile) over the next ``horizon_s``, one
         value per tick, setpoints held."""
         if self._forecast is None:
-            raise ControllerError("this run has no twin forecast")
-        return self._forecast(key, horizon_s)
+            raise SignalError("this run has no twin forecast")
+        try:
+            return self._forecast(key, horizon_s)
+        except SignalError:
+            raise
+        except ControllerError as exc:  # a signal the twin does not forecast
+            raise SignalError(str(exc)) from None
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -171,8 +186,7 @@ class Passthrough:
         known = {f"{a.node}.{a.name}.{s}" for a in context.assets for s in a.setpoints}
         for key in setpoints:
             if key not in known:
-                raise ControllerError(f"passthrough: no setpoint '{key}'"
-                                      f"{did_you_mean(key, known)}")
+                raise _unknown_setpoint("passthrough", key, setpoints[key], known)
         self.setpoints = {k: float(v) for k, v in setpoints.items()}
         self._sent = False
 
@@ -191,7 +205,7 @@ class Schedule:
         self.steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for key, pairs in schedules.items():
             if key not in known:
-                raise ControllerError(f"schedule: no setpoint '{key}'{did_you_mean(key, known)}")
+                raise _unknown_setpoint("schedule", key, pairs, known)
             try:
                 arr = np.asarray(pairs, dtype=float).reshape(-1, 2)
             except (TypeError, ValueError):
@@ -208,6 +222,45 @@ class Schedule:
             if i >= 0:
                 out[key] = float(values[i])
         return out
+
+
+def _unknown_setpoint(controller: str, key: str, value: Any,
+                      known: set[str]) -> ControllerError:
+    """An option that names no setpoint.  One whose value is a table is most likely a
+    setpoint name split at its dots (``--set controller.options.north.battery.p_set_w=0``,
+    or dotted keys in the file): the error gives the quoted key that names it."""
+    if not (isinstance(value, Mapping) and value):
+        return ControllerError(f"{controller}: no setpoint '{key}'{did_you_mean(key, known)}")
+    from bench.scenario import quote_key
+
+    name, leaf = key, value
+    while isinstance(leaf, Mapping) and leaf:
+        part, leaf = next(iter(leaf.items()))
+        name = f"{name}.{part}"
+    text = _inline_toml(leaf)
+    near = "" if name in known else did_you_mean(name, known)
+    return ControllerError(f"{controller}: no setpoint '{key}': a setpoint's name has dots, "
+                           f"so quote it as one key: --set 'controller.options."
+                           f"{quote_key(name)}={text}' (in the file: {quote_key(name)} = "
+                           f"{text}){near}")
+
+
+def _inline_toml(value: Any) -> str:
+    """``value`` as TOML on one line (a hint's ``--set`` value); ``VALUE`` for what is not
+    a number, a truth value, a string or an array of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        from bench.scenario import quote_key
+
+        quoted = quote_key(value)
+        return quoted if quoted.startswith('"') else f'"{quoted}"'
+    if isinstance(value, list | tuple):
+        parts = [_inline_toml(v) for v in value]
+        return "VALUE" if "VALUE" in parts else f"[{', '.join(parts)}]"
+    return "VALUE"
 
 
 class External:

@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from bench.cli import deferred_stop, interruptible, stop_reason, stop_requested
 from bench.controllers import (
     ControllerCalls,
     ControllerContext,
     Observation,
+    SignalError,
     check_setpoint_values,
     load_controller,
 )
@@ -145,8 +147,27 @@ class Engine:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        """Run to the scenario's duration; the recording is closed properly on any error."""
-        return asyncio.run(self._run())
+        """Run to the scenario's duration; the recording is closed properly on any error.
+
+        SIGINT (Ctrl-C) and SIGTERM raise nothing inside the event loop or the twin's
+        compiled code (:func:`bench.cli.deferred_stop`): the run stops at the start of the
+        next tick (a controller's call, plain Python, is interrupted at once) through its
+        stop path, the ``run_stopped`` event, the recording closed and the market's interval
+        settled; then KeyboardInterrupt or :class:`bench.cli.Terminated` is raised here.
+        """
+        with deferred_stop():
+            summary, stopped = asyncio.run(self._stoppable())
+            if stopped is not None:
+                raise stopped
+        return summary
+
+    async def _stoppable(self) -> tuple[RunSummary, KeyboardInterrupt | None]:
+        """:meth:`_run`, a stop by a signal returned (out of ``asyncio.run`` as a value, not
+        through the event loop) once the run's stop path is done."""
+        try:
+            return await self._run(), None
+        except KeyboardInterrupt as exc:
+            return RunSummary(self.out, 0, 0.0, 0.0), exc
 
     async def _run(self) -> RunSummary:
         asyncio.get_running_loop().set_exception_handler(_one_line_per_kind())
@@ -183,7 +204,7 @@ class Engine:
         n = run.n_ticks
         twin = plan.twin
         obs = Observation(plan.obs_index, plan.obs_values, plan.obs_twin, plan.quality_index,
-                          plan.quality, dt, forecast=plan.forecast)
+                          plan.quality, dt, forecast=_deferring(plan.forecast))
         sp_index = plan.setpoint_index
         progress = Progress(n, plan.scenario.run.name, self.progress)
         realtime = run.realtime
@@ -200,6 +221,9 @@ class Engine:
         stopped_by: BaseException | None = None
         try:
             while k < n:
+                stop = stop_requested()  # SIGINT or SIGTERM: stop here, between two ticks
+                if stop is not None:
+                    raise stop
                 t = k * dt
                 start = time.perf_counter()
                 late = start - (wall0 + t) if realtime else 0.0
@@ -232,7 +256,11 @@ class Engine:
                     plan.observe_twin(k)
                 # 2. control
                 try:
-                    setpoints = calls.call("step", t, controller.step, obs)
+                    with interruptible():  # a controller's busy loop stops on Ctrl-C
+                        setpoints = calls.call("step", t, controller.step, obs)
+                except SignalError as exc:  # a lookup the step made: its tick, as below
+                    raise ControllerError(f"controller failed at t = {t:.3f} s: "
+                                          f"{exc}") from exc
                 except ControllerError:
                     raise
                 except Exception as exc:
@@ -259,14 +287,17 @@ class Engine:
                 # 6. pace
                 if realtime:
                     wait = wall0 + k * dt - time.perf_counter()
-                    if wait > 0:
+                    while wait > 0.25 and stop_requested() is None:  # a long dt: stop soon
+                        await asyncio.sleep(0.25)
+                        wait = wall0 + k * dt - time.perf_counter()
+                    if wait > 0 and stop_requested() is None:
                         await asyncio.sleep(wait)
                 elif k % (64 if has_devices else 1024) == 0:
-                    # give way: device I/O, and Ctrl-C (asyncio turns it into cancelling
-                    # this task, which only lands at an await: a twin-only run had none)
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # give way: device I/O
         except BaseException as exc:
-            stopped_by = exc
+            stopped_by = _signalled(exc)
+            if stopped_by is not exc:  # the signal, not what it caused, stopped the run
+                raise stopped_by from exc
             raise
         finally:
             progress.close()
@@ -295,7 +326,11 @@ def _market_view(controller: Any, calls: ControllerCalls) -> Any:
 
     def guarded(obs: Observation, interval: int) -> Any:
         try:
-            return calls.call("orders", obs.t, orders, obs, interval)
+            with interruptible():
+                return calls.call("orders", obs.t, orders, obs, interval)
+        except SignalError as exc:
+            raise ControllerError(f"controller failed in orders at t = {obs.t:.3f} s: "
+                                  f"{exc}") from exc
         except ControllerError:
             raise
         except Exception as exc:
@@ -303,6 +338,19 @@ def _market_view(controller: Any, calls: ControllerCalls) -> Any:
                                   f"{type(exc).__name__}: {exc}") from exc
 
     return SimpleNamespace(orders=guarded)
+
+
+def _deferring(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """``fn`` (the twin's compiled code, which a controller's step calls) with SIGINT and
+    SIGTERM deferred until it returns, though the step is :func:`bench.cli.interruptible`."""
+    if fn is None:
+        return None
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with deferred_stop():
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def _one_line_per_kind() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
@@ -326,9 +374,20 @@ def _one_line_per_kind() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]]
     return handle
 
 
+def _signalled(exc: BaseException) -> BaseException:
+    """``exc``, or the SIGINT or SIGTERM noted before ``exc`` reached the stop path: Ctrl-C
+    reaches the terminal's whole process group, so an emulator process it stopped can fail a
+    tick before the run's own stop lands at the next one; the signal is why the run stops."""
+    stop = stop_requested()
+    return stop() if stop is not None and isinstance(exc, Exception) else exc
+
+
 def _why(exc: BaseException) -> str:
-    """One line on why a run stopped before its end, for the recording's events."""
-    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+    """One line on why a run stopped before its end, for the recording's events: as
+    ``gridloop run --json`` says it (SIGTERM: ``terminated``, Ctrl-C: ``interrupted``)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return stop_reason(exc)
+    if isinstance(exc, asyncio.CancelledError):
         return "interrupted"
     if isinstance(exc, BenchError):
         return str(exc)

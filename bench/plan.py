@@ -97,6 +97,9 @@ class Plan:
         #: (NaN where the recording has none), and the assets they belong to
         self.replay_values: np.ndarray | None = None
         self.replay_assets: set[str] = set()
+        #: replay: the reading's quality code recorded for each asset (a column per
+        #: ``quality_index``), one row per tick: what the recorded controller was given
+        self.replay_quality: np.ndarray | None = None
         #: every Modbus transaction of the run's devices, recorded under /capture
         self.capture: Any = None
         self.capture_devices: list[str] = []
@@ -316,13 +319,26 @@ class Plan:
         self.obs_twin[self._twin_to_obs] = y
         self.obs_values[self._twin_to_obs] = y
         if self.replay_values is not None:
-            row = self.replay_values[min(k, len(self.replay_values) - 1)]
+            i = min(k, len(self.replay_values) - 1)
+            row = self.replay_values[i]
             self.obs_values[self._measured_mask] = row[self._measured_mask]
+            if self.replay_quality is not None:
+                # in place: the controller's Observation and the recorder read this array
+                self.quality[:] = self.replay_quality[i]
 
-    def set_replay(self, values: np.ndarray, assets: set[str]) -> None:
-        """Observe recorded values (``values[k, j]`` for observation ``j`` at tick ``k``)."""
+    def set_replay(self, values: np.ndarray, assets: set[str],
+                   quality: np.ndarray | None = None) -> None:
+        """Observe recorded values (``values[k, j]`` for observation ``j`` at tick ``k``)
+        and, with ``quality`` (``quality[k, i]`` for the asset ``quality_index`` gives ``i``),
+        the recorded reading codes: a controller that checks ``obs.quality`` before using a
+        value sees a failed reading as failed, as the recorded one did, and the replay's
+        ``/quality`` keeps saying which readings failed."""
+        if quality is not None and quality.shape != (len(values), len(self.quality)):
+            raise ValueError(f"replay quality of shape {quality.shape}; expected "
+                             f"{(len(values), len(self.quality))}")
         self.replay_values = values
         self.replay_assets = set(assets)
+        self.replay_quality = None if quality is None else quality.astype(np.uint8)
         self._measured_mask[:] = np.isfinite(values).any(axis=0)
 
     async def observe(self, k: int, t: float) -> None:

@@ -59,6 +59,11 @@ FORMAT_VERSION = 1
 EVENT_DTYPE = np.dtype([("t", "f8"), ("kind", "S32"), ("message", "S256")])
 #: rows of HDF5 chunks; 4096 ticks is 80 s at 50 Hz
 CHUNK = 4096
+#: at close, a writer that makes no progress this long (no batch taken from the bench, the
+#: file unchanged) is not answering: it is stopped, the recording kept as last flushed [s]
+CLOSE_STALL_S = 30.0
+#: at close, a wait this long is said in one line on stderr (a big backlog to write) [s]
+CLOSE_NOTICE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -390,25 +395,66 @@ class Recorder:
 
     def close(self, complete: bool = True) -> None:
         """Write what is left, mark the file complete (or, ``complete=False``, a run that
-        stopped early), wait for the writer."""
+        stopped early), wait for the writer.  A writer that stops answering (no progress for
+        ``CLOSE_STALL_S``) is killed, the file kept as last flushed: a RecordingError, or for
+        a run that stopped early (whose own reason is its outcome) a warning line."""
         if self._closed:
             return
         self._closed = True
+        answered = True
         try:
             self._send()
-            self._outbox.put(("close", complete))
-            self._sender.join()
         finally:
+            self._outbox.put(("close", complete))  # also after a failed send: the sender ends
             try:
-                self._proc.wait(600)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._errors.join()
-            self._proc.stdin.close()
+                answered = self._wait_writer()
+            finally:
+                if not answered:
+                    self._proc.kill()
+                    self._proc.wait()
+                    self._sender.join(5)
+                self._errors.join()
+                self._proc.stdin.close()
+        if not answered:
+            message = (f"{self.path}: the recorder process (pid {self._proc.pid}) stopped "
+                       f"answering for {CLOSE_STALL_S:g} s while closing the recording; it "
+                       "was killed, the recording keeps the ticks of its last flush")
+            if complete:
+                raise RecordingError(message)
+            # a run that stopped for another reason: that reason is its outcome, this a line
+            print(f"gridloop: warning: {message}", file=sys.stderr, flush=True)
+            return
         if self._send_error:
             raise RecordingError(f"{self.path}: the recorder process died: "
                                  f"{self._send_error}")
         self._check_writer_result()
+
+    def _wait_writer(self) -> bool:
+        """Wait for the sender to hand everything to the writer and the writer to exit; False
+        (without waiting more) once neither has made progress for ``CLOSE_STALL_S``.  A wait
+        past ``CLOSE_NOTICE_S`` is said in one line (never ten silent minutes)."""
+        start = last = time.monotonic()
+        seen: tuple[Any, ...] = ()
+        noticed = False
+        while True:
+            if self._sender.is_alive():
+                self._sender.join(0.2)
+            else:
+                try:
+                    self._proc.wait(0.2)
+                    return True
+                except subprocess.TimeoutExpired:
+                    pass
+            now = time.monotonic()
+            progress = (self.sent_ticks, self._sender.is_alive(), _file_state(self.path))
+            if progress != seen:
+                seen, last = progress, now
+            elif now - last >= CLOSE_STALL_S:
+                return False
+            if not noticed and now - start >= CLOSE_NOTICE_S:
+                noticed = True
+                print(f"gridloop: waiting for the recorder process (pid {self._proc.pid}) to "
+                      f"finish writing {self.path}", file=sys.stderr, flush=True)
 
     def _check_writer_result(self) -> None:
         if self._errors.message:
@@ -445,6 +491,15 @@ class _ErrorWatch:
 
     def join(self) -> None:
         self._thread.join(10)
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    """What changes as the writer writes ``path`` (its size and modification time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _clip(message: str, size: int) -> bytes:

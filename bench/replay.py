@@ -6,12 +6,18 @@ plant would have done under them.  The new recording holds the recorded measurem
 twin under the new setpoints, and the new setpoints; the report names, for every setpoint,
 the first tick where the new controller departs from the recorded one, and for every
 measured signal the first tick where the twin under the new setpoints is further from the
-recorded plant than the recorded twin was, by more than the signal's tolerance.  A twin-only
+recorded plant than the recorded twin was, by more than the signal's tolerance (the
+asset's ``tolerance`` in the scenario, else :func:`_tolerance`: 2 % of the recorded
+signal's range).  The controller is given each recorded reading's quality code
+(``obs.quality``) with its value, tick by tick, and the replay's ``/quality`` holds them
+(the reading's code, ``flag & 3``: the replay writes to no device).  A twin-only
 recording measured nothing: there the twin's recorded signals are compared, as values, with
 the replay's.  The replay's recording is stamped ``replay_of`` (the source recording) and
-``replay_controller`` from its creation, and never replaces the recording it replays.  It
-holds its output as ``gridloop run`` and ``gridloop lab run`` do (:func:`bench.paths.exclusive`):
-a second replay, run or lab to the same file stops in one line before touching it.
+``replay_controller`` from its creation, and never replaces the recording it replays; by
+default it is ``RUN.replay.CONTROLLER.h5`` (:func:`default_out`), and a recording it
+replaces at ``--out`` is said in one line on stderr.  It holds its output as ``gridloop
+run`` and ``gridloop lab run`` do (:func:`bench.paths.exclusive`): a second replay, run or
+lab to the same file stops in one line before touching it.
 
 The replay runs the recording's ticks: its scenario says so (``run.duration_s``).  A
 recording whose run stopped early (killed, interrupted) gives a replay that stops where it
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +52,7 @@ import numpy as np
 from bench.errors import BenchError, RecordingError, ScenarioError
 from bench.paths import exclusive, same_file
 from bench.recording import open_run
+from bench.runner import say_replacing
 
 
 @dataclass
@@ -85,18 +93,30 @@ class ReplayReport:
         return "\n".join(lines)
 
 
+#: a signal's default tolerance (:func:`_tolerance`): this share of its recorded range
+TOLERANCE_OF_RANGE = 0.02
+#: the least default tolerance, which a signal that stayed constant gets: this share of its
+#: largest magnitude (rounding, not a difference), and never under :data:`TOLERANCE_FLOOR`
+TOLERANCE_FLOOR_REL = 1e-6
+TOLERANCE_FLOOR = 1e-6
+
+
 def _tolerance(values: np.ndarray, given: float | None) -> float:
-    """A signal's tolerance: the scenario's, else the largest of 2 % of its recorded range,
-    0.5 % of its largest magnitude and its resolution (the smallest step it took)."""
+    """A signal's tolerance: the scenario's (``tolerance`` on its asset), else the largest
+    of 2 % of its recorded range, its resolution (the smallest step it took) and a floor
+    for a signal that stayed constant (one part per million of its magnitude, at least
+    1e-6).  Not a share of its magnitude: that is set by the signal's offset, and 0.5 % of
+    a 50 Hz frequency (0.25 Hz) hid a nadir that moved by 57 mHz."""
     if given is not None:
         return float(given)
     finite = values[np.isfinite(values)]
     if not len(finite):
-        return 1e-6
+        return TOLERANCE_FLOOR
     span = float(finite.max() - finite.min())
     steps = np.diff(np.unique(finite))
     resolution = float(steps.min()) if len(steps) else 0.0
-    return max(0.02 * span, 0.005 * float(np.abs(finite).max()), resolution, 1e-6)
+    return max(TOLERANCE_OF_RANGE * span, resolution,
+               TOLERANCE_FLOOR_REL * float(np.abs(finite).max()), TOLERANCE_FLOOR)
 
 
 def _first_divergence(a: np.ndarray, b: np.ndarray, tol: float, t: np.ndarray
@@ -119,13 +139,13 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
     ``scenario_dir``: the folder the files of the recorded scenario are in now, when not
     beside its recorded path."""
     path = Path(path)
-    out = Path(out) if out else path.with_name(path.stem + ".replay.h5")
-    _refuse_overwrite(path, out)
     folder = Path(scenario_dir) if scenario_dir is not None else None
     if folder is not None:
         if not folder.is_dir():
             raise ScenarioError(f"--scenario-dir {folder}: no such folder")
         folder = folder.resolve()  # the replay's recording names it: from anywhere
+    out = Path(out) if out else default_out(path, controller, folder)
+    _refuse_overwrite(path, out)
     # a second replay, a run or a lab writing the same recording would replace this one's
     # file as it writes it: the output lock they all take (bench.paths.exclusive)
     with exclusive(out, "gridloop replay"), \
@@ -136,7 +156,7 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
 def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
             progress: bool, folder: Path | None, tmp: Path) -> ReplayReport:
     from bench.build import build_plan
-    from bench.engine import run_plan
+    from bench.engine import controller_for, run_plan
 
     notes = []
     with open_run(path) as run:
@@ -149,7 +169,12 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
         extra.append(f"run.duration_s={_toml(n * run.dt)}")
         if controller is not None:
             extra += [f"controller.name={_toml(controller)}", "controller.options={}"]
-        extra += [f"controller.options.{k}={_toml(v)}" for k, v in (options or {}).items()]
+        # each --option KEY is one option name, dots and all (passthrough's
+        # "island.battery.p_set_w"), so it is quoted as one key
+        from bench.scenario import quote_key
+
+        extra += [f"controller.options.{quote_key(k)}={_toml(v)}"
+                  for k, v in (options or {}).items()]
         s = run.scenario(extra, folder)
         source = _source_attrs(run, n, folder)
         if not source["replay_source_complete"]:
@@ -172,7 +197,7 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
                 node, asset, sig = key.split(".", 2)
                 values[:, j] = run.signal(node, asset, sig)[:n]
         assets = {k.rsplit(".", 1)[0] for k in measured}
-        plan.set_replay(values, assets)
+        plan.set_replay(values, assets, _recorded_quality(run, plan, assets, n))
         rec_setpoints = {r.key: run.signal(r.node, r.asset, r.name, "setpoint")[:n]
                          for r in run.signals("setpoint")}
         rec_residuals = {r.key: run.signal(r.node, r.asset, r.name, "residual")[:n]
@@ -183,7 +208,9 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
                       for r in run.signals("measured")})
         t = run.time[:n]
     _stamp(plan, path, s.controller.name, source, racks, rack_overrides)
-    summary = run_plan(plan, out, progress=progress)
+    built = controller_for(plan)  # its options checked before a recording is replaced
+    say_replacing(out)
+    summary = run_plan(plan, out, progress=progress, controller=built)
     report = ReplayReport(out, summary.ticks)
     if not measured:
         notes.insert(0, "no measured signals: a twin-only recording; compared setpoints and "
@@ -218,6 +245,31 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
             first, worst = _first_divergence(old, new.signal(r.node, r.asset, r.name), tol, t)
             report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
     return report
+
+
+def default_out(path: Path, controller: str | None, folder: Path | None = None) -> Path:
+    """``RUN.replay.NAME.h5`` beside the recording, ``NAME`` the controller replayed (the
+    recorded one when none is given) made safe as a file name: replays of one recording
+    under two controllers do not replace each other's."""
+    if controller is None:
+        with open_run(path) as run:
+            controller = run.scenario(folder=folder).controller.name
+    name = re.sub(r"[^\w.-]+", "_", controller, flags=re.ASCII).strip("._-") or "controller"
+    return path.with_name(f"{path.stem}.replay.{name}.h5")
+
+
+def _recorded_quality(run: Any, plan: Any, assets: set[str], n: int) -> np.ndarray:
+    """The reading's code (``flag & 3``) ``/quality`` recorded for each asset the replay
+    feeds, per tick, in ``plan.quality_index``'s columns (0 elsewhere): what the recorded
+    controller was given.  The write bit is left out: the replay writes to no device."""
+    from bench.plan import READ_QUALITY
+
+    out = np.zeros((n, len(plan.quality_index)), dtype=np.uint8)
+    for key, i in plan.quality_index.items():
+        node, asset = key.split(".", 1)
+        if key in assets and f"quality/{node}/{asset}" in run.file:
+            out[:, i] = run.quality(node, asset)[:n] & READ_QUALITY
+    return out
 
 
 def _refuse_overwrite(path: Path, out: Path) -> None:

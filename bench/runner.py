@@ -16,6 +16,30 @@ def default_ledger_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ledger.db")
 
 
+def say_replacing(out: Path) -> None:
+    """One line on stderr when ``out`` holds a file that the command is about to replace
+    (``gridloop run``, ``replay``), naming what it held: reruns (CI) replace a recording as
+    they always did, but never without a word.  Called once every refusal is past."""
+    if not out.is_file():
+        return
+    from bench.recording import open_run
+
+    try:
+        with open_run(out) as run:
+            attrs = run.attrs
+            ticks = len(run)
+            if attrs.get("replay_of"):
+                what = (f"a replay of {Path(str(attrs['replay_of'])).name} under "
+                        f"{attrs.get('replay_controller') or 'its recorded controller'}")
+            else:
+                what = f"a recording of {attrs.get('name') or 'an unnamed scenario'}"
+            what += f", {ticks} ticks" + ("" if run.complete else ", incomplete")
+    # only a description: a file that is not a readable recording is replaced all the same
+    except (BenchError, OSError, RuntimeError, KeyError, ValueError):
+        what = "not a readable recording"
+    print(f"gridloop: replacing {out} ({what})", file=sys.stderr)
+
+
 def _warn_capped_hardware(scenario: Any) -> None:
     """An asset set to ``hardware`` in a run whose mode was left at its default runs
     emulated: the README's first hardware scenario passed against emulators without a word.
@@ -36,14 +60,16 @@ def _warn_capped_hardware(scenario: Any) -> None:
 
 
 def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
-            view: bool = False, quiet: bool = False, json_out: Path | None = None) -> int:
+            view: bool = False, quiet: bool = False, json_out: Path | None = None,
+            say_replaced: bool = False) -> int:
     """Run a scenario to ``out`` and print its summary; returns the exit status.  With
     ``json_out``, the same summary and the checks' outcomes are also written there as JSON
     (:func:`result_document`), in every outcome: a run that stopped on an error, Ctrl-C or
     SIGTERM, or never started (bad input), writes its exit status and why it stopped
     (:func:`stopped_document`) before the exception goes on to the CLI.  Only a ``json_out``
     that names one of the run's own files (the scenario, the recording, the ledger) is
-    refused without one."""
+    refused without one.  ``say_replaced``: say in one line on stderr when ``out`` held a
+    recording that the run replaces (:func:`say_replacing`; ``gridloop run``)."""
     if json_out is not None:
         ledger_path = default_ledger_path(out) if ledger is None else (
             None if "://" in ledger else Path(ledger))
@@ -53,14 +79,15 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
                 raise BenchError(f"--json {json_out}: that is {what}; give another file")
     result = _Result(json_out, scenario_path, out)
     try:
-        return _execute(scenario_path, out, overrides, ledger, view, quiet, result)
+        return _execute(scenario_path, out, overrides, ledger, view, quiet, result,
+                        say_replaced)
     except BaseException as exc:
         result.stopped(exc)
         raise
 
 
 def _execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None,
-             view: bool, quiet: bool, result: _Result) -> int:
+             view: bool, quiet: bool, result: _Result, say_replaced: bool = False) -> int:
     """:func:`execute` once ``--json`` is known to name a file of its own."""
     scenario = load(scenario_path, overrides)
     _warn_capped_hardware(scenario)
@@ -81,7 +108,7 @@ def _execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str |
                          "file")
     # a second run to the same recording would replace this one's files as it writes them
     with exclusive(out, "gridloop run"):
-        return _run_and_summarise(scenario, out, ledger, view, quiet, result)
+        return _run_and_summarise(scenario, out, ledger, view, quiet, result, say_replaced)
 
 
 class _Result:
@@ -141,16 +168,19 @@ def _recorded_ticks(out: Path) -> int | None:
 
 
 def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool, quiet: bool,
-                       result: _Result) -> int:
+                       result: _Result, say_replaced: bool = False) -> int:
     """:func:`execute` once its inputs are checked and its recording is held."""
     from bench.build import build_plan
     from bench.checks import evaluate, format_outcomes
+    from bench.cli import deferred_stop
     from bench.engine import controller_for, run_plan
     from bench.recording import open_run
     from bench.summary import figures, format_figures
 
     ledger_url = str(default_ledger_path(out)) if ledger is None else ledger
-    plan = build_plan(scenario, ledger=ledger_url)
+    # the twin's compiled (numba) code runs here: a signal is raised once it is built
+    with deferred_stop():
+        plan = build_plan(scenario, ledger=ledger_url)
     controller = controller_for(plan)  # its options checked before anything is replaced
     if ledger is None:
         # the default ledger belongs to the recording: a new run replaces both
@@ -159,6 +189,8 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     if plan.market is not None:
         # a ledger this run cannot append to is refused before the recording is replaced
         plan.market.open()
+    if say_replaced:  # every refusal is past: the recording there is replaced now
+        say_replacing(out)
     print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
           f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
           f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",

@@ -50,6 +50,10 @@ MODE_ORDER = {"twin": 0, "emulated": 1, "hardware": 2}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
+#: the largest seed: the recording stores it as a signed 64-bit integer
+_SEED_MAX = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The run as a whole."""
@@ -83,6 +87,9 @@ class RunConfig:
     controller_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not 0 <= self.seed <= _SEED_MAX:
+            raise ValueError(f"seed must be a whole number from 0 to {_SEED_MAX} (it is "
+                             f"recorded as a 64-bit integer), got {self.seed}")
         if not self.dt_s > 0 or not math.isfinite(self.dt_s):
             raise ValueError("dt_s must be a positive number of seconds")
         if not self.duration_s > 0:
@@ -528,6 +535,83 @@ def parse_value(text: str) -> Any:
         return text
 
 
+#: a key part TOML writes bare (any other is quoted)
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+#: a quoted key part: a basic string (escapes allowed) or a literal one
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'')
+
+
+def quote_key(name: str) -> str:
+    """``name`` as one part of a dotted ``--set`` key: bare where TOML allows it, else in
+    double quotes, so a name with dots (``north.battery.p_set_w``, a passthrough option)
+    stays one name."""
+    if _BARE.fullmatch(name):
+        return name
+    escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F
+                      else "\\" + c if c in '"\\' else c for c in name)
+    return f'"{escaped}"'
+
+
+def split_key(key: str) -> list[str]:
+    """The parts of a dotted ``--set`` key, read as TOML reads a dotted key: a quoted part
+    (``controller.options."north.battery.p_set_w"``) is one name, dots and all; a bare part
+    is the text between dots.  Raises ValueError saying what is wrong."""
+    parts: list[str] = []
+    i, n = 0, len(key)
+    while True:
+        while i < n and key[i] in " \t":
+            i += 1
+        if i < n and key[i] in "\"'":
+            m = _QUOTED.match(key, i)
+            if m is None:
+                raise ValueError(f"unclosed quote in key {key.strip()}")
+            try:  # escapes as TOML reads them
+                parts.append(tomllib.loads(f"v = {m.group()}")["v"])
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"bad quoted key part {m.group()}: {exc}") from None
+            i = m.end()
+        else:
+            j = i
+            while j < n and key[j] not in ".\"'":
+                j += 1
+            part = key[i:j].strip()
+            if not part:
+                raise ValueError(f"empty part in key {key.strip()}" if key.strip()
+                                 else "empty key")
+            if j < n and key[j] in "\"'":
+                raise ValueError(f"a quote inside key part {part}{key[j]}...: quote the "
+                                 "whole part (a.\"b.c\")")
+            parts.append(part)
+            i = j
+        while i < n and key[i] in " \t":
+            i += 1
+        if i == n:
+            return parts
+        if key[i] != ".":
+            raise ValueError(f"expected '.' after {quote_key(parts[-1])} in key {key.strip()}")
+        i += 1
+
+
+def split_override(item: str) -> tuple[str, str]:
+    """``KEY=VALUE`` split at the first ``=`` outside a quoted key part (raises ValueError
+    without one)."""
+    i = 0
+    while i < len(item):
+        m = _QUOTED.match(item, i) if item[i] in "\"'" else None
+        if m is not None:
+            i = m.end()
+            continue
+        if item[i] == "=":
+            return item[:i], item[i + 1:]
+        i += 1
+    raise ValueError("expected KEY=VALUE")
+
+
+def join_key(path: list[str] | tuple[str, ...]) -> str:
+    """A key path as a ``--set`` key (each part quoted where it needs it)."""
+    return ".".join(quote_key(p) for p in path)
+
+
 def apply_override(doc: dict, item: str) -> tuple[str, ...]:
     """Apply one ``--set KEY=VALUE`` to the raw document; returns the key path it set.
 
@@ -535,12 +619,17 @@ def apply_override(doc: dict, item: str) -> tuple[str, ...]:
     ``NODE.ASSET.KEY=VALUE`` sets an asset field (``north.battery.initial.soc=0.9``), or
     else a parameter override (``north.battery.capacity_ah=300`` and
     ``north.grid.governor.rating_w=0`` land in that asset's ``override`` table);
-    ``checks.north.grid.p_w.max=6e4`` sets a check's bound.
+    ``checks.north.grid.p_w.max=6e4`` sets a check's bound.  A part in quotes is one name,
+    as in TOML: ``controller.options."north.battery.p_set_w"=0`` sets the passthrough option
+    of that name (unquoted, its dots would make it a table of tables).
     """
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ScenarioError(f"--set {item}: expected KEY=VALUE")
-    path = key.strip().split(".")
+    try:
+        key, raw = split_override(item)
+        if not key.strip():
+            raise ValueError("expected KEY=VALUE")
+        path = split_key(key)
+    except ValueError as exc:
+        raise ScenarioError(f"--set {item}: {exc}") from None
     value = parse_value(raw.strip())
     if path[0] == "checks" and len(path) == 5:  # checks.NODE.ASSET.SIGNAL.BOUND
         path = ["checks", ".".join(path[1:4]), path[4]]
@@ -563,10 +652,22 @@ def apply_override(doc: dict, item: str) -> tuple[str, ...]:
         path = ["nodes", node, asset] + (path[2:] if name in fields
                                          else ["override", ".".join(path[2:])])
     target = doc
-    for part in path[:-1]:
+    for i, part in enumerate(path[:-1]):
         nxt = target.setdefault(part, {})
         if not isinstance(nxt, dict):
-            raise ScenarioError(f"--set {item}: '{part}' is not a table")
+            raise ScenarioError(f"--set {item}: '{part}' is not a table"
+                                f"{_quote_hint(path[:i + 1], path[i + 1:], raw.strip())}")
         target = nxt
     target[path[-1]] = value
     return tuple(path)
+
+
+def _quote_hint(head: list[str], rest: list[str], raw: str) -> str:
+    """For a key that went through a value (``controller.options.a.b`` where option ``a``
+    is a number): the quoted key that names the option ``a.b``, which the user more likely
+    meant."""
+    if len(head) < 3 or head[:2] != ["controller", "options"]:
+        return ""
+    name = ".".join(head[2:] + rest)
+    return (f"; for an option named {name}, quote it as one key: "
+            f"controller.options.{quote_key(name)}={raw}")

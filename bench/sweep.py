@@ -1,13 +1,15 @@
 """Parameter sweeps: one scenario over a grid of ``--set`` values, on Dask.
 
 Every point of the grid (the cartesian product of the ``--set KEY=V1,V2,...`` lists) is a
-whole run with its own recording and its own seed, derived from the scenario's seed and the
-point's index so a sweep is reproducible and no two points share a random stream.  Points
-run in batches on a Dask cluster (a local one by default, ``--scheduler ADDRESS`` for an
-existing one); the results table (CSV) has one row per point with its values, seed, status
-and the run's figures (:mod:`bench.summary`).  The table is rewritten as each point finishes,
-so Ctrl-C or a crash keeps the finished rows; the others read ``pending`` (or
-``interrupted``).  A seed given with ``--set`` or ``--fix run.seed=`` is used as given.
+whole run with its own recording.  Every point runs with the scenario's seed (common random
+numbers: the same clouds and inference arrivals at every point, so what differs between
+points is what was swept, not the weather); a seed given with ``--fix run.seed=N`` is every
+point's, and replicates are a sweep over the seed (``--set run.seed=1,2,3``, crossed with
+the other lists).  Points run in batches on a Dask cluster (a local one by default,
+``--scheduler ADDRESS`` for an existing one); the results table (CSV) has one row per point
+with its values, seed, status and the run's figures (:mod:`bench.summary`).  The table is
+rewritten as each point finishes, so Ctrl-C or a crash keeps the finished rows; the others
+read ``pending`` (or ``interrupted``).
 
 A point's ``status`` is ``ok``, ``checks failed`` (it ran to its end and broke one of the
 scenario's ``[checks]``, named in ``checks_failed``), ``no reading from NODE.ASSET`` (a device
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ScenarioError, user_errors
-from bench.scenario import SECTIONS, load
+from bench.scenario import SECTIONS, join_key, load, split_key, split_override
 
 #: the status of a point that ran to its end and broke one of its ``[checks]``
 CHECKS_FAILED = "checks failed"
@@ -53,8 +55,11 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     grid = []
     seen: set[str] = set()
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip() or not raw.strip():
+        try:
+            key, raw = split_override(item)
+        except ValueError:
+            key, raw = "", ""
+        if not key.strip() or not raw.strip():
             raise ScenarioError(f"--set {item}: expected KEY=V1,V2,...")
         values = _split_values(raw)
         if not values:
@@ -92,24 +97,25 @@ def _split_values(raw: str) -> list[str]:
     return out
 
 
-def points(grid: list[tuple[str, list[str]]], base_seed: int) -> list[Point]:
-    """The cartesian product, with a distinct seed per point."""
+def points(grid: list[tuple[str, list[str]]], seed: int) -> list[Point]:
+    """The cartesian product, every point with ``seed`` (the scenario's): points that share
+    their random numbers differ only in the swept values (a swept ``run.seed`` is each
+    point's own, set by :func:`check_points`)."""
     keys = [k for k, _ in grid]
-    out = []
-    for i, combo in enumerate(itertools.product(*(v for _, v in grid))):
-        seed = (base_seed * 1_000_003 + i * 7919 + 1) % (2**31 - 1)
-        out.append(Point(i, tuple(f"{k}={v}" for k, v in zip(keys, combo)),
-                         tuple(zip(keys, combo)), seed))
-    return out
+    return [Point(i, tuple(f"{k}={v}" for k, v in zip(keys, combo)), tuple(zip(keys, combo)),
+                  seed)
+            for i, combo in enumerate(itertools.product(*(v for _, v in grid)))]
 
 
 def _canonical(key: str) -> str:
-    """One spelling per scenario field (``north.battery.x`` is ``nodes.north.battery.x``),
-    so a field given twice is caught however it is written."""
-    key = key.strip()
-    if key.split(".")[0] not in SECTIONS:
-        return f"nodes.{key}"
-    return key
+    """One spelling per scenario field (``north.battery.x`` is ``nodes.north.battery.x``,
+    ``controller.options.'a.b'`` is ``controller.options."a.b"``), so a field given twice is
+    caught however it is written."""
+    try:
+        path = split_key(key)
+    except ValueError:  # refused with its reason when the point's scenario is loaded
+        return key.strip()
+    return join_key(path if path[0] in SECTIONS else ["nodes", *path])
 
 
 def recording_path(out_dir: Path, index: int) -> Path:
@@ -146,7 +152,7 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
         t0 = time.perf_counter()
         try:
             _clear(out)
-            s = load(scenario_path, list(extra) + list(p.overrides) + [f"run.seed={p.seed}"])
+            s = load(scenario_path, list(extra) + list(p.overrides))  # as check_points did
             plan = build_plan(s, ledger=str(ledger_path(out)))
             run_plan(plan, out, progress=False)
             with open_run(out) as r:
@@ -191,17 +197,15 @@ def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
 
     base = load(scenario_path, list(extra))
     grid = parse_grid(items)
-    fixed = {_canonical(x.partition("=")[0]) for x in extra}
+    fixed = {_canonical(split_override(x)[0]) for x in extra}  # each checked by load above
     for key, _ in grid:
         if _canonical(key) in fixed:
             raise ScenarioError(f"--set {key}: also given by --fix; give it once")
-    # a seed the user gives (swept or fixed) is the seed each point runs with
-    seed_given = "run.seed" in fixed or any(_canonical(k) == "run.seed" for k, _ in grid)
     pts = []
+    # every point runs with the scenario's seed, or the one given (swept or fixed)
     for p in points(grid, base.run.seed):
-        seed = [] if seed_given else [f"run.seed={p.seed}"]
         try:
-            s = load(scenario_path, list(extra) + list(p.overrides) + seed)
+            s = load(scenario_path, list(extra) + list(p.overrides))
             controller_for(build_plan(s, ledger=str(ledger_path(recording_path(out_dir,
                                                                             p.index)))))
         except user_errors() as exc:
@@ -284,10 +288,13 @@ def _local_cluster(factory: Any, workers: int) -> Any:
     """A local cluster whose workers ignore SIGINT: Ctrl-C in a terminal reaches the whole
     process group, and the sweep (not each worker, with a traceback) decides what stops.
     Workers log errors only: a point's failure is its row's status, and the tasks a Ctrl-C
-    stops would each log a warning."""
+    stops would each log a warning.  No dashboard; the HTTP endpoint Dask's scheduler starts
+    anyway (health, metrics) takes a free loopback port, not 8787, which may be taken (Dask
+    then warns in three lines that it moved)."""
     def start() -> Any:
         return factory(n_workers=workers, threads_per_worker=1, processes=True,
-                       dashboard_address=None, silence_logs=logging.ERROR)
+                       dashboard_address=None, silence_logs=logging.ERROR,
+                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
     if threading.current_thread() is not threading.main_thread():
         return start()

@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="built-in name or module:Class (default: the recorded controller)")
     p.add_argument("--option", dest="options", action="append", default=[],
                    metavar="KEY=VALUE", help="a controller option (repeatable)")
-    p.add_argument("--out", metavar="RUN2.h5", help="recording of the replay "
-                   "(default RUN.replay.h5)")
+    p.add_argument("--out", metavar="RUN2.h5", help="recording of the replay (default "
+                   "RUN.replay.CONTROLLER.h5 beside RUN.h5, CONTROLLER the controller's name "
+                   "with : and other characters a file name should not have as _); one that "
+                   "is there is replaced, and said so on stderr")
     p.add_argument("--scenario-dir", metavar="DIR", help="the folder the recorded "
                    "scenario's files (profiles, parameter sets, a module:Class controller) "
                    "are in now, when not where the scenario was when it ran")

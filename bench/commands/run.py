@@ -11,7 +11,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="simulated seconds to run")
     p.add_argument("--out", metavar="RUN.h5",
                    help="recording to write (default runs/NAME.h5: the scenario file's name, "
-                        "or its folder's for a scenario.toml)")
+                        "or its folder's for a scenario.toml); one that is there is replaced")
     p.add_argument("--view", action="store_true", help="watch the run live in a window")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="RESULT.json",
@@ -50,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"run.duration_s={args.duration}")
     out = Path(args.out) if args.out else default_out(Path(args.scenario))
     return execute(Path(args.scenario), out, overrides, ledger=args.ledger, view=args.view,
-                   quiet=args.quiet, json_out=Path(args.json) if args.json else None)
+                   quiet=args.quiet, json_out=Path(args.json) if args.json else None,
+                   say_replaced=True)
 
 
 def default_out(scenario: Path) -> Path:

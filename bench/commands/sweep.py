@@ -10,11 +10,16 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a scenario over a grid of parameter values (Dask)",
                        description="Run a scenario for every combination of the --set value "
-                       "lists, each point with its own seed and recording, on a local Dask "
-                       "cluster or an existing one; writes a results table (CSV).")
+                       "lists, each point with its own recording, on a local Dask cluster or "
+                       "an existing one; writes a results table (CSV). Every point uses the "
+                       "scenario's seed (the same clouds and arrivals, so points differ only "
+                       "in the swept values), or the one given with --fix run.seed=N; for "
+                       "replicates, sweep the seed too: --set run.seed=1,2,3.")
     p.add_argument("scenario", metavar="SCENARIO.toml")
     p.add_argument("--set", dest="grid", action="append", required=True,
-                   metavar="KEY=V1,V2,...", help="a parameter and its values (repeatable)")
+                   metavar="KEY=V1,V2,...", help="a parameter and its values (repeatable); "
+                   "a name with dots is quoted as one key: "
+                   "controller.options.\"north.battery.p_set_w\"=0,5000")
     p.add_argument("--fix", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="a value fixed for every point")
     p.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")

@@ -170,6 +170,10 @@ SECOND_INVERTER = '\n[nodes.north.inverter2]\nkind = "inverter"\nsource = "pv"\n
      r"bad\.toml:5: run\.deadline_s: must be a non-negative number of seconds"),
     ("seed = 3", "seed = 3\nlate_after_s = -0.005",
      r"bad\.toml:5: run\.late_after_s: must be a non-negative number of seconds"),
+    # a seed the recording cannot store as a 64-bit integer (was an HDF5 type error, late)
+    ("seed = 3", "seed = 99999999999999999999",
+     r"bad\.toml:4: run\.seed: must be a whole number from 0 to 9223372036854775807"),
+    ("seed = 3", "seed = -5", r"bad\.toml:4: run\.seed: must be a whole number from 0"),
 ])
 def test_impossible_runs_and_sources_are_refused(old: str, new: str, expected: str) -> None:
     assert old in GOOD

@@ -1,13 +1,16 @@
 """Sweeps end as their points did: Ctrl-C keeps the finished rows, a failed point exits 1,
-bad input is one line before any point starts, a rerun replaces each point's files."""
+bad input is one line before any point starts, a rerun replaces each point's files; the
+local cluster starts without a word."""
 
 from __future__ import annotations
 
 import csv
 import os
 import signal
+import socket
 import sqlite3
 import time
+import warnings
 from pathlib import Path
 
 import dask
@@ -167,3 +170,28 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path: Path,
                      "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--scheduler tcp://127.0.0.1:1:" in err, err
+
+
+@pytest.mark.slow
+def test_the_local_cluster_starts_quietly_when_port_8787_is_taken() -> None:
+    """Another Dask cluster (or a notebook) holds 8787: the sweep's own cluster has no
+    dashboard to move, so Dask has nothing to warn about."""
+    from distributed import LocalCluster
+
+    from bench.sweep import _local_cluster
+
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", 8787))
+        holder.listen()
+    except OSError:  # taken already: just as good
+        pass
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cluster = _local_cluster(LocalCluster, 1)
+            cluster.close()
+        said = [str(w.message) for w in caught if not issubclass(w.category, ResourceWarning)]
+        assert said == [], said
+    finally:
+        holder.close()

@@ -154,7 +154,9 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
         raise RecordingError(f"{run.path}: too few good samples of {node}.{asset}")
     pack, initial = params_from_set(spec.params)
     soc0 = float(soc[np.flatnonzero(np.isfinite(soc))[0]])
-    fitted, report = fit_battery(t[ok], i[ok], v[ok], temp[ok], pack, soc0, n_rc=n_rc)
+    # per cell, like the table of changes below: the cell's fields
+    fitted, report = fit_battery(t[ok], i[ok], v[ok], temp[ok], pack, soc0, n_rc=n_rc,
+                                 per_cell=True)
     changes = {}
     for name in ("r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "capacity_ah"):
         old, new = getattr(pack.cell, name, None), getattr(fitted.cell, name, None)

@@ -149,9 +149,27 @@ def pulse_guesses(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     return out
 
 
+def _little_charge(moved_ah: float, capacity_ah: float, cells_parallel: int) -> str:
+    """Why the capacity is kept: the charge the recording moves through the pack, a share of
+    the pack's ``capacity_ah`` too small to read it from.  With ``cells_parallel`` (> 0) it
+    is said per cell, the pack's charge beside it: a reader of the cell's fields who is given
+    the pack's figures reads them as off by the number of cells in parallel."""
+    moved, of, share = moved_ah, capacity_ah, f"{moved_ah / capacity_ah:.2%}"
+    needs = f"(fitted from {_MIN_CHARGE_FRACTION:.0%})"
+    if cells_parallel <= 0:
+        return f"the recording moves {moved:.3g} Ah, {share} of {of:.4g} Ah {needs}"
+    through = ""
+    if cells_parallel > 1:
+        moved, of = moved_ah / cells_parallel, capacity_ah / cells_parallel
+        through = (f" through each cell ({moved_ah:.3g} Ah through the pack's "
+                   f"{cells_parallel} in parallel)")
+    return f"the recording moves {moved:.3g} Ah{through}, {share} of the cell's {of:.4g} Ah {needs}"
+
+
 def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
                 temp_c: np.ndarray, base: BatteryParams | PackParams, soc0: float,
-                n_rc: int = 2) -> tuple[BatteryParams | PackParams, dict[str, Any]]:
+                n_rc: int = 2, *, per_cell: bool = False
+                ) -> tuple[BatteryParams | PackParams, dict[str, Any]]:
     """Fit R0, R1, C1 (R2, C2) and capacity of ``base`` to a recording.
 
     Parameters
@@ -170,6 +188,10 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
         State of charge at the first sample, with the RC pairs relaxed. [-]
     n_rc
         Number of RC pairs in the fitted model; 1 drops a second pair of ``base``.
+    per_cell
+        Say the charge and capacity of ``why_not_determined`` per cell (and the pack's charge
+        beside it), for a reader who sees the cell's fields, as ``gridloop calibrate``'s
+        table shows them; the report's numbers are the pack's either way.
 
     Returns
     -------
@@ -178,9 +200,9 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
         factor of each field against ``base``, the fields the recording does not determine
         (kept at their base value) and why, those that ended at the edge of their range
         (``_MAX_FACTOR``), the relative standard error of each fitted field, the charge
-        the recording moves [Ah] and its fraction of the capacity, the initial guesses, RMS
-        voltage residuals with the base, the guessed and the fitted parameters [V], and the
-        optimiser's status.
+        the recording moves through the pack [Ah] and its fraction of the capacity, the
+        initial guesses, RMS voltage residuals with the base, the guessed and the fitted
+        parameters [V], and the optimiser's status.
     """
     fields = _fields(n_rc)
     t, i_a, v, temp = (np.asarray(a, dtype=float) for a in (t_s, current_a, voltage_v, temp_c))
@@ -266,9 +288,8 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     cap = fields.index("capacity_ah")
     if free[cap] and moved_ah < _MIN_CHARGE_FRACTION * capacity_ah:
         free[cap] = False
-        why["capacity_ah"] = (f"the recording moves {moved_ah:.3g} Ah, "
-                              f"{moved_ah / capacity_ah:.2%} of {capacity_ah:.4g} Ah (fitted from "
-                              f"{_MIN_CHARGE_FRACTION:.0%})")
+        why["capacity_ah"] = _little_charge(moved_ah, capacity_ah,
+                                            pack.cells_parallel if per_cell else 0)
     theta = np.where(free, theta0, 0.0)
     std_error = np.full(len(fields), np.nan)
     evaluations = 0

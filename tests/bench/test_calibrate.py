@@ -172,8 +172,10 @@ def test_a_capacity_the_recording_cannot_tell_keeps_the_twins_value(
     capsys.readouterr()
     assert main(["calibrate", str(run), "--asset", "lab.battery", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert ("capacity_ah: the recording moves 6.57 Ah, 0.29% of 2240 Ah (fitted from 1%)"
-            in text)
+    # per cell, as the table beside it shows capacity_ah (280 Ah), the pack's charge beside it
+    assert ("capacity_ah: the recording moves 0.821 Ah through each cell (6.57 Ah through the "
+            "pack's 8 in parallel), 0.29% of the cell's 280 Ah (fitted from 1%)" in text)
+    assert "2240" not in text
     result = calibrate(run, "lab.battery")
     assert "capacity_ah" in result.kept and "capacity_ah" not in result.at_bound
     assert result.changes["capacity_ah"] == (280.0, 280.0)

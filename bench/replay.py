@@ -167,14 +167,19 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
         # holds them, so a replay of it runs the controller it ran; and the ticks it has
         extra = [] if "run.mode=twin" in run.scenario_overrides else ["run.mode=twin"]
         extra.append(f"run.duration_s={_toml(n * run.dt)}")
+        # an error one of them causes names the option the user typed (--controller,
+        # --option), not a --set they never typed
+        labelled: list[str | tuple[str, str]] = list(extra)
         if controller is not None:
-            extra += [f"controller.name={_toml(controller)}", "controller.options={}"]
+            labelled += [(f"--controller {controller}", f"controller.name={_toml(controller)}"),
+                         (f"--controller {controller}", "controller.options={}")]
         # each --option KEY is one option name, dots and all (passthrough's
         # "island.battery.p_set_w"), so it is quoted as one key
         from bench.scenario import quote_key
 
-        extra += [f"controller.options.{quote_key(k)}={_toml(v)}"
-                  for k, v in (options or {}).items()]
+        labelled += [(f"--option {k}={_toml(v)}", f"controller.options.{quote_key(k)}={_toml(v)}")
+                     for k, v in (options or {}).items()]
+        extra = labelled
         s = run.scenario(extra, folder)
         source = _source_attrs(run, n, folder)
         if not source["replay_source_complete"]:
@@ -188,7 +193,11 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
                          "clipped")
         _check_files(path, s, folder, controller is not None)
         s = replace(s, run=replace(s.run, realtime=False))
-        plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))
+        # the twin's compiled (numba) code runs here: a signal is raised once it is built
+        from bench.cli import deferred_stop
+
+        with deferred_stop():
+            plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))
         plan.market = None  # a replay does not trade again
         measured = {r.key for r in run.signals("residual")}  # measured by a device
         values = np.full((n, len(plan.obs_keys)), np.nan)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, LateTickError
-from bench.paths import exclusive, replacing, same_file
-from bench.scenario import load
+from bench.paths import check_out, exclusive, replacing, same_file
+from bench.scenario import Override, load
 
 
 def default_ledger_path(out: Path) -> Path:
@@ -16,11 +17,18 @@ def default_ledger_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ledger.db")
 
 
-def say_replacing(out: Path) -> None:
+def say_replacing(out: Path, ledger: Path | None = None, holds: str = "") -> None:
     """One line on stderr when ``out`` holds a file that the command is about to replace
     (``gridloop run``, ``replay``), naming what it held: reruns (CI) replace a recording as
-    they always did, but never without a word.  Called once every refusal is past."""
+    they always did, but never without a word.  ``ledger``: the run's default ledger
+    (``RUN.ledger.db``), replaced with the recording, and what it ``holds`` (read from it
+    when not given): the line names it too (None: there was none).  Called once every
+    refusal is past."""
+    if ledger is not None and not holds:
+        ledger, holds = (ledger, _ledger_holds(ledger)) if ledger.is_file() else (None, "")
     if not out.is_file():
+        if ledger is not None:
+            print(f"gridloop: replacing {ledger} ({holds})", file=sys.stderr)
         return
     from bench.recording import open_run
 
@@ -37,7 +45,28 @@ def say_replacing(out: Path) -> None:
     # only a description: a file that is not a readable recording is replaced all the same
     except (BenchError, OSError, RuntimeError, KeyError, ValueError):
         what = "not a readable recording"
-    print(f"gridloop: replacing {out} ({what})", file=sys.stderr)
+    also = "" if ledger is None else f" and its ledger {ledger} ({holds})"
+    print(f"gridloop: replacing {out} ({what}){also}", file=sys.stderr)
+
+
+def _ledger_holds(path: Path) -> str:
+    """What a ledger file holds, in a few words (read only: it is left as it was)."""
+    from ledger import open_store
+
+    try:
+        store = open_store(path, create=False, readonly=True)
+        try:
+            head = store.head()
+            sealed, pending = store.count()
+        finally:
+            store.close()
+    # only a description: a file that is not a readable ledger is replaced all the same
+    except Exception:
+        return "not a readable ledger"
+    blocks = 0 if head is None else head.height + 1
+    return (f"{blocks} block{'' if blocks == 1 else 's'}, {sealed} record"
+            f"{'' if sealed == 1 else 's'} in blocks" + (f", {pending} pending" if pending
+                                                          else ""))
 
 
 def _warn_capped_hardware(scenario: Any) -> None:
@@ -59,9 +88,9 @@ def _warn_capped_hardware(scenario: Any) -> None:
             "(or --mode hardware) to use the devices"), stacklevel=2)
 
 
-def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None = None,
-            view: bool = False, quiet: bool = False, json_out: Path | None = None,
-            say_replaced: bool = False) -> int:
+def execute(scenario_path: Path, out: Path, overrides: Sequence[Override],
+            ledger: str | None = None, view: bool = False, quiet: bool = False,
+            json_out: Path | None = None, say_replaced: bool = False) -> int:
     """Run a scenario to ``out`` and print its summary; returns the exit status.  With
     ``json_out``, the same summary and the checks' outcomes are also written there as JSON
     (:func:`result_document`), in every outcome: a run that stopped on an error, Ctrl-C or
@@ -77,6 +106,8 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
                             (ledger_path, "the ledger")):
             if other is not None and same_file(json_out, other):
                 raise BenchError(f"--json {json_out}: that is {what}; give another file")
+        # a folder that is not there: said now, not once the run is over
+        check_out(json_out, flag="--json")
     result = _Result(json_out, scenario_path, out)
     try:
         return _execute(scenario_path, out, overrides, ledger, view, quiet, result,
@@ -86,7 +117,7 @@ def execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | 
         raise
 
 
-def _execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str | None,
+def _execute(scenario_path: Path, out: Path, overrides: Sequence[Override], ledger: str | None,
              view: bool, quiet: bool, result: _Result, say_replaced: bool = False) -> int:
     """:func:`execute` once ``--json`` is known to name a file of its own."""
     scenario = load(scenario_path, overrides)
@@ -106,6 +137,9 @@ def _execute(scenario_path: Path, out: Path, overrides: list[str], ledger: str |
     if same_file(out, scenario_path):
         raise BenchError(f"--out {out}: that is the scenario ({scenario_path}); give another "
                          "file")
+    if out.is_dir():  # refused before the ledger and its keys are made beside it
+        raise BenchError(f"{out}: is a directory; name the recording's file (such as "
+                         f"{out / 'run.h5'})")
     # a second run to the same recording would replace this one's files as it writes them
     with exclusive(out, "gridloop run"):
         return _run_and_summarise(scenario, out, ledger, view, quiet, result, say_replaced)
@@ -122,10 +156,16 @@ class _Result:
         self.out = out
         self.before = _identity(out)  # a recording there already is not this run's
         self.doc: dict[str, Any] | None = None
+        #: a write failed (said once, by the error it raised): not tried again
+        self.unwritable = False
 
     def write(self, doc: dict[str, Any]) -> None:
-        if self.path is not None:
-            write_json(self.path, doc)
+        if self.path is not None and not self.unwritable:
+            try:
+                write_json(self.path, doc)
+            except BenchError:
+                self.unwritable = True
+                raise
             self.doc = doc
 
     def stopped(self, exc: BaseException) -> None:
@@ -133,7 +173,7 @@ class _Result:
         from bench.cli import exit_status, stop_reason
 
         status = exit_status(exc)
-        if self.path is None or status == 0:
+        if self.path is None or status == 0 or self.unwritable:
             return  # a closed stdout (| head) after the result was written: not an error
         if self.doc is not None:
             doc = {**self.doc, "status": status, "passed": False, "stopped": stop_reason(exc)}
@@ -182,19 +222,29 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     with deferred_stop():
         plan = build_plan(scenario, ledger=ledger_url)
     controller = controller_for(plan)  # its options checked before anything is replaced
+    # the default ledger belongs to the recording: a new run replaces both.  The previous
+    # run's is set aside, not deleted, until this run's recording replaces its recording:
+    # a run refused before that (its keys, its recording) leaves both as they were
+    previous = None
     if ledger is None:
-        # the default ledger belongs to the recording: a new run replaces both
-        for suffix in ("", "-wal", "-shm"):
-            Path(ledger_url + suffix).unlink(missing_ok=True)
-    if plan.market is not None:
-        # a ledger this run cannot append to is refused before the recording is replaced
-        plan.market.open()
-    if say_replaced:  # every refusal is past: the recording there is replaced now
-        say_replacing(out)
-    print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
-          f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
-          f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",
-          file=sys.stderr)
+        previous = _PreviousLedger(Path(ledger_url), out, result.before,
+                                   plan.market.keys if plan.market is not None else None)
+    try:
+        if plan.market is not None:
+            # a ledger this run cannot append to is refused before the recording is replaced
+            plan.market.open()
+        if say_replaced:  # every refusal is past: the recording there is replaced now
+            say_replacing(out, *(previous.said() if previous is not None else (None, "")))
+        print(f"{scenario.run.name}: {len(scenario.nodes)} node(s), "
+              f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
+              f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",
+              file=sys.stderr)
+    except BaseException:
+        if plan.market is not None:
+            plan.market.close()
+        if previous is not None:
+            previous.restore()
+        raise
     try:
         if view:
             from bench.view.app import show_live
@@ -222,14 +272,23 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     finally:
         if plan.market is not None:
             plan.market.close()
+        if previous is not None:  # kept, or deleted once this run's recording is there
+            previous.settle()
     with open_run(out) as run:
         fig = figures(run)
         outcomes = evaluate(run, scenario.checks)
     # a device that never gave a reading: an absent or miswired kit, not a run to pass
     silent = fig.never_read()
     status = 0 if all(o.passed for o in outcomes) and not silent else 1
-    # the JSON first: a reader of stdout that stops early (| head) does not lose it
-    result.write(result_document(result.scenario_path, out, fig, outcomes, summary, status))
+    # the JSON first: a reader of stdout that stops early (| head) does not lose it; one
+    # that cannot be written (its folder checked before the run) ends the command once the
+    # summary and the checks are printed
+    unwritten: BenchError | None = None
+    try:
+        result.write(result_document(result.scenario_path, out, fig, outcomes, summary,
+                                     status))
+    except BenchError as exc:
+        unwritten = exc
     print(format_figures(fig))
     print(f"{summary.ticks} ticks in {summary.wall_s:.2f} s wall "
           f"({summary.realtime_factor:.1f}x real time); recording {out}")
@@ -243,7 +302,76 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
         print(f"gridloop: run failed: no valid reading in any of the {fig.ticks} ticks from "
               f"{names}; {'its' if len(silent) == 1 else 'their'} figures are null",
               file=sys.stderr)
+    if unwritten is not None:
+        sys.stdout.flush()
+        raise unwritten
     return status
+
+
+class _PreviousLedger:
+    """The default ledger (``RUN.ledger.db`` and its ``-wal``, ``-shm``) of the recording a
+    run is about to replace, moved aside (``.RUN.ledger.db.PID.previous``) so the run starts
+    a ledger of its own there; :meth:`restore` puts it back (and removes what the run
+    made: its new ledger, and its key folder when there was none), :meth:`settle` deletes
+    it once the run's recording has replaced the previous one, else restores it."""
+
+    SUFFIXES = ("", "-wal", "-shm")
+
+    def __init__(self, path: Path, out: Path, before: tuple[int, int, int] | None,
+                 keys: Path | None) -> None:
+        import os
+
+        self.path = path
+        self.out = out
+        self.before = before
+        self.keys = keys
+        self.had_keys = keys is not None and keys.exists()
+        self.aside = path.with_name(f".{path.name}.{os.getpid()}.previous")
+        self.moved: list[str] = []
+        try:
+            for suffix in self.SUFFIXES:
+                if Path(str(path) + suffix).exists():
+                    os.replace(str(path) + suffix, str(self.aside) + suffix)
+                    self.moved.append(suffix)
+        except OSError as exc:
+            self.restore()
+            raise BenchError(f"{path}: cannot replace the previous run's ledger "
+                             f"({(exc.strerror or str(exc)).lower()})") from None
+
+    def said(self) -> tuple[Path | None, str]:
+        """``(path, what it held)`` of the ledger set aside, for :func:`say_replacing`
+        (``(None, "")``: there was none)."""
+        if "" not in self.moved:
+            return None, ""
+        return self.path, _ledger_holds(self.aside)
+
+    def restore(self) -> None:
+        """Put the previous ledger back (nothing of it was replaced)."""
+        import os
+        import shutil
+
+        try:
+            for suffix in self.SUFFIXES:
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            for suffix in list(self.moved):
+                os.replace(str(self.aside) + suffix, str(self.path) + suffix)
+                self.moved.remove(suffix)
+        except OSError as exc:  # said, and the run's own error goes on
+            print(f"gridloop: warning: {self.path}: cannot put the previous run's ledger "
+                  f"back ({(exc.strerror or str(exc)).lower()}); it is "
+                  f"{self.aside}", file=sys.stderr)
+        if self.keys is not None and not self.had_keys and self.keys.is_dir():
+            shutil.rmtree(self.keys, ignore_errors=True)  # made by this run, for no run
+
+    def settle(self) -> None:
+        """Delete the previous ledger once the run's recording replaced the previous
+        recording (or made a first one); restore it when the run stopped before that."""
+        if _identity(self.out) in (None, self.before):
+            self.restore()
+            return
+        for suffix in self.moved:
+            Path(str(self.aside) + suffix).unlink(missing_ok=True)
+        self.moved = []
 
 
 def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any],

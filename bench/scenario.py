@@ -32,6 +32,7 @@ import math
 import re
 import tomllib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -230,6 +231,10 @@ class Scenario:
     overrides: tuple[str, ...] = ()
     #: pass/fail checks on the run's signals (``[checks]``, :mod:`bench.checks`)
     checks: tuple[Check, ...] = ()
+    #: the scenario file as the user named it (errors say it so), ``<scenario>`` for a text
+    source: str = ""
+    #: where each key path was given: its file line, or the override that set it
+    origins: Any = field(default=None, compare=False, repr=False)
 
     def assets(self) -> list[tuple[str, str, AssetConfig]]:
         """Every (node, asset name, config), in file order."""
@@ -239,6 +244,14 @@ class Scenario:
         """The asset's mode under this run's mode (a run never raises an asset's mode)."""
         run_mode = "emulated" if self.run.mode == "replay" else self.run.mode
         return min(asset.mode, run_mode, key=MODE_ORDER.__getitem__)
+
+    def where(self, *path: str) -> str:
+        """``file:line: field`` of a key path, with the file as the user named it, or
+        ``--set KEY=VALUE: field`` (``--duration 0.03: field``) when an override gave it: what
+        an error about that field starts with."""
+        return _at(self.source or str(self.path or "<scenario>"),
+                   self.origins if self.origins is not None else _Lines(key_lines(self.text)),
+                   tuple(path))
 
     def resolve(self, relative: str) -> Path:
         """A path written in the scenario, relative to the scenario file."""
@@ -253,16 +266,81 @@ _TOP = {"run": RunConfig, "controller": ControllerConfig, "market": MarketConfig
 SECTIONS = ("run", "controller", "market", "profiles", "nodes", "checks")
 
 
-def _at(source: str, lines: dict, path: tuple[str, ...]) -> str:
+#: an override as given to :func:`parse`: ``KEY=VALUE`` (typed as ``--set KEY=VALUE``), or
+#: ``(label, "KEY=VALUE")`` where the user typed something else (``("--duration 0.03",
+#: "run.duration_s=0.03")``): errors it causes name it by its label
+Override = str | tuple[str, str]
+
+
+def labelled(item: Override) -> tuple[str, str]:
+    """``(label, KEY=VALUE)`` of an override: the label is what the user typed."""
+    return item if isinstance(item, tuple) else (f"--set {item}", item)
+
+
+def override_text(items: Sequence[Override]) -> tuple[str, ...]:
+    """The ``KEY=VALUE`` strings of overrides (what a recording keeps)."""
+    return tuple(labelled(o)[1] for o in items)
+
+
+class _Lines:
+    """Where each key path of a scenario was given: its line in the file (``file``, from
+    :func:`bench.tomlpos.key_lines`), or the override that set it (``sets``: the key path
+    an override set -> its label, in the order they were applied)."""
+
+    def __init__(self, file: dict[tuple[str, ...], int],
+                 sets: dict[tuple[str, ...], str] | None = None) -> None:
+        self.file = file
+        self.sets = sets or {}
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.file or path in self.sets
+
+    def under(self, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """The paths overrides set inside the table ``path`` (in the order applied)."""
+        n = len(path)
+        return [q for q in self.sets if len(q) > n and q[:n] == path] if n else []
+
+    def where(self, path: tuple[str, ...], tables: bool = True) -> int | str | None:
+        """What gave ``path``: the override that set it or a table holding it (its label),
+        else the line of it or of its nearest defined table in the file.  ``tables``: a
+        table an override set a key in is the override's (errors: :func:`parse` gives it
+        back to the file when the file alone is wrong the same way); else only a table the
+        overrides made is (notes)."""
+        for k in range(len(path), 0, -1):  # the value an override set, or one inside it
+            if path[:k] in self.sets:
+                return self.sets[path[:k]]
+        under = self.under(path)
+        if under and (tables or path not in self.file):
+            return self.sets[under[-1]]
+        return line_of(self.file, path)
+
+
+def _at(source: str, lines: _Lines, path: tuple[str, ...], tables: bool = True) -> str:
     """``file:line: field`` of a key path (the line of its nearest defined prefix), or
-    ``--set KEY=VALUE: field`` when the value came from the command line."""
-    line = line_of(lines, path) if lines else None
+    ``--set KEY=VALUE: field`` (the override's label) when the value came from the command
+    line."""
+    line = lines.where(path, tables)
     where = line if isinstance(line, str) else f"{source}:{line}" if line else source
     return f"{where}: {'.'.join(path) if path else '(top level)'}"
 
 
-def _fail(source: str, lines: dict, path: tuple[str, ...], message: str) -> ScenarioError:
-    return ScenarioError(f"{_at(source, lines, path)}: {message}")
+class _Located(ScenarioError):
+    """A scenario error about the field at ``path``: its location (:func:`_at`), then
+    ``tail`` (``": what is wrong"``)."""
+
+    def __init__(self, text: str, path: tuple[str, ...], tail: str) -> None:
+        super().__init__(text)
+        self.path = path
+        self.tail = tail
+
+
+def _fail(source: str, lines: _Lines, path: tuple[str, ...], message: str) -> ScenarioError:
+    return _Located(f"{_at(source, lines, path)}: {message}", path, f": {message}")
+
+
+def _note(source: str, lines: _Lines, path: tuple[str, ...], message: str) -> str:
+    """A warning's text: at the field's line, or the override that set it."""
+    return f"{_at(source, lines, path, tables=False)}: {message}"
 
 
 def _parameter_error(source: str, lines: dict, exc: ParameterError) -> ScenarioError:
@@ -281,12 +359,18 @@ def _parameter_error(source: str, lines: dict, exc: ParameterError) -> ScenarioE
 
 
 def parse(text: str, source: str = "<scenario>", path: Path | None = None,
-          overrides: list[str] | tuple[str, ...] = (), check_files: bool = True) -> Scenario:
-    """Validate scenario ``text``; ``overrides`` are ``--set`` strings ``KEY=VALUE``.
+          overrides: Sequence[Override] = (), check_files: bool = True) -> Scenario:
+    """Validate scenario ``text``; ``overrides`` are ``--set`` strings ``KEY=VALUE``, or
+    ``(label, KEY=VALUE)`` pairs for those the user typed otherwise (``--duration 0.03``):
+    an error an override causes names it as typed, one in the file names the file's line
+    (``source``, as the user named the file).
 
     ``check_files=False`` leaves the files it names unchecked: a recording's scenario read
-    on another machine, or after its profile files moved, still says what ran.
+    on another machine, or after its profile files moved, still says what ran.  Checked,
+    each asset's parameter sets (with its ``override`` table) and initial conditions are
+    read here too, so an error in them names its line or override before anything starts.
     """
+    items = [labelled(o) for o in overrides]
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -294,11 +378,53 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
         m = re.search(r"line (\d+)", msg)
         where = f"{source}:{m.group(1)}" if m else source
         raise ScenarioError(f"{where}: not valid TOML: {msg}") from None
-    lines: dict[tuple[str, ...], int | str] = dict(key_lines(text))
-    for item in overrides:
+    sets: dict[tuple[str, ...], str] = {}
+    paths = []
+    for label, item in items:
         # an error in an overridden value is the command line's, not the file's
-        lines[apply_override(doc, item)] = f"--set {item}"
+        at = apply_override(doc, item, label)
+        sets.pop(at, None)  # the last override of a key is the one that counts
+        sets[at] = label
+        paths.append(at)
+    lines = _Lines(dict(key_lines(text)), sets)
+    try:
+        return _parse_doc(doc, text, source, path, items, lines, check_files)
+    except _Located as exc:
+        under = lines.under(exc.path) if exc.path not in lines.sets else []
+        if not under or exc.path not in lines.file:
+            raise
+        raise _blame(exc, under, text, source, path, items, paths, lines,
+                     check_files) from None
 
+
+def _blame(exc: _Located, under: list[tuple[str, ...]], text: str, source: str,
+           path: Path | None, items: list[tuple[str, str]], paths: list[tuple[str, ...]],
+           lines: _Lines, check_files: bool) -> _Located:
+    """An error about a table of the file that overrides set keys in (``under``): the
+    last of them without which the scenario is not wrong that way, else the file's own when
+    it is wrong that way without them all (as said: the last of them)."""
+    def same(rest: list[tuple[str, str]]) -> _Located | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parse(text, source, path, rest, check_files)
+        except _Located as again:
+            if again.path == exc.path and again.tail == exc.tail:
+                return again
+        except ScenarioError:
+            pass
+        return None
+
+    for q in reversed(under):
+        if same([o for o, at in zip(items, paths) if at != q]) is None:
+            one = _Lines(lines.file, {q: lines.sets[q]})
+            return _Located(f"{_at(source, one, exc.path)}{exc.tail}", exc.path, exc.tail)
+    return same([o for o, at in zip(items, paths) if at not in under]) or exc
+
+
+def _parse_doc(doc: dict, text: str, source: str, path: Path | None,
+               items: list[tuple[str, str]], lines: _Lines, check_files: bool) -> Scenario:
+    """:func:`parse` once the overrides are applied to ``doc``."""
     for key in doc:
         if key not in SECTIONS:
             from twin.params import did_you_mean
@@ -324,10 +450,10 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
                 _check_fields(nodes[node][asset], raw, ("nodes", node, asset), source, lines)
                 if raw.get("device") and "mode" not in raw:
                     # an address without a mode: the author most likely meant the device
-                    warnings.warn(ScenarioWarning(str(_fail(
+                    warnings.warn(ScenarioWarning(_note(
                         source, lines, ("nodes", node, asset, "device"),
                         'not used: the asset is emulated (the default mode); set mode = '
-                        '"hardware" to run against the device'))), stacklevel=2)
+                        '"hardware" to run against the device')), stacklevel=2)
     except ParameterError as exc:
         raise _parameter_error(source, lines, exc) from None
 
@@ -340,8 +466,11 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
             raise _fail(source, lines, ("checks", c.key), f"no asset {node}.{asset}")
     scenario = Scenario(run=parts["run"], controller=parts["controller"], nodes=nodes,
                         profiles=profiles, market=parts["market"], path=path, text=text,
-                        overrides=tuple(overrides), checks=checks)
+                        overrides=override_text(items), checks=checks, source=source,
+                        origins=lines)
     _cross_check(scenario, source, lines, check_files)
+    if check_files:
+        _check_assets(scenario, source, lines)
     if not scenario.run.realtime and any(scenario.effective_mode(c) == "hardware"
                                          for _, _, c in scenario.assets()):
         # a physical device lives on the wall clock: the twin and controller keep its pace
@@ -350,8 +479,39 @@ def parse(text: str, source: str = "<scenario>", path: Path | None = None,
     return scenario
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Read and validate a scenario file."""
+def _check_assets(s: Scenario, source: str, lines: _Lines) -> None:
+    """Read each asset's parameter sets with its ``override`` (and its emulator's, with
+    ``emulator_scale``) and check its initial conditions, as the build will: an error names
+    the field's line, or the override that gave it, before anything starts."""
+    from bench import build
+
+    cache: dict[Path, Any] = {}
+    asked: dict[str, tuple[str, ...]] = {}
+
+    def where(*path: str) -> str:
+        text = _at(source, lines, path)
+        asked[text] = path
+        return text
+
+    for node, name, cfg in s.assets():
+        asked.clear()
+        try:
+            build._asset_params(s, node, name, cfg, where, False, cache)
+            if s.effective_mode(cfg) != "twin" and (cfg.emulator_params or cfg.emulator_scale):
+                build._asset_params(s, node, name, cfg, where, True, cache)
+            if cfg.initial:
+                build._check_initial(cfg.kind, cfg.initial, where("nodes", node, name,
+                                                                  "initial"))
+        except ScenarioError as exc:
+            text = str(exc)
+            for at in sorted(asked, key=len, reverse=True):  # the field it names
+                if text.startswith(at):
+                    raise _Located(text, asked[at], text[len(at):]) from None
+            raise
+
+
+def load(path: str | Path, overrides: Sequence[Override] = ()) -> Scenario:
+    """Read and validate a scenario file (errors name it as given: ``path``, not resolved)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -435,10 +595,10 @@ def _check_fields(cfg: AssetConfig, raw: dict, path: tuple[str, ...], source: st
                         f"a tolerance is a non-negative number in the signal's unit, "
                         f"not {value!r}")
     if cfg.faults and cfg.mode == "twin":
-        warnings.warn(ScenarioWarning(str(_fail(
+        warnings.warn(ScenarioWarning(_note(
             source, lines, path + ("faults",),
             'not used: the asset\'s mode is "twin" (no emulator to inject the faults into); '
-            'set mode = "emulated" to inject them'))), stacklevel=3)
+            'set mode = "emulated" to inject them')), stacklevel=3)
 
 
 #: back-ends a scenario names, by the kinds that may use them
@@ -499,10 +659,10 @@ def _cross_check(s: Scenario, source: str, lines: dict, check_files: bool = True
                             "(backend, host/port or serial port)")
         for name, cfg in assets.items():
             if cfg.kind == "pv" and name not in fed_by:
-                warnings.warn(ScenarioWarning(str(_fail(
+                warnings.warn(ScenarioWarning(_note(
                     source, lines, ("nodes", node, name),
                     "no inverter takes this pv (give one source = "
-                    f'"{name}"): its energy reaches nothing'))), stacklevel=3)
+                    f'"{name}"): its energy reaches nothing')), stacklevel=3)
     used = {c.profile for _, _, c in s.assets()}
     for name, p in s.profiles.items():
         path = ("profiles", name)
@@ -514,8 +674,8 @@ def _cross_check(s: Scenario, source: str, lines: dict, check_files: bool = True
                    "gpu_rack's workload or power drive the twin)"
                    if p.kind in ("price", "temperature") else
                    "no asset names it in its profile field")
-            warnings.warn(ScenarioWarning(str(_fail(
-                source, lines, path, f"not used, so never built or checked: {why}"))),
+            warnings.warn(ScenarioWarning(_note(
+                source, lines, path, f"not used, so never built or checked: {why}")),
                 stacklevel=3)
     if s.market.kind != "none":
         ticks = s.market.interval_s / s.run.dt_s
@@ -612,8 +772,9 @@ def join_key(path: list[str] | tuple[str, ...]) -> str:
     return ".".join(quote_key(p) for p in path)
 
 
-def apply_override(doc: dict, item: str) -> tuple[str, ...]:
+def apply_override(doc: dict, item: str, label: str = "") -> tuple[str, ...]:
     """Apply one ``--set KEY=VALUE`` to the raw document; returns the key path it set.
+    Errors start with ``label`` (what the user typed; default ``--set KEY=VALUE``).
 
     ``run.dt_s=0.01`` and ``controller.options.limit_w=5e4`` set those fields;
     ``NODE.ASSET.KEY=VALUE`` sets an asset field (``north.battery.initial.soc=0.9``), or
@@ -623,30 +784,31 @@ def apply_override(doc: dict, item: str) -> tuple[str, ...]:
     as in TOML: ``controller.options."north.battery.p_set_w"=0`` sets the passthrough option
     of that name (unquoted, its dots would make it a table of tables).
     """
+    label = label or f"--set {item}"
     try:
         key, raw = split_override(item)
         if not key.strip():
             raise ValueError("expected KEY=VALUE")
         path = split_key(key)
     except ValueError as exc:
-        raise ScenarioError(f"--set {item}: {exc}") from None
+        raise ScenarioError(f"{label}: {exc}") from None
     value = parse_value(raw.strip())
     if path[0] == "checks" and len(path) == 5:  # checks.NODE.ASSET.SIGNAL.BOUND
         path = ["checks", ".".join(path[1:4]), path[4]]
     if path[0] not in SECTIONS:
         if len(path) < 3:
-            raise ScenarioError(f"--set {item}: expected SECTION.KEY ({', '.join(SECTIONS)}) "
+            raise ScenarioError(f"{label}: expected SECTION.KEY ({', '.join(SECTIONS)}) "
                                 "or NODE.ASSET.KEY")
         node, asset, name = path[:3]
         nodes = doc.get("nodes", {})
         if node not in nodes:
             from twin.params import did_you_mean
 
-            raise ScenarioError(f"--set {item}: no node '{node}'{did_you_mean(node, nodes)}")
+            raise ScenarioError(f"{label}: no node '{node}'{did_you_mean(node, nodes)}")
         if asset not in nodes[node]:
             from twin.params import did_you_mean
 
-            raise ScenarioError(f"--set {item}: node '{node}' has no asset '{asset}'"
+            raise ScenarioError(f"{label}: node '{node}' has no asset '{asset}'"
                                 f"{did_you_mean(asset, nodes[node])}")
         fields = {f.name for f in dataclasses.fields(AssetConfig)}
         path = ["nodes", node, asset] + (path[2:] if name in fields
@@ -655,7 +817,7 @@ def apply_override(doc: dict, item: str) -> tuple[str, ...]:
     for i, part in enumerate(path[:-1]):
         nxt = target.setdefault(part, {})
         if not isinstance(nxt, dict):
-            raise ScenarioError(f"--set {item}: '{part}' is not a table"
+            raise ScenarioError(f"{label}: '{part}' is not a table"
                                 f"{_quote_hint(path[:i + 1], path[i + 1:], raw.strip())}")
         target = nxt
     target[path[-1]] = value

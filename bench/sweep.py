@@ -152,7 +152,7 @@ def run_batch(scenario_path: str, batch: list[Point], out_dir: str,
         t0 = time.perf_counter()
         try:
             _clear(out)
-            s = load(scenario_path, list(extra) + list(p.overrides))  # as check_points did
+            s = load(scenario_path, _fixed(extra) + list(p.overrides))  # as check_points did
             plan = build_plan(s, ledger=str(ledger_path(out)))
             run_plan(plan, out, progress=False)
             with open_run(out) as r:
@@ -187,6 +187,11 @@ class SweepResult:
     interrupted: int
 
 
+def _fixed(extra: Sequence[str]) -> list[str | tuple[str, str]]:
+    """The ``--fix KEY=VALUE`` overrides, each named as typed in the errors it causes."""
+    return [(f"--fix {x}", x) for x in extra]
+
+
 def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
                  extra: Sequence[str] = ()) -> list[Point]:
     """The grid's points, each scenario loaded and built as ``gridloop run`` would before
@@ -195,7 +200,7 @@ def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
     from bench.build import build_plan
     from bench.engine import controller_for
 
-    base = load(scenario_path, list(extra))
+    base = load(scenario_path, _fixed(extra))
     grid = parse_grid(items)
     fixed = {_canonical(split_override(x)[0]) for x in extra}  # each checked by load above
     for key, _ in grid:
@@ -205,7 +210,7 @@ def check_points(scenario_path: Path, items: Sequence[str], out_dir: Path,
     # every point runs with the scenario's seed, or the one given (swept or fixed)
     for p in points(grid, base.run.seed):
         try:
-            s = load(scenario_path, list(extra) + list(p.overrides))
+            s = load(scenario_path, _fixed(extra) + list(p.overrides))
             controller_for(build_plan(s, ledger=str(ledger_path(recording_path(out_dir,
                                                                             p.index)))))
         except user_errors() as exc:

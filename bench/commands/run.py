@@ -39,19 +39,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from bench.runner import execute
 
-    overrides = list(args.overrides)
-    if args.mode:
-        overrides.append(f"run.mode={args.mode}")
-    if args.seed is not None:
-        overrides.append(f"run.seed={args.seed}")
-    if args.realtime:
-        overrides.append("run.realtime=true")
-    if args.duration is not None:
-        overrides.append(f"run.duration_s={args.duration}")
+    overrides = option_overrides(args)
     out = Path(args.out) if args.out else default_out(Path(args.scenario))
     return execute(Path(args.scenario), out, overrides, ledger=args.ledger, view=args.view,
                    quiet=args.quiet, json_out=Path(args.json) if args.json else None,
                    say_replaced=True)
+
+
+def option_overrides(args: argparse.Namespace) -> list[str | tuple[str, str]]:
+    """The scenario overrides of ``run``'s options: each ``--set`` as typed, and ``--mode``,
+    ``--seed``, ``--realtime`` and ``--duration`` as ``(option as typed, KEY=VALUE)``, so an
+    error names the option the user gave, not a ``--set`` they never typed."""
+    overrides: list[str | tuple[str, str]] = list(args.overrides)
+    if getattr(args, "mode", None):
+        overrides.append((f"--mode {args.mode}", f"run.mode={args.mode}"))
+    if getattr(args, "seed", None) is not None:
+        overrides.append((f"--seed {args.seed}", f"run.seed={args.seed}"))
+    if getattr(args, "realtime", False):
+        overrides.append(("--realtime", "run.realtime=true"))
+    if args.duration is not None:
+        overrides.append((f"--duration {_typed(args.duration)}",
+                          f"run.duration_s={args.duration}"))
+    return overrides
+
+
+def _typed(value: float) -> str:
+    """A number as the user most likely typed it (``--duration 30``, not ``30.0``)."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def default_out(scenario: Path) -> Path:

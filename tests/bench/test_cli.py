@@ -83,13 +83,14 @@ def test_replay_same_controller_does_not_diverge_another_does(recording: Path, t
     (["run", "nope.toml"], "nope.toml: no such scenario file"),
     (["run", str(SCENARIO), "--set", "run.dt_s=-1"],
      "--set run.dt_s=-1: run.dt_s: must be a positive"),
-    (["run", str(SCENARIO), "--duration", "0"], "--set run.duration_s=0.0: run.duration_s: "
+    (["run", str(SCENARIO), "--duration", "0"], "--duration 0: run.duration_s: "
                                                 "must be positive"),
     (["run", str(SCENARIO), "--set", "north.batery.x=1"], "did you mean 'battery'"),
     (["run", str(SCENARIO), "--set", "north.battery.capacity_a=1"],
      "capacity_a: unknown parameter"),
     (["run", str(SCENARIO), "--set", "south.battery.initial.soc=1.5"],
-     "two_nodes.toml:60: nodes.south.battery.initial.soc: must be in [0, 1]"),
+     "--set south.battery.initial.soc=1.5: nodes.south.battery.initial.soc: must be in "
+     "[0, 1]"),
     (["run", str(SCENARIO), "--set", "south.battery.initial.sco=0.2"],
      "nodes.south.battery.initial: unknown initial condition 'sco'; one of soc,"),
     (["run", str(SCENARIO), "--set", "south.battery.initial.soc=full"],

@@ -464,25 +464,56 @@ class _Pending:
         self.map_options = map_options
 
 
+#: what the messages of an emulated device's client call its address: the emulator's TCP
+#: port and pseudo-terminal are other ones each run, and a run's events are the same each
+#: run (a hardware device's messages keep its real address)
+EMULATOR_TCP_LABEL = "its emulator"
+EMULATOR_PTY_LABEL = "its emulator's pty"
+
+
 class _Emulators:
     """The run's emulators, in a process of their own, stepped on the bench's clock; their
-    fault events are recorded; client devices connect once the servers listen."""
+    fault events are recorded; client devices connect once the servers listen.
+
+    The events of the emulators arrive as their servers answered, the devices' requests
+    interleaved as the concurrent reads completed: each batch (a tick's, received while the
+    plants advance) is recorded in the scenario's device order, each device's own events in
+    the order they happened, so two runs of a scenario record the same ``/events``."""
 
     def __init__(self, s: Scenario, plan: Plan) -> None:
         from bench.emulation import EmulatorProcess
 
         self.plan = plan
+        self._events: list[tuple[float, str, str]] = []
+        self.process = EmulatorProcess(s, s.overrides, self._event)
 
-        def on_event(t: float, kind: str, message: str) -> None:
-            if plan._rec is not None:  # faults injected by emulators land in /events
-                plan._rec.event(t, kind, message)
+    def _event(self, t: float, kind: str, message: str) -> None:
+        self._events.append((t, kind, message))
 
-        self.process = EmulatorProcess(s, s.overrides, on_event)
+    def _record_events(self) -> None:
+        """Record the events received since the last time (faults injected by emulators
+        land in /events), sorted by time, then device (scenario order), stably."""
+        events, self._events = self._events, []
+        rec = self.plan._rec
+        if rec is None or not events:
+            return
+        order = {f"{slot.node}/{slot.asset}": i for i, slot in enumerate(self.plan.devices)}
+
+        def key(event: tuple[float, str, str]) -> tuple[float, int]:
+            # an emulator's message starts with its device, ``node/asset: ``
+            device = event[2].partition(":")[0]
+            return event[0], order.get(device, len(order))
+
+        for t, kind, message in sorted(events, key=key):
+            rec.event(t, kind, message)
 
     async def start(self) -> None:
         from firmware_bridge.registry import open_device
 
-        where = {(d["node"], d["asset"]): d for d in self.process.start()}
+        try:
+            where = {(d["node"], d["asset"]): d for d in self.process.start()}
+        finally:
+            self._record_events()
         capture = {"capture": self.plan.capture} if self.plan.capture is not None else {}
         for slot in self.plan.devices:
             pending = slot.device
@@ -493,18 +524,29 @@ class _Emulators:
             if d["transport"] == "tcp":
                 slot.device = open_device("modbus_tcp", host=d["host"], port=d["port"],
                                           unit=d["unit"], map=pending.map_name, name=name,
-                                          **capture)
+                                          address_label=EMULATOR_TCP_LABEL, **capture)
             elif d["transport"] == "rtu":
                 slot.device = open_device("modbus_rtu", port=d["serial_port"], unit=d["unit"],
-                                          map=pending.map_name, name=name, **capture)
+                                          map=pending.map_name, name=name,
+                                          address_label=EMULATOR_PTY_LABEL, **capture)
             else:
-                slot.device = open_device("serial", port=d["serial_port"], name=name)
+                slot.device = open_device("serial", port=d["serial_port"], name=name,
+                                          address_label=EMULATOR_PTY_LABEL)
 
     def advance(self, dt: float) -> None:
-        self.process.advance(dt)
+        try:
+            self.process.advance(dt)
+        finally:
+            self._record_events()
 
     def prepare(self, dt: float) -> None:
-        self.process.prepare(dt)
+        try:
+            self.process.prepare(dt)
+        finally:
+            self._record_events()
 
     async def stop(self) -> None:
-        self.process.stop()
+        try:
+            self.process.stop()
+        finally:
+            self._record_events()

@@ -21,11 +21,18 @@ scenario (text, path, overrides), the child answers ``{"devices": [...]}`` (what
 answered ``{"ok": t}`` (``{"prepare": dt}`` too, which only precomputes what depends on
 ``dt``), and ``{"stop": true}`` ends it.  Fault events the emulators inject
 come as ``{"event": kind, "message": ..., "t": ...}`` lines in between.
+
+The child runs in a session (and process group) of its own, as the recorder's writer does:
+Ctrl-C in a terminal signals the terminal's whole process group, and the emulators must
+keep answering until the run stops at its next tick and stops them (the ``stop`` command).
+It ends by itself when its stdin closes (the bench died, even of SIGKILL), and a bench that
+exits without stopping it kills it on its way out, so no emulator outlives its run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import json
 import subprocess
@@ -120,9 +127,14 @@ class EmulatorProcess:
 
     def start(self) -> list[dict[str, Any]]:
         """Start the child and wait until its servers listen; returns their descriptions."""
+        # a session of its own: Ctrl-C (the terminal's process group) reaches the bench,
+        # which stops its run at the next tick and then the emulators, not the emulators
+        # in the middle of a tick
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "bench.emulation"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True)
+        atexit.register(self._kill)
         threading.Thread(target=self._drain_stderr, daemon=True,
                          name="gridloop-emulators-stderr").start()
         self._send({"scenario": self.scenario.text,
@@ -180,7 +192,11 @@ class EmulatorProcess:
         self._receive()
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
+        """Stop the servers and wait for the child to exit (killed after 10 s)."""
+        if self._proc is None:
+            return
+        atexit.unregister(self._kill)
+        if self._proc.poll() is not None:
             return
         try:
             self._send({"stop": True})
@@ -188,10 +204,27 @@ class EmulatorProcess:
         except BenchError:
             pass
         try:
+            self._proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
             self._proc.wait(10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+    def _kill(self) -> None:
+        """At the bench's exit, a child never stopped (a run that did not reach its stop
+        path): in its own session no signal of the terminal's reaches it, so it is ended
+        here rather than left serving."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 # -- child side -----------------------------------------------------------------------------

@@ -74,6 +74,9 @@ class DeviceSlot:
     #: a point the device has and the run cannot use, or the reverse, said once:
     #: ``("signal", name)`` or ``("setpoint", name)``
     unplaced: set[tuple[str, str]] = field(default_factory=set)
+    #: its events (t, kind, message) and warning lines (or None) held while the devices'
+    #: I/O runs concurrently, recorded in device order once it is over
+    said: list[tuple[float, str, str, str | None]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -347,7 +350,10 @@ class Plan:
         self.observe_twin(k)
         self.obs_values[self._measured_mask] = np.nan
         if self.devices:
-            await asyncio.gather(*(self._read(slot, t) for slot in self.devices))
+            try:
+                await asyncio.gather(*(self._read(slot, t) for slot in self.devices))
+            finally:
+                self._said()
 
     async def _read(self, slot: DeviceSlot, t: float) -> None:
         from firmware_bridge.device import Quality, poll
@@ -397,9 +403,26 @@ class Plan:
                   message: str) -> None:
         """Say once that points of ``slot`` are on one side only (device or run)."""
         slot.unplaced.update(points)
-        if self._rec is not None:
-            self._rec.event(t, "device_unplaced", message)
-        warnings.warn(DeviceWarning(message), stacklevel=1)
+        self._say(slot, t, "device_unplaced", message, message)
+
+    def _say(self, slot: DeviceSlot, t: float, kind: str, message: str,
+             warning: str | None) -> None:
+        """An event of ``slot``'s (and its warning line, or None), held until the
+        concurrent I/O of the step is over (:meth:`_said`)."""
+        slot.said.append((t, kind, message, warning))
+
+    def _said(self) -> None:
+        """Record the events the devices' I/O held, device by device in the scenario's
+        order (each device's in the order they came), and say their warnings: concurrent
+        reads and writes complete in any order, and two runs of one scenario must record
+        the same ``/events``."""
+        for slot in self.devices:
+            said, slot.said = slot.said, []
+            for t, kind, message, warning in said:
+                if kind and self._rec is not None:
+                    self._rec.event(t, kind, message)
+                if warning is not None:
+                    warnings.warn(DeviceWarning(warning), stacklevel=1)
 
     def _count_error(self, slot: DeviceSlot, t: float, kind: str, message: str) -> None:
         """A failed read: the first of a streak is an event and a warning (at t = 0 too: a
@@ -408,11 +431,9 @@ class Plan:
         slot.errors += 1
         self.device_errors[slot.key] = slot.errors
         if slot.streak == 0:
-            if self._rec is not None:
-                self._rec.event(t, f"device_{kind}", message)
-            if not slot.open_failed:
-                warnings.warn(DeviceWarning(f"at t = {t:.3f} s: {message} (the run goes on; "
-                                            "reads retry it)"), stacklevel=1)
+            self._say(slot, t, f"device_{kind}", message,
+                      None if slot.open_failed else
+                      f"at t = {t:.3f} s: {message} (the run goes on; reads retry it)")
         slot.streak += 1
 
     def _write_failed(self, slot: DeviceSlot, t: float, values: Mapping[str, float],
@@ -434,11 +455,9 @@ class Plan:
         prefix = f"{slot.key}: "
         message = f"{slot.key}: write {what} failed: " + (why[len(prefix):]
                                                           if why.startswith(prefix) else why)
-        if self._rec is not None:
-            self._rec.event(t, "device_write_failed", message)
-        if slot.write_streak == 0 and slot.streak == 0:
-            warnings.warn(DeviceWarning(f"at t = {t:.3f} s: {message} (the run goes on; the "
-                                        "next tick writes it again)"), stacklevel=1)
+        self._say(slot, t, "device_write_failed", message,
+                  f"at t = {t:.3f} s: {message} (the run goes on; the next tick writes it "
+                  "again)" if slot.write_streak == 0 and slot.streak == 0 else None)
         slot.write_streak += 1
 
     def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int]) -> None:
@@ -484,8 +503,11 @@ class Plan:
                                    f"setpoint {name}; the run does not write it")
             if changed:
                 writes.append(self._write(slot, changed, t))
-        if writes:
-            await asyncio.gather(*writes)
+        try:
+            if writes:
+                await asyncio.gather(*writes)
+        finally:
+            self._said()
 
     async def _write(self, slot: DeviceSlot, values: dict[str, float], t: float) -> None:
         from firmware_bridge.errors import DeviceError
@@ -500,6 +522,7 @@ class Plan:
         slot.last_written.update(values)
 
     def record(self, rec: Recorder, k: int, t: float, wall: float, late: float) -> None:
+        self._said()
         row, flags = rec.row()
         self.record_row_values(row, t, wall, late, skipped=False)
         for slot in self.devices:
@@ -591,12 +614,14 @@ class Plan:
                 ours = isinstance(exc, TimeoutError) and not isinstance(exc, DeviceError)
                 message = _named(slot.key, f"no answer within {limit:g} s to open and read"
                                  if ours else exc)
-                rec.event(0.0, "device_open_failed", message)
                 slot.open_failed = True
-                warnings.warn(DeviceWarning(f"{message} (the run goes on; reads retry it)"),
-                              stacklevel=1)
+                self._say(slot, 0.0, "device_open_failed", message,
+                          f"{message} (the run goes on; reads retry it)")
 
-        await asyncio.gather(*(open_and_read(slot) for slot in self.devices))
+        try:
+            await asyncio.gather(*(open_and_read(slot) for slot in self.devices))
+        finally:
+            self._said()
 
     def _lockstep(self) -> None:
         """A run that is not real time: its emulated devices are judged on the bench's clock
@@ -627,6 +652,7 @@ class Plan:
         return self._clock_t
 
     async def stop(self) -> None:
+        self._said()
         if self.capture is not None and self._rec is not None:
             self.flush_capture(self._rec)
         for slot in self.devices:

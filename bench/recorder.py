@@ -57,6 +57,8 @@ from bench.errors import RecordingError
 FORMAT = "gridloop-run"
 FORMAT_VERSION = 1
 EVENT_DTYPE = np.dtype([("t", "f8"), ("kind", "S32"), ("message", "S256")])
+#: event kinds that end a recording's events, after anything recorded later
+FINAL_EVENTS = ("run_stopped",)
 #: rows of HDF5 chunks; 4096 ticks is 80 s at 50 Hz
 CHUNK = 4096
 #: at close, a writer that makes no progress this long (no batch taken from the bench, the
@@ -193,6 +195,7 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
         m_idx = np.array([r.measured for r in layout.residuals], dtype=int)
         t_idx = np.array([r.twin for r in layout.residuals], dtype=int)
         closing = False
+        complete = False
         while not closing:
             # everything waiting is written at once: when the bench runs ahead of the disk,
             # batches grow and each dataset's per-write cost is paid less often
@@ -203,8 +206,8 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
                 except EOFError:  # the bench died: keep what arrived, close properly
                     closing = True
                     break
-                if kind == "close":
-                    f.attrs["complete"] = bool(payload)
+                if kind == "close":  # marked complete below, once every batch is written
+                    complete = bool(payload)
                     closing = True
                     break
                 batches.append(payload)
@@ -238,6 +241,11 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
                 m = d.shape[0]
                 d.resize((m + len(rows),))
                 d[m:] = rows
+            f.flush()
+        if complete:
+            # only now: a writer killed before this line leaves a file marked incomplete,
+            # never one marked complete with some datasets short of the others
+            f.attrs["complete"] = True
             f.flush()
     except Exception:  # the bench must hear why its recording stopped
         try:
@@ -281,6 +289,8 @@ class Recorder:
         self._flags = np.zeros((capacity, ng), dtype=np.uint8)
         self._n = 0
         self._tables: dict[str, list] = {}
+        #: events recorded last whatever is recorded after them (``run_stopped``)
+        self._final_events: list[tuple] = []
         self._last_send = time.monotonic()
         #: ticks recorded so far, and ticks already in the writer process's pipe
         self.ticks = 0
@@ -337,8 +347,15 @@ class Recorder:
         self.commit()
 
     def event(self, t: float, kind: str, message: str) -> None:
-        """Record an event (a fault, a catch-up, a reconnect) at simulated time ``t``."""
-        self.table_rows("events", [(t, kind.encode()[:32], _clip(message, 256))])
+        """Record an event (a fault, a catch-up, a reconnect) at simulated time ``t``.
+
+        ``run_stopped`` (why a run ended early) is the recording's last event: what the
+        devices and emulators still report while the run stops is recorded before it."""
+        row = (t, kind.encode()[:32], _clip(message, 256))
+        if kind in FINAL_EVENTS:
+            self._final_events.append(row)
+            return
+        self.table_rows("events", [row])
 
     def table_rows(self, table: str, rows: list[tuple] | np.ndarray) -> None:
         """Append rows to a table (``events`` or one of the layout's tables)."""
@@ -402,6 +419,9 @@ class Recorder:
             return
         self._closed = True
         answered = True
+        if self._final_events:
+            self.table_rows("events", self._final_events)
+            self._final_events = []
         try:
             self._send()
         finally:

@@ -96,14 +96,20 @@ class ModbusDevice(Device):
         Records every transaction.
     backoff_s, backoff_max_s : float
         First and largest wait between failed reconnection attempts. [s]
+    address_label : str
+        What messages call the device's address instead of its host and port (or serial
+        port): a bench run names an emulated device ``its emulator``, whose port is another
+        each run, so that two runs of one scenario record the same messages.  Empty: the
+        real address (a lab's device, which an engineer goes and looks for).
     """
 
     def __init__(self, *, unit: int = 1, map: str | RegisterMap = "sunspec_inverter",
                  timeout_s: float = 0.5, base_address: int = DEFAULT_BASE_ADDRESS,
                  name: str = "", stale_after_s: float | None = None,
                  capture: Capture | None = None, backoff_s: float = 0.1,
-                 backoff_max_s: float = 5.0) -> None:
+                 backoff_max_s: float = 5.0, address_label: str = "") -> None:
         super().__init__(name)
+        self.address_label = str(address_label)
         if not 1 <= int(unit) <= 247:
             raise ConfigError(f"{self.name}: unit id must be 1..247, got {unit}")
         if not timeout_s > 0:
@@ -460,7 +466,8 @@ class ModbusTcpDevice(ModbusDevice):
     port : int
     **kwargs
         See :class:`ModbusDevice`: ``unit``, ``map``, ``timeout_s``, ``base_address``,
-        ``name``, ``stale_after_s``, ``capture``, ``backoff_s``, ``backoff_max_s``.
+        ``name``, ``stale_after_s``, ``capture``, ``backoff_s``, ``backoff_max_s``,
+        ``address_label``.
     """
 
     backend = "modbus_tcp"
@@ -475,7 +482,7 @@ class ModbusTcpDevice(ModbusDevice):
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.address_label or f"{self.host}:{self.port}"
 
     def _make_client(self) -> AsyncModbusTcpClient:
         return AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s,
@@ -532,10 +539,10 @@ class ModbusRtuDevice(ModbusDevice):
 
     @property
     def where(self) -> str:
-        return f"{self.port} ({self.line})"
+        return f"{self.address_label or self.port} ({self.line})"
 
     def _refused(self, exc: BaseException) -> str:
-        return refused(self.name, self.port, self.line, exc)
+        return refused(self.name, self.address_label or self.port, self.line, exc)
 
     def _make_client(self) -> AsyncModbusSerialClient:
         return AsyncModbusSerialClient(self.port, baudrate=self.baudrate, parity=self.parity,

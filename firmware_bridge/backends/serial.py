@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,6 +110,11 @@ class SerialDevice(Device):
     on_event : callable
         ``on_event(kind, message)`` on ``device.disconnect``, ``device.reconnect`` and
         ``device.reboot`` (kinds in :mod:`firmware_bridge.faults`).
+    address_label : str
+        What messages call the port instead of its path: a bench run names an emulated
+        board's pseudo-terminal ``its emulator's pty``, whose path is another each run, so
+        that two runs of one scenario record the same messages.  Empty: the path (a lab's
+        board, which an engineer goes and looks for).
     """
 
     backend = "serial"
@@ -117,9 +123,11 @@ class SerialDevice(Device):
                  bytesize: int = 8, parity: str = "N", stopbits: float = 1,
                  retries: int = 1, telemetry_max_age_s: float | None = None,
                  backoff_s: float = 0.05, backoff_max_s: float = 2.0,
-                 on_event: EventSink | None = None, name: str = "") -> None:
+                 on_event: EventSink | None = None, name: str = "",
+                 address_label: str = "") -> None:
         super().__init__(name or f"serial:{port}")
         self.port = str(port)
+        self.address_label = str(address_label)
         self.baudrate, self.bytesize, self.parity, self.stopbits = validate_line(
             baudrate, bytesize, parity, stopbits)
         if not timeout_s > 0:
@@ -169,6 +177,16 @@ class SerialDevice(Device):
     def line(self) -> str:
         """The line settings, ``115200 8N1``."""
         return label(self.baudrate, self.bytesize, self.parity, self.stopbits)
+
+    @property
+    def where(self) -> str:
+        """The port, for messages: its path, or the bench's label for it."""
+        return self.address_label or self.port
+
+    @property
+    def _the_port(self) -> str:
+        """``port /dev/ttyACM0``, or the bench's label for it, to start a phrase."""
+        return self.address_label or f"port {self.port}"
 
     @property
     def hello(self) -> Hello | None:
@@ -340,11 +358,11 @@ class SerialDevice(Device):
 
     def _send(self, data: bytes) -> None:
         if self._stream is None:
-            raise DeviceDisconnected(f"{self.name}: port {self.port} is not connected")
+            raise DeviceDisconnected(f"{self.name}: {self._the_port} is not connected")
         try:
             self._stream.write(data)
         except ConnectionError as exc:
-            raise DeviceDisconnected(f"{self.name}: write to {self.port} failed: {exc}") from exc
+            raise DeviceDisconnected(f"{self.name}: write to {self.where} failed: {exc}") from exc
 
     def _fail_pending(self, exc: Exception) -> None:
         if self._pending is not None and not self._pending.future.done():
@@ -358,9 +376,15 @@ class SerialDevice(Device):
                                  self.stopbits, timeout=0, exclusive=True)
         except REFUSALS as exc:  # the port is there, the settings are not for it
             release(exc)
-            raise DeviceDisconnected(refused(self.name, self.port, self.line, exc)) from None
+            raise DeviceDisconnected(refused(self.name, self.where, self.line, exc)) from None
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceDisconnected(f"{self.name}: cannot open {self.port}: {exc}") from exc
+            why = str(exc)
+            if self.address_label:  # pyserial's text names the path the label stands for
+                errno = exc.errno if isinstance(exc, OSError) else (
+                    exc.args[0] if exc.args and isinstance(exc.args[0], int) else None)
+                why = os.strerror(errno) if isinstance(errno, int) else why.replace(
+                    self.port, self.address_label)
+            raise DeviceDisconnected(f"{self.name}: cannot open {self.where}: {why}") from exc
         port.reset_input_buffer()
         self._serial = port
         self._parser = frames.FrameParser()
@@ -382,7 +406,7 @@ class SerialDevice(Device):
         if self._stream is not None:
             return
         state = "lost" if self._hello is not None else "not ready"
-        self.backoff.check(f"{self.name}: port {self.port} {state}")
+        self.backoff.check(f"{self.name}: {self._the_port} {state}")
         self.stats.reconnect_attempts += 1
         try:
             self._connect()
@@ -399,7 +423,7 @@ class SerialDevice(Device):
         self.backoff.failed()  # a board rebooting needs a moment: no reopening at once
         reason = f": {exc.strerror}" if exc is not None else " (hang-up)"
         self._event("disconnect", f"port lost{reason}")
-        self._fail_pending(DeviceDisconnected(f"{self.name}: port {self.port} lost{reason}"))
+        self._fail_pending(DeviceDisconnected(f"{self.name}: {self._the_port} lost{reason}"))
 
     def _reconnected(self) -> None:
         self._lost_link = False

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from bench.cli import deferred_stop, interruptible, stop_reason, stop_requested
 from bench.controllers import (
     ControllerCalls,
     ControllerContext,
@@ -46,6 +45,7 @@ from bench.controllers import (
 from bench.errors import BenchError, ControllerError, DeviceWarning, LateTickError
 from bench.plan import Plan
 from bench.recorder import Recorder
+from bench.stopping import deferred_stop, interruptible, stop_reason, stop_requested
 
 
 @dataclass
@@ -150,10 +150,10 @@ class Engine:
         """Run to the scenario's duration; the recording is closed properly on any error.
 
         SIGINT (Ctrl-C) and SIGTERM raise nothing inside the event loop or the twin's
-        compiled code (:func:`bench.cli.deferred_stop`): the run stops at the start of the
+        compiled code (:func:`bench.stopping.deferred_stop`): the run stops at the start of the
         next tick (a controller's call, plain Python, is interrupted at once) through its
         stop path, the ``run_stopped`` event, the recording closed and the market's interval
-        settled; then KeyboardInterrupt or :class:`bench.cli.Terminated` is raised here.
+        settled; then KeyboardInterrupt or :class:`bench.stopping.Terminated` is raised here.
         """
         with deferred_stop():
             summary, stopped = asyncio.run(self._stoppable())
@@ -342,7 +342,7 @@ def _market_view(controller: Any, calls: ControllerCalls) -> Any:
 
 def _deferring(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
     """``fn`` (the twin's compiled code, which a controller's step calls) with SIGINT and
-    SIGTERM deferred until it returns, though the step is :func:`bench.cli.interruptible`."""
+    SIGTERM deferred until it returns, though the step is :func:`bench.stopping.interruptible`."""
     if fn is None:
         return None
 

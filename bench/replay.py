@@ -194,7 +194,7 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
         _check_files(path, s, folder, controller is not None)
         s = replace(s, run=replace(s.run, realtime=False))
         # the twin's compiled (numba) code runs here: a signal is raised once it is built
-        from bench.cli import deferred_stop
+        from bench.stopping import deferred_stop
 
         with deferred_stop():
             plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))

@@ -170,7 +170,7 @@ class _Result:
 
     def stopped(self, exc: BaseException) -> None:
         """Write the document of a run that ``exc`` stopped (or kept from starting)."""
-        from bench.cli import exit_status, stop_reason
+        from bench.stopping import exit_status, stop_reason
 
         status = exit_status(exc)
         if self.path is None or status == 0 or self.unwritable:
@@ -212,9 +212,9 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     """:func:`execute` once its inputs are checked and its recording is held."""
     from bench.build import build_plan
     from bench.checks import evaluate, format_outcomes
-    from bench.cli import deferred_stop
     from bench.engine import controller_for, run_plan
     from bench.recording import open_run
+    from bench.stopping import deferred_stop
     from bench.summary import figures, format_figures
 
     ledger_url = str(default_ledger_path(out)) if ledger is None else ledger

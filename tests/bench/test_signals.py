@@ -332,7 +332,7 @@ def test_deferred_signals_are_raised_at_the_safe_point() -> None:
     is only noted (the code goes on) and raised on leaving; ``interruptible`` code is
     interrupted at once, but compiled code it calls (a nested ``deferred_stop``) is not;
     the handlers are put back."""
-    from bench.cli import Terminated, deferred_stop, interruptible, stop_requested
+    from bench.stopping import Terminated, deferred_stop, interruptible, stop_requested
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     went_on = False

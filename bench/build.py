@@ -119,7 +119,7 @@ def with_overrides(pset: tparams.ParamSet, override: Mapping[str, Any],
     return out
 
 
-def _asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _Where,
+def asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _Where,
                   emulator: bool, cache: dict[Path, tparams.ParamSet]
                   ) -> tuple[tparams.ParamSet | None, tparams.ParamSet | None]:
     """(params, converter params) of one asset, for the twin or its emulator."""
@@ -185,9 +185,9 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
     for node, name, cfg in s.assets():
         if nodes is not None and node not in nodes:
             continue
-        pset, conv = _asset_params(s, node, name, cfg, where, emulator, cache)
+        pset, conv = asset_params(s, node, name, cfg, where, emulator, cache)
         if cfg.initial:
-            _check_initial(cfg.kind, cfg.initial, where("nodes", node, name, "initial"))
+            check_initial(cfg.kind, cfg.initial, where("nodes", node, name, "initial"))
         drive = None
         if cfg.profile:
             if cfg.profile not in drives:
@@ -198,7 +198,7 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
     return specs
 
 
-def _check_initial(kind: str, initial: dict[str, Any], where: str) -> None:
+def check_initial(kind: str, initial: dict[str, Any], where: str) -> None:
     """An asset's initial conditions, checked where the scenario gives them: a misspelt key
     would otherwise start the run from the default without a word."""
     from twin.battery import BatteryInitial

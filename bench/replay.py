@@ -181,7 +181,7 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
                      for k, v in (options or {}).items()]
         extra = labelled
         s = run.scenario(extra, folder)
-        source = _source_attrs(run, n, folder)
+        source = source_attrs(run, n, folder)
         if not source["replay_source_complete"]:
             notes.append(_incomplete_note(source, run.dt))
         racks, rack_overrides, traces = _recorded_rack_power(run, s, n, tmp)
@@ -314,7 +314,7 @@ def _stamp(plan: Any, source: Path, controller: str, attrs: dict[str, Any],
     plan.extra_attrs.update(extra)
 
 
-def _source_attrs(run: Any, n: int, folder: Path | None) -> dict[str, Any]:
+def source_attrs(run: Any, n: int, folder: Path | None) -> dict[str, Any]:
     """Whether the recording replayed ran to its end (a replay of a replay: whether the
     first one's source did), as the replay's recording states it."""
     attrs = run.attrs

@@ -303,7 +303,7 @@ def _judge(run: Run, checks: tuple) -> str:
 @dataclass(frozen=True)
 class Stopped:
     """Where an incomplete recording stopped: what a replay of it records
-    (``replay_source_*``, :func:`bench.replay._source_attrs`), as the report and view say it."""
+    (``replay_source_*``, :func:`bench.replay.source_attrs`), as the report and view say it."""
 
     #: ticks every per-tick dataset holds
     ticks: int
@@ -325,9 +325,9 @@ def stopped_early(run: Run) -> Stopped | None:
     it computes it, so report, view and replay give the same figures."""
     if run.complete:
         return None
-    from bench.replay import _source_attrs
+    from bench.replay import source_attrs
 
-    source = _source_attrs(run, len(run), None)
+    source = source_attrs(run, len(run), None)
     ticks = int(source["replay_source_ticks"])
     planned = source.get("replay_source_duration_s")
     return Stopped(ticks, ticks * run.dt, None if planned is None else float(planned),

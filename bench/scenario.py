@@ -496,11 +496,11 @@ def _check_assets(s: Scenario, source: str, lines: _Lines) -> None:
     for node, name, cfg in s.assets():
         asked.clear()
         try:
-            build._asset_params(s, node, name, cfg, where, False, cache)
+            build.asset_params(s, node, name, cfg, where, False, cache)
             if s.effective_mode(cfg) != "twin" and (cfg.emulator_params or cfg.emulator_scale):
-                build._asset_params(s, node, name, cfg, where, True, cache)
+                build.asset_params(s, node, name, cfg, where, True, cache)
             if cfg.initial:
-                build._check_initial(cfg.kind, cfg.initial, where("nodes", node, name,
+                build.check_initial(cfg.kind, cfg.initial, where("nodes", node, name,
                                                                   "initial"))
         except ScenarioError as exc:
             text = str(exc)

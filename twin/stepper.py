@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import numpy as np
-import scipy.integrate
 import scipy.linalg
 
 from twin.errors import TwinError
@@ -99,7 +98,12 @@ class Asset(ABC):
 
 def step_scipy(asset: Asset, t: float, x: np.ndarray, w: np.ndarray, dt: float,
                rtol: float = 1e-10, atol: float = 1e-12) -> np.ndarray:
-    """Integrate :meth:`Asset.rhs` over one step with ``solve_ivp`` (the reference method)."""
+    """Integrate :meth:`Asset.rhs` over one step with ``solve_ivp`` (the reference method).
+
+    SciPy's integrators are imported here, not with the module: every bench process (and
+    each emulator) imports the twin, and only the reference method needs them."""
+    import scipy.integrate
+
     shape = x.shape
 
     def f(tt: float, y: np.ndarray) -> np.ndarray:

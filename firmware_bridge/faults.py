@@ -367,15 +367,22 @@ class LockstepFaults:
         self.deadline_s = float(deadline_s)
         self.silent_reboot = backend == "modbus_rtu"
         self._draws = FaultInjector(card, "", clock)
+        #: the last request drawn gets no answer at all (dropped, or the device rebooting),
+        #: not a late one: nothing can arrive after its deadline
+        self.never_answered = False
 
     def unanswered(self) -> bool:
         """Draw the next request as the emulator will; True when it gets no answer within
-        the deadline on the device clock."""
+        the deadline on the device clock (:attr:`never_answered`: nor after it)."""
         draws = self._draws
         draws.back()
-        if draws.down():
-            return self.silent_reboot  # the emulator draws nothing while it is down
+        self.never_answered = False
+        if draws.down():  # the emulator draws nothing while it is down
+            self.never_answered = self.silent_reboot
+            return self.silent_reboot
         hit = draws.draw("")
         if hit.reboot_s:
+            self.never_answered = self.silent_reboot
             return self.silent_reboot
+        self.never_answered = hit.timeout
         return hit.timeout or hit.delay_s >= self.deadline_s

@@ -265,3 +265,20 @@ def test_well_typed_cards_are_taken() -> None:
                                    "stop_s": 2.5, "delay_s": 0, "probability": 1,
                                    "exception_code": 4, "seed": -3, "disconnect_s": 0.5})
     assert card.frozen and not card.timeout and card.scheduled(1.0)
+
+
+@pytest.mark.parametrize(("card", "backend", "unanswered", "never"), [
+    (FaultCard(timeout=True), "modbus_rtu", True, True),       # dropped: nothing comes
+    (FaultCard(delay_s=0.2), "modbus_rtu", True, False),       # late: an answer comes after
+    (FaultCard(delay_s=0.01), "modbus_rtu", False, False),     # within the deadline
+    (FaultCard(disconnect_s=1.0), "modbus_rtu", True, True),   # an RTU device reboots silent
+    (FaultCard(disconnect_s=1.0), "modbus_tcp", False, False), # a TCP one hangs up at once
+])
+def test_the_lockstep_card_tells_a_dropped_request_from_a_late_answer(
+        card: FaultCard, backend: str, unanswered: bool, never: bool) -> None:
+    """An RTU client keeps the line quiet after a timeout so a late answer is not taken for
+    the next one's; to a request the emulator drops no answer comes, and the lockstep card
+    says so (an RTU fault run waited 0.5 s a timeout for nothing: 7 s for 40 ticks)."""
+    lock = LockstepFaults(card, 0.05, lambda: 0.0, backend)
+    assert lock.unanswered() is unanswered
+    assert lock.never_answered is never

@@ -11,6 +11,9 @@ from bench.errors import BenchError, LateTickError
 from bench.paths import check_out, exclusive, replacing, same_file
 from bench.scenario import Override, load
 
+#: the files of a SQLite ledger: the database and its write-ahead log and shared memory
+LEDGER_FILE_SUFFIXES = ("", "-wal", "-shm")
+
 
 def default_ledger_path(out: Path) -> Path:
     """``RUN.ledger.db`` beside the recording."""
@@ -315,8 +318,6 @@ class _PreviousLedger:
     made: its new ledger, and its key folder when there was none), :meth:`settle` deletes
     it once the run's recording has replaced the previous one, else restores it."""
 
-    SUFFIXES = ("", "-wal", "-shm")
-
     def __init__(self, path: Path, out: Path, before: tuple[int, int, int] | None,
                  keys: Path | None) -> None:
         import os
@@ -329,7 +330,7 @@ class _PreviousLedger:
         self.aside = path.with_name(f".{path.name}.{os.getpid()}.previous")
         self.moved: list[str] = []
         try:
-            for suffix in self.SUFFIXES:
+            for suffix in LEDGER_FILE_SUFFIXES:
                 if Path(str(path) + suffix).exists():
                     os.replace(str(path) + suffix, str(self.aside) + suffix)
                     self.moved.append(suffix)
@@ -351,7 +352,7 @@ class _PreviousLedger:
         import shutil
 
         try:
-            for suffix in self.SUFFIXES:
+            for suffix in LEDGER_FILE_SUFFIXES:
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
             for suffix in list(self.moved):
                 os.replace(str(self.aside) + suffix, str(self.path) + suffix)

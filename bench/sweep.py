@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ScenarioError, user_errors
+from bench.runner import LEDGER_FILE_SUFFIXES
+from bench.runner import default_ledger_path as ledger_path
 from bench.scenario import SECTIONS, join_key, load, split_key, split_override
 
 #: the status of a point that ran to its end and broke one of its ``[checks]``
@@ -123,15 +125,10 @@ def recording_path(out_dir: Path, index: int) -> Path:
     return out_dir / f"point_{index:04d}.h5"
 
 
-def ledger_path(recording: Path) -> Path:
-    """A point's ledger, beside its recording (as ``gridloop run`` puts it)."""
-    return recording.with_name(recording.stem + ".ledger.db")
-
-
 def _clear(recording: Path) -> None:
     """Remove a point's recording and ledger: a new sweep replaces both, not appends."""
     ledger = str(ledger_path(recording))
-    for path in (recording, *(Path(ledger + s) for s in ("", "-wal", "-shm"))):
+    for path in (recording, *(Path(ledger + s) for s in LEDGER_FILE_SUFFIXES)):
         path.unlink(missing_ok=True)
 
 

@@ -131,7 +131,7 @@ class AssetSpec:
 _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the kernels that
 # loop over units with the same arithmetic for each read and write them as SIMD vectors
-_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y))
+_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_Y, _BUS_Y))
 # _Y_START: where each part's signals start in Microgrid.y (unit by unit, column by column)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
 # _MODE: how the racks run, their sub-steps, their column of p_w
@@ -287,14 +287,14 @@ def _begin(t, fa, ia, lay, u):
 def _couple_inverters(t, fa, ia, lay):
     """PV inverters are offered their array's DC power and voltage, and see the frequency
     of their bus in the last step (none before the first)."""
-    inv_u, src, pv_y = _v2(fa, lay, _INV_U), _v1(ia, lay, _INV_SRC), _v2(fa, lay, _PV_Y)
+    inv_u, src, pv_y = _v2(fa, lay, _INV_U), _v1(ia, lay, _INV_SRC), _v2f(fa, lay, _PV_Y)
     for i in range(src.shape[0]):
         j = src[i]
         if j >= 0:
             inv_u[i, _INV_PAV] = pv_y[j, _PV_PDC]
             inv_u[i, _INV_VDC] = pv_y[j, _PV_VDC]
     if t > 0.0:
-        node, bus_y = _v1(ia, lay, _INV_NODE), _v2(fa, lay, _BUS_Y)
+        node, bus_y = _v1(ia, lay, _INV_NODE), _v2f(fa, lay, _BUS_Y)
         for i in range(node.shape[0]):
             inv_u[i, _INV_F] = bus_y[node[i], _BUS_F]
 
@@ -348,7 +348,7 @@ def _couple_bus(fa, ia, lay):
     grid-connected batteries whose contactor is closed); islanded batteries' setpoints
     dispatch its grid-forming source."""
     gen, load = _v1(fa, lay, _NODE_GEN), _v1(fa, lay, _NODE_LOAD)
-    _node_sum(_v1(ia, lay, _INV_NODE), _v2(fa, lay, _INV_Y), _INV_PAC, gen)
+    _node_sum(_v1(ia, lay, _INV_NODE), _v2f(fa, lay, _INV_Y), _INV_PAC, gen)
     _node_sum(_v1(ia, lay, _RACK_NODE), _v2f(fa, lay, _RACK_Y),
               _v1(ia, lay, _MODE)[_M_RACK_PW], load)
     bus_u = _v2(fa, lay, _BUS_U)
@@ -388,7 +388,7 @@ def _couple_cells(fa, ia, lay):
     for i in range(node.shape[0]):
         if bus_u[node[i], _BUS_ISL] > 0.5 and conn[i] > 0.0:
             total[node[i]] += rating[i]
-    gfm, conv_par = _v2(fa, lay, _BUS_Y), _v2(fa, lay, _CONV_PAR)
+    gfm, conv_par = _v2f(fa, lay, _BUS_Y), _v2(fa, lay, _CONV_PAR)
     for i in range(node.shape[0]):
         k = node[i]
         if bus_u[k, _BUS_ISL] > 0.5:
@@ -404,12 +404,11 @@ def _couple_cells(fa, ia, lay):
 
 @numba.njit(cache=True, error_model="numpy")
 def _scatter(y, start, gy, cols):
-    """The recorded columns ``cols`` of a group's outputs ``gy`` into ``y`` from ``start``."""
-    j = start
-    for i in range(gy.shape[0]):
-        for k in range(cols.shape[0]):
-            y[j] = gy[i, cols[k]]
-            j += 1
+    """The recorded columns ``cols`` of a group's outputs ``gy`` into ``y`` from ``start``,
+    signal by signal (each a contiguous copy: ``gy`` is stored column by column)."""
+    n = gy.shape[0]
+    for k in range(cols.shape[0]):
+        y[start + k * n:start + (k + 1) * n] = gy[:, cols[k]]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -418,10 +417,10 @@ def _close(dt, fa, ia, lay, y):
     difference in the same step, an island sheds it (load it could not serve, or generation
     it curtails, :func:`twin.bus.shed_shortfall`); meters and their energy counters; outputs
     into ``y``."""
-    grid, bus_y = _v1(fa, lay, _NODE_GRID), _v2(fa, lay, _BUS_Y)
+    grid, bus_y = _v1(fa, lay, _NODE_GRID), _v2f(fa, lay, _BUS_Y)
     grid[:] = bus_y[:, _BUS_P]
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
-    p_ac, p_dc, bat_y = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC), _v2(fa, lay, _BAT_Y)
+    p_ac, p_dc, bat_y = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC), _v2f(fa, lay, _BAT_Y)
     if node.shape[0]:
         short = _v1(fa, lay, _NODE_SUM)
         short[:] = 0.0
@@ -447,30 +446,31 @@ def _close(dt, fa, ia, lay, y):
         e_import[k] += np.maximum(grid[k], 0.0) * h
         e_export[k] += np.maximum(-grid[k], 0.0) * h
     start = _v1(ia, lay, _Y_START)
-    _scatter(y, start[_Y_PV], _v2(fa, lay, _PV_Y), _v1(ia, lay, _PV_COLS))
-    _scatter(y, start[_Y_INV], _v2(fa, lay, _INV_Y), _v1(ia, lay, _INV_COLS))
-    _scatter(y, start[_Y_BAT], _v2(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_COLS))
-    _scatter(y, start[_Y_BUS], _v2(fa, lay, _BUS_Y), _v1(ia, lay, _BUS_COLS))
+    _scatter(y, start[_Y_PV], _v2f(fa, lay, _PV_Y), _v1(ia, lay, _PV_COLS))
+    _scatter(y, start[_Y_INV], _v2f(fa, lay, _INV_Y), _v1(ia, lay, _INV_COLS))
+    _scatter(y, start[_Y_BAT], _v2f(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_COLS))
+    _scatter(y, start[_Y_BUS], _v2f(fa, lay, _BUS_Y), _v1(ia, lay, _BUS_COLS))
     _scatter(y, start[_Y_RACK], _v2f(fa, lay, _RACK_Y), _v1(ia, lay, _RACK_COLS))
     conn, cap = _v1(fa, lay, _BAT_CONNECTED), _v1(fa, lay, _BAT_CAPACITY)
-    j = start[_Y_BAT_NODE]
-    for i in range(node.shape[0]):  # p_w, p_dc_w, connected, capacity_wh, soh
-        y[j], y[j + 1], y[j + 2], y[j + 3], y[j + 4] = p_ac[i], p_dc[i], conn[i], cap[i], 1.0
-        j += 5
+    n, j = node.shape[0], start[_Y_BAT_NODE]  # p_w, p_dc_w, connected, capacity_wh, soh
+    y[j:j + n] = p_ac
+    y[j + n:j + 2 * n] = p_dc
+    y[j + 2 * n:j + 3 * n] = conn
+    y[j + 3 * n:j + 4 * n] = cap
+    y[j + 4 * n:j + 5 * n] = 1.0
     inv_u = _v2(fa, lay, _INV_U)
-    j = start[_Y_INV_VDC]
-    for i in range(inv_u.shape[0]):  # a PV inverter's terminals: its array's DC voltage,
-        y[j] = inv_u[i, _INV_VDC]   # the AC voltage and frequency it sees
-        y[j + 1] = inv_u[i, _INV_VAC]
-        y[j + 2] = inv_u[i, _INV_F]
-        j += 3
+    n, j = inv_u.shape[0], start[_Y_INV_VDC]
+    for i in range(n):  # a PV inverter's terminals: its array's DC voltage, the AC voltage
+        y[j + i] = inv_u[i, _INV_VDC]  # and frequency it sees
+        y[j + n + i] = inv_u[i, _INV_VAC]
+        y[j + 2 * n + i] = inv_u[i, _INV_F]
     mn, v_nom = _v1(ia, lay, _METER_NODE), _v1(fa, lay, _NODE_V_NOM)
-    j = start[_Y_METER]
-    for m in range(mn.shape[0]):  # p_w, q_var, v_ac_v, freq_hz, e_import_wh, e_export_wh
+    n, j = mn.shape[0], start[_Y_METER]
+    for m in range(n):  # p_w, q_var, v_ac_v, freq_hz, e_import_wh, e_export_wh
         k = mn[m]
-        y[j], y[j + 1], y[j + 2] = grid[k], 0.0, v_nom[k]
-        y[j + 3], y[j + 4], y[j + 5] = bus_y[k, _BUS_F], e_import[k], e_export[k]
-        j += 6
+        y[j + m], y[j + n + m], y[j + 2 * n + m] = grid[k], 0.0, v_nom[k]
+        y[j + 3 * n + m], y[j + 4 * n + m] = bus_y[k, _BUS_F], e_import[k]
+        y[j + 5 * n + m] = e_export[k]
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,14 +479,14 @@ def _close(dt, fa, ia, lay, y):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_pv(t, dt, fa, lay):
-    pv.advance_inplace(t, _v2(fa, lay, _PV_X), _v2(fa, lay, _PV_U), dt, _v2(fa, lay, _PV_Y),
+    pv.advance_inplace(t, _v2(fa, lay, _PV_X), _v2(fa, lay, _PV_U), dt, _v2f(fa, lay, _PV_Y),
                        _v2(fa, lay, _PV_PAR), _v1(fa, lay, _PV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_inverters(t, dt, fa, lay):
     inverter.advance_inplace(t, _v2(fa, lay, _INV_X), _v2(fa, lay, _INV_U), dt,
-                             _v2(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v2(fa, lay, _INV_A))
+                             _v2f(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v2(fa, lay, _INV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -511,7 +511,7 @@ def _advance_converters(t, dt, fa, lay):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_buses(t, dt, fa, ia, lay):
-    bus.advance_inplace(t, _v2(fa, lay, _BUS_X), _v2(fa, lay, _BUS_U), dt, _v2(fa, lay, _BUS_Y),
+    bus.advance_inplace(t, _v2(fa, lay, _BUS_X), _v2(fa, lay, _BUS_U), dt, _v2f(fa, lay, _BUS_Y),
                         _v2(fa, lay, _BUS_PAR), _v1(ia, lay, _BUS_KIND), _v4(fa, lay, _BUS_A),
                         _v4(fa, lay, _BUS_B), _v4(fa, lay, _BUS_AD), _v4(fa, lay, _BUS_BD))
 
@@ -519,7 +519,7 @@ def _advance_buses(t, dt, fa, ia, lay):
 @numba.njit(cache=True, error_model="numpy")
 def _advance_batteries(t, dt, fa, ia, lay):
     battery.advance_inplace(t, _v2(fa, lay, _BAT_X), _v2(fa, lay, _BAT_U), dt,
-                            _v2(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_ROW),
+                            _v2f(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_ROW),
                             _v1(ia, lay, _BAT_MODE), _v2(fa, lay, _BAT_PF),
                             _v2(ia, lay, _BAT_PI), _v2(ia, lay, _BAT_TMETA),
                             _v2(fa, lay, _BAT_TGRID), _v1(fa, lay, _BAT_TDATA),
@@ -795,23 +795,20 @@ class Microgrid:
                 continue
             g.cols = np.array([_col(g.asset, n) for n in names], dtype=np.int64)
             g.start = len(outputs)
-            for s in g.specs:
-                for n in names:
+            for n in names:
+                for s in g.specs:
                     outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
         # node-level signals computed here (in this order, see _close): battery AC power and
         # state, a PV inverter's terminals (SunSpec 103 DCV, 701 LLV and Hz), meters
         self._bat_start = len(outputs)
-        for s in self._by_kind["battery"]:
-            for n in ("p_w", "p_dc_w", "connected", "capacity_wh", "soh"):
-                outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
+        for n in ("p_w", "p_dc_w", "connected", "capacity_wh", "soh"):
+            outputs += [(s.node, s.name, n, self.UNITS[n]) for s in self._by_kind["battery"]]
         self._inv_vdc_start = len(outputs)
-        for s in self._by_kind["inverter"]:
-            outputs += [(s.node, s.name, n, self.UNITS[n]) for n in ("v_dc_v", "v_ac_v",
-                                                                     "freq_hz")]
+        for n in ("v_dc_v", "v_ac_v", "freq_hz"):
+            outputs += [(s.node, s.name, n, self.UNITS[n]) for s in self._by_kind["inverter"]]
         self._meter_start = len(outputs)
-        for s in self._meters:
-            for n in ("p_w", "q_var", "v_ac_v", "freq_hz", "e_import_wh", "e_export_wh"):
-                outputs.append((s.node, s.name, n, self.UNITS.get(n, "")))
+        for n in ("p_w", "q_var", "v_ac_v", "freq_hz", "e_import_wh", "e_export_wh"):
+            outputs += [(s.node, s.name, n, self.UNITS.get(n, "")) for s in self._meters]
         self._meter_node = np.array([self._node_index[s.node] for s in self._meters],
                                     dtype=np.int64)
         self.outputs = outputs

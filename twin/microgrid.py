@@ -129,10 +129,12 @@ class AssetSpec:
  _METER_NODE, _SER_OFF, _Y_START, _MODE,
  _N_SLOTS) = range(85)
 _FIRST_INT = _PV_SER
-# 2-D slots stored column by column (a signal of every unit contiguous): the kernels that
-# loop over units with the same arithmetic for each read and write them as SIMD vectors
+# 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
+# passes over units run as SIMD vectors on them, and a recorded output column of a group is
+# one contiguous copy into Microgrid.y
 _COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_Y, _BUS_Y))
-# _Y_START: where each part's signals start in Microgrid.y (unit by unit, column by column)
+# _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
+# unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
 # _MODE: how the racks run, their sub-steps, their column of p_w
 _M_RACK, _M_SUB, _M_RACK_PW = range(3)

@@ -12,6 +12,8 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -327,6 +329,15 @@ class Run:
     def file(self) -> Any:
         """The underlying ``h5py.File`` (read-only)."""
         return self._f
+
+    @contextmanager
+    def reading(self, part: str) -> Iterator[None]:
+        """Reads of ``part`` (a dataset's path) by code that holds its h5py objects (the
+        view): damaged bytes end in the one line the run's own reads give."""
+        try:
+            yield
+        except _DAMAGE as exc:
+            raise self._damaged(part, exc) from None
 
     # -- data ------------------------------------------------------------------------------
 

@@ -176,7 +176,9 @@ class ViewWindow(QtWidgets.QMainWindow):
         self.frame()
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(max(1, round(1000.0 / fps)))
-        self.timer.timeout.connect(self.frame)
+        #: why the view stopped reading (a damaged part of the file), or None
+        self.failed: str | None = None
+        self.timer.timeout.connect(self._on_timer)
         self.timer.start()
 
     # -- layout ---------------------------------------------------------------------------
@@ -239,6 +241,18 @@ class ViewWindow(QtWidgets.QMainWindow):
         return action
 
     # -- each frame -----------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        """A frame from the timer: a part of the file that cannot be read (damaged bytes
+        in data read later, as a cursor moves or a panel opens) stops the frames and is said
+        once, on the status bar and on stderr, instead of a traceback every frame."""
+        try:
+            self.frame()
+        except RecordingError as exc:
+            self.timer.stop()
+            self.failed = str(exc)
+            self.status.setText(f"stopped: {exc}")
+            print(f"gridloop: error: {exc}", file=sys.stderr)
 
     def frame(self) -> int:
         """Read new rows, draw them, move the live window and the cursor; returns new rows."""

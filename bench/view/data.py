@@ -171,8 +171,9 @@ class Follower:
             d = self._dataset(path)
             s = Series(d.dtype, capacity=max(4096, self.n))
             if self.n:
-                d.refresh()
-                s.extend(d[: self.n])
+                with self.run.reading(path):
+                    d.refresh()
+                    s.extend(d[: self.n])
             self._series[path] = s
         return s
 
@@ -192,37 +193,43 @@ class Follower:
         for path, t in self._tables.items():
             self._poll_table(path, t)
         d_time = self._dataset("time")
-        d_time.refresh()
+        with self.run.reading("time"):
+            d_time.refresh()
         n_new = d_time.shape[0]
         if n_new <= self.n:
             return 0
         datasets = []
         for path, s in self._series.items():
             d = self._dataset(path)
-            d.refresh()
+            with self.run.reading(path):
+                d.refresh()
             n_new = min(n_new, d.shape[0])
-            datasets.append((d, s))
+            datasets.append((path, d, s))
         n0 = self.n
         if n_new <= n0:
             return 0
-        for d, s in datasets:
-            s.extend(d[n0:n_new])
+        for path, d, s in datasets:
+            with self.run.reading(path):
+                s.extend(d[n0:n_new])
         for s in self._absent.values():
             s.extend(np.full(n_new - n0, np.nan))
-        self.time.extend(d_time[n0:n_new])
+        with self.run.reading("time"):
+            self.time.extend(d_time[n0:n_new])
         return n_new - n0
 
     def _dataset(self, path: str) -> Any:
         d = self._datasets.get(path)
         if d is None:
-            d = self._datasets[path] = self.run.file[path]
+            with self.run.reading(path):
+                d = self._datasets[path] = self.run.file[path]
         return d
 
     def _poll_table(self, path: str, t: Table) -> None:
         d = self._dataset(path)
-        d.refresh()
-        if d.shape[0] > len(t):
-            t.extend(d[len(t):])
+        with self.run.reading(path):
+            d.refresh()
+            if d.shape[0] > len(t):
+                t.extend(d[len(t):])
 
     def per_tick_paths(self) -> list[str]:
         """Every per-tick dataset of the recording except ``/time`` (for the cursor read-out):
@@ -242,9 +249,10 @@ class Follower:
                 out[path] = float(s.values[index])
                 continue
             d = self._dataset(path)
-            if index >= d.shape[0]:
-                d.refresh()
-            out[path] = float(d[index]) if index < d.shape[0] else float("nan")
+            with self.run.reading(path):
+                if index >= d.shape[0]:
+                    d.refresh()
+                out[path] = float(d[index]) if index < d.shape[0] else float("nan")
         return out
 
     def index_at(self, t: float) -> int:

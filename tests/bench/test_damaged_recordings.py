@@ -5,6 +5,7 @@ a traceback; a crashed writer's uneven datasets are read to their common length,
 from __future__ import annotations
 
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -95,11 +96,51 @@ def test_a_chunk_that_does_not_decompress_is_one_line_naming_the_dataset(
             run.signal("north", "battery", "soc")
     for argv in (["report", str(bad), "--out", str(tmp_path / "report")],
                  ["calibrate", str(bad), "--asset", "north.battery",
-                  "--out", str(tmp_path / "cal.toml")]):
+                  "--out", str(tmp_path / "cal.toml")],
+                 ["view", str(bad), "--screenshot", str(tmp_path / "view.png")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"gridloop: error: {bad}: damaged: /nodes/north/battery/soc "
                               "cannot be read (") and err.count("\n") == 1
+    assert not (tmp_path / "view.png").exists()
+
+
+def test_a_view_that_meets_a_damaged_chunk_later_stops_reading_and_says_it_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The view reads a dataset no panel draws only for the cursor's read-out: moving the
+    cursor into a damaged chunk was a traceback on every frame of the window's timer; it
+    now stops the frames and says the one line on the status bar and on stderr."""
+    from PySide6 import QtWidgets
+
+    from bench.view.app import ViewWindow, application
+
+    good = tmp_path / "long.h5"  # two chunks of ticks: the cursor opens on the second
+    assert main(["run", str(SCENARIO), "--mode", "twin", "--out", str(good), "--quiet",
+                 "--set", "run.duration_s=210", "--set", "market.kind=none"]) == 0
+    bad = _copy(good, tmp_path / "bad_later.h5")
+    with h5py.File(bad, "r") as f:
+        assert f["time"].shape[0] > f["time"].chunks[0]
+        chunk = f["nodes/north/battery/temp_jig_c"].id.get_chunk_info(0)
+    _overwrite(bad, chunk.byte_offset, b"\xff" * 4)
+    capsys.readouterr()
+    application(offscreen=True)
+    win = ViewWindow(bad)
+    try:
+        assert win.failed is None and win.cursor_values()  # the last chunk reads
+        win.set_cursor(1.0)
+        deadline = time.monotonic() + 10.0
+        while win.failed is None and time.monotonic() < deadline:
+            QtWidgets.QApplication.processEvents()
+            time.sleep(0.01)
+        line = (f"{bad}: damaged: /nodes/north/battery/temp_jig_c cannot be read "
+                "(filter returned failure during read)")
+        assert win.failed == line
+        assert not win.timer.isActive()
+        assert win.status.text() == f"stopped: {line}"
+        assert capsys.readouterr().err == f"gridloop: error: {line}\n"
+    finally:
+        win.close()
+        win.run.close()
 
 
 def _one_short(src: Path, dst: Path, complete: bool) -> tuple[Path, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.commands.run import add_run_options
+from bench.commands.run import add_run_options, option_overrides
 
 DEMO = Path(__file__).resolve().parents[2] / "experiments" / "demo.toml"
 
@@ -22,9 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from bench.runner import execute
 
-    overrides = []
-    if args.duration is not None:
-        overrides.append(f"run.duration_s={args.duration}")
+    overrides = option_overrides(args)
     out = Path(args.out) if args.out else Path("runs") / "demo.h5"
     return execute(DEMO, out, overrides, view=args.view, quiet=args.quiet,
                    json_out=Path(args.json) if args.json else None)

@@ -47,10 +47,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def option_overrides(args: argparse.Namespace) -> list[str | tuple[str, str]]:
-    """The scenario overrides of ``run``'s options: each ``--set`` as typed, and ``--mode``,
-    ``--seed``, ``--realtime`` and ``--duration`` as ``(option as typed, KEY=VALUE)``, so an
-    error names the option the user gave, not a ``--set`` they never typed."""
-    overrides: list[str | tuple[str, str]] = list(args.overrides)
+    """The scenario overrides of ``run``'s and ``demo``'s options: each ``--set`` as typed,
+    and ``--mode``, ``--seed``, ``--realtime`` and ``--duration`` as ``(option as typed,
+    KEY=VALUE)``, so an error names the option the user gave, not a ``--set`` they never
+    typed."""
+    overrides: list[str | tuple[str, str]] = list(getattr(args, "overrides", []))
     if getattr(args, "mode", None):
         overrides.append((f"--mode {args.mode}", f"run.mode={args.mode}"))
     if getattr(args, "seed", None) is not None:

@@ -85,6 +85,8 @@ def test_replay_same_controller_does_not_diverge_another_does(recording: Path, t
      "--set run.dt_s=-1: run.dt_s: must be a positive"),
     (["run", str(SCENARIO), "--duration", "0"], "--duration 0: run.duration_s: "
                                                 "must be positive"),
+    (["demo", "--duration", "0"], "gridloop: error: --duration 0: run.duration_s: must be "
+                                  "positive"),  # was labelled --set run.duration_s=0.0
     (["run", str(SCENARIO), "--set", "north.batery.x=1"], "did you mean 'battery'"),
     (["run", str(SCENARIO), "--set", "north.battery.capacity_a=1"],
      "capacity_a: unknown parameter"),

@@ -229,6 +229,7 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     # run's is set aside, not deleted, until this run's recording replaces its recording:
     # a run refused before that (its keys, its recording) leaves both as they were
     previous = None
+    replaced: _PreviousRecording | None = None
     if ledger is None:
         previous = _PreviousLedger(Path(ledger_url), out, result.before,
                                    plan.market.keys if plan.market is not None else None)
@@ -242,9 +243,13 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
               f"{len(scenario.assets())} asset(s), mode {scenario.run.mode}, "
               f"{scenario.run.duration_s:g} s at dt = {scenario.run.dt_s:g} s -> {out}",
               file=sys.stderr)
+        # the recording there is moved aside, not overwritten: kept if this run stops early
+        replaced = _PreviousRecording(out)
     except BaseException:
         if plan.market is not None:
             plan.market.close()
+        if replaced is not None:
+            replaced.settle()
         if previous is not None:
             previous.restore()
         raise
@@ -275,8 +280,14 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     finally:
         if plan.market is not None:
             plan.market.close()
+        kept = replaced.settle() if replaced is not None else None
         if previous is not None:  # kept, or deleted once this run's recording is there
-            previous.settle()
+            previous.settle(default_ledger_path(kept) if kept is not None else None)
+        if kept is not None:
+            ledger_kept = default_ledger_path(kept)
+            also = f" (its ledger {ledger_kept})" if ledger_kept.is_file() else ""
+            print(f"gridloop: the run stopped before its end; the recording it replaced is "
+                  f"kept as {kept}{also}", file=sys.stderr)
     with open_run(out) as run:
         fig = figures(run)
         outcomes = evaluate(run, scenario.checks)
@@ -364,15 +375,73 @@ class _PreviousLedger:
         if self.keys is not None and not self.had_keys and self.keys.is_dir():
             shutil.rmtree(self.keys, ignore_errors=True)  # made by this run, for no run
 
-    def settle(self) -> None:
+    def settle(self, keep_as: Path | None = None) -> None:
         """Delete the previous ledger once the run's recording replaced the previous
-        recording (or made a first one); restore it when the run stopped before that."""
+        recording (or made a first one), or move it to ``keep_as`` (the ledger of the
+        previous recording where that is kept, :class:`_PreviousRecording`); restore it
+        when the run stopped before that."""
+        import os
+
         if _identity(self.out) in (None, self.before):
             self.restore()
             return
         for suffix in self.moved:
-            Path(str(self.aside) + suffix).unlink(missing_ok=True)
+            aside = str(self.aside) + suffix
+            if keep_as is not None:
+                os.replace(aside, str(keep_as) + suffix)
+            else:
+                Path(aside).unlink(missing_ok=True)
         self.moved = []
+
+
+class _PreviousRecording:
+    """The recording a run replaces, moved aside (``.RUN.h5.PID.previous``) while the run
+    writes its own: deleted when the run's recording is complete, kept as
+    ``RUN.previous.h5`` when it is not (a rerun that failed after 2 s must not take the
+    last good session with it); put back when the run made no recording."""
+
+    def __init__(self, out: Path) -> None:
+        import os
+
+        self.out = out
+        self.aside: Path | None = None
+        if out.is_file():
+            aside = out.with_name(f".{out.name}.{os.getpid()}.previous")
+            try:
+                os.replace(out, aside)
+            except OSError as exc:
+                raise BenchError(f"{out}: cannot replace the previous recording "
+                                 f"({(exc.strerror or str(exc)).lower()})") from None
+            self.aside = aside
+
+    def settle(self) -> Path | None:
+        """Once the run ended: where the previous recording is kept (None: deleted, or
+        there was none)."""
+        import os
+
+        if self.aside is None:
+            return None
+        aside, self.aside = self.aside, None
+        if not self.out.exists():  # the run made none: the previous one is still the one
+            os.replace(aside, self.out)
+            return None
+        if _complete(self.out):
+            aside.unlink(missing_ok=True)
+            return None
+        kept = self.out.with_name(f"{self.out.stem}.previous{self.out.suffix}")
+        os.replace(aside, kept)
+        return kept
+
+
+def _complete(out: Path) -> bool:
+    """Whether the recording at ``out`` is complete (False where it cannot be read)."""
+    from bench.recording import open_run
+
+    try:
+        with open_run(out) as run:
+            return run.complete
+    except Exception:
+        return False
 
 
 def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any],

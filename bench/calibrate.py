@@ -5,10 +5,17 @@ asset (from the scenario stored in the recording) and fits, for a battery, R0, R
 C2 and capacity to the measured current and voltage; for an inverter, the Sandia efficiency
 coefficients to the measured DC power, DC voltage and AC power.  The result is a parameter
 file with its provenance; run the scenario with it as ``params`` and the residuals shrink.
+
+A battery is fitted as one trajectory from its first reading, so an outage of its device
+(more than :data:`MAX_GAP_TICKS` ticks in a row without a reading: it may have rebooted, its
+state reset) or a jump of its state of charge the current does not explain splits the
+recording: the fit takes the longest stretch without either, and says so in one line.  An
+inverter's efficiency has no state: its fit takes every good sample.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,11 +45,14 @@ class Calibration:
     at_bound: list[str] = field(default_factory=list)
     #: why each parameter of ``kept`` is
     why_kept: dict[str, str] = field(default_factory=dict)
+    #: what of the recording the fit left out, and why (one line; empty: nothing)
+    note: str = ""
 
     def format(self) -> str:
         lines = [f"{self.node}.{self.asset} ({self.kind}): residual RMS "
-                 f"{self.rms_before:.4g} -> {self.rms_after:.4g} {self.unit}",
-                 f"{'parameter':<24} {'twin':>14} {'fitted':>14} {'ratio':>8}"]
+                 f"{self.rms_before:.4g} -> {self.rms_after:.4g} {self.unit}"]
+        lines += [self.note] if self.note else []
+        lines.append(f"{'parameter':<24} {'twin':>14} {'fitted':>14} {'ratio':>8}")
         for name, (old, new) in self.changes.items():
             ratio = new / old if old else float("nan")
             lines.append(f"{name:<24} {old:14.6g} {new:14.6g} {ratio:8.4f}")
@@ -71,6 +81,71 @@ def _good(*arrays: np.ndarray) -> np.ndarray:
     for a in arrays:
         ok &= np.isfinite(a)
     return ok
+
+
+#: more ticks than this in a row without a reading split a battery's recording: the fit does
+#: not carry the battery's state across an outage (the device may have rebooted)
+MAX_GAP_TICKS = 3
+#: a state of charge that moves between two readings by more than this, beyond what the
+#: current moved, was reset: a discontinuity, which splits the recording too [-]
+SOC_JUMP = 0.005
+
+
+@dataclass
+class _Split:
+    """A battery's readings cut where its trajectory breaks (tick indices, ``stop``
+    exclusive): the stretches between the breaks, the outages (their missing ticks), the
+    jumps of state of charge (the readings before and after)."""
+
+    spans: list[tuple[int, int]]
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    jumps: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _split(ok: np.ndarray, soc: np.ndarray, i: np.ndarray, t: np.ndarray,
+           capacity_ah: float) -> _Split:
+    """Cut the good ticks ``ok`` at outages (runs of more than :data:`MAX_GAP_TICKS` ticks
+    without a reading) and where the state of charge jumps by more than :data:`SOC_JUMP`
+    beyond what the current (positive on discharge) moved through ``capacity_ah``."""
+    idx = [int(k) for k in np.flatnonzero(ok)]
+    out = _Split([])
+    start = idx[0]
+    for prev, k in itertools.pairwise(idx):
+        expected = -i[prev] * (t[k] - t[prev]) / 3600.0 / capacity_ah
+        moved = soc[k] - soc[prev]
+        jumped = bool(np.isfinite(moved)) and abs(moved - expected) > SOC_JUMP + abs(expected)
+        if k - prev - 1 > MAX_GAP_TICKS:
+            out.gaps.append((prev + 1, k))
+        elif jumped:
+            out.jumps.append((prev, k))
+        else:
+            continue
+        out.spans.append((start, prev + 1))
+        start = k
+    out.spans.append((start, idx[-1] + 1))
+    return out
+
+
+def _when(t_s: float) -> str:
+    return f"{round(t_s, 6):g}"
+
+
+def _split_note(split: _Split, span: tuple[int, int], t: np.ndarray, soc: np.ndarray
+                ) -> str:
+    """One line: what the fit left out of the recording, and what it fitted on."""
+    parts = []
+    if split.gaps:  # an outage ends at a reading: from its first missing tick to that
+        missing = sum(b - a for a, b in split.gaps)
+        when = ", ".join(f"{_when(t[a])} to {_when(t[b])} s" for a, b in split.gaps)
+        parts.append(f"{missing} ticks without a reading ({when})")
+    if split.jumps:
+        when = ", ".join(f"{soc[a]:.4g} to {soc[b]:.4g} at {_when(t[b])} s"
+                         for a, b in split.jumps)
+        parts.append(f"state of charge jumped ({when})")
+    a, b = span
+    return (f"{' and '.join(parts)} left out; fitted on the longest unbroken stretch, "
+            f"{_when(t[a])} to {_when(t[b - 1])} s ({b - a} of {len(t)} ticks), from its "
+            f"first reading")
 
 
 def calibrate(path: str | Path, asset_key: str, n_rc: int = 2) -> Calibration:
@@ -153,10 +228,12 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
     if ok.sum() < 10:
         raise RecordingError(f"{run.path}: too few good samples of {node}.{asset}")
     pack, initial = params_from_set(spec.params)
-    soc0 = float(soc[np.flatnonzero(np.isfinite(soc))[0]])
+    ok, soc0, note = _stretch(run, f"{node}.{asset}", ok, soc, i, _pack_capacity(pack))
     # per cell, like the table of changes below: the cell's fields
     fitted, report = fit_battery(t[ok], i[ok], v[ok], temp[ok], pack, soc0, n_rc=n_rc,
                                  per_cell=True)
+    if note:
+        report["note"] = note  # the parameter file says what it was fitted on
     changes = {}
     for name in ("r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "capacity_ah"):
         old, new = getattr(pack.cell, name, None), getattr(fitted.cell, name, None)
@@ -173,7 +250,34 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
     out = param_set(fitted, f"{spec.params.name} (calibrated)", initial=initial, meta=meta)
     return Calibration(node, asset, "battery", out, float(report["rms_base_v"]),
                        float(report["rms_fit_v"]), "V", changes, report["not_determined"],
-                       report["at_bound"], report["why_not_determined"])
+                       report["at_bound"], report["why_not_determined"], note)
+
+
+def _pack_capacity(pack: Any) -> float:
+    """The pack's capacity [Ah] (a table's mean): the scale of a state-of-charge jump."""
+    cap = pack.cell.capacity_ah
+    cap = float(np.mean(cap.values)) if hasattr(cap, "values") else float(cap)
+    return cap * pack.cells_parallel
+
+
+def _stretch(run: Run, key: str, ok: np.ndarray, soc: np.ndarray, i: np.ndarray,
+             capacity_ah: float) -> tuple[np.ndarray, float, str]:
+    """The good ticks of the longest stretch without an outage or a jump of state of charge
+    (the fitter runs one trajectory from one initial state), the state of charge it starts
+    from, and a note of what was left out (empty: nothing)."""
+    t = run.time
+    split = _split(ok, soc, i, t, capacity_ah)
+    a, b = max(split.spans, key=lambda s: int(ok[s[0]:s[1]].sum()))
+    keep = np.zeros_like(ok)
+    keep[a:b] = ok[a:b]
+    if keep.sum() < 10:
+        raise RecordingError(f"{run.path}: too few good samples of {key} in its longest "
+                             f"stretch without an outage ({_when(t[a])} to "
+                             f"{_when(t[b - 1])} s)")
+    known = np.flatnonzero(np.isfinite(soc[a:b]))
+    first = a + known[0] if len(known) else np.flatnonzero(np.isfinite(soc))[0]
+    note = _split_note(split, (a, b), t, soc) if len(split.spans) > 1 else ""
+    return keep, float(soc[first]), note
 
 
 def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:

@@ -6,13 +6,14 @@ plant would have done under them.  The new recording holds the recorded measurem
 twin under the new setpoints, and the new setpoints; the report names, for every setpoint,
 the first tick where the new controller departs from the recorded one, and for every
 measured signal the first tick where the twin under the new setpoints is further from the
-recorded plant than the recorded twin was, by more than the signal's tolerance (the
-asset's ``tolerance`` in the scenario, else :func:`_tolerance`: 2 % of the recorded
-signal's range).  The controller is given each recorded reading's quality code
-(``obs.quality``) with its value, tick by tick, and the replay's ``/quality`` holds them
-(the reading's code, ``flag & 3``: the replay writes to no device).  A twin-only
-recording measured nothing: there the twin's recorded signals are compared, as values, with
-the replay's.  The replay's recording is stamped ``replay_of`` (the source recording) and
+recorded plant than the recorded twin was (``|res_new| - |res_old|``: closer is no
+divergence), by more than the signal's tolerance (the asset's ``tolerance`` in the
+scenario, else :func:`_tolerance`: 2 % of the recorded signal's range).  The controller
+is given each recorded reading's quality code (``obs.quality``) with its value, tick by
+tick, and the replay's ``/quality`` holds them (the reading's code, ``flag & 3``: the
+replay writes to no device).  A twin-only recording measured nothing: there the twin's
+recorded signals are compared, as values, with the replay's (a difference either way).
+The replay's recording is stamped ``replay_of`` (the source recording) and
 ``replay_controller`` from its creation, and never replaces the recording it replays; by
 default it is ``RUN.replay.CONTROLLER.h5`` (:func:`default_out`), and a recording it
 replaces at ``--out`` is said in one line on stderr.  It holds its output as ``gridloop
@@ -60,6 +61,8 @@ class Divergence:
     key: str
     kind: str               # "setpoint" or "signal"
     first_t_s: float        # NaN: never diverged
+    #: a setpoint's (a twin-only plant signal's) largest difference; a measured signal's:
+    #: the most the replayed twin got further from the plant (negative: closer throughout)
     max_abs: float
     tolerance: float
 
@@ -121,8 +124,22 @@ def _tolerance(values: np.ndarray, given: float | None) -> float:
 
 def _first_divergence(a: np.ndarray, b: np.ndarray, tol: float, t: np.ndarray
                       ) -> tuple[float, float]:
+    """Where two values (a setpoint, a twin-only plant signal) differ either way."""
     n = min(len(a), len(b))
-    d = np.abs(a[:n] - b[:n])
+    return _first_over(np.abs(a[:n] - b[:n]), tol, t)
+
+
+def _first_further(res_new: np.ndarray, res_old: np.ndarray, tol: float, t: np.ndarray
+                   ) -> tuple[float, float]:
+    """Where the replayed twin is further from the recorded plant than the recorded twin
+    was (``|res_new| - |res_old|``, signed): a twin the new setpoints bring closer to the
+    plant does not diverge, however much closer."""
+    n = min(len(res_new), len(res_old))
+    return _first_over(np.abs(res_new[:n]) - np.abs(res_old[:n]), tol, t)
+
+
+def _first_over(d: np.ndarray, tol: float, t: np.ndarray) -> tuple[float, float]:
+    """The first time ``d`` exceeds ``tol`` (NaN: never) and its largest value."""
     both = np.isfinite(d)
     if not both.any():
         return math.nan, math.nan
@@ -240,11 +257,11 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
         for r in new.signals("residual"):
             # how much further the twin under the new setpoints is from the recorded plant
             # than the recorded twin was: the twin's own mismatch cancels out
-            res = np.abs(new.signal(r.node, r.asset, r.name, "residual"))
-            base = np.abs(rec_residuals.get(r.key, np.zeros_like(res)))
+            res = new.signal(r.node, r.asset, r.name, "residual")
+            base = rec_residuals.get(r.key, np.zeros_like(res))
             recorded = new.signal(r.node, r.asset, r.name)
             tol = _tolerance(recorded, tol_cfg.get(r.key))
-            first, worst = _first_divergence(res, base, tol, t)
+            first, worst = _first_further(res, base, tol, t)
             report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
         for r in new.signals("measured") if rec_plant else ():
             old = rec_plant.get(r.key)

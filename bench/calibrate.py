@@ -275,7 +275,12 @@ def _stretch(run: Run, key: str, ok: np.ndarray, soc: np.ndarray, i: np.ndarray,
                              f"stretch without an outage ({_when(t[a])} to "
                              f"{_when(t[b - 1])} s)")
     known = np.flatnonzero(np.isfinite(soc[a:b]))
-    first = a + known[0] if len(known) else np.flatnonzero(np.isfinite(soc))[0]
+    if not len(known):
+        known = np.flatnonzero(np.isfinite(soc)) - a
+        if not len(known):
+            raise RecordingError(f"{run.path}: {key} has no state-of-charge reading; the fit "
+                                 "starts from the measured state of charge")
+    first = a + known[0]
     note = _split_note(split, (a, b), t, soc) if len(split.spans) > 1 else ""
     return keep, float(soc[first]), note
 

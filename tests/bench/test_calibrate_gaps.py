@@ -91,3 +91,22 @@ def test_a_state_of_charge_reset_splits_the_readings_too(outage: Path) -> None:
     # a jump within what the current moved plus SOC_JUMP is no reset
     soc[k:] += 0.04 - 0.5 * SOC_JUMP
     assert _split(ok, soc, i, t, capacity_ah).jumps == []
+
+
+def test_a_battery_with_no_state_of_charge_reading_is_one_line(outage: Path, tmp_path: Path,
+                                                               capsys) -> None:
+    """The fit starts from the measured state of charge: none at all was an IndexError."""
+    import shutil
+
+    import h5py
+
+    bad = tmp_path / "no_soc.h5"
+    shutil.copy(outage, bad)
+    with h5py.File(bad, "r+") as f:
+        f["nodes/lab/battery/soc"][...] = np.nan
+    assert main(["calibrate", str(bad), "--asset", "lab.battery",
+                 "--out", str(tmp_path / "c.toml")]) == 2
+    assert capsys.readouterr().err == (f"gridloop: error: {bad}: lab.battery has no "
+                                       "state-of-charge reading; the fit starts from the "
+                                       "measured state of charge\n")
+    assert not (tmp_path / "c.toml").exists()

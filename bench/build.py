@@ -10,6 +10,7 @@ physical kit would.  Errors in any of it name the scenario line.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -386,7 +387,6 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
 
         plan.capture = Capture()
 
-    where = _Where(s)
     deadline = s.run.device_deadline_s
     # the run's emulators live in a child process (bench/emulation.py) built from the same
     # scenario; here we only need their devices' maps and transports (the device tables')
@@ -405,7 +405,8 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
                                                  spec.map, dict(spec.map_options)), deadline)
             modbus = spec.transport in ("tcp", "rtu")
         else:
-            device, declared = _hardware_device(cfg, where("nodes", node, name, "device"),
+            # at the file's line, or the --set that gave the table or a key of it
+            device, declared = _hardware_device(cfg, s.where("nodes", node, name, "device"),
                                                 plan.capture, f"{node}.{name}")
             # a serial board names its points only when it answers (HELLO), after the
             # recording's layout is fixed: until then it has the ones declared in its
@@ -441,6 +442,10 @@ def _hardware_device(cfg: AssetConfig, where: str, capture: Any,
                 or not all(isinstance(n, str) and n for n in declared):
             raise ScenarioError(f"{where}.signals: a list of signal names, e.g. "
                                 f'["p_w", "soc"], got {declared!r}')
+    try:
+        check_device_options(backend, options, where)
+    except BridgeError as exc:  # an unknown back-end, or one whose library is missing
+        raise ScenarioError(f"{where}.backend: {exc}") from None
     options.setdefault("name", name)
     if backend.startswith("modbus"):
         options.setdefault("map", DEVICE_MAPS[cfg.kind])
@@ -448,8 +453,71 @@ def _hardware_device(cfg: AssetConfig, where: str, capture: Any,
             options["capture"] = capture
     try:
         return open_device(backend, **options), tuple(declared or ())
-    except (BridgeError, TypeError) as exc:
+    except (BridgeError, TypeError, ValueError) as exc:
         raise ScenarioError(f"{where}: {exc}") from None
+
+
+#: constructor arguments of a device the bench fills in itself, never a device table
+_BENCH_ARGS = frozenset({"self", "name", "capture", "address_label", "on_event"})
+
+
+def device_options(backend: str) -> tuple[list[str], list[str]] | None:
+    """(every option, the required ones) a device table of ``backend`` takes, read from its
+    class's constructors (a ``**kwargs`` passes on to the base class's); None when some
+    constructor takes any keyword, so nothing can be called unknown."""
+    from firmware_bridge.registry import backend_class
+
+    names: list[str] = []
+    required: list[str] = []
+    for klass in backend_class(backend).__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in _BENCH_ARGS \
+                    or p.name in names:
+                continue
+            names.append(p.name)
+            if p.default is p.empty:
+                required.append(p.name)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names, required
+    return None
+
+
+def check_unopened_table(device: Mapping[str, Any], where: str) -> None:
+    """A device table the run does not open (its asset runs emulated), checked all the
+    same: a misspelt option would pass CI and fail on the lab's day.  A back-end not
+    installed here (a lab's plugin, NVML) is left to the run that opens it."""
+    from firmware_bridge.errors import BridgeError
+
+    backend = device.get("backend")
+    if not isinstance(backend, str) or not backend:
+        return
+    options = {k: v for k, v in device.items() if k not in ("backend", "signals")}
+    try:
+        check_device_options(backend, options, where)
+    except BridgeError:
+        return
+
+
+def check_device_options(backend: str, options: Mapping[str, Any], where: str) -> None:
+    """A device table's keys against what its back-end takes: a misspelt one is named with a
+    did-you-mean and the back-end's options (not a constructor's TypeError), a missing one
+    by name."""
+    known = device_options(backend)
+    if known is None:
+        return
+    names, required = known
+    listed = f"options of backend {backend} are {', '.join(['backend', *names])}"
+    for key in options:
+        if key not in names:
+            raise ScenarioError(f"{where}: unknown device option {key!r}"
+                                f"{tparams.did_you_mean(key, names)}; {listed}")
+    missing = [n for n in required if n not in options]
+    if missing:
+        raise ScenarioError(f"{where}: backend {backend} needs "
+                            f"{' and '.join(repr(n) for n in missing)}; {listed}")
 
 
 class _Pending:

@@ -57,7 +57,7 @@ def specs(s: Scenario, drives: dict[str, Any] | None = None
     An asset's ``transport`` field, when given, is kept; else its device table decides
     (:func:`firmware_bridge.emulators.host.link_for_device`); else Modbus TCP.
     """
-    from bench.build import _Where, emulator_specs
+    from bench.build import _Where, check_unopened_table, emulator_specs
     from firmware_bridge.emulators.host import link_for_device
     from firmware_bridge.errors import ConfigError
 
@@ -72,6 +72,7 @@ def specs(s: Scenario, drives: dict[str, Any] | None = None
         if key in chosen:
             why[key] = f'transport = "{cfg.transport}"'
         elif cfg.device:
+            check_unopened_table(cfg.device, s.where("nodes", spec.node, spec.asset, "device"))
             try:
                 fields, why[key] = link_for_device(
                     cfg.device, where("nodes", spec.node, spec.asset, "device"))

@@ -32,22 +32,44 @@ def profile_seed(run_seed: int, name: str) -> int:
     return int.from_bytes(h[:4], "little")
 
 
-def _call(fn: Callable[..., Any], options: dict[str, Any], where: str, **fixed: Any) -> Any:
-    """Call a generator with scenario options, naming a misspelt option."""
+#: where a field of one profile is: ``at("options", "step_s")`` -> ``file:line:
+#: profiles.NAME.options.step_s`` (or the ``--set`` that gave it), via Scenario.where
+At = Callable[..., str]
+
+
+def _call(fn: Callable[..., Any], options: dict[str, Any], at: At, generator: str,
+          also: tuple[str, ...] = (), **fixed: Any) -> Any:
+    """Call a generator with scenario options: a misspelt, missing or mistyped option and
+    an error the generator raises are named as the scenario's field, in the generator's
+    name (never the Python function's); ``also``: options taken before the call."""
     try:  # the annotations as types (modules with ``from __future__`` make them text)
         sig = inspect.signature(fn, eval_str=True)
     except (NameError, AttributeError, SyntaxError, TypeError):
         sig = inspect.signature(fn)
     names = [p for p in sig.parameters if p not in fixed]
+    listed = ", ".join([*names, *also])
     for key, value in options.items():
         if key not in names:
-            raise ScenarioError(f"{where}.options.{key}: unknown option"
-                                f"{did_you_mean(key, names)}; options are {', '.join(names)}")
-        _check_type(sig.parameters[key].annotation, value, f"{where}.options.{key}")
+            raise ScenarioError(f"{at('options', key)}: unknown option"
+                                f"{did_you_mean(key, names)}; options are {listed}")
+        _check_type(sig.parameters[key].annotation, value, at("options", key))
+    missing = [p for p in names if sig.parameters[p].default is inspect.Parameter.empty
+               and p not in options]
+    if missing:
+        raise ScenarioError(f"{at('options')}: the {generator} generator needs "
+                            f"{' and '.join(missing)} (options: {listed})")
     try:
         return fn(**fixed, **options)
     except (TypeError, ValueError) as exc:
-        raise ScenarioError(f"{where}: {exc}") from None
+        raise ScenarioError(f"{at()}: {_in_words(str(exc), fn, generator)}") from None
+
+
+def _in_words(message: str, fn: Callable[..., Any], generator: str) -> str:
+    """A generator's error with the scenario's name for it, not the function's
+    (``synchronous_training: step_s must be > 0`` -> ``the training generator: ...``)."""
+    prefix = f"{fn.__name__}: "
+    return f"the {generator} generator: {message[len(prefix):]}" \
+        if message.startswith(prefix) else message
 
 
 def _check_type(annotation: Any, value: Any, where: str) -> None:
@@ -107,56 +129,66 @@ IRRADIANCE = {"clear_sky": clear_sky, "clear_sky_clouds": clear_sky_clouds,
 PRICE = {"constant": constant}
 
 
-def read_csv_column(path: Path, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+def read_csv_column(path: Path, column: str, at: At) -> tuple[np.ndarray, np.ndarray]:
     """``t_s`` and one column of a CSV (optionally gzipped); errors name file, line, column."""
     from bench.csvio import CsvError, read_columns
 
     try:
         cols = read_columns(path, (column,) if column else None)
     except CsvError as exc:
-        raise ScenarioError(f"{where}: {exc}") from None
+        raise ScenarioError(f"{at('file')}: {exc}") from None
     others = [c for c in cols if c != "t_s"]
     if not column:
         if len(others) != 1:
-            raise ScenarioError(f"{where}.column: {path} has several value columns "
+            raise ScenarioError(f"{at('column')}: {path} has several value columns "
                                 f"({', '.join(others)}); name one")
         column = others[0]
     if column not in cols:
-        raise ScenarioError(f"{where}.column: {path} has no column '{column}'"
+        raise ScenarioError(f"{at('column')}: {path} has no column '{column}'"
                             f"{did_you_mean(column, others)}")
     return cols["t_s"], cols[column]
 
 
-def build_profile(s: Scenario, name: str) -> Any:
-    """The drive object of profile ``name``: a Series, or a workload for GPU racks."""
+def build_profile(s: Scenario, name: str, horizon_s: float | None = None) -> Any:
+    """The drive object of profile ``name``: a Series, or a workload for GPU racks.
+
+    A generated profile covers the run (``duration_s``), or ``horizon_s`` when given:
+    ``gridloop emulate`` serves for longer than a run, and a profile that ended would idle
+    the rack (or hold the sun) under the bench's feet.  A longer profile starts with the
+    run's: the generators draw their random streams in time order."""
     cfg: ProfileConfig = s.profiles[name]
-    where = f"profiles.{name}"
+
+    def at(*fields: str) -> str:
+        return s.where("profiles", name, *fields)
+
     seed = profile_seed(s.run.seed, name)
-    duration = s.run.duration_s
+    horizon = s.run.duration_s if horizon_s is None else max(horizon_s, s.run.duration_s)
     if cfg.kind in ("irradiance", "price", "temperature", "power"):
         if cfg.file:
-            t, v = read_csv_column(s.resolve(cfg.file), cfg.column, where)
+            t, v = read_csv_column(s.resolve(cfg.file), cfg.column, at)
             return Series(t, v * cfg.scale)
         table = IRRADIANCE if cfg.kind == "irradiance" else PRICE
         fn = table.get(cfg.generator)
         if fn is None:
-            raise ScenarioError(f"{where}.generator: unknown {cfg.kind} generator "
+            raise ScenarioError(f"{at('generator')}: unknown {cfg.kind} generator "
                                 f"'{cfg.generator}'{did_you_mean(cfg.generator, table)}; "
                                 f"generators: {', '.join(table)}")
         step = min(IRRADIANCE_STEP_S, s.run.dt_s)
-        t = np.arange(0.0, duration + 2 * step, step)
+        t = np.arange(0.0, horizon + 2 * step, step)
         fixed: dict[str, Any] = {"t_s": t}
         if "seed" in inspect.signature(fn).parameters:
             fixed["seed"] = seed
-        v = _call(fn, dict(cfg.options), where, **fixed)
+        v = _call(fn, dict(cfg.options), at, cfg.generator, **fixed)
         return Series(t, np.asarray(v, dtype=float) * cfg.scale)
     if cfg.kind == "workload":
-        return build_workload(s, cfg, where, seed)
-    raise ScenarioError(f"{where}.kind: profiles of kind '{cfg.kind}' are not supported")
+        return build_workload(s, cfg, at, seed, horizon)
+    raise ScenarioError(f"{at('kind')}: profiles of kind '{cfg.kind}' are not supported")
 
 
-def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> Any:
-    """A GPU workload: a schedule from a generator or an events JSON file.
+def build_workload(s: Scenario, cfg: ProfileConfig, at: At, seed: int,
+                   horizon_s: float | None = None) -> Any:
+    """A GPU workload: a schedule from a generator or an events JSON file, generated up to
+    ``horizon_s`` (default: the run's ``duration_s``) unless its options end it.
 
     Options ``groups`` and ``spread_s`` desynchronise it across the rack's GPUs: ``groups``
     copies, each delayed by its own offset in ``[0, spread_s]`` (:func:`desynchronise`).
@@ -166,37 +198,58 @@ def build_workload(s: Scenario, cfg: ProfileConfig, where: str, seed: int) -> An
     options = dict(cfg.options)
     groups = options.pop("groups", 1)
     spread = options.pop("spread_s", 0.0)
-    if not isinstance(groups, int) or groups < 1:
-        raise ScenarioError(f"{where}.options.groups: must be a whole number >= 1")
-    _check_type(float, spread, f"{where}.options.spread_s")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ScenarioError(f"{at('options', 'groups')}: must be a whole number >= 1")
+    _check_type(float, spread, at("options", "spread_s"))
     if cfg.file:
-        from bench.traces import read_events
-
-        if options:
-            raise ScenarioError(f"{where}.options: a workload read from a file takes only "
-                                f"groups and spread_s")
-        schedule = read_events(s.resolve(cfg.file))
+        schedule = _read_workload(s, cfg, options, at)
     else:
         gens = workload.GENERATORS
         fn = gens.get(cfg.generator)
         if fn is None:
-            raise ScenarioError(f"{where}.generator: unknown workload generator "
+            raise ScenarioError(f"{at('generator')}: unknown workload generator "
                                 f"'{cfg.generator}'{did_you_mean(cfg.generator, gens)}; "
                                 f"generators: {', '.join(gens)}")
         fixed: dict[str, Any] = {}
         params = inspect.signature(fn).parameters
         if "seed" in params:
             fixed["seed"] = seed
+        horizon = s.run.duration_s if horizon_s is None else horizon_s
         for name in ("duration_s", "stop_s"):
             if name in params and name not in options:
                 # past the run's end; a job set to start after it (a shortened run) is idle
                 start = options.get("start_s", 0.0)
-                end = s.run.duration_s + 1.0
+                end = horizon + 1.0
                 options[name] = max(end, start) if isinstance(start, int | float) else end
-        schedule = _call(fn, options, where, **fixed)
+        schedule = _call(fn, options, at, cfg.generator, ("groups", "spread_s"), **fixed)
     if groups == 1 and not spread:
         return schedule
     try:
         return workload.desynchronise(schedule, groups, float(spread), seed=seed + 1)
     except workload.ScheduleError as exc:
-        raise ScenarioError(f"{where}.options: {exc}") from None
+        raise ScenarioError(f"{at('options')}: {exc}") from None
+
+
+def _read_workload(s: Scenario, cfg: ProfileConfig, options: dict[str, Any], at: At) -> Any:
+    """The schedule of a workload profile read from an events JSON file."""
+    from bench.errors import RecordingError
+    from bench.traces import read_events
+
+    if options:
+        raise ScenarioError(f"{at('options')}: a workload read from a file takes only "
+                            f"groups and spread_s")
+    try:
+        return read_events(s.resolve(cfg.file))
+    except RecordingError as exc:
+        raise ScenarioError(f"{at('file')}: {exc}") from None
+
+
+def profile_end_s(drive: Any) -> float:
+    """When a profile's data ends [s]: a series' last sample (it holds that value after),
+    a schedule's last entry (idle after), the latest of a desynchronised set's."""
+    if isinstance(drive, Series):
+        return float(drive.t_s[-1])
+    if isinstance(drive, list | tuple):
+        return max((profile_end_s(d) for d in drive), default=0.0)
+    t, seconds = np.asarray(drive.t_s), np.asarray(drive.seconds)
+    return float((t + seconds).max()) if len(t) else 0.0

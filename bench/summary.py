@@ -23,7 +23,7 @@ report a step's energy a tick after its power: they fall one tick short of the r
 columns, by the last row's energy.)
 
 A figure whose signal the recording lacks is NaN (printed ``-``), not 0, and so is a figure
-whose signals had no reading at any step it counts (a device that never answered): an
+whose signals had no reading at any step it counts (a device that never gave a valid one): an
 energy summed over no readings is unknown, not zero.  Ticks without a reading (a device lost)
 are counted over all the run's ticks, as the recording's ``/quality`` flags count them, and
 the summary says, one line per device, how many of its ticks had none and which columns they
@@ -124,7 +124,8 @@ class DeviceTicks:
     skipped: int
     #: of ``read``: answered, but with values that did not change when they should have
     stale: int
-    #: no valid reading at any tick: a device absent, unplugged or at a wrong address
+    #: no valid reading at any tick: a device absent, unplugged or at a wrong address, or
+    #: one answering with the wrong models or only exceptions
     never_read: bool
 
     def why(self) -> str:
@@ -423,8 +424,8 @@ def _gap_lines(fig: Figures) -> list[str]:
     """The ticks without a reading, one line per asset (one count each, of all the run's
     ticks, as its ``/quality`` flags count them), and exactly the columns they leave short:
     those that cover the other ticks only, those with no figure at all (no reading in any
-    step they count), and, for an asset that never answered, those that count the node's
-    other assets only."""
+    step they count), and, for an asset with no reading at any tick (said why: it never
+    answered, or how its answers failed), those that count the node's other assets only."""
     lines = []
     for key, gaps in fig.asset_gaps.items():
         node = fig.nodes.get(key.split(".")[0], NodeFigures())
@@ -435,7 +436,7 @@ def _gap_lines(fig: Figures) -> list[str]:
             attr = next(a for a, c in COLUMNS.items() if c == column)
             (unknown if math.isnan(getattr(node, attr)) else known).append(column)
         line = f"ticks without a reading: {key} {count} of {fig.ticks}"
-        line += " (it never answered)" if never else ""
+        line += f" ({_never_why(fig.devices.get(key))})" if never else ""
         parts = []
         if known:
             parts.append(f"{', '.join(known)} {'count' if len(known) > 1 else 'counts'} the "
@@ -447,6 +448,18 @@ def _gap_lines(fig: Figures) -> list[str]:
                          "figure")
         lines.append(line + "; " + "; ".join(parts))
     return lines
+
+
+def _never_why(device: DeviceTicks | None) -> str:
+    """What a device with no reading at any tick did, as its quality flags say: only
+    timeouts is a device that never answered; an error is an answer the bench could not
+    use (an exception, the wrong SunSpec models, an implausible value) or a refused
+    connection, so the line gives the counts by why, as ``gridloop run``'s last line does."""
+    if device is None or not device.missing:
+        return "no valid reading at any tick"
+    if device.timeout == device.missing:
+        return "it never answered"
+    return f"no valid reading at any tick: {device.why()}"
 
 
 def format_figures(fig: Figures) -> str:

@@ -33,14 +33,17 @@ source = "pv"
 
 def test_a_constant_profile_without_a_value_is_an_error(tmp_path: Path, capsys) -> None:
     s = parse(SCENARIO.format(options=""), "sun.toml")
-    with pytest.raises(ScenarioError, match=r"^profiles\.sun: the constant generator needs "
-                                            r"its value: options = \{ value = \.\.\. \}"):
+    with pytest.raises(ScenarioError, match=r"^sun\.toml:\d+: profiles\.sun: the constant "
+                                            r"generator needs its value: "
+                                            r"options = \{ value = \.\.\. \}"):
         build_profile(s, "sun")
     path = tmp_path / "sun.toml"
     path.write_text(SCENARIO.format(options=""))
     assert main(["run", str(path), "--out", str(tmp_path / "x.h5"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "profiles.sun: the constant generator needs" in err
+    assert err.count("\n") == 1
+    assert err.startswith(f"gridloop: error: {path}:") and \
+        ": profiles.sun: the constant generator needs" in err
 
 
 def test_a_constant_profile_holds_its_value() -> None:

@@ -175,6 +175,23 @@ def test_a_meter_timeout_does_not_shorten_the_grid_energy(timed_out: Path) -> No
             "reading") in text
 
 
+def test_a_device_that_answers_only_with_errors_is_not_said_never_to_have_answered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A meter that answers every read with an exception (as a device with the wrong
+    SunSpec models, or at a wrong base address, does) gave no valid reading: the summary
+    says that, with the counts by why, not "it never answered" (only a device that timed
+    out every tick did not)."""
+    scenario = tmp_path / "errors.toml"
+    scenario.write_text(TIMEOUT.replace("duration_s = 3", "duration_s = 0.5").replace(
+        "{ timeout = true, start_s = 1, stop_s = 2 }", "{ exception_code = 4 }"))
+    with pytest.warns(DeviceWarning, match="dc.meter: .*exception 0x04"):
+        assert main(["run", str(scenario), "--out", str(tmp_path / "e.h5"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert ("ticks without a reading: dc.meter 10 of 10 (no valid reading at any tick: "
+            "10 error); grid in, grid out, peak kW have no figure") in out, out
+    assert "never answered" not in out
+
+
 def test_the_summary_of_a_replay_is_the_twin_under_the_replayed_controller(
         timed_out: Path, tmp_path: Path) -> None:
     """A replay records the recorded measurements (the controller's inputs) unchanged; what

@@ -103,3 +103,15 @@ def test_pysunspec2_writes_reach_the_plant(kind: str, model_id: int, points: dic
             await asyncio.to_thread(_write_points, emulator.port, model_id, points, scaled)
         assert plant.written[kind] == [expected]
     run(t())
+
+
+def test_the_rack_models_phase_symbols_are_the_twins_load_codes() -> None:
+    """A SunSpec client labels Phase by the model's symbols: they must be the codes the rack
+    serves (twin.workload.LOADS), MEMORY and LIGHT were swapped."""
+    import json
+
+    from twin.workload import LOADS
+
+    model = json.loads((MODEL_DIR / f"model_{GPU_RACK_MODEL}.json").read_text())
+    phase = next(p for p in model["group"]["points"] if p["name"] == "Phase")
+    assert {s["name"].lower(): s["value"] for s in phase["symbols"]} == LOADS

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from bench.errors import RecordingError, ScenarioError
 from bench.plan import DEVICE_MAPS, Plan
 from bench.profiles import build_profile
 from bench.scenario import AssetConfig, Scenario
-from bench.tomlpos import key_lines, line_of
 from twin import params as tparams
 from twin.errors import TwinError
 from twin.microgrid import AssetSpec, Microgrid
@@ -42,19 +41,6 @@ def shipped(name: str) -> Path:
 
 def shipped_names() -> list[str]:
     return sorted(p.stem for p in DATA.glob("*.toml"))
-
-
-class _Where:
-    """Turns a field path into ``file:line: field`` for error messages."""
-
-    def __init__(self, s: Scenario) -> None:
-        self.source = str(s.path) if s.path else "<scenario>"
-        self.lines = key_lines(s.text) if s.text else {}
-
-    def __call__(self, *path: str) -> str:
-        line = line_of(self.lines, tuple(path))
-        loc = f"{self.source}:{line}" if line else self.source
-        return f"{loc}: {'.'.join(path)}"
 
 
 def load_params(s: Scenario, ref: str, where: str,
@@ -120,7 +106,7 @@ def with_overrides(pset: tparams.ParamSet, override: Mapping[str, Any],
     return out
 
 
-def asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: _Where,
+def asset_params(s: Scenario, node: str, name: str, cfg: AssetConfig, where: Callable[..., str],
                   emulator: bool, cache: dict[Path, tparams.ParamSet]
                   ) -> tuple[tparams.ParamSet | None, tparams.ParamSet | None]:
     """(params, converter params) of one asset, for the twin or its emulator."""
@@ -179,7 +165,7 @@ def _validate(pset: tparams.ParamSet, cfg: AssetConfig, where: str) -> None:
 def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
                 drives: dict[str, Any] | None = None) -> list[AssetSpec]:
     """Twin asset specs of the scenario (or of some nodes, with emulator parameters)."""
-    where = _Where(s)
+    where = s.where
     drives = drives if drives is not None else {}
     cache: dict[Path, tparams.ParamSet] = {}
     specs = []
@@ -285,7 +271,7 @@ def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
         bad = unknown_signals(s.checks, plan.obs_index, plan.twin_keys())
         if bad:
             key, what = bad[0]
-            raise ScenarioError(f"{_Where(s)('checks', key)}: {what}")
+            raise ScenarioError(f"{s.where('checks', key)}: {what}")
     # a tolerance is a residual band: on a misspelt signal it would bound nothing, silently
     bands = {Check(f"{n}.{a}.{sig}", "residual", v): ("nodes", n, a, "tolerance", sig)
              for n, a, c in s.assets() for sig, v in c.tolerance.items()}
@@ -293,7 +279,7 @@ def build_plan(s: Scenario, ledger: str | None = None) -> Plan:
     if bad:
         key, what = bad[0]
         at = next(p for c, p in bands.items() if c.key == key)
-        raise ScenarioError(f"{_Where(s)(*at)}: {what}")
+        raise ScenarioError(f"{s.where(*at)}: {what}")
     if s.market.kind != "none":
         from bench.market import MarketLink
 
@@ -332,7 +318,7 @@ def emulator_specs(s: Scenario, drives: dict[str, Any] | None = None
     if not assets:
         return {}, []
     drives = drives if drives is not None else {}
-    where = _Where(s)
+    where = s.where
     nodes = list(dict.fromkeys(n for n, _, _ in assets))
     plants = {node: TwinPlant(build_twin(s, emulator=True, nodes=[node], drives=drives))
               for node in nodes}

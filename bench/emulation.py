@@ -57,13 +57,13 @@ def specs(s: Scenario, drives: dict[str, Any] | None = None
     An asset's ``transport`` field, when given, is kept; else its device table decides
     (:func:`firmware_bridge.emulators.host.link_for_device`); else Modbus TCP.
     """
-    from bench.build import _Where, check_unopened_table, emulator_specs
+    from bench.build import check_unopened_table, emulator_specs
     from firmware_bridge.emulators.host import link_for_device
     from firmware_bridge.errors import ConfigError
 
     plants, device_specs = emulator_specs(s, drives)
     chosen = _chosen_transports(s)
-    where = _Where(s)
+    where = s.where
     out: list[Any] = []
     why: dict[tuple[str, str], str] = {}
     for spec in device_specs:

@@ -14,11 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "experiments" / "faults" / "scenario.toml"
 
 
-def _battery_line() -> int:
-    lines = SCENARIO.read_text().splitlines()
-    return lines.index("[nodes.dc.battery]") + 1
-
-
 @pytest.mark.parametrize("card, why", [
     ('{ timeout = "false" }', "timeout must be true or false, got 'false'"),
     ('{ start_s = "1" }', "start_s must be a number of seconds on the device clock, got '1'"),
@@ -31,10 +26,21 @@ def _battery_line() -> int:
 ])
 def test_a_field_of_the_wrong_type_is_one_line_naming_file_line_and_field(
         card: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """In the file: its line; given with ``--set``: the override as typed (the file's
+    line of the battery's table was named, a line that does not hold the card)."""
     out = tmp_path / "run.h5"
-    assert main(["run", str(SCENARIO), "--out", str(out), "--quiet", "--duration", "0.1",
-                 "--set", f"dc.battery.faults=[{card}]"]) == 2
-    err = capsys.readouterr().err
-    assert err == (f"gridloop: error: {SCENARIO}:{_battery_line()}: nodes.dc.battery.faults.0: "
-                   f"fault card: {why}\n")
-    assert not out.exists()
+    lines = SCENARIO.read_text().splitlines()
+    at = lines.index("[nodes.dc.battery]") + 1
+    lines.insert(at, f"faults = [{card}]")
+    in_file = tmp_path / "scenario.toml"
+    in_file.write_text("\n".join(lines) + "\n")
+    for path, extra, where in (
+            (in_file, [], f"{in_file}:{at + 1}"),
+            (SCENARIO, ["--set", f"dc.battery.faults=[{card}]"],
+             f"--set dc.battery.faults=[{card}]")):
+        assert main(["run", str(path), "--out", str(out), "--quiet", "--duration", "0.1",
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"gridloop: error: {where}: nodes.dc.battery.faults.0: fault card: "
+                       f"{why}\n")
+        assert not out.exists()

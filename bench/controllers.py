@@ -365,6 +365,13 @@ class GpuSmoothing:
     measured tick and ``feed_forward_s`` after the setpoint lands, so the battery meets the
     edge instead of following it.  Each tick then costs a twin forecast
     (:meth:`Observation.forecast`).
+
+    A tick whose grid (meter) or battery reading is missing (NaN: a timeout, an exception
+    answer) is bridged, not skipped: holding the battery's last setpoint would pass the
+    rack's edges straight to the grid.  The net load of the last tick that had every reading
+    is carried forward by the change of the node's measured rack power (``loads``) since
+    then.  The controller skips the node only when it has no such tick yet or the racks'
+    readings are missing too.  A frozen meter is not bridged: its stale value looks valid.
     """
 
     def __init__(self, context: ControllerContext, ramp_limit_w_per_s: float,
@@ -384,14 +391,15 @@ class GpuSmoothing:
         if not self.nodes:
             raise ControllerError("gpu_smoothing needs a node with a battery and a meter or grid")
         self.target: dict[str, float] = {}
+        #: per battery: (net load, racks' power) of the last tick with every reading
+        self.last_good: dict[str, tuple[float, float]] = {}
 
     def step(self, obs: Observation) -> dict[str, float]:
         out = {}
         for n in self.nodes:
-            grid, bat = obs.get(n.grid), obs.get(n.battery_p)
-            if not (math.isfinite(grid) and math.isfinite(bat)):
+            net = self._net_load(obs, n)  # what the grid would carry without the battery
+            if not math.isfinite(net):
                 continue
-            net = grid + bat  # what the grid would carry without the battery
             if self.lead:
                 net += self._forecast_change(obs, n.loads)
             soc = obs.get(n.battery_soc, self.soc_target)
@@ -404,6 +412,21 @@ class GpuSmoothing:
             self.target[n.battery] = target
             out[f"{n.battery}.p_set_w"] = net - target
         return out
+
+    def _net_load(self, obs: Observation, n: _NodeKeys) -> float:
+        """``grid + battery`` measured, or bridged over a missing reading by the racks'
+        measured change since the last tick with every reading; NaN when it cannot be."""
+        assert n.battery is not None
+        grid, bat = obs.get(n.grid), obs.get(n.battery_p)
+        loads = sum(obs.get(key) for key in n.loads) if n.loads else math.nan
+        if math.isfinite(grid) and math.isfinite(bat):
+            if math.isfinite(loads):
+                self.last_good[n.battery] = (grid + bat, loads)
+            return grid + bat
+        last = self.last_good.get(n.battery)
+        if last is None or not math.isfinite(loads):
+            return math.nan
+        return last[0] + (loads - last[1])
 
     def _forecast_change(self, obs: Observation, loads: list[str]) -> float:
         """Forecast rack power ``lead`` ticks ahead minus the twin's value at the measured

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 
@@ -61,9 +62,10 @@ def run_lab(args: argparse.Namespace) -> int:
     print(f"\nlab {lab.name}: wrote {', '.join(str(p) for p in paths)}")
     for v in lab.variants:
         print(f"  {lab.variant_path(out, v.name).name}: {v.about}")
-    print(f"next: read {lab.sheet}, then\n"
-          f"  gridloop report {out}            # figures (PNG)\n"
-          f"  gridloop lab grade {out} [--answers answers.toml]")
+    q = shlex.quote(str(out))  # a path with spaces, copied from here, still works
+    print(f"next: read {shlex.quote(str(lab.sheet))}, then\n"
+          f"  gridloop report {q}            # figures (PNG)\n"
+          f"  gridloop lab grade {q} [--answers answers.toml]")
     return 0
 
 

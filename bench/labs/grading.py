@@ -8,19 +8,26 @@ tolerance the lab sheet states.
 
 from __future__ import annotations
 
+import codecs
+import errno
 import importlib
+import json
 import math
+import os
+import shlex
 import tomllib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from bench.labs import Lab, LabError, get_lab, labs
+from bench.paths import lock_path
 from bench.recording import Run, open_run
 from bench.scenario import Scenario
+from bench.tomlpos import key_lines
 from twin.params import did_you_mean
 
 
@@ -168,20 +175,18 @@ def grade_answers(g: Grade, questions: Mapping[str, Question], answers: Mapping[
             g.check(name, shown, target, bool(meets(value)), pts)
 
 
-def read_answers(path: str | Path | None, questions: Mapping[str, Question]
-                 ) -> dict[str, Any]:
+def read_answers(path: str | Path | None, questions: Mapping[str, Question],
+                 runs: Collection[str] = ()) -> dict[str, Any]:
     """A student's answers file (TOML, one ``key = value`` per answered question), checked
-    against the lab's ``questions``.  None reads as no answers."""
+    against the lab's ``questions``; the names a list answer gives must be of ``runs`` (the
+    lab's variants) when given.  None reads as no answers."""
     if path is None:
         return {}
     path = Path(path)
+    text = _answers_text(path)
     try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise LabError(f"--answers {path}: no such answers file") from None
-    except IsADirectoryError:
-        raise LabError(f"--answers {path}: a directory, not an answers file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise LabError(f"{path}: not valid TOML: {exc}") from None
     for key, value in doc.items():
         q = questions.get(key)
@@ -189,14 +194,84 @@ def read_answers(path: str | Path | None, questions: Mapping[str, Question]
             listed = ", ".join(questions) or "none"
             raise LabError(f"{path}: {key}: not a question of this lab"
                            f"{did_you_mean(key, questions)}; questions: {listed}")
-        if q.names:
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise LabError(f"{path}: {key}: expected a list of names, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise LabError(f"{path}: {key}: expected a number in {q.unit or 'SI units'}, "
-                           f"got {value!r}")
+        _check_answer(path, key, value, q, text, runs)
     return dict(doc)
+
+
+def _answers_text(path: Path) -> str:
+    """The answers file as text: UTF-8, a leading byte-order mark (Windows Notepad's
+    "UTF-8") dropped; other encodings are one line saying to save it as UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise LabError(f"--answers {path}: no such answers file") from None
+    except IsADirectoryError:
+        raise LabError(f"--answers {path}: a directory, not an answers file") from None
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    # UTF-16 (Notepad's "Unicode") has a NUL byte beside every ASCII letter: valid UTF-8
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:
+        what = "it looks like UTF-16, Notepad's 'Unicode'"
+    else:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            what = f"byte {raw[exc.start]:#04x} on line {line}"
+    raise LabError(f"{path}: not UTF-8 text ({what}); save it as UTF-8")
+
+
+def _check_answer(path: Path, key: str, value: Any, q: Question, text: str,
+                  runs: Collection[str]) -> None:
+    """One answer's type (and for a list of names, that each is a run of the lab)."""
+    if q.names:
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise LabError(f"{path}: {key}: expected a list of names, got "
+                           f"{_as_written(text, key, value)}")
+        for name in value if runs else ():
+            if name not in runs:
+                raise LabError(f"{path}: {key}: '{name}' is not a run of this lab"
+                               f"{did_you_mean(name.lower(), runs)}; runs: {', '.join(runs)}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise LabError(f"{path}: {key}: expected a number in {q.unit or 'SI units'}, "
+                       f"got {_as_written(text, key, value)}")
+
+
+def _as_written(text: str, key: str, value: Any) -> str:
+    """``value`` as the answers file wrote it (``true``, ``1e400``): the shortest start of
+    what follows ``key =`` on its line that reads back as ``value``; else in TOML terms."""
+    line = key_lines(text).get((key,))
+    if line is not None:
+        rest = text.splitlines()[line - 1].partition("=")[2].strip()
+        for end in range(1, min(len(rest), 200) + 1):
+            try:
+                if _same(tomllib.loads(f"v = {rest[:end]}")["v"], value):
+                    return rest[:end]
+            except tomllib.TOMLDecodeError:
+                continue
+    return _in_toml(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of one type (``1`` is not ``true``); NaN is NaN."""
+    return type(a) is type(b) and (a == b or (isinstance(a, float) and a != a and b != b))
+
+
+def _in_toml(value: Any) -> str:
+    """A value in TOML terms, for a message (a number TOML reads as infinite: too large)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return "a number too large"
+    if isinstance(value, int | float):
+        return "nan" if value != value else repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return f"[{', '.join(_in_toml(v) for v in value)}]"
+    if isinstance(value, dict):
+        return "a table"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 @dataclass(frozen=True)
@@ -213,8 +288,7 @@ class Recordings:
         if not variant:
             return self.path
         p = self.lab.variant_path(self.path, variant)
-        rerun = (f"run: gridloop lab run {self.lab.name}{' --quick' if self.quick else ''} "
-                 f"--out {self.path}")
+        rerun = _rerun(self.lab.name, self.quick, self.path)
         if not p.is_file():
             raise LabError(f"{p}: missing recording of variant '{variant}' of lab "
                            f"{self.lab.name} ({rerun})")
@@ -269,31 +343,75 @@ def _not_lab_run(attrs: Mapping[str, Any], complete: bool) -> str:
     return ""
 
 
+def _rerun(lab: str, quick: bool, path: Path) -> str:
+    """The command that writes the lab run again as it was run (quick or not), to copy."""
+    return (f"run: gridloop lab run {lab}{' --quick' if quick else ''} "
+            f"--out {shlex.quote(str(path))}")
+
+
+def _ran_quick(lab: Lab, attrs: Mapping[str, Any], overrides: list[str]) -> bool:
+    """Whether a recording is of the lab's quick variant: its stamp says, and a recording
+    never stamped (stopped) says by its overrides (the shared data's, then the quick ones)."""
+    if "lab_quick" in attrs:
+        return bool(attrs["lab_quick"])
+    start, quick = len(lab.shared_data), list(lab.quick.set)
+    return bool(quick) and overrides[start:start + len(quick)] == quick
+
+
+def _writer(path: Path) -> str:
+    """Who is writing ``path`` now (``gridloop lab run, pid N``): the holder of the lock a
+    run keeps while it writes (:func:`bench.paths.exclusive`); "" when none holds it (a
+    killed run's lock file is left, not held)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no such lock is kept
+        return ""
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        holder = os.read(fd, 200).decode(errors="replace").strip()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            held = exc.errno in (errno.EAGAIN, errno.EACCES)
+            return (holder or "another run") if held else ""
+        return ""
+    finally:
+        os.close(fd)  # releases the shared lock taken to look
+
+
 def recordings(path: str | Path) -> Recordings:
     """The lab a recording belongs to (its ``lab`` attribute, which ``lab run`` stamps on a
-    finished recording), checked to be the lab's main recording."""
+    finished recording), checked to be the lab's main recording.  One a run is still writing
+    (it or its variants) is refused with that run's pid: wait, then grade."""
     path = Path(path)
     if path.is_dir():
         raise LabError(f"{path}: a directory; give the main recording of a lab run (RUN.h5)")
+    writer = _writer(path)
+    if writer:
+        raise LabError(f"{path}: the run writing it is still in progress ({writer}); wait "
+                       f"for it to finish, then grade it")
     with open_run(path) as run:
-        attrs, complete = run.attrs, run.complete
+        attrs, complete, overrides = run.attrs, run.complete, run.scenario_overrides
     name = str(attrs.get("lab") or attrs.get("name") or "")
     if name not in labs():
         what = "lab" if attrs.get("lab") else "run name"
         raise LabError(f"{path}: not a lab recording ({what} '{name}' is not a lab; "
                        f"labs: {', '.join(labs())})")
+    lab = get_lab(name)
     wrong = _not_lab_run(attrs, complete)
     if wrong:
-        quick = " --quick" if attrs.get("lab_quick") else ""
         hint = "grade the lab run it replays" if attrs.get("replay_of") else \
-            f"run: gridloop lab run {name}{quick} --out {path}"
+            _rerun(name, _ran_quick(lab, attrs, overrides), path)
         raise LabError(f"{path}: not a finished lab run of {name}: {wrong} ({hint})")
     variant = str(attrs.get("lab_variant", ""))
     if variant:
         main = path.name.removesuffix(f".{variant}{path.suffix}") + path.suffix
         raise LabError(f"{path}: this is the '{variant}' recording of lab {name}; grade the "
                        f"main recording {path.with_name(main)}")
-    return Recordings(get_lab(name), path, bool(attrs.get("lab_quick", False)))
+    return Recordings(lab, path, bool(attrs.get("lab_quick", False)))
 
 
 def grader(lab: Lab) -> ModuleType:
@@ -315,7 +433,8 @@ def grade(path: str | Path, answers: str | Path | None = None) -> Grade:
     scoring 0), or None without a file: then it grades the run alone and says so."""
     recs = recordings(path)
     module = grader(recs.lab)
-    given = None if answers is None else read_answers(answers, module.QUESTIONS)
+    runs = [v.name for v in recs.lab.variants]
+    given = None if answers is None else read_answers(answers, module.QUESTIONS, runs)
     return module.grade(recs, given)
 
 

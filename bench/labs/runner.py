@@ -9,7 +9,8 @@ recording's root gets the attributes ``lab``, ``lab_variant`` (empty for the mai
 Two lab runs to the same recording (two students in one folder) would replace each other's
 files, ledger included: a run holds an exclusive lock on ``.RUN.h5.lock`` beside the
 recording while it writes, and a second run that finds it held stops at once with one line,
-before it touches anything.
+before it touches anything.  A run over an earlier one says so in one line on stderr, naming
+what the main recording (and its ledger) held, as ``gridloop run`` does.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def _run_jobs(lab: Lab, jobs: list[tuple[str, Path]], sets_of: dict[str, list[st
         print(f"lab {lab.name}{' (quick)' if quick else ''}: {label} -> {path}",
               file=sys.stderr)
         sets = sets_of[variant]
-        status = execute(lab.scenario, path, sets, quiet=quiet)
+        # an earlier run of the lab there is replaced: said in one line, as gridloop run does
+        status = execute(lab.scenario, path, sets, quiet=quiet, say_replaced=not variant)
         if status:
             raise LabError(f"lab {lab.name}: the run of {label} failed (status {status})")
         stamp(path, lab.name, variant, quick)

@@ -7,14 +7,17 @@ answers file fails lab 1, and the report draws each lab's own figures.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from bench.cli import main
@@ -164,6 +167,11 @@ def test_a_second_run_to_the_same_recording_stops_with_one_line(
         assert err.count("\n") == 0, err
         assert err == (f"gridloop: error: {out} is in use by another run (gridloop lab run, "
                        f"pid {first.pid}); wait for it to finish, or give --out another file")
+        # grading it meanwhile (a second terminal) says to wait, not that it was killed
+        assert main(["lab", "grade", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"gridloop: error: {out}: the run writing it is still in progress (gridloop lab "
+            f"run, pid {first.pid}); wait for it to finish, then grade it")
         rest = first.communicate(timeout=300)[1]
     finally:
         if first.poll() is None:
@@ -174,6 +182,14 @@ def test_a_second_run_to_the_same_recording_stops_with_one_line(
     assert main(["lab", "grade", str(out)]) == 0
     assert ": PASS" in capsys.readouterr().out
     assert not lock_path(out).exists()
+    # run again in the same place: the earlier run is replaced, and said so in one line
+    # (the quick afternoon's 12 intervals, and the one its last tick opens: 13 blocks)
+    assert main(["lab", "run", "p2p_trading", "--quick", "--quiet", "--out", str(out)]) == 0
+    said = [x for x in capsys.readouterr().err.splitlines() if "replacing" in x]
+    assert len(said) == 1 and re.fullmatch(
+        rf"gridloop: replacing {re.escape(str(out))} \(a recording of p2p_trading, \d+ ticks\)"
+        rf" and its ledger {re.escape(str(out.with_name('p2p_trading.ledger.db')))} "
+        r"\(13 blocks, \d+ records in blocks\)", said[0]), said
 
 
 def test_stamping_a_recording_another_program_holds_is_one_line(
@@ -218,16 +234,34 @@ def test_wrong_answers_fail_battery_identification(runs: dict[str, Path], tmp_pa
     assert main(["lab", "grade", str(runs["battery_id"]), "--answers", str(answers)]) == 0
 
 
+def _docs_answers(lab: str) -> dict[str, list[str]]:
+    """The answers docs/labs.md gives in a lab's row of the full variants' figures:
+    ``broken (answer 1): `a`, `b`; flagged (answer 2): ...``."""
+    index = (REPO / "docs" / "labs.md").read_text()
+    row = next(x for x in index.splitlines() if x.startswith(f"| `{lab}` |"))
+    return {key: re.findall(r"`(\w+)`", found[1]) for key in ("broken", "flagged")
+            if (found := re.search(rf"{key} \(answer \d\): ([^;|]*)", row))}
+
+
 def test_answers_are_graded_against_the_measured_figures(runs: dict[str, Path],
                                                          tmp_path: Path,
                                                          capsys: pytest.CaptureFixture
                                                          ) -> None:
+    """The docs' answers score every point: the docs, the sheet's question 3 (a meter that
+    times out does not break the controller, a frozen one does) and the bench agree."""
     out = runs["faults"]
+    docs = _docs_answers("faults")
+    assert set(docs) == {"broken", "flagged"}
+    assert "meter_frozen" in docs["broken"] and "meter_timeout" not in docs["broken"]
+    assert "meter_timeout" in docs["flagged"] and "meter_frozen" not in docs["flagged"]
     answers = tmp_path / "faults.toml"
-    answers.write_text('broken = ["meter_frozen", "battery_drop_writes", "battery_error"]\n'
-                       'flagged = ["meter_timeout", "battery_error", "rack_timeout"]\n')
+    answers.write_text("".join(f"{key} = {names!r}\n".replace("'", '"')
+                               for key, names in docs.items()))
     assert main(["lab", "grade", str(out), "--answers", str(answers)]) == 0
-    assert "answer 1 (broken)" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert re.search(r"^answer 1 \(broken\) .* 2/2$", table, flags=re.M), table
+    assert re.search(r"^answer 2 \(flagged\) .* 2/2$", table, flags=re.M), table
+    assert table.splitlines()[-1].startswith("score 10/10 = 100 % "), table
     answers.write_text('broken = ["rack_timeout"]\n')
     main(["lab", "grade", str(out), "--answers", str(answers)])
     table = capsys.readouterr().out
@@ -235,6 +269,68 @@ def test_answers_are_graded_against_the_measured_figures(runs: dict[str, Path],
     assert line.rstrip().endswith("0/2")
     line = next(x for x in table.splitlines() if "answer 2 (flagged)" in x)
     assert re.search(r"missing .* 0/2$", line.rstrip())
+    # a name that is no run of the lab is refused, as a misspelt key is
+    answers.write_text('broken = ["meter_frozn"]\n')
+    assert main(["lab", "grade", str(out), "--answers", str(answers)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gridloop: error: {answers}: broken: 'meter_frozn' is not a run of this lab (did "
+        f"you mean 'meter_frozen'?); runs: {', '.join(v.name for v in get_lab('faults').variants)}")
+
+
+def test_gpu_smoothing_bridges_a_missing_reading_with_the_racks_measured_change() -> None:
+    """Why a meter timeout does not break the faults lab's controller: a missing reading is
+    visible (NaN), so the net load of the last full tick is carried forward by the rack's
+    measured change and the battery still meets the edge.  With nothing to carry (no full
+    tick yet, the rack's reading missing too) the node is skipped: its setpoint held."""
+    from bench.controllers import AssetRef, ControllerContext, GpuSmoothing, Observation
+
+    ctx = ControllerContext(0.05, (
+        AssetRef("dc", "battery", "battery", ("p_set_w",), {"p_rated_w": 100e3}),
+        AssetRef("dc", "meter", "meter", ()), AssetRef("dc", "rack", "gpu_rack", ())))
+    c = GpuSmoothing(ctx, ramp_limit_w_per_s=2000.0, soc_gain_w=0.0)  # 100 W a tick
+    keys = {k: i for i, k in enumerate(("dc.meter.p_w", "dc.battery.p_w", "dc.battery.soc",
+                                        "dc.rack.p_w"))}
+
+    def step(meter: float, battery: float, rack: float) -> dict[str, float]:
+        values = np.array([meter, battery, 0.5, rack])
+        return c.step(Observation(keys, values, values.copy(), {}, np.zeros(0), 0.05))
+
+    nan = math.nan
+    assert step(nan, 0.0, 20e3) == {}  # nothing to carry yet
+    assert step(20e3, 0.0, 20e3) == {"dc.battery.p_set_w": 0.0}
+    # the meter times out as the rack steps up 13.5 kW: the grid side moves 100 W, the
+    # battery takes the rest (holding its setpoint would pass the whole edge to the grid)
+    assert step(nan, 0.0, 33.5e3) == {"dc.battery.p_set_w": pytest.approx(13.4e3)}
+    # the battery's reading fails instead: the same bridge, from the last full tick
+    assert step(20.1e3, nan, 33.5e3) == {"dc.battery.p_set_w": pytest.approx(13.3e3)}
+    assert step(nan, nan, nan) == {}  # the rack missing too: held
+    assert step(20.3e3, 13.2e3, 33.5e3) == {"dc.battery.p_set_w": pytest.approx(13.2e3)}
+
+
+def test_hints_repeat_the_quick_run_with_a_quoted_path(islanded: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A stopped quick run's hint reruns it quick (its overrides say so: it was never
+    stamped), with a path that pastes into a shell; a lock file left by a killed run is
+    not a run in progress."""
+    folder = tmp_path / "class 3B" / "alice smith"
+    folder.mkdir(parents=True)
+    main_path = folder / "my run.h5"
+    for p in islanded.parent.glob(f"{islanded.stem}.*"):
+        shutil.copy(p, folder / p.name.replace(islanded.stem, main_path.stem, 1))
+    rerun = f"(run: gridloop lab run islanded --quick --out {shlex.quote(str(main_path))})"
+    variant = get_lab("islanded").variant_path(main_path, "soft_droop")
+    variant.unlink()
+    assert main(["lab", "grade", str(main_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(rerun)
+    with h5py.File(main_path, "r+") as f:  # stopped with Ctrl-C: incomplete, never stamped
+        f.attrs["complete"] = False
+        for key in ("lab", "lab_variant", "lab_quick"):
+            del f.attrs[key]
+    lock_path(main_path).write_text("gridloop lab run, pid 4194304")  # nobody holds it
+    assert main(["lab", "grade", str(main_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gridloop: error: {main_path}: not a finished lab run of islanded: it is incomplete "
+        f"(the run was interrupted or killed) {rerun}")
 
 
 def test_grading_a_variant_or_a_lone_main_recording_is_bad_input(

@@ -5,8 +5,9 @@ then model 64901 (``gridloop_gpu_rack``, defined in ``model_64901.json`` beside 
 in pysunspec2's JSON schema), then the end model.  Any SunSpec scanner walks it; pysunspec2
 decodes it once :data:`MODEL_DIR` is on its model path.  Points: ``WRtg`` (rated power),
 ``W`` (AC power drawn, ``p_w``), ``WCap`` (power cap, read/write, ``power_cap_w``),
-``TotWh`` (energy, ``energy_wh``), ``Tmp`` (mean GPU die temperature, ``temp_c``), ``Phase`` (workload
-phase code, ``phase``) and their scale factors.  docs/gpu-rack-map.md has every address.
+``TotWh`` (energy, ``energy_wh``), ``Tmp`` (mean GPU die temperature, ``temp_c``),
+``Phase`` (workload phase code, ``phase``) and their scale factors.  docs/gpu-rack-map.md
+has every address.
 """
 
 from __future__ import annotations

@@ -181,10 +181,14 @@ class Engine:
         try:
             await plan.start(recorder)
             try:
-                # every call into the controller: one line when it fails, exits or overruns
-                with ControllerCalls(plan.scenario.controller.name,
-                                     run.controller_timeout_s) as calls:
-                    await self._loop(controller, calls, recorder, summary)
+                try:
+                    # every call into the controller: one line when it fails, exits or
+                    # overruns
+                    with ControllerCalls(plan.scenario.controller.name,
+                                         run.controller_timeout_s) as calls:
+                        await self._loop(controller, calls, recorder, summary)
+                finally:  # however the loop ends, no device keeps the run's last setpoints
+                    await plan.write_safe_state(summary.simulated_s)
                 finished = True
             except BaseException as exc:  # the recording says why it ends where it does
                 with contextlib.suppress(Exception):  # a failed recorder: say what failed
@@ -269,7 +273,7 @@ class Engine:
                 if setpoints:
                     if isinstance(setpoints, Mapping):
                         check_setpoint_values(calls.name, setpoints)
-                    plan.set_setpoints(setpoints, sp_index)
+                    plan.set_setpoints(setpoints, sp_index, t)
                 if plan.market is not None:
                     plan.market.tick(k, t, obs, market_view)
                 # 3. actuate

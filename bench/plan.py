@@ -9,7 +9,9 @@ same signals), ``quality`` (per asset) and the setpoints held in the twin's ``u`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -35,6 +37,11 @@ QUALITY_CODES = ("0 ok, 1 stale, 2 timeout, 3 error (the reading); plus 4 when a
 DEVICE_MAPS = {"battery": "sunspec_battery", "inverter": "sunspec_inverter",
                "meter": "sunspec_meter", "gpu_rack": "gpu_rack"}
 
+#: the longest the bench spends writing the safe state when a run ends, all devices at once
+#: (each write is bounded by its back-end's own time-out first): a dead device never holds
+#: up the exit [s]
+SAFE_STATE_S = 2.0
+
 #: in a run that is not real time, the longest the bench waits on the wall clock for a read
 #: or write of an emulated device (its deadline is judged on the device's clock): only a
 #: device that hangs costs it, as each back-end's own time-out for one request (0.5 s on
@@ -57,6 +64,10 @@ class DeviceSlot:
     rtt_col: int
     deadline_s: float
     last_written: dict[str, float] = field(default_factory=dict)
+    #: setpoints the run wrote to the device, or may have (a write to a device that has
+    #: answered, left unanswered; not one it refused or never received): the ones the safe
+    #: state puts back when the run ends
+    wrote: set[str] = field(default_factory=set)
     #: an emulated device in a run that is not real time: its deadline is judged on the
     #: device's clock (see :meth:`Plan.wait_s`)
     lockstep: bool = False
@@ -128,10 +139,34 @@ class Plan:
                                               for i, (n, a, s, _) in enumerate(twin.setpoints)}
         self.setpoint_units: dict[str, str] = {f"{n}.{a}.{s}": u
                                                for n, a, s, u in twin.setpoints}
+        #: NODE.ASSET.NAME -> its register map's control: range and safe state, by the
+        #: asset's kind, so every mode refuses the same values
+        self.setpoint_controls = self._setpoint_controls()
+        #: NODE.ASSET.NAME -> the devices (slot, setpoint name) the run writes it to
+        self._setpoint_slots: dict[str, list[tuple[DeviceSlot, str]]] = {}
+        self._bounds: tuple[list[float], list[float], set[int]] | None = None
         assets = list(self.asset_kinds)
         self.quality_index = {f"{n}.{a}": i for i, (n, a) in enumerate(assets)}
         self.quality = np.zeros(len(assets), dtype=np.uint8)
         self._finalise_arrays()
+
+    def _setpoint_controls(self) -> dict[str, Any]:
+        """The control (:class:`firmware_bridge.maps.Control`) of each setpoint of an asset
+        kind that has a register map (:data:`DEVICE_MAPS`)."""
+        kinds = {self.asset_kinds.get((n, a)) for n, a, _, _ in self.twin.setpoints}
+        kinds &= set(DEVICE_MAPS)
+        if not kinds:
+            return {}
+        from firmware_bridge.maps import get_map
+
+        controls = {k: {c.setpoint: c for c in get_map(DEVICE_MAPS[k]).controls}
+                    for k in kinds}
+        out = {}
+        for n, a, name, _ in self.twin.setpoints:
+            control = controls.get(self.asset_kinds.get((n, a)), {}).get(name)
+            if control is not None:
+                out[f"{n}.{a}.{name}"] = control
+        return out
 
     def _finalise_arrays(self) -> None:
         n = len(self.obs_keys)
@@ -168,6 +203,9 @@ class Plan:
         slot = DeviceSlot(node, asset, device, signals, setpoints,
                           self.quality_index[f"{node}.{asset}"], -1, deadline_s)
         self.devices.append(slot)
+        for name in setpoints:
+            self._setpoint_slots.setdefault(f"{node}.{asset}.{name}", []).append((slot, name))
+        self._bounds = None
         self._finalise_arrays()
         for s in self.devices:
             for idx in s.signals.values():
@@ -447,42 +485,98 @@ class Plan:
         slot.errors += 1
         self.device_errors[slot.key] = slot.errors
         self.quality[slot.qidx] |= Quality.WRITE_FAILED
-        units = self.setpoint_units
-        what = ", ".join(f"{name} = {value:g}"
-                         + (f" {units[f'{slot.key}.{name}']}"
-                            if units.get(f"{slot.key}.{name}") else "")
-                         for name, value in values.items())
-        prefix = f"{slot.key}: "
-        message = f"{slot.key}: write {what} failed: " + (why[len(prefix):]
-                                                          if why.startswith(prefix) else why)
+        message = (f"{slot.key}: write {self._values_said(slot, values)} failed: "
+                   f"{_unnamed(slot.key, why)}")
         self._say(slot, t, "device_write_failed", message,
                   f"at t = {t:.3f} s: {message} (the run goes on; the next tick writes it "
                   "again)" if slot.write_streak == 0 and slot.streak == 0 else None)
         slot.write_streak += 1
 
-    def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int]) -> None:
-        u = self.twin.u
+    def _values_said(self, slot: DeviceSlot, values: Mapping[str, float]) -> str:
+        """``p_set_w = 0 W, w_max_lim_pct = 100 %`` (NaN: ``p_set_w released``)."""
+        units = self.setpoint_units
+        return ", ".join(f"{name} released" if math.isnan(value) else
+                         f"{name} = {value:g}" + (f" {units[f'{slot.key}.{name}']}"
+                                                  if units.get(f"{slot.key}.{name}") else "")
+                         for name, value in values.items())
+
+    def set_setpoints(self, setpoints: Mapping[str, float], index: Mapping[str, int],
+                      t: float) -> None:
+        """Take the controller's setpoints at tick time ``t``: every one is checked first,
+        so a refused one leaves the twin's ``u`` as it was and nothing goes to a device (the
+        twin and the devices always see the same setpoints).
+
+        Per tick and setpoint, a finite value inside its range costs two comparisons; the
+        rest (a coded setpoint, one a device takes, a value outside) is :meth:`_checked`."""
+        controller = self.scenario.controller.name
         if not isinstance(setpoints, Mapping):
-            raise ControllerError(f"controller step returned a {type(setpoints).__name__}; "
-                                  "expected a mapping of setpoint names to numbers")
+            raise ControllerError(f"controller '{controller}' step returned a "
+                                  f"{type(setpoints).__name__} at t = {t:.3f} s; expected a "
+                                  "mapping of setpoint names to numbers")
+        low, high, guarded = self._sp_bounds()
+        taken = []
         for key, value in setpoints.items():
             i = index.get(key)
             if i is None:
-                from twin.params import did_you_mean
-
-                raise ControllerError(f"controller set unknown setpoint '{key}'"
-                                      f"{did_you_mean(key, index)}")
+                raise _unknown_setpoint(key, index, controller, t)
             try:
                 v = float(value)
             except (TypeError, ValueError):
-                raise ControllerError(f"controller set '{key}' to {value!r}; expected a "
-                                      "number") from None
-            if not math.isfinite(v):
-                raise ControllerError(f"controller set '{key}' to {value!r}")
-            if v < 0 and key.endswith(".power_cap_w"):  # 0 is no cap; below it, a bug
-                raise ControllerError(f"controller set '{key}' to {v:g} W; a cap is > 0 W, "
-                                      "or 0 for none")
+                raise ControllerError(f"controller '{controller}' set '{key}' to {value!r} "
+                                      f"at t = {t:.3f} s; expected a number") from None
+            if i in guarded or not low[i] <= v <= high[i]:
+                self._checked(key, v, controller, t)
+            taken.append((i, v))
+        u = self.twin.u
+        for i, v in taken:
             u[i] = v
+
+    def _sp_bounds(self) -> tuple[list[float], list[float], set[int]]:
+        """Per position in ``u``: the range a value passes without :meth:`_checked`
+        (finite, within its control's), and the positions that always take it (coded, or
+        written to a device, whose range may change with its scale factor)."""
+        if self._bounds is None:
+            n = len(self.twin.setpoints)
+            low, high = [-sys.float_info.max] * n, [sys.float_info.max] * n
+            guarded = set()
+            for key, i in self.setpoint_index.items():
+                control = self.setpoint_controls.get(key)
+                if (control is not None and control.codes) or key in self._setpoint_slots:
+                    guarded.add(i)
+                elif control is not None:
+                    low[i], high[i] = max(low[i], control.low), min(high[i], control.high)
+            self._bounds = (low, high, guarded)
+        return self._bounds
+
+    def _checked(self, key: str, v: float, controller: str, t: float) -> None:
+        """A ControllerError naming the controller, the key, the value, the time and what
+        was expected, unless ``v`` is finite and in the setpoint's range."""
+        def refused(shown: str, why: str) -> ControllerError:
+            return ControllerError(f"controller '{controller}' set '{key}' to {shown} at "
+                                   f"t = {t:.3f} s; {why}")
+
+        if not math.isfinite(v):
+            raise refused(f"{v:g}", "expected a finite number")
+        why = self._out_of_range(key, v)
+        if why:
+            unit = self.setpoint_units.get(key, "")
+            raise refused(f"{v:g} {unit}" if unit else f"{v:g}", why)
+
+    def _out_of_range(self, key: str, v: float) -> str:
+        """What is expected instead of ``v`` for setpoint ``key``, or ``""`` when it is in
+        its physical range and every device the run writes it to can hold it."""
+        unit = self.setpoint_units.get(key, "")
+        control = self.setpoint_controls.get(key)
+        if control is not None and not control.admits(v):
+            return f"expected {control.expected(unit)}"
+        for slot, name in self._setpoint_slots.get(key, ()):
+            held = _device_range(slot, name)
+            if held is not None and not held[0] <= v <= held[1]:
+                from firmware_bridge.maps import describe_range
+
+                return (f"expected {describe_range(*held, unit)}, what the device of "
+                        f"{slot.key} can hold")
+        return ""
 
     async def actuate(self, t: float) -> None:
         """Write setpoints that changed since the last successful write."""
@@ -510,16 +604,82 @@ class Plan:
             self._said()
 
     async def _write(self, slot: DeviceSlot, values: dict[str, float], t: float) -> None:
-        from firmware_bridge.errors import DeviceError
+        from firmware_bridge.errors import DeviceDisconnected, DeviceError, ExceptionResponse
+        from firmware_bridge.maps import UnencodableSetpoint
 
         try:
             await asyncio.wait_for(slot.device.write(values), self.wait_s(slot, t))
+        except UnencodableSetpoint as exc:  # its scale factor came with this write
+            key = f"{slot.key}.{exc.setpoint}"
+            unit = self.setpoint_units.get(key, "")
+            from firmware_bridge.maps import describe_range
+
+            raise ControllerError(
+                f"controller '{self.scenario.controller.name}' set '{key}' to "
+                f"{exc.value:g}{' ' + unit if unit else ''} at t = {t:.3f} s; expected "
+                f"{describe_range(exc.low, exc.high, unit)}, what the device of {slot.key} "
+                "can hold") from None
         except (TimeoutError, DeviceError) as exc:
+            if not (slot.open_failed or isinstance(exc, DeviceDisconnected
+                                                     | ExceptionResponse)):
+                slot.wrote.update(values)  # unanswered or garbled: it may have landed
             why = str(exc) or f"no answer within {slot.deadline_s * 1e3:.0f} ms"
             self._write_failed(slot, t, values, why)
             return
+        slot.wrote.update(values)
         slot.write_streak = 0
         slot.last_written.update(values)
+
+    # -- safe state -----------------------------------------------------------------------
+
+    async def write_safe_state(self, t: float) -> None:
+        """Leave every device the run wrote setpoints to in its safe state: each setpoint it
+        wrote at its map's ``safe`` value (a battery's power 0 W, an inverter's limit 100 %
+        and its power setpoint released, a rack's cap none), all devices at once within
+        :data:`SAFE_STATE_S`.  Each device's outcome is an event at ``t`` (``safe_state``,
+        or ``safe_state_failed`` and a warning line); nothing here raises, so the run's own
+        outcome is never hidden."""
+        jobs = [(slot, values) for slot in self.devices if (values := self._safe_values(slot))]
+        if not jobs:
+            return
+        tasks = [asyncio.ensure_future(_write_safe(slot, values)) for slot, values in jobs]
+        _, pending = await asyncio.wait(tasks, timeout=SAFE_STATE_S)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for (slot, values), task in zip(jobs, tasks, strict=True):
+            why = (f"no answer within {SAFE_STATE_S:g} s" if task in pending
+                   else task.result())
+            self._safe_said(slot, values, t, why)
+
+    def _safe_values(self, slot: DeviceSlot) -> dict[str, float]:
+        """The safe value of each setpoint the run wrote to ``slot``'s device (a release
+        only where the device can release it)."""
+        out = {}
+        for name in slot.setpoints:
+            control = self.setpoint_controls.get(f"{slot.key}.{name}")
+            if name not in slot.wrote or control is None or control.safe is None:
+                continue
+            can_release = getattr(slot.device, "can_release", None)
+            if math.isnan(control.safe) and not (can_release and can_release(name)):
+                continue
+            out[name] = control.safe
+        return out
+
+    def _safe_said(self, slot: DeviceSlot, values: Mapping[str, float], t: float,
+                   why: str) -> None:
+        """The event of one device's safe state, and a warning line when it failed."""
+        what = self._values_said(slot, values)
+        if why:
+            kind = "safe_state_failed"
+            message = f"{slot.key}: safe state not written ({what}): {_unnamed(slot.key, why)}"
+            warnings.warn(DeviceWarning(f"{message}; the device may still hold the run's "
+                                        "last setpoints"), stacklevel=1)
+        else:
+            kind, message = "safe_state", f"{slot.key}: safe state written: {what}"
+        if self._rec is not None:
+            with contextlib.suppress(Exception):  # a failed recorder: its own error is said
+                self._rec.event(t, kind, message)
 
     def record(self, rec: Recorder, k: int, t: float, wall: float, late: float) -> None:
         self._said()
@@ -662,6 +822,45 @@ class Plan:
                 pass
         if self.emulators is not None:
             await self.emulators.stop()
+
+
+def _unknown_setpoint(key: str, index: Mapping[str, int], controller: str,
+                      t: float) -> ControllerError:
+    from twin.params import did_you_mean
+
+    return ControllerError(f"controller '{controller}' set unknown setpoint '{key}' at "
+                           f"t = {t:.3f} s{did_you_mean(key, index)}")
+
+
+def _device_range(slot: DeviceSlot, name: str) -> tuple[float, float] | None:
+    """What ``slot``'s device can hold for setpoint ``name`` (None: it cannot tell, or the
+    run does not write it there)."""
+    device = slot.device
+    ask = getattr(device, "setpoint_range", None)
+    if ask is None or name not in device.setpoints:
+        return None
+    return ask(name)
+
+
+async def _write_safe(slot: DeviceSlot, values: dict[str, float]) -> str:
+    """Write ``values`` to ``slot``'s device now (a back-off in progress is cut short: this
+    is the last attempt); ``""``, or what went wrong."""
+    from firmware_bridge.backends.backoff import Backoff
+
+    backoff = getattr(slot.device, "backoff", None)
+    if isinstance(backoff, Backoff):
+        backoff.reset()
+    try:
+        await slot.device.write(values)
+    except Exception as exc:  # any failure is said, never raised past the run's outcome
+        return str(exc) or type(exc).__name__
+    return ""
+
+
+def _unnamed(key: str, message: str) -> str:
+    """``message`` without a leading ``key: `` (the caller names the device itself)."""
+    prefix = f"{key}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _named(key: str, message: object) -> str:

@@ -91,10 +91,21 @@ class Device(ABC):
         """Read every signal once; raises on timeout, exception response or bad frame."""
 
     async def write(self, setpoints: Mapping[str, float]) -> None:
-        """Write setpoints by name; read-only devices refuse."""
+        """Write setpoints by name; read-only devices refuse.  NaN releases a setpoint
+        :meth:`can_release` says it can release."""
         if setpoints:
             raise DeviceError(f"{self.name}: device is read-only; cannot write "
                               f"{', '.join(setpoints)}")
+
+    def setpoint_range(self, name: str) -> tuple[float, float] | None:
+        """The values (SI) the device can hold for setpoint ``name``, so that a caller
+        refuses the others before writing; None when it cannot tell (yet)."""
+        return None
+
+    def can_release(self, name: str) -> bool:
+        """Whether writing NaN to ``name`` hands the setpoint back to the device's own
+        control (a SunSpec enable point cleared)."""
+        return False
 
     @abstractmethod
     async def close(self) -> None:

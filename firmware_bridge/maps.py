@@ -38,10 +38,14 @@ from firmware_bridge.sunspec import (
     from_raw,
     model_layout,
     to_raw,
+    type_range,
 )
 
 #: headroom of a scaled power point over the device's rating (a rated 200 kW fits int16 at 10 W)
 _HEADROOM = 1.5
+
+#: point types whose value is a scaled integer (:func:`type_range` bounds them)
+_INTEGER_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,12 @@ class Control:
     ``enable`` holds ``(point, raw value)`` pairs (``WSetEna = 1``); ``released`` is the
     setpoint the device applies when a write leaves an enable point without its enabling
     value (None: the plant keeps its setpoint).
+
+    ``low``..``high`` is the setpoint's physical range (SI; a coded setpoint takes its codes'
+    values only): the bench refuses a controller's value outside it in every mode, before
+    anything is written.  ``safe`` is what a run leaves the setpoint at when it ends (None:
+    as it is; NaN: handed back to the device's own control by writing ``release``, the
+    enable points' disabling values).  ``note`` says what special values mean.
     """
 
     setpoint: str
@@ -74,6 +84,46 @@ class Control:
     codes: tuple[tuple[int, float], ...] = ()
     enable: tuple[tuple[str, int], ...] = ()
     released: float | None = None
+    low: float = -math.inf
+    high: float = math.inf
+    safe: float | None = None
+    release: tuple[tuple[str, int], ...] = ()
+    note: str = ""
+
+    def admits(self, value: float) -> bool:
+        """Whether ``value`` means something to the device (its range, or one of its codes)."""
+        if self.codes:
+            return any(v == value for _, v in self.codes)
+        return self.low <= value <= self.high
+
+    def expected(self, unit: str) -> str:
+        """What :meth:`admits`, in words: ``0..100 %``, ``>= 0 W (0: no cap)``, ``0 or 1``."""
+        if self.codes:
+            text = " or ".join(f"{v:g}" for v in sorted({v for _, v in self.codes}))
+        else:
+            text = describe_range(self.low, self.high, unit)
+        return f"{text} ({self.note})" if self.note else text
+
+
+class UnencodableSetpoint(ConfigError):
+    """A setpoint value the device's register cannot hold at the device's scale factor."""
+
+    def __init__(self, message: str, setpoint: str, value: float, low: float,
+                 high: float) -> None:
+        super().__init__(message)
+        self.setpoint, self.value, self.low, self.high = setpoint, value, low, high
+
+
+def describe_range(low: float, high: float, unit: str) -> str:
+    """``low..high unit``; an open end as ``>= low`` or ``<= high``."""
+    u = f" {unit}" if unit else ""
+    if math.isinf(high) and math.isinf(low):
+        return "any number"
+    if math.isinf(high):
+        return f">= {low:g}{u}"
+    if math.isinf(low):
+        return f"<= {high:g}{u}"
+    return f"{low:g}..{high:g}{u}"
 
 
 @dataclass(frozen=True)
@@ -242,12 +292,32 @@ class RegisterMap:
             out[b.signal] = value
         return out
 
+    def control(self, setpoint: str) -> Control | None:
+        """The control of ``setpoint``, or None when the map cannot write it."""
+        return next((c for c in self.controls if c.setpoint == setpoint), None)
+
+    def encodable(self, setpoint: str, image: Sequence[int],
+                  layout: DeviceLayout) -> tuple[float, float] | None:
+        """The values (SI) ``setpoint``'s register holds at the device's scale factor in
+        ``image``; None for a coded setpoint, or while the scale factor is unset."""
+        c = self.control(setpoint)
+        if c is None or c.codes:
+            return None
+        point = model_layout(c.model).point(c.point)
+        exponent = _sf(image, layout, c.model, point)
+        if exponent is None or point.type not in _INTEGER_TYPES:
+            return None
+        ends = [from_raw(raw, exponent) * c.factor for raw in type_range(point.type)]
+        return min(ends), max(ends)
+
     def control_writes(self, setpoints: Mapping[str, float], image: Sequence[int],
                        layout: DeviceLayout) -> list[tuple[int, list[int]]]:
         """Register writes ``(address, values)`` commanding ``setpoints``, adjacent ones merged.
 
         ``image`` supplies the device's scale factors (read before).  An unknown setpoint
-        raises :class:`ConfigError` naming it.
+        raises :class:`ConfigError` naming it; a value its register cannot hold,
+        :class:`UnencodableSetpoint`.  NaN releases a setpoint that has a ``release``
+        (its disabling values written, the setpoint's own register left alone).
         """
         by_name = {c.setpoint: c for c in self.controls}
         unknown = [name for name in setpoints if name not in by_name]
@@ -258,13 +328,15 @@ class RegisterMap:
         for name, value in setpoints.items():
             c = by_name[name]
             model = model_layout(c.model)
-            point = model.point(c.point)
+            if math.isnan(float(value)) and c.release:
+                for n, raw in c.release:
+                    _scatter(regs, layout.address(c.model, n), encode_value(model.point(n), raw))
+                continue
             for n, raw in c.enable:
                 p = model.point(n)
                 _scatter(regs, layout.address(c.model, n), encode_value(p, raw))
             _scatter(regs, layout.address(c.model, c.point),
-                     _encode(point, float(value), c.factor, c.codes,
-                             _sf(image, layout, c.model, point), self.name))
+                     self._encode_control(c, float(value), image, layout))
         writes: list[tuple[int, list[int]]] = []
         for address in sorted(regs):
             if writes and writes[-1][0] + len(writes[-1][1]) == address:
@@ -272,6 +344,20 @@ class RegisterMap:
             else:
                 writes.append((address, [regs[address]]))
         return writes
+
+    def _encode_control(self, c: Control, value: float, image: Sequence[int],
+                        layout: DeviceLayout) -> list[int]:
+        """The registers of ``c``'s point holding ``value``; one that does not fit is an
+        :class:`UnencodableSetpoint` naming the setpoint and what the register holds."""
+        point = model_layout(c.model).point(c.point)
+        held = None if math.isnan(value) else self.encodable(c.setpoint, image, layout)
+        if held is not None and not held[0] <= value <= held[1]:
+            raise UnencodableSetpoint(
+                f"map {self.name}: cannot write {c.setpoint} = {value:g}: {point.name} "
+                f"({point.type}) holds {held[0]:g}..{held[1]:g} at the device's scale factor",
+                c.setpoint, value, *held)
+        return _encode(point, value, c.factor, c.codes, _sf(image, layout, c.model, point),
+                       self.name)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -418,8 +504,11 @@ def sunspec_inverter(rating_w: float = 100_000.0, v_nom_v: float = 400.0,
         ),
         controls=(
             Control("w_max_lim_pct", 704, "WMaxLimPct", enable=(("WMaxLimPctEna", 1),),
-                    released=100.0),
-            Control("p_set_w", 704, "WSet", enable=(("WSetEna", 1), ("WSetMod", 1))),
+                    released=100.0, low=0.0, high=100.0, safe=100.0),
+            # released (WSetEna = 0), the inverter follows its own control again (a PV
+            # inverter its maximum power point): the plant's setpoint is NaN, its default
+            Control("p_set_w", 704, "WSet", enable=(("WSetEna", 1), ("WSetMod", 1)),
+                    released=math.nan, safe=math.nan, release=(("WSetEna", 0),)),
         ),
         constants={
             **common_identity("inverter"),
@@ -477,8 +566,11 @@ def sunspec_battery(rating_w: float = 100_000.0, capacity_wh: float = 200_000.0,
             Binding("connected", 802, "State", codes=connected),
         ),
         controls=(
-            Control("p_set_w", 704, "WSet", enable=(("WSetEna", 1), ("WSetMod", 1))),
-            Control("connect", 802, "SetOp", codes=((1, 1.0), (2, 0.0))),
+            Control("p_set_w", 704, "WSet", enable=(("WSetEna", 1), ("WSetMod", 1)),
+                    safe=0.0),
+            # the contactor is left as it is at the end: opening or closing one is an act
+            Control("connect", 802, "SetOp", codes=((1, 1.0), (2, 0.0)),
+                    note="0: open, 1: closed"),
         ),
         constants={
             **common_identity("battery"),
@@ -539,9 +631,16 @@ def sunspec_meter(rating_w: float = 200_000.0, v_nom_v: float = 230.0,
 
 
 def _gpu_rack(**options: float | bool) -> RegisterMap:
+    """The rack's map (:mod:`firmware_bridge.gpu_map`) with its cap's range and safe state:
+    a cap is >= 0 W, 0 for none, and a run ends with none."""
+    from dataclasses import replace
+
     from firmware_bridge.gpu_map import gpu_rack  # gpu_map builds on this module
 
-    return gpu_rack(**options)
+    regmap = gpu_rack(**options)
+    controls = tuple(replace(c, low=0.0, safe=0.0, note="0: no cap")
+                     if c.setpoint == "power_cap_w" else c for c in regmap.controls)
+    return replace(regmap, controls=controls)
 
 
 #: name -> factory of a map; options are the factory's keyword arguments (ratings)

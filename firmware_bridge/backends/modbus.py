@@ -130,6 +130,9 @@ class ModbusDevice(Device):
         self._layout: DeviceLayout | None = None
         self._spans: list[tuple[int, int]] = []
         self._image: list[int] = []
+        #: the image holds the device's registers read since its last scan (its scale
+        #: factors: a write before that would encode at scale factor 0)
+        self._image_read = False
         self._implemented: tuple[str, ...] | None = None
         self._lock: asyncio.Lock | None = None
         self._abort: asyncio.Future | None = None
@@ -178,6 +181,20 @@ class ModbusDevice(Device):
     def setpoints(self) -> tuple[str, ...]:
         return self.map.setpoints
 
+    def setpoint_range(self, name: str) -> tuple[float, float] | None:
+        """What ``name``'s register holds at the scale factor the device last reported
+        (None before its first reading since it was scanned)."""
+        if self._layout is None or not self._image_read:
+            return None
+        try:
+            return self.map.encodable(name, self._image, self._layout)
+        except DeviceError:  # a scale factor out of range: its reads say so
+            return None
+
+    def can_release(self, name: str) -> bool:
+        control = self.map.control(name)
+        return control is not None and bool(control.release)
+
     async def open(self) -> None:
         """Connect, scan the SunSpec models, and read once to learn what is implemented."""
         self._open = True
@@ -198,9 +215,7 @@ class ModbusDevice(Device):
         await self._ready()
         assert self._layout is not None
         t0 = time.perf_counter()
-        for address, count in self._spans:
-            at = address - self._layout.base_address
-            self._image[at:at + count] = await self._transact(3, address, count)
+        await self._read_spans()
         rtt = time.perf_counter() - t0
         implausible: list[str] = []
         try:
@@ -223,11 +238,21 @@ class ModbusDevice(Device):
                               f"{', '.join(self.map.setpoints) or 'nothing'}")
         await self._ready()
         assert self._layout is not None
+        if not self._image_read:  # rescanned since the last read: no scale factor known yet
+            await self._read_spans()
         for address, values in self.map.control_writes(setpoints, self._image, self._layout):
             if len(values) == 1:
                 await self._transact(6, address, 1, values)
             else:
                 await self._transact(16, address, len(values), values)
+
+    async def _read_spans(self) -> None:
+        """Read the map's spans into the image (its scale factors with them)."""
+        assert self._layout is not None
+        for address, count in self._spans:
+            at = address - self._layout.base_address
+            self._image[at:at + count] = await self._transact(3, address, count)
+        self._image_read = True
 
     async def read_registers(self, address: int, count: int) -> list[int]:
         """Holding registers ``[address, address + count)``, in reads of at most 125."""
@@ -268,6 +293,7 @@ class ModbusDevice(Device):
         self._scanned = True
         self._spans = self.map.read_spans(self._layout)
         self._image = [0] * self._layout.size
+        self._image_read = False
 
     async def _connect(self) -> bool:
         """Open the transport; a port that refuses its line settings is one line, at the

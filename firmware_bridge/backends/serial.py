@@ -56,6 +56,8 @@ T = TypeVar("T")
 PARITIES = {"N": "none", "E": "even", "O": "odd", "M": "mark", "S": "space"}
 STOPBITS = (1, 1.5, 2)
 MAX_BAUDRATE = 12_000_000
+#: the largest finite float32, the widest setpoint the protocol carries
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass
@@ -172,6 +174,10 @@ class SerialDevice(Device):
     @property
     def setpoints(self) -> tuple[str, ...]:
         return self._hello.setpoints if self._hello else ()
+
+    def setpoint_range(self, name: str) -> tuple[float, float] | None:
+        """A setpoint goes out as a float32: finite in float32 is what the board can hold."""
+        return (-FLOAT32_MAX, FLOAT32_MAX) if name in self.setpoints else None
 
     @property
     def line(self) -> str:

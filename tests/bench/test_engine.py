@@ -99,7 +99,7 @@ def test_fault_cards_during_a_run_are_flagged_and_recorded(tmp_path: Path) -> No
         q_bat = run.quality("south", "battery")
         q_rack = run.quality("north", "rack")
         during = (t >= 2.1) & (t < 2.9)
-        assert (q_bat[during] == 3).all()          # ERROR
+        assert (q_bat[during] & 3 == 3).all()      # ERROR (and its setpoint writes failed)
         assert (q_bat[t < 1.9] == 0).all() and (q_bat[t > 3.2] == 0).all()
         assert (q_rack[(t >= 1.1) & (t < 1.4)] == 2).any()  # TIMEOUT
         assert np.isnan(run.signal("south", "battery", "p_w")[during]).all()
@@ -153,11 +153,14 @@ class Returns:
 
 
 @pytest.mark.parametrize(("what", "message"), [
-    ("list", "controller step returned a list; expected a mapping of setpoint names"),
+    ("list", "controller 'tests.bench.test_engine:Returns' step returned a list at "
+             "t = 0.000 s; expected a mapping of setpoint names"),
     ("text", "controller 'tests.bench.test_engine:Returns' set 'north.battery.p_set_w' to "
               "'high'; expected a number, not a str"),
-    ("none", "controller set 'north.battery.p_set_w' to None; expected a number"),
-    ("cap", "controller set 'north.rack.power_cap_w' to -5 W; a cap is > 0 W, or 0 for none"),
+    ("none", "controller 'tests.bench.test_engine:Returns' set 'north.battery.p_set_w' to "
+             "None at t = 0.000 s; expected a number"),
+    ("cap", "controller 'tests.bench.test_engine:Returns' set 'north.rack.power_cap_w' to "
+            "-5 W at t = 0.000 s; expected >= 0 W (0: no cap)"),
 ])
 def test_setpoints_that_are_not_numbers_stop_the_run_in_one_line(what: str, message: str,
                                                                  tmp_path: Path) -> None:

@@ -73,11 +73,11 @@ def test_events_csv_lists_every_event_with_its_device(recording: Path, report: P
     with (report / "events.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["t_s", "kind", "device", "message"]
-    assert len(rows) == len(stored) == 13
+    assert len(rows) == len(stored) == 14
     kinds = [r["kind"] for r in rows]
     # the kinds as stored: the bench's device_*, the emulator's fault.*
     assert kinds.count("fault.timeout") == 10
-    assert {"fault.set", "device_timeout", "device_recovered"} <= set(kinds)
+    assert {"fault.set", "device_timeout", "device_recovered", "safe_state"} <= set(kinds)
     # the emulator wrote lab/battery, the bench lab.battery: one name here, not in the text
     assert {r["device"] for r in rows} == {"lab.battery"}
     assert not any(r["message"].startswith(("lab/", "lab.")) for r in rows)
@@ -88,10 +88,10 @@ def test_events_csv_lists_every_event_with_its_device(recording: Path, report: P
 def test_the_summary_ends_with_a_timeline_a_streak_one_line(report: Path) -> None:
     text = (report / "summary.txt").read_text()
     lines = text[text.index("timeline:"):].splitlines()
-    assert lines[0].startswith("timeline: 13 events in 4 lines")
+    assert lines[0].startswith("timeline: 14 events in 5 lines")
     assert lines[1].split() == ["t", "[s]", "n", "device", "kind", "message"]
     body = lines[2:]
-    assert len(body) == 4
+    assert len(body) == 5
     assert re.match(r"0\.000\s+1\s+lab\.battery\s+fault\.set\s+timeout=True", body[0])
     assert re.match(r"1\.000\s+1\s+lab\.battery\s+device_timeout\s+no answer", body[1])
     # ten unanswered requests, one per tick: one line with its span and count
@@ -99,6 +99,9 @@ def test_the_summary_ends_with_a_timeline_a_streak_one_line(report: Path) -> Non
                     body[2])
     assert re.match(r"2\.000\s+1\s+lab\.battery\s+device_recovered\s+answers again after 10",
                     body[3])
+    # the run's end: the battery it wrote left at 0 W
+    assert re.match(r"3\.000\s+1\s+lab\.battery\s+safe_state\s+safe state written: "
+                    r"p_set_w = 0 W", body[4])
 
 
 def test_a_long_timeline_shows_its_first_lines_and_counts_the_rest() -> None:

@@ -263,13 +263,14 @@ class Engine:
                     with interruptible():  # a controller's busy loop stops on Ctrl-C
                         setpoints = calls.call("step", t, controller.step, obs)
                 except SignalError as exc:  # a lookup the step made: its tick, as below
-                    raise ControllerError(f"controller failed at t = {t:.3f} s: "
-                                          f"{exc}") from exc
+                    raise ControllerError(f"controller '{calls.name}' failed at "
+                                          f"t = {t:.3f} s: {exc}") from exc
                 except ControllerError:
                     raise
                 except Exception as exc:
-                    raise ControllerError(f"controller failed at t = {t:.3f} s: "
-                                          f"{type(exc).__name__}: {exc}") from exc
+                    raise ControllerError(f"controller '{calls.name}' failed at "
+                                          f"t = {t:.3f} s: {type(exc).__name__}: {exc}"
+                                          ) from exc
                 if setpoints:
                     if isinstance(setpoints, Mapping):
                         check_setpoint_values(calls.name, setpoints)
@@ -333,13 +334,14 @@ def _market_view(controller: Any, calls: ControllerCalls) -> Any:
             with interruptible():
                 return calls.call("orders", obs.t, orders, obs, interval)
         except SignalError as exc:
-            raise ControllerError(f"controller failed in orders at t = {obs.t:.3f} s: "
-                                  f"{exc}") from exc
+            raise ControllerError(f"controller '{calls.name}' failed in orders at "
+                                  f"t = {obs.t:.3f} s: {exc}") from exc
         except ControllerError:
             raise
         except Exception as exc:
-            raise ControllerError(f"controller failed in orders at t = {obs.t:.3f} s: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+            raise ControllerError(f"controller '{calls.name}' failed in orders at "
+                                  f"t = {obs.t:.3f} s: {type(exc).__name__}: {exc}"
+                                  ) from exc
 
     return SimpleNamespace(orders=guarded)
 

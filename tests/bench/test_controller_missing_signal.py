@@ -1,5 +1,5 @@
 """A controller that asks for a signal, asset or forecast the run does not have has failed at
-that tick: the run stops with ``controller failed at t = ...``, as for any other exception of
+that tick: the run stops with ``controller 'NAME' failed at t = ...``, as for any other exception of
 the step, and keeps the did-you-mean."""
 
 from __future__ import annotations
@@ -73,14 +73,15 @@ def test_a_missing_signal_stops_the_run_at_its_tick(what: str, message: str,
     line, events = _stop(tmp_path, [f"controller.name={HERE}:Asks",
                                     f"controller.options={{ what = '{what}' }}",
                                     "market.kind=none"])
-    assert line.startswith("controller failed at t = 0.550 s: "), line
+    assert line.startswith(f"controller '{HERE}:Asks' failed at t = 0.550 s: "), line
     assert message in line, line
     assert [m for _, k, m in events if k == "run_stopped"] == [line]
 
 
 def test_a_missing_signal_in_orders_names_orders_and_the_tick(tmp_path: Path) -> None:
     line, _ = _stop(tmp_path, [f"controller.name={HERE}:OrdersAsk", "controller.options={}"])
-    assert line == ("controller failed in orders at t = 0.000 s: no signal 'north.meter.p_ww' "
+    assert line == (f"controller '{HERE}:OrdersAsk' failed in orders at t = 0.000 s: "
+                    "no signal 'north.meter.p_ww' "
                     "(did you mean 'north.meter.p_w'?)")
 
 
@@ -90,5 +91,6 @@ def test_the_command_line_says_when_the_controller_failed(
                  "--out", str(tmp_path / "r.h5"), "--set", "market.kind=none",
                  "--set", f'controller.name="{HERE}:Asks"', "--set", "controller.options={}"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "gridloop: error: controller failed at t = 0.550 s: no signal 'north.rack.p_ww' "
+        f"gridloop: error: controller '{HERE}:Asks' failed at t = 0.550 s: no signal "
+        "'north.rack.p_ww' "
         "(did you mean 'north.rack.p_w'?)")

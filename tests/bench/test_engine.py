@@ -175,12 +175,13 @@ def test_a_run_that_stops_early_says_why_in_its_recording(tmp_path: Path) -> Non
     s = load(SCENARIO, ["controller.name=tests.bench.test_engine:_FailsAtTick30",
                         "controller.options={}", "market.kind=none"])
     out = tmp_path / "stopped.h5"
-    with pytest.raises(ControllerError, match="controller failed at t = 1.450 s"):
+    name = "tests.bench.test_engine:_FailsAtTick30"
+    with pytest.raises(ControllerError, match=f"controller '{name}' failed at t = 1.450 s"):
         run_plan(build_plan(s, ledger=str(tmp_path / "l.db")), out, progress=False)
     with open_run(out) as run:
         assert len(run) == 29  # every tick before the failing one is kept
         assert not run.complete
         (t, kind, message), = [e for e in run.events() if e[1] == "run_stopped"]
         assert kind == "run_stopped" and t == pytest.approx(1.45)
-        assert message == ("controller failed at t = 1.450 s: ZeroDivisionError: "
-                           "float division by zero")
+        assert message == (f"controller '{name}' failed at t = 1.450 s: "
+                           "ZeroDivisionError: float division by zero")

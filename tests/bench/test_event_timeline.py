@@ -63,8 +63,8 @@ def test_a_device_is_named_one_way_whoever_wrote_the_event() -> None:
     assert split_device("hold: tick 5 late by 3 ms", {"lab.battery"}) == (
         "", "hold: tick 5 late by 3 ms")
     assert split_device("lab/inverter: x", {"lab.battery"}) == ("", "lab/inverter: x")
-    assert split_device("controller failed at t = 1.000 s: ZeroDivisionError: x") == (
-        "", "controller failed at t = 1.000 s: ZeroDivisionError: x")
+    assert split_device("controller 'a.b:C' failed at t = 1.000 s: ZeroDivisionError: x") == (
+        "", "controller 'a.b:C' failed at t = 1.000 s: ZeroDivisionError: x")
 
 
 def test_events_csv_lists_every_event_with_its_device(recording: Path, report: Path) -> None:

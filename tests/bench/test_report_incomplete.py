@@ -84,7 +84,7 @@ def test_a_run_stopped_by_its_controller_says_why_first(
     capsys.readouterr()
     first = _report(stopped, tmp_path / "report", capsys)[0]
     assert first.startswith("incomplete recording: stopped.h5 stopped at 1.05 s of the 2 s it "
-                            "was to run (controller failed at t = "), first
+                            f"was to run (controller '{HERE}:FailsAfter' failed at t = "), first
     assert first.endswith("ZeroDivisionError: on purpose); the figures and checks below "
                           "cover only its 21 ticks"), first
 

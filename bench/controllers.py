@@ -581,13 +581,14 @@ def _check_option(controller: str, param: inspect.Parameter, value: Any) -> None
                               f"number, got {value!r}")
 
 
-def check_setpoint_values(name: str, setpoints: Mapping[str, Any]) -> None:
+def check_setpoint_values(name: str, setpoints: Mapping[str, Any], t: float) -> None:
     """Refuse a setpoint given as text or as a truth value: ``"12400"`` and ``True`` are
     not numbers, though ``float()`` would make them ones."""
     for key, value in setpoints.items():
         if isinstance(value, str | bytes | bool | np.bool_):
-            raise ControllerError(f"controller '{name}' set '{key}' to {value!r}; expected a "
-                                  f"number, not a {type(value).__name__}")
+            raise ControllerError(f"controller '{name}' set '{key}' to {value!r} at "
+                                  f"t = {t:.3f} s; expected a number, not a "
+                                  f"{type(value).__name__}")
 
 
 def _one_line(text: str) -> str:

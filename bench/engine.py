@@ -273,7 +273,7 @@ class Engine:
                                           ) from exc
                 if setpoints:
                     if isinstance(setpoints, Mapping):
-                        check_setpoint_values(calls.name, setpoints)
+                        check_setpoint_values(calls.name, setpoints, t)
                     plan.set_setpoints(setpoints, sp_index, t)
                 if plan.market is not None:
                     plan.market.tick(k, t, obs, market_view)

@@ -340,10 +340,10 @@ def test_a_negative_limit_is_refused_and_zero_means_none(tmp_path: Path) -> None
 # -- 4. setpoints that are not numbers -------------------------------------------------------
 
 @pytest.mark.parametrize(("value", "shown"), [
-    ('"12400"', "'12400'; expected a number, not a str"),
-    ("True", "True; expected a number, not a bool"),
-    ("numpy.bool_(False)", "np.False_; expected a number, not a bool"),
-    ('b"1"', "b'1'; expected a number, not a bytes"),
+    ('"12400"', "'12400' at t = 0.250 s; expected a number, not a str"),
+    ("True", "True at t = 0.250 s; expected a number, not a bool"),
+    ("numpy.bool_(False)", "np.False_ at t = 0.250 s; expected a number, not a bool"),
+    ('b"1"', "b'1' at t = 0.250 s; expected a number, not a bytes"),
 ])
 def test_a_setpoint_given_as_text_or_a_truth_value_is_refused(
         value: str, shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -156,7 +156,7 @@ class Returns:
     ("list", "controller 'tests.bench.test_engine:Returns' step returned a list at "
              "t = 0.000 s; expected a mapping of setpoint names"),
     ("text", "controller 'tests.bench.test_engine:Returns' set 'north.battery.p_set_w' to "
-              "'high'; expected a number, not a str"),
+              "'high' at t = 0.000 s; expected a number, not a str"),
     ("none", "controller 'tests.bench.test_engine:Returns' set 'north.battery.p_set_w' to "
              "None at t = 0.000 s; expected a number"),
     ("cap", "controller 'tests.bench.test_engine:Returns' set 'north.rack.power_cap_w' to "

@@ -72,6 +72,8 @@ _MAX_MODELS = 64
 #: exception codes of a gateway with no answer from the unit asked for (0x0A: no path to
 #: it, 0x0B: it did not respond)
 GATEWAY_CODES = (0x0A, 0x0B)
+#: the exception a device answers for a register it does not have
+ILLEGAL_DATA_ADDRESS = 0x02
 
 
 class ModbusDevice(Device):
@@ -312,13 +314,19 @@ class ModbusDevice(Device):
     def _unit_hint(self, exc: DeviceError) -> DeviceError:
         """``exc`` with a hint to check the unit id, when it is how a wrong unit id shows:
         silence (an RS-485 slave ignores another unit's requests) or a gateway's exception
-        0x0A/0x0B (no such unit behind it), from a device that never answered this client."""
+        0x0A/0x0B (no such unit behind it), or the base address, when the device has no
+        register there (0x02), from a device that never answered this client."""
         if isinstance(exc, DeviceTimeout):
             return DeviceTimeout(f"{exc}; nothing answers unit {self.unit} there: check the "
                                  f"unit id{self._also_check}")
         if isinstance(exc, ExceptionResponse) and exc.code in GATEWAY_CODES:
             return ExceptionResponse(exc.code, f"{exc}; no device answers unit {self.unit} "
                                                f"behind {self.where}: check the unit id")
+        if isinstance(exc, ExceptionResponse) and exc.code == ILLEGAL_DATA_ADDRESS:
+            # the scan's first read is the SunSpec marker at the base address
+            return ExceptionResponse(exc.code, f"{exc}; the device has no register at "
+                                               f"{self.base_address}: check its base_address "
+                                               "(SunSpec devices start at 40000, 50000 or 0)")
         return exc
 
     #: what else to check when nothing answers (the RTU line settings)

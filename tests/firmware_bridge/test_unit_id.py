@@ -128,3 +128,24 @@ def test_a_device_that_answered_once_gets_no_unit_hint_later() -> None:
         assert "unit id" not in str(read.value) and "unit id" not in str(rescan.value)
 
     run(t())
+
+
+def test_a_wrong_base_address_is_said_to_need_checking() -> None:
+    """A device whose SunSpec map is not at the base address answers the scan's first read
+    with exception 0x02: the line says to check base_address, not only the exception."""
+    async def t() -> None:
+        async with emulated(_plant(), "inverter", "sunspec_inverter", unit=1) as emu:
+            dev = open_device("modbus_tcp", host=emu.host, port=emu.port, unit=1,
+                              map="sunspec_inverter", name="lab.inverter", timeout_s=0.5,
+                              base_address=0)
+            with pytest.raises(ExceptionResponse) as caught:
+                await dev.open()
+            await dev.close()
+        assert caught.value.code == 0x02
+        message = str(caught.value)
+        assert message.startswith("lab.inverter: exception 0x02"), message
+        assert message.endswith("; the device has no register at 0: check its base_address "
+                                "(SunSpec devices start at 40000, 50000 or 0)"), message
+        assert "\n" not in message
+
+    run(t())

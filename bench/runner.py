@@ -228,6 +228,8 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     # the default ledger belongs to the recording: a new run replaces both.  The previous
     # run's is set aside, not deleted, until this run's recording replaces its recording:
     # a run refused before that (its keys, its recording) leaves both as they were
+    # a run killed outright left what it replaced aside: kept as RUN.previous.h5 now
+    _keep_left_aside(out, Path(ledger_url) if ledger is None else None)
     previous = None
     replaced: _PreviousRecording | None = None
     if ledger is None:
@@ -431,6 +433,40 @@ class _PreviousRecording:
         kept = self.out.with_name(f"{self.out.stem}.previous{self.out.suffix}")
         os.replace(aside, kept)
         return kept
+
+
+def _keep_left_aside(out: Path, ledger: Path | None) -> None:
+    """A run killed outright (SIGKILL, a power cut) leaves the recording it replaced, and
+    that recording's ledger, aside (:class:`_PreviousRecording`, :class:`_PreviousLedger`).
+    Only a run holding the recording's lock moves them there, and this run holds it: any
+    found now are a dead run's.  They become ``RUN.previous.h5`` (and its ledger), said in
+    one line."""
+    import glob
+    import os
+
+    def left(path: Path) -> list[Path]:
+        found = path.parent.glob(f".{glob.escape(path.name)}.*.previous")
+        return sorted(found, key=lambda p: p.stat().st_mtime_ns)
+
+    asides = left(out)
+    if not asides:
+        return
+    kept = out.with_name(f"{out.stem}.previous{out.suffix}")
+    os.replace(asides[-1], kept)
+    for older in asides[:-1]:
+        older.unlink(missing_ok=True)
+    also = ""
+    ledgers = left(ledger) if ledger is not None else []
+    if ledgers:
+        kept_ledger = default_ledger_path(kept)
+        for suffix in LEDGER_FILE_SUFFIXES:
+            Path(str(kept_ledger) + suffix).unlink(missing_ok=True)
+            side = Path(str(ledgers[-1]) + suffix)
+            if side.exists():
+                os.replace(side, str(kept_ledger) + suffix)
+        also = f" (its ledger {kept_ledger})"
+    print(f"gridloop: a run to {out} was killed before its end; the recording it replaced is "
+          f"kept as {kept}{also}", file=sys.stderr)
 
 
 def _complete(out: Path) -> bool:

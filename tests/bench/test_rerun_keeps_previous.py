@@ -114,3 +114,41 @@ def test_a_rerun_refused_before_it_starts_leaves_the_recording_where_it_was(
     assert status == 2 and "kept as" not in err
     assert out.read_bytes() == good
     assert not [p for p in folder.iterdir() if "previous" in p.name]
+
+
+def test_a_rerun_killed_outright_leaves_the_replaced_recording_for_the_next_run(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL gives the run no stop path: the recording it replaced stays aside (hidden,
+    nothing lost), and the next run to the same recording keeps it as RUN.previous.h5."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = folder / "r.h5"
+    assert run(folder, out, capsys)[0] == 0
+    good = out.read_bytes()
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(folder / "s.toml"), "--quiet", "--out",
+         str(out), "--realtime", "--set", "run.duration_s=60"],
+        cwd=folder, env=dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{folder}"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(folder.glob(".r.h5.*.previous")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few ticks of its own recording
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    (aside,) = folder.glob(".r.h5.*.previous")
+    assert aside.read_bytes() == good
+    status, err = run(folder, out, capsys)
+    assert status == 0
+    kept = folder / "r.previous.h5"
+    assert (f"gridloop: a run to {out} was killed before its end; the recording it replaced "
+            f"is kept as {kept} (its ledger {folder / 'r.previous.ledger.db'})\n") in err
+    assert kept.read_bytes() == good and not list(folder.glob(".r.*previous*"))
+    assert main(["ledger", "verify", str(folder / "r.previous.ledger.db")]) == 0

@@ -357,7 +357,8 @@ def _recorded_capture(s: Scenario, ref: str, device: str, where: str) -> tuple:
         with open_h5(path) as f:
             capture = read_capture(f)
     except (OSError, BridgeError, RecordingError) as exc:
-        raise ScenarioError(f"{where}: cannot replay {path}: {exc}") from None
+        said = str(exc).removeprefix(f"{path}: ")  # the file is named once
+        raise ScenarioError(f"{where}: cannot replay {path}: {said}") from None
     if device not in capture.devices:
         raise ScenarioError(f"{where}: {path} captured no device '{device}' (it has "
                             f"{', '.join(capture.devices) or 'none'})")

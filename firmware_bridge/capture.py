@@ -217,12 +217,21 @@ def read_capture(parent: object) -> Capture:
         raise ConfigError(f"{parent.file.filename}: /capture is not a {FORMAT} version "
                           f"{FORMAT_VERSION} capture")
     capture = Capture()
-    for device, group in root.items():
+    for device in root:
+        group = root.get(device)
+        if not isinstance(group, h5py.Group):  # a damaged object header reads as None
+            raise ConfigError(f"{parent.file.filename}: /capture/{device} cannot be read "
+                              "(damaged)")
+        for name in ("transactions", "registers"):
+            if name not in group:
+                raise ConfigError(f"{parent.file.filename}: /capture/{device}: missing "
+                                  f"'{name}'")
         try:
             rows, flat = group["transactions"][()], group["registers"][()]
-        except KeyError as exc:
-            raise ConfigError(f"{parent.file.filename}: /capture/{device}: missing {exc}") \
-                from None
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:  # damaged bytes
+            reason = " ".join(str(exc).strip("'\"").split())
+            raise ConfigError(f"{parent.file.filename}: /capture/{device} cannot be read "
+                              f"(damaged: {reason})") from None
         capture.add_device(device)
         # t_run_s: a column added to format version 1 (None for files written before it)
         t_run = (rows["t_run_s"] if rows.dtype.names is not None

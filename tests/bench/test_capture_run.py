@@ -71,3 +71,31 @@ def test_replaying_a_recording_without_that_device_is_one_clear_error(tmp_path: 
                  "--set", f'lab.battery.replay_capture="{plain}"']) == 2
     err = capsys.readouterr().err
     assert "replay_capture" in err and "no /capture" in err
+
+
+def test_replaying_a_damaged_capture_is_one_line_naming_what_cannot_be_read(
+        tmp_path: Path, capsys) -> None:
+    """A capture whose group or dataset header is damaged was a TypeError traceback."""
+    import shutil
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO.replace("duration_s = 5", "duration_s = 1"))
+    first = tmp_path / "first.h5"
+    assert main(["run", str(scenario), "--out", str(first), "--quiet"]) == 0
+    for obj in ("capture/lab.battery", "capture/lab.battery/transactions"):
+        bad = tmp_path / f"{obj.replace('/', '_')}.h5"
+        shutil.copy(first, bad)
+        with h5py.File(bad, "r") as f:
+            addr = h5py.h5o.get_info(f[obj].id).addr
+        with open(bad, "r+b") as f:  # the object header's checksum fails
+            f.seek(addr + 12)
+            f.write(b"\xff" * 8)
+        capsys.readouterr()
+        assert main(["run", str(scenario), "--out", str(tmp_path / "x.h5"), "--quiet",
+                     "--set", f'lab.battery.replay_capture="{bad}"',
+                     "--set", "run.capture=false"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f'gridloop: error: --set lab.battery.replay_capture="{bad}": '
+                              f"nodes.lab.battery.replay_capture: cannot replay {bad}: "
+                              "/capture/lab.battery cannot be read (damaged"), err

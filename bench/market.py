@@ -155,19 +155,23 @@ class MarketLink:
                 self._last_wh.setdefault(node, now)
 
     def tick(self, k: int, t: float, obs: Any, controller: Any) -> None:
+        """The market's part of tick ``k``: meters, and at an interval's edge the settlement
+        of the interval that ends, the clearing of the one that starts and the orders for
+        the next.  An edge is taken at the first tick at or after it: a real-time run that
+        skipped late ticks (``catch_up = "skip"``) may have skipped the edge's own."""
         self._integrate(k, obs)
         self._track(t, obs)
-        if k % self.ticks_per_interval:
+        b = k // self.ticks_per_interval + self.offset
+        if b == self._open_interval:
             return
         from ledger.errors import RecordError
 
         if self.session is None:
             self.open()
         rec = self.plan._rec
-        b = k // self.ticks_per_interval + self.offset
         name = self.session.names
-        if b > self.offset:
-            self._settle(b - 1, t)
+        if self._open_interval is not None:
+            self._settle(self._open_interval, t)
         self._open_interval = b
         trades = self.session.clear(b)
         self.trades += len(trades)

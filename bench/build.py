@@ -186,29 +186,14 @@ def asset_specs(s: Scenario, emulator: bool, nodes: list[str] | None = None,
 
 
 def check_initial(kind: str, initial: dict[str, Any], where: str) -> None:
-    """An asset's initial conditions, checked where the scenario gives them: a misspelt key
-    would otherwise start the run from the default without a word."""
-    from twin.battery import BatteryInitial
-    from twin.microgrid import initial_keys
+    """An asset's initial conditions, checked where the scenario gives them
+    (:func:`twin.microgrid.check_initial`), as a scenario error."""
+    from twin.microgrid import check_initial as check
 
-    known = initial_keys(kind)
-    for key, value in initial.items():
-        if key not in known:
-            hint = (f"; one of {', '.join(known)}" if known else
-                    f"; a {kind} takes none" + (" (a rack's die temperature is temp_c in "
-                                                "its parameter file's [initial])"
-                                                if kind == "gpu_rack" else ""))
-            raise ScenarioError(f"{where}: unknown initial condition {key!r}{hint}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ScenarioError(f"{where}.{key}: must be a number, not {value!r}")
-        if key == "islanded" and value not in (0, 1):
-            raise ScenarioError(f"{where}.islanded: 1 (islanded) or 0 (connected), not "
-                                f"{value!r}")
-    if kind == "battery":
-        try:
-            BatteryInitial(**initial)
-        except TwinError as exc:
-            raise ScenarioError(f"{where}.{exc}") from None
+    try:
+        check(kind, initial, where)
+    except TwinError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 def build_twin(s: Scenario, emulator: bool = False, nodes: list[str] | None = None,

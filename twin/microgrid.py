@@ -41,7 +41,7 @@ delete ``twin/__pycache__/*.nbi`` and ``*.nbc``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -604,6 +604,29 @@ def initial_keys(kind: str) -> tuple[str, ...]:
             "grid": (*Bus.state_names, "islanded")}.get(kind, ())
 
 
+def check_initial(kind: str, initial: Mapping[str, Any], where: str) -> None:
+    """An asset's initial conditions: a misspelt key would otherwise start the run from the
+    parameter file's state without a word (``where`` starts the message: ``a.battery.initial``
+    or a scenario's ``file:line: field``)."""
+    known = initial_keys(kind)
+    for key, value in initial.items():
+        if key not in known:
+            hint = (f"; one of {', '.join(known)}" if known else
+                    f"; a {kind} takes none" + (" (a rack's die temperature is temp_c in "
+                                                "its parameter file's [initial])"
+                                                if kind == "gpu_rack" else ""))
+            raise TwinError(f"{where}: unknown initial condition {key!r}{hint}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TwinError(f"{where}.{key}: must be a number, not {value!r}")
+        if key == "islanded" and value not in (0, 1):
+            raise TwinError(f"{where}.islanded: 1 (islanded) or 0 (connected), not {value!r}")
+    if kind == "battery":
+        try:
+            BatteryInitial(**initial)
+        except TwinError as exc:
+            raise TwinError(f"{where}.{exc}") from None
+
+
 def _set_initial(asset: Asset, x: np.ndarray, specs: Sequence[AssetSpec]) -> None:
     """Per-unit initial conditions: the parameter file's ``[initial]``, then the spec's."""
     for i, s in enumerate(specs):
@@ -619,12 +642,13 @@ class Microgrid:
     Parameters
     ----------
     specs : sequence of AssetSpec
-        Every asset of every node; a node without a ``grid`` asset gets an unconstrained
-        grid connection.
+        Every asset of every node (at least one); a node without a ``grid`` asset gets a
+        grid connection with the ``bus_default`` parameters (its import and export limits).
     method : {"exact", "scipy"}
         How linear parts are integrated (see :mod:`twin.stepper`).
     bus_default : ParamSet, optional
-        Bus parameters for nodes whose grid asset names none.
+        Bus parameters for nodes without a grid asset, or whose grid asset names none
+        (without it, such a node is an error).
     rack_factory : callable, optional
         ``rack_factory(specs) -> Asset`` building the GPU racks (see :mod:`twin.rack`).
     fused : bool
@@ -645,6 +669,8 @@ class Microgrid:
         self._t_base = 0.0
         self._dt = 0.0
         self.specs = list(specs)
+        if not self.specs:
+            raise TwinError("microgrid: no assets given (a node is its assets)")
         seen = set()
         for s in self.specs:
             if s.kind not in KINDS:
@@ -652,6 +678,7 @@ class Microgrid:
             if (s.node, s.name) in seen:
                 raise TwinError(f"{s.node}.{s.name}: defined twice")
             seen.add((s.node, s.name))
+            check_initial(s.kind, s.initial, f"{s.node}.{s.name}.initial")
         self.nodes = list(dict.fromkeys(s.node for s in self.specs))
         self._node_index = {n: i for i, n in enumerate(self.nodes)}
         by_kind: dict[str, list[AssetSpec]] = {k: [] for k in KINDS}
@@ -730,7 +757,8 @@ class Microgrid:
             g = grid_of.get(node)
             pset = (g.params if g is not None and g.params is not None else bus_default)
             if pset is None:
-                raise TwinError(f"node {node}: no bus parameters (give its grid asset params)")
+                raise TwinError(f"node {node}: no bus parameters (give it a grid asset with "
+                                "params, or the microgrid a bus_default)")
             bus_params.append(BusParams.from_params(pset))
             bus_specs.append(g if g is not None else AssetSpec(node, "grid", "grid", pset))
         self.groups["grid"] = self._group(Bus(bus_params), bus_specs)
@@ -814,6 +842,8 @@ class Microgrid:
         self._meter_node = np.array([self._node_index[s.node] for s in self._meters],
                                     dtype=np.int64)
         self.outputs = outputs
+        #: (node, asset, signal) -> position in y: :meth:`index` in O(1) at 1,000 nodes
+        self._output_index = {(n, a, s): i for i, (n, a, s, _) in enumerate(outputs)}
         self._y = np.full(len(outputs), np.nan)
 
         setpoints: list[tuple[str, str, str, str]] = []
@@ -1092,6 +1122,12 @@ class Microgrid:
         forecast (a copy of its arrays, not of the object), so a controller can ask every
         tick.
         """
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+                or not 0 <= index < len(self.outputs):
+            raise TwinError(f"forecast: index {index!r} is not an output (0 to "
+                            f"{len(self.outputs) - 1}; Microgrid.index gives it by name)")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise TwinError(f"forecast: steps must be a whole number >= 0, not {steps!r}")
         scratch = getattr(self, "_scratch", None)
         if scratch is None or not self._fused or self._py_drives:
             scratch = self.copy()
@@ -1118,7 +1154,8 @@ class Microgrid:
         self.t, self._k, self._t_base, self._dt = other.t, other._k, other._t_base, other._dt
 
     def index(self, node: str, asset: str, signal: str) -> int:
-        for i, (n, a, s, _) in enumerate(self.outputs):
-            if (n, a, s) == (node, asset, signal):
-                return i
-        raise TwinError(f"no twin signal {node}.{asset}.{signal}")
+        """The position of output ``node.asset.signal`` in :attr:`y`."""
+        i = self._output_index.get((node, asset, signal))
+        if i is None:
+            raise TwinError(f"no twin signal {node}.{asset}.{signal}")
+        return i

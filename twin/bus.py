@@ -12,6 +12,11 @@ grid-following sources deliver (PV inverters, battery converters on setpoints); 
 a governed machine (a genset) and ``p_gfm`` the grid-forming inverters, both first-order droop
 sources (a grid-forming inverter with P-f droop ``m_p`` and a power low-pass filter ``Tf`` is
 a governor with ``R = m_p`` and ``Tg = Tf``, [2]_).  ``D`` is the load's frequency dependence.
+Both droop sources are linear and unbounded: ``rating_w`` is the base of the droop, not a
+limit, so a genset asked for more than its rating delivers it, and one asked to absorb a
+surplus motors (the frequency shows either, and the energy balance holds).  What limits an
+island's sources is its grid-forming batteries' converters and cells, whose shortfall is
+unserved load (:func:`shed_shortfall`); a genset's limits belong to the controller.
 
 Grid-connected (input ``islanded = 0``)
     the grid holds the frequency: ``ddf/dt = -df / sync_tau_s`` (after a reconnection the
@@ -63,7 +68,8 @@ class DroopSource:
     """A first-order droop source: a governed genset, or grid-forming inverters in aggregate."""
 
     rating_w: float = 0.0
-    """Rating on which the droop is expressed; 0 when the node has no such source. [W]"""
+    """Rating on which the droop is expressed (its base, not a limit: the source is
+    unbounded, see the module docstring); 0 when the node has no such source. [W]"""
     droop_pu: float = 0.05
     """Droop R (or m_p): per-unit frequency change for a 1 pu change in power. [pu/pu]"""
     tau_s: float = 0.5

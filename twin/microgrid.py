@@ -880,7 +880,10 @@ class Microgrid:
     @property
     def u(self) -> np.ndarray:
         """The setpoints, one per :attr:`setpoints`; NaN: none given, the model's default.
-        Write into it (or assign as many values)."""
+        Write into it (or assign as many values).  Values are taken as given and held to
+        what each model can do (a battery's converter to its rating: +inf asks for all of
+        it; a rack's cap of 0 or less is none); the bench refuses values outside a
+        setpoint's range before they reach the twin (docs/scenarios.md)."""
         return self._u
 
     @u.setter

@@ -155,8 +155,11 @@ def load(path: str | Path) -> ParamSet:
     try:
         with path.open("rb") as f:
             doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ParameterError(f"{path}: no such parameter file") from None
+    except FileNotFoundError:  # a misspelt name of a shipped set, say: name the nearest
+        shipped = sorted(f.stem for f in Path(__file__).with_name("data").glob("*.toml"))
+        raise ParameterError(f"{path}: no such parameter file"
+                             f"{did_you_mean(path.name.removesuffix('.toml'), shipped)}"
+                             ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ParameterError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; an editor saved it as Latin-1, say

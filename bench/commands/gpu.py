@@ -15,10 +15,19 @@ import math
 from pathlib import Path
 from typing import Any
 
+#: what ``gridloop gpu --help`` says: plain text, as argparse prints it (the docstring's reST
+#: markup would show as it is)
+DESCRIPTION = (
+    "Fit the GPU model to recordings, predict a schedule's power, score a parameter set, "
+    "draw a rack's power spectrum.  A trace is a CSV (plain or .gz) in the format of the "
+    "shared H100 recordings; its schedule is NAME.events.json beside NAME.csv.gz unless "
+    "--events names it (one trace only).  --span T0:T1 (one per trace, in order; ':' for "
+    "all of it) restricts what the fit sees, so the rest of the recording tests it.")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("gpu", help="GPU power model: fit, predict, score, spectrum",
-                                   description=__doc__)
+                                   description=DESCRIPTION)
     sub = parser.add_subparsers(dest="gpu_command", metavar="ACTION", required=True)
 
     fit = sub.add_parser("fit", help="fit GPU parameters to recorded traces",
@@ -70,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "of the variance in a band.")
     spec.add_argument("--events", required=True, metavar="EVENTS.json", help="the schedule")
     spec.add_argument("--out", required=True, metavar="FIG.png", help="PNG to write")
-    spec.add_argument("--rack", metavar="RACK.toml", help="rack file (default: 8 x H100)")
+    spec.add_argument("--rack", metavar="RACK.toml",
+                      help="rack parameter file, or the name of a shipped one (default: "
+                           "rack_h100_8gpu, 8 x H100)")
     spec.add_argument("--groups", type=int, default=1, metavar="K",
                       help="groups of GPUs with their own offsets (default 1)")
     spec.add_argument("--spread", type=float, default=0.0, metavar="S",
@@ -332,7 +343,7 @@ def _score(args: argparse.Namespace) -> int:
 def _spectrum(args: argparse.Namespace) -> int:
     from bench.errors import BenchError
     from bench.figures import spectrum_figure
-    from bench.paths import check_out
+    from bench.paths import check_out, params_file
     from bench.traces import read_events
     from twin.rack import H100_8GPU, GpuRack, load_rack
     from twin.spectrum import spectrum
@@ -341,15 +352,20 @@ def _spectrum(args: argparse.Namespace) -> int:
     if args.groups < 1:
         raise BenchError(f"--groups must be >= 1, got {args.groups}")
     band = _band(args.band, args.dt)
-    check_out(args.out, [("the schedule", args.events), ("the rack file", args.rack)])
-    rack, gpu, temp = load_rack(args.rack or H100_8GPU)
+    rack_path = params_file(args.rack) if args.rack else H100_8GPU
+    out_path = check_out(args.out, [("the schedule", args.events), ("the rack file", rack_path)])
+    if out_path.suffix.lower() != ".png":  # the figure is a PNG: never one under a .txt name
+        ext = f"'{out_path.suffix}' is not .png" if out_path.suffix else "no extension"
+        raise BenchError(f"--out {args.out}: {ext}; the figure is a PNG: give a file ending "
+                         "in .png")
+    rack, gpu, temp = load_rack(rack_path)
     schedule = read_events(args.events)
     groups = desynchronise(schedule, args.groups, args.spread)
     asset = GpuRack(rack, gpu, [groups], temp)
     out = asset.run(schedule.end_s + args.spread, args.dt)
     one = GpuRack(rack.replace(gpus=1), gpu, [schedule], temp).run(schedule.end_s, args.dt)
     series = {"one GPU (board)": (one["p_gpu_w"], args.dt), "rack (AC)": (out["p_w"], args.dt)}
-    path = spectrum_figure(args.out, series, band,
+    path = spectrum_figure(out_path, series, band,
                            title=f"{Path(args.events).name}: {rack.gpus} GPUs in "
                                  f"{args.groups} group(s), spread {args.spread:g} s")
     for name, (pw, dt) in series.items():
@@ -358,3 +374,4 @@ def _spectrum(args: argparse.Namespace) -> int:
               f"{band[1]:g} Hz, peak {sp.peak_hz:.3f} Hz, std {sp.std_w:.1f} W")
     print(f"wrote {path}")
     return 0
+

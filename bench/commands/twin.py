@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--input", required=True, metavar="IN.csv")
     sim.add_argument("--out", required=True, metavar="OUT.csv")
     sim.add_argument("--dt", type=float, metavar="S",
-                     help="resample the profile to this step (default: the input's times)")
+                     help="resample the profile to this step: the times T0 + k S up to its "
+                          "last sample's, so at most the profile's span (default: the "
+                          "input's times)")
     sim.add_argument("--method", choices=("exact", "scipy"), default="exact",
                      help="exact discretisation (default) or solve_ivp per step (reference)")
     sim.set_defaults(func=simulate)
@@ -97,6 +99,13 @@ def _resample(t, columns, dt):
 
     tol = 1e-6 * dt + 4 * np.spacing(max(abs(t[0]), abs(t[-1])))
     steps = (t[-1] - t[0] + tol) / dt
+    if steps < 1:  # the grid would be the first sample alone, the rest of the profile unread
+        if t.size == 1:
+            raise BenchError(f"--dt {dt:g}: the profile has a single sample (t_s = "
+                             f"{t[0]:g}), nothing to resample; leave --dt out")
+        raise BenchError(f"--dt {dt:g} s is longer than the profile, which spans "
+                         f"{t[-1] - t[0]:g} s (t_s {t[0]:g} to {t[-1]:g}); give --dt "
+                         f"{t[-1] - t[0]:g} or less")
     if not steps < MAX_STEPS:
         raise BenchError(f"--dt {dt:g} makes {steps:,.0f} steps of the profile's "
                          f"{t[-1] - t[0]:g} s; at most {MAX_STEPS:,}")

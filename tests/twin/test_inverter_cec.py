@@ -37,8 +37,26 @@ def test_unknown_name_suggests_close_ones():
     with pytest.raises(ParameterError, match="no inverter 'ABB TRIO 60 TL OUTD US 48'.*"
                                              "did you mean 'ABB__TRIO_60_0_TL_OUTD_US_480__480V_'"):
         import_cec_inverter("ABB TRIO 60 TL OUTD US 48")
-    with pytest.raises(ParameterError, match="no inverter 'zzzz' in the CEC library$"):
-        import_cec_inverter("zzzz")
+    # no name contains it, none is alike ('zzzz' is in two Princeton Power names)
+    with pytest.raises(ParameterError, match="no inverter 'qqqq' in the CEC library$"):
+        import_cec_inverter("qqqq")
+
+
+def test_unknown_name_lists_the_names_that_contain_it():
+    """What was typed, its punctuation as the library's keys have it, is part of names:
+    those, not the closest spelling (ABB__TRIO_TM_60_0_US_480__480V_ was suggested)."""
+    with pytest.raises(ParameterError) as exc:
+        import_cec_inverter("ABB: TRIO-60.0")
+    assert str(exc.value) == ("no inverter 'ABB: TRIO-60.0' in the CEC library; did you mean "
+                              "'ABB__TRIO_60_0_TL_OUTD_US_480__480V_'?")
+    names = ["X__AB_10__240V_", "X__AB_10__208V_", "Y__ZAB_10__240V_", "X__AB_12__240V_"]
+    with pytest.raises(ParameterError, match=r"did you mean one of 'X__AB_10__208V_', "
+                                             r"'X__AB_10__240V_', 'Y__ZAB_10__240V_'\?$"):
+        find_cec_inverter("ab-10", names)
+    many = [f"ACME__UNIT_{k}__240V_" for k in range(12)]
+    with pytest.raises(ParameterError, match=r"; 12 names contain 'acme: unit', e\.g\. "
+                                             r"'ACME__UNIT_0__240V_', .* \(and 7 more\)$"):
+        find_cec_inverter("acme: unit", many)
 
 
 def test_ambiguous_name_lists_candidates():

@@ -50,10 +50,34 @@ def find_cec_inverter(name: str, names: list[str]) -> str:
         return hits[0]
     if len(hits) > 1:
         raise ParameterError(f"CEC inverter '{name}' is ambiguous: " + ", ".join(hits[:5]))
-    keys = {_key(n): n for n in names}
-    close = difflib.get_close_matches(wanted, list(keys), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(keys[c]) for c in close)}?" if close else ""
-    raise ParameterError(f"no inverter '{name}' in the CEC library{hint}")
+    raise ParameterError(f"no inverter '{name}' in the CEC library{_suggest(name, names)}")
+
+
+#: the most names a "did you mean" lists
+SUGGEST_AT_MOST = 5
+
+
+def _suggest(name: str, names: list[str]) -> str:
+    """"; did you mean ...?" for an unknown inverter ``name``: the library's names that
+    contain it (punctuation turned into underscores, as in the library's keys, any case),
+    those that start with it first, up to :data:`SUGGEST_AT_MOST`; else the closest names;
+    else ``""``."""
+    wanted = _key(name)
+    keys = {n: _key(n) for n in names}
+    within = sorted((n for n, k in keys.items() if wanted and wanted in k),
+                    key=lambda n: (not keys[n].startswith(wanted),
+                                   re.search(rf"(?<![0-9a-z]){re.escape(wanted)}", keys[n])
+                                   is None, keys[n]))
+    if within:
+        listed = ", ".join(repr(n) for n in within[:SUGGEST_AT_MOST])
+        more = len(within) - SUGGEST_AT_MOST
+        if more > 0:
+            return (f"; {len(within)} names contain '{name}', e.g. {listed} (and {more} "
+                    "more)")
+        return f"; did you mean {'one of ' if len(within) > 1 else ''}{listed}?"
+    by_key = {k: n for n, k in keys.items()}
+    close = difflib.get_close_matches(wanted, list(by_key), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(by_key[c]) for c in close)}?" if close else ""
 
 
 def import_cec_inverter(name: str) -> ParamSet:

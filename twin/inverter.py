@@ -871,6 +871,14 @@ def converter_loss_w(par, i, p_ac_w):
     return _converter_loss(p_ac_w, par[i, _LA], par[i, _LB], par[i, _LC])
 
 
+@numba.njit(cache=True, error_model="numpy")
+def converter_ac_w(par, i, p_dc_w):
+    """AC power of unit ``i`` of packed parameters ``par`` (:meth:`Inverter.kernel_args`), a
+    bidirectional converter, that goes with DC power ``p_dc_w``: the loss model inverted,
+    :func:`converter_ac_power` for compiled callers. [W]"""
+    return _converter_ac(p_dc_w, par[i, _LA], par[i, _LB], par[i, _LC])
+
+
 class Inverter(stepper.Asset):
     """``n`` inverters or converters, each with its own :class:`InverterParams`.
 

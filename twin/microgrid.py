@@ -414,8 +414,32 @@ def _scatter(y, start, gy, cols):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _converter_shortfall(conv_par, i, p_ac, p_dc, p_cells, limited):
+    """Battery ``i``'s converter and cells after the cells delivered ``p_cells`` of the
+    ``p_dc[i]`` they were asked (the converter's DC power for the AC power ``p_ac[i]``):
+    both become what flowed, and the AC power it fell short by is returned.
+
+    A battery at a limit (``limited``) moves less, and its converter converts that: its AC
+    power is the one its loss model gives for the DC power the cells delivered, so it loses
+    what that flow costs (its standby loss, fed from the bus, on an empty or full battery),
+    not the loss of the transfer it was commanded.  Otherwise ``p_cells`` differs from
+    ``p_dc[i]`` by the rounding of the cells' power from their current, and the AC side
+    takes that difference as it is (the converter's loss unchanged). [W]"""
+    if limited:
+        p_act = inverter.converter_ac_w(conv_par, i, p_cells)
+        d = p_ac[i] - p_act
+        p_ac[i] = p_act
+    else:
+        d = p_dc[i] - p_cells
+        p_ac[i] = p_ac[i] - d
+    p_dc[i] = p_cells
+    return d
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _close(dt, fa, ia, lay, y):
-    """Batteries that fell short of what they were asked: a grid connection carries the
+    """Batteries that fell short of what they were asked (their converters convert what
+    the cells delivered, :func:`_converter_shortfall`): a grid connection carries the AC
     difference in the same step, an island sheds it (load it could not serve, or generation
     it curtails, :func:`twin.bus.shed_shortfall`); meters and their energy counters; outputs
     into ``y``."""
@@ -426,10 +450,10 @@ def _close(dt, fa, ia, lay, y):
     if node.shape[0]:
         short = _v1(fa, lay, _NODE_SUM)
         short[:] = 0.0
+        conv_par, conn = _v2(fa, lay, _CONV_PAR), _v1(fa, lay, _BAT_CONNECTED)
         for i in range(node.shape[0]):
-            d = p_dc[i] - bat_y[i, _BAT_PW]
-            p_ac[i] = p_ac[i] - d
-            p_dc[i] = bat_y[i, _BAT_PW]
+            d = _converter_shortfall(conv_par, i, p_ac, p_dc, bat_y[i, _BAT_PW],
+                                     bat_y[i, _BAT_LIM] != 0.0 and conn[i] > 0.0)
             # islanded, only a battery at a limit falls short (else ``d`` is the rounding of
             # its power from its current: unserved load it is not)
             if not bus_u[node[i], _BUS_ISL] > 0.5 or bat_y[i, _BAT_LIM] != 0.0:

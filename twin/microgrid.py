@@ -10,8 +10,9 @@ every input held over it (zero-order hold):
 2. PV inverters deliver AC power (setpoints: ``w_max_lim_pct``, ``p_set_w``, ``q_set_var``);
 3. GPU racks draw what their workload asks at ``t``, within their power cap;
 4. grid-connected batteries: the converter follows ``p_set_w``, the cells deliver its DC
-   power (a battery that cannot - empty, full, at a limit - delivers what it can, and the AC
-   side carries the shortfall so energy is never created);
+   power (a battery that cannot - empty, full, at a limit - delivers what it can, its
+   converter converts that, losing what that flow costs, and the AC side carries the
+   shortfall so energy is never created nor lost);
 5. each bus closes its node's balance through the grid connection, within import and export
    limits, or, islanded, turns the imbalance into frequency (swing equation);
 6. islanded batteries are the grid-forming source: they deliver the bus's ``p_gfm_w``.

@@ -149,6 +149,8 @@ class ModbusDevice(Device):
         self.lockstep: LockstepFaults | None = None
         #: the request in flight is one the emulator drops (lockstep): no late answer comes
         self._dropped = False
+        #: the request in flight went out (an answer to it may still come)
+        self._requested = False
 
     # ------------------------------------------------------------------ transport hooks
 
@@ -390,6 +392,7 @@ class ModbusDevice(Device):
         async with self._lock:
             sent, t0 = time.time(), time.perf_counter()
             status, code, registers = Status.OK, 0, []
+            self._requested = False
             try:
                 registers = await self._exchange(function_code, address, count, values)
             except DeviceError as exc:
@@ -401,9 +404,12 @@ class ModbusDevice(Device):
                 raise
             except asyncio.CancelledError:
                 # the bench's deadline passed first: the answer may still come, and must
-                # not be taken for the next request's
+                # not be taken for the next request's; none can when the deadline came
+                # while the request still waited for the line (an RTU quiet time): waiting
+                # again would keep the device quiet at every tick of a real-time run
                 status = Status.TIMEOUT
-                self._after_timeout()
+                if self._requested:
+                    self._after_timeout()
                 raise
             finally:
                 if self.capture is not None:
@@ -419,6 +425,7 @@ class ModbusDevice(Device):
         if client is None or not client.connected:
             raise DeviceDisconnected(f"{self.name}: not connected to {self.where}")
         await self._before_request()
+        self._requested = True  # from here an answer may come, late or not
         # no answer can come within the deadline: wait no longer than it
         late = self.lockstep is not None and self.lockstep.unanswered()
         self._dropped = late and self.lockstep is not None and self.lockstep.never_answered

@@ -450,10 +450,12 @@ def _parse_doc(doc: dict, text: str, source: str, path: Path | None,
                 _check_fields(nodes[node][asset], raw, ("nodes", node, asset), source, lines)
                 if raw.get("device") and "mode" not in raw:
                     # an address without a mode: the author most likely meant the device
+                    # (the table still picks an emulator's transport and line settings)
                     warnings.warn(ScenarioWarning(_note(
                         source, lines, ("nodes", node, asset, "device"),
-                        'not used: the asset is emulated (the default mode); set mode = '
-                        '"hardware" to run against the device')), stacklevel=2)
+                        'the asset is emulated (the default mode): its emulator takes this '
+                        'table\'s transport and settings, the device is not opened; set '
+                        'mode = "hardware" to run against the device')), stacklevel=2)
     except ParameterError as exc:
         raise _parameter_error(source, lines, exc) from None
 

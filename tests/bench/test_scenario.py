@@ -79,8 +79,9 @@ def test_a_device_address_without_a_mode_is_a_warning() -> None:
     with pytest.warns(ScenarioWarning) as record:
         s = parse(GOOD.replace('mode = "hardware"\n', ""), "x.toml")
     assert [str(w.message) for w in record] == [
-        'x.toml:32: nodes.north.battery.device: not used: the asset is emulated (the default '
-        'mode); set mode = "hardware" to run against the device']
+        "x.toml:32: nodes.north.battery.device: the asset is emulated (the default mode): "
+        "its emulator takes this table's transport and settings, the device is not opened; "
+        'set mode = "hardware" to run against the device']
     assert s.effective_mode(s.nodes["north"]["battery"]) == "emulated"
 
 

@@ -691,6 +691,9 @@ class Plan:
                 if slot.streak:
                     rec.event(t, "device_recovered", f"{slot.key}: answers again after "
                                                      f"{slot.streak} failed tick(s)")
+                    # a device that was lost may have rebooted to its own defaults: the next
+                    # tick writes every setpoint again, changed or not
+                    slot.last_written.clear()
                 slot.streak = 0
                 slot.open_failed = False
         flags[:] = self.quality

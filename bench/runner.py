@@ -282,14 +282,16 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     finally:
         if plan.market is not None:
             plan.market.close()
-        kept = replaced.settle() if replaced is not None else None
+        kept, moved = replaced.settle() if replaced is not None else (None, False)
         if previous is not None:  # kept, or deleted once this run's recording is there
-            previous.settle(default_ledger_path(kept) if kept is not None else None)
+            previous.settle(default_ledger_path(kept) if moved and kept is not None else None)
         if kept is not None:
             ledger_kept = default_ledger_path(kept)
             also = f" (its ledger {ledger_kept})" if ledger_kept.is_file() else ""
-            print(f"gridloop: the run stopped before its end; the recording it replaced is "
-                  f"kept as {kept}{also}", file=sys.stderr)
+            print("gridloop: the run stopped before its end; " + (
+                f"the recording it replaced is kept as {kept}{also}" if moved else
+                f"the recording it replaced was incomplete too; the last complete one stays "
+                f"{kept}{also}"), file=sys.stderr)
     with open_run(out) as run:
         fig = figures(run)
         outcomes = evaluate(run, scenario.checks)
@@ -416,23 +418,36 @@ class _PreviousRecording:
                                  f"({(exc.strerror or str(exc)).lower()})") from None
             self.aside = aside
 
-    def settle(self) -> Path | None:
-        """Once the run ended: where the previous recording is kept (None: deleted, or
-        there was none)."""
+    def settle(self) -> tuple[Path | None, bool]:
+        """Once the run ended: where a previous recording is kept (None: deleted, or there
+        was none), and whether it is the one this run replaced (:func:`_keep_aside`)."""
         import os
 
         if self.aside is None:
-            return None
+            return None, False
         aside, self.aside = self.aside, None
         if not self.out.exists():  # the run made none: the previous one is still the one
             os.replace(aside, self.out)
-            return None
+            return None, False
         if _complete(self.out):
             aside.unlink(missing_ok=True)
-            return None
-        kept = self.out.with_name(f"{self.out.stem}.previous{self.out.suffix}")
-        os.replace(aside, kept)
-        return kept
+            return None, False
+        return _keep_aside(aside, self.out)
+
+
+def _keep_aside(aside: Path, out: Path) -> tuple[Path, bool]:
+    """Keep the recording set aside at ``aside`` as ``RUN.previous.h5``, unless that holds a
+    complete recording and ``aside`` is an incomplete one (a second failed rerun must not
+    replace the last complete session with the first one's remains): then ``aside`` is
+    deleted.  Returns the kept file and whether ``aside`` became it."""
+    import os
+
+    kept = out.with_name(f"{out.stem}.previous{out.suffix}")
+    if kept.exists() and _complete(kept) and not _complete(aside):
+        aside.unlink(missing_ok=True)
+        return kept, False
+    os.replace(aside, kept)
+    return kept, True
 
 
 def _keep_left_aside(out: Path, ledger: Path | None) -> None:
@@ -451,22 +466,23 @@ def _keep_left_aside(out: Path, ledger: Path | None) -> None:
     asides = left(out)
     if not asides:
         return
-    kept = out.with_name(f"{out.stem}.previous{out.suffix}")
-    os.replace(asides[-1], kept)
+    kept, moved = _keep_aside(asides[-1], out)
     for older in asides[:-1]:
         older.unlink(missing_ok=True)
-    also = ""
     ledgers = left(ledger) if ledger is not None else []
-    if ledgers:
-        kept_ledger = default_ledger_path(kept)
-        for suffix in LEDGER_FILE_SUFFIXES:
-            Path(str(kept_ledger) + suffix).unlink(missing_ok=True)
-            side = Path(str(ledgers[-1]) + suffix)
-            if side.exists():
-                os.replace(side, str(kept_ledger) + suffix)
-        also = f" (its ledger {kept_ledger})"
-    print(f"gridloop: a run to {out} was killed before its end; the recording it replaced is "
-          f"kept as {kept}{also}", file=sys.stderr)
+    kept_ledger = default_ledger_path(kept)
+    for suffix in LEDGER_FILE_SUFFIXES if ledgers else ():
+        side = Path(str(ledgers[-1]) + suffix)
+        if not moved:  # the last complete recording stays, with its own ledger
+            side.unlink(missing_ok=True)
+            continue
+        Path(str(kept_ledger) + suffix).unlink(missing_ok=True)
+        if side.exists():
+            os.replace(side, str(kept_ledger) + suffix)
+    if moved:
+        also = f" (its ledger {kept_ledger})" if ledgers else ""
+        print(f"gridloop: a run to {out} was killed before its end; the recording it "
+              f"replaced is kept as {kept}{also}", file=sys.stderr)
 
 
 def _complete(out: Path) -> bool:

@@ -152,3 +152,24 @@ def test_a_rerun_killed_outright_leaves_the_replaced_recording_for_the_next_run(
             f"is kept as {kept} (its ledger {folder / 'r.previous.ledger.db'})\n") in err
     assert kept.read_bytes() == good and not list(folder.glob(".r.*previous*"))
     assert main(["ledger", "verify", str(folder / "r.previous.ledger.db")]) == 0
+
+
+def test_two_failed_reruns_keep_the_last_complete_recording(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The second failed rerun replaced an incomplete recording: the complete one kept by
+    the first stays RUN.previous.h5, with its ledger (it was overwritten by the remains)."""
+    out = folder / "r.h5"
+    assert run(folder, out, capsys)[0] == 0
+    good = out.read_bytes()
+    ledger = (folder / "r.ledger.db").read_bytes()
+    kept, kept_ledger = folder / "r.previous.h5", folder / "r.previous.ledger.db"
+    assert run(folder, out, capsys, "--set", "controller.options.fail=true")[0] == 2
+    status, err = run(folder, out, capsys, "--set", "controller.options.fail=true")
+    assert status == 2
+    assert ("gridloop: the run stopped before its end; the recording it replaced was "
+            f"incomplete too; the last complete one stays {kept} (its ledger "
+            f"{kept_ledger})\n") in err
+    assert kept.read_bytes() == good and kept_ledger.read_bytes() == ledger
+    assert ticks(out)[1] is False
+    assert sorted(p.name for p in folder.iterdir() if "previous" in p.name) == [
+        "r.previous.h5", "r.previous.ledger.db"]

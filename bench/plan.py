@@ -579,7 +579,14 @@ class Plan:
         return ""
 
     async def actuate(self, t: float) -> None:
-        """Write setpoints that changed since the last successful write."""
+        """Write setpoints that changed since the last successful write.
+
+        Not to a device whose read timed out this tick: the write would wait out a second
+        deadline in the same tick (a silent device then held every other device's control
+        late, the run at 0.6x real time); it counts as failed, and the next tick writes it
+        again."""
+        from firmware_bridge.device import Quality
+
         self._clock_t = t
         u = self.twin.u
         writes = []
@@ -595,7 +602,10 @@ class Plan:
                 elif writable and ("setpoint", name) not in slot.unplaced:
                     self._unplaced(slot, t, [("setpoint", name)], f"{slot.key}: device has no "
                                    f"setpoint {name}; the run does not write it")
-            if changed:
+            if changed and self.quality[slot.qidx] & READ_QUALITY == Quality.TIMEOUT:
+                self._write_failed(slot, t, changed, f"{slot.key}: not written: its read "
+                                   "timed out this tick")
+            elif changed:
                 writes.append(self._write(slot, changed, t))
         try:
             if writes:

@@ -143,7 +143,8 @@ def test_a_delay_striking_some_requests_gives_the_same_recording_every_run(
         a = _run(tmp_path, "a", *sets)
         b = _run(tmp_path, "b", *sets)
     q = _quality(a, "battery")
-    assert TIMEOUT in q and OK in q[5:15], q  # struck and spared requests in the window
+    # struck and spared requests in the window (a struck read's tick does not write: 4 too)
+    assert TIMEOUT in q & 3 and OK in q[5:15], q
     _assert_same(a, b)
 
 

@@ -603,7 +603,7 @@ class Plan:
                     self._unplaced(slot, t, [("setpoint", name)], f"{slot.key}: device has no "
                                    f"setpoint {name}; the run does not write it")
             if changed and self.quality[slot.qidx] & READ_QUALITY == Quality.TIMEOUT:
-                self._write_failed(slot, t, changed, f"{slot.key}: not written: its read "
+                self._write_failed(slot, t, changed, f"{slot.key}: not sent: its read "
                                    "timed out this tick")
             elif changed:
                 writes.append(self._write(slot, changed, t))

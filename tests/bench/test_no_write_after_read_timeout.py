@@ -42,9 +42,14 @@ def test_a_tick_whose_read_timed_out_sends_no_write(tmp_path: Path) -> None:
         q = run.quality("lab", "battery")
         rows = run.capture("lab.battery")
         t = run.time
+        failed = {round(tt, 3): m for tt, k, m in run.events() if k == "device_write_failed"}
     timed_out = np.flatnonzero(q & 3 == 2)
     assert len(timed_out) >= 5
     assert (q[timed_out] & 4).all()  # the setpoint changed there: a failed write, flagged
+    # the bench did not send them: not a write that failed on the line
+    said = [failed.get(round(t[k], 3), "") for k in timed_out if round(t[k], 3) in failed]
+    assert said and all(m.endswith("failed: not sent: its read timed out this tick")
+                        for m in said), said
     writes = {int(k) for k, fc in zip(rows["tick"], rows["function_code"]) if fc in (6, 16)}
     assert not writes & set(timed_out.tolist()), (sorted(writes), timed_out)
     # once it answers, the setpoint goes out at that tick

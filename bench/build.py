@@ -481,7 +481,9 @@ def check_device_options(backend: str, options: Mapping[str, Any], where: str) -
     if known is None:
         return
     names, required = known
-    listed = f"options of backend {backend} are {', '.join(['backend', *names])}"
+    # a serial board's table may declare its signals (the bench reads them, not the device)
+    extra = ["signals"] if backend == "serial" else []
+    listed = f"options of backend {backend} are {', '.join(['backend', *names, *extra])}"
     for key in options:
         if key not in names:
             raise ScenarioError(f"{where}: unknown device option {key!r}"

@@ -126,3 +126,12 @@ def test_a_generators_own_error_names_the_profile_and_the_generator(tmp_path: Pa
     assert err.startswith(f"{tmp_path / 'lab.toml'}:{PROFILE_LINE}: profiles.train: the training "
                           "generator: step_s must be > 0, got -2.0"), err
     assert "synchronous_training" not in err
+
+
+def test_a_serial_boards_options_include_its_signals(tmp_path: Path) -> None:
+    """A serial board's table may declare its signals: the list of its options says so."""
+    err = _error(tmp_path, LAB.replace(
+        'device = { backend = "modbus_tcp", host = "127.0.0.1", port = 15022, unit = 1 }',
+        'device = { backend = "serial", port = "/dev/ttyACM0", unit = 2 }'))
+    assert "unknown device option 'unit'" in err, err
+    assert err.endswith(", signals"), err

@@ -123,6 +123,11 @@ def _split(ok: np.ndarray, soc: np.ndarray, i: np.ndarray, t: np.ndarray,
         out.spans.append((start, prev + 1))
         start = k
     out.spans.append((start, idx[-1] + 1))
+    # an outage at either end splits nothing, but the fit leaves it out all the same
+    if idx[0] > MAX_GAP_TICKS:
+        out.gaps.insert(0, (0, idx[0]))
+    if len(ok) - 1 - idx[-1] > MAX_GAP_TICKS:
+        out.gaps.append((idx[-1] + 1, len(ok)))
     return out
 
 
@@ -136,7 +141,8 @@ def _split_note(split: _Split, span: tuple[int, int], t: np.ndarray, soc: np.nda
     parts = []
     if split.gaps:  # an outage ends at a reading: from its first missing tick to that
         missing = sum(b - a for a, b in split.gaps)
-        when = ", ".join(f"{_when(t[a])} to {_when(t[b])} s" for a, b in split.gaps)
+        when = ", ".join(f"{_when(t[a])} to {_when(t[min(b, len(t) - 1)])} s"
+                         for a, b in split.gaps)
         parts.append(f"{missing} ticks without a reading ({when})")
     if split.jumps:
         when = ", ".join(f"{soc[a]:.4g} to {soc[b]:.4g} at {_when(t[b])} s"
@@ -281,7 +287,7 @@ def _stretch(run: Run, key: str, ok: np.ndarray, soc: np.ndarray, i: np.ndarray,
             raise RecordingError(f"{run.path}: {key} has no state-of-charge reading; the fit "
                                  "starts from the measured state of charge")
     first = a + known[0]
-    note = _split_note(split, (a, b), t, soc) if len(split.spans) > 1 else ""
+    note = _split_note(split, (a, b), t, soc) if len(split.spans) > 1 or split.gaps else ""
     return keep, float(soc[first]), note
 
 

@@ -110,3 +110,25 @@ def test_a_battery_with_no_state_of_charge_reading_is_one_line(outage: Path, tmp
                                        "state-of-charge reading; the fit starts from the "
                                        "measured state of charge\n")
     assert not (tmp_path / "c.toml").exists()
+
+
+def test_an_outage_to_the_end_is_said_too(outage: Path, tmp_path: Path, capsys) -> None:
+    """A device silent from some tick to the end splits nothing, but the fit leaves those
+    ticks out: the note said nothing of them."""
+    import shutil
+
+    import h5py
+
+    cut = tmp_path / "to_the_end.h5"
+    shutil.copy(outage, cut)
+    with h5py.File(cut, "r+") as f:
+        n = f["time"].shape[0]
+        for name in ("voltage_v", "current_a", "soc"):
+            f[f"nodes/lab/battery/{name}"][n - 30:] = np.nan
+        t = f["time"][:]
+    assert main(["calibrate", str(cut), "--asset", "lab.battery",
+                 "--out", str(tmp_path / "c.toml")]) == 0
+    out = capsys.readouterr().out
+    # with the outage of the recording's middle: 74 + 30 ticks, both named
+    assert (f"104 ticks without a reading (5.2 to 20 s, {t[n - 30]:g} to {t[n - 1]:g} s) left "
+            "out") in out, out

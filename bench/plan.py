@@ -649,6 +649,15 @@ class Plan:
         :data:`SAFE_STATE_S`.  Each device's outcome is an event at ``t`` (``safe_state``,
         or ``safe_state_failed`` and a warning line); nothing here raises, so the run's own
         outcome is never hidden."""
+        for slot in self.devices:
+            kept = self._unreleased(slot)
+            if kept:  # said, not silently left: the device keeps the run's last value
+                message = (f"{slot.key}: {', '.join(kept)} left at the run's last value (the "
+                           "device cannot release it)")
+                warnings.warn(DeviceWarning(message), stacklevel=1)
+                if self._rec is not None:
+                    with contextlib.suppress(Exception):
+                        self._rec.event(t, "safe_state", message)
         jobs = [(slot, values) for slot in self.devices if (values := self._safe_values(slot))]
         if not jobs:
             return
@@ -661,6 +670,16 @@ class Plan:
             why = (f"no answer within {SAFE_STATE_S:g} s" if task in pending
                    else task.result())
             self._safe_said(slot, values, t, why)
+
+    def _unreleased(self, slot: DeviceSlot) -> list[str]:
+        """The setpoints the run wrote to ``slot``'s device whose safe state is a release
+        the device cannot make (a serial board's inverter power setpoint)."""
+        can_release = getattr(slot.device, "can_release", None)
+        return [name for name in slot.setpoints
+                if name in slot.wrote
+                and (control := self.setpoint_controls.get(f"{slot.key}.{name}")) is not None
+                and control.safe is not None and math.isnan(control.safe)
+                and not (can_release and can_release(name))]
 
     def _safe_values(self, slot: DeviceSlot) -> dict[str, float]:
         """The safe value of each setpoint the run wrote to ``slot``'s device (a release

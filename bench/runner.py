@@ -317,8 +317,14 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     if silent:
         sys.stdout.flush()
         names = ", ".join(f"{k} ({d.why()})" for k, d in silent.items())
+        # only timeouts: silent, or slower than the tick allows (a 19200 bit/s line, a busy
+        # board), which the deadline cannot tell apart
+        slow = (f"; if {'it answers' if len(silent) == 1 else 'they answer'}, but later than "
+                f"the tick's deadline (a slow line or board), raise run.deadline_s (default "
+                f"0.8 dt) or run.dt_s" if all(d.timeout == d.missing for d in silent.values())
+                else "")
         print(f"gridloop: run failed: no valid reading in any of the {fig.ticks} ticks from "
-              f"{names}; {'its' if len(silent) == 1 else 'their'} figures are null",
+              f"{names}; {'its' if len(silent) == 1 else 'their'} figures are null{slow}",
               file=sys.stderr)
     if unwritten is not None:
         sys.stdout.flush()

@@ -115,7 +115,9 @@ def test_a_device_that_never_answered_fails_the_run_with_no_figures(
     assert doc["stopped"] is None and "checks: 1 of 1 passed" in out
     assert err.strip().splitlines()[-1] == (
         "gridloop: run failed: no valid reading in any of the 60 ticks from dc.meter "
-        "(60 timeout); its figures are null")
+        "(60 timeout); its figures are null; if it answers, but later than the tick's "
+        "deadline (a slow line or board), raise run.deadline_s (default 0.8 dt) or "
+        "run.dt_s")
     dc = doc["nodes"]["dc"]
     assert dc["grid_import_kwh"] is None and dc["grid_export_kwh"] is None
     assert dc["peak_grid_import_kw"] is None and dc["missing_ticks"] == n

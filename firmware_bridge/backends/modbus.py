@@ -32,6 +32,7 @@ Enable it for devices with a value that always moves (an energy counter, a frequ
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from abc import abstractmethod
 from collections.abc import Mapping
@@ -282,7 +283,8 @@ class ModbusDevice(Device):
             if self._client is None:
                 self._client = self._make_client()
             if not self._client.connected and not await self._connect():
-                raise DeviceDisconnected(f"{self.name}: cannot connect to {self.where}")
+                raise DeviceDisconnected(f"{self.name}: cannot connect to {self.where}"
+                                         f"{self._why_not_connected()}")
             self._layout = await self._scan()
         except DeviceDisconnected:
             self._layout = None
@@ -312,6 +314,11 @@ class ModbusDevice(Device):
 
     def _refused(self, exc: BaseException) -> str:
         return f"{self.name}: cannot connect to {self.where}: {exc}"
+
+    def _why_not_connected(self) -> str:
+        """Why a connection the client refused to make did not open, where it can tell
+        (the client says only that it did not): appended to the line that says so."""
+        return ""
 
     def _unit_hint(self, exc: DeviceError) -> DeviceError:
         """``exc`` with a hint to check the unit id, when it is how a wrong unit id shows:
@@ -587,6 +594,17 @@ class ModbusRtuDevice(ModbusDevice):
 
     def _refused(self, exc: BaseException) -> str:
         return refused(self.name, self.address_label or self.port, self.line, exc)
+
+    def _why_not_connected(self) -> str:
+        """A port that is not there (an adapter unplugged, a misspelt path) from one that is
+        there but did not open (held by another program, or by another asset of the
+        scenario: RTU slaves cannot share a port)."""
+        if "://" in self.port:  # a pyserial URL (socket://, rfc2217://): nothing to look at
+            return ""
+        if not os.path.exists(self.port):
+            return ": no such port"
+        return ": the port is there but did not open (in use by another program, or by " \
+               "another asset of this scenario?)"
 
     def _make_client(self) -> AsyncModbusSerialClient:
         return AsyncModbusSerialClient(self.port, baudrate=self.baudrate, parity=self.parity,

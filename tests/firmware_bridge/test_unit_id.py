@@ -149,3 +149,22 @@ def test_a_wrong_base_address_is_said_to_need_checking() -> None:
         assert "\n" not in message
 
     run(t())
+
+
+def test_an_rtu_port_that_is_not_there_is_said_so(tmp_path) -> None:
+    """The client only says it did not connect: the line tells a missing port (an adapter
+    unplugged, a misspelt path) from one that is there but would not open."""
+    from firmware_bridge.errors import DeviceDisconnected
+
+    missing = tmp_path / "ttyUSB9"
+
+    async def t() -> None:
+        dev = open_device("modbus_rtu", port=str(missing), baudrate=19200, unit=1,
+                          map="sunspec_battery", name="lab.battery", timeout_s=0.2)
+        with pytest.raises(DeviceDisconnected) as caught:
+            await dev.open()
+        await dev.close()
+        assert str(caught.value) == (f"lab.battery: cannot connect to {missing} (19200 8N1): "
+                                     "no such port")
+
+    run(t())

@@ -25,6 +25,7 @@ waited for up to ``timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import errno as errno_module
 import math
 import os
 import time
@@ -58,6 +59,16 @@ STOPBITS = (1, 1.5, 2)
 MAX_BAUDRATE = 12_000_000
 #: the largest finite float32, the widest setpoint the protocol carries
 FLOAT32_MAX = 3.4028234663852886e38
+
+
+#: why a serial port did not open, by the OS's error number, in an engineer's words
+_OPEN_FAILURES = {
+    errno_module.ENOENT: "no such port",
+    errno_module.EAGAIN: "in use by another program, or by another asset of this scenario "
+                         "(it is locked)",
+    errno_module.EBUSY: "in use by another program, or by another asset of this scenario",
+    errno_module.EACCES: "permission denied (is the user in the port's group, dialout?)",
+}
 
 
 @dataclass
@@ -384,12 +395,11 @@ class SerialDevice(Device):
             release(exc)
             raise DeviceDisconnected(refused(self.name, self.where, self.line, exc)) from None
         except (serial.SerialException, OSError, ValueError) as exc:
-            why = str(exc)
-            if self.address_label:  # pyserial's text names the path the label stands for
-                errno = exc.errno if isinstance(exc, OSError) else (
-                    exc.args[0] if exc.args and isinstance(exc.args[0], int) else None)
-                why = os.strerror(errno) if isinstance(errno, int) else why.replace(
-                    self.port, self.address_label)
+            # pyserial's text repeats the path (twice, with the OS's own): the cause alone
+            errno = exc.errno if isinstance(exc, OSError) else (
+                exc.args[0] if exc.args and isinstance(exc.args[0], int) else None)
+            why = _OPEN_FAILURES.get(errno) or (os.strerror(errno) if isinstance(errno, int)
+                                                else str(exc).replace(self.port, self.where))
             raise DeviceDisconnected(f"{self.name}: cannot open {self.where}: {why}") from exc
         port.reset_input_buffer()
         self._serial = port

@@ -411,8 +411,10 @@ def test_exception_response_carries_the_code() -> None:
 def test_open_of_a_missing_port_names_it_and_leaves_nothing_open(tmp_path) -> None:
     async def main() -> None:
         dev = SerialDevice(str(tmp_path / "ttyACM9"))
-        with pytest.raises(DeviceDisconnected, match="cannot open .*ttyACM9"):
+        with pytest.raises(DeviceDisconnected, match="cannot open .*ttyACM9") as caught:
             await dev.open()
+        # the cause alone (pyserial's text named the path twice more)
+        assert str(caught.value).endswith("ttyACM9: no such port"), caught.value
         # reads retry it, within the back-off
         with pytest.raises(DeviceDisconnected, match="ttyACM9 not ready; next attempt in"):
             await dev.read()

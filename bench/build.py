@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.checks import Check, unknown_signals
-from bench.errors import RecordingError, ScenarioError
+from bench.errors import RecordingError, ScenarioError, ScenarioWarning
 from bench.plan import DEVICE_MAPS, Plan
 from bench.profiles import build_profile
 from bench.scenario import AssetConfig, Scenario
@@ -390,6 +390,13 @@ def _attach_devices(s: Scenario, plan: Plan, drives: dict[str, Any]) -> None:
             modbus = cfg.device.get("backend", "").startswith("modbus")
         if plan.capture is not None and modbus:
             plan.capture_devices.append(f"{node}.{name}")
+        elif plan.capture is not None:  # said, not left out without a word
+            import warnings
+
+            warnings.warn(ScenarioWarning(
+                f"{s.where('run', 'capture')}: {node}.{name} is not captured: capture records "
+                "Modbus transactions, and its device is a serial board (a replay_capture of "
+                "it will find none)"), stacklevel=2)
     if specs:
         plan.emulators = _Emulators(s, plan)
 

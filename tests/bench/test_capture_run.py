@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from bench.cli import main
 from bench.recording import open_run
@@ -99,3 +100,18 @@ def test_replaying_a_damaged_capture_is_one_line_naming_what_cannot_be_read(
         assert err.startswith(f'gridloop: error: --set lab.battery.replay_capture="{bad}": '
                               f"nodes.lab.battery.replay_capture: cannot replay {bad}: "
                               "/capture/lab.battery cannot be read (damaged"), err
+
+
+def test_a_serial_board_in_a_captured_run_is_said_not_to_be_captured(tmp_path: Path) -> None:
+    """capture = true records Modbus transactions: a serial board's are not, and the run says
+    so (it left it out without a word, and a replay_capture of it later found none)."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO.replace("duration_s = 5", "duration_s = 1").replace(
+        '[nodes.lab.meter]\nkind = "meter"', '[nodes.lab.meter]\nkind = "meter"\n'
+        'transport = "serial"'))
+    out = tmp_path / "r.h5"
+    with pytest.warns(Warning, match=r"lab\.meter is not captured: capture records Modbus "
+                                     r"transactions, and its device is a serial board"):
+        assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 0
+    with h5py.File(out, "r") as f:
+        assert list(read_capture(f).devices) == ["lab.battery"]

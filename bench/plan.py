@@ -649,8 +649,9 @@ class Plan:
         :data:`SAFE_STATE_S`.  Each device's outcome is an event at ``t`` (``safe_state``,
         or ``safe_state_failed`` and a warning line); nothing here raises, so the run's own
         outcome is never hidden."""
+        jobs = []
         for slot in self.devices:
-            kept = self._unreleased(slot)
+            values, kept = self._safe_values(slot)
             if kept:  # said, not silently left: the device keeps the run's last value
                 message = (f"{slot.key}: {', '.join(kept)} left at the run's last value (the "
                            "device cannot release it)")
@@ -658,7 +659,8 @@ class Plan:
                 if self._rec is not None:
                     with contextlib.suppress(Exception):
                         self._rec.event(t, "safe_state", message)
-        jobs = [(slot, values) for slot in self.devices if (values := self._safe_values(slot))]
+            if values:
+                jobs.append((slot, values))
         if not jobs:
             return
         tasks = [asyncio.ensure_future(_write_safe(slot, values)) for slot, values in jobs]
@@ -671,29 +673,22 @@ class Plan:
                    else task.result())
             self._safe_said(slot, values, t, why)
 
-    def _unreleased(self, slot: DeviceSlot) -> list[str]:
-        """The setpoints the run wrote to ``slot``'s device whose safe state is a release
-        the device cannot make (a serial board's inverter power setpoint)."""
+    def _safe_values(self, slot: DeviceSlot) -> tuple[dict[str, float], list[str]]:
+        """The safe value of each setpoint the run wrote to ``slot``'s device, and the
+        setpoints whose safe state is a release the device cannot make (a serial board's
+        inverter power setpoint): those keep the run's last value."""
         can_release = getattr(slot.device, "can_release", None)
-        return [name for name in slot.setpoints
-                if name in slot.wrote
-                and (control := self.setpoint_controls.get(f"{slot.key}.{name}")) is not None
-                and control.safe is not None and math.isnan(control.safe)
-                and not (can_release and can_release(name))]
-
-    def _safe_values(self, slot: DeviceSlot) -> dict[str, float]:
-        """The safe value of each setpoint the run wrote to ``slot``'s device (a release
-        only where the device can release it)."""
-        out = {}
+        values: dict[str, float] = {}
+        kept: list[str] = []
         for name in slot.setpoints:
             control = self.setpoint_controls.get(f"{slot.key}.{name}")
             if name not in slot.wrote or control is None or control.safe is None:
                 continue
-            can_release = getattr(slot.device, "can_release", None)
             if math.isnan(control.safe) and not (can_release and can_release(name)):
-                continue
-            out[name] = control.safe
-        return out
+                kept.append(name)
+            else:
+                values[name] = control.safe
+        return values, kept
 
     def _safe_said(self, slot: DeviceSlot, values: Mapping[str, float], t: float,
                    why: str) -> None:

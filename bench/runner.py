@@ -348,7 +348,7 @@ class _PreviousLedger:
         self.before = before
         self.keys = keys
         self.had_keys = keys is not None and keys.exists()
-        self.aside = path.with_name(f".{path.name}.{os.getpid()}.previous")
+        self.aside = _aside(path)
         self.moved: list[str] = []
         try:
             for suffix in LEDGER_FILE_SUFFIXES:
@@ -416,7 +416,7 @@ class _PreviousRecording:
         self.out = out
         self.aside: Path | None = None
         if out.is_file():
-            aside = out.with_name(f".{out.name}.{os.getpid()}.previous")
+            aside = _aside(out)
             try:
                 os.replace(out, aside)
             except OSError as exc:
@@ -439,6 +439,14 @@ class _PreviousRecording:
             aside.unlink(missing_ok=True)
             return None, False
         return _keep_aside(aside, self.out)
+
+
+def _aside(path: Path, name: str = "", pid: str = "") -> Path:
+    """Where a run sets ``path`` aside while it writes its own: ``.NAME.PID.previous``
+    (``name`` and ``pid`` given: a glob pattern for those of any run)."""
+    import os
+
+    return path.with_name(f".{name or path.name}.{pid or os.getpid()}.previous")
 
 
 def _keep_aside(aside: Path, out: Path) -> tuple[Path, bool]:
@@ -466,7 +474,7 @@ def _keep_left_aside(out: Path, ledger: Path | None) -> None:
     import os
 
     def left(path: Path) -> list[Path]:
-        found = path.parent.glob(f".{glob.escape(path.name)}.*.previous")
+        found = path.parent.glob(_aside(path, glob.escape(path.name), "*").name)
         return sorted(found, key=lambda p: p.stat().st_mtime_ns)
 
     asides = left(out)

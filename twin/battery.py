@@ -67,6 +67,7 @@ import numba
 import numpy as np
 
 from twin import params as tp
+from twin import vecmath  # noqa: F401  (LLVM may vectorise the hold's passes)
 from twin.errors import ParameterError, TwinError
 from twin.params import ParamSet, Table
 from twin.stepper import METHODS, Asset, step_scipy
@@ -462,14 +463,27 @@ def _pack(packs: Sequence[PackParams]) -> tuple[np.ndarray, ...]:
     return (pf, pi) + tables.arrays()
 
 
+#: rows of the per-unit parameters after ``pf``'s columns: 1.0 where R0 is a table over
+#: current, where tau1 and tau2 are constants
+_BY_I, _TAUC1_U, _TAUC2_U = _NPF, _NPF + 1, _NPF + 2
+
+
+def _per_unit(pf: np.ndarray, pi: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """``pf``'s columns and ``pi``'s flags for each unit, a row each ``(_NPF + 3, n)``: the
+    kernels' branch-free passes read them as vectors (a gather through ``row`` would keep
+    a loop scalar)."""
+    flags = pi[row][:, [_R0_BY_I, _TAUC1, _TAUC2]] == 1
+    return np.ascontiguousarray(np.vstack((pf[row].T, flags.T)), dtype=float)
+
+
 # ---------------------------------------------------------------------------------------------
 # Kernels (numba): scalar code per unit, looped over units.  Helpers that take arrays but
 # allocate nothing are compiled without reference counting: numba's atomic increments on every
 # array argument would otherwise cost more than the arithmetic (50 ns per table lookup).
-_helper = numba.njit(cache=True, _nrt=False)
+_helper = numba.njit(cache=True, _nrt=False, error_model="numpy")
 # Small and per-unit functions are inlined (numba IR) into ``_helper`` callers: a call with
 # a dozen array arguments costs as much as the unit's arithmetic.
-_unit = numba.njit(cache=True, _nrt=False, inline="always")
+_unit = numba.njit(cache=True, _nrt=False, inline="always", error_model="numpy")
 
 
 @_unit
@@ -552,7 +566,7 @@ def _param(r, slot, pf, pi, tmeta, tgrid, tdata, coords):
     return _lookup(j, tmeta, tgrid, tdata, coords)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _power_current(p, e, r0):
     """Current drawing power ``p`` from ``E - R0 I``: the root nearer zero of the quadratic.
 
@@ -567,7 +581,7 @@ def _power_current(p, e, r0):
     return 2.0 * p / (e + math.sqrt(disc)), False
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _voltage_bound(room, r):
     """Largest current magnitude, >= 0, that keeps ``room - r |I|`` non-negative."""
     if room <= 0.0:
@@ -575,182 +589,304 @@ def _voltage_bound(room, r):
     return room / r if r > 0.0 else math.inf
 
 
-@numba.njit(cache=True)
+#: below this ``|rate dt|``, :func:`_decay` takes the series of ``expm1``
+_SERIES_Z = 1e-3
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _decay(rate, dt):
     """``(exp(-rate dt), 1 - exp(-rate dt))`` without cancellation."""
     if rate == 0.0:
         return 1.0, 0.0
     z = rate * dt
-    if abs(z) < 1e-3:  # the series of expm1, to a relative 1e-14 (z^4 / 120)
+    if abs(z) < _SERIES_Z:  # the series of expm1, to a relative 1e-14 (z^4 / 120)
         g = z * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0))))
     else:
         g = -math.expm1(-z)
     return 1.0 - g, g
 
 
+# Rows of the hold's scratch after the held inputs in ``w``: what its passes hand each other.
+(_T_E, _T_CMD, _T_R0A, _T_C1, _T_C2, _T_DUDT, _T_ZERO, _T_BEYOND, _T_CLIM,
+ _T_RELIM, _T_CNT, _T_TC, _T_SOC) = range(_NW, _NW + 13)
+_NWS = _NW + 13
+#: up to this many parameter rows, a 1-D table is looked up a row at a time over every unit
+#: (masked, branch-free); beyond, unit by unit (:func:`_lookup_pass`)
+_FEW_ROWS = 4
+
+
 @_unit
-def _hold_unit(i, r, power_mode, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, k):
-    """Held inputs of unit ``i`` (parameter row ``r``) into ``w[k]``.
+def _root(p, e, r0):
+    """:func:`_power_current` without branches, for loops that run as SIMD vectors:
+    ``(current, 1.0 where p is beyond the maximum power else 0.0)``."""
+    disc = e * e - 4.0 * r0 * p
+    cur = 2.0 * p / (e + math.sqrt(max(disc, 0.0)))
+    cur = e / (2.0 * r0) if disc < 0.0 else cur
+    return (0.0 if e <= 0.0 else cur), (1.0 if e <= 0.0 or disc < 0.0 else 0.0)
 
-    Written for the common case: no division or exponential unless a limit binds or a
-    parameter varies.
+
+@_unit
+def _constant(pi, slot):
+    """Whether parameter ``slot`` is a constant in every row."""
+    for r in range(pi.shape[0]):
+        if pi[r, slot] >= 0:
+            return False
+    return True
+
+
+@_helper
+def _lookup1_rows(j, r, xs, row, tmeta, tgrid, tdata, cnt, out):
+    """``out[i]``: 1-D table ``j`` at ``xs[i]`` for the units of parameter row ``r``, the
+    others left as they are; what :func:`_lookup1` gives, without branches (the cell of a
+    non-uniform axis found by counting the breakpoints at or below, as a loop over
+    breakpoints outside one over units), so that the passes run as SIMD vectors."""
+    n = out.shape[0]
+    nb, off, voff = tmeta[j, 3], tmeta[j, 2], tmeta[j, _TM_VOFF]
+    if nb == 1:
+        for i in range(n):
+            out[i] = tdata[voff] if row[i] == r else out[i]
+        return
+    x0, invh = tgrid[j, 0], tgrid[j, 1]
+    if invh > 0.0:  # uniform breakpoints
+        top = nb - 1.0
+        for i in range(n):
+            s = (xs[i] - x0) * invh
+            sc = min(s if s > 0.0 else 0.0, top)
+            k = min(int(sc), nb - 2)
+            f = sc - k
+            v = tdata[voff + k] * (1.0 - f) + tdata[voff + k + 1] * f
+            out[i] = v if row[i] == r else out[i]
+        return
+    for i in range(n):
+        cnt[i] = 0.0
+    for m in range(1, nb - 1):
+        bm = tdata[off + m]
+        for i in range(n):
+            cnt[i] += 1.0 if bm <= xs[i] else 0.0
+    first, last = tdata[off], tdata[off + nb - 1]
+    for i in range(n):
+        x = xs[i]
+        k = int(cnt[i])
+        f = (x - tdata[off + k]) / (tdata[off + k + 1] - tdata[off + k])
+        f = 1.0 if x >= last else f
+        f = f if x > first else 0.0
+        v = tdata[voff + k] * (1.0 - f) + tdata[voff + k + 1] * f
+        out[i] = v if row[i] == r else out[i]
+
+
+@_helper
+def _lookup_pass(slot, row, pf, pi, tmeta, tgrid, tdata, pu, tc, soc, cur, ocv, cnt, out):
+    """``out[i]``: parameter ``slot`` of unit ``i`` at its coordinates (temperature, SOC,
+    current, OCV); ``cnt`` is scratch."""
+    n = out.shape[0]
+    rows = pi.shape[0]
+    if _constant(pi, slot):
+        v = pu[_K0 + slot]
+        for i in range(n):
+            out[i] = v[i]
+        return
+    one_axis = rows <= _FEW_ROWS
+    for r in range(rows):
+        one_axis = one_axis and (pi[r, slot] < 0 or tmeta[pi[r, slot], 0] == 1)
+    if one_axis:
+        for r in range(rows):
+            j = pi[r, slot]
+            if j < 0:
+                v = pf[r, _K0 + slot]
+                for i in range(n):
+                    out[i] = v if row[i] == r else out[i]
+            else:
+                c = tmeta[j, 1]
+                xs = tc if c == 0 else (soc if c == 1 else (cur if c == 2 else ocv))
+                _lookup1_rows(j, r, xs, row, tmeta, tgrid, tdata, cnt, out)
+        return
+    for i in range(n):
+        out[i] = _param(row[i], slot, pf, pi, tmeta, tgrid, tdata,
+                        (tc[i], soc[i], cur[i], ocv[i]))
+
+
+@_helper
+def _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt, w):
+    """Held inputs of every unit into the rows of ``w`` (``(_NWS, n)``: the held inputs,
+    then scratch), a pass at a time.
+
+    The passes over every unit are branch-free, so that over state stored column by column
+    (the microgrid's arena) they run as SIMD vectors; ``pu`` holds each unit's parameters
+    (:func:`_per_unit`: a gather through ``row`` would keep a loop scalar).  Table lookups,
+    exponentials and what only a unit at a limit needs (divisions, square roots) run unit
+    by unit, behind a branch.  Flags are summed (each is raised at most once).
     """
-    soc = x[i, _X_SOC]
-    v1 = x[i, _X_V1]
-    v2 = x[i, _X_V2]
-    h = x[i, _X_H]
-    tc = x[i, _X_TC]
-    idis = pf[r, _IDIS]
-    ich = pf[r, _ICH]
-    pdis = pf[r, _PDIS]
-    pch = pf[r, _PCH]
-    flags = 0
-
-    cmd = u[i, _U_P] * pf[r, _INV_CELLS] if power_mode else u[i, _U_I] * pf[r, _INV_NP]
-    if not math.isfinite(cmd):
-        cmd = 0.0
-        flags |= LIMIT_INVALID
-    coords = (tc, soc, 0.0, 0.0)
-    ocv = _param(r, _S_OCV, pf, pi, tmeta, tgrid, tdata, coords)
-    m = _param(r, _S_HYST, pf, pi, tmeta, tgrid, tdata, coords)
-    e = ocv + m * h - v1 - v2
-
-    # The current: commanded, or the root of P = I (E - R0 I) with R0 at that current.
-    if power_mode:
-        if cmd > pdis:
-            cmd = pdis
-            flags |= LIMIT_POWER
-        elif cmd < -pch:
-            cmd = -pch
-            flags |= LIMIT_POWER
-        if pi[r, _R0_BY_I] == 1:  # two fixed-point steps on R0(I)
-            cur = cmd / e if e > 0.0 else 0.0
+    n = x.shape[0]
+    soc, v1, v2, h, tc = x[:, _X_SOC], x[:, _X_V1], x[:, _X_V2], x[:, _X_H], x[:, _X_TC]
+    cur, ocv, m, r0, r1, r2 = w[_W_I], w[_W_OCV], w[_W_M], w[_W_R0], w[_W_R1], w[_W_R2]
+    tau1, tau2, kappa, sgn, eta_c = w[_W_TAU1], w[_W_TAU2], w[_W_KAPPA], w[_W_SIGN], w[_W_ETA]
+    flags, a1, g1, a2, g2, b, gb = (w[_W_LIM], w[_W_A1], w[_W_G1], w[_W_A2], w[_W_G2],
+                                    w[_W_B], w[_W_GB])
+    e, cmd, r0a, c1, c2, dudt = w[_T_E], w[_T_CMD], w[_T_R0A], w[_T_C1], w[_T_C2], w[_T_DUDT]
+    zero, beyond, clim, relim, cnt = (w[_T_ZERO], w[_T_BEYOND], w[_T_CLIM], w[_T_RELIM],
+                                      w[_T_CNT])
+    by_i = pu[_BY_I]
+    # the tables' coordinates, laid out alike (a table's pass picks one of them)
+    tc_, soc_ = w[_T_TC], w[_T_SOC]
+    for i in range(n):
+        zero[i] = 0.0
+        tc_[i] = tc[i]
+        soc_[i] = soc[i]
+    # the command per cell; OCV, hysteresis and R0 at zero current
+    for i in range(n):
+        c = u[i, _U_P] * pu[_INV_CELLS, i] if mode[i] == 1 else u[i, _U_I] * pu[_INV_NP, i]
+        ok = math.isfinite(c)
+        cmd[i] = c if ok else 0.0
+        flags[i] = 0.0 if ok else LIMIT_INVALID
+    _lookup_pass(_S_OCV, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, zero, zero, cnt, ocv)
+    _lookup_pass(_S_HYST, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, zero, zero, cnt, m)
+    _lookup_pass(_S_R0, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, zero, zero, cnt, r0a)
+    # the current: commanded, or the root of P = I (E - R0 I), within the current limits
+    for i in range(n):
+        pm = mode[i] == 1
+        ei = ocv[i] + m[i] * h[i] - v1[i] - v2[i]
+        e[i] = ei
+        pdis, pch, idis, ich = pu[_PDIS, i], pu[_PCH, i], pu[_IDIS, i], pu[_ICH, i]
+        c = cmd[i]
+        over = pm and (c > pdis or c < -pch)
+        c = min(max(c, -pch), pdis) if pm else c
+        cmd[i] = c
+        cp, bey = _root(c, ei, r0a[i])
+        ci = cp if pm else c
+        beyond[i] = bey
+        lim = ci > idis or ci < -ich
+        cur[i] = min(max(ci, -ich), idis)
+        clim[i] = 1.0 if lim else 0.0
+        flags[i] += (LIMIT_POWER if over else 0.0) + (LIMIT_CURRENT if lim else 0.0)
+    for i in range(n):  # power mode with R0 a table over current: two fixed-point steps
+        if mode[i] == 1 and by_i[i] == 1.0:
+            r = row[i]
+            c, ei = cmd[i], e[i]
+            idis, ich = pu[_IDIS, i], pu[_ICH, i]
+            ci = c / ei if ei > 0.0 else 0.0
             for _ in range(2):
-                cur = min(max(cur, -ich), idis)
-                r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, (tc, soc, cur, ocv))
-                cur, infeasible = _power_current(cmd, e, r0)
-        else:
-            r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
-            cur, infeasible = _power_current(cmd, e, r0)
+                ci = min(max(ci, -ich), idis)
+                r0i = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, (tc[i], soc[i], ci, ocv[i]))
+                ci, _ = _power_current(c, ei, r0i)
+            lim = ci > idis or ci < -ich
+            cur[i] = min(max(ci, -ich), idis)
+            flags[i] += LIMIT_CURRENT * ((1.0 if lim else 0.0) - clim[i])
+            clim[i] = 1.0 if lim else 0.0
+    # parameters at the current (R0 where the power's root did not take it at zero)
+    if _constant(pi, _S_R0):
+        for i in range(n):
+            r0[i] = r0a[i]
     else:
-        cur = cmd
-    if cur > idis:
-        cur = idis
-        flags |= LIMIT_CURRENT
-    elif cur < -ich:
-        cur = -ich
-        flags |= LIMIT_CURRENT
-    coords = (tc, soc, cur, ocv)
-    if not power_mode or pi[r, _R0_BY_I] == 1:
-        r0 = _param(r, _S_R0, pf, pi, tmeta, tgrid, tdata, coords)
-    r1 = _param(r, _S_R1, pf, pi, tmeta, tgrid, tdata, coords)
-    r2 = _param(r, _S_R2, pf, pi, tmeta, tgrid, tdata, coords)
-    if power_mode:
-        if not flags & LIMIT_CURRENT:
-            if pi[r, _R0_BY_I] == 1:
-                cur, infeasible = _power_current(cmd, e, r0)
-            if infeasible:
-                flags |= LIMIT_POWER_INFEASIBLE
-    elif cur > 0.0 and pdis < math.inf:
-        # P(I) = I (E - R0 I) rises to its maximum, then falls: the limit is the lower root
-        i_lim, beyond = _power_current(pdis, e, r0)
-        if not beyond and cur > i_lim:
-            cur = i_lim
-            flags |= LIMIT_POWER
-    elif cur < 0.0 and pch < math.inf:
-        i_lim, beyond = _power_current(-pch, e, r0)
-        if cur < i_lim:
-            cur = i_lim
-            flags |= LIMIT_POWER
-
-    # RC factors over the step: precomputed per dt when tau is a constant.
-    tau1 = r1 * _param(r, _S_C1, pf, pi, tmeta, tgrid, tdata, coords)
-    tau2 = r2 * _param(r, _S_C2, pf, pi, tmeta, tgrid, tdata, coords) if r2 > 0.0 else 0.0
-    if pi[r, _TAUC1] == 1:
-        a1 = disc[r, _DA1]
-        g1 = disc[r, _DG1]
-    else:
-        a1, g1 = _decay(1.0 / tau1, dt) if tau1 > 0.0 else (0.0, 1.0)
-    if pi[r, _TAUC2] == 1:
-        a2 = disc[r, _DA2]
-        g2 = disc[r, _DG2]
-    else:
-        a2, g2 = _decay(1.0 / tau2, dt) if tau2 > 0.0 else (0.0, 1.0)
-
+        for i in range(n):
+            r0[i] = (r0a[i] if mode[i] == 1 and by_i[i] != 1.0 else
+                     _param(row[i], _S_R0, pf, pi, tmeta, tgrid, tdata,
+                            (tc[i], soc[i], cur[i], ocv[i])))
+    _lookup_pass(_S_R1, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, cur, ocv, cnt, r1)
+    _lookup_pass(_S_R2, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, cur, ocv, cnt, r2)
+    _lookup_pass(_S_C1, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, cur, ocv, cnt, c1)
+    _lookup_pass(_S_C2, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, cur, ocv, cnt, c2)
+    # power limits with R0 at the current: in power mode, a power beyond the maximum unless
+    # the current limit bound (with R0 over current, the root again); in current mode,
+    # P(I) = I (E - R0 I) rises to its maximum, then falls: the limit is the lower root
+    for i in range(n):
+        pm = mode[i] == 1
+        if pm and clim[i] == 0.0 and by_i[i] == 1.0:
+            cur[i], bey = _power_current(cmd[i], e[i], r0[i])
+            beyond[i] = 1.0 if bey else 0.0
+        elif not pm and cur[i] > 0.0 and pu[_PDIS, i] < math.inf:
+            i_lim, bey = _power_current(pu[_PDIS, i], e[i], r0[i])
+            if not bey and cur[i] > i_lim:
+                cur[i] = i_lim
+                flags[i] += LIMIT_POWER
+        elif not pm and cur[i] < 0.0 and pu[_PCH, i] < math.inf:
+            i_lim, _ = _power_current(-pu[_PCH, i], e[i], r0[i])
+            if cur[i] < i_lim:
+                cur[i] = i_lim
+                flags[i] += LIMIT_POWER
+    # the infeasible power's flag; RC time constants; sign, efficiency and hysteresis rate
+    for i in range(n):
+        ci = cur[i]
+        flags[i] += (LIMIT_POWER_INFEASIBLE if mode[i] == 1 and clim[i] == 0.0
+                     and beyond[i] != 0.0 else 0.0)
+        tau1[i] = r1[i] * c1[i]
+        tau2[i] = r2[i] * c2[i] if r2[i] > 0.0 else 0.0
+        sgn[i] = 1.0 if ci > 0.0 else (-1.0 if ci < 0.0 else 0.0)
+        eta_c[i] = pu[_ETA, i] if ci < 0.0 else 1.0
+        kappa[i] = pu[_GAMMA_Q, i] * eta_c[i] * abs(ci)
+    # RC factors over the step (precomputed per dt when tau is a constant), hysteresis
+    # decay (:func:`_decay`: its series for a small rate, else unit by unit)
+    for i in range(n):
+        a1[i], g1[i], a2[i], g2[i] = disc[_DA1, i], disc[_DG1, i], disc[_DA2, i], disc[_DG2, i]
+        z = kappa[i] * dt
+        g = z * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0))))
+        b[i], gb[i] = 1.0 - g, g
+    for i in range(n):
+        if pu[_TAUC1_U, i] != 1.0:
+            a1[i], g1[i] = _decay(1.0 / tau1[i], dt) if tau1[i] > 0.0 else (0.0, 1.0)
+        if pu[_TAUC2_U, i] != 1.0:
+            a2[i], g2[i] = _decay(1.0 / tau2[i], dt) if tau2[i] > 0.0 else (0.0, 1.0)
+        if not abs(kappa[i] * dt) < _SERIES_Z:
+            b[i], gb[i] = _decay(kappa[i], dt)
     # Voltage limits at both ends of the step (V is monotonic within it).  The hysteresis
     # state at the end is taken at the larger, unreduced current: a smaller current moves it
     # less, so the bound stays safe.  Without a minimum voltage, the minimum is 0 V.
-    eta = pf[r, _ETA]
-    gamma_q = pf[r, _GAMMA_Q]
-    sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
-    eta_c = eta if cur < 0.0 else 1.0
-    kappa = gamma_q * eta_c * abs(cur)
-    b, gb = _decay(kappa, dt)
-    lim = pf[r, _VMIN] if cur > 0.0 else pf[r, _VMAX]
-    if cur != 0.0 and lim < math.inf:
-        v_start = e - r0 * cur
-        e_end = ocv + m * (b * h - gb * sgn) - a1 * v1 - a2 * v2
-        g_end = r0 + g1 * r1 + g2 * r2
-        if sgn * (v_start - lim) < 0.0 or sgn * (e_end - g_end * cur - lim) < 0.0:
-            cur = sgn * min(_voltage_bound(sgn * (e - lim), r0),
-                            _voltage_bound(sgn * (e_end - lim), g_end))
-            flags |= LIMIT_VOLTAGE_MIN if sgn > 0.0 else LIMIT_VOLTAGE_MAX
-
-    # SOC limits: the step may not carry the SOC out of its window.
-    if cur > 0.0:
-        avail = (soc - pf[r, _SOCMIN]) * pf[r, _Q_AS]
-        if cur * dt > avail:
-            cur = max(avail / dt, 0.0)
-            flags |= LIMIT_SOC_MIN
-    elif cur < 0.0:
-        avail = (pf[r, _SOCMAX] - soc) * pf[r, _Q_AS]
-        if -cur * eta * dt > avail:
-            cur = -max(avail / (eta * dt), 0.0)
-            flags |= LIMIT_SOC_MAX
-
-    # Hysteresis, coulombic efficiency and the step-average heat with the final current.
-    if flags & (LIMIT_VOLTAGE_MIN | LIMIT_VOLTAGE_MAX | LIMIT_SOC_MIN | LIMIT_SOC_MAX):
-        sgn = 1.0 if cur > 0.0 else (-1.0 if cur < 0.0 else 0.0)
-        eta_c = eta if cur < 0.0 else 1.0
-        kappa = gamma_q * eta_c * abs(cur)
-        b, gb = _decay(kappa, dt)
-    iv1 = cur * r1 * dt + (v1 - cur * r1) * tau1 * g1
-    iv2 = cur * r2 * dt + (v2 - cur * r2) * tau2 * g2
-    ih = (-sgn * dt + (h + sgn) * gb / kappa) if kappa > 0.0 else h * dt
-    coul = ocv * (1.0 - eta) * -cur if cur < 0.0 else 0.0
-    q_irr = cur * cur * r0 + cur * (iv1 + iv2 - m * ih) / dt + coul
-    dudt = _param(r, _S_DUDT, pf, pi, tmeta, tgrid, tdata, (tc, soc, cur, ocv))
-    q_rev = -cur * (tc + KELVIN_OFFSET) * dudt
-
-    w[k, _W_I] = cur
-    w[k, _W_OCV] = ocv
-    w[k, _W_M] = m
-    w[k, _W_R0] = r0
-    w[k, _W_R1] = r1
-    w[k, _W_TAU1] = tau1
-    w[k, _W_R2] = r2
-    w[k, _W_TAU2] = tau2
-    w[k, _W_KAPPA] = kappa
-    w[k, _W_SIGN] = sgn
-    w[k, _W_ETA] = eta_c
-    w[k, _W_Q] = q_irr + q_rev
-    w[k, _W_LIM] = flags
-    w[k, _W_A1] = a1
-    w[k, _W_G1] = g1
-    w[k, _W_A2] = a2
-    w[k, _W_G2] = g2
-    w[k, _W_B] = b
-    w[k, _W_GB] = gb
+    for i in range(n):
+        ci, si, ri, ei = cur[i], sgn[i], r0[i], e[i]
+        lim = pu[_VMIN, i] if ci > 0.0 else pu[_VMAX, i]
+        e_end = ocv[i] + m[i] * (b[i] * h[i] - gb[i] * si) - a1[i] * v1[i] - a2[i] * v2[i]
+        g_end = ri + g1[i] * r1[i] + g2[i] * r2[i]
+        v_lim = (ci != 0.0 and lim < math.inf
+                 and (si * (ei - ri * ci - lim) < 0.0 or si * (e_end - g_end * ci - lim) < 0.0))
+        relim[i] = 1.0 if v_lim else 0.0
+        flags[i] += (LIMIT_VOLTAGE_MIN if si > 0.0 else LIMIT_VOLTAGE_MAX) if v_lim else 0.0
+    for i in range(n):
+        if relim[i] != 0.0:
+            si, ri, ei = sgn[i], r0[i], e[i]
+            lim = pu[_VMIN, i] if cur[i] > 0.0 else pu[_VMAX, i]
+            e_end = ocv[i] + m[i] * (b[i] * h[i] - gb[i] * si) - a1[i] * v1[i] - a2[i] * v2[i]
+            g_end = ri + g1[i] * r1[i] + g2[i] * r2[i]
+            cur[i] = si * min(_voltage_bound(si * (ei - lim), ri),
+                              _voltage_bound(si * (e_end - lim), g_end))
+    # SOC limits: the step may not carry the SOC out of its window
+    for i in range(n):
+        ci = cur[i]
+        eta, q = pu[_ETA, i], pu[_Q_AS, i]
+        avail_d = (soc[i] - pu[_SOCMIN, i]) * q
+        avail_c = (pu[_SOCMAX, i] - soc[i]) * q
+        s_min = ci > 0.0 and ci * dt > avail_d
+        s_max = ci < 0.0 and -ci * eta * dt > avail_c
+        ci = max(avail_d / dt, 0.0) if s_min else (-max(avail_c / (eta * dt), 0.0) if s_max
+                                                     else ci)
+        flags[i] += (LIMIT_SOC_MIN if s_min else 0.0) + (LIMIT_SOC_MAX if s_max else 0.0)
+        again = relim[i] != 0.0 or s_min or s_max
+        relim[i] = 1.0 if again else 0.0
+        cur[i] = ci
+        sgn[i] = (1.0 if ci > 0.0 else (-1.0 if ci < 0.0 else 0.0)) if again else sgn[i]
+        eta_c[i] = (eta if ci < 0.0 else 1.0) if again else eta_c[i]
+        kappa[i] = pu[_GAMMA_Q, i] * eta_c[i] * abs(ci) if again else kappa[i]
+    for i in range(n):  # the hysteresis decay at a reduced current
+        if relim[i] != 0.0:
+            b[i], gb[i] = _decay(kappa[i], dt)
+    _lookup_pass(_S_DUDT, row, pf, pi, tmeta, tgrid, tdata, pu, tc_, soc_, cur, ocv, cnt, dudt)
+    # the step-average heat with the final current, and the coulombic loss
+    for i in range(n):
+        ci, si, ki = cur[i], sgn[i], kappa[i]
+        iv1 = ci * r1[i] * dt + (v1[i] - ci * r1[i]) * tau1[i] * g1[i]
+        iv2 = ci * r2[i] * dt + (v2[i] - ci * r2[i]) * tau2[i] * g2[i]
+        ih = (-si * dt + (h[i] + si) * gb[i] / ki) if ki > 0.0 else h[i] * dt
+        coul = ocv[i] * (1.0 - pu[_ETA, i]) * -ci if ci < 0.0 else 0.0
+        q_irr = ci * ci * r0[i] + ci * (iv1 + iv2 - m[i] * ih) / dt + coul
+        w[_W_Q, i] = q_irr - ci * (tc[i] + KELVIN_OFFSET) * dudt[i]
 
 
 @_unit
-def _output_unit(i, r, x, w, k, pf, y):
+def _output_unit(i, x, w, k, pu, y):
     """Outputs of unit ``i`` with held inputs ``w[k]`` into ``y[i]``."""
-    cur = w[k, _W_I]
-    v_cell = (w[k, _W_OCV] + w[k, _W_M] * x[i, _X_H] - w[k, _W_R0] * cur
+    cur = w[_W_I, k]
+    v_cell = (w[_W_OCV, k] + w[_W_M, k] * x[i, _X_H] - w[_W_R0, k] * cur
               - x[i, _X_V1] - x[i, _X_V2])
-    ns = pf[r, _NS]
-    npar = pf[r, _NP]
+    ns = pu[_NS, i]
+    npar = pu[_NP, i]
     cells = ns * npar
     y[i, 0] = ns * v_cell
     y[i, 1] = npar * cur
@@ -758,158 +894,152 @@ def _output_unit(i, r, x, w, k, pf, y):
     y[i, 3] = x[i, _X_SOC]
     y[i, 4] = x[i, _X_TC]
     y[i, 5] = x[i, _X_TJ]
-    y[i, 6] = ns * w[k, _W_OCV]
-    y[i, 7] = cells * w[k, _W_Q]
-    y[i, 8] = w[k, _W_LIM]
+    y[i, 6] = ns * w[_W_OCV, k]
+    y[i, 7] = cells * w[_W_Q, k]
+    y[i, 8] = w[_W_LIM, k]
     y[i, 9] = cells * x[i, _X_EOUT]
     y[i, 10] = cells * x[i, _X_ELOSS]
     y[i, 11] = cells * x[i, _X_ESTORED]
 
 
 @_unit
-def _step_unit(i, r, x, w, k, pf, disc, dt, xn):
-    """Exact step of unit ``i`` with held inputs ``w[k]`` into ``xn[i]``."""
-    cur = w[k, _W_I]
-    ocv = w[k, _W_OCV]
-    m = w[k, _W_M]
-    r0 = w[k, _W_R0]
-    r1 = w[k, _W_R1]
-    r2 = w[k, _W_R2]
-    eta_c = w[k, _W_ETA]
-    sgn = w[k, _W_SIGN]
-    kappa = w[k, _W_KAPPA]
-    g1 = w[k, _W_G1]
-    g2 = w[k, _W_G2]
-    gb = w[k, _W_GB]
+def _step_unit(i, x, w, k, pu, disc, dt):
+    """Exact step of unit ``i`` with held inputs ``w[:, k]``, in place: ``x[i]`` is read
+    before it is written."""
+    cur = w[_W_I, k]
+    ocv = w[_W_OCV, k]
+    m = w[_W_M, k]
+    r0 = w[_W_R0, k]
+    r1 = w[_W_R1, k]
+    r2 = w[_W_R2, k]
+    eta_c = w[_W_ETA, k]
+    sgn = w[_W_SIGN, k]
+    kappa = w[_W_KAPPA, k]
+    g1 = w[_W_G1, k]
+    g2 = w[_W_G2, k]
+    gb = w[_W_GB, k]
     v1 = x[i, _X_V1]
     v2 = x[i, _X_V2]
     h = x[i, _X_H]
-    soc = x[i, _X_SOC] - eta_c * cur * dt * pf[r, _INV_Q]
-    xn[i, _X_SOC] = min(max(soc, 0.0), 1.0)
-    xn[i, _X_V1] = w[k, _W_A1] * v1 + g1 * cur * r1
-    xn[i, _X_V2] = w[k, _W_A2] * v2 + g2 * cur * r2
-    xn[i, _X_H] = w[k, _W_B] * h - gb * sgn
+    soc = x[i, _X_SOC] - eta_c * cur * dt * pu[_INV_Q, i]
+    x[i, _X_SOC] = min(max(soc, 0.0), 1.0)
+    x[i, _X_V1] = w[_W_A1, k] * v1 + g1 * cur * r1
+    x[i, _X_V2] = w[_W_A2, k] * v2 + g2 * cur * r2
+    x[i, _X_H] = w[_W_B, k] * h - gb * sgn
     # integrals over the step of v1, v2 and h (exponentials with the current held)
-    iv1 = cur * r1 * dt + (v1 - cur * r1) * w[k, _W_TAU1] * g1
-    iv2 = cur * r2 * dt + (v2 - cur * r2) * w[k, _W_TAU2] * g2
+    iv1 = cur * r1 * dt + (v1 - cur * r1) * w[_W_TAU1, k] * g1
+    iv2 = cur * r2 * dt + (v2 - cur * r2) * w[_W_TAU2, k] * g2
     ih = (-sgn * dt + (h + sgn) * gb / kappa) if kappa > 0.0 else h * dt
     tc = x[i, _X_TC]
     tj = x[i, _X_TJ]
-    q = w[k, _W_Q]
-    ta = pf[r, _TAMB]
-    xn[i, _X_TC] = disc[r, 0] * tc + disc[r, 1] * tj + disc[r, 4] * q + disc[r, 5] * ta
-    xn[i, _X_TJ] = disc[r, 2] * tc + disc[r, 3] * tj + disc[r, 6] * q + disc[r, 7] * ta
+    q = w[_W_Q, k]
+    ta = pu[_TAMB, i]
+    x[i, _X_TC] = disc[0, i] * tc + disc[1, i] * tj + disc[4, i] * q + disc[5, i] * ta
+    x[i, _X_TJ] = disc[2, i] * tc + disc[3, i] * tj + disc[6, i] * q + disc[7, i] * ta
     coul = ocv * (1.0 - eta_c) * -cur if cur < 0.0 else 0.0
-    xn[i, _X_EOUT] = x[i, _X_EOUT] + cur * ((ocv - r0 * cur) * dt + m * ih - iv1 - iv2)
-    xn[i, _X_ELOSS] = (x[i, _X_ELOSS] + cur * cur * r0 * dt + cur * (iv1 + iv2 - m * ih)
+    x[i, _X_EOUT] = x[i, _X_EOUT] + cur * ((ocv - r0 * cur) * dt + m * ih - iv1 - iv2)
+    x[i, _X_ELOSS] = (x[i, _X_ELOSS] + cur * cur * r0 * dt + cur * (iv1 + iv2 - m * ih)
                        + coul * dt)
-    xn[i, _X_ESTORED] = x[i, _X_ESTORED] - ocv * eta_c * cur * dt
+    x[i, _X_ESTORED] = x[i, _X_ESTORED] - ocv * eta_c * cur * dt
 
 
 @_helper
-def _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w):
+def _outputs_into(x, w, pu, y):
     for i in range(x.shape[0]):
-        _hold_unit(i, row[i], mode[i] == 1, x, u, pf, pi, tmeta, tgrid, tdata, disc, dt, w, i)
+        _output_unit(i, x, w, i, pu, y)
 
 
 @_helper
-def _outputs_into(x, w, row, pf, y):
+def _step_into(x, w, pu, disc, dt):
     for i in range(x.shape[0]):
-        _output_unit(i, row[i], x, w, i, pf, y)
+        _step_unit(i, x, w, i, pu, disc, dt)
 
 
 @_helper
-def _step_into(x, w, row, pf, disc, dt, xn):
-    for i in range(x.shape[0]):
-        _step_unit(i, row[i], x, w, i, pf, disc, dt, xn)
+def _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt, w, y):
+    """Hold, outputs and step (``x`` in place), a pass over the units each (``w``: every
+    unit's held inputs): the compiled passes run faster than one pass doing all three per
+    unit, and in place a step's loads and stores of one unit cannot alias another's."""
+    _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt, w)
+    _outputs_into(x, w, pu, y)
+    _step_into(x, w, pu, disc, dt)
 
 
-@_helper
-def _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, xn):
-    """Hold, outputs and step, a pass over the units each (``w``: every unit's held
-    inputs): the compiled passes run faster than one pass doing all three per unit."""
-    _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w)
-    _outputs_into(x, w, row, pf, y)
-    _step_into(x, w, row, pf, disc, dt, xn)
-
-
-@numba.njit(cache=True)
-def _hold_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
-    w = np.empty((x.shape[0], _NW))
-    _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w)
+@numba.njit(cache=True, error_model="numpy")
+def _hold_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt):
+    w = np.empty((_NWS, x.shape[0]))
+    _hold_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt, w)
     return w
 
 
-@numba.njit(cache=True)
-def _outputs_all(x, w, row, pf):
+@numba.njit(cache=True, error_model="numpy")
+def _outputs_all(x, w, pu):
     y = np.empty((x.shape[0], _NY))
-    _outputs_into(x, w, row, pf, y)
+    _outputs_into(x, w, pu, y)
     return y
 
 
-@numba.njit(cache=True)
-def _step_all(x, w, row, pf, disc, dt):
-    xn = np.empty_like(x)
-    _step_into(x, w, row, pf, disc, dt, xn)
+@numba.njit(cache=True, error_model="numpy")
+def _step_all(x, w, pu, disc, dt):
+    xn = x.copy()
+    _step_into(xn, w, pu, disc, dt)
     return xn
 
 
-@numba.njit(cache=True)
-def _advance_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt):
-    w = np.empty((x.shape[0], _NW))
+@numba.njit(cache=True, error_model="numpy")
+def _advance_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt):
+    w = np.empty((_NWS, x.shape[0]))
     y = np.empty((x.shape[0], _NY))
-    xn = np.empty_like(x)
-    _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, xn)
+    xn = x.copy()
+    _advance_into(xn, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt, w, y)
     return xn, y
 
 
-@numba.njit(cache=True)
-def advance_inplace(t, x, u, dt, y, row, mode, pf, pi, tmeta, tgrid, tdata, disc):
+@numba.njit(cache=True, error_model="numpy")
+def advance_inplace(t, x, u, dt, y, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc):
     """:meth:`Battery.advance` into the caller's arrays, for compiled callers (the
     microgrid's fused step): ``x`` is stepped in place (each unit's state is read before it
     is written), ``y`` receives the outputs at ``t``; the arrays after ``y`` are
     :meth:`Battery.kernel_args` (``t`` is there for the signature every asset shares)."""
-    w = np.empty((x.shape[0], _NW))
-    _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, dt, w, y, x)
+    w = np.empty((_NWS, x.shape[0]))
+    _advance_into(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, dt, w, y)
 
 
-@numba.njit(cache=True)
-def _run_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, disc, kdt, dts, temp):
+@numba.njit(cache=True, error_model="numpy")
+def _run_all(x, u, row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc, kdt, dts, temp):
     steps = u.shape[0]
     y = np.empty((steps, x.shape[0], _NY))
-    w = np.empty((x.shape[0], _NW))
+    w = np.empty((_NWS, x.shape[0]))
     xa = x.copy()
-    xb = np.empty_like(xa)
     for k in range(steps):
         if temp.shape[0] > 0:
             xa[:, _X_TC] = temp[k]
-        _advance_into(xa, u[k], row, mode, pf, pi, tmeta, tgrid, tdata, disc[kdt[k]], dts[k],
-                      w, y[k], xb)
-        xa, xb = xb, xa
+        _advance_into(xa, u[k], row, mode, pf, pi, tmeta, tgrid, tdata, pu, disc[kdt[k]], dts[k],
+                      w, y[k])
     return xa, y
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _rhs_all(x, w, row, pf):
     dx = np.empty_like(x)
     for i in range(x.shape[0]):
         r = row[i]
-        cur = w[i, _W_I]
-        eta_c = w[i, _W_ETA]
-        ocv = w[i, _W_OCV]
-        m = w[i, _W_M]
-        r0 = w[i, _W_R0]
+        cur = w[_W_I, i]
+        eta_c = w[_W_ETA, i]
+        ocv = w[_W_OCV, i]
+        m = w[_W_M, i]
+        r0 = w[_W_R0, i]
         v1 = x[i, _X_V1]
         v2 = x[i, _X_V2]
         h = x[i, _X_H]
-        tau1 = w[i, _W_TAU1]
-        tau2 = w[i, _W_TAU2]
+        tau1 = w[_W_TAU1, i]
+        tau2 = w[_W_TAU2, i]
         dx[i, _X_SOC] = -eta_c * cur * pf[r, _INV_Q]
-        dx[i, _X_V1] = (w[i, _W_R1] * cur - v1) / tau1 if tau1 > 0.0 else 0.0
-        dx[i, _X_V2] = (w[i, _W_R2] * cur - v2) / tau2 if tau2 > 0.0 else 0.0
-        dx[i, _X_H] = -w[i, _W_KAPPA] * (h + w[i, _W_SIGN])
+        dx[i, _X_V1] = (w[_W_R1, i] * cur - v1) / tau1 if tau1 > 0.0 else 0.0
+        dx[i, _X_V2] = (w[_W_R2, i] * cur - v2) / tau2 if tau2 > 0.0 else 0.0
+        dx[i, _X_H] = -w[_W_KAPPA, i] * (h + w[_W_SIGN, i])
         flow = pf[r, _KCJ] * (x[i, _X_TC] - x[i, _X_TJ])
-        dx[i, _X_TC] = (w[i, _W_Q] - flow) / pf[r, _CC]
+        dx[i, _X_TC] = (w[_W_Q, i] - flow) / pf[r, _CC]
         dx[i, _X_TJ] = (flow - pf[r, _KJA] * (x[i, _X_TJ] - pf[r, _TAMB])) / pf[r, _CJ]
         coul = ocv * (1.0 - eta_c) * -cur if cur < 0.0 else 0.0
         dx[i, _X_EOUT] = cur * (ocv + m * h - r0 * cur - v1 - v2)
@@ -1012,6 +1142,7 @@ class Battery(Asset):
         _warn_soc_outside_window(self.params, self.initial)
         self._pf, self._pi, self._tmeta, self._tgrid, self._tdata = _pack(
             [distinct[r] for r in range(len(distinct))])
+        self._pu = _per_unit(self._pf, self._pi, self._row)
         self._discs: dict[float, np.ndarray] = {}
         self.set_mode(mode)
 
@@ -1038,13 +1169,18 @@ class Battery(Asset):
         return x
 
     def _disc(self, dt: float) -> np.ndarray:
-        """Factors that depend on ``dt`` only, per parameter row: thermal step, RC decay."""
+        """Factors that depend on ``dt`` only, per unit: thermal step, RC decay."""
         d = self._discs.get(dt)
         if d is None:
             if len(self._discs) >= 16:
                 self._discs.clear()
-            d = self._discs[dt] = _discretise(self._pf, np.array([dt]))[0]
+            d = self._discs[dt] = self._per_unit_disc(np.array([dt]))[0]
         return d
+
+    def _per_unit_disc(self, dts: np.ndarray) -> np.ndarray:
+        """:func:`_discretise` for each unit, a row per factor: ``(len(dts), _NDISC, n)``."""
+        d = _discretise(self._pf, dts)[:, self._row, :]
+        return np.ascontiguousarray(d.transpose(0, 2, 1))
 
     def _check(self, x: np.ndarray, u: np.ndarray | None = None) -> None:
         if x.shape != (self.n, len(STATE_NAMES)):
@@ -1057,30 +1193,30 @@ class Battery(Asset):
     def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
         self._check(x, u)
         return _hold_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
-                         self._tgrid, self._tdata, self._disc(dt), dt)
+                         self._tgrid, self._tdata, self._pu, self._disc(dt), dt)
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         return _rhs_all(x, w, self._row, self._pf)
 
     def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
         self._check(x)
-        return _step_all(x, w, self._row, self._pf, self._disc(dt), dt)
+        return _step_all(x, w, self._pu, self._disc(dt), dt)
 
     def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         self._check(x)
-        return _outputs_all(x, w, self._row, self._pf)
+        return _outputs_all(x, w, self._pu)
 
     def advance(self, t: float, x: np.ndarray, u: np.ndarray,
                 dt: float) -> tuple[np.ndarray, np.ndarray]:
         """``hold``, ``outputs`` and ``step_exact`` in one compiled call: ``(x_next, y)``."""
         self._check(x, u)
         return _advance_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
-                            self._tgrid, self._tdata, self._disc(dt), dt)
+                            self._tgrid, self._tdata, self._pu, self._disc(dt), dt)
 
     def kernel_args(self, dt: float) -> tuple[np.ndarray, ...]:
         """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
         return (self._row, self._mode, self._pf, self._pi, self._tmeta, self._tgrid,
-                self._tdata, self._disc(dt))
+                self._tdata, self._pu, self._disc(dt))
 
     def run(self, x: np.ndarray, u: np.ndarray, dt: float | np.ndarray,
             temp_cell_c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -1111,7 +1247,8 @@ class Battery(Asset):
                             f"(steps, {self.n}, {len(INPUT_NAMES)})")
         dts = np.broadcast_to(np.asarray(dt, dtype=float), (u.shape[0],))
         distinct, kdt = np.unique(dts, return_inverse=True)
-        disc = _discretise(self._pf, distinct) if distinct.size else np.zeros((0, 1, _NDISC))
+        disc = (self._per_unit_disc(distinct) if distinct.size
+                else np.zeros((0, _NDISC, self.n)))
         if temp_cell_c is None:
             temp = np.zeros((0, self.n))
         else:
@@ -1119,7 +1256,7 @@ class Battery(Asset):
             if not np.all(np.isfinite(temp)):
                 raise TwinError("battery: prescribed cell temperatures must be finite")
         return _run_all(x, u, self._row, self._mode, self._pf, self._pi, self._tmeta,
-                        self._tgrid, self._tdata, disc, kdt.astype(np.int64),
+                        self._tgrid, self._tdata, self._pu, disc, kdt.astype(np.int64),
                         np.ascontiguousarray(dts), temp)
 
 

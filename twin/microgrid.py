@@ -113,7 +113,7 @@ class AssetSpec:
 (_PV_X, _PV_U, _PV_Y, _PV_PAR, _PV_A,
  _INV_X, _INV_U, _INV_Y, _INV_U0, _INV_PAR, _INV_A,
  _CONV_X, _CONV_U, _CONV_Y, _CONV_PAR, _CONV_A,
- _BAT_X, _BAT_U, _BAT_Y, _BAT_PF, _BAT_TGRID, _BAT_TDATA, _BAT_DISC,
+ _BAT_X, _BAT_U, _BAT_Y, _BAT_PF, _BAT_TGRID, _BAT_TDATA, _BAT_PU, _BAT_DISC,
  _BAT_RATING, _BAT_CAPACITY, _BAT_PSET, _BAT_CONNECTED, _BAT_P_AC, _BAT_P_DC,
  _RACK_X, _RACK_U, _RACK_Y, _RACK_U0, _RACK_C, _RACK_RP, _RACK_PSU, _RACK_SCHED, _RACK_SIZES,
  _RACK_P,
@@ -128,12 +128,13 @@ class AssetSpec:
  _RACK_NODE, _RACK_SER, _RACK_SP, _RACK_SPAN, _RACK_COLS,
  _BUS_KIND, _BUS_SP, _BUS_COLS,
  _METER_NODE, _SER_OFF, _Y_START, _MODE,
- _N_SLOTS) = range(85)
+ _N_SLOTS) = range(86)
 _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
 # passes over units run as SIMD vectors on them, and a recorded output column of a group is
 # one contiguous copy into Microgrid.y
-_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_Y, _BUS_Y))
+_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_X, _BAT_U, _BAT_Y,
+                           _BUS_Y))
 # _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
 # unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
@@ -398,7 +399,7 @@ def _couple_cells(fa, ia, lay):
             frac = rating[i] / total[k] if total[k] > 0.0 else 0.0
             p_ac[i] = gfm[k, _BUS_GFM] * frac
             p_dc[i] = p_ac[i] + inverter.converter_loss_w(conv_par, i, p_ac[i])
-    bat_u = _v2(fa, lay, _BAT_U)
+    bat_u = _v2f(fa, lay, _BAT_U)
     for i in range(node.shape[0]):
         p_dc[i] *= conn[i]
         p_ac[i] *= conn[i]
@@ -545,12 +546,12 @@ def _advance_buses(t, dt, fa, ia, lay):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_batteries(t, dt, fa, ia, lay):
-    battery.advance_inplace(t, _v2(fa, lay, _BAT_X), _v2(fa, lay, _BAT_U), dt,
+    battery.advance_inplace(t, _v2f(fa, lay, _BAT_X), _v2f(fa, lay, _BAT_U), dt,
                             _v2f(fa, lay, _BAT_Y), _v1(ia, lay, _BAT_ROW),
                             _v1(ia, lay, _BAT_MODE), _v2(fa, lay, _BAT_PF),
                             _v2(ia, lay, _BAT_PI), _v2(ia, lay, _BAT_TMETA),
                             _v2(fa, lay, _BAT_TGRID), _v1(fa, lay, _BAT_TDATA),
-                            _v2(fa, lay, _BAT_DISC))
+                            _v2(fa, lay, _BAT_PU), _v2(fa, lay, _BAT_DISC))
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -969,7 +970,7 @@ class Microgrid:
             group("converter", (_CONV_X, _CONV_U, _CONV_Y), (_CONV_PAR, _CONV_A))
             p = group("battery", (_BAT_X, _BAT_U, _BAT_Y),
                       (_BAT_ROW, _BAT_MODE, _BAT_PF, _BAT_PI, _BAT_TMETA, _BAT_TGRID,
-                       _BAT_TDATA, _BAT_DISC))
+                       _BAT_TDATA, _BAT_PU, _BAT_DISC))
             n = p.asset.n
             a[_BAT_NODE], a[_BAT_RATING], a[_BAT_CAPACITY] = (p.node, self._bat_rating,
                                                              self._bat_capacity_wh)

@@ -7,16 +7,27 @@ arithmetic (a power of two built from its bits, a polynomial), so a loop that ca
 compiles to SIMD instructions; its results are the same in a scalar and a vectorised loop
 (no fused multiply-adds, no reassociation), within 1 ulp of ``math.exp`` over the range
 the models use.
+
+Importing this module also lets LLVM vectorise loops that read and write many arrays
+(:data:`MEMORY_CHECKS`).
 """
 
 from __future__ import annotations
 
 import math
 
+import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numba
 from numba.core import types
 from numba.extending import intrinsic
+
+#: how many run-time checks that two arrays do not overlap LLVM may emit to vectorise a
+#: loop (its default, 128, keeps a pass over units that reads and writes a dozen columns,
+#: the battery's hold, scalar; the checks cost a few comparisons per loop, not per unit).
+#: Set for the whole process before anything is compiled, as numba sets its own options.
+MEMORY_CHECKS = 1024
+llvm.set_option("gridloop", f"-vectorize-memory-check-threshold={MEMORY_CHECKS}")
 
 #: 1 / ln 2 and ln 2 in two parts (Cody and Waite): ``k ln2_hi`` is exact for |k| < 2^11
 _INV_LN2 = 1.4426950408889634

@@ -11,9 +11,10 @@ Each device is emulated on the transport its asset's device would use (:func:`sp
 asset whose hardware device is ``modbus_rtu`` is Modbus RTU on a pseudo-terminal pair, a
 ``serial`` one the serial protocol on a pseudo-terminal, each with the line settings, unit
 id and base address of its device table; ``modbus_tcp`` (and an asset without a device) is
-Modbus TCP on loopback.  An asset's ``transport`` field, when the scenario gives it, chooses
-instead.  So ``--mode emulated`` (CI) and ``gridloop emulate`` speak to the bench as the
-lab's devices do.
+Modbus TCP on loopback.  The ``modbus_rtu`` devices of one port share one pseudo-terminal,
+each answering its own unit id, as the slaves of the lab's RS-485 line do.  An asset's
+``transport`` field, when the scenario gives it, chooses instead.  So ``--mode emulated``
+(CI) and ``gridloop emulate`` speak to the bench as the lab's devices do.
 
 Protocol on the child's stdin/stdout, one JSON object per line: the parent sends the
 scenario (text, path, overrides), the child answers ``{"devices": [...]}`` (what
@@ -82,7 +83,24 @@ def specs(s: Scenario, drives: dict[str, Any] | None = None
         else:
             why[key] = "no device table: the default"
         out.append(spec)
+    _say_shared(out, why)
     return plants, out, why
+
+
+def _say_shared(specs: list[Any], why: dict[tuple[str, str], str]) -> None:
+    """Add to the reason of each RTU device on a line of several which others are on it."""
+    from firmware_bridge.emulators.host import rtu_buses
+    from firmware_bridge.errors import ConfigError
+
+    try:
+        buses = rtu_buses(specs)
+    except ConfigError as exc:  # refused when the scenario was parsed already
+        raise ScenarioError(str(exc)) from None
+    for members in buses.values():
+        for i in members:
+            spec = specs[i]
+            others = ", ".join(f"{specs[j].node}.{specs[j].asset}" for j in members if j != i)
+            why[(spec.node, spec.asset)] += f"; one line with {others}, port {spec.bus}"
 
 
 def _chosen_transports(s: Scenario) -> set[tuple[str, str]]:

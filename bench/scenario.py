@@ -687,6 +687,83 @@ def _cross_check(s: Scenario, source: str, lines: dict, check_files: bool = True
                         f"{s.run.dt_s} s")
         if not any(c.kind in ("meter", "grid") for _, _, c in s.assets()):
             raise _fail(source, lines, ("market",), "trading needs a meter or grid asset")
+    _check_ports(s, source, lines)
+
+
+def _valid_line(table: dict[str, Any]) -> bool:
+    """Whether a ``modbus_rtu`` device table's line settings are each valid."""
+    from firmware_bridge.backends.modbus import validate_rtu_line
+    from firmware_bridge.errors import ConfigError
+
+    try:
+        validate_rtu_line("", *(table.get(k, v) for k, v in _RTU_LINE.items()))
+    except (ConfigError, TypeError):
+        return False
+    return True
+
+
+def _given(table: dict[str, Any], key: str, value: Any) -> str:
+    """``value`` of ``key`` in a device table, said to be the default where it is not given."""
+    return f"{value!r}" if key in table else f"{value!r} (the default)"
+
+
+#: the line settings of a ``modbus_rtu`` device table that gives none (the back-end's)
+_RTU_LINE = {"baudrate": 19200, "parity": "N", "bytesize": 8, "stopbits": 1}
+
+
+def _check_ports(s: Scenario, source: str, lines: _Lines) -> None:
+    """Devices that name one serial port: Modbus RTU devices share its line (RS-485 is
+    multi-drop), so they agree on its settings and each has a unit id of its own; a serial
+    board has its port to itself.  Assets in the twin open no port and are left out."""
+    from firmware_bridge.line import port_key
+
+    first: dict[str, tuple[str, dict[str, Any]]] = {}  # port -> its first asset, its table
+    units: dict[tuple[str, int], str] = {}  # (port, unit id) -> the asset that has it
+    for node, name, cfg in s.assets():
+        table, at, here = cfg.device, ("nodes", node, name, "device"), f"{node}.{name}"
+        port = table.get("port")
+        if table.get("backend") not in ("modbus_rtu", "serial") or not isinstance(port, str) \
+                or s.effective_mode(cfg) == "twin":
+            continue
+        key = port_key(port)
+        if key in first:
+            wrong = _shared_port(table, *first[key])
+            if wrong is not None:
+                raise _fail(source, lines, at + (wrong[0],), wrong[1])
+        first.setdefault(key, (here, table))
+        unit = table.get("unit", 1)
+        if isinstance(unit, int) and units.setdefault((key, unit), here) != here:
+            raise _fail(source, lines, at + ("unit",),
+                        f"unit {unit} on {_on(table, *first[key])} is already "
+                        f"{units[(key, unit)]}'s; the devices on one RTU port each need a "
+                        "unit id of their own")
+
+
+def _shared_port(table: dict[str, Any], other: str, theirs: dict[str, Any]
+                 ) -> tuple[str, str] | None:
+    """What is wrong with device ``table`` on the port of ``other``'s (``theirs``): the
+    field, and why; None when the two may share it."""
+    on = _on(table, other, theirs)
+    if "serial" in (table["backend"], theirs["backend"]):
+        who = "; a serial board" if table["backend"] == "serial" else ", a serial board, which"
+        return "port", (f"{on} is already {other}'s{who} has its port to itself (only "
+                        "modbus_rtu devices share one, the slaves of an RS-485 line)")
+    if not (_valid_line(table) and _valid_line(theirs)):
+        return None  # an invalid setting: the back-end's own check says what is allowed
+    for setting, default in _RTU_LINE.items():
+        mine, its = table.get(setting, default), theirs.get(setting, default)
+        if mine != its:
+            return setting, (f"{_given(table, setting, mine)} on {on}, where {other} has "
+                             f"{_given(theirs, setting, its)}; the devices on one RTU port "
+                             "share its line: their baudrate, parity, bytesize and stopbits "
+                             "must match")
+    return None
+
+
+def _on(table: dict[str, Any], other: str, theirs: dict[str, Any]) -> str:
+    """The port of ``table``, and how ``other`` names it where that is another name."""
+    port = table["port"]
+    return port if theirs["port"] == port else f"{port} (which {other} names {theirs['port']})"
 
 
 def parse_value(text: str) -> Any:

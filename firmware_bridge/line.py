@@ -6,9 +6,14 @@ is.  Linux refuses parity, and a data size other than 8 bits, on a pseudo-termin
 cannot carry them; a USB adapter may refuse a setting its chip lacks.  The back-ends turn
 that into one line naming the device, the port and the settings (:func:`refused`), the
 same at the first open and at every reconnect.
+
+Which port a device names: :func:`port_key` tells two names of one adapter for one port, so
+that the Modbus RTU devices on it share its line (an RS-485 bus has several slaves).
 """
 
 from __future__ import annotations
+
+import os
 
 try:
     import termios
@@ -51,3 +56,12 @@ def refused(name: str, port: str, line: str, exc: BaseException) -> str:
               else str(exc) or type(exc).__name__)
     return (f"{name}: cannot open {port} with line settings {line}: the port refuses them "
             f"({reason})")
+
+
+def port_key(port: str) -> str:
+    """The port a device's ``port`` names, so that two names of one adapter
+    (``/dev/serial/by-id/usb-...`` and the ``/dev/ttyUSB0`` it links to) are one port, one
+    line; a pyserial URL (``socket://``, ``rfc2217://``) as it is written."""
+    if "://" in port:
+        return port
+    return os.path.realpath(port)

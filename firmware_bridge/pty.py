@@ -11,6 +11,10 @@ and its client)::
     async with PtyPair() as (path_a, path_b):
         ...                                 # bytes written to path_a are read from path_b
 
+:class:`PtyBus` is a multi-drop line, as RS-485 is: one master port and several drops, each
+served by a program of its own (the emulated Modbus RTU slaves of one line, each answering
+its own unit id); every drop hears what the master writes, the master hears every drop.
+
 A pty ignores baud rate, parity and stop bits: tests over it cannot catch a wrong line
 setting.
 
@@ -275,6 +279,106 @@ class PtyPair:
         self._ptys = self._streams = None
 
     async def __aenter__(self) -> tuple[str, str]:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class PtyBus:
+    """A multi-drop line, as RS-485 is: a client opens :attr:`path` (the master's port) and
+    each of ``drops`` servers opens one of :attr:`drops` (a slave's).
+
+    What the master writes reaches every drop (each slave hears every request and answers
+    only its own unit id); what a drop writes reaches the master.  The drops do not hear one
+    another: the slaves of a real line hear the answers too, and ignore them.  A terminal
+    destroyed under the relay cuts the whole line.  ``async with PtyBus(3) as path`` opens it.
+    """
+
+    def __init__(self, drops: int, max_pending: int = MAX_PENDING) -> None:
+        if drops < 1:
+            raise ValueError(f"a bus needs at least one drop, got {drops}")
+        self.n_drops = drops
+        self.max_pending = max_pending
+        self._ptys: list[Pty] = []
+        self._streams: list[TtyStream] = []
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._ptys)
+
+    @property
+    def path(self) -> str:
+        """The master's port (what a client opens)."""
+        if not self._ptys:
+            raise RuntimeError("PtyBus is not open")
+        return self._ptys[0].path
+
+    @property
+    def drops(self) -> tuple[str, ...]:
+        """The slaves' ports, one per drop (what each server opens)."""
+        if not self._ptys:
+            raise RuntimeError("PtyBus is not open")
+        return tuple(p.path for p in self._ptys[1:])
+
+    @property
+    def dropped(self) -> int:
+        """Bytes dropped because a side did not read. [bytes]"""
+        return sum(s.dropped for s in self._streams)
+
+    async def open(self) -> str:
+        """Create the terminals and start the relay; returns :attr:`path` (once open, at
+        once)."""
+        if self._ptys:
+            return self.path
+        try:
+            for _ in range(self.n_drops + 1):
+                self._ptys.append(Pty())
+        except OSError:
+            await self.close()
+            raise
+        master, *drops = self._ptys
+        self._streams = [TtyStream(master.fd, self._from_master, self._lost, self.max_pending)]
+        self._streams += [TtyStream(d.fd, self._from_drop, self._lost, self.max_pending)
+                          for d in drops]
+        return self.path
+
+    def unplug(self) -> None:
+        """Pull the master's port (a USB adapter unplugged): its client sees a hang-up, and
+        :attr:`path` leads nowhere until :meth:`plug`; the slaves stay up."""
+        self._streams[0].close()
+        self._ptys[0].unplug()
+
+    def plug(self) -> None:
+        """Plug a new terminal in as the master's port, under the same :attr:`path`."""
+        master = self._ptys[0]
+        if master.plugged:
+            return
+        master.plug()
+        self._streams[0] = TtyStream(master.fd, self._from_master, self._lost, self.max_pending)
+
+    def _from_master(self, data: bytes) -> None:
+        for stream in self._streams[1:]:
+            if not stream.closed:
+                stream.write(data)
+
+    def _from_drop(self, data: bytes) -> None:
+        if not self._streams[0].closed:
+            self._streams[0].write(data)
+
+    def _lost(self, exc: OSError | None) -> None:
+        for stream in self._streams:  # a cut cable: the whole line goes
+            stream.close()
+
+    async def close(self) -> None:
+        """Stop the relay and close every terminal.  Safe to call twice."""
+        for stream in self._streams:
+            stream.close()
+        for pty in self._ptys:
+            pty.close()
+        self._ptys, self._streams = [], []
+
+    async def __aenter__(self) -> str:
         return await self.open()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -36,6 +36,7 @@ import os
 import time
 from abc import abstractmethod
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -43,7 +44,9 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerRTU
 
+from firmware_bridge.backends import rtu_bus
 from firmware_bridge.backends.backoff import Backoff
+from firmware_bridge.backends.rtu_bus import RtuBus
 from firmware_bridge.capture import Capture, Status, Transaction
 from firmware_bridge.device import Device, Quality, Reading
 from firmware_bridge.errors import (
@@ -137,7 +140,7 @@ class ModbusDevice(Device):
         #: factors: a write before that would encode at scale factor 0)
         self._image_read = False
         self._implemented: tuple[str, ...] | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock: AbstractAsyncContextManager[Any] | None = None
         self._abort: asyncio.Future | None = None
         self._request: tuple[int, int] = (0, 0)  # function code, register count in flight
         self._received = b""
@@ -163,6 +166,11 @@ class ModbusDevice(Device):
     @abstractmethod
     def where(self) -> str:
         """The device's address, for messages."""
+
+    def _new_lock(self) -> AbstractAsyncContextManager[Any]:
+        """The lock that keeps one transaction at a time on the device's wire (made when it
+        opens, in its event loop)."""
+        return asyncio.Lock()
 
     def _after_timeout(self) -> None:
         """Called after a transaction timed out (a late answer must not be taken as the
@@ -203,7 +211,7 @@ class ModbusDevice(Device):
     async def open(self) -> None:
         """Connect, scan the SunSpec models, and read once to learn what is implemented."""
         self._open = True
-        self._lock = asyncio.Lock()
+        self._lock = self._new_lock()
         self.backoff.reset()
         reading = await self.read()
         self._implemented = tuple(n for n in self.map.signals if n in reading.values)
@@ -392,8 +400,9 @@ class ModbusDevice(Device):
                         values: list[int] | None = None) -> list[int]:
         """One request; returns the registers read (nothing for writes) or raises typed.
 
-        One transaction at a time per device (RTU allows no other; the hooks below watch
-        the one in flight); each is recorded in the capture, whatever its outcome.
+        One transaction at a time per device, per line on RTU (RS-485 allows no other; the
+        hooks below watch the one in flight); each is recorded in the capture, whatever its
+        outcome.
         """
         assert self._lock is not None
         async with self._lock:
@@ -553,6 +562,11 @@ BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 class ModbusRtuDevice(ModbusDevice):
     """A SunSpec device on Modbus RTU over a serial line (``modbus_rtu``), via pyserial.
 
+    RS-485 is multi-drop: the devices of this process that name one port are the slaves of
+    one line (:mod:`firmware_bridge.backends.rtu_bus`), polled one device at a time, each at
+    its own unit id.  They must agree on the line settings and have unit ids of their own
+    (a ConfigError when they open says which do not).
+
     Parameters
     ----------
     port : str
@@ -577,11 +591,20 @@ class ModbusRtuDevice(ModbusDevice):
         self.parity = parity
         self.bytesize = bytesize
         self.stopbits = stopbits
-        self._quiet_until = 0.0
+        #: the line, shared with the other devices on the port (while open)
+        self._bus: RtuBus | None = None
+        #: the line's connection this device last scanned its unit on
+        self._scanned_on = -1
         kwargs.setdefault("name", f"modbus_rtu:{port}/{kwargs.get('unit', 1)}")
         super().__init__(**kwargs)
 
-    _also_check = " and the line settings"
+    @property
+    def _also_check(self) -> str:  # type: ignore[override]
+        """The line settings too, unless another device on the line answered (they are
+        right, then: only the unit id is in doubt)."""
+        if self._bus is not None and self._bus.proven(self):
+            return ""
+        return " and the line settings"
 
     @property
     def line(self) -> str:
@@ -592,38 +615,87 @@ class ModbusRtuDevice(ModbusDevice):
     def where(self) -> str:
         return f"{self.address_label or self.port} ({self.line})"
 
+    async def open(self) -> None:
+        """Join the port's line (the other devices on it may have opened it), then connect,
+        scan and read as any Modbus device."""
+        if self._bus is None:
+            self._bus = rtu_bus.join(self)
+        await super().open()
+
+    async def close(self) -> None:
+        bus, self._bus = self._bus, None
+        self._client = None  # the line's: its last device closes the port
+        await super().close()
+        if bus is not None:
+            bus.leave(self)
+
+    def _new_lock(self) -> AbstractAsyncContextManager[Any]:
+        assert self._bus is not None
+        return self._bus.lock
+
+    def _line_held(self) -> AbstractAsyncContextManager[Any]:
+        """The line, for a whole read or write: its requests go out back to back, as a
+        master polls one slave after another (nothing to hold before :meth:`open`)."""
+        return self._bus.lock if self._bus is not None else nullcontext()
+
+    async def read(self) -> Reading:
+        async with self._line_held():
+            return await super().read()
+
+    async def write(self, setpoints: Mapping[str, float]) -> None:
+        async with self._line_held():
+            await super().write(setpoints)
+
+    async def read_registers(self, address: int, count: int) -> list[int]:
+        async with self._line_held():
+            return await super().read_registers(address, count)
+
+    async def _ready(self) -> None:
+        """As any Modbus device; and a line lost and opened again since this unit's scan
+        (by another device on it) is scanned again, as after a reconnect of its own."""
+        bus = self._bus
+        if bus is not None and self._layout is not None and self._scanned_on != bus.connections:
+            self._layout = None
+        await super()._ready()
+        if bus is not None:
+            self._scanned_on = bus.connections
+
+    async def _connect(self) -> bool:
+        assert self._bus is not None
+        return await self._bus.connect(self)
+
+    async def _open_port(self) -> bool:
+        """Open the line's port (for the whole line; :meth:`RtuBus.connect` calls it)."""
+        return await super()._connect()
+
     def _refused(self, exc: BaseException) -> str:
         return refused(self.name, self.address_label or self.port, self.line, exc)
 
     def _why_not_connected(self) -> str:
         """A port that is not there (an adapter unplugged, a misspelt path) from one that is
-        there but did not open (held by another program, or by another asset of the
-        scenario: RTU slaves cannot share a port)."""
+        there but did not open (held by another program: the devices of this process that
+        name the port share it)."""
         if "://" in self.port:  # a pyserial URL (socket://, rfc2217://): nothing to look at
             return ""
         if not os.path.exists(self.port):
             return ": no such port"
-        return ": the port is there but did not open (in use by another program, or by " \
-               "another asset of this scenario?)"
+        return ": the port is there but did not open (in use by another program?)"
 
     def _make_client(self) -> AsyncModbusSerialClient:
-        return AsyncModbusSerialClient(self.port, baudrate=self.baudrate, parity=self.parity,
-                                       bytesize=self.bytesize, stopbits=self.stopbits,
-                                       timeout=self.timeout_s, retries=0, reconnect_delay=0,
-                                       name=self.name, trace_packet=self._on_packet,
-                                       trace_connect=self._on_connection)
+        assert self._bus is not None
+        return self._bus.client
 
     def _after_timeout(self) -> None:
         # RTU has no transaction ids: keep the line quiet long enough for a late answer to
-        # arrive and be discarded before the next request goes out (none comes to a request
-        # the emulator drops, which the lockstep card knows: no wait, no wall time spent)
-        if not self._dropped:
-            self._quiet_until = time.monotonic() + self.timeout_s
+        # arrive and be discarded before the next request to any unit on it goes out (none
+        # comes to a request the emulator drops, which the lockstep card knows: no wait, no
+        # wall time spent)
+        if not self._dropped and self._bus is not None:
+            self._bus.keep_quiet(self.timeout_s)
 
     async def _before_request(self) -> None:
-        wait = self._quiet_until - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        assert self._bus is not None
+        await self._bus.speak(self)
 
     def _check_answer(self, received: bytes) -> str | None:
         function_code, count = self._request

@@ -4,7 +4,8 @@
 scenario: one :class:`~firmware_bridge.plant.Plant` per node and one :class:`DeviceSpec` per
 device.  Each device is a real server answering from its plant: a :class:`ModbusEmulator`
 on loopback TCP or on a pseudo-terminal (RTU), or a :class:`SerialEmulator` (an MCU speaking
-the serial protocol) on a pseudo-terminal.
+the serial protocol) on a pseudo-terminal.  RTU devices on one RS-485 line (one ``bus``) are
+served on one pseudo-terminal, each answering its own unit id, as on the lab's wires.
 
 Clock: inside a bench run the bench calls :meth:`EmulatorHost.advance` every tick, so the
 plants follow the bench's clock (deterministic); standalone, :meth:`run_wallclock` advances
@@ -27,8 +28,10 @@ from firmware_bridge.emulators.modbus_server import ModbusEmulator, PlantSource
 from firmware_bridge.emulators.serial_server import SerialEmulator
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.faults import EventSink, FaultCard
+from firmware_bridge.line import port_key
 from firmware_bridge.maps import RegisterMap, get_map
 from firmware_bridge.plant import Plant
+from firmware_bridge.pty import PtyBus
 from firmware_bridge.sunspec import DEFAULT_BASE_ADDRESS
 
 
@@ -45,6 +48,10 @@ class DeviceSpec:
     ``unit``, ``port`` and ``base_address`` concern Modbus only.  ``baudrate``, ``parity``,
     ``bytesize`` and ``stopbits`` are the line settings of an RTU or serial device (a pty
     carries none of them: they say what a client should open the port with).
+    ``bus`` names the RS-485 line of an RTU device (its device table's port): the devices
+    of one bus (:func:`firmware_bridge.line.port_key`) are served on one pty, the slaves of
+    one line, and must agree on the line settings and have unit ids of their own; empty: a
+    pty of its own.
     :func:`link_for_device` gives the fields that make a device look like a scenario's
     device table on the wire.
     """
@@ -66,6 +73,7 @@ class DeviceSpec:
     #: a recorded capture to serve instead of the plant (Modbus only): the device answers
     #: as the recorded one did (:class:`firmware_bridge.capture.ReplaySource`)
     replay: tuple[Transaction, ...] = ()
+    bus: str = ""
 
 
 #: transports an emulated device can be served on
@@ -93,7 +101,8 @@ def link_for_device(device: Mapping[str, Any], where: str = "device"
 
     ``modbus_rtu`` is Modbus RTU on a pty pair and ``serial`` the serial protocol on a pty,
     with the table's line settings (checked as the back-ends check them: a ConfigError
-    names ``where`` and the setting); ``modbus_tcp``, and any back-end without a wire of its
+    names ``where`` and the setting), and a ``modbus_rtu`` device's ``bus`` is its port (the
+    devices of one port share a pty); ``modbus_tcp``, and any back-end without a wire of its
     own (``nvml``, ``virtual``), Modbus TCP.  Without ptys (Windows) RTU and serial devices
     fall back to Modbus TCP, and the reason says so.
     """
@@ -133,7 +142,42 @@ def link_for_device(device: Mapping[str, Any], where: str = "device"
     if not HAS_PTYS:
         return ({"transport": "tcp", **fields},
                 f"its device is {backend}, but this platform has no pseudo-terminals")
+    if backend == "modbus_rtu" and isinstance(device.get("port"), str):
+        fields["bus"] = device["port"]
     return {"transport": transport, **fields, **line}, f"its device is {backend}"
+
+
+def rtu_buses(specs: Sequence[DeviceSpec]) -> dict[str, list[int]]:
+    """The RS-485 lines of more than one device: port key -> the indexes of its devices'
+    specs (in order).  Raises ConfigError, naming both devices, for two on one line with
+    other line settings or one unit id."""
+    lines: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        if spec.transport == "rtu" and spec.bus:
+            lines.setdefault(port_key(spec.bus), []).append(i)
+    for members in lines.values():
+        first = specs[members[0]]
+        owners: dict[int, DeviceSpec] = {}
+        for i in members:
+            spec = specs[i]
+            _check_drop(first, spec)
+            owner = owners.setdefault(spec.unit, spec)
+            if owner is not spec:
+                raise ConfigError(f"device {spec.node}.{spec.asset}: unit {spec.unit} on "
+                                  f"{spec.bus} is already {owner.node}.{owner.asset}'s; the "
+                                  "devices on one RTU port each need a unit id of their own")
+    return {key: members for key, members in lines.items() if len(members) > 1}
+
+
+def _check_drop(first: DeviceSpec, spec: DeviceSpec) -> None:
+    """``spec`` on ``first``'s line: the same line settings, or a ConfigError naming both."""
+    for key in ("baudrate", "parity", "bytesize", "stopbits"):
+        if getattr(spec, key) != getattr(first, key):
+            raise ConfigError(f"device {spec.node}.{spec.asset}: {key} "
+                              f"{getattr(spec, key)!r} on {spec.bus}, where "
+                              f"{first.node}.{first.asset} has {getattr(first, key)!r}; the "
+                              "devices on one RTU port share its line: their baudrate, "
+                              "parity, bytesize and stopbits must match")
 
 
 class EmulatorHost:
@@ -160,6 +204,9 @@ class EmulatorHost:
         self.specs = list(devices)
         self.emulators: dict[tuple[str, str], Emulator] = {}
         self._maps: dict[tuple[str, str], RegisterMap] = {}
+        #: the RS-485 lines of several devices, by port key: one pty each
+        self.buses: dict[str, PtyBus] = {}
+        drops = self._drops()
         n_tcp = 0  # TCP devices so far: the k-th listens on port_base + k
         for i, spec in enumerate(self.specs):
             key = (spec.node, spec.asset)
@@ -205,15 +252,30 @@ class EmulatorHost:
                         source, unit=spec.unit, transport=spec.transport, host=host,
                         port=port, baudrate=spec.baudrate, parity=spec.parity,
                         bytesize=spec.bytesize, stopbits=int(spec.stopbits),
-                        fault=spec.fault, on_event=on_event, name=name)
+                        fault=spec.fault, on_event=on_event, name=name, **drops.get(i, {}))
             except ConfigError as exc:
                 raise ConfigError(f"device {spec.node}.{spec.asset}: {exc}") from None
             self.emulators[key] = emulator
             self._maps[key] = regmap
 
+    def _drops(self) -> dict[int, dict[str, Any]]:
+        """For each RTU spec on a line of several devices, its place there: the bus, its
+        drop, and the unit ids of its neighbours (ConfigError for a line the devices
+        disagree on)."""
+        drops: dict[int, dict[str, Any]] = {}
+        for key, members in rtu_buses(self.specs).items():
+            bus = self.buses[key] = PtyBus(len(members))
+            units = [self.specs[i].unit for i in members]
+            for drop, i in enumerate(members):
+                drops[i] = {"bus": bus, "drop": drop, "neighbours": units}
+        return drops
+
     async def start(self) -> None:
-        """Start every server; on a failure the ones already started are stopped."""
+        """Start every server (the shared lines first); on a failure the ones already
+        started are stopped."""
         try:
+            for bus in self.buses.values():
+                await bus.open()
             for emulator in self.emulators.values():
                 await emulator.start()
         except BaseException:
@@ -221,9 +283,11 @@ class EmulatorHost:
             raise
 
     async def stop(self) -> None:
-        """Stop every server; safe to call twice."""
+        """Stop every server, then close the shared lines; safe to call twice."""
         for emulator in self.emulators.values():
             await emulator.stop()
+        for bus in self.buses.values():
+            await bus.close()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -12,18 +12,25 @@ A request for another unit id is answered as real devices do, never as a device 
 on RTU not at all (an RS-485 slave ignores the requests of the other slaves on its line),
 on TCP with exception 0x0B (a gateway whose target device did not respond).  The first such
 request of each unit id is reported as an ``emulator.unit`` event.
+
+Several RTU devices on one RS-485 line are several emulators on the drops of one
+:class:`~firmware_bridge.pty.PtyBus`: each hears every request and answers its own unit id,
+and the requests for its neighbours' unit ids are the line's ordinary traffic, not reported.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import traceback
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU
+from pymodbus.logging import Log
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware_bridge.emulators.base import Emulator
@@ -31,7 +38,7 @@ from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.faults import EventSink, FaultCard, FaultInjector, Injection
 from firmware_bridge.maps import RegisterMap
 from firmware_bridge.plant import Plant
-from firmware_bridge.pty import PtyPair
+from firmware_bridge.pty import PtyBus, PtyPair
 from firmware_bridge.sunspec import DeviceLayout
 
 #: a source's answer meaning "send nothing back" (a recorded timeout)
@@ -119,6 +126,41 @@ class PlantSource:
         return self.map.writable(self.layout, address, count)
 
 
+class _OwnRequestHandler(ServerRequestHandler):
+    """pymodbus's request handler, answering each request from its own PDU.
+
+    pymodbus keeps the request it serves in ``last_pdu`` and reads it again once the
+    datastore has answered, and every frame heard meanwhile clears it: on an RS-485 line the
+    next request to any unit, so a slow answer was lost (its task failing without a word).
+    A slave on a real line answers late all the same, and the master's quiet time after a
+    time-out is there for that answer: so does this one.  (pymodbus's broadcast and
+    unknown-unit branches are not needed: no server here broadcasts, and
+    :meth:`ModbusEmulator._trace_pdu` drops the requests for other unit ids.)
+    """
+
+    async def handle_request(self) -> None:
+        pdu, addr = self.last_pdu, self.last_addr
+        if pdu is None:
+            return
+        try:
+            response = await pdu.datastore_update(self.server.context, pdu.dev_id)
+        except Exception as exc:  # as pymodbus: said, and answered as a device failure
+            Log.error("Datastore unable to fulfill request: {}; {}", exc,
+                      traceback.format_exc())
+            response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+        response.transaction_id = pdu.transaction_id
+        response.dev_id = pdu.dev_id
+        self.server_send(response, addr)
+
+
+class _SerialServer(ModbusSerialServer):
+    """pymodbus's RTU server, whose requests each keep their own PDU (see above)."""
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _OwnRequestHandler(self, self.trace_packet, self.trace_pdu,
+                                  self.trace_connect)
+
+
 class ModbusEmulator(Emulator):
     """A Modbus server answering for one device.
 
@@ -129,7 +171,7 @@ class ModbusEmulator(Emulator):
     unit : int
         Modbus unit id (1-247).
     transport : str
-        ``"tcp"`` or ``"rtu"`` (over a pseudo-terminal pair made here).
+        ``"tcp"`` or ``"rtu"`` (over a pseudo-terminal pair made here, or a drop of ``bus``).
     host, port : str, int
         TCP address; port 0 picks a free port.  Bind to loopback unless told otherwise.
     baudrate, parity, bytesize, stopbits : int, str, int, int
@@ -142,18 +184,34 @@ class ModbusEmulator(Emulator):
         ``on_event(kind, message)`` for each injected fault and each reboot.
     name : str
         Device name in events (``node/asset``).
+    bus : PtyBus or None
+        An RS-485 line shared with other emulated slaves (RTU only): the server opens drop
+        ``drop`` of it; whoever made the bus opens it before :meth:`start` and closes it
+        after :meth:`stop`.  None: a pty pair of the device's own.
+    drop : int
+        Which drop of ``bus``.
+    neighbours : collection of int
+        The unit ids of the other slaves on ``bus``, whose requests it ignores without a
+        word.
     """
 
     def __init__(self, source: RegisterSource, *, unit: int = 1, transport: str = "tcp",
                  host: str = "127.0.0.1", port: int = 0, baudrate: int = 19200,
                  parity: str = "N", bytesize: int = 8, stopbits: int = 1,
                  fault: FaultCard | None = None,
-                 on_event: EventSink | None = None, name: str = "") -> None:
+                 on_event: EventSink | None = None, name: str = "",
+                 bus: PtyBus | None = None, drop: int = 0,
+                 neighbours: Collection[int] = ()) -> None:
         if transport not in ("tcp", "rtu"):
             raise ConfigError(f"emulator {name}: transport must be 'tcp' or 'rtu', "
                               f"got {transport!r}")
         if not 1 <= int(unit) <= 247:
             raise ConfigError(f"emulator {name}: unit id must be 1..247, got {unit}")
+        if bus is not None and transport != "rtu":
+            raise ConfigError(f"emulator {name}: only an RTU device is on an RS-485 bus "
+                              f"(this one is {transport})")
+        if bus is not None and not 0 <= drop < bus.n_drops:
+            raise ConfigError(f"emulator {name}: drop {drop} of a bus of {bus.n_drops}")
         self.source = source
         self.unit = int(unit)
         self.transport = transport
@@ -171,6 +229,10 @@ class ModbusEmulator(Emulator):
         self._image = source.image()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._link: PtyPair | None = None
+        self._bus = bus
+        self._drop = int(drop)
+        #: unit ids of the other slaves on its line: their requests are no news
+        self.neighbours = frozenset(int(u) for u in neighbours) - {self.unit}
         self._drop_answer = False
         self._corrupt_answer = False
         self._sleeping: set[asyncio.Task] = set()
@@ -182,14 +244,26 @@ class ModbusEmulator(Emulator):
 
     @property
     def serial_port(self) -> str | None:
-        """The pseudo-terminal a client opens (RTU only)."""
+        """The pseudo-terminal a client opens (RTU only; on a bus, the bus's)."""
+        if self._bus is not None:
+            return self._bus.path if self._bus.is_open else None
         return self._link.paths[1] if self._link else None
+
+    @property
+    def _server_port(self) -> str:
+        """Our end of the line: a drop of the bus, or of our own pty pair."""
+        if self._bus is not None:
+            return self._bus.drops[self._drop]
+        assert self._link is not None
+        return self._link.paths[0]
 
     async def start(self) -> None:
         """Start serving; for TCP with port 0, :attr:`port` is the port bound."""
         if self._server is not None:
             return
-        if self.transport == "rtu" and self._link is None:
+        if self._bus is not None and not self._bus.is_open:
+            raise ConfigError(f"emulator {self.name}: its RS-485 bus is not open")
+        if self.transport == "rtu" and self._bus is None and self._link is None:
             self._link = PtyPair()
             await self._link.open()
         try:
@@ -208,18 +282,17 @@ class ModbusEmulator(Emulator):
                 device, address=(self.host, self.port), trace_packet=self._trace_packet,
                 trace_pdu=self._trace_pdu)
         else:
-            assert self._link is not None
-            # our end of the pair: no parity, 8 bits (a pty carries neither; see above)
-            server = ModbusSerialServer(device, port=self._link.paths[0],
-                                        baudrate=self.baudrate, stopbits=self.stopbits,
-                                        trace_packet=self._trace_packet,
-                                        trace_pdu=self._trace_pdu)
+            # our end of the line: no parity, 8 bits (a pty carries neither; see above)
+            server = _SerialServer(device, port=self._server_port,
+                                   baudrate=self.baudrate, stopbits=self.stopbits,
+                                   trace_packet=self._trace_packet,
+                                   trace_pdu=self._trace_pdu)
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
             await server.shutdown()
             where = (f"{self.host}:{self.port}" if self.transport == "tcp"
-                     else self._link.paths[0] if self._link else "?")
+                     else self._server_port)
             raise ConfigError(f"emulator {self.name}: cannot listen on {where}: {exc}") from None
         if self.transport == "tcp" and self.port == 0:
             self.port = server.transport.sockets[0].getsockname()[1]
@@ -343,7 +416,8 @@ class ModbusEmulator(Emulator):
             return pdu
         unit = pdu.dev_id
         if self.transport == "rtu":
-            self._foreign(unit, "no answer (another slave's request)")
+            if unit not in self.neighbours:  # a neighbour's: the line's ordinary traffic
+                self._foreign(unit, "no answer (another slave's request)")
             return None  # pymodbus drops a request it gets no PDU for: the line stays quiet
         self._foreign(unit, "exception 0x0B (gateway target device failed to respond)")
         function_code = pdu.function_code

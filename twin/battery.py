@@ -477,9 +477,9 @@ def _per_unit(pf: np.ndarray, pi: np.ndarray, row: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernels (numba): scalar code per unit, looped over units.  Helpers that take arrays but
-# allocate nothing are compiled without reference counting: numba's atomic increments on every
-# array argument would otherwise cost more than the arithmetic (50 ns per table lookup).
+# Kernels (numba): passes over every unit (see :func:`_hold_into`).  Helpers that take arrays
+# but allocate nothing are compiled without reference counting: numba's atomic increments on
+# every array argument would otherwise cost more than the arithmetic (50 ns per table lookup).
 _helper = numba.njit(cache=True, _nrt=False, error_model="numpy")
 # Small and per-unit functions are inlined (numba IR) into ``_helper`` callers: a call with
 # a dozen array arguments costs as much as the unit's arithmetic.

@@ -152,99 +152,161 @@ _UL, _UG, _UISL, _UGS, _UFS = range(5)
 (_WNET, _WGS, _WFS, _WISL, _WGRID, _WUNS, _WCURT, _WLOAD, _WGEN, _WILIM, _WELIM) = range(11)
 _NW = 11
 _NY = 18
-# packed parameters
+# per-unit parameter rows (each a vector over the units): the parameters, then the first row
+# of the swing matrices (a[0, :3], b[0, 0]) grid-connected and islanded, for the RoCoF
 _SB, _IMP, _EXP, _H, _D, _FN, _TS = range(7)
-_NPAR = 7
+_A0 = 7  # + 4 * mode: a[0, 0], a[0, 1], a[0, 2], b[0, 0]
+#: up to this many distinct parameter sets, the step runs a pass per set over every unit
+#: (its matrices' entries then the same for every lane of a SIMD vector); beyond, unit by unit
+_FEW_SETS = 4
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _hold_kernel(x, u, par, kind):
-    n = x.shape[0]
-    w = np.empty((n, _NW))
-    for i in range(n):
-        k = kind[i]
-        sb = par[k, _SB]
-        load, gen = u[i, _UL], u[i, _UG]
-        isl = u[i, _UISL] > 0.5
-        uns = 0.0
-        curt = 0.0
-        grid = 0.0
-        if not isl:
-            df = x[i, 0]
-            # p_grid that holds the frequency (see swing_matrices), before the limits
-            need = (2.0 * par[k, _H] * (-df / par[k, _TS]) + par[k, _D] * df
-                    - x[i, 1] - x[i, 2]) * sb + load - gen
-            if need > par[k, _IMP]:
-                uns = need - par[k, _IMP]
-            elif need < -par[k, _EXP]:
-                curt = -par[k, _EXP] - need
-            grid = need - uns + curt
-        w[i, _WNET] = (gen - curt - (load - uns)) / sb
-        w[i, _WGS] = u[i, _UGS] / sb
-        w[i, _WFS] = u[i, _UFS] / sb
-        w[i, _WISL] = 1.0 if isl else 0.0
-        w[i, _WGRID] = grid
-        w[i, _WUNS] = uns
-        w[i, _WCURT] = curt
-        w[i, _WLOAD] = load - uns
-        w[i, _WGEN] = gen - curt
-        w[i, _WILIM] = 1.0 if uns > 0.0 else 0.0
-        w[i, _WELIM] = 1.0 if curt > 0.0 else 0.0
+def _hold_into(x, u, pu, w):
+    """Held inputs into the rows of ``w`` (``(_NW, n)``), branch-free over the units: with
+    the state and inputs stored column by column (the microgrid's arena) the pass runs as
+    SIMD vectors."""
+    df, p_gov, p_gfm = x[:, 0], x[:, 1], x[:, 2]
+    u_load, u_gen, u_isl, u_gs, u_fs = u[:, _UL], u[:, _UG], u[:, _UISL], u[:, _UGS], u[:, _UFS]
+    sb_, imp, exp_, h_, d_, ts = pu[_SB], pu[_IMP], pu[_EXP], pu[_H], pu[_D], pu[_TS]
+    for i in range(x.shape[0]):
+        sb = sb_[i]
+        load, gen = u_load[i], u_gen[i]
+        isl = u_isl[i] > 0.5
+        # p_grid that holds the frequency (see swing_matrices), before the limits
+        need = (2.0 * h_[i] * (-df[i] / ts[i]) + d_[i] * df[i] - p_gov[i] - p_gfm[i]) * sb \
+            + load - gen
+        over, under = need > imp[i], need < -exp_[i]
+        uns = 0.0 if isl or not over else need - imp[i]
+        curt = 0.0 if isl or over or not under else -exp_[i] - need
+        w[_WNET, i] = (gen - curt - (load - uns)) / sb
+        w[_WGS, i] = u_gs[i] / sb
+        w[_WFS, i] = u_fs[i] / sb
+        w[_WISL, i] = 1.0 if isl else 0.0
+        w[_WGRID, i] = 0.0 if isl else need - uns + curt
+        w[_WUNS, i] = uns
+        w[_WCURT, i] = curt
+        w[_WLOAD, i] = load - uns
+        w[_WGEN, i] = gen - curt
+        w[_WILIM, i] = 1.0 if uns > 0.0 else 0.0
+        w[_WELIM, i] = 1.0 if curt > 0.0 else 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _hold_kernel(x, u, pu):
+    w = np.empty((_NW, x.shape[0]))
+    _hold_into(x, u, pu, w)
     return w
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _step_into(x, w, kind, ad, bd, dt, xn):
-    """Exact step into ``xn``, which may be ``x`` itself; ``ad``/``bd`` per parameter set
-    ``kind[i]`` and mode.
+def _step_into(x, w, kind, ad, bd, dt):
+    """Exact step, in place (each element read, then written); ``ad``/``bd`` per parameter
+    set ``kind[i]`` and mode.
 
     The energy integrators do not feed back (their columns of ``ad`` are the identity), so
-    only the first three columns are multiplied.
+    only the first three columns are multiplied.  With few parameter sets, a pass per set
+    and mode over every unit, its matrices' entries taken as scalars (the same in every
+    lane of a SIMD vector); with many, unit by unit.
     """
     h = dt / 3600.0
-    for i in range(x.shape[0]):
-        m = 1 if w[i, _WISL] > 0.5 else 0
-        k = kind[i]
-        x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
-        w0, w1, w2 = w[i, 0], w[i, 1], w[i, 2]
-        for r in range(_NZ):
-            z = (ad[k, m, r, 0] * x0 + ad[k, m, r, 1] * x1 + ad[k, m, r, 2] * x2
-                 + bd[k, m, r, 0] * w0 + bd[k, m, r, 1] * w1 + bd[k, m, r, 2] * w2)
-            if r >= 3:
-                z += x[i, r]
-            xn[i, r] = z
-        xn[i, _ELOAD] = x[i, _ELOAD] + w[i, _WLOAD] * h
-        xn[i, _EGEN] = x[i, _EGEN] + w[i, _WGEN] * h
-        xn[i, _EUNS] = x[i, _EUNS] + w[i, _WUNS] * h
-        xn[i, _ECURT] = x[i, _ECURT] + w[i, _WCURT] * h
+    n = x.shape[0]
+    z0, z1, z2, z3, z4, z5 = x[:, 0], x[:, 1], x[:, 2], x[:, 3], x[:, 4], x[:, 5]
+    w0, w1, w2, isl = w[0], w[1], w[2], w[_WISL]
+    if ad.shape[0] <= _FEW_SETS:
+        for k in range(ad.shape[0]):
+            for m in range(2):
+                _step_set(z0, z1, z2, z3, z4, z5, w0, w1, w2, isl, kind, k, m,
+                          ad[k, m], bd[k, m])
+    else:
+        for i in range(n):
+            k, m = kind[i], 1 if isl[i] > 0.5 else 0
+            x0, x1, x2, v0, v1, v2 = z0[i], z1[i], z2[i], w0[i], w1[i], w2[i]
+            a, b = ad[k, m], bd[k, m]
+            z0[i] = _row(_coef(a, b, 0), x0, x1, x2, v0, v1, v2)
+            z1[i] = _row(_coef(a, b, 1), x0, x1, x2, v0, v1, v2)
+            z2[i] = _row(_coef(a, b, 2), x0, x1, x2, v0, v1, v2)
+            z3[i] = _row(_coef(a, b, 3), x0, x1, x2, v0, v1, v2) + z3[i]
+            z4[i] = _row(_coef(a, b, 4), x0, x1, x2, v0, v1, v2) + z4[i]
+            z5[i] = _row(_coef(a, b, 5), x0, x1, x2, v0, v1, v2) + z5[i]
+    e_load, e_gen, e_uns, e_curt = x[:, _ELOAD], x[:, _EGEN], x[:, _EUNS], x[:, _ECURT]
+    for i in range(n):
+        e_load[i] = e_load[i] + w[_WLOAD, i] * h
+        e_gen[i] = e_gen[i] + w[_WGEN, i] * h
+        e_uns[i] = e_uns[i] + w[_WUNS, i] * h
+        e_curt[i] = e_curt[i] + w[_WCURT, i] * h
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _coef(a, b, r):
+    """Row ``r`` of the step's matrices, the entries that multiply ``df, p_gov, p_gfm`` and
+    the three held inputs."""
+    return a[r, 0], a[r, 1], a[r, 2], b[r, 0], b[r, 1], b[r, 2]
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _row(c, x0, x1, x2, w0, w1, w2):
+    """A row of the exact step of the linear block (without an integrator's own state),
+    with its entries ``c`` (:func:`_coef`)."""
+    return c[0] * x0 + c[1] * x1 + c[2] * x2 + c[3] * w0 + c[4] * w1 + c[5] * w2
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _outputs_into(x, w, par, kind, a, b, y):
+def _step_set(z0, z1, z2, z3, z4, z5, w0, w1, w2, isl, kind, k, m, a, b):
+    """:func:`_step_into` for the units of parameter set ``k`` in mode ``m``, the others
+    left as they are; the matrices' entries read once, before the pass (read in it, they
+    would be read again for every unit: LLVM cannot tell them from the state written)."""
+    c0, c1, c2, c3, c4, c5 = (_coef(a, b, 0), _coef(a, b, 1), _coef(a, b, 2), _coef(a, b, 3),
+                              _coef(a, b, 4), _coef(a, b, 5))
+    for i in range(z0.shape[0]):
+        mine = kind[i] == k and (isl[i] > 0.5) == (m == 1)
+        x0, x1, x2, v0, v1, v2 = z0[i], z1[i], z2[i], w0[i], w1[i], w2[i]
+        n0 = _row(c0, x0, x1, x2, v0, v1, v2)
+        n1 = _row(c1, x0, x1, x2, v0, v1, v2)
+        n2 = _row(c2, x0, x1, x2, v0, v1, v2)
+        n3 = _row(c3, x0, x1, x2, v0, v1, v2) + z3[i]
+        n4 = _row(c4, x0, x1, x2, v0, v1, v2) + z4[i]
+        n5 = _row(c5, x0, x1, x2, v0, v1, v2) + z5[i]
+        z0[i] = n0 if mine else x0
+        z1[i] = n1 if mine else x1
+        z2[i] = n2 if mine else x2
+        z3[i] = n3 if mine else z3[i]
+        z4[i] = n4 if mine else z4[i]
+        z5[i] = n5 if mine else z5[i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _outputs_into(x, w, pu, y):
+    """Outputs into ``y``, branch-free over the units (1-D views of every column)."""
+    df, p_gov, p_gfm = x[:, 0], x[:, 1], x[:, 2]
+    sb_, fn_, h_ = pu[_SB], pu[_FN], pu[_H]
+    g0, g1, g2, g3 = pu[_A0], pu[_A0 + 1], pu[_A0 + 2], pu[_A0 + 3]
+    i0, i1, i2, i3 = pu[_A0 + 4], pu[_A0 + 5], pu[_A0 + 6], pu[_A0 + 7]
+    net, isl = w[0], w[_WISL]
+    y_grid, y_f, y_rocof = y[:, 0], y[:, 1], y[:, 2]
+    y_gov, y_gfm, y_kin = y[:, 3], y[:, 4], y[:, 17]
     for i in range(x.shape[0]):
-        m = 1 if w[i, _WISL] > 0.5 else 0
-        k = kind[i]
-        ddf = (a[k, m, 0, 0] * x[i, 0] + a[k, m, 0, 1] * x[i, 1] + a[k, m, 0, 2] * x[i, 2]
-               + b[k, m, 0, 0] * w[i, 0])
-        sb, fn = par[k, _SB], par[k, _FN]
-        y[i, 0] = w[i, _WGRID]
-        y[i, 1] = fn * (1.0 + x[i, 0])
-        y[i, 2] = fn * ddf
-        y[i, 3] = x[i, 1] * sb
-        y[i, 4] = x[i, 2] * sb
-        y[i, 5] = w[i, _WUNS]
-        y[i, 6] = w[i, _WCURT]
-        y[i, 7] = w[i, _WILIM]
-        y[i, 8] = w[i, _WELIM]
-        y[i, 9] = w[i, _WISL]
-        y[i, 10] = x[i, 5]
-        y[i, 11] = x[i, 3]
-        y[i, 12] = x[i, 4]
-        y[i, 13] = x[i, _ELOAD]
-        y[i, 14] = x[i, _EGEN]
-        y[i, 15] = x[i, _EUNS]
-        y[i, 16] = x[i, _ECURT]
-        y[i, 17] = 2.0 * par[k, _H] * sb * x[i, 0] / 3600.0
+        ddf0 = g0[i] * df[i] + g1[i] * p_gov[i] + g2[i] * p_gfm[i] + g3[i] * net[i]
+        ddf1 = i0[i] * df[i] + i1[i] * p_gov[i] + i2[i] * p_gfm[i] + i3[i] * net[i]
+        ddf = ddf1 if isl[i] > 0.5 else ddf0
+        sb, fn = sb_[i], fn_[i]
+        y_grid[i] = w[_WGRID, i]
+        y_f[i] = fn * (1.0 + df[i])
+        y_rocof[i] = fn * ddf
+        y_gov[i] = p_gov[i] * sb
+        y_gfm[i] = p_gfm[i] * sb
+        y_kin[i] = 2.0 * h_[i] * sb * df[i] / 3600.0
+    for col, row in ((5, _WUNS), (6, _WCURT), (7, _WILIM), (8, _WELIM), (9, _WISL)):
+        _copy(w[row], y[:, col])
+    for col, state in ((10, 5), (11, 3), (12, 4), (13, _ELOAD), (14, _EGEN), (15, _EUNS),
+                       (16, _ECURT)):
+        _copy(x[:, state], y[:, col])
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _copy(src, dst):
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -281,34 +343,34 @@ def shed_shortfall(x, y, i, p_w, dt):
 
 @numba.njit(cache=True, error_model="numpy")
 def _step_kernel(x, w, kind, ad, bd, dt):
-    xn = np.empty_like(x)
-    _step_into(x, w, kind, ad, bd, dt, xn)
+    xn = x.copy()
+    _step_into(xn, w, kind, ad, bd, dt)
     return xn
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _outputs_kernel(x, w, par, kind, a, b):
+def _outputs_kernel(x, w, pu):
     y = np.empty((x.shape[0], _NY))
-    _outputs_into(x, w, par, kind, a, b, y)
+    _outputs_into(x, w, pu, y)
     return y
 
 
 @numba.njit(cache=True, error_model="numpy")
-def advance_inplace(t, x, u, dt, y, par, kind, a, b, ad, bd):
+def advance_inplace(t, x, u, dt, y, pu, kind, ad, bd):
     """:meth:`Bus.advance` into the caller's arrays, for compiled callers (the microgrid's
     fused step): ``x`` is stepped in place, ``y`` receives the outputs at ``t``;
-    ``(par, kind, a, b, ad, bd)`` is :meth:`Bus.kernel_args` (``t`` is there for the
-    signature every asset shares)."""
-    w = _hold_kernel(x, u, par, kind)
-    _outputs_into(x, w, par, kind, a, b, y)
-    _step_into(x, w, kind, ad, bd, dt, x)
+    ``(pu, kind, ad, bd)`` is :meth:`Bus.kernel_args` (``t`` is there for the signature
+    every asset shares)."""
+    w = _hold_kernel(x, u, pu)
+    _outputs_into(x, w, pu, y)
+    _step_into(x, w, kind, ad, bd, dt)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _advance_kernel(x, u, par, kind, a, b, ad, bd, dt):
+def _advance_kernel(x, u, pu, kind, ad, bd, dt):
     xn = x.copy()
     y = np.empty((x.shape[0], _NY))
-    advance_inplace(0.0, xn, u, dt, y, par, kind, a, b, ad, bd)
+    advance_inplace(0.0, xn, u, dt, y, pu, kind, ad, bd)
     return xn, y
 
 
@@ -346,14 +408,18 @@ class Bus(stepper.Asset):
         self._kind = np.array([unique.setdefault(p, len(unique)) for p in plist],
                               dtype=np.int64)
         sets = list(unique)
-        self._par = np.array([[p.s_base_va, p.import_max_w, p.export_max_w, p.h_s, p.d_pu,
-                               p.f_nom_hz, p.sync_tau_s] for p in sets])
+        par = np.array([[p.s_base_va, p.import_max_w, p.export_max_w, p.h_s, p.d_pu,
+                         p.f_nom_hz, p.sync_tau_s] for p in sets])
         a = np.empty((len(sets), 2, _NZ, _NZ))
         b = np.empty((len(sets), 2, _NZ, 3))
         for k, p in enumerate(sets):
             for m in (0, 1):
                 a[k, m], b[k, m] = swing_matrices(p, islanded=bool(m))
         self._a, self._b = a, b
+        # each unit's parameters and RoCoF row, a row per quantity (the kernels' passes read
+        # them as vectors)
+        rocof = np.concatenate((a[:, :, 0, :3], b[:, :, 0, :1]), axis=2).reshape(len(sets), 8)
+        self._pu = np.ascontiguousarray(np.hstack((par, rocof))[self._kind].T)
         self._disc: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -374,17 +440,17 @@ class Bus(stepper.Asset):
 
     def hold(self, t: float, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
         return _hold_kernel(np.ascontiguousarray(x, dtype=float),
-                            np.ascontiguousarray(u, dtype=float), self._par, self._kind)
+                            np.ascontiguousarray(u, dtype=float), self._pu)
 
     def rhs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        m = (w[:, _WISL] > 0.5).astype(int)
+        m = (w[_WISL] > 0.5).astype(int)
         dx = np.empty_like(x)
         dx[:, :_NZ] = (np.einsum("nij,nj->ni", self._a[self._kind, m], x[:, :_NZ])
-                       + np.einsum("nij,nj->ni", self._b[self._kind, m], w[:, :3]))
-        dx[:, _ELOAD] = w[:, _WLOAD] / S_PER_H
-        dx[:, _EGEN] = w[:, _WGEN] / S_PER_H
-        dx[:, _EUNS] = w[:, _WUNS] / S_PER_H
-        dx[:, _ECURT] = w[:, _WCURT] / S_PER_H
+                       + np.einsum("nij,nj->ni", self._b[self._kind, m], w[:3].T))
+        dx[:, _ELOAD] = w[_WLOAD] / S_PER_H
+        dx[:, _EGEN] = w[_WGEN] / S_PER_H
+        dx[:, _EUNS] = w[_WUNS] / S_PER_H
+        dx[:, _ECURT] = w[_WCURT] / S_PER_H
         return dx
 
     def step_exact(self, x: np.ndarray, w: np.ndarray, dt: float) -> np.ndarray:
@@ -392,15 +458,14 @@ class Bus(stepper.Asset):
         return _step_kernel(np.ascontiguousarray(x, dtype=float), w, self._kind, ad, bd, dt)
 
     def outputs(self, t: float, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return _outputs_kernel(np.ascontiguousarray(x, dtype=float), w, self._par, self._kind,
-                               self._a, self._b)
+        return _outputs_kernel(np.ascontiguousarray(x, dtype=float), w, self._pu)
 
     def advance(self, t: float, x: np.ndarray, u: np.ndarray,
                 dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Hold, outputs at ``t`` and the exact step in one compiled call: ``(x_next, y)``."""
         ad, bd = self._discrete(dt)
-        return _advance_kernel(x, u, self._par, self._kind, self._a, self._b, ad, bd, dt)
+        return _advance_kernel(x, u, self._pu, self._kind, ad, bd, dt)
 
     def kernel_args(self, dt: float) -> tuple[np.ndarray, ...]:
         """The arrays :func:`advance_inplace` takes after ``y`` for steps of ``dt``."""
-        return (self._par, self._kind, self._a, self._b) + self._discrete(dt)
+        return (self._pu, self._kind) + self._discrete(dt)

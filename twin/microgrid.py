@@ -117,7 +117,7 @@ class AssetSpec:
  _BAT_RATING, _BAT_CAPACITY, _BAT_PSET, _BAT_CONNECTED, _BAT_P_AC, _BAT_P_DC,
  _RACK_X, _RACK_U, _RACK_Y, _RACK_U0, _RACK_C, _RACK_RP, _RACK_PSU, _RACK_SCHED, _RACK_SIZES,
  _RACK_P,
- _BUS_X, _BUS_U, _BUS_Y, _BUS_U0, _BUS_PAR, _BUS_A, _BUS_B, _BUS_AD, _BUS_BD,
+ _BUS_X, _BUS_U, _BUS_Y, _BUS_U0, _BUS_PU, _BUS_AD, _BUS_BD,
  _NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID, _NODE_E_IMPORT, _NODE_E_EXPORT, _NODE_V_NOM,
  _SER_T, _SER_V, _SER_NOW,
  # integer arrays: unit -> node, sources, setpoint maps (unit, input column, position in
@@ -128,13 +128,13 @@ class AssetSpec:
  _RACK_NODE, _RACK_SER, _RACK_SP, _RACK_SPAN, _RACK_COLS,
  _BUS_KIND, _BUS_SP, _BUS_COLS,
  _METER_NODE, _SER_OFF, _Y_START, _MODE,
- _N_SLOTS) = range(86)
+ _N_SLOTS) = range(84)
 _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
 # passes over units run as SIMD vectors on them, and a recorded output column of a group is
 # one contiguous copy into Microgrid.y
 _COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_X, _BAT_U, _BAT_Y,
-                           _BUS_Y))
+                           _BUS_X, _BUS_U, _BUS_Y))
 # _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
 # unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
@@ -150,7 +150,7 @@ _NDIM = {**dict.fromkeys((_PV_A, _BAT_TDATA, _BAT_RATING, _BAT_CAPACITY,
                           _BAT_NODE, _BAT_ROW, _BAT_MODE, _BAT_PSET_J, _BAT_CONN_J, _BAT_COLS,
                           _RACK_NODE, _RACK_SER, _RACK_COLS, _BUS_KIND, _BUS_COLS,
                           _METER_NODE, _SER_OFF, _Y_START, _MODE), 1),
-         **dict.fromkeys((_BUS_A, _BUS_B, _BUS_AD, _BUS_BD), 4)}
+         **dict.fromkeys((_BUS_AD, _BUS_BD), 4)}
 
 
 class _Arena:
@@ -272,7 +272,7 @@ def _begin(t, fa, ia, lay, u):
     and trace racks' power."""
     _setpoints(u, _v2(ia, lay, _INV_SP), _v2(fa, lay, _INV_U0), _v2(fa, lay, _INV_U))
     _setpoints(u, _v2(ia, lay, _RACK_SP), _v2(fa, lay, _RACK_U0), _v2(fa, lay, _RACK_U))
-    _setpoints(u, _v2(ia, lay, _BUS_SP), _v2(fa, lay, _BUS_U0), _v2(fa, lay, _BUS_U))
+    _setpoints(u, _v2(ia, lay, _BUS_SP), _v2(fa, lay, _BUS_U0), _v2f(fa, lay, _BUS_U))
     ts, vs, off = _v1(fa, lay, _SER_T), _v1(fa, lay, _SER_V), _v1(ia, lay, _SER_OFF)
     now = _v1(fa, lay, _SER_NOW)
     for k in range(now.shape[0]):
@@ -339,7 +339,7 @@ def _node_sum(node, y, col, out):
 def _grid_connected_sum(fa, ia, lay, values, out):
     """``out[k]``: the sum of ``values[i]`` over the batteries of node ``k`` if the node is
     grid-connected (islanded nodes' batteries dispatch their grid-forming source)."""
-    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
+    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2f(fa, lay, _BUS_U)
     out[:] = 0.0
     for i in range(node.shape[0]):
         if not bus_u[node[i], _BUS_ISL] > 0.5:
@@ -355,7 +355,7 @@ def _couple_bus(fa, ia, lay):
     _node_sum(_v1(ia, lay, _INV_NODE), _v2f(fa, lay, _INV_Y), _INV_PAC, gen)
     _node_sum(_v1(ia, lay, _RACK_NODE), _v2f(fa, lay, _RACK_Y),
               _v1(ia, lay, _MODE)[_M_RACK_PW], load)
-    bus_u = _v2(fa, lay, _BUS_U)
+    bus_u = _v2f(fa, lay, _BUS_U)
     conv_y, p_ac, p_dc = _v2(fa, lay, _CONV_Y), _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
     if p_ac.shape[0]:
         conn = _v1(fa, lay, _BAT_CONNECTED)
@@ -384,7 +384,7 @@ def _couple_cells(fa, ia, lay):
     """What each battery's cells are asked for: its converter's DC power, or, islanded, the
     DC power of its share (by rating, among the batteries whose contactor is closed) of the
     bus's grid-forming power; none when its contactor is open."""
-    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
+    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2f(fa, lay, _BUS_U)
     p_ac, p_dc = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
     rating, conn, total = (_v1(fa, lay, _BAT_RATING), _v1(fa, lay, _BAT_CONNECTED),
                            _v1(fa, lay, _NODE_SUM))
@@ -447,7 +447,7 @@ def _close(dt, fa, ia, lay, y):
     into ``y``."""
     grid, bus_y = _v1(fa, lay, _NODE_GRID), _v2f(fa, lay, _BUS_Y)
     grid[:] = bus_y[:, _BUS_P]
-    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2(fa, lay, _BUS_U)
+    node, bus_u = _v1(ia, lay, _BAT_NODE), _v2f(fa, lay, _BUS_U)
     p_ac, p_dc, bat_y = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC), _v2f(fa, lay, _BAT_Y)
     if node.shape[0]:
         short = _v1(fa, lay, _NODE_SUM)
@@ -460,7 +460,7 @@ def _close(dt, fa, ia, lay, y):
             # its power from its current: unserved load it is not)
             if not bus_u[node[i], _BUS_ISL] > 0.5 or bat_y[i, _BAT_LIM] != 0.0:
                 short[node[i]] += d
-        bus_x = _v2(fa, lay, _BUS_X)
+        bus_x = _v2f(fa, lay, _BUS_X)
         for k in range(grid.shape[0]):
             if short[k] != 0.0:
                 if bus_u[k, _BUS_ISL] > 0.5:
@@ -539,9 +539,9 @@ def _advance_converters(t, dt, fa, lay):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_buses(t, dt, fa, ia, lay):
-    bus.advance_inplace(t, _v2(fa, lay, _BUS_X), _v2(fa, lay, _BUS_U), dt, _v2f(fa, lay, _BUS_Y),
-                        _v2(fa, lay, _BUS_PAR), _v1(ia, lay, _BUS_KIND), _v4(fa, lay, _BUS_A),
-                        _v4(fa, lay, _BUS_B), _v4(fa, lay, _BUS_AD), _v4(fa, lay, _BUS_BD))
+    bus.advance_inplace(t, _v2f(fa, lay, _BUS_X), _v2f(fa, lay, _BUS_U), dt, _v2f(fa, lay, _BUS_Y),
+                        _v2(fa, lay, _BUS_PU), _v1(ia, lay, _BUS_KIND), _v4(fa, lay, _BUS_AD),
+                        _v4(fa, lay, _BUS_BD))
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -995,7 +995,7 @@ class Microgrid:
             else:
                 mode[_M_RACK] = _RACK_EXTERNAL
         p = group("grid", (_BUS_X, _BUS_U, _BUS_Y),
-                  (_BUS_PAR, _BUS_KIND, _BUS_A, _BUS_B, _BUS_AD, _BUS_BD))
+                  (_BUS_PU, _BUS_KIND, _BUS_AD, _BUS_BD))
         a[_BUS_U0], a[_BUS_COLS] = p.u0, p.cols
         for kind, slot in (("inverter", _INV_SP), ("gpu_rack", _RACK_SP), ("grid", _BUS_SP)):
             a[slot] = np.array(self._sp_rows[kind], dtype=np.int64).reshape(-1, 3)

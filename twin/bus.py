@@ -61,6 +61,7 @@ from twin import stepper
 from twin.errors import ParameterError
 from twin.params import ParamSet, from_mapping
 from twin.units import S_PER_H
+from twin.vecmath import copy
 
 
 @dataclass(frozen=True)
@@ -297,16 +298,10 @@ def _outputs_into(x, w, pu, y):
         y_gfm[i] = p_gfm[i] * sb
         y_kin[i] = 2.0 * h_[i] * sb * df[i] / 3600.0
     for col, row in ((5, _WUNS), (6, _WCURT), (7, _WILIM), (8, _WELIM), (9, _WISL)):
-        _copy(w[row], y[:, col])
+        copy(w[row], y[:, col])
     for col, state in ((10, 5), (11, 3), (12, 4), (13, _ELOAD), (14, _EGEN), (15, _EUNS),
                        (16, _ECURT)):
-        _copy(x[:, state], y[:, col])
-
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def _copy(src, dst):
-    for i in range(src.shape[0]):
-        dst[i] = src[i]
+        copy(x[:, state], y[:, col])
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -53,7 +53,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numpy.lib.stride_tricks import as_strided
 
-from twin import battery, bus, inverter, pv, rack
+from twin import battery, bus, inverter, pv, rack, vecmath
 from twin.battery import Battery, BatteryInitial, params_from_set
 from twin.bus import Bus, BusParams
 from twin.errors import TwinError
@@ -330,7 +330,7 @@ def _couple_converters(fa, ia, lay, u):
 @numba.njit(cache=True, error_model="numpy")
 def _node_sum(node, y, col, out):
     """``out[k]``: the sum of ``y[i, col]`` over units ``i`` of node ``k``."""
-    out[:] = 0.0
+    vecmath.fill(out, 0.0)
     for i in range(node.shape[0]):
         out[node[i]] += y[i, col]
 
@@ -340,7 +340,7 @@ def _grid_connected_sum(fa, ia, lay, values, out):
     """``out[k]``: the sum of ``values[i]`` over the batteries of node ``k`` if the node is
     grid-connected (islanded nodes' batteries dispatch their grid-forming source)."""
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2f(fa, lay, _BUS_U)
-    out[:] = 0.0
+    vecmath.fill(out, 0.0)
     for i in range(node.shape[0]):
         if not bus_u[node[i], _BUS_ISL] > 0.5:
             out[node[i]] += values[i]
@@ -370,13 +370,13 @@ def _couple_bus(fa, ia, lay):
         # rating of its converter (as a grid-connected one is held by its converter)
         node, pset, rating = (_v1(ia, lay, _BAT_NODE), _v1(fa, lay, _BAT_PSET),
                               _v1(fa, lay, _BAT_RATING))
-        tmp[:] = 0.0
+        vecmath.fill(tmp, 0.0)
         for i in range(node.shape[0]):
             if bus_u[node[i], _BUS_ISL] > 0.5:
                 tmp[node[i]] += min(max(pset[i], -rating[i]), rating[i])
-        bus_u[:, _BUS_GFM_SET] = tmp
-    bus_u[:, _BUS_LOAD] = load
-    bus_u[:, _BUS_GEN] = gen
+        vecmath.copy(tmp, bus_u[:, _BUS_GFM_SET])
+    vecmath.copy(load, bus_u[:, _BUS_LOAD])
+    vecmath.copy(gen, bus_u[:, _BUS_GEN])
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -388,7 +388,7 @@ def _couple_cells(fa, ia, lay):
     p_ac, p_dc = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
     rating, conn, total = (_v1(fa, lay, _BAT_RATING), _v1(fa, lay, _BAT_CONNECTED),
                            _v1(fa, lay, _NODE_SUM))
-    total[:] = 0.0
+    vecmath.fill(total, 0.0)
     for i in range(node.shape[0]):
         if bus_u[node[i], _BUS_ISL] > 0.5 and conn[i] > 0.0:
             total[node[i]] += rating[i]
@@ -412,7 +412,7 @@ def _scatter(y, start, gy, cols):
     signal by signal (each a contiguous copy: ``gy`` is stored column by column)."""
     n = gy.shape[0]
     for k in range(cols.shape[0]):
-        y[start + k * n:start + (k + 1) * n] = gy[:, cols[k]]
+        vecmath.copy(gy[:, cols[k]], y[start + k * n:start + (k + 1) * n])
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -446,12 +446,12 @@ def _close(dt, fa, ia, lay, y):
     it curtails, :func:`twin.bus.shed_shortfall`); meters and their energy counters; outputs
     into ``y``."""
     grid, bus_y = _v1(fa, lay, _NODE_GRID), _v2f(fa, lay, _BUS_Y)
-    grid[:] = bus_y[:, _BUS_P]
+    vecmath.copy(bus_y[:, _BUS_P], grid)
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2f(fa, lay, _BUS_U)
     p_ac, p_dc, bat_y = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC), _v2f(fa, lay, _BAT_Y)
     if node.shape[0]:
         short = _v1(fa, lay, _NODE_SUM)
-        short[:] = 0.0
+        vecmath.fill(short, 0.0)
         conv_par, conn = _v2(fa, lay, _CONV_PAR), _v1(fa, lay, _BAT_CONNECTED)
         for i in range(node.shape[0]):
             d = _converter_shortfall(conv_par, i, p_ac, p_dc, bat_y[i, _BAT_PW],
@@ -481,11 +481,11 @@ def _close(dt, fa, ia, lay, y):
     _scatter(y, start[_Y_RACK], _v2f(fa, lay, _RACK_Y), _v1(ia, lay, _RACK_COLS))
     conn, cap = _v1(fa, lay, _BAT_CONNECTED), _v1(fa, lay, _BAT_CAPACITY)
     n, j = node.shape[0], start[_Y_BAT_NODE]  # p_w, p_dc_w, connected, capacity_wh, soh
-    y[j:j + n] = p_ac
-    y[j + n:j + 2 * n] = p_dc
-    y[j + 2 * n:j + 3 * n] = conn
-    y[j + 3 * n:j + 4 * n] = cap
-    y[j + 4 * n:j + 5 * n] = 1.0
+    vecmath.copy(p_ac, y[j:j + n])
+    vecmath.copy(p_dc, y[j + n:j + 2 * n])
+    vecmath.copy(conn, y[j + 2 * n:j + 3 * n])
+    vecmath.copy(cap, y[j + 3 * n:j + 4 * n])
+    vecmath.fill(y[j + 4 * n:j + 5 * n], 1.0)
     inv_u = _v2(fa, lay, _INV_U)
     n, j = inv_u.shape[0], start[_Y_INV_VDC]
     for i in range(n):  # a PV inverter's terminals: its array's DC voltage, the AC voltage

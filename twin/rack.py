@@ -62,6 +62,7 @@ import numba
 import numpy as np
 
 from twin import params as _params
+from twin import vecmath
 from twin.errors import ParameterError, TwinError
 from twin.gpu import (
     AVG_STAGES,
@@ -234,7 +235,7 @@ def _integral(sched, lo, hi, i, t):
 @numba.njit(cache=True, error_model="numpy")
 def _temp_sum(x, sizes, tsum):
     """``tsum[r]``: the sum over rack ``r``'s groups of their GPUs' die temperatures."""
-    tsum[:] = 0.0
+    vecmath.fill(tsum, 0.0)
     for k in range(sizes.shape[0]):
         x_die = x[:, k * NX + 2]
         for r in range(x.shape[0]):
@@ -298,7 +299,7 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
     x_gpu, x_energy, x_burn = x[:, g0], x[:, g0 + 1], x[:, g0 + 2]
     y_ac, y_dc, y_gpu, y_clk = y[:, 0], y[:, 1], y[:, 2], y[:, 9]
     for j in range(y.shape[1]):
-        y[:, j] = 0.0
+        vecmath.fill(y[:, j], 0.0)
     for r in range(n):
         cap = u[r, 0]
         if not cap > 0.0:
@@ -313,11 +314,11 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
             capmemo[1, r] = dc_cap[r]
             y[r, 6] = cap
     _temp_sum(x, sizes, tsum)
-    y[:, 3] = x_energy
-    y[:, 4] = x_burn
+    vecmath.copy(x_energy, y[:, 3])
+    vecmath.copy(x_burn, y[:, 4])
     for r in range(n):
         y[r, 5] = tsum[r] * inv_gpus
-    limited[:] = 0.0
+    vecmath.fill(limited, 0.0)
     for s in range(sub):
         ts = t + s * h
         # the schedules: each group's mean activity over the sub-step
@@ -343,11 +344,8 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
             p_oh[r] = rp[1] + rp[2] + rp[3] + (rp[4] - rp[3]) * xf * xf * xf
             budget[r] = dc_cap[r] - p_oh[r]
             lim[r] = min(max(budget[r] * inv_gpus, rp[8]), rp[9])
-        p_nat[:] = 0.0
-        clk[:] = 0.0
-        throttled[:] = 0.0
-        off[:] = 0.0
-        hot[:] = 0.0
+        for zeros in (p_nat, clk, throttled, off, hot):
+            vecmath.fill(zeros, 0.0)
         for k in range(k_groups):
             pk, ck = w[_W_ROWS + k_groups + k], w[_W_ROWS + 2 * k_groups + k]
             x_die = x[:, k * NX + 2]
@@ -401,7 +399,7 @@ def advance_inplace(t, x, u, dt, y, sub, c, rp, psu, sched, span, cur, memo, cap
             limited[r] = 1.0 if hit else limited[r]
         if sub > 1:
             _temp_sum(x, sizes, tsum)
-    y[:, 8] = limited
+    vecmath.copy(limited, y[:, 8])
 
 
 @numba.njit(cache=True, error_model="numpy")

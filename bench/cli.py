@@ -2,7 +2,11 @@
 
 Each module in :mod:`bench.commands` exposes ``register(subparsers)``, which adds its parser
 and sets ``func(args) -> int``.  Heavy imports happen inside ``func`` so ``gridloop --help``
-stays quick.  The command-line contract is in ``../shared/DESIGN.md``: add, never rename.
+stays quick.  A module whose command writes a result for a pipeline (``run --json``) may
+also expose ``bad_command_line(argv, message)``: called when argparse refuses the command
+line (``argv``: the words after the command's name), it writes that error there, so a
+result an earlier run left is not read as this one's.  The command-line contract is in
+``../shared/DESIGN.md``: add, never rename.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from bench import __version__
 from bench.errors import user_errors
@@ -26,8 +31,28 @@ COMMANDS = (
 )
 
 
+class UsageError(SystemExit):
+    """argparse refused the command line (exit status 2): the usage of the (sub)command
+    and its one error line are printed; ``message`` is that line's, ``prog`` whose."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(2)
+        self.prog = prog
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (its subcommands' too) whose usage error is a :class:`UsageError`,
+    printed as argparse prints it: :func:`main` writes it to ``--json`` too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gridloop",
         description="Hardware-in-the-loop bench and digital twin for GPU-rack microgrids.",
     )
@@ -50,10 +75,58 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     return f"gridloop: warning: {message}\n"
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
+                    ) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` were parsed for: ``gridloop run``'s, ``gridloop
+    lab run``'s (the top-level one where no command was given)."""
+    current = parser
+    while True:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return current
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            return current
+        current = subs[0].choices[chosen]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed; words no parser took are refused by the parser of the command they
+    were given to, with its usage (argparse's own refusal shows the top-level usage)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _report_usage_error(argv: list[str], exc: UsageError) -> None:
+    """A command line argparse refused, written to the result file its command names
+    (``run --json PATH``), through the command module's ``bad_command_line``."""
+    name = next((w for w in argv if not w.startswith("-")), None)
+    if name not in COMMANDS:
+        return
+    try:
+        module = importlib.import_module(f"bench.commands.{name}")
+    except ImportError:
+        return
+    report = getattr(module, "bad_command_line", None)
+    if report is None:
+        return
+    try:
+        report(argv[argv.index(name) + 1:], f"{exc.prog}: {exc.message}")
+    except Exception as err:  # said; the usage error stays what the command ends with
+        print(f"gridloop: warning: {stop_reason(err)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; bad input ends with exit status 2 and one line on stderr."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse(parser, words)
+    except UsageError as exc:
+        _report_usage_error(words, exc)
+        raise SystemExit(2) from None
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -45,6 +45,7 @@ import inspect
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import typing
@@ -552,12 +553,12 @@ def load_controller(name: str, context: ControllerContext,
         with ControllerCalls(name, timeout_s) as calls:
             ctrl = calls.call("start", None, cls, context, **options)
     except (TypeError, ValueError) as exc:  # an option it refuses
-        raise ControllerError(f"controller '{name}': {exc}") from None
+        raise ControllerError(f"controller '{name}': {exc}{where_raised(exc, cls)}") from None
     except ControllerError:
         raise
     except Exception as exc:  # a user's class: any failure of its constructor is one line
         raise ControllerError(f"controller '{name}' failed to start: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{type(exc).__name__}: {exc}{where_raised(exc, cls)}") from None
     if not callable(getattr(ctrl, "step", None)):
         raise ControllerError(f"controller '{name}' has no step(observation) method")
     return ctrl
@@ -593,6 +594,39 @@ def check_setpoint_values(name: str, setpoints: Mapping[str, Any], t: float) -> 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split("\n"))
+
+
+def where_raised(exc: BaseException, *code: Any) -> str:
+    """`` (at FILE:LINE in FUNC)``: where in the controller's own code ``exc`` was raised, for
+    its error line (a controller's developer reads a CI log for that first).  ``code``: the
+    controller's class, or the method of it that was called (``controller.step``); its
+    files are the module the class is defined in and the file of the method's code.  The
+    innermost frame of ``exc``'s traceback in one of them is the place, the bench's own
+    calls into the controller (:class:`ControllerCalls`, :class:`Observation`) left out: a
+    failed ``obs["key"]`` is at the controller's line that asked.  ``""`` where no frame is
+    (it raised before its own code ran)."""
+    files: set[str] = set()
+    for part in code:
+        fn = getattr(part, "__func__", part)
+        if getattr(fn, "__code__", None) is not None:
+            files.add(os.path.abspath(fn.__code__.co_filename))
+        owner = part if isinstance(part, type) else type(getattr(part, "__self__", part))
+        module_file = getattr(sys.modules.get(owner.__module__), "__file__", None)
+        if module_file:
+            files.add(os.path.abspath(module_file))
+    here = os.path.abspath(__file__)
+    at = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame_code = tb.tb_frame.f_code
+        file = frame_code.co_filename
+        if not file.startswith("<") and os.path.abspath(file) in files:
+            qualname = getattr(frame_code, "co_qualname", frame_code.co_name)
+            if not (os.path.abspath(file) == here
+                    and qualname.split(".")[0] in ("ControllerCalls", "Observation")):
+                at = (file, tb.tb_lineno, frame_code.co_name)
+        tb = tb.tb_next
+    return "" if at is None else f" (at {at[0]}:{at[1]} in {at[2]})"
 
 
 def _import_failure(exc: BaseException, module_name: str) -> str:

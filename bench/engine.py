@@ -41,6 +41,7 @@ from bench.controllers import (
     SignalError,
     check_setpoint_values,
     load_controller,
+    where_raised,
 )
 from bench.errors import BenchError, ControllerError, DeviceWarning, LateTickError
 from bench.plan import Plan
@@ -264,13 +265,14 @@ class Engine:
                         setpoints = calls.call("step", t, controller.step, obs)
                 except SignalError as exc:  # a lookup the step made: its tick, as below
                     raise ControllerError(f"controller '{calls.name}' failed at "
-                                          f"t = {t:.3f} s: {exc}") from exc
+                                          f"t = {t:.3f} s: {exc}"
+                                          f"{where_raised(exc, controller.step)}") from exc
                 except ControllerError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # where in its code: (at FILE:LINE in FUNC)
                     raise ControllerError(f"controller '{calls.name}' failed at "
                                           f"t = {t:.3f} s: {type(exc).__name__}: {exc}"
-                                          ) from exc
+                                          f"{where_raised(exc, controller.step)}") from exc
                 if setpoints:
                     if isinstance(setpoints, Mapping):
                         check_setpoint_values(calls.name, setpoints, t)
@@ -335,13 +337,14 @@ def _market_view(controller: Any, calls: ControllerCalls) -> Any:
                 return calls.call("orders", obs.t, orders, obs, interval)
         except SignalError as exc:
             raise ControllerError(f"controller '{calls.name}' failed in orders at "
-                                  f"t = {obs.t:.3f} s: {exc}") from exc
+                                  f"t = {obs.t:.3f} s: {exc}{where_raised(exc, orders)}"
+                                  ) from exc
         except ControllerError:
             raise
         except Exception as exc:
             raise ControllerError(f"controller '{calls.name}' failed in orders at "
                                   f"t = {obs.t:.3f} s: {type(exc).__name__}: {exc}"
-                                  ) from exc
+                                  f"{where_raised(exc, orders)}") from exc
 
     return SimpleNamespace(orders=guarded)
 

@@ -108,11 +108,13 @@ _held: set[Path] = set()
 
 
 @contextmanager
-def exclusive(out: Path, who: str) -> Iterator[None]:
+def exclusive(out: Path, who: str, refusal: str = "") -> Iterator[None]:
     """Hold ``out`` (and what a run writes beside it) against other processes: a second
     command writing the same file stops at once with one line, before it touches anything,
     naming ``who`` holds it.  Held again by this process, it is held already.  The lock file
-    is removed on release."""
+    is removed on release.  ``refusal``: that line, ``{holder}`` in it replaced by the
+    holder (``gridloop sweep, pid N``); by default ``OUT is in use by another run (HOLDER);
+    wait for it to finish, or give --out another file``."""
     key = Path(os.path.abspath(out))
     try:
         import fcntl
@@ -138,6 +140,8 @@ def exclusive(out: Path, who: str) -> Iterator[None]:
                 raise
             holder = os.read(fd, 200).decode(errors="replace").strip()
             os.close(fd)
+            if refusal:
+                raise BenchError(refusal.replace("{holder}", holder or who)) from None
             raise BenchError(f"{out} is in use by another run ({holder or who}); wait for it "
                              f"to finish, or give --out another file") from None
         try:  # the lock file may have been removed by the run that held it: start again

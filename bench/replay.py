@@ -20,6 +20,16 @@ replaces at ``--out`` is said in one line on stderr.  It holds its output as ``g
 run`` and ``gridloop lab run`` do (:func:`bench.paths.exclusive`): a second replay, run or
 lab to the same file stops in one line before touching it.
 
+The verdict: the scenario's ``[checks]`` are judged on the replay's recording as ``gridloop
+report`` judges a replay's (:func:`bench.report.judge_checks`: on the twin under the replayed
+controller; a residual check is not applicable).  ``gridloop replay`` exits with status 1
+when one fails, as ``gridloop run`` does; a divergence is information only unless
+``--fail-on-divergence`` is given.  ``--json`` writes it (:func:`result_document`), or why
+the replay stopped (:func:`stopped_document`), with a stable ``outcome``
+(:data:`OUTCOMES`, :func:`outcome_of`), over a placeholder written once the arguments are
+read (:func:`running_document`): a replay killed outright leaves no verdict, never an
+earlier one.
+
 The replay runs the recording's ticks: its scenario says so (``run.duration_s``).  A
 recording whose run stopped early (killed, interrupted) gives a replay that stops where it
 did; the replay's recording says so (``replay_source_complete`` false, with
@@ -65,6 +75,8 @@ class Divergence:
     #: the most the replayed twin got further from the plant (negative: closer throughout)
     max_abs: float
     tolerance: float
+    #: the ticks at which it was beyond its tolerance
+    ticks: int = 0
 
 
 @dataclass
@@ -74,6 +86,34 @@ class ReplayReport:
     divergences: list[Divergence] = field(default_factory=list)
     #: a line said before the table (what was compared, when not the usual)
     note: str = ""
+    #: the scenario's ``[checks]`` judged on the replay (:func:`bench.report.judge_checks`)
+    outcomes: list[Any] = field(default_factory=list)
+    #: the line said before the checks' table (what they were judged on)
+    checks_note: str = ""
+    #: the engine's summary of the replay's run (:class:`bench.engine.RunSummary`)
+    summary: Any = None
+    #: the replay's figures (:func:`bench.summary.figures`), as ``gridloop report`` has them
+    figures: Any = None
+    #: the recording replayed, the controller replayed, the recorded scenario's file
+    source: Path | None = None
+    controller: str = ""
+    scenario: Path | None = None
+    #: whether the recording replayed ran to its end
+    source_complete: bool = True
+
+    @property
+    def checks_passed(self) -> bool:
+        """Whether every check passed on the replay (one not applicable passes)."""
+        return all(o.passed for o in self.outcomes)
+
+    def format_checks(self) -> str:
+        """The checks' table as ``gridloop run`` prints it, after the line saying what they
+        were judged on ("" with no checks)."""
+        if not self.outcomes:
+            return ""
+        from bench.checks import format_outcomes
+
+        return "\n".join([x for x in (self.checks_note, format_outcomes(self.outcomes)) if x])
 
     @property
     def diverged(self) -> list[Divergence]:
@@ -123,14 +163,14 @@ def _tolerance(values: np.ndarray, given: float | None) -> float:
 
 
 def _first_divergence(a: np.ndarray, b: np.ndarray, tol: float, t: np.ndarray
-                      ) -> tuple[float, float]:
+                      ) -> tuple[float, float, int]:
     """Where two values (a setpoint, a twin-only plant signal) differ either way."""
     n = min(len(a), len(b))
     return _first_over(np.abs(a[:n] - b[:n]), tol, t)
 
 
 def _first_further(res_new: np.ndarray, res_old: np.ndarray, tol: float, t: np.ndarray
-                   ) -> tuple[float, float]:
+                   ) -> tuple[float, float, int]:
     """Where the replayed twin is further from the recorded plant than the recorded twin
     was (``|res_new| - |res_old|``, signed): a twin the new setpoints bring closer to the
     plant does not diverge, however much closer."""
@@ -138,14 +178,15 @@ def _first_further(res_new: np.ndarray, res_old: np.ndarray, tol: float, t: np.n
     return _first_over(np.abs(res_new[:n]) - np.abs(res_old[:n]), tol, t)
 
 
-def _first_over(d: np.ndarray, tol: float, t: np.ndarray) -> tuple[float, float]:
-    """The first time ``d`` exceeds ``tol`` (NaN: never) and its largest value."""
+def _first_over(d: np.ndarray, tol: float, t: np.ndarray) -> tuple[float, float, int]:
+    """The first time ``d`` exceeds ``tol`` (NaN: never), its largest value, and the ticks
+    at which it exceeds it."""
     both = np.isfinite(d)
     if not both.any():
-        return math.nan, math.nan
+        return math.nan, math.nan, 0
     over = np.flatnonzero(both & (d > tol))
     first = float(t[over[0]]) if len(over) else math.nan
-    return first, float(np.nanmax(d))
+    return first, float(np.nanmax(d)), int(len(over))
 
 
 def replay(path: str | Path, controller: str | None = None, out: str | Path | None = None,
@@ -156,18 +197,33 @@ def replay(path: str | Path, controller: str | None = None, out: str | Path | No
     ``scenario_dir``: the folder the files of the recorded scenario are in now, when not
     beside its recorded path."""
     path = Path(path)
-    folder = Path(scenario_dir) if scenario_dir is not None else None
-    if folder is not None:
-        if not folder.is_dir():
-            raise ScenarioError(f"--scenario-dir {folder}: no such folder")
-        folder = folder.resolve()  # the replay's recording names it: from anywhere
-    out = Path(out) if out else default_out(path, controller, folder)
+    folder = _scenario_dir(scenario_dir)
+    out = replay_out(path, controller, out, scenario_dir)
     _refuse_overwrite(path, out)
     # a second replay, a run or a lab writing the same recording would replace this one's
     # file as it writes it: the output lock they all take (bench.paths.exclusive)
     with exclusive(out, "gridloop replay"), \
             tempfile.TemporaryDirectory(prefix="gridloop-replay-") as tmp:
         return _replay(path, controller, out, options, progress, folder, Path(tmp))
+
+
+def _scenario_dir(scenario_dir: str | Path | None) -> Path | None:
+    """``--scenario-dir``, checked and made absolute (the replay's recording names it)."""
+    if scenario_dir is None:
+        return None
+    folder = Path(scenario_dir)
+    if not folder.is_dir():
+        raise ScenarioError(f"--scenario-dir {folder}: no such folder")
+    return folder.resolve()
+
+
+def replay_out(path: str | Path, controller: str | None, out: str | Path | None = None,
+               scenario_dir: str | Path | None = None) -> Path:
+    """The recording a replay of ``path`` writes: ``out``, else :func:`default_out` (which
+    reads the recorded controller's name when ``controller`` is None)."""
+    if out:
+        return Path(out)
+    return default_out(Path(path), controller, _scenario_dir(scenario_dir))
 
 
 def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
@@ -237,7 +293,9 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
     built = controller_for(plan)  # its options checked before a recording is replaced
     say_replacing(out)
     summary = run_plan(plan, out, progress=progress, controller=built)
-    report = ReplayReport(out, summary.ticks)
+    report = ReplayReport(out, summary.ticks, summary=summary, source=path,
+                          controller=s.controller.name, scenario=s.path,
+                          source_complete=bool(source["replay_source_complete"]))
     if not measured:
         notes.insert(0, "no measured signals: a twin-only recording; compared setpoints and "
                         "the twin's plant signals (values, not residuals)")
@@ -252,8 +310,8 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
             # a setpoint never given (NaN) on both sides agrees
             a, b = np.nan_to_num(old, nan=0.0), np.nan_to_num(now, nan=0.0)
             tol = _tolerance(a, tol_cfg.get(r.key))
-            first, worst = _first_divergence(a, b, tol, t)
-            report.divergences.append(Divergence(r.key, "setpoint", first, worst, tol))
+            first, worst, over = _first_divergence(a, b, tol, t)
+            report.divergences.append(Divergence(r.key, "setpoint", first, worst, tol, over))
         for r in new.signals("residual"):
             # how much further the twin under the new setpoints is from the recorded plant
             # than the recorded twin was: the twin's own mismatch cancels out
@@ -261,16 +319,121 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
             base = rec_residuals.get(r.key, np.zeros_like(res))
             recorded = new.signal(r.node, r.asset, r.name)
             tol = _tolerance(recorded, tol_cfg.get(r.key))
-            first, worst = _first_further(res, base, tol, t)
-            report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
+            first, worst, over = _first_further(res, base, tol, t)
+            report.divergences.append(Divergence(r.key, "signal", first, worst, tol, over))
         for r in new.signals("measured") if rec_plant else ():
             old = rec_plant.get(r.key)
             if old is None:
                 continue
             tol = _tolerance(old, tol_cfg.get(r.key))
-            first, worst = _first_divergence(old, new.signal(r.node, r.asset, r.name), tol, t)
-            report.divergences.append(Divergence(r.key, "signal", first, worst, tol))
+            first, worst, over = _first_divergence(old, new.signal(r.node, r.asset, r.name),
+                                                   tol, t)
+            report.divergences.append(Divergence(r.key, "signal", first, worst, tol, over))
+        # the scenario's checks, judged as ``gridloop report`` judges a replay's: on the
+        # twin under the replayed controller (the verdict of ``replay --json``)
+        from bench.report import judge_checks
+        from bench.summary import figures
+
+        report.checks_note, report.outcomes = (judge_checks(new, s.checks) if s.checks
+                                                  else ("", []))
+        report.figures = figures(new)
     return report
+
+
+#: ``outcome`` of ``replay --json``: one of these, stable for a pipeline to branch on
+OUTCOMES = ("running", "passed", "checks_failed", "controller_error", "input_error",
+            "terminated", "interrupted", "internal_error")
+
+RESULT_FORMAT = "gridloop-replay-result"
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The ``outcome`` of a replay that ``exc`` stopped (or kept from starting): the
+    controller replayed could not be loaded, refused its options or raised
+    (``controller_error``); anything else the CLI says in one line is bad input
+    (``input_error``); SIGTERM, Ctrl-C; an error of the bench itself (``internal_error``)."""
+    from bench.errors import ControllerError, user_errors
+    from bench.stopping import Terminated
+
+    if isinstance(exc, Terminated):
+        return "terminated"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, ControllerError):
+        return "controller_error"
+    if isinstance(exc, user_errors()):
+        return "input_error"
+    return "internal_error"
+
+
+def _base_document(source: Path | None, controller: str | None, fail_on_divergence: bool
+                   ) -> dict[str, Any]:
+    """The fields every ``replay --json`` document has, null where not known (yet)."""
+    return {"format": RESULT_FORMAT, "version": 1, "status": None, "outcome": None,
+            "passed": False, "replay_of": None if source is None else str(source),
+            "controller": controller,
+            "scenario": None, "recording": None, "source_complete": None, "stopped": None,
+            "ticks": None, "wall_s": None, "realtime_factor": None,
+            "fail_on_divergence": fail_on_divergence, "diverging": None,
+            "divergences": None, "figures": None, "nodes": None, "devices": None,
+            "checks": None}
+
+
+def running_document(source: Path, controller: str | None, out: Path | None,
+                     fail_on_divergence: bool) -> dict[str, Any]:
+    """What ``replay --json`` holds while the replay runs: no verdict (``status`` null,
+    ``outcome`` and ``stopped`` "running") and which process wrote it, when; a replay killed
+    outright leaves that, never an earlier replay's verdict."""
+    import datetime
+    import os
+
+    return {**_base_document(source, controller, fail_on_divergence), "outcome": "running",
+            "stopped": "running", "recording": None if out is None else str(out),
+            "pid": os.getpid(),
+            "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def stopped_document(source: Path | None, controller: str | None, out: Path | None,
+                     status: int, outcome: str, stopped: str, ticks: int | None,
+                     fail_on_divergence: bool) -> dict[str, Any]:
+    """What ``replay --json`` holds for a replay that did not run to its end: its exit
+    status, ``outcome``, ``stopped`` the one line on why, and the ticks its recording
+    holds (``recording`` null: it made none); no divergences or checks (null)."""
+    return {**_base_document(source, controller, fail_on_divergence), "status": status,
+            "outcome": outcome, "stopped": stopped, "ticks": ticks,
+            "recording": None if out is None else str(out)}
+
+
+def result_document(report: ReplayReport, status: int, fail_on_divergence: bool
+                    ) -> dict[str, Any]:
+    """What ``replay --json`` holds for a replay that ran to its end: ``gridloop run
+    --json``'s document (:func:`bench.runner.result_document`: the figures, and every check
+    in its format, judged on the replay) with its ``outcome``, the recording replayed and
+    the controller, and the divergence table: per setpoint and signal compared, whether it
+    diverged beyond its tolerance, when first, how far at most, its tolerance and at how
+    many ticks (NaN: null)."""
+    from bench.runner import result_document as run_document
+
+    def number(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    doc = run_document(report.scenario or Path(""), report.out, report.figures,
+                       report.outcomes, report.summary, status)
+    doc.update({"format": RESULT_FORMAT, "version": 1, "status": status,
+                "outcome": "passed" if status == 0 else "checks_failed",
+                "passed": status == 0, "replay_of": str(report.source),
+                "controller": report.controller,
+                "scenario": None if report.scenario is None else str(report.scenario),
+                "recording": str(report.out), "source_complete": report.source_complete,
+                "stopped": None, "fail_on_divergence": fail_on_divergence,
+                "diverging": len(report.diverged),
+                "divergences": [{"key": d.key, "kind": d.kind,
+                                 "diverged": math.isfinite(d.first_t_s),
+                                 "first_t_s": number(d.first_t_s),
+                                 "max_abs": number(d.max_abs),
+                                 "tolerance": number(d.tolerance), "ticks": d.ticks}
+                                for d in report.divergences]})
+    return {k: doc[k] for k in _base_document(Path(""), None, False)} | doc
 
 
 def default_out(path: Path, controller: str | None, folder: Path | None = None) -> Path:

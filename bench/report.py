@@ -277,14 +277,27 @@ def replayed(run: Run) -> Run | Replayed:
 def _judge(run: Run, checks: tuple) -> str:
     """The checks' table, judged on what the recording is of: a replay's on the twin under
     the replayed controller (a line before the table says so)."""
+    from bench.checks import format_outcomes
+
+    note, outcomes = judge_checks(run, checks)
+    return "\n".join([x for x in (note, format_outcomes(outcomes)) if x])
+
+
+def judge_checks(run: Run, checks: tuple) -> tuple[str, list]:
+    """The outcomes of ``checks`` (:class:`bench.checks.Outcome`) judged on what ``run`` is
+    of, and the line that says what that is ("" for a plain run's recording): a replay's
+    are judged on the twin under the replayed controller, where a residual check, or a bound
+    on a signal only the device recorded, is not applicable.  ``gridloop report`` prints
+    them, and ``gridloop replay`` judges its recording with them (its exit status, and its
+    ``--json``)."""
     from dataclasses import replace
 
-    from bench.checks import evaluate, format_outcomes
+    from bench.checks import evaluate
 
     view = replayed(run)
     outcomes = evaluate(view, checks)
     if not isinstance(view, Replayed):
-        return format_outcomes(outcomes)
+        return "", outcomes
     for i, o in enumerate(outcomes):
         node, asset, name = o.check.key.split(".")
         if o.check.bound == "residual" and run.has(node, asset, name):
@@ -297,7 +310,7 @@ def _judge(run: Run, checks: tuple) -> str:
         outcomes[i] = replace(o, not_applicable=why, unit=o.unit or run.unit(node, asset,
                                                                               name))
     return (f"checks judged on the replay: the twin under {view.controller}, not the "
-            f"measurements recorded in {view.source}\n" + format_outcomes(outcomes))
+            f"measurements recorded in {view.source}"), outcomes
 
 
 @dataclass(frozen=True)

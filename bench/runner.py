@@ -2,17 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, LateTickError
+from bench.errors import BenchError, ControllerError, LateTickError
 from bench.paths import check_out, exclusive, replacing, same_file
 from bench.scenario import Override, load
 
 #: the files of a SQLite ledger: the database and its write-ahead log and shared memory
 LEDGER_FILE_SUFFIXES = ("", "-wal", "-shm")
+
+#: ``outcome`` of ``run --json``: one of these, stable for a pipeline to branch on (the
+#: exit status of each is in docs/scenarios.md#checks); ``replay --json`` uses the same
+#: words for the outcomes it has
+OUTCOMES = ("running", "passed", "checks_failed", "device_silent", "controller_error",
+            "input_error", "busy", "terminated", "interrupted", "internal_error")
+
+
+class OutputBusy(BenchError):
+    """The recording is held by another run (exit status 2, ``outcome`` ``busy``: try again
+    once it is done, or give ``--out`` another file)."""
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The ``outcome`` of a run that ``exc`` stopped (or kept from starting): SIGTERM,
+    Ctrl-C; its recording held by another run (``busy``); a real-time tick late with
+    ``catch_up = "fail"`` (a requirement of the run's own, as a check: ``checks_failed``);
+    the controller could not be loaded, refused its options, raised, exited, overran or
+    returned a setpoint the asset cannot take (``controller_error``); anything else the CLI
+    says in one line is bad input (``input_error``); an error of the bench itself
+    (``internal_error``)."""
+    from bench.errors import user_errors
+    from bench.stopping import Terminated
+
+    if isinstance(exc, Terminated):
+        return "terminated"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, OutputBusy):
+        return "busy"
+    if isinstance(exc, LateTickError):
+        return "checks_failed"
+    if isinstance(exc, ControllerError):
+        return "controller_error"
+    if isinstance(exc, user_errors()):
+        return "input_error"
+    return "internal_error"
 
 
 def default_ledger_path(out: Path) -> Path:
@@ -100,8 +138,12 @@ def execute(scenario_path: Path, out: Path, overrides: Sequence[Override],
     SIGTERM, or never started (bad input), writes its exit status and why it stopped
     (:func:`stopped_document`) before the exception goes on to the CLI.  Only a ``json_out``
     that names one of the run's own files (the scenario, the recording, the ledger) is
-    refused without one.  ``say_replaced``: say in one line on stderr when ``out`` held a
-    recording that the run replaces (:func:`say_replacing`; ``gridloop run``)."""
+    refused without one.  Before anything else, ``json_out`` is replaced by a document
+    with no verdict (:func:`running_document`), so a run killed outright (SIGKILL, a CI
+    runner's timeout) leaves that, never an earlier run's verdict; its folder is made
+    if it is not there, and a file that cannot be written is refused now, not after the
+    run.  ``say_replaced``: say in one line on stderr when ``out`` held a recording that the
+    run replaces (:func:`say_replacing`; ``gridloop run``)."""
     if json_out is not None:
         ledger_path = default_ledger_path(out) if ledger is None else (
             None if "://" in ledger else Path(ledger))
@@ -109,15 +151,33 @@ def execute(scenario_path: Path, out: Path, overrides: Sequence[Override],
                             (ledger_path, "the ledger")):
             if other is not None and same_file(json_out, other):
                 raise BenchError(f"--json {json_out}: that is {what}; give another file")
-        # a folder that is not there: said now, not once the run is over
+        make_folder(json_out, "--json")
         check_out(json_out, flag="--json")
     result = _Result(json_out, scenario_path, out)
     try:
-        return _execute(scenario_path, out, overrides, ledger, view, quiet, result,
-                        say_replaced)
+        result.write(running_document(scenario_path))
+        status = _execute(scenario_path, out, overrides, ledger, view, quiet, result,
+                          say_replaced)
     except BaseException as exc:
         result.stopped(exc)
         raise
+    if result.path is not None and result.doc is not None and result.doc["status"] is None:
+        # ended without a verdict of its own (a view whose run made no summary): its status
+        result.write(stopped_document(scenario_path, None, status, "the run made no summary",
+                                      0, outcome="internal_error"))
+    return status
+
+
+def make_folder(path: Path, flag: str) -> None:
+    """Make the folder ``path`` is to be written in, as ``--out`` does (``--json
+    artifacts/result.json`` in a fresh CI workspace)."""
+    if path.parent.is_dir():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"{flag} {path}: cannot make its folder "
+                         f"({(exc.strerror or str(exc)).lower()})") from None
 
 
 def _execute(scenario_path: Path, out: Path, overrides: Sequence[Override], ledger: str | None,
@@ -126,10 +186,7 @@ def _execute(scenario_path: Path, out: Path, overrides: Sequence[Override], ledg
     scenario = load(scenario_path, overrides)
     _warn_capped_hardware(scenario)
     if view:
-        from bench.view.app import require_screen
-
-        require_screen(f"run without --view and look with gridloop view {out} --screenshot "
-                       "OUT.png")
+        require_display(out)
         # Flush often so the window follows closely.
         from dataclasses import replace
 
@@ -144,14 +201,39 @@ def _execute(scenario_path: Path, out: Path, overrides: Sequence[Override], ledg
         raise BenchError(f"{out}: is a directory; name the recording's file (such as "
                          f"{out / 'run.h5'})")
     # a second run to the same recording would replace this one's files as it writes them
-    with exclusive(out, "gridloop run"):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive(out, "gridloop run"))
+        except BenchError as exc:
+            if " is in use by " in str(exc):  # another run's: busy, not bad input
+                raise OutputBusy(str(exc)) from None
+            raise
         return _run_and_summarise(scenario, out, ledger, view, quiet, result, say_replaced)
 
 
+def require_display(out: Path) -> None:
+    """Refuse ``--view`` where no window can open, before the build, in one line that says
+    what to do instead: ``run``'s and ``demo``'s own ways, not ``view``'s ``--screenshot``
+    (an option they do not have)."""
+    import os
+
+    instead = (f"drop --view, and look at the recording afterwards with gridloop view {out} "
+               "--screenshot OUT.png")
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform.partition(":")[0] in ("offscreen", "minimal"):
+        raise BenchError(f"--view: QT_QPA_PLATFORM={platform}: the window would open on no "
+                         f"screen and never be closed; {instead}, or unset QT_QPA_PLATFORM")
+    if (sys.platform.startswith("linux") and not platform and not os.environ.get("DISPLAY")
+            and not os.environ.get("WAYLAND_DISPLAY")):
+        raise BenchError(f"--view: no display to open the window on (DISPLAY is not set); "
+                         f"{instead}")
+
+
 class _Result:
-    """Where ``run --json`` goes (``path``, None without ``--json``), and whether the run's
-    own document was written there: an exception after it (a closed stdout while the
-    summary prints, Ctrl-C) keeps its figures and says how the command ended."""
+    """Where ``run --json`` goes (``path``, None without ``--json``), and the last document
+    written there (the placeholder of a run in progress, then the run's own): an exception
+    after the run's own (a closed stdout while the summary prints, Ctrl-C) keeps its
+    figures and says how the command ended."""
 
     def __init__(self, path: Path | None, scenario_path: Path, out: Path) -> None:
         self.path = path
@@ -176,14 +258,18 @@ class _Result:
         from bench.stopping import exit_status, stop_reason
 
         status = exit_status(exc)
-        if self.path is None or status == 0 or self.unwritable:
+        if self.path is None or self.unwritable or self.doc is None:
+            return  # refused before the placeholder was written
+        if status == 0 and self.doc["status"] is not None:
             return  # a closed stdout (| head) after the result was written: not an error
-        if self.doc is not None:
-            doc = {**self.doc, "status": status, "passed": False, "stopped": stop_reason(exc)}
+        if self.doc["status"] is not None:  # its verdict was written: how the command ended
+            doc = {**self.doc, "status": status, "outcome": outcome_of(exc),
+                   "passed": False, "stopped": stop_reason(exc)}
         else:
             made = _identity(self.out) not in (None, self.before)
             doc = stopped_document(self.scenario_path, self.out if made else None, status,
-                                   stop_reason(exc), _recorded_ticks(self.out) if made else 0)
+                                   stop_reason(exc), _recorded_ticks(self.out) if made else 0,
+                                   outcome=outcome_of(exc))
         try:
             self.write(doc)
         except BenchError as err:  # say so, and end as the run's own error would
@@ -217,12 +303,18 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     from bench.checks import evaluate, format_outcomes
     from bench.engine import controller_for, run_plan
     from bench.recording import open_run
-    from bench.stopping import deferred_stop
+    from bench.stopping import abandonable, deferred_stop
     from bench.summary import figures, format_figures
 
     ledger_url = str(default_ledger_path(out)) if ledger is None else ledger
-    # the twin's compiled (numba) code runs here: a signal is raised once it is built
-    with deferred_stop():
+    cache = uncached_kernels()
+    if cache is not None:  # a minute without a word looks hung in a CI log: said, --quiet too
+        print(f"gridloop: building the twin: its compiled kernels are not cached yet (a "
+              f"first run on this machine, or the twin's code changed), about a minute; "
+              f"cached afterwards in {cache}", file=sys.stderr)
+    # the twin's compiled (numba) code runs here: a signal stops the build where numba
+    # compiles (it makes no file or process), else once the compiled call returns
+    with deferred_stop(), abandonable():
         plan = build_plan(scenario, ledger=ledger_url)
     controller = controller_for(plan)  # its options checked before anything is replaced
     # the default ledger belongs to the recording: a new run replaces both.  The previous
@@ -277,7 +369,7 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
         print(f"gridloop: run failed: {exc}; recording {out} kept up to that tick",
               file=sys.stderr)
         result.write(stopped_document(result.scenario_path, out, 1, str(exc),
-                                      _recorded_ticks(out)))
+                                      _recorded_ticks(out), outcome=outcome_of(exc)))
         return 1
     finally:
         if plan.market is not None:
@@ -298,13 +390,14 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
     # a device that never gave a reading: an absent or miswired kit, not a run to pass
     silent = fig.never_read()
     status = 0 if all(o.passed for o in outcomes) and not silent else 1
+    outcome = "passed" if status == 0 else "device_silent" if silent else "checks_failed"
     # the JSON first: a reader of stdout that stops early (| head) does not lose it; one
-    # that cannot be written (its folder checked before the run) ends the command once the
+    # that cannot be written (its placeholder was, before the run) ends the command once the
     # summary and the checks are printed
     unwritten: BenchError | None = None
     try:
         result.write(result_document(result.scenario_path, out, fig, outcomes, summary,
-                                     status))
+                                     status, outcome))
     except BenchError as exc:
         unwritten = exc
     print(format_figures(fig))
@@ -320,9 +413,9 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
         # only timeouts: silent, or slower than the tick allows (a 19200 bit/s line, a busy
         # board), which the deadline cannot tell apart
         slow = (f"; if {'it answers' if len(silent) == 1 else 'they answer'}, but later than "
-                f"the tick's deadline (a slow line or board), raise run.deadline_s (default "
-                f"0.8 dt) or run.dt_s" if all(d.timeout == d.missing for d in silent.values())
-                else "")
+                f"the tick's deadline (a slow line or board), raise run.deadline_s "
+                f"({deadline_applied(scenario.run)}) or run.dt_s"
+                if all(d.timeout == d.missing for d in silent.values()) else "")
         print(f"gridloop: run failed: no valid reading in any of the {fig.ticks} ticks from "
               f"{names}; {'its' if len(silent) == 1 else 'their'} figures are null{slow}",
               file=sys.stderr)
@@ -510,13 +603,46 @@ def _complete(out: Path) -> bool:
         return False
 
 
+def deadline_applied(run: Any) -> str:
+    """The device deadline a run's reads had, and where it came from, in a few words (the
+    hint of a device that never answered in time)."""
+    if run.deadline_s > 0:
+        return f"{run.deadline_s:g} s in this run"
+    if run.realtime:
+        return (f"{run.device_deadline_s:g} s in this run: the default in real time, "
+                f"0.8 dt")
+    return f"{run.device_deadline_s:g} s in this run: the default as fast as possible"
+
+
+def uncached_kernels() -> Path | None:
+    """Where the twin's compiled (numba) kernels are cached, when its main kernel is neither
+    compiled in this process nor cached there yet (a fresh checkout or CI workspace,
+    ``NUMBA_CACHE_DIR`` new, the twin's code changed): the build then compiles for about a
+    minute.  None: cached, or no telling (numba's cache is read through its internals,
+    which may change)."""
+    try:
+        from twin import microgrid
+
+        kernel = microgrid._step
+        if kernel.overloads:  # compiled (or loaded) by this process already
+            return None
+        cache = kernel._cache
+        if cache._cache_file._load_index():
+            return None
+        return Path(cache._cache_path)
+    except Exception:
+        return None
+
+
 def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any],
-                    summary: Any, status: int) -> dict[str, Any]:
-    """What ``run --json`` writes for a run that ran to its end: the exit status, the run's
-    figures (energies in kWh, powers in kW, as the printed summary), every check's outcome
-    and, per asset that ran a device, its ticks with and without a reading
-    (:class:`bench.summary.DeviceTicks`).  Numbers that do not exist (NaN: no PV on a node,
-    an energy of a device that never answered) are ``null``."""
+                    summary: Any, status: int, outcome: str | None = None) -> dict[str, Any]:
+    """What ``run --json`` writes for a run that ran to its end: the exit status, its
+    ``outcome`` (``passed``, ``checks_failed`` or ``device_silent``; by default ``passed``
+    or ``checks_failed`` as the status says), the run's figures (energies in kWh, powers
+    in kW, as the printed summary), every check's outcome and, per asset that ran a device,
+    its ticks with and without a reading (:class:`bench.summary.DeviceTicks`).  Numbers that
+    do not exist (NaN: no PV on a node, an energy of a device that never answered) are
+    ``null``."""
     import dataclasses
     import math
 
@@ -527,8 +653,10 @@ def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any
             return {k: clean(x) for k, x in v.items()}
         return v
 
+    if outcome is None:
+        outcome = "passed" if status == 0 else "checks_failed"
     return {
-        "format": "gridloop-run-result", "version": 1, "status": status,
+        "format": "gridloop-run-result", "version": 1, "status": status, "outcome": outcome,
         "passed": status == 0, "scenario": str(scenario_path), "recording": str(out),
         "stopped": None, "ticks": summary.ticks, "wall_s": summary.wall_s,
         "realtime_factor": clean(summary.realtime_factor),
@@ -545,16 +673,50 @@ def result_document(scenario_path: Path, out: Path, fig: Any, outcomes: list[Any
     }
 
 
-def stopped_document(scenario_path: Path, out: Path | None, status: int, stopped: str,
-                     ticks: int | None) -> dict[str, Any]:
+def stopped_document(scenario_path: Path | None, out: Path | None, status: int | None,
+                     stopped: str, ticks: int | None, outcome: str | None = None
+                     ) -> dict[str, Any]:
     """What ``run --json`` writes for a run that did not run to its end: the exit status,
-    ``passed`` false, ``stopped`` the one line on why, the ticks its recording holds
-    (``recording`` null, ticks 0: it never started, bad input); no figures or checks (they
-    are null), which judge a whole run (``gridloop report`` reads what was recorded)."""
-    return {"format": "gridloop-run-result", "version": 1, "status": status, "passed": False,
-            "scenario": str(scenario_path), "recording": None if out is None else str(out),
+    its ``outcome`` (:func:`outcome_of`; by default ``input_error`` for status 2, else
+    ``internal_error``), ``passed`` false, ``stopped`` the one line on why, the ticks its
+    recording holds (``recording`` null, ticks 0: it never started, bad input); no figures
+    or checks (they are null), which judge a whole run (``gridloop report`` reads what was
+    recorded).  ``scenario`` null: a command line too bad to name one."""
+    if outcome is None:
+        outcome = "input_error" if status == 2 else "internal_error"
+    return {"format": "gridloop-run-result", "version": 1, "status": status,
+            "outcome": outcome, "passed": False,
+            "scenario": None if scenario_path is None else str(scenario_path),
+            "recording": None if out is None else str(out),
             "stopped": stopped, "ticks": ticks, "wall_s": None, "realtime_factor": None,
             "figures": None, "nodes": None, "devices": None, "checks": None}
+
+
+def running_document(scenario_path: Path) -> dict[str, Any]:
+    """What ``run --json`` holds from the moment the command has read its arguments until
+    the run's own document replaces it: no verdict (``status`` null, ``passed`` false,
+    ``outcome`` and ``stopped`` ``running``) and which process wrote it, when; a run killed
+    outright (SIGKILL, a power cut) leaves this, never an earlier run's verdict."""
+    import datetime
+    import os
+
+    doc = stopped_document(scenario_path, None, None, "running", None, outcome="running")
+    return {**doc, "pid": os.getpid(),
+            "started_at": datetime.datetime.now(datetime.UTC).isoformat(
+                timespec="seconds")}
+
+
+def is_result(path: Path) -> bool:
+    """Whether ``path`` holds what ``run --json`` writes (a document of any outcome)."""
+    import json
+
+    try:
+        if path.stat().st_size > 1 << 24:
+            return False
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == "gridloop-run-result"
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.commands.run import add_run_options, option_overrides
+from bench.commands.run import add_run_options, option_overrides, refused_to_json
 
 DEMO = Path(__file__).resolve().parents[2] / "experiments" / "demo.toml"
 
@@ -17,6 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "energy with each other; writes runs/demo.h5 and prints a summary.")
     add_run_options(p)
     p.set_defaults(func=main)
+
+
+def bad_command_line(argv: list[str], message: str) -> None:
+    """argparse refused ``gridloop demo``'s command line: its error to ``--json``."""
+    refused_to_json(argv, message, DEMO)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Power flows, SOC, frequency, GPU power and its spectrum, "
                        "residuals and the lateness histogram as PNG; events.csv, every event "
                        "of the run (t_s, kind, device, message); and summary.txt, the run's "
-                       "figures, its checks and a timeline of its events.")
+                       "figures, its checks and a timeline of its events. It renders: its exit "
+                       "status is 0 whatever the checks say; a pipeline's verdict is the exit "
+                       "status and --json of gridloop run or gridloop replay.")
     p.add_argument("recording", metavar="RUN.h5")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN-report/)")
     p.set_defaults(func=main)

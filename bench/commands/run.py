@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -15,7 +16,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", action="store_true", help="watch the run live in a window")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="RESULT.json",
-                   help="also write the summary and each check's outcome as JSON (for CI)")
+                   help="also write the verdict (exit status, outcome, each check, the "
+                   "summary's figures) as JSON, in every outcome (for CI); replaced at once "
+                   "by one saying 'running'")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +37,49 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a scenario value (run.dt_s=0.01, north.battery.capacity_ah=300)")
     add_run_options(p)
     p.set_defaults(func=main)
+
+
+def bad_command_line(argv: list[str], message: str) -> None:
+    """argparse refused ``gridloop run``'s command line: its error to ``--json`` where that
+    can be read from ``argv`` (:func:`refused_to_json`)."""
+    refused_to_json(argv, message, None)
+
+
+def refused_to_json(argv: list[str], message: str, scenario: Path | None) -> None:
+    """The error of a command line argparse refused (``message``), written to its ``--json
+    PATH`` as a run that never started (status 2, ``outcome`` ``input_error``), so that an
+    earlier run's verdict there is not read as this one's.  Only a file a run wrote (or
+    none) is replaced, in a folder that is there: a command line that could not be read
+    may have named the wrong file."""
+    from bench.runner import is_result, stopped_document, write_json
+
+    path = json_option(argv)
+    if path is None or path.is_dir() or not path.parent.is_dir():
+        return
+    if path.exists() and not is_result(path):
+        return
+    write_json(path, stopped_document(scenario, None, 2, message, 0, outcome="input_error"))
+
+
+class _Refused(Exception):
+    pass
+
+
+class _JsonOnly(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Refused(message)
+
+
+def json_option(argv: list[str]) -> Path | None:
+    """``--json PATH`` of a command line as argparse reads it (``--json=PATH``, an
+    abbreviation), whatever else the line holds; None: not given, or without its PATH."""
+    p = _JsonOnly(add_help=False)
+    p.add_argument("--json")
+    try:
+        known, _ = p.parse_known_args(argv)
+    except _Refused:
+        return None
+    return Path(known.json) if known.json else None
 
 
 def main(args: argparse.Namespace) -> int:

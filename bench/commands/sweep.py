@@ -25,15 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler")
     p.add_argument("--batch", type=int, default=1, help="points per task (default 1)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/sweep-NAME)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/sweep-NAME); "
+                   "held while the sweep runs: a second sweep into it stops at once")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Exit 0 when every point ran, 1 when one failed, 130 when interrupted (the finished
-    rows are in the table either way)."""
+    """Exit 0 when every point ran, 1 when one failed, 130 when interrupted (Ctrl-C), 143
+    when terminated (SIGTERM), as ``gridloop run`` does (the finished rows are in the table
+    either way); 2 when the output folder is held by another sweep."""
     from bench.errors import BenchError
+    from bench.stopping import exit_status, stop_reason
     from bench.sweep import sweep
 
     if args.workers < 1 or args.batch < 1:
@@ -42,10 +45,10 @@ def main(args: argparse.Namespace) -> int:
     result = sweep(Path(args.scenario), args.grid, out, workers=args.workers,
                    scheduler=args.scheduler, batch_size=args.batch, extra=args.extra,
                    progress=not args.quiet)
-    if result.interrupted:
-        print(f"gridloop: interrupted: {result.points - result.interrupted} of "
-              f"{result.points} points finished; results {result.path}", file=sys.stderr)
-        return 130
+    if result.stopped is not None:
+        print(f"gridloop: {stop_reason(result.stopped)}: {result.points - result.interrupted} "
+              f"of {result.points} points finished; results {result.path}", file=sys.stderr)
+        return exit_status(result.stopped)
     print(result.path.read_text(), end="")
     print(f"results: {result.path}")
     if result.failed:

@@ -80,9 +80,10 @@ def test_a_missing_signal_stops_the_run_at_its_tick(what: str, message: str,
 
 def test_a_missing_signal_in_orders_names_orders_and_the_tick(tmp_path: Path) -> None:
     line, _ = _stop(tmp_path, [f"controller.name={HERE}:OrdersAsk", "controller.options={}"])
+    asked = OrdersAsk.orders.__code__.co_firstlineno + 1  # the line that asked
     assert line == (f"controller '{HERE}:OrdersAsk' failed in orders at t = 0.000 s: "
                     "no signal 'north.meter.p_ww' "
-                    "(did you mean 'north.meter.p_w'?)")
+                    f"(did you mean 'north.meter.p_w'?) (at {__file__}:{asked} in orders)")
 
 
 def test_the_command_line_says_when_the_controller_failed(
@@ -90,7 +91,8 @@ def test_the_command_line_says_when_the_controller_failed(
     assert main(["run", str(SCENARIO), "--mode", "twin", "--quiet",
                  "--out", str(tmp_path / "r.h5"), "--set", "market.kind=none",
                  "--set", f'controller.name="{HERE}:Asks"', "--set", "controller.options={}"]) == 2
+    asked = Asks.step.__code__.co_firstlineno + 3  # the line that asked
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"gridloop: error: controller '{HERE}:Asks' failed at t = 0.550 s: no signal "
         "'north.rack.p_ww' "
-        "(did you mean 'north.rack.p_w'?)")
+        f"(did you mean 'north.rack.p_w'?) (at {__file__}:{asked} in step)")

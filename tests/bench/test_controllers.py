@@ -150,8 +150,10 @@ def test_a_controller_that_fails_to_start_is_one_line() -> None:
 
     with pytest.raises(ControllerError) as exc:
         load_controller("tests.bench.test_controllers:BrokenStart", context(), {})
+    line = BrokenStart.__init__.__code__.co_firstlineno + 1  # the raise
     assert str(exc.value) == ("controller 'tests.bench.test_controllers:BrokenStart' failed "
-                              "to start: KeyError: 'north.battery'")
+                              "to start: KeyError: 'north.battery' "
+                              f"(at {Path(__file__).resolve()}:{line} in __init__)")
 
 
 def test_a_controller_module_beside_the_scenario_is_found(tmp_path) -> None:

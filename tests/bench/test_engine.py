@@ -183,5 +183,7 @@ def test_a_run_that_stops_early_says_why_in_its_recording(tmp_path: Path) -> Non
         assert not run.complete
         (t, kind, message), = [e for e in run.events() if e[1] == "run_stopped"]
         assert kind == "run_stopped" and t == pytest.approx(1.45)
+        line = _FailsAtTick30.step.__code__.co_firstlineno + 3  # where it raises
         assert message == (f"controller '{name}' failed at t = 1.450 s: "
-                           "ZeroDivisionError: float division by zero")
+                           "ZeroDivisionError: float division by zero "
+                           f"(at {__file__}:{line} in step)")

@@ -71,17 +71,19 @@ def test_a_run_refused_for_its_key_file_keeps_the_previous_recording_and_ledger(
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".previous")]
 
 
-def test_a_json_path_in_no_folder_is_refused_before_the_run(
+def test_a_json_path_whose_folder_cannot_be_made_is_refused_before_the_run(
         previous: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """(A folder that is not there is made, as --out's is: tests/bench/test_ci_json.py.)"""
     out, said = previous
+    (tmp_path / "afile").write_text("a file, not a folder")
     before = _files(tmp_path)
-    json_out = tmp_path / "nodir" / "x.json"
+    json_out = tmp_path / "afile" / "x.json"
     status = main(["run", str(TWO_NODES), "--out", str(out), *RUN, "--json", str(json_out)])
     captured = capsys.readouterr()
     assert status == 2
     # one line, before the run: no run line, no warning, no summary
     assert captured.err.splitlines() == [
-        f"gridloop: error: --json {json_out}: {json_out.parent} is not a directory"]
+        f"gridloop: error: --json {json_out}: cannot make its folder (file exists)"]
     assert captured.out == ""
     assert _files(tmp_path) == before
     assert _verify(tmp_path / "keep.ledger.db", capsys) == said

@@ -85,8 +85,9 @@ def test_a_run_stopped_by_its_controller_says_why_first(
     first = _report(stopped, tmp_path / "report", capsys)[0]
     assert first.startswith("incomplete recording: stopped.h5 stopped at 1.05 s of the 2 s it "
                             f"was to run (controller '{HERE}:FailsAfter' failed at t = "), first
-    assert first.endswith("ZeroDivisionError: on purpose); the figures and checks below "
-                          "cover only its 21 ticks"), first
+    raised = FailsAfter.step.__code__.co_firstlineno + 2  # where it raises
+    assert first.endswith(f"ZeroDivisionError: on purpose (at {__file__}:{raised} in step)); "
+                          "the figures and checks below cover only its 21 ticks"), first
 
 
 def test_a_recording_without_its_scenario_says_why_its_figures_are_blank(

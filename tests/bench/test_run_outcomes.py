@@ -116,7 +116,7 @@ def test_a_device_that_never_answered_fails_the_run_with_no_figures(
     assert err.strip().splitlines()[-1] == (
         "gridloop: run failed: no valid reading in any of the 60 ticks from dc.meter "
         "(60 timeout); its figures are null; if it answers, but later than the tick's "
-        "deadline (a slow line or board), raise run.deadline_s (default 0.8 dt) or "
+        "deadline (a slow line or board), raise run.deadline_s (0.04 s in this run) or "
         "run.dt_s")
     dc = doc["nodes"]["dc"]
     assert dc["grid_import_kwh"] is None and dc["grid_export_kwh"] is None
@@ -182,7 +182,7 @@ def test_a_run_stopped_by_an_error_writes_its_json(
         ticks = len(run)
     assert ticks == 5
     assert doc == {"format": "gridloop-run-result", "version": 1, "status": 2,
-                   "passed": False, "scenario": str(scenario), "recording": str(out),
+                   "outcome": "controller_error", "passed": False, "scenario": str(scenario), "recording": str(out),
                    "stopped": line.removeprefix("gridloop: error: "), "ticks": 5,
                    "wall_s": None, "realtime_factor": None, "figures": None, "nodes": None,
                    "devices": None, "checks": None}

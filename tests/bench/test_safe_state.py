@@ -232,7 +232,9 @@ def test_a_controller_error_leaves_them_safe_and_is_still_the_outcome(
     capsys.readouterr()
     assert main(["run", str(_lab(tmp_path, devices)), "--out", str(out), "--quiet",
                  *_options("safe_ctrl:Crashes")]) == 2
-    line = "controller 'safe_ctrl:Crashes' failed at t = 0.300 s: RuntimeError: my bug"
+    raised = CONTROLLER.splitlines().index('            raise RuntimeError("my bug")') + 1
+    line = ("controller 'safe_ctrl:Crashes' failed at t = 0.300 s: RuntimeError: my bug "
+            f"(at {tmp_path / 'safe_ctrl.py'}:{raised} in step)")
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"gridloop: error: {line}"
     assert _held(devices, SAFE) == SAFE
     assert [(k, m) for _, k, m in _events(out)] == [*SAFE_EVENTS, ("run_stopped", line)]

@@ -60,7 +60,16 @@ def test_sigint_keeps_the_finished_rows_and_marks_the_rest(tmp_path: Path) -> No
     rows = _rows(out)
     assert [r["status"] for r in rows] == ["ok", "interrupted", "interrupted"]
     assert rows[0]["path"] == str(out / "point_0000.h5") and float(rows[0]["ticks"]) == 20
-    assert rows[1]["path"] == rows[2]["path"] == ""
+    # point 1 was running: stopped at a tick, its recording says why; point 2 (started when
+    # point 0 ended) too, unless it was still being built (then it made none)
+    assert rows[1]["path"] == str(out / "point_0001.h5")
+    assert rows[2]["path"] in ("", str(out / "point_0002.h5"))
+    for row in rows[1:]:
+        assert row["ticks"] == ""
+        if row["path"]:
+            with open_run(Path(row["path"])) as run:
+                assert not run.complete
+                assert [m for _, k, m in run.events() if k == "run_stopped"] == ["interrupted"]
 
 
 @pytest.mark.slow

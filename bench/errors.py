@@ -31,6 +31,11 @@ class LateTickError(BenchError):
     """A real-time tick was late and the catch-up policy is ``fail``."""
 
 
+class OutputBusy(BenchError):
+    """An output (a recording, a sweep's folder) is held by another run (exit status 2,
+    ``outcome`` ``busy``: try again once it is done, or give ``--out`` another one)."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes that mean bad input, reported by the CLI as one line.
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, OutputBusy
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -141,8 +141,8 @@ def exclusive(out: Path, who: str, refusal: str = "") -> Iterator[None]:
             holder = os.read(fd, 200).decode(errors="replace").strip()
             os.close(fd)
             if refusal:
-                raise BenchError(refusal.replace("{holder}", holder or who)) from None
-            raise BenchError(f"{out} is in use by another run ({holder or who}); wait for it "
+                raise OutputBusy(refusal.replace("{holder}", holder or who)) from None
+            raise OutputBusy(f"{out} is in use by another run ({holder or who}); wait for it "
                              f"to finish, or give --out another file") from None
         try:  # the lock file may have been removed by the run that held it: start again
             if os.path.samestat(os.fstat(fd), os.stat(lock)):

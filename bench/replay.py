@@ -25,10 +25,10 @@ report`` judges a replay's (:func:`bench.report.judge_checks`: on the twin under
 controller; a residual check is not applicable).  ``gridloop replay`` exits with status 1
 when one fails, as ``gridloop run`` does; a divergence is information only unless
 ``--fail-on-divergence`` is given.  ``--json`` writes it (:func:`result_document`), or why
-the replay stopped (:func:`stopped_document`), with a stable ``outcome``
-(:data:`OUTCOMES`, :func:`outcome_of`), over a placeholder written once the arguments are
-read (:func:`running_document`): a replay killed outright leaves no verdict, never an
-earlier one.
+the replay stopped (:func:`stopped_document`), with a stable ``outcome`` (run's:
+:data:`bench.runner.OUTCOMES`, :func:`bench.runner.outcome_of`), over a placeholder written
+once the arguments are read (:func:`running_document`): a replay killed outright leaves no
+verdict, never an earlier one.
 
 The replay runs the recording's ticks: its scenario says so (``run.duration_s``).  A
 recording whose run stopped early (killed, interrupted) gives a replay that stops where it
@@ -340,30 +340,7 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
     return report
 
 
-#: ``outcome`` of ``replay --json``: one of these, stable for a pipeline to branch on
-OUTCOMES = ("running", "passed", "checks_failed", "controller_error", "input_error",
-            "terminated", "interrupted", "internal_error")
-
 RESULT_FORMAT = "gridloop-replay-result"
-
-
-def outcome_of(exc: BaseException) -> str:
-    """The ``outcome`` of a replay that ``exc`` stopped (or kept from starting): the
-    controller replayed could not be loaded, refused its options or raised
-    (``controller_error``); anything else the CLI says in one line is bad input
-    (``input_error``); SIGTERM, Ctrl-C; an error of the bench itself (``internal_error``)."""
-    from bench.errors import ControllerError, user_errors
-    from bench.stopping import Terminated
-
-    if isinstance(exc, Terminated):
-        return "terminated"
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(exc, ControllerError):
-        return "controller_error"
-    if isinstance(exc, user_errors()):
-        return "input_error"
-    return "internal_error"
 
 
 def _base_document(source: Path | None, controller: str | None, fail_on_divergence: bool

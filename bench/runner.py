@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from bench.errors import BenchError, ControllerError, LateTickError
+from bench.errors import BenchError, ControllerError, LateTickError, OutputBusy
 from bench.paths import check_out, exclusive, replacing, same_file
 from bench.scenario import Override, load
 
@@ -20,11 +20,6 @@ LEDGER_FILE_SUFFIXES = ("", "-wal", "-shm")
 #: words for the outcomes it has
 OUTCOMES = ("running", "passed", "checks_failed", "device_silent", "controller_error",
             "input_error", "busy", "terminated", "interrupted", "internal_error")
-
-
-class OutputBusy(BenchError):
-    """The recording is held by another run (exit status 2, ``outcome`` ``busy``: try again
-    once it is done, or give ``--out`` another file)."""
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -201,13 +196,7 @@ def _execute(scenario_path: Path, out: Path, overrides: Sequence[Override], ledg
         raise BenchError(f"{out}: is a directory; name the recording's file (such as "
                          f"{out / 'run.h5'})")
     # a second run to the same recording would replace this one's files as it writes them
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(exclusive(out, "gridloop run"))
-        except BenchError as exc:
-            if " is in use by " in str(exc):  # another run's: busy, not bad input
-                raise OutputBusy(str(exc)) from None
-            raise
+    with exclusive(out, "gridloop run"):
         return _run_and_summarise(scenario, out, ledger, view, quiet, result, say_replaced)
 
 
@@ -706,8 +695,13 @@ def running_document(scenario_path: Path) -> dict[str, Any]:
                 timespec="seconds")}
 
 
+#: the ``format`` of what ``run --json`` and ``replay --json`` write
+RESULT_FORMATS = ("gridloop-run-result", "gridloop-replay-result")
+
+
 def is_result(path: Path) -> bool:
-    """Whether ``path`` holds what ``run --json`` writes (a document of any outcome)."""
+    """Whether ``path`` holds what ``run --json`` or ``replay --json`` writes (a document
+    of any outcome)."""
     import json
 
     try:
@@ -716,7 +710,41 @@ def is_result(path: Path) -> bool:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and doc.get("format") == "gridloop-run-result"
+    return isinstance(doc, dict) and doc.get("format") in RESULT_FORMATS
+
+
+class _Refused(Exception):
+    pass
+
+
+class _JsonOnly(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Refused(message)
+
+
+def json_option(argv: list[str]) -> Path | None:
+    """``--json PATH`` of a command line as argparse reads it (``--json=PATH``, an
+    abbreviation), whatever else the line holds; None: not given, or without its PATH."""
+    p = _JsonOnly(add_help=False)
+    p.add_argument("--json")
+    try:
+        known, _ = p.parse_known_args(argv)
+    except _Refused:
+        return None
+    return Path(known.json) if known.json else None
+
+
+def refused_json_target(argv: list[str]) -> Path | None:
+    """Where a command line argparse refused may write its error (its ``--json PATH``), so
+    that an earlier verdict there is not read as this one's; None: nowhere.  Only a result
+    file (or none) is replaced, in a folder that is there: a command line that could not be
+    read may have named the wrong file."""
+    path = json_option(argv)
+    if path is None or path.is_dir() or not path.parent.is_dir():
+        return None
+    if path.exists() and not is_result(path):
+        return None
+    return path
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

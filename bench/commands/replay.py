@@ -47,56 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def bad_command_line(argv: list[str], message: str) -> None:
     """argparse refused ``gridloop replay``'s command line (:func:`bench.cli.main` calls
     this): its error to the ``--json PATH`` it names, as a replay that never started (status
-    2, ``outcome`` ``input_error``), so an earlier verdict there is not read as this one's.
-    Only a result file (or none) is replaced, in a folder that is there: a command line that
-    could not be read may have named the wrong file."""
+    2, ``outcome`` ``input_error``; see :func:`bench.runner.refused_json_target`)."""
     from bench.replay import stopped_document
-    from bench.runner import write_json
+    from bench.runner import refused_json_target, write_json
 
-    path = _json_option(argv)
-    if path is None or path.is_dir() or not path.parent.is_dir():
-        return
-    if path.exists() and not _is_result(path):
-        return
-    write_json(path, stopped_document(None, None, None, 2, "input_error", message, 0,
-                                      False))
-
-
-class _Refused(Exception):
-    pass
-
-
-class _JsonOnly(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise _Refused(message)
-
-
-def _json_option(argv: list[str]) -> Path | None:
-    """``--json PATH`` of a command line as argparse reads it (``--json=PATH``, an
-    abbreviation), whatever else the line holds; None: not given, or without its PATH."""
-    p = _JsonOnly(add_help=False)
-    p.add_argument("--json")
-    try:
-        known, _ = p.parse_known_args(argv)
-    except _Refused:
-        return None
-    return Path(known.json) if known.json else None
-
-
-def _is_result(path: Path) -> bool:
-    """Whether ``path`` holds what ``replay --json`` (or ``run --json``) writes."""
-    import json
-
-    from bench.replay import RESULT_FORMAT
-
-    try:
-        if path.stat().st_size > 1 << 24:
-            return False
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and doc.get("format") in (RESULT_FORMAT,
-                                                           "gridloop-run-result")
+    path = refused_json_target(argv)
+    if path is not None:
+        write_json(path, stopped_document(None, None, None, 2, "input_error", message, 0,
+                                          False))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -230,7 +188,8 @@ class _Verdict:
         """Write the document of a replay that ``exc`` stopped (or kept from starting)."""
         from bench.errors import BenchError
         from bench.recording import open_run
-        from bench.replay import outcome_of, stopped_document
+        from bench.replay import stopped_document
+        from bench.runner import outcome_of
         from bench.stopping import exit_status, stop_reason
 
         status = exit_status(exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -47,39 +46,14 @@ def bad_command_line(argv: list[str], message: str) -> None:
 
 def refused_to_json(argv: list[str], message: str, scenario: Path | None) -> None:
     """The error of a command line argparse refused (``message``), written to its ``--json
-    PATH`` as a run that never started (status 2, ``outcome`` ``input_error``), so that an
-    earlier run's verdict there is not read as this one's.  Only a file a run wrote (or
-    none) is replaced, in a folder that is there: a command line that could not be read
-    may have named the wrong file."""
-    from bench.runner import is_result, stopped_document, write_json
+    PATH`` as a run that never started (status 2, ``outcome`` ``input_error``): see
+    :func:`bench.runner.refused_json_target`."""
+    from bench.runner import refused_json_target, stopped_document, write_json
 
-    path = json_option(argv)
-    if path is None or path.is_dir() or not path.parent.is_dir():
-        return
-    if path.exists() and not is_result(path):
-        return
-    write_json(path, stopped_document(scenario, None, 2, message, 0, outcome="input_error"))
-
-
-class _Refused(Exception):
-    pass
-
-
-class _JsonOnly(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _Refused(message)
-
-
-def json_option(argv: list[str]) -> Path | None:
-    """``--json PATH`` of a command line as argparse reads it (``--json=PATH``, an
-    abbreviation), whatever else the line holds; None: not given, or without its PATH."""
-    p = _JsonOnly(add_help=False)
-    p.add_argument("--json")
-    try:
-        known, _ = p.parse_known_args(argv)
-    except _Refused:
-        return None
-    return Path(known.json) if known.json else None
+    path = refused_json_target(argv)
+    if path is not None:
+        write_json(path, stopped_document(scenario, None, 2, message, 0,
+                                          outcome="input_error"))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ meanwhile does not make the stamp fail on HDF5's file lock)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,11 +80,14 @@ def test_a_second_replay_to_a_held_output_stops_in_one_line_and_the_first_is_who
             for args in (["replay", str(twin_run), "--controller", "passthrough"],
                          ["run", str(TWO_NODES), "--mode", "twin", "--set",
                           "market.kind=none", "--set", "run.duration_s=1"]):
-                assert main([*args, "--out", str(out), "--quiet"]) == 2
+                result = tmp_path / f"{args[0]}.json"
+                assert main([*args, "--out", str(out), "--quiet", "--json", str(result)]) == 2
                 err = capsys.readouterr().err
                 assert err == (f"gridloop: error: {out} is in use by another run (gridloop "
                                f"replay, pid {first.pid}); wait for it to finish, or give "
                                "--out another file\n"), err
+                # try again later, not bad input: the same word for a replay as for a run
+                assert json.loads(result.read_text())["outcome"] == "busy"
             (gate / "go").write_text("")
             stdout, stderr = first.communicate(timeout=120)
         finally:
@@ -101,4 +105,5 @@ def test_a_second_replay_to_a_held_output_stops_in_one_line_and_the_first_is_who
         assert bool(f.attrs["complete"])
         assert len(f["time"]) == len(src["time"])
     assert not lock_path(out).exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate", "replayed.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate", "replay.json", "replayed.h5",
+                                                          "run.json"]

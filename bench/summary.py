@@ -452,13 +452,15 @@ def _gap_lines(fig: Figures) -> list[str]:
 
 def _never_why(device: DeviceTicks | None) -> str:
     """What a device with no reading at any tick did, as its quality flags say: only
-    timeouts is a device that never answered; an error is an answer the bench could not
-    use (an exception, the wrong SunSpec models, an implausible value) or a refused
-    connection, so the line gives the counts by why, as ``gridloop run``'s last line does."""
+    timeouts is a device that never answered within a tick's deadline (silent, or slower
+    than the deadline: the bench cannot tell them apart); an error is an answer the bench
+    could not use (an exception, the wrong SunSpec models, an implausible value) or a
+    refused connection, so the line gives the counts by why, as ``gridloop run``'s last
+    line does."""
     if device is None or not device.missing:
         return "no valid reading at any tick"
     if device.timeout == device.missing:
-        return "it never answered"
+        return "it never answered within the deadline"
     return f"no valid reading at any tick: {device.why()}"
 
 

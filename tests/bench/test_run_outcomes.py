@@ -129,8 +129,8 @@ def test_a_device_that_never_answered_fails_the_run_with_no_figures(
         assert doc["devices"][other]["read"] == n and not doc["devices"][other]["never_read"]
     row = next(line for line in out.splitlines() if line.startswith("dc "))
     assert row.split()[4:6] == ["-", "-"] and row.split()[7] == "-"  # grid in, out, peak
-    assert (f"ticks without a reading: dc.meter {n} of {n} (it never answered); grid in, "
-            "grid out, peak kW have no figure") in out
+    assert (f"ticks without a reading: dc.meter {n} of {n} (it never answered within the "
+            "deadline); grid in, grid out, peak kW have no figure") in out
 
 
 @pytest.mark.slow

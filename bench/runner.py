@@ -228,7 +228,7 @@ class _Result:
         self.path = path
         self.scenario_path = scenario_path
         self.out = out
-        self.before = _identity(out)  # a recording there already is not this run's
+        self.before = file_identity(out)  # a recording there already is not this run's
         self.doc: dict[str, Any] | None = None
         #: a write failed (said once, by the error it raised): not tried again
         self.unwritable = False
@@ -255,9 +255,9 @@ class _Result:
             doc = {**self.doc, "status": status, "outcome": outcome_of(exc),
                    "passed": False, "stopped": stop_reason(exc)}
         else:
-            made = _identity(self.out) not in (None, self.before)
+            made = file_identity(self.out) not in (None, self.before)
             doc = stopped_document(self.scenario_path, self.out if made else None, status,
-                                   stop_reason(exc), _recorded_ticks(self.out) if made else 0,
+                                   stop_reason(exc), recorded_ticks(self.out) if made else 0,
                                    outcome=outcome_of(exc))
         try:
             self.write(doc)
@@ -265,7 +265,7 @@ class _Result:
             print(f"gridloop: warning: {err}", file=sys.stderr)
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
+def file_identity(path: Path) -> tuple[int, int, int] | None:
     """What tells a file apart from the one there before (None: no file)."""
     try:
         st = path.stat()
@@ -274,7 +274,7 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _recorded_ticks(out: Path) -> int | None:
+def recorded_ticks(out: Path) -> int | None:
     """The ticks a stopped run's recording holds (None: it cannot be read)."""
     from bench.recording import open_run
 
@@ -358,7 +358,7 @@ def _run_and_summarise(scenario: Any, out: Path, ledger: str | None, view: bool,
         print(f"gridloop: run failed: {exc}; recording {out} kept up to that tick",
               file=sys.stderr)
         result.write(stopped_document(result.scenario_path, out, 1, str(exc),
-                                      _recorded_ticks(out), outcome=outcome_of(exc)))
+                                      recorded_ticks(out), outcome=outcome_of(exc)))
         return 1
     finally:
         if plan.market is not None:
@@ -474,7 +474,7 @@ class _PreviousLedger:
         when the run stopped before that."""
         import os
 
-        if _identity(self.out) in (None, self.before):
+        if file_identity(self.out) in (None, self.before):
             self.restore()
             return
         for suffix in self.moved:

@@ -142,6 +142,7 @@ class _Verdict:
         from bench.errors import BenchError
         from bench.paths import same_file
         from bench.replay import running_document
+        from bench.runner import file_identity
 
         assert self.path is not None
         own = [(self.source, "the recording being replayed")]
@@ -160,7 +161,7 @@ class _Verdict:
             raise BenchError(f"--json {self.path}: cannot make its folder "
                              f"({(exc.strerror or str(exc)).lower()})") from None
         self.out = out
-        self.before = _identity(out) if out is not None else None
+        self.before = file_identity(out) if out is not None else None
         self._write(running_document(self.source, self.controller, out,
                                      self.fail_on_divergence))
         self.started = True
@@ -187,9 +188,8 @@ class _Verdict:
     def stopped(self, exc: BaseException) -> None:
         """Write the document of a replay that ``exc`` stopped (or kept from starting)."""
         from bench.errors import BenchError
-        from bench.recording import open_run
         from bench.replay import stopped_document
-        from bench.runner import outcome_of
+        from bench.runner import file_identity, outcome_of, recorded_ticks
         from bench.stopping import exit_status, stop_reason
 
         status = exit_status(exc)
@@ -201,14 +201,8 @@ class _Verdict:
                    "outcome": outcome_of(exc), "stopped": stop_reason(exc)}
         else:
             out = self.out
-            made = out is not None and _identity(out) not in (None, self.before)
-            ticks: int | None = 0
-            if made:
-                try:
-                    with open_run(out) as run:
-                        ticks = len(run)
-                except Exception:
-                    ticks = None
+            made = out is not None and file_identity(out) not in (None, self.before)
+            ticks = recorded_ticks(out) if made else 0
             doc = stopped_document(self.source, self.controller, out if made else None,
                                    status, outcome_of(exc), stop_reason(exc), ticks,
                                    self.fail_on_divergence)
@@ -216,12 +210,3 @@ class _Verdict:
             self._write(doc)
         except BenchError as err:  # said, and the replay's own error goes on
             print(f"gridloop: warning: {err}", file=sys.stderr)
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    """What tells a file apart from the one there before (None: no file)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size

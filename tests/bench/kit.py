@@ -14,6 +14,40 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: one lab node after a scenario's [run] and [controller]: PV in the twin behind an
+#: inverter, a battery, a meter and a GPU rack training
+LAB_NODE = """
+[profiles.sun]
+kind = "irradiance"
+generator = "constant"
+options = { value = 800.0 }
+
+[profiles.train]
+kind = "workload"
+generator = "training"
+options = { step_s = 2.0, compute_fraction = 0.7, comm_fraction = 0.2 }
+
+[nodes.lab.pv]
+kind = "pv"
+profile = "sun"
+mode = "twin"
+
+[nodes.lab.inverter]
+kind = "inverter"
+source = "pv"
+
+[nodes.lab.battery]
+kind = "battery"
+initial = { soc = 0.6 }
+
+[nodes.lab.meter]
+kind = "meter"
+
+[nodes.lab.rack]
+kind = "gpu_rack"
+profile = "train"
+"""
+
 
 @contextmanager
 def emulated_kit(scenario: Path, devices: int) -> Iterator[tuple[subprocess.Popen, list[dict]]]:

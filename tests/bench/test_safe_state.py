@@ -29,7 +29,7 @@ from firmware_bridge.maps import get_map
 from firmware_bridge.registry import open_device
 from firmware_bridge.sunspec import decode_value, model_layout
 
-from .kit import emulated_kit, in_terminal
+from .kit import LAB_NODE, emulated_kit, in_terminal
 
 KIT = """
 [run]
@@ -40,37 +40,7 @@ seed = 1
 
 [controller]
 name = "external"
-
-[profiles.sun]
-kind = "irradiance"
-generator = "constant"
-options = { value = 800.0 }
-
-[profiles.train]
-kind = "workload"
-generator = "training"
-options = { step_s = 2.0, compute_fraction = 0.7, comm_fraction = 0.2 }
-
-[nodes.lab.pv]
-kind = "pv"
-profile = "sun"
-mode = "twin"
-
-[nodes.lab.inverter]
-kind = "inverter"
-source = "pv"
-
-[nodes.lab.battery]
-kind = "battery"
-initial = { soc = 0.6 }
-
-[nodes.lab.meter]
-kind = "meter"
-
-[nodes.lab.rack]
-kind = "gpu_rack"
-profile = "train"
-"""
+""" + LAB_NODE
 
 #: what the runs command, none of it safe to leave behind
 UNSAFE = {"lab.battery.p_set_w": -20000.0, "lab.inverter.w_max_lim_pct": 40.0,

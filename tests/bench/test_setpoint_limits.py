@@ -23,6 +23,8 @@ from bench.recording import open_run
 from firmware_bridge.capture import read_capture
 from firmware_bridge.maps import UnencodableSetpoint, get_map
 
+from .kit import LAB_NODE
+
 #: one lab node: PV in the twin behind an inverter, a battery, a rack, a meter
 SCENARIO = """
 [run]
@@ -34,37 +36,7 @@ mode = "twin"
 
 [controller]
 name = "limits_ctrl:Bad"
-
-[profiles.sun]
-kind = "irradiance"
-generator = "constant"
-options = { value = 800.0 }
-
-[profiles.train]
-kind = "workload"
-generator = "training"
-options = { step_s = 2.0, compute_fraction = 0.7, comm_fraction = 0.2 }
-
-[nodes.lab.pv]
-kind = "pv"
-profile = "sun"
-mode = "twin"
-
-[nodes.lab.inverter]
-kind = "inverter"
-source = "pv"
-
-[nodes.lab.battery]
-kind = "battery"
-initial = { soc = 0.6 }
-
-[nodes.lab.meter]
-kind = "meter"
-
-[nodes.lab.rack]
-kind = "gpu_rack"
-profile = "train"
-"""
+""" + LAB_NODE
 
 CONTROLLER = '''
 class Bad:

@@ -14,6 +14,26 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: a one-node twin-mode scenario (a grid, a battery) run by the controller ``{module}:C``,
+#: named ``{name}``, with ``{checks}`` (a ``[checks]`` table, or nothing) at its end
+ONE_NODE_TWIN = """\
+[run]
+name = "{name}"
+dt_s = 0.05
+duration_s = 1
+mode = "twin"
+
+[controller]
+name = "{module}:C"
+
+[nodes.n.grid]
+kind = "grid"
+
+[nodes.n.battery]
+kind = "battery"
+{checks}
+"""
+
 #: one lab node after a scenario's [run] and [controller]: PV in the twin behind an
 #: inverter, a battery, a meter and a GPU rack training
 LAB_NODE = """

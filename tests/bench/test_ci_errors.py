@@ -15,24 +15,10 @@ import pytest
 from bench.cli import main
 from bench.recording import open_run
 
+from .kit import ONE_NODE_TWIN
+
 TWO_NODES = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 
-TWIN = """\
-[run]
-name = "where"
-dt_s = 0.05
-duration_s = 1
-mode = "twin"
-
-[controller]
-name = "{module}:C"
-
-[nodes.n.grid]
-kind = "grid"
-
-[nodes.n.battery]
-kind = "battery"
-"""
 
 _names = itertools.count()
 
@@ -44,7 +30,7 @@ def controller(tmp_path: Path, source: str) -> tuple[Path, str, Path]:
     file = tmp_path / f"{module}.py"
     file.write_text(textwrap.dedent(source))
     path = tmp_path / "s.toml"
-    path.write_text(TWIN.format(module=module))
+    path.write_text(ONE_NODE_TWIN.format(name="where", module=module, checks=""))
     return path, module, file
 
 

@@ -18,6 +18,8 @@ import pytest
 from bench.cli import main
 from bench.runner import OUTCOMES, outcome_of
 
+from .kit import ONE_NODE_TWIN
+
 REPO = Path(__file__).resolve().parents[2]
 TWO_NODES = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 DEMO = REPO / "experiments" / "demo.toml"
@@ -155,23 +157,6 @@ class C:
         return {{}}
 """
 
-TWIN = """\
-[run]
-name = "outcomes"
-dt_s = 0.05
-duration_s = 1
-mode = "twin"
-
-[controller]
-name = "{module}:C"
-
-[nodes.n.grid]
-kind = "grid"
-
-[nodes.n.battery]
-kind = "battery"
-{checks}
-"""
 
 
 _names = itertools.count()
@@ -183,7 +168,7 @@ def twin(tmp_path: Path, action: str = "pass", checks: str = "") -> Path:
     module = f"ci_outcome_{os.getpid()}_{next(_names)}"
     (tmp_path / f"{module}.py").write_text(CONTROLLER.format(action=action))
     path = tmp_path / "s.toml"
-    path.write_text(TWIN.format(module=module, checks=checks))
+    path.write_text(ONE_NODE_TWIN.format(name="outcomes", module=module, checks=checks))
     return path
 
 

@@ -78,7 +78,9 @@ def test_a_second_sweep_into_the_same_folder_stops_at_once(tmp_path: Path) -> No
     assert rows[0]["path"] == str(point) and rows[0]["status"] == "terminated"
     assert table.splitlines()[0] == (out / "results.csv").read_bytes().splitlines()[0]
     with open_run(point) as r:
-        assert not r.complete and len(r) > 20  # its own ticks, not a 1 s run's
+        # its own ticks, not a 1 s run's (how many it got to depends on the machine)
+        assert not r.complete and len(r) > 0
+        assert r.scenario().run.duration_s == 600
         assert [m for _, k, m in r.events() if k == "run_stopped"] == ["terminated"]
     # released when the sweep ended: the folder can be swept again
     assert not (tmp_path / ".sw.lock").exists()

@@ -120,21 +120,21 @@ class AssetSpec:
  _BUS_X, _BUS_U, _BUS_Y, _BUS_U0, _BUS_PU, _BUS_AD, _BUS_BD,
  _NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID, _NODE_E_IMPORT, _NODE_E_EXPORT, _NODE_V_NOM,
  _SER_T, _SER_V, _SER_NOW,
- # integer arrays: unit -> node, sources, setpoint maps (unit, input column, position in
- # Microgrid.u), recorded columns of Y, kernel arguments
+ # integer arrays: unit -> node, sources, the setpoint map (:func:`_setpoints`), recorded
+ # columns of Y, kernel arguments
  _PV_SER, _PV_COLS,
- _INV_NODE, _INV_SRC, _INV_SP, _INV_COLS,
+ _INV_NODE, _INV_SRC, _INV_COLS,
  _BAT_NODE, _BAT_ROW, _BAT_MODE, _BAT_PI, _BAT_TMETA, _BAT_PSET_J, _BAT_CONN_J, _BAT_COLS,
- _RACK_NODE, _RACK_SER, _RACK_SP, _RACK_SPAN, _RACK_COLS,
- _BUS_KIND, _BUS_SP, _BUS_COLS,
- _METER_NODE, _SER_OFF, _Y_START, _MODE,
- _N_SLOTS) = range(84)
+ _RACK_NODE, _RACK_SER, _RACK_SPAN, _RACK_COLS,
+ _BUS_KIND, _BUS_COLS,
+ _SP, _METER_NODE, _SER_OFF, _Y_START, _MODE,
+ _N_SLOTS) = range(82)
 _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
 # passes over units run as SIMD vectors on them, and a recorded output column of a group is
 # one contiguous copy into Microgrid.y
 _COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_X, _BAT_U, _BAT_Y,
-                           _BUS_X, _BUS_U, _BUS_Y))
+                           _BUS_X, _BUS_U, _BUS_Y, _BUS_U0))
 # _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
 # unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
@@ -177,6 +177,11 @@ class _Arena:
             ends[integer] += a.size
         self.f = np.concatenate(chunks[False])
         self.i = np.concatenate(chunks[True])
+
+    def position(self, slot: int, i: int, col: int) -> int:
+        """Where element ``[i, col]`` of 2-D slot ``slot`` is in its buffer."""
+        o, n, ncols = (int(v) for v in self.layout[slot, :3])
+        return o + (col * n + i if slot in _COLUMN_MAJOR else i * ncols + col)
 
     def view(self, slot: int) -> np.ndarray:
         """The array of ``slot``, a view: writing to it writes the arena."""
@@ -258,21 +263,22 @@ _FLOAT_MAX = float(np.finfo(float).max)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _setpoints(u, sp, u0, gu):
-    """Setpoints ``u`` into a group's inputs ``gu`` by the map ``sp``; NaN: ``u0``."""
-    for r in range(sp.shape[0]):
-        i, col, j = sp[r, 0], sp[r, 1], sp[r, 2]
-        v = u[j]
-        gu[i, col] = u0[i, col] if np.isnan(v) else v
+def _setpoints(u, fa, sp):
+    """Setpoints ``u`` into the groups' inputs: ``fa[sp[1, r]] = u[sp[0, r]]``, where that
+    is NaN ``fa[sp[2, r]]`` (the input's default).  Positions in the arena rather than (unit,
+    column) per group: one loop of plain loads and stores over every setpoint, sorted by
+    where they go (twice as fast as a loop per group indexing 2-D views)."""
+    j, dst, default = sp[0], sp[1], sp[2]
+    for r in range(j.shape[0]):
+        v = u[j[r]]
+        fa[dst[r]] = v if v == v else fa[default[r]]
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _begin(t, fa, ia, lay, u):
     """Setpoints into the groups' inputs, the drives' series at ``t`` into PV irradiance
     and trace racks' power."""
-    _setpoints(u, _v2(ia, lay, _INV_SP), _v2(fa, lay, _INV_U0), _v2(fa, lay, _INV_U))
-    _setpoints(u, _v2(ia, lay, _RACK_SP), _v2(fa, lay, _RACK_U0), _v2(fa, lay, _RACK_U))
-    _setpoints(u, _v2(ia, lay, _BUS_SP), _v2(fa, lay, _BUS_U0), _v2f(fa, lay, _BUS_U))
+    _setpoints(u, fa, _v2(ia, lay, _SP))
     ts, vs, off = _v1(fa, lay, _SER_T), _v1(fa, lay, _SER_V), _v1(ia, lay, _SER_OFF)
     now = _v1(fa, lay, _SER_NOW)
     for k in range(now.shape[0]):
@@ -922,6 +928,16 @@ class Microgrid:
 
     # -- the arena ----------------------------------------------------------------------
 
+    def _setpoint_map(self) -> np.ndarray:
+        """The setpoints that are group inputs as positions in the arena: rows (position in
+        :attr:`u`, of the input, of its default), sorted by the input's position."""
+        slots = {"inverter": (_INV_U, _INV_U0), "gpu_rack": (_RACK_U, _RACK_U0),
+                 "grid": (_BUS_U, _BUS_U0)}
+        pos = self._arena.position
+        cols = [(j, pos(slots[kind][0], i, col), pos(slots[kind][1], i, col))
+                for kind, rows in self._sp_rows.items() for i, col, j in rows]
+        return np.array(sorted(cols, key=lambda c: c[1]), dtype=np.int64).reshape(-1, 3).T
+
     def _series(self, drive: Any) -> int:
         """Index of ``drive`` among the series the compiled step evaluates, or -1 when it is
         not a :class:`Series` (None, or another callable: evaluated from Python)."""
@@ -997,8 +1013,7 @@ class Microgrid:
         p = group("grid", (_BUS_X, _BUS_U, _BUS_Y),
                   (_BUS_PU, _BUS_KIND, _BUS_AD, _BUS_BD))
         a[_BUS_U0], a[_BUS_COLS] = p.u0, p.cols
-        for kind, slot in (("inverter", _INV_SP), ("gpu_rack", _RACK_SP), ("grid", _BUS_SP)):
-            a[slot] = np.array(self._sp_rows[kind], dtype=np.int64).reshape(-1, 3)
+        a[_SP] = np.zeros((3, sum(len(rows) for rows in self._sp_rows.values())))
         nn = len(self.nodes)
         for slot in (_NODE_GEN, _NODE_LOAD, _NODE_SUM, _NODE_GRID, _NODE_E_IMPORT,
                      _NODE_E_EXPORT):
@@ -1020,6 +1035,7 @@ class Microgrid:
         a[_SER_NOW] = np.zeros(len(series))
         a[_MODE] = mode
         self._arena = _Arena(a)
+        self._arena.view(_SP)[...] = self._setpoint_map()
         for grp in g.values():
             grp.arena = self._arena
         # drives that are neither a Series nor None: evaluated from Python, into the arena

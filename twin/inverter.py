@@ -90,7 +90,7 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from twin import stepper
+from twin import stepper, vecmath
 from twin.errors import ParameterError, TwinError
 from twin.params import ParamSet, did_you_mean, from_mapping
 from twin.units import WH_PER_J
@@ -681,9 +681,10 @@ def _pack(p: InverterParams) -> np.ndarray:
 
 @numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(x, u, par, a, dt):
-    """Held inputs ``w`` of every unit for one step (see the module docstring)."""
+    """Held inputs ``w`` of every unit for one step (see the module docstring), stored
+    column by column: outputs and step are then passes over contiguous columns."""
     n = x.shape[0]
-    w = np.empty((n, _NW))
+    w = np.empty((_NW, n)).T
     tol = 1e-9
     for i in range(n):
         s = par[i, _S]
@@ -794,40 +795,51 @@ def _hold_kernel(x, u, par, a, dt):
     return w
 
 
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _lag(x, ref, a, xn):
+    """``xn = ref + a (x - ref)`` over 1-D columns: a first-order lag's exact step."""
+    for i in range(x.shape[0]):
+        xn[i] = ref[i] + a[i] * (x[i] - ref[i])
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _accumulate(x, p, h, xn):
+    """``xn = x + p h`` over 1-D columns: an energy counter's step. [Wh]"""
+    for i in range(x.shape[0]):
+        xn[i] = x[i] + p[i] * h
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _step_into(x, w, a, dt, xn):
-    """Exact step into ``xn``, which may be ``x`` itself (each element is read, then written)."""
+    """Exact step into ``xn``, which may be ``x`` itself, a pass per state over 1-D columns
+    (SIMD where the arrays are stored column by column; one loop over units writing ``x``
+    in place stays scalar)."""
     h = dt / 3600.0
-    for i in range(x.shape[0]):
-        xn[i, _XP] = w[i, _WRP] + a[i, 0] * (x[i, _XP] - w[i, _WRP])
-        xn[i, _XQ] = w[i, _WRQ] + a[i, 0] * (x[i, _XQ] - w[i, _WRQ])
-        xn[i, _EDC] = x[i, _EDC] + w[i, _WPDC] * h
-        xn[i, _EAC] = x[i, _EAC] + w[i, _WPAC] * h
-        xn[i, _ELOSS] = x[i, _ELOSS] + w[i, _WLOSS] * h
+    _lag(x[:, _XP], w[:, _WRP], a[:, 0], xn[:, _XP])
+    _lag(x[:, _XQ], w[:, _WRQ], a[:, 0], xn[:, _XQ])
+    _accumulate(x[:, _EDC], w[:, _WPDC], h, xn[:, _EDC])
+    _accumulate(x[:, _EAC], w[:, _WPAC], h, xn[:, _EAC])
+    _accumulate(x[:, _ELOSS], w[:, _WLOSS], h, xn[:, _ELOSS])
+
+
+#: where each output column comes from: a held input (its column of ``w``) or, negative, a
+#: state (column ``-1 - k`` of ``x``)
+_Y_SOURCE = np.array([_WPAC, _WQ, _WPDC, _WEFF, _WLOSS, _WAVAIL, -1 - _XP, -1 - _XQ, _WSLIM,
+                      _WRAMP, _WDCLIM, _WCURT, -1 - _EAC, -1 - _EDC, -1 - _ELOSS, _WWLIM, _WVAC,
+                      _WF, _WINLIM])
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _outputs_into(x, w, y):
-    for i in range(x.shape[0]):
-        y[i, 0] = w[i, _WPAC]
-        y[i, 1] = w[i, _WQ]
-        y[i, 2] = w[i, _WPDC]
-        y[i, 3] = w[i, _WEFF]
-        y[i, 4] = w[i, _WLOSS]
-        y[i, 5] = w[i, _WAVAIL]
-        y[i, 6] = x[i, _XP]
-        y[i, 7] = x[i, _XQ]
-        y[i, 8] = w[i, _WSLIM]
-        y[i, 9] = w[i, _WRAMP]
-        y[i, 10] = w[i, _WDCLIM]
-        y[i, 11] = w[i, _WCURT]
-        y[i, 12] = x[i, _EAC]
-        y[i, 13] = x[i, _EDC]
-        y[i, 14] = x[i, _ELOSS]
-        y[i, 15] = w[i, _WWLIM]
-        y[i, 16] = w[i, _WVAC]
-        y[i, 17] = w[i, _WF]
-        y[i, 18] = w[i, _WINLIM]
+    """Outputs column by column: contiguous copies where ``x``, ``w`` and ``y`` are stored
+    column by column, as the microgrid's fused step stores them (unit by unit, the copy
+    from a transposed layout cost three times as much at 1,000 units)."""
+    for k in range(_NY):
+        src = _Y_SOURCE[k]
+        if src >= 0:
+            vecmath.copy(w[:, src], y[:, k])
+        else:
+            vecmath.copy(x[:, -1 - src], y[:, k])
 
 
 @numba.njit(cache=True, error_model="numpy")

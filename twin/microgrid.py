@@ -133,8 +133,8 @@ _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
 # passes over units run as SIMD vectors on them, and a recorded output column of a group is
 # one contiguous copy into Microgrid.y
-_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_Y, _BAT_X, _BAT_U, _BAT_Y,
-                           _BUS_X, _BUS_U, _BUS_Y, _BUS_U0))
+_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_X, _INV_Y, _INV_A, _CONV_X, _CONV_Y,
+                           _CONV_A, _BAT_X, _BAT_U, _BAT_Y, _BUS_X, _BUS_U, _BUS_Y, _BUS_U0))
 # _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
 # unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
@@ -362,7 +362,7 @@ def _couple_bus(fa, ia, lay):
     _node_sum(_v1(ia, lay, _RACK_NODE), _v2f(fa, lay, _RACK_Y),
               _v1(ia, lay, _MODE)[_M_RACK_PW], load)
     bus_u = _v2f(fa, lay, _BUS_U)
-    conv_y, p_ac, p_dc = _v2(fa, lay, _CONV_Y), _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
+    conv_y, p_ac, p_dc = _v2f(fa, lay, _CONV_Y), _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
     if p_ac.shape[0]:
         conn = _v1(fa, lay, _BAT_CONNECTED)
         for i in range(p_ac.shape[0]):  # an open contactor: the converter has nothing to give
@@ -519,8 +519,8 @@ def _advance_pv(t, dt, fa, lay):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_inverters(t, dt, fa, lay):
-    inverter.advance_inplace(t, _v2(fa, lay, _INV_X), _v2(fa, lay, _INV_U), dt,
-                             _v2f(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v2(fa, lay, _INV_A))
+    inverter.advance_inplace(t, _v2f(fa, lay, _INV_X), _v2(fa, lay, _INV_U), dt,
+                             _v2f(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v2f(fa, lay, _INV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -538,9 +538,9 @@ def _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_converters(t, dt, fa, lay):
-    inverter.advance_inplace(t, _v2(fa, lay, _CONV_X), _v2(fa, lay, _CONV_U), dt,
-                             _v2(fa, lay, _CONV_Y), _v2(fa, lay, _CONV_PAR),
-                             _v2(fa, lay, _CONV_A))
+    inverter.advance_inplace(t, _v2f(fa, lay, _CONV_X), _v2(fa, lay, _CONV_U), dt,
+                             _v2f(fa, lay, _CONV_Y), _v2(fa, lay, _CONV_PAR),
+                             _v2f(fa, lay, _CONV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -499,12 +499,13 @@ def _close(dt, fa, ia, lay, y):
         y[j + n + i] = inv_u[i, _INV_VAC]
         y[j + 2 * n + i] = inv_u[i, _INV_F]
     mn, v_nom = _v1(ia, lay, _METER_NODE), _v1(fa, lay, _NODE_V_NOM)
-    n, j = mn.shape[0], start[_Y_METER]
-    for m in range(n):  # p_w, q_var, v_ac_v, freq_hz, e_import_wh, e_export_wh
-        k = mn[m]
-        y[j + m], y[j + n + m], y[j + 2 * n + m] = grid[k], 0.0, v_nom[k]
-        y[j + 3 * n + m], y[j + 4 * n + m] = bus_y[k, _BUS_F], e_import[k]
-        y[j + 5 * n + m] = e_export[k]
+    n, j = mn.shape[0], start[_Y_METER]  # p_w, q_var, v_ac_v, freq_hz, e_import_wh, e_export_wh
+    vecmath.gather(grid, mn, y[j:j + n])
+    vecmath.fill(y[j + n:j + 2 * n], 0.0)
+    vecmath.gather(v_nom, mn, y[j + 2 * n:j + 3 * n])
+    vecmath.gather(bus_y[:, _BUS_F], mn, y[j + 3 * n:j + 4 * n])
+    vecmath.gather(e_import, mn, y[j + 4 * n:j + 5 * n])
+    vecmath.gather(e_export, mn, y[j + 5 * n:j + 6 * n])
 
 
 # --------------------------------------------------------------------------------------------

@@ -94,3 +94,11 @@ def fill(dst, value):
     """``dst[:] = value`` for a 1-D array, as :func:`copy`."""
     for i in range(dst.shape[0]):
         dst[i] = value
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def gather(src, index, dst):
+    """``dst[:] = src[index]`` for 1-D arrays, without numba's temporary: a pass of its own
+    per destination vectorises (AVX-512 gathers) where a loop filling several does not."""
+    for i in range(index.shape[0]):
+        dst[i] = src[index[i]]

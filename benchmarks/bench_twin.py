@@ -114,11 +114,11 @@ def kernel_costs(quick: bool) -> dict:
 
 def kernel_us(mg: Microgrid, kind: str, kernel: Callable[..., None], calls: int,
               repeats: int) -> float:
-    """One group's kernel on copies of its arrays (in the arena's memory order: the racks'
-    column by column), time moving on as in a run. [us]"""
+    """One group's kernel on copies of its arrays, laid out as the fused step lays them out
+    (many column by column), time moving on as in a run. [us]"""
     g = mg.groups[kind]
     x, u, y = g.x.copy(order="K"), g.u.copy(order="K"), g.y.copy(order="K")
-    args = g.asset.kernel_args(DT)
+    args = [a.copy(order="K") for a in g.kernel_args()] or g.asset.kernel_args(DT)
     clock = {"t": mg.t}
 
     def call() -> None:

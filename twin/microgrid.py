@@ -133,8 +133,9 @@ _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
 # passes over units run as SIMD vectors on them, and a recorded output column of a group is
 # one contiguous copy into Microgrid.y
-_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_X, _INV_Y, _INV_A, _CONV_X, _CONV_Y,
-                           _CONV_A, _BAT_X, _BAT_U, _BAT_Y, _BUS_X, _BUS_U, _BUS_Y, _BUS_U0))
+_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_X, _INV_Y, _INV_A, _CONV_X, _CONV_U,
+                           _CONV_Y, _CONV_PAR, _CONV_A, _BAT_X, _BAT_U, _BAT_Y, _BUS_X, _BUS_U,
+                           _BUS_Y, _BUS_U0))
 # _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
 # unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
@@ -315,7 +316,7 @@ def _couple_converters(fa, ia, lay, u):
     (``connect``, NaN: closed)."""
     pj, cj = _v1(ia, lay, _BAT_PSET_J), _v1(ia, lay, _BAT_CONN_J)
     pset, conn = _v1(fa, lay, _BAT_PSET), _v1(fa, lay, _BAT_CONNECTED)
-    conv_u = _v2(fa, lay, _CONV_U)
+    conv_u = _v2f(fa, lay, _CONV_U)
     for i in range(pj.shape[0]):
         p = 0.0
         if pj[i] >= 0:
@@ -398,7 +399,7 @@ def _couple_cells(fa, ia, lay):
     for i in range(node.shape[0]):
         if bus_u[node[i], _BUS_ISL] > 0.5 and conn[i] > 0.0:
             total[node[i]] += rating[i]
-    gfm, conv_par = _v2f(fa, lay, _BUS_Y), _v2(fa, lay, _CONV_PAR)
+    gfm, conv_par = _v2f(fa, lay, _BUS_Y), _v2f(fa, lay, _CONV_PAR)
     for i in range(node.shape[0]):
         k = node[i]
         if bus_u[k, _BUS_ISL] > 0.5:
@@ -458,7 +459,7 @@ def _close(dt, fa, ia, lay, y):
     if node.shape[0]:
         short = _v1(fa, lay, _NODE_SUM)
         vecmath.fill(short, 0.0)
-        conv_par, conn = _v2(fa, lay, _CONV_PAR), _v1(fa, lay, _BAT_CONNECTED)
+        conv_par, conn = _v2f(fa, lay, _CONV_PAR), _v1(fa, lay, _BAT_CONNECTED)
         for i in range(node.shape[0]):
             d = _converter_shortfall(conv_par, i, p_ac, p_dc, bat_y[i, _BAT_PW],
                                      bat_y[i, _BAT_LIM] != 0.0 and conn[i] > 0.0)
@@ -539,8 +540,8 @@ def _advance_racks(t, dt, fa, ia, lay, cursor, memo, capmemo):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_converters(t, dt, fa, lay):
-    inverter.advance_inplace(t, _v2f(fa, lay, _CONV_X), _v2(fa, lay, _CONV_U), dt,
-                             _v2f(fa, lay, _CONV_Y), _v2(fa, lay, _CONV_PAR),
+    inverter.advance_inplace(t, _v2f(fa, lay, _CONV_X), _v2f(fa, lay, _CONV_U), dt,
+                             _v2f(fa, lay, _CONV_Y), _v2f(fa, lay, _CONV_PAR),
                              _v2f(fa, lay, _CONV_A))
 
 
@@ -604,9 +605,10 @@ class _Group:
     #: recorded output columns of the asset, and where they start in Microgrid.y
     cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     start: int = 0
-    #: the arena and the slots of x, u, y in it
+    #: the arena, the slots of x, u, y in it and of the arrays its kernel takes after y
     arena: _Arena | None = None
     slots: tuple[int, int, int] = (0, 0, 0)
+    arg_slots: tuple[int, ...] = ()
 
     @property
     def x(self) -> np.ndarray:
@@ -619,6 +621,11 @@ class _Group:
     @property
     def y(self) -> np.ndarray:
         return self.arena.view(self.slots[2])
+
+    def kernel_args(self) -> list[np.ndarray]:
+        """What the fused step passes its kernel after ``y``, as it lays them out (their
+        asset's ``kernel_args`` where the arena does not hold them: the racks')."""
+        return [self.arena.view(s) for s in self.arg_slots]
 
 
 def _col(asset: Asset, name: str) -> int:
@@ -967,7 +974,7 @@ class Microgrid:
             a[slots[2]] = np.zeros((n, len(grp.asset.output_names)))
             if args:
                 a.update(zip(args, grp.asset.kernel_args(dt)))
-            grp.slots = slots
+            grp.slots, grp.arg_slots = slots, tuple(args)
             return grp
 
         if "pv" in g:

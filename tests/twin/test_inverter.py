@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin import params, stepper
+from twin import inverter, params, stepper
 from twin.errors import ParameterError, TwinError
 from twin.inverter import (
     ConverterLosses,
@@ -561,3 +561,52 @@ def test_neutral_inputs_when_none_are_given(pv_params, conv_params):
     assert c["p_ac_w"][0] == 0.0 and c["p_cmd_w"][0] == 0.0
     with pytest.raises(TwinError, match="unknown input 'p_ac_w'"):
         pv.input_array(p_ac_w=1.0)
+
+
+def _advance_columns(inv: Inverter, x: np.ndarray, u: np.ndarray, dt: float):
+    """One step of ``inv`` on arrays stored column by column, as the microgrid's arena
+    stores a battery's converters (where their plain pass runs as SIMD vectors)."""
+    par, a = (np.asfortranarray(v) for v in inv.kernel_args(dt))
+    xn, y = np.asfortranarray(x), np.asfortranarray(np.zeros((inv.n, len(inv.output_names))))
+    inverter.advance_inplace(0.0, xn, np.asfortranarray(u), dt, y, par, a)
+    return xn, y
+
+
+def test_plain_converters_give_the_numbers_of_the_unit_by_unit_path(conv_params):
+    """A battery's plain converters (loss model, grid-following, no droop, volt-var or ramp,
+    within their circle) are held in one branch-free pass; made to take the unit-by-unit
+    path instead (a frequency droop whose dead band no frequency leaves changes no number)
+    they give the same states and outputs, bit for bit, in rows and in columns."""
+    rng = np.random.default_rng(11)
+    rated = conv_params.p_rated_w
+    kinds = [conv_params,
+             dataclasses.replace(conv_params, p_max_w=0.8 * conv_params.s_max_va),
+             dataclasses.replace(conv_params, priority="q"),
+             dataclasses.replace(conv_params, ramp_w_per_s=2.0 * rated)]
+    never = FrequencyDroop(enabled=True, db_of_hz=1e12, db_uf_hz=1e12)
+    n = 600
+    pick = rng.integers(0, len(kinds), n)
+    plain = Inverter([kinds[k] for k in pick])
+    slow = Inverter([dataclasses.replace(kinds[k], freq_droop=never) for k in pick])
+    x = plain.initial_state()
+    x[:, 0] = rng.normal(0.0, rated, n)
+    x[:, 1] = rng.normal(0.0, 0.3 * rated, n)
+    for _ in range(20):
+        u = plain.default_inputs().copy()
+        u[:, 0] = rng.normal(0.0, 1.2 * rated, n)  # p_set_w: some beyond the rating
+        u[:, 1] = rng.normal(0.0, 0.6 * rated, n)  # q_set_var: some beyond the circle
+        u[:, 2] = rng.uniform(-10.0, 110.0, n)  # w_max_lim_pct: some outside [0, 100]
+        u[:, 6] = rng.normal(60.0, 0.5, n)
+        odd = rng.integers(0, n, 8)
+        u[odd[:4], 0] = [np.nan, np.inf, -np.inf, 0.0]
+        u[odd[4:], 2] = np.nan
+        got, want = plain.advance(0.0, x, u, 0.01), slow.advance(0.0, x, u, 0.01)
+        cols_got, cols_want = (_advance_columns(plain, x, u, 0.01),
+                               _advance_columns(slow, x, u, 0.01))
+        for a, b in ((got, want), (cols_got, cols_want), (got, cols_got)):
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        x = got[0]
+    y = plain.output_dict(got[1])
+    # both paths were taken: units inside their circle, and units limited by it or ramping
+    assert 0 < np.count_nonzero(y["s_limited"]) < n and np.count_nonzero(y["ramp_limited"])

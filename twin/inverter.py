@@ -391,8 +391,10 @@ def _sandia_terms(v_dc, paco, pdco, vdco, pso, c0, c1, c2, c3):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sandia_curve(p_dc, b, k, cc):
-    """The Sandia curve before clipping and night tare."""
-    return k * (p_dc - b) + cc * (p_dc - b) ** 2
+    """The Sandia curve before clipping and night tare (the square as a product: numba's
+    ``** 2`` keeps a loop that calls it scalar)."""
+    d = p_dc - b
+    return k * d + cc * (d * d)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -679,15 +681,26 @@ def _pack(p: InverterParams) -> np.ndarray:
     return row
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _plain_mode(par, a, i):
+    """Whether unit ``i`` runs plain: grid-following, no droop, no volt-var, no ramp limit
+    (every parameter read, then ``&``: a load behind ``and`` keeps a loop scalar)."""
+    mode, fw, vv, ramp, a0 = par[i, _MODE], par[i, _FW_ON], par[i, _VV_ON], par[i, _RAMP], a[i, 0]
+    return (mode == 0.0) & (fw == 0.0) & (vv == 0.0) & (not ((ramp > 0.0) & (a0 < 1.0)))
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _plain_pass(x, u, par, a, w, done):
-    """Held inputs of the units that are plain converters, a branch-free pass over every
-    unit (SIMD where the arrays are stored column by column, as the microgrid's arena
+def _plain_converters(x, u, par, a, w, done):
+    """Held inputs of a group of converters (symmetric loss model), a branch-free pass over
+    every unit (SIMD where the arrays are stored column by column, as the microgrid's arena
     stores a battery's converters): ``done[i]`` is 1 where unit ``i``'s are in ``w``.
 
-    Plain: a symmetric loss model, grid-following, no droop, no volt-var, no ramp limit,
-    within its apparent-power circle (the computation then is :func:`_hold_kernel`'s,
-    operation for operation, so the same numbers); the others are left to it."""
+    Those of the plain units (:func:`_plain_mode`) within their apparent-power circle: the
+    computation then is :func:`_hold_units`', operation for operation, so the same numbers;
+    the others are left to it.  ``w`` is written through 1-D views of its columns (a store
+    through 2-D indexing keeps the loop scalar)."""
+    (rp, rq, pac, q, pdc, loss, eff, avail, slim, ramp, dclim, curt, wl, vac, fr,
+     inlim) = _columns(w)
     for i in range(x.shape[0]):
         s = par[i, _S]
         pmax = min(par[i, _PMAX], s)
@@ -702,36 +715,100 @@ def _plain_pass(x, u, par, a, w, done):
         p_ac = min(max(xp, -pmax), min(pmax, pmax))
         p_dc = p_ac + _converter_loss(p_ac, par[i, _LA], par[i, _LB], par[i, _LC])
         up, down = p_ac > 0.0 and p_dc > 0.0, p_ac < 0.0 and p_dc < 0.0
-        plain = (par[i, _MODEL] == 1.0 and par[i, _MODE] == 0.0 and par[i, _FW_ON] == 0.0
-                 and par[i, _VV_ON] == 0.0 and not (par[i, _RAMP] > 0.0 and a[i, 0] < 1.0)
+        plain = (_plain_mode(par, a, i) and p_act * p_act + q_set * q_set <= s * s
+                 and p_ac * p_ac + xq * xq <= s * s)
+        done[i] = 1.0 if plain else 0.0
+        rp[i], rq[i], pac[i], q[i], pdc[i] = p_ref, q_set, p_ac, xq, p_dc
+        loss[i] = p_dc - p_ac
+        eff[i] = p_ac / p_dc if up else (p_dc / p_ac if down else 0.0)
+        avail[i] = pmax
+        slim[i], ramp[i], dclim[i], curt[i] = 0.0, 0.0, 0.0, 0.0
+        wl[i], vac[i], fr[i] = wlim, u[i, _UVAC], u[i, _UF]
+        inlim[i] = 0.0 if 0.0 <= wlim <= 100.0 else 1.0
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _columns(w):
+    """The ``_NW`` columns of ``w``, as 1-D views in the order of its columns."""
+    return (w[:, 0], w[:, 1], w[:, 2], w[:, 3], w[:, 4], w[:, 5], w[:, 6], w[:, 7], w[:, 8],
+            w[:, 9], w[:, 10], w[:, 11], w[:, 12], w[:, 13], w[:, 14], w[:, 15])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _plain_pv(x, u, par, a, w, done):
+    """:func:`_plain_converters` for a group of PV inverters (Sandia model): the plain
+    units in daylight, below the top of their curve, above their standby power and within
+    their apparent-power circle.  The square root and divisions of the curve's inverse are
+    taken for every unit (as SIMD vectors they cost less than the branches they replace;
+    the root of a negative number is NaN, and not taken)."""
+    tol = 1e-9
+    (rp, rq, pac, q, pdc, loss, eff, avail_, slim, ramp, dclim, curt, wl, vac, fr,
+     inlim) = _columns(w)
+    for i in range(x.shape[0]):
+        s = par[i, _S]
+        pmax = min(par[i, _PMAX], s)
+        c = _SANDIA
+        paco, pso = par[i, c], par[i, c + 3]
+        p_set, q_set, wlim = u[i, _UP], u[i, _UQ], u[i, _UWLIM]
+        p_dc_av, v_dc = u[i, _UPDC], u[i, _UVDC]
+        sb, sk, sc = _sandia_terms(v_dc, paco, par[i, c + 1], par[i, c + 2], pso,
+                                   par[i, c + 4], par[i, c + 5], par[i, c + 6], par[i, c + 7])
+        day = (not p_dc_av < pso) and v_dc > 0.0 and sk > 0.0 and sk < math.inf
+        below_top = not (sc < 0.0 and p_dc_av > sb - sk / (2.0 * sc))
+        avail = min(paco, _sandia_curve(p_dc_av, sb, sk, sc))
+        lim = min(max(wlim, 0.0), 100.0) * 0.01 * par[i, _PMAX]
+        p_ref = min(max(p_set, -lim), lim)
+        p_ref = min(max(p_ref, 0.0), pmax)
+        p_act = min(p_ref, avail)
+        g = a[i, 1]
+        xp = p_ref + (x[i, _XP] - p_ref) * g
+        xq = q_set + (x[i, _XQ] - q_set) * g
+        awake = not xp < _sandia_curve(pso, sb, sk, sc)
+        p_ac = min(max(xp, 0.0), min(avail, pmax))
+        disc = sk * sk + 4.0 * sc * p_ac
+        p_dc = (sb - sk / (2.0 * sc) if disc < 0.0
+                else sb + 2.0 * p_ac / (sk + vecmath.sqrt(disc)))
+        up, down = p_ac > 0.0 and p_dc > 0.0, p_ac < 0.0 and p_dc < 0.0
+        plain = (_plain_mode(par, a, i) and day and below_top and awake
                  and p_act * p_act + q_set * q_set <= s * s and p_ac * p_ac + xq * xq <= s * s)
         done[i] = 1.0 if plain else 0.0
-        w[i, _WRP], w[i, _WRQ] = p_ref, q_set
-        w[i, _WPAC], w[i, _WQ], w[i, _WPDC] = p_ac, xq, p_dc
-        w[i, _WLOSS] = p_dc - p_ac
-        w[i, _WEFF] = p_ac / p_dc if up else (p_dc / p_ac if down else 0.0)
-        w[i, _WAVAIL] = pmax
-        w[i, _WSLIM], w[i, _WRAMP], w[i, _WDCLIM], w[i, _WCURT] = 0.0, 0.0, 0.0, 0.0
-        w[i, _WWLIM], w[i, _WVAC], w[i, _WF] = wlim, u[i, _UVAC], u[i, _UF]
-        w[i, _WINLIM] = 0.0 if 0.0 <= wlim <= 100.0 else 1.0
+        rp[i], rq[i], pac[i], q[i], pdc[i] = p_ref, q_set, p_ac, xq, p_dc
+        loss[i] = p_dc - p_ac
+        eff[i] = p_ac / p_dc if up else (p_dc / p_ac if down else 0.0)
+        avail_[i] = avail
+        slim[i], ramp[i] = 0.0, 0.0
+        dclim[i] = 1.0 if xp > avail + tol * s else 0.0
+        curt[i] = 1.0 if xp < avail - tol * s else 0.0
+        wl[i], vac[i], fr[i] = wlim, u[i, _UVAC], u[i, _UF]
+        inlim[i] = 0.0 if 0.0 <= wlim <= 100.0 else 1.0
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(x, u, par, a, dt):
     """Held inputs ``w`` of every unit for one step (see the module docstring), stored
-    column by column: outputs and step are then passes over contiguous columns.  Where a
-    group holds plain converters, :func:`_plain_pass` first (a battery's converter costs
-    a third as much that way), then unit by unit the units it leaves."""
+    column by column: outputs and step are then passes over contiguous columns.  A group
+    of one model first takes its plain pass (:func:`_plain_converters`,
+    :func:`_plain_pv`: a third to a half of the cost unit by unit), then
+    :func:`_hold_units` the units it leaves."""
     n = x.shape[0]
     w = np.empty((_NW, n)).T
     done = np.zeros(n)
-    converters = 0
+    converters = 0.0
     for i in range(n):
-        converters += 1 if par[i, _MODEL] == 1.0 else 0
-    if converters:
-        _plain_pass(x, u, par, a, w, done)
+        converters += par[i, _MODEL]
+    if n and converters == n:
+        _plain_converters(x, u, par, a, w, done)
+    elif n and converters == 0.0:
+        _plain_pv(x, u, par, a, w, done)
+    _hold_units(x, u, par, a, dt, w, done)
+    return w
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _hold_units(x, u, par, a, dt, w, done):
+    """Held inputs into ``w``, unit by unit, of the units not ``done``."""
     tol = 1e-9
-    for i in range(n):
+    for i in range(x.shape[0]):
         if done[i] != 0.0:
             continue
         s = par[i, _S]
@@ -839,7 +916,6 @@ def _hold_kernel(x, u, par, a, dt):
         w[i, _WCURT] = 1.0 if curtailed else 0.0
         w[i, _WWLIM], w[i, _WVAC], w[i, _WF] = wlim, v_ac, f
         w[i, _WINLIM] = 1.0 if in_lim else 0.0
-    return w
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")

@@ -133,9 +133,9 @@ _FIRST_INT = _PV_SER
 # 2-D slots stored column by column (a signal of every unit contiguous): the rack kernel's
 # passes over units run as SIMD vectors on them, and a recorded output column of a group is
 # one contiguous copy into Microgrid.y
-_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_X, _INV_Y, _INV_A, _CONV_X, _CONV_U,
-                           _CONV_Y, _CONV_PAR, _CONV_A, _BAT_X, _BAT_U, _BAT_Y, _BUS_X, _BUS_U,
-                           _BUS_Y, _BUS_U0))
+_COLUMN_MAJOR = frozenset((_RACK_X, _RACK_Y, _PV_Y, _INV_X, _INV_U, _INV_Y, _INV_PAR, _INV_A,
+                           _CONV_X, _CONV_U, _CONV_Y, _CONV_PAR, _CONV_A, _BAT_X, _BAT_U, _BAT_Y,
+                           _BUS_X, _BUS_U, _BUS_Y, _BUS_U0))
 # _Y_START: where each part's signals start in Microgrid.y (signal by signal, each over every
 # unit: a recorded column of a group is one contiguous copy)
 _Y_PV, _Y_INV, _Y_BAT, _Y_BUS, _Y_RACK, _Y_BAT_NODE, _Y_METER, _Y_INV_VDC = range(8)
@@ -298,7 +298,7 @@ def _begin(t, fa, ia, lay, u):
 def _couple_inverters(t, fa, ia, lay):
     """PV inverters are offered their array's DC power and voltage, and see the frequency
     of their bus in the last step (none before the first)."""
-    inv_u, src, pv_y = _v2(fa, lay, _INV_U), _v1(ia, lay, _INV_SRC), _v2f(fa, lay, _PV_Y)
+    inv_u, src, pv_y = _v2f(fa, lay, _INV_U), _v1(ia, lay, _INV_SRC), _v2f(fa, lay, _PV_Y)
     for i in range(src.shape[0]):
         j = src[i]
         if j >= 0:
@@ -493,7 +493,7 @@ def _close(dt, fa, ia, lay, y):
     vecmath.copy(conn, y[j + 2 * n:j + 3 * n])
     vecmath.copy(cap, y[j + 3 * n:j + 4 * n])
     vecmath.fill(y[j + 4 * n:j + 5 * n], 1.0)
-    inv_u = _v2(fa, lay, _INV_U)
+    inv_u = _v2f(fa, lay, _INV_U)
     n, j = inv_u.shape[0], start[_Y_INV_VDC]
     for i in range(n):  # a PV inverter's terminals: its array's DC voltage, the AC voltage
         y[j + i] = inv_u[i, _INV_VDC]  # and frequency it sees
@@ -521,8 +521,8 @@ def _advance_pv(t, dt, fa, lay):
 
 @numba.njit(cache=True, error_model="numpy")
 def _advance_inverters(t, dt, fa, lay):
-    inverter.advance_inplace(t, _v2f(fa, lay, _INV_X), _v2(fa, lay, _INV_U), dt,
-                             _v2f(fa, lay, _INV_Y), _v2(fa, lay, _INV_PAR), _v2f(fa, lay, _INV_A))
+    inverter.advance_inplace(t, _v2f(fa, lay, _INV_X), _v2f(fa, lay, _INV_U), dt,
+                             _v2f(fa, lay, _INV_Y), _v2f(fa, lay, _INV_PAR), _v2f(fa, lay, _INV_A))
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -53,6 +53,21 @@ def _pow2(typingctx, k):
     return types.float64(k), codegen
 
 
+@intrinsic
+def sqrt(typingctx, z):
+    """``math.sqrt`` of a float as LLVM's intrinsic: numba calls the C library's, which
+    keeps a loop scalar; both are the correctly rounded IEEE square root (NaN below 0)."""
+    if not isinstance(z, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float64)
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [ir.DoubleType()])
+        return builder.call(fn, [v])
+
+    return types.float64(z), codegen
+
+
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def exp(z):
     """``e ** z`` for ``EXP_MIN <= z <= EXP_MAX`` (clamped outside), branch-free.

@@ -563,50 +563,61 @@ def test_neutral_inputs_when_none_are_given(pv_params, conv_params):
         pv.input_array(p_ac_w=1.0)
 
 
-def _advance_columns(inv: Inverter, x: np.ndarray, u: np.ndarray, dt: float):
-    """One step of ``inv`` on arrays stored column by column, as the microgrid's arena
-    stores a battery's converters (where their plain pass runs as SIMD vectors)."""
-    par, a = (np.asfortranarray(v) for v in inv.kernel_args(dt))
-    xn, y = np.asfortranarray(x), np.asfortranarray(np.zeros((inv.n, len(inv.output_names))))
-    inverter.advance_inplace(0.0, xn, np.asfortranarray(u), dt, y, par, a)
-    return xn, y
+
+def _held_both_ways(inv: Inverter, x: np.ndarray, u: np.ndarray, columns: bool):
+    """Held inputs of ``inv`` as its kernel computes them (a plain pass, then unit by
+    unit), and all of them unit by unit; in rows, or stored column by column as the
+    microgrid's arena stores them (where the plain passes run as SIMD vectors)."""
+    arrays = (x, u, *inv.kernel_args(0.01))
+    if columns:
+        arrays = tuple(np.asfortranarray(v) for v in arrays)
+    fast = inverter._hold_kernel(*arrays, 0.01)
+    slow = np.zeros_like(fast)
+    inverter._hold_units(*arrays, 0.01, slow, np.zeros(inv.n))
+    return fast, slow
 
 
-def test_plain_converters_give_the_numbers_of_the_unit_by_unit_path(conv_params):
-    """A battery's plain converters (loss model, grid-following, no droop, volt-var or ramp,
-    within their circle) are held in one branch-free pass; made to take the unit-by-unit
-    path instead (a frequency droop whose dead band no frequency leaves changes no number)
-    they give the same states and outputs, bit for bit, in rows and in columns."""
+@pytest.mark.parametrize("kind", ["pv", "converter"])
+def test_plain_passes_give_the_numbers_of_the_unit_by_unit_path(kind, pv_params, conv_params):
+    """PV inverters and a battery's converters that run plain (grid-following, no droop,
+    volt-var or ramp, in daylight below the top of the curve, within their circle) are held
+    in one branch-free pass; every held input equals the unit-by-unit path's, bit for bit,
+    in rows and in columns, over fleets that mix them with units that are not plain."""
     rng = np.random.default_rng(11)
-    rated = conv_params.p_rated_w
-    kinds = [conv_params,
-             dataclasses.replace(conv_params, p_max_w=0.8 * conv_params.s_max_va),
-             dataclasses.replace(conv_params, priority="q"),
-             dataclasses.replace(conv_params, ramp_w_per_s=2.0 * rated)]
-    never = FrequencyDroop(enabled=True, db_of_hz=1e12, db_uf_hz=1e12)
-    n = 600
-    pick = rng.integers(0, len(kinds), n)
-    plain = Inverter([kinds[k] for k in pick])
-    slow = Inverter([dataclasses.replace(kinds[k], freq_droop=never) for k in pick])
-    x = plain.initial_state()
-    x[:, 0] = rng.normal(0.0, rated, n)
-    x[:, 1] = rng.normal(0.0, 0.3 * rated, n)
-    for _ in range(20):
-        u = plain.default_inputs().copy()
+    base = pv_params if kind == "pv" else conv_params
+    rated = base.p_rated_w
+    kinds = [base, base, dataclasses.replace(base, p_max_w=0.8 * base.s_max_va),
+             dataclasses.replace(base, priority="q"),
+             dataclasses.replace(base, ramp_w_per_s=2.0 * rated),
+             dataclasses.replace(base, freq_droop=FrequencyDroop(enabled=True)),
+             dataclasses.replace(base, volt_var=VoltVar(enabled=True))]
+    n = 700
+    inv = Inverter([kinds[k] for k in rng.integers(0, len(kinds), n)])
+    done = np.zeros(n)
+    for _ in range(10):
+        x = inv.initial_state()
+        x[:, 0] = rng.normal(0.0, rated, n)
+        x[:, 1] = rng.normal(0.0, 0.3 * rated, n)
+        u = inv.default_inputs().copy()
         u[:, 0] = rng.normal(0.0, 1.2 * rated, n)  # p_set_w: some beyond the rating
         u[:, 1] = rng.normal(0.0, 0.6 * rated, n)  # q_set_var: some beyond the circle
         u[:, 2] = rng.uniform(-10.0, 110.0, n)  # w_max_lim_pct: some outside [0, 100]
         u[:, 6] = rng.normal(60.0, 0.5, n)
+        if kind == "pv":  # offered from nothing to past the top of the curve, some at night
+            s = base.sandia
+            u[:, 3] = rng.uniform(-0.1, 1.6, n) * s.pdco_w
+            u[:, 4] = rng.choice([0.0, -5.0, s.vdco_v, 0.5 * s.vdco_v, 1.5 * s.vdco_v], n)
+            u[:, 4] += rng.normal(0.0, 20.0, n)
         odd = rng.integers(0, n, 8)
         u[odd[:4], 0] = [np.nan, np.inf, -np.inf, 0.0]
         u[odd[4:], 2] = np.nan
-        got, want = plain.advance(0.0, x, u, 0.01), slow.advance(0.0, x, u, 0.01)
-        cols_got, cols_want = (_advance_columns(plain, x, u, 0.01),
-                               _advance_columns(slow, x, u, 0.01))
-        for a, b in ((got, want), (cols_got, cols_want), (got, cols_got)):
-            np.testing.assert_array_equal(a[0], b[0])
-            np.testing.assert_array_equal(a[1], b[1])
-        x = got[0]
-    y = plain.output_dict(got[1])
-    # both paths were taken: units inside their circle, and units limited by it or ramping
-    assert 0 < np.count_nonzero(y["s_limited"]) < n and np.count_nonzero(y["ramp_limited"])
+        for columns in (False, True):
+            fast, slow = _held_both_ways(inv, x, u, columns)
+            np.testing.assert_array_equal(fast, slow)
+        w = np.zeros((n, 16))
+        plain = inverter._plain_pv if kind == "pv" else inverter._plain_converters
+        plain(*(np.asfortranarray(v) for v in (x, u, *inv.kernel_args(0.01))), w, done)
+        # both paths were taken: plain units, and units that are not or leave their circle
+        assert 0 < np.count_nonzero(done) < n
+        assert np.count_nonzero(slow[:, 8]) and np.count_nonzero(slow[:, 9])
+

@@ -654,6 +654,9 @@ _UP, _UQ, _UWLIM, _UPDC, _UVDC, _UVAC, _UF = range(7)
  _WWLIM, _WVAC, _WF, _WINLIM) = range(16)
 _NW = 16
 _NY = 19
+#: below this many units, the passes meant for SIMD vectors cost more than they save (a
+#: vectorised loop first checks that its arrays do not overlap, a few dozen comparisons)
+_FEW_UNITS = 16
 
 
 def _pack(p: InverterParams) -> np.ndarray:
@@ -788,17 +791,17 @@ def _hold_kernel(x, u, par, a, dt):
     """Held inputs ``w`` of every unit for one step (see the module docstring), stored
     column by column: outputs and step are then passes over contiguous columns.  A group
     of one model first takes its plain pass (:func:`_plain_converters`,
-    :func:`_plain_pv`: a third to a half of the cost unit by unit), then
-    :func:`_hold_units` the units it leaves."""
+    :func:`_plain_pv`: a third to a half of the cost unit by unit; not for a few units,
+    where its set-up costs more), then :func:`_hold_units` the units it leaves."""
     n = x.shape[0]
     w = np.empty((_NW, n)).T
     done = np.zeros(n)
     converters = 0.0
     for i in range(n):
         converters += par[i, _MODEL]
-    if n and converters == n:
+    if n >= _FEW_UNITS and converters == n:
         _plain_converters(x, u, par, a, w, done)
-    elif n and converters == 0.0:
+    elif n >= _FEW_UNITS and converters == 0.0:
         _plain_pv(x, u, par, a, w, done)
     _hold_units(x, u, par, a, dt, w, done)
     return w
@@ -956,7 +959,14 @@ _Y_SOURCE = np.array([_WPAC, _WQ, _WPDC, _WEFF, _WLOSS, _WAVAIL, -1 - _XP, -1 - 
 def _outputs_into(x, w, y):
     """Outputs column by column: contiguous copies where ``x``, ``w`` and ``y`` are stored
     column by column, as the microgrid's fused step stores them (unit by unit, the copy
-    from a transposed layout cost three times as much at 1,000 units)."""
+    from a transposed layout cost three times as much at 1,000 units); for a few units,
+    unit by unit (a vectorised copy's set-up costs more than a few elements)."""
+    if x.shape[0] < _FEW_UNITS:
+        for i in range(x.shape[0]):
+            for k in range(_NY):
+                src = _Y_SOURCE[k]
+                y[i, k] = w[i, src] if src >= 0 else x[i, -1 - src]
+        return
     for k in range(_NY):
         src = _Y_SOURCE[k]
         if src >= 0:

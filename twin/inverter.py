@@ -715,7 +715,7 @@ def _plain_converters(x, u, par, a, w, done):
         g = a[i, 1]
         xp = p_ref + (x[i, _XP] - p_ref) * g
         xq = q_set + (x[i, _XQ] - q_set) * g
-        p_ac = min(max(xp, -pmax), min(pmax, pmax))
+        p_ac = min(max(xp, -pmax), pmax)
         p_dc = p_ac + _converter_loss(p_ac, par[i, _LA], par[i, _LB], par[i, _LC])
         up, down = p_ac > 0.0 and p_dc > 0.0, p_ac < 0.0 and p_dc < 0.0
         plain = (_plain_mode(par, a, i) and p_act * p_act + q_set * q_set <= s * s

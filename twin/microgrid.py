@@ -343,11 +343,26 @@ def _node_sum(node, y, col, out):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _grid_connected_sum(fa, ia, lay, values, out):
+def _islanded(fa, lay):
+    """Whether any bus is islanded: the batteries' loops that only islanded nodes need run
+    only then (most runs have none, and each such loop looks up every battery's bus)."""
+    isl = _v2f(fa, lay, _BUS_U)[:, _BUS_ISL]
+    count = 0
+    for k in range(isl.shape[0]):
+        count += 1 if isl[k] > 0.5 else 0
+    return count > 0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _grid_connected_sum(fa, ia, lay, values, out, islanded):
     """``out[k]``: the sum of ``values[i]`` over the batteries of node ``k`` if the node is
     grid-connected (islanded nodes' batteries dispatch their grid-forming source)."""
     node, bus_u = _v1(ia, lay, _BAT_NODE), _v2f(fa, lay, _BUS_U)
     vecmath.fill(out, 0.0)
+    if not islanded:
+        for i in range(node.shape[0]):
+            out[node[i]] += values[i]
+        return
     for i in range(node.shape[0]):
         if not bus_u[node[i], _BUS_ISL] > 0.5:
             out[node[i]] += values[i]
@@ -370,7 +385,8 @@ def _couple_bus(fa, ia, lay):
             p_ac[i] = conv_y[i, _INV_PAC] * conn[i]
             p_dc[i] = conv_y[i, _INV_PDC] * conn[i]
         tmp = _v1(fa, lay, _NODE_SUM)
-        _grid_connected_sum(fa, ia, lay, p_ac, tmp)
+        islanded = _islanded(fa, lay)
+        _grid_connected_sum(fa, ia, lay, p_ac, tmp, islanded)
         for k in range(gen.shape[0]):
             gen[k] += tmp[k]
         # an islanded battery's setpoint dispatches the grid-forming source, within the
@@ -378,7 +394,7 @@ def _couple_bus(fa, ia, lay):
         node, pset, rating = (_v1(ia, lay, _BAT_NODE), _v1(fa, lay, _BAT_PSET),
                               _v1(fa, lay, _BAT_RATING))
         vecmath.fill(tmp, 0.0)
-        for i in range(node.shape[0]):
+        for i in range(node.shape[0] if islanded else 0):
             if bus_u[node[i], _BUS_ISL] > 0.5:
                 tmp[node[i]] += min(max(pset[i], -rating[i]), rating[i])
         vecmath.copy(tmp, bus_u[:, _BUS_GFM_SET])
@@ -395,12 +411,13 @@ def _couple_cells(fa, ia, lay):
     p_ac, p_dc = _v1(fa, lay, _BAT_P_AC), _v1(fa, lay, _BAT_P_DC)
     rating, conn, total = (_v1(fa, lay, _BAT_RATING), _v1(fa, lay, _BAT_CONNECTED),
                            _v1(fa, lay, _NODE_SUM))
+    islanded = _islanded(fa, lay)
     vecmath.fill(total, 0.0)
-    for i in range(node.shape[0]):
+    for i in range(node.shape[0] if islanded else 0):
         if bus_u[node[i], _BUS_ISL] > 0.5 and conn[i] > 0.0:
             total[node[i]] += rating[i]
     gfm, conv_par = _v2f(fa, lay, _BUS_Y), _v2f(fa, lay, _CONV_PAR)
-    for i in range(node.shape[0]):
+    for i in range(node.shape[0] if islanded else 0):
         k = node[i]
         if bus_u[k, _BUS_ISL] > 0.5:
             frac = rating[i] / total[k] if total[k] > 0.0 else 0.0
@@ -460,12 +477,13 @@ def _close(dt, fa, ia, lay, y):
         short = _v1(fa, lay, _NODE_SUM)
         vecmath.fill(short, 0.0)
         conv_par, conn = _v2f(fa, lay, _CONV_PAR), _v1(fa, lay, _BAT_CONNECTED)
+        islanded = _islanded(fa, lay)
         for i in range(node.shape[0]):
             d = _converter_shortfall(conv_par, i, p_ac, p_dc, bat_y[i, _BAT_PW],
                                      bat_y[i, _BAT_LIM] != 0.0 and conn[i] > 0.0)
             # islanded, only a battery at a limit falls short (else ``d`` is the rounding of
             # its power from its current: unserved load it is not)
-            if not bus_u[node[i], _BUS_ISL] > 0.5 or bat_y[i, _BAT_LIM] != 0.0:
+            if not islanded or not bus_u[node[i], _BUS_ISL] > 0.5 or bat_y[i, _BAT_LIM] != 0.0:
                 short[node[i]] += d
         bus_x = _v2f(fa, lay, _BUS_X)
         for k in range(grid.shape[0]):

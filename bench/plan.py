@@ -368,19 +368,23 @@ class Plan:
                 self.quality[:] = self.replay_quality[i]
 
     def set_replay(self, values: np.ndarray, assets: set[str],
-                   quality: np.ndarray | None = None) -> None:
+                   quality: np.ndarray | None = None,
+                   measured: np.ndarray | None = None) -> None:
         """Observe recorded values (``values[k, j]`` for observation ``j`` at tick ``k``)
         and, with ``quality`` (``quality[k, i]`` for the asset ``quality_index`` gives ``i``),
         the recorded reading codes: a controller that checks ``obs.quality`` before using a
         value sees a failed reading as failed, as the recorded one did, and the replay's
-        ``/quality`` keeps saying which readings failed."""
+        ``/quality`` keeps saying which readings failed.  ``measured`` (per observation;
+        default: those with a finite value) says which the recording measured: a device that
+        never answered measured NaN, which the controller is given, not the twin's value."""
         if quality is not None and quality.shape != (len(values), len(self.quality)):
             raise ValueError(f"replay quality of shape {quality.shape}; expected "
                              f"{(len(values), len(self.quality))}")
         self.replay_values = values
         self.replay_assets = set(assets)
         self.replay_quality = None if quality is None else quality.astype(np.uint8)
-        self._measured_mask[:] = np.isfinite(values).any(axis=0)
+        self._measured_mask[:] = (np.isfinite(values).any(axis=0) if measured is None
+                                  else measured)
 
     async def observe(self, k: int, t: float) -> None:
         """Read every device concurrently within its deadline."""

@@ -11,7 +11,9 @@ divergence), by more than the signal's tolerance (the asset's ``tolerance`` in t
 scenario, else :func:`_tolerance`: 2 % of the recorded signal's range).  The controller
 is given each recorded reading's quality code (``obs.quality``) with its value, tick by
 tick, and the replay's ``/quality`` holds them (the reading's code, ``flag & 3``: the
-replay writes to no device).  A twin-only recording measured nothing: there the twin's
+replay writes to no device); a reading that failed is NaN, as it was to the recorded
+controller, also where the device never answered at all (:func:`_device_assets`), never the
+twin's value.  A twin-only recording measured nothing: there the twin's
 recorded signals are compared, as values, with the replay's (a difference either way).
 The replay's recording is stamped ``replay_of`` (the source recording) and
 ``replay_controller`` from its creation, and never replaces the recording it replays; by
@@ -264,7 +266,7 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
                          f"({', '.join(traces)} not found beside the scenario at "
                          f"{_folder(s)}); power the recorded controller's cap clipped stays "
                          "clipped")
-        _check_files(path, s, folder, controller is not None)
+        _check_files(path, s, folder, controller)
         s = replace(s, run=replace(s.run, realtime=False))
         # the twin's compiled (numba) code runs here: a signal is raised once it is built
         from bench.stopping import deferred_stop
@@ -272,20 +274,15 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
         with deferred_stop():
             plan = build_plan(s, ledger=str(out.with_suffix(".replay.ledger.db")))
         plan.market = None  # a replay does not trade again
-        measured = {r.key for r in run.signals("residual")}  # measured by a device
-        values = np.full((n, len(plan.obs_keys)), np.nan)
-        for j, key in enumerate(plan.obs_keys):
-            if key in measured:
-                node, asset, sig = key.split(".", 2)
-                values[:, j] = run.signal(node, asset, sig)[:n]
-        assets = {k.rsplit(".", 1)[0] for k in measured}
-        plan.set_replay(values, assets, _recorded_quality(run, plan, assets, n))
+        assets = _device_assets(run)
+        values, fed = _recorded_values(run, plan, assets, n)
+        plan.set_replay(values, assets, _recorded_quality(run, plan, assets, n), fed)
         rec_setpoints = {r.key: run.signal(r.node, r.asset, r.name, "setpoint")[:n]
                          for r in run.signals("setpoint")}
         rec_residuals = {r.key: run.signal(r.node, r.asset, r.name, "residual")[:n]
                          for r in run.signals("residual")}
         # a twin-only recording measured nothing: its plant is the recorded twin's signals
-        rec_plant = ({} if measured else
+        rec_plant = ({} if assets else
                      {r.key: run.signal(r.node, r.asset, r.name)[:n]
                       for r in run.signals("measured")})
         t = run.time[:n]
@@ -296,7 +293,7 @@ def _replay(path: Path, controller: str | None, out: Path, options: dict | None,
     report = ReplayReport(out, summary.ticks, summary=summary, source=path,
                           controller=s.controller.name, scenario=s.path,
                           source_complete=bool(source["replay_source_complete"]))
-    if not measured:
+    if not assets:
         notes.insert(0, "no measured signals: a twin-only recording; compared setpoints and "
                         "the twin's plant signals (values, not residuals)")
     report.note = "\n".join(notes)
@@ -422,6 +419,52 @@ def default_out(path: Path, controller: str | None, folder: Path | None = None) 
             controller = run.scenario(folder=folder).controller.name
     name = re.sub(r"[^\w.-]+", "_", controller, flags=re.ASCII).strip("._-") or "controller"
     return path.with_name(f"{path.stem}.replay.{name}.h5")
+
+
+def _device_assets(run: Any) -> set[str]:
+    """``NODE.ASSET`` of every asset a device (or, in a replay's recording, the recording it
+    replayed) fed: those recorded with a ``twin/`` prediction beside their readings.  A
+    twin-only asset has no ``twin/``; a device that never answered has one, and NaN
+    readings (or none at all in a replay's recording by an earlier gridloop)."""
+    return {f"{r.node}.{r.asset}" for r in run.signals("twin")}
+
+
+def _recorded_values(run: Any, plan: Any, assets: set[str], n: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded value of each observation (a column per ``plan.obs_keys``, NaN where
+    its device gave none) and which the recording measured: every signal a device of
+    ``assets`` reads, all-NaN ones included, as the recorded controller was given NaN for a
+    reading that failed, never the twin's value."""
+    values = np.full((n, len(plan.obs_keys)), np.nan)
+    fed = np.zeros(len(plan.obs_keys), dtype=bool)
+    read = _read_signals(run, plan, assets)
+    for j, key in enumerate(plan.obs_keys):
+        if key not in read:
+            continue
+        fed[j] = True
+        node, asset, sig = key.split(".", 2)
+        if run.has(node, asset, sig):
+            values[:, j] = run.signal(node, asset, sig)[:n]
+    return values, fed
+
+
+def _read_signals(run: Any, plan: Any, assets: set[str]) -> set[str]:
+    """``NODE.ASSET.SIGNAL`` of every reading the devices of ``assets`` gave: the measured
+    signals recorded for each.  An asset with none is a device that never answered, in a
+    replay's recording by an earlier gridloop (which left an all-NaN signal out): the
+    signals its kind's register map reads, as a device's are when it does not name its
+    own."""
+    from bench.plan import DEVICE_MAPS
+    from firmware_bridge.maps import get_map
+
+    keys = {r.key for r in run.signals("measured") if f"{r.node}.{r.asset}" in assets}
+    recorded = {k.rsplit(".", 1)[0] for k in keys}
+    for key in sorted(assets - recorded):
+        node, asset = key.split(".", 1)
+        kind = plan.asset_kinds.get((node, asset))
+        if kind in DEVICE_MAPS:
+            keys |= {f"{key}.{name}" for name in get_map(DEVICE_MAPS[kind]).signals}
+    return keys
 
 
 def _recorded_quality(run: Any, plan: Any, assets: set[str], n: int) -> np.ndarray:
@@ -551,13 +594,17 @@ def _recorded_rack_power(run: Any, s: Any, n: int, tmp: Path
     return list(columns), overrides, list(traces)
 
 
-def _check_files(path: Path, s: Any, folder: Path | None, controller_given: bool) -> None:
+def _check_files(path: Path, s: Any, folder: Path | None, controller: str | None) -> None:
     """The files the scenario names beside itself, which the replay needs: one line naming
-    the missing ones, where they were looked for, and how to proceed."""
+    the missing ones, where they were looked for, and how to proceed.  A ``--controller``
+    whose module is not found is the command line's error, not the recording's."""
     from bench.build import shipped
 
     if s.path is None:
         return
+    module = _controller_module(s)
+    if module is not None and controller is not None:
+        raise ScenarioError(_no_module(controller, module, s.path.parent, folder))
     missing = []
     used = {cfg.profile for _, _, cfg in s.assets() if cfg.profile}
     for name in sorted(used):
@@ -568,7 +615,6 @@ def _check_files(path: Path, s: Any, folder: Path | None, controller_given: bool
         if cfg.params and not shipped(cfg.params).is_file() \
                 and not s.resolve(cfg.params).is_file():
             missing.append(f"{cfg.params} (nodes.{node}.{asset}.params)")
-    module = _controller_module(s)
     if module is not None:
         missing.append(f"{module}.py (controller {s.controller.name})")
     if not missing:
@@ -579,10 +625,20 @@ def _check_files(path: Path, s: Any, folder: Path | None, controller_given: bool
                                                  " (a folder that is gone)"))
     how = ("copy them back there, or give --scenario-dir DIR, the folder they are in now"
            if folder is None else "give the folder they are in")
-    if module is not None and not controller_given:
+    if module is not None:
         how += ", or --controller NAME to replay another controller"
     raise ScenarioError(f"{path}: the recording refers to files {place}, and these are "
                         f"not there: {', '.join(missing)}; {how}")
+
+
+def _no_module(controller: str, module: str, where: Path, folder: Path | None) -> str:
+    """The line for ``--controller module:Class`` naming a module that is nowhere the replay
+    imports from (the recorded scenario's folder, or ``--scenario-dir``, and the installed
+    packages): the value typed is wrong, as other overrides' errors say."""
+    place = (f"in --scenario-dir {where}" if folder is not None else
+             f"beside the recorded scenario (in {where})")
+    return (f"--controller {controller}: no module {module} {place} nor installed; give a "
+            "built-in name or module:Class of a module there or installed")
 
 
 def _controller_module(s: Any) -> str | None:

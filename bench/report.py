@@ -78,10 +78,46 @@ def _unit(unit: str) -> str:
     return {"": "–", "1": "–", "-": "–", "degC": "°C"}.get(unit, unit)
 
 
+#: one colour per kind of asset in ``power_flows.png``, the same in every node's panel (the
+#: view's flow colours: PV amber, battery green, racks red, grid slate)
+KIND_COLORS = {"inverter": "#e6a700", "pv": "#e6a700", "battery": "#2e8b57",
+               "gpu_rack": "#c0392b", "meter": "#6b7b8c", "grid": "#6b7b8c"}
+#: an asset of a kind without a colour of its own
+OTHER_COLOR = "#444444"
+#: the second, third, ... asset of one kind in one panel: its colour, another dash
+KIND_STYLES = ("-", "--", ":", "-.")
+
+
+def _flow_label(asset: str, kind: str, kw: np.ndarray) -> str:
+    """``rack (gpu_rack)``; a device that gave no reading at any tick has no curve, and its
+    entry says so rather than leave a reader looking for one."""
+    if len(kw) and not np.isfinite(kw).any():
+        return f"{asset} ({kind}, no readings)"
+    return f"{asset} ({kind})"
+
+
+def _node_flows(run: Run, node: str, assets: list[str],
+                kinds: dict[tuple[str, str], str]) -> list[tuple[str, str, str]]:
+    """``(asset, kind, signal)`` of each flow at the node's bus that the recording has."""
+    has_inverter = any(kinds.get((node, a)) == "inverter" for a in assets)
+    grid = grid_asset(run, node, assets, kinds)
+    flows = []
+    for asset in assets:
+        kind = kinds.get((node, asset), "")
+        sig = {"inverter": "p_ac_w", "battery": "p_w", "gpu_rack": "p_w",
+               "pv": None if has_inverter else "p_dc_w"}.get(kind)
+        if asset == grid:
+            sig, kind = "p_w", kind or "grid"
+        if sig and run.has(node, asset, sig):
+            flows.append((asset, kind, sig))
+    return flows
+
+
 def power_flows(run: Run, out: Path) -> Path | None:
     """Each node's flows at its bus: PV (the inverters' AC output, or the arrays' DC power
     without an inverter), batteries, GPU racks and the grid connection (the meter, else the
-    node's grid asset: what the summary counts as grid in and out)."""
+    node's grid asset: what the summary counts as grid in and out).  Each kind of asset has
+    its colour (:data:`KIND_COLORS`) in every panel, so panels compare at a glance."""
     plt = _plt()
     kinds = run.asset_kinds()
     nodes = run.nodes()
@@ -91,17 +127,13 @@ def power_flows(run: Run, out: Path) -> Path | None:
     fig, axes = plt.subplots(len(nodes), 1, figsize=(10, 2.6 * len(nodes)), sharex=True,
                              squeeze=False, layout="constrained")
     for ax, (node, assets) in zip(axes[:, 0], nodes.items()):
-        has_inverter = any(kinds.get((node, a)) == "inverter" for a in assets)
-        grid = grid_asset(run, node, assets, kinds)
-        for asset in assets:
-            kind = kinds.get((node, asset), "")
-            sig = {"inverter": "p_ac_w", "battery": "p_w", "gpu_rack": "p_w",
-                   "pv": None if has_inverter else "p_dc_w"}.get(kind)
-            if asset == grid:
-                sig, kind = "p_w", kind or "grid"
-            if sig and run.has(node, asset, sig):
-                ax.plot(t, run.signal(node, asset, sig) / 1e3, lw=0.8,
-                        label=f"{asset} ({kind})")
+        seen: dict[str, int] = {}  # kind -> assets of it drawn in this panel
+        for asset, kind, sig in _node_flows(run, node, assets, kinds):
+            kw = run.signal(node, asset, sig) / 1e3
+            style = KIND_STYLES[seen.get(kind, 0) % len(KIND_STYLES)]
+            seen[kind] = seen.get(kind, 0) + 1
+            ax.plot(t, kw, lw=0.8, ls=style, color=KIND_COLORS.get(kind, OTHER_COLOR),
+                    label=_flow_label(asset, kind, kw))
         ax.set_ylabel(f"{node}\npower [kW]")
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -117,14 +149,14 @@ def _per_kind(run: Run, kind: str, signal: str) -> list[tuple[str, str]]:
 
 
 def _lines(run: Run, assets: list[tuple[str, str]], signal: str, ylabel: str,
-           path: Path) -> Path | None:
-    """One signal of several assets over time, one line each."""
+           path: Path, scale: float = 1.0) -> Path | None:
+    """One signal of several assets over time, one line each (times ``scale``)."""
     if not assets:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
     for n, a in assets:
-        ax.plot(run.time, run.signal(n, a, signal), label=f"{n}.{a}")
+        ax.plot(run.time, scale * run.signal(n, a, signal), label=f"{n}.{a}")
     ax.set_xlabel("time [s]")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -133,7 +165,9 @@ def _lines(run: Run, assets: list[tuple[str, str]], signal: str, ylabel: str,
 
 
 def soc(run: Run, out: Path) -> Path | None:
-    return _lines(run, _per_kind(run, "battery", "soc"), "soc", "SOC [–]", out / "soc.png")
+    """Battery SOC in percent, as the view and the summary show it."""
+    return _lines(run, _per_kind(run, "battery", "soc"), "soc", "SOC [%]", out / "soc.png",
+                  scale=100.0)
 
 
 def frequency(run: Run, out: Path) -> Path | None:

@@ -56,13 +56,24 @@ from bench.recording import Run
 
 J_PER_KWH = 3.6e6
 
-#: the summary table's column of each energy figure (and the lines of the bus's terms)
-COLUMNS = {"pv_kwh": "PV kWh", "battery_discharge_kwh": "batt out",
-           "battery_charge_kwh": "batt in", "grid_import_kwh": "grid in",
-           "grid_export_kwh": "grid out", "rack_kwh": "racks",
+#: the summary table's column of each figure, with its unit (and the lines of the bus's
+#: terms, which have no column); the gap lines name the columns so
+COLUMNS = {"pv_kwh": "PV kWh", "battery_discharge_kwh": "batt out kWh",
+           "battery_charge_kwh": "batt in kWh", "grid_import_kwh": "grid in kWh",
+           "grid_export_kwh": "grid out kWh", "rack_kwh": "racks kWh",
            "battery_throughput_kwh": "thru kWh", "peak_grid_import_kw": "peak kW",
-           "unserved_kwh": "unserved", "curtailed_kwh": "curtailed",
-           "governor_kwh": "genset"}
+           "unserved_kwh": "unserved kWh", "curtailed_kwh": "curtailed kWh",
+           "governor_kwh": "genset kWh"}
+
+#: the summary table's figures after ``node``, in order, with the digits each is printed to
+_TABLE_FIGURES = (("pv_kwh", 3), ("battery_discharge_kwh", 3), ("battery_charge_kwh", 3),
+                  ("grid_import_kwh", 3), ("grid_export_kwh", 3), ("rack_kwh", 3),
+                  ("peak_grid_import_kw", 1), ("battery_throughput_kwh", 3))
+#: the summary table's columns after ``node``: name, unit (a second header line, so the
+#: table stays as narrow as its numbers) and width; SOC is in percent, start>end, as the
+#: view and the report's ``soc.png`` show it
+TABLE = tuple((*COLUMNS[name].rsplit(" ", 1), max(8, len(COLUMNS[name].rsplit(" ", 1)[0]) + 1))
+              for name, _ in _TABLE_FIGURES) + (("SOC", "%", 11),)
 
 
 @dataclass
@@ -464,24 +475,39 @@ def _never_why(device: DeviceTicks | None) -> str:
     return f"no valid reading at any tick: {device.why()}"
 
 
+def _row(first: str, cells: list[str]) -> str:
+    """One line of the table: ``first`` left-aligned, the cells right-aligned under their
+    headers."""
+    padded = (f"{c:>{w}}" for c, (_, _, w) in zip(cells, TABLE, strict=True))
+    return " ".join([f"{first:<10}", *padded])
+
+
+def _number(x: float, digits: int = 3) -> str:
+    """A figure rounded to ``digits``; ``-`` where it is unknown (NaN)."""
+    if not math.isfinite(x):
+        return "-"
+    return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+
+
+def _soc(f: NodeFigures) -> str:
+    """State of charge in percent, start>end (``80.0>79.6``): the view's unit."""
+    if not math.isfinite(f.soc_start):
+        return "-"
+    return f"{_number(100 * f.soc_start, 1)}>{_number(100 * f.soc_end, 1)}"
+
+
+def _cells(f: NodeFigures) -> list[str]:
+    """A node's figures in the order of :data:`TABLE`."""
+    return [*(_number(getattr(f, name), digits) for name, digits in _TABLE_FIGURES), _soc(f)]
+
+
 def format_figures(fig: Figures) -> str:
     """The summary table printed after a run (after a line on what it is of, for a
     replay)."""
     lines = [x for x in (fig.source, fig.source_note) if x]
-    lines.append(f"{'node':<10} {'PV kWh':>8} {'batt out':>9} {'batt in':>8} {'grid in':>8} "
-                 f"{'grid out':>9} {'racks':>8} {'peak kW':>8} {'thru kWh':>9} {'SOC':>11}")
-    def v(x: float, width: int, digits: int = 3) -> str:
-        if not math.isfinite(x):
-            return f"{'-':>{width}}"
-        return f"{round(x, digits) + 0.0:{width}.{digits}f}"  # + 0.0: no "-0.000"
-
-    for node, f in fig.nodes.items():
-        soc = (f"{f.soc_start:.3f}>{f.soc_end:.3f}" if math.isfinite(f.soc_start) else "-")
-        lines.append(f"{node:<10} {v(f.pv_kwh, 8)} {v(f.battery_discharge_kwh, 9)} "
-                     f"{v(f.battery_charge_kwh, 8)} {v(f.grid_import_kwh, 8)} "
-                     f"{v(f.grid_export_kwh, 9)} {v(f.rack_kwh, 8)} "
-                     f"{v(f.peak_grid_import_kw, 8, 1)} {v(f.battery_throughput_kwh, 9)} "
-                     f"{soc:>11}")
+    lines.append(_row("node", [name for name, _, _ in TABLE]))
+    lines.append(_row("", [unit for _, unit, _ in TABLE]))
+    lines.extend(_row(node, _cells(f)) for node, f in fig.nodes.items())
     lines.append(f"{fig.ticks} ticks, {fig.simulated_s:.1f} s simulated")
     lines.extend(_gap_lines(fig))
     lines.extend(fig.notes)

@@ -30,6 +30,11 @@ FLOW_COLORS = {"PV": "#e6a700", "battery out": "#2e8b57", "grid import": "#6b7b8
 #: colours of several curves in one plot
 CYCLE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
          "#e377c2")
+#: colours of the market's orders and trades (the price plot)
+ORDER_COLORS = {"bids": "#1f77b4", "asks": "#ff7f0e", "trades": "#222222"}
+#: colours of the nodes' settled money: the cycle without the orders' colours, so no node's
+#: line shares a legend colour with bids or asks
+SETTLED_COLORS = tuple(c for c in CYCLE if c not in ORDER_COLORS.values())
 #: colours of the health codes ok, stale, timeout, error, write failed
 QUALITY_COLORS = ("#5cb85c", "#f0ad4e", "#ef6c00", "#c62828", "#8e44ad")
 _BACKGROUND = "w"
@@ -619,15 +624,17 @@ class MarketPanel(Panel):
         self.orders = data.table("market/orders")
         self.trades = data.table("market/trades")
         self.settlements = data.table("market/settlements")
-        prices = self.time_plot(0, 0, label="price [/kWh]", si_prefix=False)
+        # the scenario names no currency ([market] prices are micro-units of it per Wh)
+        prices = self.time_plot(0, 0, label="price [currency/kWh]", si_prefix=False)
         self.money = self.time_plot(0, 1, label="settled [currency]", si_prefix=False)
-        for label, symbol, color in (("bids", "t1", "#1f77b4"), ("asks", "t", "#ff7f0e"),
-                                     ("trades", "o", "#222222")):
-            item = pg.ScatterPlotItem(symbol=symbol, brush=color, pen=None, size=7,
-                                      hoverable=True)
+        self._legend = []
+        for label, symbol, mark in (("bids", "t1", "▲"), ("asks", "t", "▼"),
+                                    ("trades", "o", "●")):
+            item = pg.ScatterPlotItem(symbol=symbol, brush=ORDER_COLORS[label], pen=None,
+                                      size=7, hoverable=True)
             prices.addItem(item)
             self.items[label] = item
-        self._legend = [("bids ▲", "#1f77b4"), ("asks ▼", "#ff7f0e"), ("trades ●", "#222222")]
+            self._legend.append((f"{label} {mark}", ORDER_COLORS[label]))
         self.set_legend(self._legend)
         self._seen = (-1, -1, -1)
 
@@ -655,9 +662,10 @@ class MarketPanel(Panel):
                 label = f"settled {node.decode()}"
                 item = self.items.get(label)
                 if item is None:
-                    item = self.money.plot(pen=pg.mkPen(CYCLE[i % len(CYCLE)]), symbol="o",
-                                           symbolSize=4, symbolBrush=CYCLE[i % len(CYCLE)])
+                    color = SETTLED_COLORS[i % len(SETTLED_COLORS)]
+                    item = self.money.plot(pen=pg.mkPen(color), symbol="o", symbolSize=4,
+                                           symbolBrush=color)
                     self.items[label] = item
-                    self._legend.append((f"{node.decode()} settled", CYCLE[i % len(CYCLE)]))
+                    self._legend.append((f"{node.decode()} settled", color))
                     self.set_legend(self._legend)
                 item.setData(mine["t"], np.cumsum(net) / 1e6)

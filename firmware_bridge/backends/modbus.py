@@ -330,10 +330,11 @@ class ModbusDevice(Device):
 
     def _unit_hint(self, exc: DeviceError) -> DeviceError:
         """``exc`` with a hint to check the unit id, when it is how a wrong unit id shows:
-        silence (an RS-485 slave ignores another unit's requests) or a gateway's exception
-        0x0A/0x0B (no such unit behind it), or the base address, when the device has no
-        register there (0x02), from a device that never answered this client."""
-        if isinstance(exc, DeviceTimeout):
+        silence where the transport answers a wrong unit id with silence (RTU: an RS-485
+        slave ignores another unit's requests) or a gateway's exception 0x0A/0x0B (no such
+        unit behind it), or the base address, when the device has no register there
+        (0x02), from a device that never answered this client."""
+        if isinstance(exc, DeviceTimeout) and self._wrong_unit_is_silent:
             return DeviceTimeout(f"{exc}; nothing answers unit {self.unit} there: check the "
                                  f"unit id{self._also_check}")
         if isinstance(exc, ExceptionResponse) and exc.code in GATEWAY_CODES:
@@ -345,6 +346,11 @@ class ModbusDevice(Device):
                                                f"{self.base_address}: check its base_address "
                                                "(SunSpec devices start at 40000, 50000 or 0)")
         return exc
+
+    #: whether a request for a unit id nobody has goes unanswered on this transport, so that
+    #: silence may be a wrong unit id: on RTU, not on TCP (a device or gateway answers it
+    #: with exception 0x0B there; a silent TCP device is silent whatever its unit id)
+    _wrong_unit_is_silent = False
 
     #: what else to check when nothing answers (the RTU line settings)
     _also_check = ""
@@ -582,6 +588,8 @@ class ModbusRtuDevice(ModbusDevice):
     """
 
     backend = "modbus_rtu"
+    #: an RS-485 slave ignores the requests for other unit ids: a wrong one is silence
+    _wrong_unit_is_silent = True
 
     def __init__(self, port: str, baudrate: int = 19200, parity: str = "N",
                  bytesize: int = 8, stopbits: int = 1, **kwargs: Any) -> None:

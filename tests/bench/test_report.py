@@ -299,4 +299,4 @@ def test_the_residuals_title_clears_the_plots_and_units_read_the_same(
         assert not title.overlaps(ax.get_tightbbox(renderer))
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert "south.battery\nsoc [–]" in labels and not any("[]" in x for x in labels)
-    assert sample_figures["soc.png"].axes[0].get_ylabel() == "SOC [–]"
+    assert sample_figures["soc.png"].axes[0].get_ylabel() == "SOC [%]"

@@ -130,7 +130,7 @@ def test_a_device_that_never_answered_fails_the_run_with_no_figures(
     row = next(line for line in out.splitlines() if line.startswith("dc "))
     assert row.split()[4:6] == ["-", "-"] and row.split()[7] == "-"  # grid in, out, peak
     assert (f"ticks without a reading: dc.meter {n} of {n} (it never answered within the "
-            "deadline); grid in, grid out, peak kW have no figure") in out
+            "deadline); grid in kWh, grid out kWh, peak kW have no figure") in out
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def test_the_node_balance_closes(recording: Path) -> None:
     assert f.missing_ticks == 0
     # south has no PV: nothing to report there, rather than a measured zero
     assert math.isnan(fig.nodes["south"].pv_kwh)
-    assert format_figures(fig).splitlines()[2].split()[1] == "-"
+    assert format_figures(fig).splitlines()[3].split()[1] == "-"
 
 
 def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: Path) -> None:
@@ -85,8 +85,8 @@ def test_a_lost_meter_and_a_missing_signal_are_said(recording: Path, tmp_path: P
         fig = figures(run)
     text = format_figures(fig)
     assert fig.nodes["north"].grid_export_kwh < 0.8 * whole.grid_export_kwh
-    assert f"ticks without a reading: north.meter 120 of {n}; grid in, grid out, peak kW " \
-           "cover the other ticks only" in text
+    assert f"ticks without a reading: north.meter 120 of {n}; grid in kWh, grid out kWh, " \
+           "peak kW cover the other ticks only" in text
     assert "energy counters" not in text
 
 
@@ -198,7 +198,7 @@ def test_a_device_that_answers_only_with_errors_is_not_said_never_to_have_answer
         assert main(["run", str(scenario), "--out", str(tmp_path / "e.h5"), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert ("ticks without a reading: dc.meter 10 of 10 (no valid reading at any tick: "
-            "10 error); grid in, grid out, peak kW have no figure") in out, out
+            "10 error); grid in kWh, grid out kWh, peak kW have no figure") in out, out
     assert "never answered" not in out
 
 
@@ -320,7 +320,7 @@ def test_a_figure_that_rounds_to_zero_prints_without_a_sign() -> None:
 
     fig = Figures(ticks=1, simulated_s=0.1)
     fig.nodes["n"] = NodeFigures(pv_kwh=-1e-7, peak_grid_import_kw=-0.01)
-    row = format_figures(fig).splitlines()[1]
+    row = format_figures(fig).splitlines()[2]
     assert "-0.0" not in row and row.split()[1] == "0.000"
 
 

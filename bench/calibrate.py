@@ -47,26 +47,43 @@ class Calibration:
     why_kept: dict[str, str] = field(default_factory=dict)
     #: what of the recording the fit left out, and why (one line; empty: nothing)
     note: str = ""
+    #: parameters fitted to the recording
+    fitted: list[str] = field(default_factory=list)
+    #: the twin's second RC pair, left out of a battery model with one pair (``--rc 1``)
+    dropped: list[str] = field(default_factory=list)
+    #: fitted parameters whose RC partner is kept, and how far they depend on its value
+    leaning: dict[str, str] = field(default_factory=dict)
 
     def format(self) -> str:
         lines = [f"{self.node}.{self.asset} ({self.kind}): residual RMS "
                  f"{self.rms_before:.4g} -> {self.rms_after:.4g} {self.unit}"]
         lines += [self.note] if self.note else []
         lines.append(f"{'parameter':<24} {'twin':>14} {'fitted':>14} {'ratio':>8}")
-        for name, (old, new) in self.changes.items():
-            ratio = new / old if old else float("nan")
-            lines.append(f"{name:<24} {old:14.6g} {new:14.6g} {ratio:8.4f}")
+        lines += [self._row(label, old, new) for label, (old, new) in self.changes.items()]
+        lines.append(f"fitted to the recording: {', '.join(self.fitted) or 'nothing'}")
+        lines += [f"  {name}: {self.leaning[name]}" for name in self.fitted
+                  if name in self.leaning]
         if self.kept:
             lines.append(f"kept at the twin's values (the recording does not determine "
                          f"them): {', '.join(self.kept)}")
             lines += [f"  {name}: {self.why_kept[name]}" for name in self.kept
                       if name in self.why_kept]
+        if self.dropped:
+            lines.append(f"dropped, for a model with one RC pair (--rc 1): "
+                         f"{', '.join(self.dropped)} (the twin's second pair)")
         if self.at_bound:
             hint = (" (does the recording have current steps and rests?)"
                     if self.kind == "battery" else "")
             lines.append(f"at the edge of the fitted range, not to be trusted{hint}: "
                          f"{', '.join(self.at_bound)}")
         return "\n".join(lines)
+
+    def _row(self, label: str, old: float, new: float) -> str:
+        """One line of the table: a dropped parameter says so, not "fitted 0"."""
+        if label.split(" ")[0] in self.dropped:
+            return f"{label:<24} {old:14.6g} {'dropped':>14} {'-':>8}"
+        ratio = f"{new / old:8.4f}" if old else f"{'-':>8}"
+        return f"{label:<24} {old:14.6g} {new:14.6g} {ratio}"
 
 
 def _measured(run: Run, node: str, asset: str, name: str) -> np.ndarray:
@@ -175,40 +192,100 @@ def calibrate(path: str | Path, asset_key: str, n_rc: int = 2) -> Calibration:
                              "hardware run")
         spec = next(sp for sp in asset_specs(s, emulator=False, nodes=[node])
                     if sp.name == asset)
+        override = dict(s.nodes[node][asset].override)
         if spec.kind == "battery":
-            return _battery(run, spec, n_rc, path)
+            return _battery(run, spec, n_rc, path, override)
         if spec.kind == "inverter":
-            return _inverter(run, spec, path)
+            return _inverter(run, spec, path, override)
         raise BenchError(f"--asset {asset_key}: calibration fits batteries and inverters, "
                          f"not a {spec.kind}")
 
 
+def _plain(value: Any) -> Any:
+    """What a TOML table of the calibration keeps: numbers, text, lists of names (as one
+    line), tables of text (why each was kept); None for anything else."""
+    if isinstance(value, list | tuple) and all(isinstance(x, str) for x in value):
+        return ", ".join(value)
+    if isinstance(value, dict) and value and all(isinstance(x, str) for x in value.values()):
+        return dict(value)
+    return value if isinstance(value, int | float | str) else None
+
+
+def _assignments(override: dict[str, Any]) -> str:
+    """``key = value, ...`` of a scenario's override, numbers as TOML would show them."""
+    return ", ".join(f"{k} = {v:g}" if isinstance(v, int | float) and not isinstance(v, bool)
+                     else f"{k} = {v!r}" for k, v in override.items())
+
+
 def _provenance(pset: tparams.ParamSet, path: str | Path, what: str,
-                report: dict[str, Any]) -> dict[str, Any]:
-    calibration = {}
-    for k, v in report.items():  # what a TOML table keeps: numbers, text, lists of names
-        if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
-            v = ", ".join(v)
-        if isinstance(v, int | float | str):
-            calibration[k] = v
+                report: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` of a calibrated file: what was fitted to what, from which parameter set, and
+    the recorded scenario's override of it, which the file's values include."""
+    calibration = {k: v for k, v in ((k, _plain(v)) for k, v in report.items())
+                   if v is not None}
+    changed = (f", with the recorded scenario's override ({_assignments(override)})"
+               if override else "")
+    sources = _overridden(pset.meta.get("sources", {}), override)
     return {**pset.meta,
             "source": f"gridloop calibrate: {what} fitted to {Path(path).name} on "
-                      f"{time.strftime('%Y-%m-%d')}; started from {pset.name}",
+                      f"{time.strftime('%Y-%m-%d')}; started from {pset.name}{changed}",
+            **({"sources": sources} if sources else {}),
             "calibration": calibration}
 
 
+def _name(pset: tparams.ParamSet, override: dict[str, Any]) -> str:
+    """The calibrated file's name: the set's, and the scenario's override its values hold
+    (the set's name may describe another pack: 16s x 8p where the scenario has 128s x 1p)."""
+    changed = f", with {_assignments(override)}" if override else ""
+    return f"{pset.name}{changed} (calibrated)"
+
+
+#: ``meta.sources`` entries that describe a group of parameters, beyond the rule that an
+#: entry describes the parameter of its name and those its name begins ("cells": cells_series)
+#: or is a word of ("jig": k_cell_jig_w_per_k)
+_SOURCE_GROUPS = {"rc_pairs": ("r1_ohm", "c1_f", "r2_ohm", "c2_f"),
+                  "limits": ("current_max_discharge_a", "current_max_charge_a",
+                             "voltage_min_v", "voltage_max_v", "soc_min", "soc_max")}
+
+
+def _describes(key: str, param: str) -> bool:
+    """Whether the ``meta.sources`` entry ``key`` speaks of parameter ``param``."""
+    name = param.split(".")[-1]
+    return (name == key or name.startswith(f"{key}_") or f"_{key}_" in f"_{name}_"
+            or name in _SOURCE_GROUPS.get(key, ()))
+
+
+def _overridden(sources: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``meta.sources`` for the values the file holds: an entry that speaks of a parameter
+    the scenario overrode says so first (what follows it describes the value before), and
+    each overridden parameter has an entry saying the scenario set it."""
+    out = dict(sources)
+    for key, text in sources.items():
+        mine = {p: v for p, v in override.items() if _describes(key, p)}
+        if mine and key not in override:
+            out[key] = (f"overridden by the recorded scenario ({_assignments(mine)}); before "
+                        f"that, the parameter set's: {text}")
+    for param, value in override.items():
+        was = f"; the parameter set's: {sources[param]}" if param in sources else ""
+        out[param] = f"set by the recorded scenario's override: {_assignments({param: value})}{was}"
+    return out
+
+
 def _sources(sources: dict[str, Any], changes: dict[str, tuple[float, float]],
-             path: str | Path) -> dict[str, Any]:
+             fitted: list[str], dropped: list[str], path: str | Path) -> dict[str, Any]:
     """``meta.sources`` of a battery file after calibration: each value the fit changed says
     so, and where the twin's value came from; what it kept keeps its source."""
     out = dict(sources)
     how = f"gridloop calibrate, from {Path(path).name} on {time.strftime('%Y-%m-%d')}"
     rc = []
     for label, (old, new) in changes.items():
-        if old == new:
-            continue
         name = label.split(" ")[0]
-        what = "dropped (a model with one RC pair fitted)" if new == 0 else "fitted"
+        if name in dropped:
+            what = "dropped (a model with one RC pair fitted)"
+        elif name in fitted:
+            what = "fitted"
+        else:
+            continue
         was = f"; the twin's value came from: {sources[name]}" if name in sources else ""
         out[name] = f"{what} by {how}: {label} {old:.6g} -> {new:.6g}{was}"
         if name[1] in "12":
@@ -219,7 +296,8 @@ def _sources(sources: dict[str, Any], changes: dict[str, tuple[float, float]],
     return out
 
 
-def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
+def _battery(run: Run, spec: Any, n_rc: int, path: str | Path,
+             override: dict[str, Any]) -> Calibration:
     from twin.battery import param_set, params_from_set
     from twin.calibrate_battery import fit_battery
 
@@ -240,23 +318,36 @@ def _battery(run: Run, spec: Any, n_rc: int, path: str | Path) -> Calibration:
                                  per_cell=True)
     if note:
         report["note"] = note  # the parameter file says what it was fitted on
+    changes = _battery_changes(pack.cell, fitted.cell, report)
+    meta = _provenance(spec.params, path, ", ".join(report["fitted"]) or "nothing", report,
+                       override)
+    meta["sources"] = _sources(meta.get("sources", {}), changes, report["fitted"],
+                               report["dropped"], path)
+    out = param_set(fitted, _name(spec.params, override), initial=initial, meta=meta)
+    return Calibration(node, asset, "battery", out, float(report["rms_base_v"]),
+                       float(report["rms_fit_v"]), "V", changes, report["not_determined"],
+                       report["at_bound"], report["why_not_determined"], note,
+                       fitted=report["fitted"], dropped=report["dropped"],
+                       leaning=report["leaning"])
+
+
+def _battery_changes(old_cell: Any, new_cell: Any, report: dict[str, Any]
+                     ) -> dict[str, tuple[float, float]]:
+    """The twin's and the fitted value of each field the fit speaks of (a table's mean): a
+    pair the model has neither in the twin nor in the fit is left out, unless the fit kept
+    it so (it gave it a start, and the recording did not determine one)."""
+    spoken = set(report["fields"]) | set(report["dropped"])
     changes = {}
     for name in ("r0_ohm", "r1_ohm", "c1_f", "r2_ohm", "c2_f", "capacity_ah"):
-        old, new = getattr(pack.cell, name, None), getattr(fitted.cell, name, None)
-        if not old and not new:
+        old, new = getattr(old_cell, name, None), getattr(new_cell, name, None)
+        if not old and not new and name not in spoken:
             continue  # a pair the model does not have
         if isinstance(old, (int, float)) and isinstance(new, (int, float)):
             changes[name] = (float(old), float(new))
         elif old is not None and hasattr(old, "values"):
             changes[f"{name} (table mean)"] = (float(np.mean(old.values)),
                                                float(np.mean(new.values)))
-    what = ", ".join(n for n in report["fields"] if n not in report["not_determined"])
-    meta = _provenance(spec.params, path, what or "nothing", report)
-    meta["sources"] = _sources(meta.get("sources", {}), changes, path)
-    out = param_set(fitted, f"{spec.params.name} (calibrated)", initial=initial, meta=meta)
-    return Calibration(node, asset, "battery", out, float(report["rms_base_v"]),
-                       float(report["rms_fit_v"]), "V", changes, report["not_determined"],
-                       report["at_bound"], report["why_not_determined"], note)
+    return changes
 
 
 def _pack_capacity(pack: Any) -> float:
@@ -291,8 +382,10 @@ def _stretch(run: Run, key: str, ok: np.ndarray, soc: np.ndarray, i: np.ndarray,
     return keep, float(soc[first]), note
 
 
-def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
+def _inverter(run: Run, spec: Any, path: str | Path, override: dict[str, Any]
+              ) -> Calibration:
     from twin.calibrate_inverter import fit_inverter_efficiency
+    from twin.errors import ParameterError
     from twin.inverter import InverterParams
 
     node, asset = spec.node, spec.name
@@ -301,18 +394,31 @@ def _inverter(run: Run, spec: Any, path: str | Path) -> Calibration:
     v_dc = _measured(run, node, asset, "v_dc_v")
     ok = _good(p_ac, p_dc, v_dc)
     base = InverterParams.from_params(spec.params)
-    fitted, report = fit_inverter_efficiency(p_dc[ok], v_dc[ok], p_ac[ok], base)
+    try:
+        fitted, report = fit_inverter_efficiency(p_dc[ok], v_dc[ok], p_ac[ok], base)
+    except ParameterError as exc:  # too few samples to fit: say of which recording, asset
+        why = str(exc).removeprefix("calibrate inverter: ")
+        unread = f"; {int((~ok).sum())} ticks had no reading" if (~ok).any() else ""
+        raise RecordingError(f"{run.path}: {node}.{asset}: cannot fit its efficiency curve: "
+                             f"{why}{unread}") from None
     changes = {}
     for name in ("paco_w", "pdco_w", "vdco_v", "pso_w", "c0_per_w", "c1_per_v", "c2_per_v",
                  "c3_per_v", "pnt_w"):
         old, new = getattr(base.sandia, name, None), getattr(fitted.sandia, name, None)
         if isinstance(old, (int, float)):
             changes[name] = (float(old), float(new))
-    params = tparams.to_mapping(fitted)
-    fitted_names = (report.fitted + ("paco_w",) * report.paco_from_plateau
-                    + ("pnt_w",) * report.pnt_from_night)
-    out = replace(spec.params, params=params, name=f"{spec.params.name} (calibrated)",
-                  meta=_provenance(spec.params, path, ", ".join(fitted_names), vars(report)))
+    order = list(changes)
+    reasons = {**report.why_kept, **report.kept_curve}
+    kept = sorted(reasons, key=order.index)
+    why = {n: reasons[n] for n in kept}
+    fitted_names = sorted([*report.fitted, *["paco_w"] * report.paco_from_plateau,
+                           *["pnt_w"] * report.pnt_from_night], key=order.index)
+    summary = {**vars(report), "fitted": fitted_names, "kept": kept, "why_kept": why,
+               "kept_curve": None}  # in kept and why_kept: the file says it once
+    out = replace(spec.params, params=tparams.to_mapping(fitted),
+                  name=_name(spec.params, override),
+                  meta=_provenance(spec.params, path, ", ".join(fitted_names) or "nothing",
+                                   summary, override))
     return Calibration(node, asset, "inverter", out, float(report.rms_before_w),
-                       float(report.rms_after_w), "W", changes, list(report.kept),
-                       list(report.at_bound), report.why_kept)
+                       float(report.rms_after_w), "W", changes, kept,
+                       list(report.at_bound), why, fitted=fitted_names)

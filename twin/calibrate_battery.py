@@ -14,6 +14,14 @@ voltage then holds too little of the OCV curve to read it from, and what little 
 within the OCV table's own error); and a field whose standard error, from the Jacobian of the
 fit and the RMS of its residuals, exceeds ``_MAX_STD_ERROR`` of its value.  Such fields are
 set aside one at a time, the worst first, and the rest fitted again.
+
+An RC pair is fitted as a pair: its voltage, R I (1 - exp(-t / (R C))), ties R and C, so a
+field fitted beside its partner held at the twin's value takes up the partner's error (a
+recording shorter than tau reads C from the slope but not R).  Such a field is set aside too
+where its error with the partner free (its standard error then, and how far it moves) exceeds
+``_MAX_STD_ERROR``; else its standard error is the one with the partner free, and the report
+says how far it leans on the partner.  A pair the twin does not have (a start the fit gave
+it) that the recording does not determine is left out, as in the twin.
 """
 
 from __future__ import annotations
@@ -197,8 +205,10 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     -------
     params, report
         The fitted parameters (of the same type as ``base``) and a report: the scale
-        factor of each field against ``base``, the fields the recording does not determine
-        (kept at their base value) and why, those that ended at the edge of their range
+        factor of each field against ``base``, the fields fitted, those the recording does
+        not determine (kept at their base value) and why, those fitted beside a held RC
+        partner and how far they lean on it, the base's second pair where ``n_rc=1``
+        dropped it, those that ended at the edge of their range
         (``_MAX_FACTOR``), the relative standard error of each fitted field, the charge
         the recording moves through the pack [Ah] and its fraction of the capacity, the
         initial guesses, RMS voltage residuals with the base, the guessed and the fitted
@@ -220,7 +230,8 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     if not 0 <= soc0 <= 1:
         raise TwinError(f"calibration: soc0={soc0} is not in [0, 1]")
     pack = base if isinstance(base, PackParams) else PackParams(base)
-    cell = pack.cell
+    twin = pack.cell
+    cell = twin
     if n_rc == 1:
         cell = dataclasses.replace(cell, r2_ohm=0.0, c2_f=0.0)
     elif cell.n_rc == 1:  # give the missing pair a start: a tenth of R1, ten times tau1
@@ -229,25 +240,77 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
     dts = np.append(np.diff(t), np.diff(t)[-1])
     u = np.zeros((t.size, 1, len(INPUT_NAMES)))
     u[:, 0, INPUT_NAMES.index("current_a")] = i_a
-    initial = BatteryInitial(soc=soc0)
-
-    def scaled_cell(theta: np.ndarray) -> BatteryParams:
-        f = np.exp(theta)
-        return dataclasses.replace(cell, **{n: _scaled(getattr(cell, n), float(k))
-                                            for n, k in zip(fields, f)})
-
-    def simulate(thetas: np.ndarray) -> np.ndarray:
-        packs = [PackParams(scaled_cell(th), pack.cells_series, pack.cells_parallel)
-                 for th in thetas]
-        bat = Battery(packs, initial=initial)
-        uu = np.repeat(u, len(packs), axis=1)
-        y = bat.run(bat.initial_state(), uu, dts, temp_cell_c=temp[:, None])[1]
-        return y[:, :, _V].T
+    model = _Model(cell, fields, pack, u, dts, temp, BatteryInitial(soc=soc0), v)
 
     # initial guesses, from the recording where it has pulses and relaxations
     guess = pulse_guesses(t, i_a, v, n_rc)
-    cell_per_pack = pack.cells_parallel / pack.cells_series  # pack resistance -> cell
     at = (float(np.mean(temp)), soc0, float(np.mean(np.abs(i_a))))
+    bound = np.log(_MAX_FACTOR)
+    theta0 = np.clip(_theta0(guess, cell, pack, fields, at), -0.9 * bound, 0.9 * bound)
+    first = model.simulate(np.vstack([np.zeros(len(fields)), theta0]))
+    # before: the twin as it is (not the start a fit of a pair the twin lacks is given)
+    first[0] = dataclasses.replace(model, cell=twin).simulate(np.zeros((1, len(fields))))[0]
+    # What the recording cannot tell (a field that barely moves the voltage: no current, no
+    # relaxation, too little charge for the capacity) keeps its base value.
+    sensitivity = np.sqrt(np.mean(model.jacobian(np.zeros(len(fields))) ** 2, axis=0))
+    sensitive = sensitivity > _MIN_SENSITIVITY * max(float(np.mean(np.abs(v))), 1.0)
+    if not sensitive.any():
+        raise TwinError(f"calibration: the recording does not excite the battery: no "
+                        f"parameter moves its voltage measurably (current "
+                        f"{i_a.min():.3g} to {i_a.max():.3g} A)")
+    fit = _Fit(free=np.ones(len(fields), dtype=bool), theta=theta0.copy(), why={},
+               std_error=np.full(len(fields), np.nan))
+    for k in np.flatnonzero(~sensitive):
+        _set_aside(model, fit, twin, int(k), "it barely moves the voltage")
+    charge_ah = np.concatenate([[0.0], np.cumsum(i_a * dts)]) / 3600.0
+    moved_ah = float(np.ptp(charge_ah))  # of the pack
+    capacity_ah = _level(cell.capacity_ah, *at) * pack.cells_parallel
+    cap = fields.index("capacity_ah")
+    if fit.free[cap] and moved_ah < _MIN_CHARGE_FRACTION * capacity_ah:
+        _set_aside(model, fit, twin, cap, _little_charge(
+            moved_ah, capacity_ah, pack.cells_parallel if per_cell else 0))
+    _fit_determined(model, fit, twin, bound)
+    free, theta, sol = fit.free, fit.theta, fit.sol
+    fitted = model.scaled_cell(theta)
+    factors = np.exp(theta)
+    report = {
+        "fields": list(fields),
+        "fitted": [n for n, f in zip(fields, free) if f],
+        "not_determined": [n for n, f in zip(fields, free) if not f],
+        "why_not_determined": {n: fit.why[n] for n in fields if n in fit.why},
+        # the twin's second pair, left out of a model with one (n_rc=1)
+        "dropped": [n for n in ("r2_ohm", "c2_f")
+                    if n not in fields and _present(getattr(twin, n))],
+        # a factor at the edge of its range: the fit wanted more, a sign of a recording that
+        # does not determine it (or of a model that does not fit the cell)
+        "at_bound": [n for n, th in zip(fields, theta) if abs(th) > 0.999 * bound],
+        "factors": {n: float(f) for n, f in zip(fields, factors)},
+        "guesses": guess,
+        "rms_base_v": float(np.sqrt(np.mean((first[0] - v) ** 2))),
+        "rms_guess_v": float(np.sqrt(np.mean((first[1] - v) ** 2))),
+        "rms_fit_v": float(np.sqrt(np.mean(model.residuals(theta) ** 2))),
+        # relative standard error of each fitted field (of its log factor), with the RC
+        # partner of a field free too where the recording does not determine it [-]
+        "std_errors": {n: float(e) for n, e, f in zip(fields, fit.std_error, free) if f},
+        # a fitted field whose RC partner the recording does not determine, and how far it
+        # depends on the partner's held value
+        "leaning": {fields[k]: _leaning_note(*x) for k, x in fit.leaning.items()},
+        "charge_moved_ah": moved_ah,
+        "charge_moved_fraction": moved_ah / capacity_ah,
+        "samples": int(t.size),
+        "success": bool(sol is None or sol.success),
+        "evaluations": fit.evaluations,
+        "message": "nothing determined" if sol is None else str(sol.message),
+    }
+    if isinstance(base, PackParams):
+        return PackParams(fitted, base.cells_series, base.cells_parallel), report
+    return fitted, report
+
+
+def _theta0(guess: dict[str, float], cell: BatteryParams, pack: PackParams,
+            fields: tuple[str, ...], at: tuple[float, float, float]) -> np.ndarray:
+    """Log factors of the guesses read off the recording (zero: no guess, the base value)."""
+    cell_per_pack = pack.cells_parallel / pack.cells_series  # pack resistance -> cell
     theta0 = np.zeros(len(fields))
     for k, name in enumerate(fields):
         if name == "capacity_ah":
@@ -260,86 +323,180 @@ def fit_battery(t_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray,
         else:
             continue
         theta0[k] = np.log(value / _level(getattr(cell, name), *at))
-    bound = np.log(_MAX_FACTOR)
-    theta0 = np.clip(theta0, -0.9 * bound, 0.9 * bound)
-    step = 1e-6
+    return theta0
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
-        return simulate(theta[None, :])[0] - v
 
-    def jacobian(theta: np.ndarray) -> np.ndarray:
-        thetas = np.vstack([theta, theta + step * np.eye(len(theta))])
-        vs = simulate(thetas)
-        return ((vs[1:] - vs[0]) / step).T
+#: the other field of each field's RC pair: the pair's voltage, R I (1 - exp(-t / (R C))),
+#: depends on both, so a held R moves the C fitted beside it, and the other way round
+_PARTNER = {"r1_ohm": "c1_f", "c1_f": "r1_ohm", "r2_ohm": "c2_f", "c2_f": "r2_ohm"}
+_ORDINAL = {"1": "first", "2": "second"}
 
-    first = simulate(np.vstack([np.zeros(len(fields)), theta0]))
-    # What the recording cannot tell (a field that barely moves the voltage: no current, no
-    # relaxation, too little charge for the capacity) keeps its base value.
-    sensitivity = np.sqrt(np.mean(jacobian(np.zeros(len(fields))) ** 2, axis=0))
-    free = sensitivity > _MIN_SENSITIVITY * max(float(np.mean(np.abs(v))), 1.0)
-    if not free.any():
-        raise TwinError(f"calibration: the recording does not excite the battery: no "
-                        f"parameter moves its voltage measurably (current "
-                        f"{i_a.min():.3g} to {i_a.max():.3g} A)")
-    why = {n: "it barely moves the voltage" for n, f in zip(fields, free) if not f}
-    charge_ah = np.concatenate([[0.0], np.cumsum(i_a * dts)]) / 3600.0
-    moved_ah = float(np.ptp(charge_ah))  # of the pack
-    capacity_ah = _level(cell.capacity_ah, *at) * pack.cells_parallel
-    cap = fields.index("capacity_ah")
-    if free[cap] and moved_ah < _MIN_CHARGE_FRACTION * capacity_ah:
-        free[cap] = False
-        why["capacity_ah"] = _little_charge(moved_ah, capacity_ah,
-                                            pack.cells_parallel if per_cell else 0)
-    theta = np.where(free, theta0, 0.0)
-    std_error = np.full(len(fields), np.nan)
-    evaluations = 0
-    sol = None
-    while free.any():
-        fit = free.copy()
 
-        def residuals_free(th: np.ndarray, fit: np.ndarray = fit) -> np.ndarray:
-            return residuals(_embed(th, fit))
+def _present(value: float | Table) -> bool:
+    """Whether a field of an RC pair is there: a pair of zeros is no pair at all."""
+    return isinstance(value, Table) or value != 0
 
-        def jacobian_free(th: np.ndarray, fit: np.ndarray = fit) -> np.ndarray:
-            return jacobian(_embed(th, fit))[:, fit]
 
-        sol = scipy.optimize.least_squares(residuals_free, theta[fit], jac=jacobian_free,
-                                           bounds=(-bound, bound), x_scale=1.0,
-                                           xtol=1e-10, ftol=1e-12, gtol=1e-10)
-        evaluations += int(sol.nfev)
-        theta = _embed(sol.x, fit)
-        std_error = np.full(len(fields), np.nan)
-        std_error[fit] = standard_errors(sol.jac, sol.fun)
-        worst = int(np.nanargmax(std_error))
-        if std_error[worst] <= _MAX_STD_ERROR:
-            break
-        free[worst] = False  # set aside, the others fitted again from where they are
-        theta[worst] = 0.0
-        why[fields[worst]] = (f"its standard error is {100 * std_error[worst]:.3g}% of its "
-                              f"value (fitted up to {_MAX_STD_ERROR:.0%})")
-    fitted = scaled_cell(theta)
-    factors = np.exp(theta)
-    report = {
-        "fields": list(fields),
-        "not_determined": [n for n, f in zip(fields, free) if not f],
-        "why_not_determined": {n: why[n] for n in fields if n in why},
-        # a factor at the edge of its range: the fit wanted more, a sign of a recording that
-        # does not determine it (or of a model that does not fit the cell)
-        "at_bound": [n for n, th in zip(fields, theta) if abs(th) > 0.999 * bound],
-        "factors": {n: float(f) for n, f in zip(fields, factors)},
-        "guesses": guess,
-        "rms_base_v": float(np.sqrt(np.mean((first[0] - v) ** 2))),
-        "rms_guess_v": float(np.sqrt(np.mean((first[1] - v) ** 2))),
-        "rms_fit_v": float(np.sqrt(np.mean(residuals(theta) ** 2))),
-        # relative standard error of each fitted field (of its log factor) [-]
-        "std_errors": {n: float(e) for n, e, f in zip(fields, std_error, free) if f},
-        "charge_moved_ah": moved_ah,
-        "charge_moved_fraction": moved_ah / capacity_ah,
-        "samples": int(t.size),
-        "success": bool(sol is None or sol.success),
-        "evaluations": evaluations,
-        "message": "nothing determined" if sol is None else str(sol.message),
-    }
-    if isinstance(base, PackParams):
-        return PackParams(fitted, base.cells_series, base.cells_parallel), report
-    return fitted, report
+@dataclasses.dataclass
+class _Model:
+    """The pack's terminal voltage under the recorded current, for log scale factors
+    ``theta`` of ``fields`` on ``cell`` (a factor of zero keeps ``cell``'s value)."""
+
+    cell: BatteryParams
+    fields: tuple[str, ...]
+    pack: PackParams
+    u: np.ndarray
+    dts: np.ndarray
+    temp: np.ndarray
+    initial: BatteryInitial
+    v: np.ndarray
+    step: float = 1e-6
+
+    def scaled_cell(self, theta: np.ndarray) -> BatteryParams:
+        f = np.exp(theta)
+        return dataclasses.replace(self.cell, **{n: _scaled(getattr(self.cell, n), float(k))
+                                                 for n, k in zip(self.fields, f)})
+
+    def simulate(self, thetas: np.ndarray) -> np.ndarray:
+        packs = [PackParams(self.scaled_cell(th), self.pack.cells_series,
+                            self.pack.cells_parallel) for th in thetas]
+        bat = Battery(packs, initial=self.initial)
+        uu = np.repeat(self.u, len(packs), axis=1)
+        y = bat.run(bat.initial_state(), uu, self.dts, temp_cell_c=self.temp[:, None])[1]
+        return y[:, :, _V].T
+
+    def residuals(self, theta: np.ndarray) -> np.ndarray:
+        return self.simulate(theta[None, :])[0] - self.v
+
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        thetas = np.vstack([theta, theta + self.step * np.eye(len(theta))])
+        vs = self.simulate(thetas)
+        return ((vs[1:] - vs[0]) / self.step).T
+
+
+@dataclasses.dataclass
+class _Fit:
+    """Where the fit stands: which fields are free, their log factors, why the others are
+    not, and the relative standard error of each free one."""
+
+    free: np.ndarray
+    theta: np.ndarray
+    why: dict[str, str]
+    std_error: np.ndarray
+    evaluations: int = 0
+    sol: Any = None
+    #: each free field fitted beside its held RC partner: (standard error, move, partner)
+    #: with the partner free too, together within ``_MAX_STD_ERROR``
+    leaning: dict[int, tuple[float, float, str]] = dataclasses.field(default_factory=dict)
+
+
+def _set_aside(model: _Model, fit: _Fit, twin: BatteryParams, k: int, reason: str) -> None:
+    """Keep field ``k`` at its base value, for ``reason``.  A field of an RC pair the twin
+    does not have (the fit gave it a start) takes its partner with it: the model then has no
+    such pair, as the twin, rather than the start the fit gave it."""
+    name = model.fields[k]
+    fit.free[k], fit.theta[k] = False, 0.0
+    fit.why[name] = reason
+    partner = _PARTNER.get(name)
+    if partner is None or (_present(getattr(twin, name)) and _present(getattr(twin, partner))):
+        return
+    j = name[1]
+    model.cell = dataclasses.replace(model.cell, **{n: getattr(twin, n) for n in (name, partner)})
+    fit.why[name] = f"{reason}; the twin has no {_ORDINAL[j]} RC pair, so the fit keeps none"
+    if partner in model.fields and fit.free[p := model.fields.index(partner)]:
+        fit.free[p], fit.theta[p] = False, 0.0
+        fit.why[partner] = (f"kept with {name}: the twin has no {_ORDINAL[j]} RC pair, and the "
+                            f"recording does not determine one")
+
+
+def _solve(model: _Model, fit: _Fit, bound: float) -> None:
+    """Least squares on the free fields, from where they are; their standard errors."""
+    free = fit.free.copy()
+
+    def residuals(th: np.ndarray) -> np.ndarray:
+        return model.residuals(_embed(th, free))
+
+    def jacobian(th: np.ndarray) -> np.ndarray:
+        return model.jacobian(_embed(th, free))[:, free]
+
+    sol = scipy.optimize.least_squares(residuals, fit.theta[free], jac=jacobian,
+                                       bounds=(-bound, bound), x_scale=1.0,
+                                       xtol=1e-10, ftol=1e-12, gtol=1e-10)
+    fit.evaluations += int(sol.nfev)
+    fit.sol, fit.theta = sol, _embed(sol.x, free)
+    fit.std_error = np.full(free.size, np.nan)
+    fit.std_error[free] = standard_errors(sol.jac, sol.fun)
+
+
+def _leaning(model: _Model, fit: _Fit) -> dict[int, tuple[float, float, str]]:
+    """Each free field whose RC partner is held: with the partner free too, its relative
+    standard error, how far it would move (a Gauss-Newton step from here), and the partner.
+    A fit beside a partner held at a value the recording cannot confirm takes up the
+    partner's error; the standard error of that fit alone would take the partner as exact."""
+    out = {}
+    jac = res = None
+    for k, name in enumerate(model.fields):
+        partner = _PARTNER.get(name)
+        if not fit.free[k] or partner not in model.fields:
+            continue
+        p = model.fields.index(partner)
+        if fit.free[p] or not _present(getattr(model.cell, partner)):
+            continue
+        if jac is None:
+            jac, res = model.jacobian(fit.theta), model.residuals(fit.theta)
+        cols = fit.free.copy()
+        cols[p] = True
+        at = int(np.count_nonzero(cols[:k]))  # where field k is among the columns
+        se = standard_errors(jac[:, cols], res)[at]
+        shift = np.linalg.lstsq(jac[:, cols], -res, rcond=None)[0][at]
+        out[k] = (float(se), float(shift), partner)
+    return out
+
+
+def _partner_error(se: float, shift: float) -> float:
+    """A field's relative error when its RC partner is not known: its standard error with
+    the partner free, and how far it moves then, together."""
+    return float(np.hypot(se, shift))
+
+
+def _with_partner(se: float, shift: float, partner: str) -> str:
+    return (f"with {partner} free too it moves {100 * shift:+.3g}% and its standard error is "
+            f"{100 * se:.3g}%: {100 * _partner_error(se, shift):.3g}% of its value together "
+            f"(fitted up to {_MAX_STD_ERROR:.0%})")
+
+
+def _leaning_note(se: float, shift: float, partner: str) -> str:
+    """What a field fitted beside its held RC partner owes the partner's value."""
+    return f"fitted beside {partner} held at the twin's value: {_with_partner(se, shift, partner)}"
+
+
+def _leaning_reason(name: str, se: float, shift: float, partner: str) -> str:
+    """Why a field is kept with its held RC partner."""
+    j = name[1]
+    return (f"kept with {partner}, its RC partner (tau{j} = R{j}*C{j}): fitted beside "
+            f"{partner} held at the twin's value, it takes up {partner}'s error; "
+            f"{_with_partner(se, shift, partner)}")
+
+
+def _fit_determined(model: _Model, fit: _Fit, twin: BatteryParams, bound: float) -> None:
+    """Fit the free fields, setting aside one at a time, the worst first, what the recording
+    does not determine: a field whose standard error exceeds ``_MAX_STD_ERROR``, then one
+    whose error, with its held RC partner not known, exceeds it."""
+    while fit.free.any():
+        _solve(model, fit, bound)
+        worst = int(np.nanargmax(fit.std_error))
+        if fit.std_error[worst] > _MAX_STD_ERROR:
+            _set_aside(model, fit, twin, worst,
+                       f"its standard error is {100 * fit.std_error[worst]:.3g}% of its "
+                       f"value (fitted up to {_MAX_STD_ERROR:.0%})")
+            continue
+        leaning = _leaning(model, fit)
+        for k, (se, _, _) in leaning.items():
+            fit.std_error[k] = se  # the partner is not known exactly: its error counts
+        over = {k: _partner_error(se, shift) for k, (se, shift, _) in leaning.items()}
+        over = {k: x for k, x in over.items() if x > _MAX_STD_ERROR}
+        if not over:
+            fit.leaning = leaning
+            return
+        k = max(over, key=over.__getitem__)
+        _set_aside(model, fit, twin, k, _leaning_reason(model.fields[k], *leaning[k]))

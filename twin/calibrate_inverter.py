@@ -74,6 +74,10 @@ class FitReport:
     after: dict[str, float]
     paco_from_plateau: bool
     pnt_from_night: bool
+    kept_curve: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The curve's other parameters this recording leaves at their base values, and why:
+    ``paco_w`` without a clipping plateau, ``pnt_w`` without night samples, ``vdco_v``
+    always (the voltage terms' reference: other coefficients match any other value)."""
 
 
 def _ranges(s: SandiaInverter) -> dict[str, tuple[float, float]]:
@@ -93,6 +97,35 @@ def _column(name: str, a) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ParameterError(f"calibrate inverter: {name} holds values that are not finite")
     return arr
+
+
+def _left_out(p_dc: np.ndarray, p_ac: np.ndarray, paco: float) -> str:
+    """Why samples are not fit to: the inverter clipped at its AC limit ``paco``, or was not
+    running (no AC power out, or no DC power in)."""
+    clipped = int(np.count_nonzero(p_ac >= paco * (1 - 1e-6)))
+    if clipped == p_ac.size:
+        return f"it sat at its AC limit of {paco:.6g} W, clipped, on all {clipped} samples"
+    idle = int(np.count_nonzero(((p_ac <= 0) | (p_dc <= 0)) & (p_ac < paco * (1 - 1e-6))))
+    parts = [f"{clipped} sat at its AC limit of {paco:.6g} W, clipped"] if clipped else []
+    parts += [f"{idle} were not running (no AC power out or no DC power in)"] if idle else []
+    if not parts:
+        return f"there are {p_ac.size} samples in all"
+    return f"of {p_ac.size} samples, {' and '.join(parts)}"
+
+
+def _kept_curve(plateau: bool, top: float, at_top: int, under: int, night: bool
+                ) -> dict[str, str]:
+    """Why ``paco_w``, ``pnt_w`` and ``vdco_v`` keep their base values (those that do)."""
+    out = {}
+    if not plateau:
+        out["paco_w"] = (f"the recording does not clip: its largest AC power, {top:.6g} W, "
+                         f"comes {at_top} times, {under} within {PLATEAU_BAND:.0%} below it (a "
+                         f"clipping plateau: {MIN_PLATEAU} or more, and more than below)")
+    if not night:
+        out["pnt_w"] = "no samples of negative AC power, the night tare"
+    out["vdco_v"] = ("the reference of the voltage terms: pdco_w, pso_w, c0_per_w and "
+                     "c1..c3 match any other value, so no recording determines it")
+    return out
 
 
 def fit_inverter_efficiency(p_dc_w, v_dc_v, p_ac_w,
@@ -132,7 +165,8 @@ def fit_inverter_efficiency(p_dc_w, v_dc_v, p_ac_w,
     use = (p_ac > 0) & (p_ac < paco * (1 - 1e-6)) & (p_dc > 0)
     if np.count_nonzero(use) < MIN_POINTS:
         raise ParameterError(f"calibrate inverter: only {np.count_nonzero(use)} running, "
-                             f"unclipped samples; need at least {MIN_POINTS}")
+                             f"unclipped samples; need at least {MIN_POINTS} "
+                             f"({_left_out(p_dc, p_ac, paco)})")
     spread = np.ptp(v_dc[use]) / np.mean(v_dc[use])
     names = ALWAYS + (VOLTAGE if spread > 0.01 else ())
     why = {n: f"the DC voltage varies by {spread:.2%} (fitted from 1%)"
@@ -195,5 +229,6 @@ def fit_inverter_efficiency(p_dc_w, v_dc_v, p_ac_w,
         rms_before_w=rms(s0), rms_after_w=rms(fitted),
         before={n: getattr(s0, n) for n in names + ("paco_w", "pnt_w")},
         after={n: getattr(fitted, n) for n in names + ("paco_w", "pnt_w")},
-        paco_from_plateau=bool(plateau), pnt_from_night=bool(night.any()))
+        paco_from_plateau=bool(plateau), pnt_from_night=bool(night.any()),
+        kept_curve=_kept_curve(plateau, top, at_top, under, bool(night.any())))
     return dataclasses.replace(base, sandia=fitted), report

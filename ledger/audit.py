@@ -65,7 +65,8 @@ class Audit:
     Call :meth:`record` for every record in chain order (sealed ones, then pending ones)
     and :meth:`close` when the block of an interval closes.  Both raise :class:`AuditFault`.
     ``interval_ms`` (the ledger's interval length [ms]) places the gates that orders' expiries
-    are checked against (not checked without it); ``names`` (public key to account name)
+    are checked against: without it a trade, or a reading with ``read_ms``, is a fault, as
+    only a session, which records the length, makes them; ``names`` (public key to account name)
     names keys in messages.  :attr:`gated` collects the intervals that have uniform trades,
     which are made when the interval's gate closes.
     """
@@ -114,6 +115,11 @@ class Audit:
             if rec.signer in iv.readings:
                 raise AuditFault(f"a second meter reading of {self.who(rec.signer)} for "
                                  f"interval {rec.interval}")
+            if rec.read_ms is not None and self.interval_ms is None:
+                raise AuditFault(f"a meter reading of {self.who(rec.signer)} read at "
+                                 f"{rec.read_ms} ms on a ledger without meta.interval_ms, so "
+                                 "the interval's end it must precede is unknown (deleted "
+                                 "outside gridloop?)")
             end = None if self.interval_ms is None else (rec.interval + 1) * self.interval_ms
             if rec.read_ms is not None and end is not None and rec.read_ms >= end:
                 raise AuditFault(f"a meter reading of {self.who(rec.signer)} for interval "
@@ -155,7 +161,10 @@ class Audit:
         interval's gate, a continuous one on an order's arrival, which is no earlier than the
         end of the last interval settled before it (settling moves session time there)."""
         if self.interval_ms is None:
-            return
+            raise AuditFault(f"a {t.market} trade on a ledger without meta.interval_ms, so "
+                             "its orders' expiry cannot be checked (a MarketSession, which "
+                             "makes trades, records the interval length: deleted outside "
+                             "gridloop?)")
         if t.market == "uniform":
             when = t.interval * self.interval_ms
             what = f"the gate of interval {t.interval} at {when} ms, where it traded"

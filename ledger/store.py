@@ -183,6 +183,8 @@ class Store(ABC):
     def __init__(self, location: str) -> None:
         self.location = location
         self._depth = 0
+        self._reading = False
+        self._streams: list[Iterator[list[tuple]]] = []
         self._ledger_id: bytes | None = None
 
     # -- what a database back-end provides ------------------------------------------------
@@ -200,6 +202,14 @@ class Store(ABC):
 
     @abstractmethod
     def _end(self, commit: bool) -> None: ...
+
+    @abstractmethod
+    def _begin_read(self) -> None:
+        """Start a read transaction: every query until :meth:`_end_read` sees the ledger as
+        it was at the first one, whatever other connections commit meanwhile."""
+
+    @abstractmethod
+    def _end_read(self) -> None: ...
 
     @abstractmethod
     def _stream(self, sql: str, params: Sequence[Any] = (),
@@ -258,8 +268,44 @@ class Store(ABC):
             raise self._error(exc) from None
 
     @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Read one state of the ledger: every query inside sees what was committed when the
+        first ran, whatever a writer (a run in progress) commits meanwhile, so ``verify``,
+        ``show`` and ``export`` never report on a mix of two states.  Inside a write
+        transaction, or another snapshot, it joins that one."""
+        if self._depth or self._reading:
+            yield self
+            return
+        try:
+            self._begin_read()
+        except self._db_errors as exc:
+            raise self._error(exc) from None
+        self._reading = True
+        try:
+            yield self
+        finally:
+            self._reading = False
+            streams, self._streams = self._streams, []
+            for stream in streams:  # a walk stopped at a fault leaves its stream open
+                stream.close()
+            try:
+                self._end_read()
+            except self._db_errors:
+                pass  # a read transaction has nothing to keep; an error already ended it
+
+    def _streamed(self, sql: str, params: Sequence[Any] = (),
+                  size: int = 5000) -> Iterator[list[tuple]]:
+        """:meth:`_stream`, closed when the snapshot it reads in ends."""
+        stream = self._stream(sql, params, size)
+        if self._reading:
+            self._streams.append(stream)
+        return stream
+
+    @contextmanager
     def transaction(self) -> Iterator[Store]:
         """One atomic write: nested uses join the outermost transaction."""
+        if self._reading:
+            raise StoreError(f"{self.location}: cannot write inside a read snapshot")
         if self._depth:
             self._depth += 1
             try:
@@ -507,7 +553,7 @@ class Store(ABC):
 
     def chain_rows(self, size: int = 5000) -> Iterator[list[StoredRow]]:
         """Every sealed record in chain order (block, position), in batches."""
-        for batch in self._stream(self._sql(
+        for batch in self._streamed(self._sql(
                 f"SELECT {RECORD_COLUMNS} FROM records WHERE block IS NOT NULL "
                 "ORDER BY block, position"), (), size):
             yield [self._stored(r) for r in batch]

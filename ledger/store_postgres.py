@@ -36,6 +36,7 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         super().__init__(redact(url))
+        self._cursors = 0
         if psycopg is None:
             raise StoreError(f"{self.location}: the PostgreSQL store needs psycopg; "
                              "install gridloop[postgres]")
@@ -73,12 +74,37 @@ class PostgresStore(Store):
     def _end(self, commit: bool) -> None:
         self._conn.execute("COMMIT" if commit else "ROLLBACK")
 
+    def _begin_read(self) -> None:
+        """One ``REPEATABLE READ`` transaction: every query in it sees the snapshot taken at
+        its first, whatever other sessions commit meanwhile."""
+        self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        self._conn.execute("SELECT 1")  # the snapshot is taken at the first query
+
+    def _end_read(self) -> None:
+        self._conn.execute("ROLLBACK")
+
     def _stream(self, sql: str, params: Sequence[Any] = (),
                 size: int = 5000) -> Iterator[list[tuple]]:
-        with self._conn.transaction(), self._conn.cursor(name="ledger_stream") as cursor:
-            cursor.execute(sql, params)
-            while batch := cursor.fetchmany(size):
-                yield batch
+        """Batches through a server-side cursor: inside a snapshot, in its transaction;
+        otherwise in a transaction of its own (a server-side cursor needs one)."""
+        self._cursors += 1
+        name = f"ledger_stream_{self._cursors}"
+        try:
+            if self._reading:
+                with self._conn.cursor(name=name) as cursor:
+                    yield from self._batches(cursor, sql, params, size)
+            else:
+                with self._conn.transaction(), self._conn.cursor(name=name) as cursor:
+                    yield from self._batches(cursor, sql, params, size)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    @staticmethod
+    def _batches(cursor: Any, sql: str, params: Sequence[Any],
+                 size: int) -> Iterator[list[tuple]]:
+        cursor.execute(sql, params)
+        while batch := cursor.fetchmany(size):
+            yield batch
 
     def close(self) -> None:
         self._conn.close()

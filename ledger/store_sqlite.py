@@ -118,6 +118,20 @@ class SQLiteStore(Store):
             pass  # not a database: the caller says so
         return conn
 
+    def _check_format(self) -> None:
+        """As :meth:`Store._check_format`, but a WAL file read without its ``-wal`` (read as
+        immutable) that holds no table at all is named as such: what a killed run committed is
+        in its ``-wal``, not yet checkpointed into the file."""
+        if self._snapshot is not None and _is_wal(self._path) and \
+                not Path(f"{self._path}-wal").exists() and \
+                not self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(
+                f"{self._path}: not a gridloop ledger on its own: the file is in WAL mode and "
+                f"{self._path.name}-wal, which holds what was not yet checkpointed into it, is "
+                "missing (a ledger of a killed run, copied without its -wal?); copy the -wal "
+                "beside it")
+        super()._check_format()
+
     @property
     def _db_errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
@@ -164,6 +178,20 @@ class SQLiteStore(Store):
     def _end(self, commit: bool) -> None:
         if commit or self._conn.in_transaction:  # some errors end the transaction themselves
             self._conn.execute("COMMIT" if commit else "ROLLBACK")
+
+    def _begin_read(self) -> None:
+        """``BEGIN`` and a first read: in WAL mode that fixes the snapshot, and a writer's
+        later commits (or checkpoints) do not reach this reader until :meth:`_end_read`."""
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _end_read(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
 
     def _stream(self, sql: str, params: Sequence[Any] = (),
                 size: int = 5000) -> Iterator[list[tuple]]:

@@ -3,15 +3,23 @@
 :func:`verify_chain` walks the chain in order and raises :class:`VerificationError` naming
 the first bad block or record, so an edited amount, a forged or swapped signature, a reordered,
 deleted, inserted or replayed record, a record signed by a stranger, or a rewritten block
-header is found and located; then the table of closed gates and the account table.
-Signatures are checked in batches on every core.
+header is found and located; then the table of closed gates and the account table, and, when
+given, the accounts' keys against a key directory (:func:`read_key_directory`).  Everything is
+read in one snapshot of the store (:meth:`Store.snapshot`), so a run writing meanwhile cannot
+make an intact ledger look tampered with.  Signatures are checked in batches on every core.
+
+:func:`counted_balances` is what ``gridloop ledger show`` prints: balances from the
+settlements and transfers whose signatures verify, signed by accounts whose role signs them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ledger import records
 from ledger.audit import Audit, AuditFault
@@ -19,11 +27,21 @@ from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
 from ledger.errors import (
     AlteredStoreError,
     EncodingError,
+    KeyFileError,
     LedgerError,
     RecordError,
     VerificationError,
 )
-from ledger.keys import fingerprint, named, submit_signatures, verify_signature
+from ledger.keys import (
+    KeyDirectory,
+    check_name,
+    fingerprint,
+    named,
+    read_public_key,
+    submit_signatures,
+    verify_signature,
+)
+from ledger.settlement import Balance, tally
 from ledger.store import SIGNED_BY, Meta, Store, StoredRow, accounts_body, gates_body
 
 ROLE_WORDS = {"node": "a node", "grid": "the grid", "operator": "the operator"}
@@ -38,6 +56,50 @@ class ChainReport:
     pending: int
     head: bytes | None
     operator: bytes | None
+    ledger_id: bytes = b""
+    accounts: tuple[tuple[str, bytes, str], ...] = ()
+
+    def operator_name(self) -> str | None:
+        """The account name of the operator's key, if the ledger names it."""
+        return next((n for n, k, _ in self.accounts if k == self.operator), None)
+
+
+@dataclass(frozen=True)
+class PinnedKeys:
+    """A key directory an auditor trusts (a run's ``RUN.ledger.keys``, a lab's keys):
+    ``verify --keys DIR`` checks that each account of the ledger holds the key the directory
+    holds for its name (:meth:`key`)."""
+
+    directory: Path
+
+    @property
+    def source(self) -> str:
+        return str(self.directory)
+
+    def key(self, name: str) -> bytes | None:
+        """The public key of ``NAME.pub``, else of ``NAME.key`` (read as a run reads it),
+        else None; a name that cannot be a key file's has none."""
+        try:
+            check_name(name)
+        except RecordError:
+            return None
+        pub = self.directory / f"{name}.pub"
+        if pub.exists():
+            return read_public_key(pub)
+        if (self.directory / f"{name}.key").exists():
+            return KeyDirectory(self.directory).load(name).public_key
+        return None
+
+
+def read_key_directory(path: str | os.PathLike[str]) -> PinnedKeys:
+    """A key directory to pin a ledger's accounts to; :class:`~ledger.errors.KeyFileError`
+    for one that does not exist or holds no key file, before any ledger is read."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise KeyFileError(f"{folder}: no such key directory")
+    if not any(folder.glob("*.pub")) and not any(folder.glob("*.key")):
+        raise KeyFileError(f"{folder}: holds no NAME.pub or NAME.key file")
+    return PinnedKeys(folder)
 
 
 class _Walk:
@@ -285,38 +347,87 @@ def _check_accounts(store: Store, operator: bytes | None, meta: Meta,
                                 "removed outside gridloop)")
 
 
+def _check_session_meta(store: Store, meta: Meta,
+                        accounts: list[tuple[str, bytes, str]]) -> None:
+    """A ledger that a session made keeps its operator and interval length: without them the
+    walk would take the operator from the first block and skip the checks of orders' expiry,
+    so deleting them is a fault, not a downgrade to a ledger used without a session."""
+    missing = [key for key, value in (("operator", meta.operator),
+                                      ("interval_ms", meta.interval_ms)) if value is None]
+    if not missing:
+        return
+    operators = [name for name, _, role in accounts if role == "operator"]
+    evidence = [f"an operator account {operators[0]!r}" if operators else
+                f"{len(accounts)} account(s)" if accounts else "",
+                "the operator's signature of its accounts" if meta.accounts_signature else "",
+                "the operator's signature of its gates" if meta.gates_signature else ""]
+    evidence = [e for e in evidence if e]
+    if evidence:
+        raise VerificationError(f"{store.location}: meta: {' and '.join(missing)} missing on a "
+                                f"ledger a MarketSession made (it has {', '.join(evidence)}): "
+                                "deleted outside gridloop, which turns off the checks that "
+                                "need them")
+
+
+def _check_pinned(store: Store, accounts: list[tuple[str, bytes, str]],
+                  pinned: PinnedKeys) -> None:
+    """Every account of the ledger holds the key an auditor trusts for its name: a ledger
+    made afresh with other keys under the same names verifies on its own, not against these.
+    The operator comes first, as it signs the chain and the account table."""
+    where = f"{store.location}: accounts"
+    if not accounts:
+        raise VerificationError(f"{where}: the ledger names no accounts, so none can be "
+                                f"checked against the keys in {pinned.source}")
+    for name, key, role in sorted(accounts, key=lambda a: (a[2] != "operator", a[0])):
+        want = pinned.key(name)
+        if want is None:
+            raise VerificationError(f"{where}: {name!r} ({role}) has no key in {pinned.source} "
+                                    f"to check it against (no {name}.pub or {name}.key)")
+        if want != key:
+            raise VerificationError(f"{where}: {name!r} ({role}) has key {fingerprint(key)}, "
+                                    f"{pinned.source} holds {fingerprint(want)} for it (a "
+                                    "ledger made or altered with other keys)")
+
+
 def verify_chain(store: Store, known_head: bytes | None = None,
-                 workers: int | None = None) -> ChainReport:
+                 workers: int | None = None, pinned: PinnedKeys | None = None) -> ChainReport:
     """Re-check everything in ``store``; raise :class:`VerificationError` at the first fault.
 
+    Everything is read in one snapshot (:meth:`Store.snapshot`): a writer's commits meanwhile
+    are not seen, so a ledger a run is writing verifies as it was when the check began.
     First the database's own structure (SQLite ``quick_check``: a damaged file raises
     :class:`~ledger.errors.StoreError`, it cannot be read), that every table is there and the
-    metadata is well-formed.  Then, in chain order: each block header decodes, has the
-    expected height, links to the previous header's hash, is signed by the operator, and
-    commits to the Merkle root and count of its records; each record's id is the SHA-256 of its
-    canonical body, the stored columns agree with the body, the signature verifies, its signer
-    is an account of the ledger whose role signs that kind (where the ledger has accounts), and
-    its nonce is above its signer's previous one; the economics hold (:mod:`ledger.audit`).
-    Pending records (not yet in a block) get every record check too.  Last, the table of
-    closed gates must agree with the chain and the account table must be as the operator
-    signed it.  A ledger altered outside gridloop in a way the store itself refuses (a key
-    stored as text, a table dropped) is a :class:`VerificationError` as well.
+    metadata is well-formed, and kept (a ledger with accounts or the operator's signatures has
+    ``meta.operator`` and ``meta.interval_ms``).  Then, in chain order: each block header
+    decodes, has the expected height, links to the previous header's hash, is signed by the
+    operator, and commits to the Merkle root and count of its records; each record's id is the
+    SHA-256 of its canonical body, the stored columns agree with the body, the signature
+    verifies, its signer is an account of the ledger whose role signs that kind (where the
+    ledger has accounts), and its nonce is above its signer's previous one; the economics hold
+    (:mod:`ledger.audit`).  Pending records (not yet in a block) get every record check too.
+    Last, the table of closed gates must agree with the chain, the account table must be as
+    the operator signed it and, with ``pinned``, hold the keys given for its names.  A ledger
+    altered outside gridloop in a way the store itself refuses (a key stored as text, a table
+    dropped) is a :class:`VerificationError` as well.
 
     A chain cut cleanly after some block is still a valid, shorter chain; pass the hash of a
     block you know of as ``known_head`` (``verify`` prints the head hash) to have the chain
     checked to still hold it.  ``workers`` threads check signatures (default: one per core).
     """
     try:
-        return _verify(store, known_head, workers)
+        with store.snapshot():
+            return _verify(store, known_head, workers, pinned)
     except AlteredStoreError as exc:
         raise VerificationError(str(exc)) from None
 
 
-def _verify(store: Store, known_head: bytes | None, workers: int | None) -> ChainReport:
+def _verify(store: Store, known_head: bytes | None, workers: int | None,
+            pinned: PinnedKeys | None) -> ChainReport:
     store.check_integrity()
     store.check_tables()
     meta = store.meta()
     accounts = store.accounts()
+    _check_session_meta(store, meta, accounts)
     blocks = store.block_rows()
     walk = _Walk(store, blocks, meta, accounts)
     for batch, signatures in _ahead(store.chain_rows(), store.ledger_id, workers):
@@ -332,5 +443,105 @@ def _verify(store: Store, known_head: bytes | None, workers: int | None) -> Chai
         walk.check_record(row, ok)
     _check_gates(store, walk, meta)
     _check_accounts(store, walk.operator, meta, accounts)
+    if pinned is not None:
+        _check_pinned(store, accounts, pinned)
     return ChainReport(blocks=len(blocks), records=sealed, pending=len(pending),
-                       head=walk.prev if blocks else None, operator=walk.operator)
+                       head=walk.prev if blocks else None, operator=walk.operator,
+                       ledger_id=store.ledger_id, accounts=tuple(accounts))
+
+
+LEFT_OUT = {
+    "columns": "record(s) whose stored kind, signer, nonce, interval or id disagree with the "
+               "signed body",
+    "malformed": "record(s) stored as settlements or transfers whose body is not a canonical "
+                 "record",
+    "stranger": "settlement(s) or transfer(s) signed by a key that is no account of this "
+                "ledger",
+    "role": "settlement(s) or transfer(s) signed by an account whose role does not sign them",
+    "signature": "settlement(s) or transfer(s) whose signature does not verify",
+    "duplicate": "settlement(s) or transfer(s) stored a second time (the same id)",
+}
+"""Why :func:`counted_balances` left a record out, in the words ``show`` prints."""
+
+_MONEY_KINDS = ("settlement", "transfer")
+
+
+@dataclass
+class BalanceSheet:
+    """Balances by account name (a key that is no account by its base64), and how many
+    records were left out, by reason (:data:`LEFT_OUT`)."""
+
+    balances: dict[str, Balance]
+    left_out: Counter[str] = field(default_factory=Counter)
+
+
+def _money_record(row: StoredRow, roles: Mapping[bytes, str]) -> tuple[records.Record | None,
+                                                                       str | None]:
+    """The settlement or transfer a row holds, or why it moves no money: ``(record, None)``,
+    ``(None, reason)``, or ``(None, None)`` for a record of another kind.  What the stored
+    columns say counts only where the signed body says the same."""
+    stored_money = records.KINDS.get(row.kind) is not None and \
+        records.KINDS[row.kind].NAME in _MONEY_KINDS
+    try:
+        rec = records.decode(row.body)
+    except (EncodingError, RecordError):
+        return None, "malformed" if stored_money else None
+    if rec.NAME not in _MONEY_KINDS:
+        return None, "columns" if stored_money else None
+    if (hashlib.sha256(row.body).digest(), rec.KIND, rec.signer, rec.nonce, rec.interval) != \
+            (row.id, row.kind, row.signer, row.nonce, row.interval):
+        return None, "columns"
+    if roles:
+        role = roles.get(rec.signer)
+        if role is None:
+            return None, "stranger"
+        if role not in SIGNED_BY[rec.NAME]:
+            return None, "role"
+    return rec, None
+
+
+def counted_balances(store: Store, workers: int | None = None) -> BalanceSheet:
+    """Balances from the settlements (energy) and transfers (money) that a reader can trust
+    without the full audit: the signature verifies, the signer is an account whose role
+    signs that kind (any signer on a store without accounts), the stored columns agree with
+    the signed body, and each is counted once; the rest is counted in
+    :attr:`BalanceSheet.left_out`.  The economics (is each settlement right, each paid once)
+    are :func:`verify_chain`'s.  Read in one snapshot of the store."""
+    totals: dict[bytes, Balance] = {}
+    left_out: Counter[str] = Counter()
+    seen: set[bytes] = set()
+    with store.snapshot():
+        accounts = store.accounts()
+        roles = {key: role for _, key, role in accounts}
+        ledger_id = store.ledger_id
+        for batch in store.all_rows():
+            candidates = []
+            for row in batch:
+                rec, reason = _money_record(row, roles)
+                if reason:
+                    left_out[reason] += 1
+                elif rec is not None:
+                    candidates.append((row, rec))
+            checks = _signatures([row for row, _ in candidates], ledger_id, workers)()
+            counted = []
+            for (_, rec), ok in zip(candidates, checks, strict=True):
+                why = "signature" if not ok else "duplicate" if rec.id in seen else None
+                if why:
+                    left_out[why] += 1
+                else:
+                    seen.add(rec.id)
+                    counted.append(rec)
+            _add(totals, tally(counted))
+    names = {key: name for name, key, _ in accounts}
+    result = {name: totals.get(key, Balance()) for key, name in names.items()}
+    result.update({fingerprint(k): b for k, b in totals.items() if k not in names})
+    return BalanceSheet(result, left_out)
+
+
+def _add(totals: dict[bytes, Balance], more: Mapping[bytes, Balance]) -> None:
+    """Add one batch's balances to the running totals (records are not kept past their batch)."""
+    for key, b in more.items():
+        have = totals.setdefault(key, Balance())
+        have.money_micro += b.money_micro
+        have.sold_wh += b.sold_wh
+        have.bought_wh += b.bought_wh

@@ -6,7 +6,10 @@ outside gridloop (a table dropped, a key stored as text, malformed metadata); 2 
 every command: no such file, not a gridloop ledger, a damaged database file, bad arguments.
 ``show`` and ``export`` do not verify: they refuse a ledger altered so that they cannot read
 it (exit 2) and say nothing printed until all of it has been read.  The three read-only commands
-open a SQLite ledger read-only and leave no file beside it.
+open a SQLite ledger read-only, leave no file beside it, and read one snapshot of it
+(:meth:`ledger.store.Store.snapshot`), so a run writing meanwhile changes nothing they report.
+``verify --keys DIR`` pins the accounts to a key directory; ``show`` counts only what verifies
+under an account whose role signs it (:func:`ledger.verify.counted_balances`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import argparse
 import base64
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ledger.verify import ChainReport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--head", metavar="HASH",
                         help="hash of a block the chain must still hold (as printed by an "
                              "earlier verify): finds a chain cut short")
+    verify.add_argument("--keys", metavar="DIR",
+                        help="key directory whose NAME.pub (or NAME.key) files the ledger's "
+                             "accounts must hold, e.g. RUN.ledger.keys: finds a ledger made "
+                             "with other keys under the same names")
     verify.set_defaults(func=_verify)
 
     export = sub.add_parser("export", help="print every record, one JSON object per line")
@@ -83,7 +93,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from ledger.errors import LedgerError, VerificationError
     from ledger.store import open_store
-    from ledger.verify import verify_chain
+    from ledger.verify import read_key_directory, verify_chain
 
     try:
         head = bytes.fromhex(args.head) if args.head else None
@@ -91,9 +101,10 @@ def _verify(args: argparse.Namespace) -> int:
         head = b""
     if head is not None and len(head) != 32:
         raise LedgerError(f"--head {args.head!r} is not a block hash (64 hex digits)")
+    pinned = read_key_directory(args.keys) if args.keys else None
     with open_store(args.db, create=False, readonly=True) as store:
         try:
-            report = verify_chain(store, known_head=head)
+            report = verify_chain(store, known_head=head, pinned=pinned)
         except VerificationError as exc:
             store.check_unchanged()  # a fault seen in one state of the ledger, not two
             print(f"gridloop: error: {exc}", file=sys.stderr)
@@ -102,7 +113,26 @@ def _verify(args: argparse.Namespace) -> int:
         head = report.head.hex() if report.head else "none"
         print(f"{store.location}: ok: {report.blocks} blocks, {report.records} records in "
               f"blocks, {report.pending} pending; head {head}")
+    # the ok line stays the last line of stdout (scripts take the head hash from its end);
+    # what a person compares with the run's keys goes to stderr
+    print(f"gridloop: {_identity(report)}", file=sys.stderr)
+    if pinned is not None:
+        print(f"gridloop: keys: the {len(report.accounts)} account(s) hold the keys in "
+              f"{pinned.source}", file=sys.stderr)
     return 0
+
+
+def _identity(report: ChainReport) -> str:
+    """``ledger id ...; operator market KEY``: what ties a ledger to its run and its keys."""
+    from ledger.keys import fingerprint
+
+    lid = report.ledger_id.hex() if report.ledger_id else "none (a ledger made before ids)"
+    if report.operator is None:
+        return f"ledger id {lid}; no operator (no block, no session)"
+    name = report.operator_name()
+    who = f"{name} " if name else ""
+    return (f"ledger id {lid}; operator {who}{fingerprint(report.operator)} (compare with the "
+            f"run's summary or {name or 'the operator'}.pub of its keys, or pass --keys DIR)")
 
 
 def _b64(raw: bytes) -> str:
@@ -110,34 +140,49 @@ def _b64(raw: bytes) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ledger import records
-    from ledger.errors import LedgerError
     from ledger.store import open_store
 
     with open_store(args.db, create=False, readonly=True) as store:
-        store.check_tables()
-        store.meta()  # refuse malformed metadata before the first line
-        names = {key: name for name, key, _ in store.accounts()}
-        ledger_id = store.ledger_id.hex()
-        out = sys.stdout
-        for batch in store.all_rows():
-            for row in batch:
-                doc: dict[str, Any] = {
-                    "kind": records.KINDS[row.kind].NAME if row.kind in records.KINDS
-                    else row.kind,
-                    "id": row.id.hex(), "body": _b64(row.body), "signature": _b64(row.signature),
-                    "public_key": _b64(row.signer), "signer": names.get(row.signer),
-                    "nonce": row.nonce, "interval": row.interval, "block": row.block,
-                    "position": row.position, "ledger_id": ledger_id}
-                try:
-                    fields = records.decode(row.body).fields()
-                    doc["fields"] = {k: v.hex() if isinstance(v, bytes) else v
-                                     for k, v in fields.items()}
-                except LedgerError as exc:
-                    doc["fields"], doc["error"] = None, str(exc)
-                out.write(json.dumps(doc) + "\n")
+        with store.snapshot():  # one state of the ledger, whatever a run commits meanwhile
+            store.check_tables()
+            store.meta()  # refuse malformed metadata before the first line
+            names = {key: name for name, key, _ in store.accounts()}
+            ledger_id = store.ledger_id.hex()
+            out = sys.stdout
+            for batch in store.all_rows():
+                for row in batch:
+                    out.write(json.dumps(_export_doc(row, names, ledger_id)) + "\n")
         store.check_unchanged()
     return 0
+
+
+def _export_doc(row: Any, names: dict[bytes, str], ledger_id: str) -> dict[str, Any]:
+    """One export line.  ``kind``, ``public_key``, ``signer``, ``nonce`` and ``interval`` are
+    the signed body's; where the stored columns say otherwise (or the body does not decode)
+    ``error`` says so, and the stored values stand in for what the body cannot give."""
+    from ledger import records
+    from ledger.errors import LedgerError
+
+    doc: dict[str, Any] = {
+        "kind": records.KINDS[row.kind].NAME if row.kind in records.KINDS else row.kind,
+        "id": row.id.hex(), "body": _b64(row.body), "signature": _b64(row.signature),
+        "public_key": _b64(row.signer), "signer": names.get(row.signer),
+        "nonce": row.nonce, "interval": row.interval, "block": row.block,
+        "position": row.position, "ledger_id": ledger_id}
+    try:
+        rec = records.decode(row.body)
+    except LedgerError as exc:
+        doc["fields"], doc["error"] = None, str(exc)
+        return doc
+    doc.update(kind=rec.NAME, public_key=_b64(rec.signer), signer=names.get(rec.signer),
+               nonce=rec.nonce, interval=rec.interval)
+    doc["fields"] = {k: v.hex() if isinstance(v, bytes) else v for k, v in rec.fields().items()}
+    if (rec.KIND, rec.signer, rec.nonce, rec.interval) != \
+            (row.kind, row.signer, row.nonce, row.interval):
+        doc["error"] = ("the stored kind, signer, nonce or interval disagrees with the body "
+                        f"(stored: kind {row.kind}, signer {_b64(row.signer)}, nonce "
+                        f"{row.nonce}, interval {row.interval})")
+    return doc
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -148,31 +193,59 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
                      for line in lines)
 
 
+MONEY_NOTE = ("money: net micro-units of the currency (1,000,000 = one unit; the ledger does "
+              "not record which currency), + received, - paid; sold, bought: energy settled "
+              "[Wh]; the grid's exchanges included")
+
+COUNTED_NOTE = ("counted: settlements and transfers whose signature verifies, signed by an "
+                "account whose role signs them; not audited (gridloop ledger verify is)")
+COUNTED_NO_ACCOUNTS = ("counted: settlements and transfers whose signature verifies (the ledger "
+                       "names no accounts, so no roles are checked); not audited (gridloop "
+                       "ledger verify is)")
+
+
 def _show(args: argparse.Namespace) -> int:
-    from ledger.session import balance_sheet
     from ledger.store import open_store
+    from ledger.verify import LEFT_OUT, counted_balances
 
     with open_store(args.db, create=False, readonly=True) as store:
-        # read everything first: a ledger that cannot be read prints nothing but the error
-        store.check_tables()
-        store.meta()
-        store.cleared_intervals()
-        roles = {name: role for name, _, role in store.accounts()}
-        totals, left_out = balance_sheet(store)
-        sealed, pending = store.count()
-        blocks = store.last_blocks(args.blocks)
+        # read everything first, in one snapshot: a ledger that cannot be read prints nothing
+        # but the error, and a run writing meanwhile cannot mix two states into one table
+        with store.snapshot():
+            store.check_tables()
+            meta = store.meta()
+            store.cleared_intervals()
+            accounts = store.accounts()
+            sheet = counted_balances(store)
+            sealed, pending = store.count()
+            blocks = store.last_blocks(args.blocks)
+            ledger_id = store.ledger_id
         store.check_unchanged()
-    lines = [f"ledger {store.location}", "",
-             _table(["account", "role", "money [micro]", "sold [Wh]", "bought [Wh]"],
+    roles = {name: role for name, _, role in accounts}
+    lines = [f"ledger {store.location}", _show_identity(ledger_id, meta.operator, accounts),
+             MONEY_NOTE, COUNTED_NOTE if accounts else COUNTED_NO_ACCOUNTS, "",
+             _table(["account", "role", "money [micro] +in -out", "sold [Wh]", "bought [Wh]"],
                     [[name, roles.get(name, "?"), f"{b.money_micro:+d}", str(b.sold_wh),
-                      str(b.bought_wh)] for name, b in sorted(totals.items())])]
-    if left_out:
-        lines.append(f"not counted: {left_out} settlement(s) or transfer(s) signed by a key "
-                     "that is no account of this ledger, or by an account that does not sign "
-                     "them (gridloop ledger verify names them)")
+                      str(b.bought_wh)] for name, b in sorted(sheet.balances.items())])]
+    if sheet.left_out:
+        parts = [f"{sheet.left_out[why]} {text}" for why, text in LEFT_OUT.items()
+                 if sheet.left_out[why]]
+        lines.append(f"not counted: {'; '.join(parts)} (gridloop ledger verify names them)")
     lines += ["", f"{sealed} records in blocks, {pending} pending; last {len(blocks)} block(s):",
               _table(["height", "interval", "records", "hash"],
                      [[str(b.height), str(b.interval), str(b.header.records),
                        b.hash.hex()[:16]] for b in blocks])]
     print("\n".join(lines))
     return 0
+
+
+def _show_identity(ledger_id: bytes, operator: bytes | None,
+                   accounts: list[tuple[str, bytes, str]]) -> str:
+    """``ledger id ...; operator market KEY``, as meta states them (unverified here)."""
+    from ledger.keys import fingerprint
+
+    lid = ledger_id.hex() if ledger_id else "none"
+    if operator is None:
+        return f"ledger id {lid}; no operator in meta"
+    name = next((n for n, k, _ in accounts if k == operator), None)
+    return f"ledger id {lid}; operator {name + ' ' if name else ''}{fingerprint(operator)}"

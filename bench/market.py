@@ -6,10 +6,23 @@ Interval ``k`` is delivered over ``[k I, (k + 1) I)``.  At the tick where ``t = 
    and interval ``k - 1`` is settled (its block sealed);
 2. interval ``k`` is cleared (its gate closes);
 3. each node places its order for interval ``k + 1``: from the controller's
-   ``orders(obs, interval)`` if it has one, else the default strategy below.
+   ``orders(obs, interval)`` if it has one, else the default strategy below; no orders for
+   an interval that starts at or after the run's end (the run never delivers it).
 
 When the run ends (at its duration, or stopped early), the interval it ends in is settled
-against the energy metered until its last tick, so no trade is left unsettled.
+against the energy metered until its last tick, so no trade is left unsettled.  A run
+stopped early in a continuous market may have traded in the next interval already: that
+one is settled too, at 0 Wh (readings that end at the run's last counters), as is an
+interval a late run skipped whole.  A ledger an earlier run left with an interval unsettled
+(killed between a gate and its settlement) has it settled when this run opens the ledger,
+against the readings it holds (:meth:`ledger.MarketSession.settle_unread`), said in one line
+on stderr and an event ``ledger_recovered``: a later block never leaves it open.
+
+Keys: ``[market] keys`` (or ``gridloop run --ledger-keys DIR``) names a key directory made
+with ``gridloop ledger keygen``, used as it is (a missing key is an error); without it, the
+keys live beside the ledger (``RUN.ledger.keys``, ``runs/ledger.keys`` for a PostgreSQL
+URL) and missing ones are made, said in one line on stderr by ``gridloop run`` (a sweep's
+points, each with a ledger of its own, make theirs without a word).
 
 Everything lands on the ledger (SQLite or PostgreSQL, hash-chained, one block per interval)
 and in the recording's ``/market`` tables.  Meter energy is the difference of the floored
@@ -35,6 +48,7 @@ others are short.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +68,9 @@ class MarketLink:
         if ledger is None:
             ledger = str(Path("runs") / f"{s.run.name}.ledger.db")
         self.ledger = ledger
-        self.keys = _keys_dir(ledger)
+        #: a key directory the scenario names is used as it is: no key is made there
+        self.fixed_keys = bool(s.market.keys)
+        self.keys = s.resolve(s.market.keys) if self.fixed_keys else _keys_dir(ledger)
         kinds = plan.asset_kinds
         self.meters: dict[str, str] = {}
         for (node, asset), kind in kinds.items():
@@ -94,13 +110,20 @@ class MarketLink:
         self.settled = 0
         self.trades = 0
         self.orders = 0
+        #: lines said when the ledger opened, recorded as events at the first tick
+        self._notes: list[str] = []
+        #: what ties the recording to the ledger, read when the run ends: the ledger's id
+        #: (hex), its operator's public key (base64) and its last block's hash (hex)
+        self.identity: dict[str, str] = {}
 
     def tables(self) -> dict[str, Any]:
         return dict(TABLES)
 
-    def open(self) -> None:
-        """Open the ledger (a run does at its first tick): a ledger that refuses this run
-        (another interval length, other keys) says so before anything is written."""
+    def open(self, say_keys: bool = True) -> None:
+        """Open the ledger (``gridloop run`` does before it starts, else the first tick): a
+        ledger that refuses this run (another interval length, other keys) says so before
+        anything is written.  ``say_keys``: keys made for it are said on stderr (a sweep's
+        points, opened at their first tick, each make theirs and say nothing)."""
         if self.session is not None:
             return
         from ledger import MarketSession
@@ -115,13 +138,45 @@ class MarketLink:
             self.ledger, keys=self.keys, nodes=self.nodes, market=self.cfg.kind,
             interval_s=self.cfg.interval_s,
             import_price_micro_per_wh=self.cfg.import_price_micro_per_wh,
-            export_price_micro_per_wh=self.cfg.export_price_micro_per_wh)
+            export_price_micro_per_wh=self.cfg.export_price_micro_per_wh,
+            create_keys=not self.fixed_keys)
+        made = self.session.created_keys
+        if made and say_keys:
+            print(f"gridloop: new ledger keys for {', '.join(made)} in {self.keys} (to trade "
+                  "under keys of your own: [market] keys or --ledger-keys)", file=sys.stderr)
+        self._settle_left_open()
         # continue after what the ledger holds: this run's intervals come after the last one
         store = self.session.store
         head, cleared = store.head(), store.last_cleared()
         last = max([i for i in (head.interval if head else None, cleared) if i is not None],
                    default=None)
         self.offset = 0 if last is None else last + 2
+
+    def _settle_left_open(self) -> None:
+        """Settle the intervals an earlier run left unsettled (killed between a gate and its
+        settlement), against the meter readings the ledger holds: sealing this run's blocks
+        after them would leave their trades unsettled for good."""
+        from ledger.errors import LedgerError, SettlementError
+
+        left = self.session.unsettled()
+        for interval in left:
+            try:
+                self.session.settle_unread(interval)
+            except LedgerError as exc:
+                raise SettlementError(f"{self.ledger}: interval {interval}, left unsettled by "
+                                      f"an earlier run, cannot be settled: {exc}") from None
+        if left:
+            note = (f"interval(s) {', '.join(map(str, left))} of {self.ledger}, left "
+                    "unsettled by an earlier run that stopped before settling them, settled "
+                    "now against the meter readings the ledger holds (0 Wh where a node has "
+                    "none)")
+            print(f"gridloop: {note}", file=sys.stderr)
+            self._notes.append(note)
+
+    def _reaches(self, interval: int) -> bool:
+        """Whether the run, if it runs to its end, ticks in ledger ``interval``."""
+        first = (interval - self.offset) * self.ticks_per_interval
+        return first < self.scenario.run.n_ticks
 
     def _integrate(self, k: int, obs: Any) -> None:
         """Advance the counters of the nodes metered from their grid asset to tick ``k``:
@@ -167,17 +222,19 @@ class MarketLink:
         from ledger.errors import RecordError
 
         if self.session is None:
-            self.open()
+            self.open(say_keys=False)
         rec = self.plan._rec
-        name = self.session.names
+        for note in self._notes:
+            rec.event(t, "ledger_recovered", note)
+        self._notes = []
         if self._open_interval is not None:
             self._settle(self._open_interval, t)
+            for skipped in range(self._open_interval + 1, b):  # a late run skipped it whole
+                self._settle_unreached(skipped, t)
         self._open_interval = b
-        trades = self.session.clear(b)
-        self.trades += len(trades)
-        rec.table_rows("market/trades", [
-            (t, tr.interval, name[tr.buyer].encode(), name[tr.seller].encode(), tr.energy_wh,
-             tr.price_micro_per_wh, tr.id.hex().encode()) for tr in trades])
+        self._record_trades(t, self.session.clear(b))
+        if not self._reaches(b + 1):
+            return  # the run ends first: no orders, no trades, for an interval never delivered
         who = (f"controller {self.scenario.controller.name}"
                if getattr(controller, "orders", None) is not None
                else "the default order strategy")
@@ -198,6 +255,14 @@ class MarketLink:
                          o.price_micro_per_wh, o.id.hex().encode()))
         self.orders += len(rows)
         rec.table_rows("market/orders", rows)
+
+    def _record_trades(self, t: float, trades: list[Any]) -> None:
+        """Trades as ``/market/trades`` rows at run time ``t``, counted for the summary."""
+        name = self.session.names
+        self.trades += len(trades)
+        self.plan._rec.table_rows("market/trades", [
+            (t, tr.interval, name[tr.buyer].encode(), name[tr.seller].encode(), tr.energy_wh,
+             tr.price_micro_per_wh, tr.id.hex().encode()) for tr in trades])
 
     def _orders(self, obs: Any, controller: Any, interval: int, who: str = "",
                 t: float = math.nan) -> list[tuple[str, str, int, int]]:
@@ -238,7 +303,7 @@ class MarketLink:
         of the tick the market saw last, unless the meter missed it), then its settlement.
 
         ``t`` is the time of the row (the edge, or the run's end when ``last``)."""
-        rec, name = self.plan._rec, self.session.names
+        rec = self.plan._rec
         rows = []
         for node in self.nodes:
             valid = self._valid.get(node)
@@ -262,13 +327,43 @@ class MarketLink:
             rows.append((t, interval, node.encode(), r.import_wh, r.export_wh,
                          r.id.hex().encode(), math.nan if read_t is None else read_t))
         rec.table_rows("market/meter_readings", rows)
-        settlements = self.session.settle(interval)
-        rec.table_rows("market/settlements", [
+        self._record_settlements(t, self.session.settle(interval))
+
+    def _record_settlements(self, t: float, settlements: list[Any]) -> None:
+        """An interval's settlements as ``/market/settlements`` rows, counted as settled."""
+        name = self.session.names
+        self.plan._rec.table_rows("market/settlements", [
             (t, s.interval, name.get(s.seller, "?").encode(), name.get(s.buyer, "?").encode(),
              s.energy_wh, s.price_micro_per_wh, s.amount_micro, s.trade.hex().encode(),
              s.id.hex().encode())
             for s in _stable_order(settlements, name, self.session.grid.public_key)])
         self.settled += 1
+
+    def _settle_unreached(self, interval: int, t: float,
+                          read_ms: dict[str, int] | None = None) -> None:
+        """Settle an interval that holds trades although the run delivers nothing in it (a
+        continuous market traded in it before the run stopped, or a late run skipped it):
+        its meter readings are 0 Wh, ending at counters read before it (``read_ms`` per
+        node; default where each node's previous reading ended), so its trades settle at
+        0 Wh and nothing is left open.  An interval without trades is left as it is."""
+        trades = self.session.trades(interval)
+        if not trades:
+            return
+        self._record_trades(t, trades)
+        settlements = self.session.settle_unread(interval, read_ms)
+        start_ms = self.offset * self.session.interval_ms
+        self.plan._rec.table_rows("market/meter_readings", [
+            (t, interval, self.session.names[r.signer].encode(), r.import_wh, r.export_wh,
+             r.id.hex().encode(),
+             math.nan if r.read_ms is None else (r.read_ms - start_ms) / 1000.0)
+            for r in self.session.meter_readings(interval)])
+        self._record_settlements(t, settlements)
+
+    def _last_read_ms(self) -> dict[str, int]:
+        """Session time of each node's last valid counters in the run (the run's start for
+        a node without any). [ms]"""
+        return {node: self._read_ms(self._valid[node][1] if node in self._valid else 0.0)
+                for node in self.nodes}
 
     def _gap_message(self, node: str, interval: int, read_t: float | None, last: bool,
                      r: Any) -> str:
@@ -299,11 +394,33 @@ class MarketLink:
         try:
             if self._open_interval is not None and not isinstance(stopped_by, LedgerError):
                 self._settle(self._open_interval, t_end, last=True)
+                self._settle_unreached(self._open_interval + 1, t_end, self._last_read_ms())
         except Exception:
             if stopped_by is None:
                 raise
         finally:
-            self.close()
+            try:
+                self._keep_identity(rec)
+            finally:
+                self.close()
+
+    def _keep_identity(self, rec: Any) -> None:
+        """Read the ledger's id, operator key and head, for the summary and as attributes
+        of ``/market`` (``ledger_id``, ``ledger_operator``, ``ledger_head``): with them,
+        ``gridloop ledger verify LEDGER --head HASH`` shows later that the ledger was not
+        cut or replaced.  A ledger that cannot be read then leaves them out."""
+        from ledger.errors import LedgerError
+        from ledger.keys import fingerprint
+
+        store = self.session.store
+        try:
+            head = store.head()
+            self.identity = {"ledger_id": store.ledger_id.hex(),
+                             "ledger_operator": fingerprint(self.session.operator.public_key),
+                             "ledger_head": head.hash.hex() if head is not None else ""}
+        except LedgerError:
+            return
+        rec.set_attrs("market", self.identity)
 
     def close(self) -> None:
         """Close the ledger session (again: a no-op)."""
@@ -314,7 +431,7 @@ class MarketLink:
         """The market's line of the run summary, and a line per node whose meter missed an
         interval's end (its readings there end at its last valid counters)."""
         lines = [f"{self.settled} interval(s) settled, {self.trades} trade(s), "
-                 f"{self.orders} order(s); check it with: gridloop ledger verify {self.ledger}"]
+                 f"{self.orders} order(s); {self._identity_text()}"]
         for node, gaps in self.gaps.items():
             intervals = ", ".join(str(i) for i, _ in gaps)
             line = (f"  {node}: no valid meter reading at the end of interval(s) {intervals}: "
@@ -328,6 +445,18 @@ class MarketLink:
                          "counted after that is in no reading")
             lines.append(line)
         return "\n".join(lines)
+
+    def _identity_text(self) -> str:
+        """``ledger id I, operator K; check it with: gridloop ledger verify L --head H``
+        (H: the head block's hash; the command alone when the ledger could not be read at
+        the end, no ``--head`` before a first block)."""
+        ident = self.identity
+        check = f"check it with: gridloop ledger verify {self.ledger}"
+        if not ident:
+            return check
+        head = ident["ledger_head"]
+        return (f"ledger id {ident['ledger_id'] or 'none'}, operator "
+                f"{ident['ledger_operator']}; {check}{f' --head {head}' if head else ''}")
 
 
 def _stable_order(settlements: list[Any], name: dict[bytes, str], grid: bytes) -> list[Any]:

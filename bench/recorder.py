@@ -30,6 +30,9 @@ Layout (format version 1, see ``../shared/DESIGN.md``)::
                                               1 stale, 2 timeout, 3 error), plus 4 when a
                                               setpoint write failed (group attr ``codes``)
     /market/orders, /market/trades, /market/settlements   compound tables
+    /market                 attrs, written when the run ends: ledger_id (hex), ledger_operator
+                            (the operator's public key, base64), ledger_head (the last
+                            block's hash, hex; "" before the first block)
     /events                 compound: t, kind, message
 """
 
@@ -138,6 +141,16 @@ class _Pipe:
         return bool(select.select([self.rx], [], [], 0)[0])
 
 
+def _set_group_attrs(f: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Attributes of existing groups (:meth:`Recorder.set_attrs`): SWMR mode writes
+    attributes, but makes no group; one the layout lacks is skipped."""
+    for gpath, values in items:
+        group = f.get(gpath)
+        if group is not None:
+            for k, v in values.items():
+                group.attrs[k] = v
+
+
 def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) -> None:
     """The writer process: create the file, then append what arrives until told to stop."""
     import h5py
@@ -200,6 +213,7 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
             # everything waiting is written at once: when the bench runs ahead of the disk,
             # batches grow and each dataset's per-write cost is paid less often
             batches: list[tuple] = []
+            attrs_now: list[tuple[str, dict[str, Any]]] = []
             while True:
                 try:
                     kind, payload = conn.recv()
@@ -210,10 +224,13 @@ def _writer_main(conn: Any, path: str, layout: Layout, attrs: dict[str, Any]) ->
                     complete = bool(payload)
                     closing = True
                     break
-                batches.append(payload)
+                (attrs_now if kind == "attrs" else batches).append(payload)
                 if len(batches) >= 256 or not conn.ready():
                     break
+            _set_group_attrs(f, attrs_now)
             if not batches:
+                if attrs_now:
+                    f.flush()
                 continue
             floats = np.concatenate([b[0] for b in batches])
             flags = np.concatenate([b[1] for b in batches])
@@ -357,6 +374,11 @@ class Recorder:
             return
         self.table_rows("events", [row])
 
+    def set_attrs(self, group: str, attrs: dict[str, str]) -> None:
+        """Set attributes of a group the layout made (``market``), once the run knows them
+        (the ledger's head when it ends); written before the file is marked complete."""
+        self._outbox.put(("attrs", (group, dict(attrs))))
+
     def table_rows(self, table: str, rows: list[tuple] | np.ndarray) -> None:
         """Append rows to a table (``events`` or one of the layout's tables)."""
         if table != "events" and table not in self.layout.tables:
@@ -389,7 +411,8 @@ class Recorder:
                 return
             if msg[0] == "close":
                 return
-            self.sent_ticks += len(msg[1][0])
+            if msg[0] == "rows":
+                self.sent_ticks += len(msg[1][0])
 
     def _check_writer(self) -> None:
         if self._send_error:

@@ -208,6 +208,10 @@ class MarketConfig:
     import_price_micro_per_wh: int = 300
     #: grid export price [micro-units of currency per Wh]
     export_price_micro_per_wh: int = 50
+    #: the ledger's key directory (``gridloop ledger keygen --dir DIR``), relative to the
+    #: scenario file, used as it is (a missing key is an error); "" keeps the keys beside
+    #: the ledger, made when missing
+    keys: str = ""
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:

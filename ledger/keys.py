@@ -180,7 +180,7 @@ class KeyDirectory:
 
     def _make_dir(self) -> None:
         """The directory, mode 0700 when new; an existing one others may write to is
-        refused (they could swap a key file)."""
+        refused (:meth:`_check_dir`)."""
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except FileExistsError:
@@ -188,6 +188,11 @@ class KeyDirectory:
         except OSError as exc:
             raise KeyFileError(f"{self.path}: cannot create the key directory: "
                                f"{exc.strerror}") from None
+        self._check_dir()
+
+    def _check_dir(self) -> None:
+        """Refuse a directory that group or others may write to (without the sticky bit):
+        they could swap a key file, so it is refused when keys are read as when made."""
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o022 and not mode & stat.S_ISVTX:
             raise KeyFileError(f"{self.path} is writable by group or others (mode {mode:04o}); "
@@ -216,19 +221,26 @@ class KeyDirectory:
         return identity
 
     def load(self, name: str) -> Identity:
-        """Read ``NAME.key``; refuse it if group or others may read it."""
+        """Read ``NAME.key``; refuse it if group or others may read it, or may write to the
+        directory."""
         key_path, pub_path = self.files(name)
         try:
-            mode = stat.S_IMODE(key_path.stat().st_mode)
+            st = key_path.stat()
         except FileNotFoundError:
             raise KeyFileError(f"{key_path}: no such key file "
                                f"(make one with: gridloop ledger keygen --dir {self.path} "
                                f"{name})") from None
+        except OSError as exc:
+            raise KeyFileError(f"{key_path}: cannot read: {exc.strerror}") from None
+        self._check_dir()
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{key_path}: not a key file ({_file_kind(st.st_mode)})")
+        mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise KeyFileError(f"{key_path} is readable by group or others (mode {mode:04o}); "
                                f"run: chmod 600 {key_path}")
         try:
-            private = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            private = serialization.load_pem_private_key(_read(key_path), password=None)
         except (ValueError, TypeError):
             raise KeyFileError(f"{key_path}: not an unencrypted PKCS#8 PEM private key") \
                 from None
@@ -243,11 +255,48 @@ class KeyDirectory:
         """Load ``name``'s key pair, creating it first if it does not exist yet."""
         return self.load(name) if self.exists(name) else self.create(name)
 
+    def load_all(self, names: Sequence[str], *,
+                 create: bool = True) -> tuple[dict[str, Identity], list[str]]:
+        """The key pairs of ``names`` by name, and the names whose keys were made now.
+
+        Missing keys are made only with ``create`` (a run's own key directory), else
+        refused in one line that names them all (a lab's directory, made with ``gridloop
+        ledger keygen``: a key made silently would trade under a new identity).  Two names
+        holding one key (a key file copied by mistake) are refused before anything is made.
+        """
+        missing = [n for n in names if not self.exists(n)]
+        if missing and not create:
+            raise KeyFileError(f"{self.path}: no key for {', '.join(missing)} (make "
+                               f"{'it' if len(missing) == 1 else 'them'} with: gridloop "
+                               f"ledger keygen --dir {self.path} {' '.join(missing)})")
+        found = {n: self.load(n) for n in names if n not in missing}
+        seen: dict[bytes, str] = {}
+        for name, identity in found.items():
+            other = seen.setdefault(identity.public_key, name)
+            if other != name:
+                raise KeyFileError(f"{self.files(other)[0]} and {self.files(name)[0]} hold "
+                                   "the same key")
+        made = {n: self.create(n) for n in dict.fromkeys(missing)}
+        return {n: found[n] if n in found else made[n] for n in names}, list(made)
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, for a message."""
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def _read(path: Path) -> bytes:
+    """A key file's bytes; an OS error as one line naming the file."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read: {exc.strerror}") from None
+
 
 def read_public_key(path: str | os.PathLike[str]) -> bytes:
     """Raw 32-byte public key from a ``NAME.pub`` PEM file."""
     try:
-        public = serialization.load_pem_public_key(Path(path).read_bytes())
+        public = serialization.load_pem_public_key(_read(Path(path)))
     except ValueError:
         raise KeyFileError(f"{path}: not a PEM public key") from None
     if not isinstance(public, Ed25519PublicKey):

@@ -12,12 +12,16 @@ that is already stored is returned, not stored twice, and clearing or settling a
 again returns what the first call stored.  An order is "already stored" when the same node
 placed an order with the same interval, side, energy, price and expiry (a node that wants
 more of the same places one larger order).
+
+An interval is settled before a later one is sealed: a process that stopped before settling
+one (killed) leaves it for the next to settle (:meth:`MarketSession.unsettled`,
+:meth:`MarketSession.settle_unread`), else ``verify`` would refuse the ledger for good.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Self, TypeVar
 
 from ledger.errors import ConflictError, ExpiredOrderError, RecordError, SettlementError
@@ -33,8 +37,9 @@ from ledger.records import (
     Trade,
     Transfer,
     sign,
+    signing_message,
 )
-from ledger.settlement import Balance, settle, tally
+from ledger.settlement import TARIFF_KEYS, Balance, grid_price, settle, tally, tariff_body
 from ledger.store import SIGNED_BY, Store, open_store
 
 R = TypeVar("R", bound=Record)
@@ -79,7 +84,8 @@ class MarketSession:
     store : Store, str or path
         An open store, a SQLite path or a ``postgresql://`` URL (:func:`open_store`).
     keys : KeyDirectory, str or path
-        Where the identities live; missing ones are created (private keys mode 0600).
+        Where the identities live; missing ones are created (private keys mode 0600), and
+        listed in :attr:`created_keys`.
     nodes : sequence of str
         Names of the trading nodes.
     market : str
@@ -89,17 +95,21 @@ class MarketSession:
         Length of a market interval; stored in the ledger, which refuses another later. [s]
     import_price_micro_per_wh, export_price_micro_per_wh : int
         Grid prices for imbalances: paid by a node per Wh imported from the grid, paid to it
-        per Wh exported to the grid. [micro-units/Wh]
+        per Wh exported to the grid; stored in the ledger, signed by the operator, which
+        refuses others later. [micro-units/Wh]
     operator, grid : str
         Names of the market operator's identity (signs trades, settlements and blocks) and of
         the grid account.
+    create_keys : bool
+        Make the keys missing from ``keys``; ``False`` refuses them (a fixed key directory).
     """
 
     def __init__(self, store: Store | str | os.PathLike[str], *,
                  keys: KeyDirectory | str | os.PathLike[str], nodes: Sequence[str],
                  import_price_micro_per_wh: int, export_price_micro_per_wh: int,
                  market: str = "uniform", interval_s: float = 900.0,
-                 operator: str = "market", grid: str = "grid") -> None:
+                 operator: str = "market", grid: str = "grid",
+                 create_keys: bool = True) -> None:
         if market not in MARKETS:
             raise RecordError(f"unknown market {market!r}; choose one of {sorted(MARKETS)}")
         self.interval_ms = round(interval_s * 1000)
@@ -116,18 +126,22 @@ class MarketSession:
         self.import_price_micro_per_wh = import_price_micro_per_wh
         self.export_price_micro_per_wh = export_price_micro_per_wh
         self.keys = keys if isinstance(keys, KeyDirectory) else KeyDirectory(keys)
+        identities, made = self.keys.load_all([operator, grid, *nodes], create=create_keys)
+        self.created_keys: list[str] = made
+        """Names whose keys this session made (none were in ``keys``)."""
         self._owns_store = not isinstance(store, Store)
         self.store = open_store(store) if self._owns_store else store
         try:
-            self._open(list(nodes), operator, grid)
+            self._open(identities, list(nodes), operator, grid)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, nodes: list[str], operator: str, grid: str) -> None:
-        self.operator = self.keys.get(operator)
-        self.grid = self.keys.get(grid)
-        self._nodes = {name: self.keys.get(name) for name in nodes}
+    def _open(self, identities: dict[str, Identity], nodes: list[str], operator: str,
+              grid: str) -> None:
+        self.operator = identities[operator]
+        self.grid = identities[grid]
+        self._nodes = {name: identities[name] for name in nodes}
         store = self.store
         with store.transaction():
             for identity, role in ((self.operator, "operator"), (self.grid, "grid")):
@@ -143,6 +157,7 @@ class MarketSession:
                 elif have != value:
                     raise ConflictError(f"{store.location}: was made with {key} {have}, "
                                         f"this session has {value}")
+            self._keep_tariff()
             if store.get_meta("gates_signature") is None:  # a new ledger (or an older one)
                 store.sign_gates(self.operator)
         self._by_key: dict[bytes, Identity] = {
@@ -154,6 +169,46 @@ class MarketSession:
         head, cleared = store.head(), store.last_cleared()
         self._now_ms = max(self.gate_ms(cleared) if cleared is not None else 0,
                            self.gate_ms(head.interval + 1) if head else 0)
+
+    def _keep_tariff(self) -> None:
+        """Store the grid prices in ``meta`` with the operator's signature of them
+        (:func:`ledger.settlement.tariff_body`), or refuse other prices than the ledger's.
+        A ledger without a signed tariff (made before it was stored) gets it only if its
+        grid settlements were all at these prices."""
+        store = self.store
+        mine = dict(zip(TARIFF_KEYS, (self.import_price_micro_per_wh,
+                                      self.export_price_micro_per_wh), strict=True))
+        have = {key: store.get_meta(key) for key in TARIFF_KEYS}
+        signed = store.get_meta("tariff_signature") is not None
+        stored = signed and None not in have.values()
+        if not stored:
+            have = self._settled_tariff()
+        if any(v is not None and v != str(mine[k]) for k, v in have.items()):
+            raise ConflictError(f"{store.location}: was made with grid prices "
+                                f"{_tariff_text(have)}, this session has {_tariff_text(mine)}")
+        if not stored:
+            for key, price in mine.items():
+                store.set_meta(key, str(price))
+            body = tariff_body(self.import_price_micro_per_wh, self.export_price_micro_per_wh)
+            signature = self.operator.sign(signing_message(store.ledger_id, body))
+            store.set_meta("tariff_signature", signature.hex())
+
+    def _settled_tariff(self) -> dict[str, str | None]:
+        """The grid prices of the settlements already on a ledger without a stored tariff
+        (made before it was), by meta key; ``None`` where none was settled.  Prices that
+        changed within such a ledger are refused: no one tariff holds for it."""
+        found: dict[str, str | None] = dict.fromkeys(TARIFF_KEYS)
+        for s in self._find(Settlement):
+            kp = grid_price(s, self.grid.public_key)
+            if kp is None:
+                continue
+            key, price = kp
+            if found[key] not in (None, str(price)):
+                raise ConflictError(f"{self.store.location}: its grid settlements are at two "
+                                    f"{key.split('_')[0]} prices ({found[key]} and {price} "
+                                    "micro-units/Wh); a ledger keeps one tariff")
+            found[key] = str(price)
+        return found
 
     # -- time -------------------------------------------------------------------------------
 
@@ -191,7 +246,8 @@ class MarketSession:
 
     # -- reading back -----------------------------------------------------------------------
 
-    def _find(self, cls: type[R], interval: int, signer: bytes | None = None) -> list[R]:
+    def _find(self, cls: type[R], interval: int | None = None,
+              signer: bytes | None = None) -> list[R]:
         found = self.store.find(kind=cls.NAME, interval=interval, signer=signer)
         return [s.record for s in found if isinstance(s.record, cls)]
 
@@ -348,6 +404,11 @@ class MarketSession:
             if head is not None and interval < head.interval:
                 raise SettlementError(f"interval {interval} comes before the last settled "
                                       f"interval {head.interval}")
+            earlier = [i for i in self.unsettled() if i < interval]
+            if earlier:
+                raise SettlementError(f"cannot settle interval {interval}: interval "
+                                      f"{earlier[0]} before it has trades or meter readings "
+                                      "and is not settled; settle it first")
             if self.orders(interval) and not self.store.is_cleared(interval):
                 raise SettlementError(f"interval {interval} has orders but was not cleared; "
                                       "call clear first")
@@ -382,6 +443,50 @@ class MarketSession:
         self.advance(self.gate_ms(interval + 1))
         return settlements
 
+    def unsettled(self) -> list[int]:
+        """Intervals after the last block that hold trades or meter readings, ascending:
+        a process stopped before settling them (killed) left them open.  Each must be settled
+        before a later block is sealed (:meth:`settle` refuses it): ``verify`` refuses a
+        trade or reading left behind a later block."""
+        head = self.store.head()
+        kinds = (Trade.KIND, MeterReading.KIND)
+        return sorted({r.interval for r in self.store.pending_rows()
+                       if r.kind in kinds and (head is None or r.interval > head.interval)})
+
+    def settle_unread(self, interval: int,
+                      read_ms: Mapping[str, int] | None = None) -> list[Settlement]:
+        """Settle ``interval`` although its meters were not all read at its end: a process
+        that stopped before (killed: :meth:`unsettled`), or a run that ended before the
+        interval it already traded in.
+
+        Its gate closes without clearing (nothing more trades in it).  Each node without a
+        reading of it signs one of 0 Wh that ends at the counters its previous reading ended
+        at, read at ``read_ms[node]`` (default: where that reading ended, at most the
+        interval's start), so its trades settle against what the ledger holds and what the
+        meters counted after is in no reading.  Then :meth:`settle`; one transaction.
+        """
+        with self.store.transaction():
+            if self.store.block_for(interval) is not None:
+                return self.settlements(interval)
+            if not self._closed(interval):
+                self.store.close_gate(interval, self.operator)
+            have = {r.signer for r in self.meter_readings(interval)}
+            for name, identity in self._nodes.items():
+                if identity.public_key not in have:
+                    at = (read_ms or {}).get(name)
+                    self.submit_meter_reading(
+                        name, interval, 0, 0,
+                        read_ms=self._read_end(identity, interval) if at is None else at)
+            return self.settle(interval)
+
+    def _read_end(self, identity: Identity, interval: int) -> int:
+        """Session time at which ``identity``'s last reading before ``interval`` ended
+        (its ``read_ms``, else its interval's end), at most ``interval``'s start. [ms]"""
+        ends = [r.read_ms if r.read_ms is not None else self.gate_ms(r.interval + 1)
+                for r in self._find(MeterReading, None, identity.public_key)
+                if r.interval < interval]
+        return max(0, min(max(ends, default=self.gate_ms(interval)), self.gate_ms(interval)))
+
     def submit(self, record: SignedRecord) -> Record:
         """Store a record signed elsewhere (after checking its signature and nonce); it must
         be signed for this ledger (``sign(record, key, session.store.ledger_id)``) by an
@@ -410,3 +515,13 @@ class MarketSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tariff_text(prices: Mapping[str, object]) -> str:
+    """``import 300, export 50 micro-units/Wh`` (``?`` for a price not known)."""
+    def text(key: str) -> str:
+        value = prices.get(key)
+        return "?" if value is None else str(value)
+
+    return (f"import {text(TARIFF_KEYS[0])}, export {text(TARIFF_KEYS[1])} "
+            "micro-units/Wh")

@@ -20,9 +20,36 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ledger import canonical
 from ledger.errors import SettlementError
 from ledger.keys import fingerprint
 from ledger.records import Record, Settlement, Trade, Transfer
+
+TARIFF_MAGIC = b"GLT\x01"
+#: the ``meta`` keys of a ledger's grid tariff: set by ``MarketSession`` when it makes the
+#: ledger (or first opens an older one), one price per direction for the whole ledger
+TARIFF_KEYS = ("import_price_micro_per_wh", "export_price_micro_per_wh")
+
+
+def tariff_body(import_price_micro_per_wh: int, export_price_micro_per_wh: int) -> bytes:
+    """The canonical bytes the operator signs for the grid tariff (``meta.tariff_signature``,
+    bound to the ledger's id as records are): every grid settlement on the ledger is at
+    these prices, so an auditor can check the grid charges against them."""
+    return TARIFF_MAGIC + canonical.encode({
+        "export_price_micro_per_wh": export_price_micro_per_wh,
+        "import_price_micro_per_wh": import_price_micro_per_wh})
+
+
+def grid_price(settlement: Settlement, grid: bytes) -> tuple[str, int] | None:
+    """``(meta key, price)`` of a settlement with the grid account (``None`` for a trade's):
+    the import price when the grid sells, the export price when it buys."""
+    if settlement.trade:
+        return None
+    if settlement.seller == grid:
+        return TARIFF_KEYS[0], settlement.price_micro_per_wh
+    if settlement.buyer == grid:
+        return TARIFF_KEYS[1], settlement.price_micro_per_wh
+    return None
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -31,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ledger", metavar="LEDGER.db",
                    help="ledger store (SQLite path or postgresql:// URL); "
                         "default RUN.ledger.db beside the recording")
+    p.add_argument("--ledger-keys", metavar="DIR",
+                   help="the ledger's key directory (made with: gridloop ledger keygen --dir "
+                        "DIR), used as it is; sets market.keys; default the scenario's, else "
+                        "RUN.ledger.keys beside the ledger, where missing keys are made")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario value (run.dt_s=0.01, north.battery.capacity_ah=300)")
@@ -68,9 +73,9 @@ def main(args: argparse.Namespace) -> int:
 
 def option_overrides(args: argparse.Namespace) -> list[str | tuple[str, str]]:
     """The scenario overrides of ``run``'s and ``demo``'s options: each ``--set`` as typed,
-    and ``--mode``, ``--seed``, ``--realtime`` and ``--duration`` as ``(option as typed,
-    KEY=VALUE)``, so an error names the option the user gave, not a ``--set`` they never
-    typed."""
+    and ``--mode``, ``--seed``, ``--realtime``, ``--duration`` and ``--ledger-keys`` as
+    ``(option as typed, KEY=VALUE)``, so an error names the option the user gave, not a
+    ``--set`` they never typed."""
     overrides: list[str | tuple[str, str]] = list(getattr(args, "overrides", []))
     if getattr(args, "mode", None):
         overrides.append((f"--mode {args.mode}", f"run.mode={args.mode}"))
@@ -81,6 +86,10 @@ def option_overrides(args: argparse.Namespace) -> list[str | tuple[str, str]]:
     if args.duration is not None:
         overrides.append((f"--duration {_typed(args.duration)}",
                           f"run.duration_s={args.duration}"))
+    keys = getattr(args, "ledger_keys", None)
+    if keys is not None:  # relative to where the command runs, not to the scenario file
+        path = json.dumps(str(Path(keys).expanduser().absolute()), ensure_ascii=False)
+        overrides.append((f"--ledger-keys {keys}", f"market.keys={path}"))
     return overrides
 
 

@@ -120,8 +120,9 @@ def test_orders_that_raise_are_named_at_their_line(
             def orders(self, obs, interval):
                 raise RuntimeError("no price")
         """)
-    scenario.write_text(TWO_NODES.read_text())  # trading: orders are asked for at t = 0
-    status, line, _ = run(tmp_path, scenario, capsys, "--mode", "twin", "--duration", "1",
+    # trading: orders for interval 1 (from 2 s, which a run of 3 s reaches) asked at t = 0
+    scenario.write_text(TWO_NODES.read_text())
+    status, line, _ = run(tmp_path, scenario, capsys, "--mode", "twin", "--duration", "3",
                           "--set", f'controller.name="{module}:C"', "--set",
                           "controller.options={}")
     assert (status, line) == (2, f"gridloop: error: controller '{module}:C' failed in orders "

@@ -69,6 +69,30 @@ profile = "train"
 """
 
 
+def dc_node(battery: str = "", meter: str = "") -> str:
+    """One emulated node ``dc`` after a scenario's [run] and [controller]: a GPU rack
+    training in 1 s steps, a battery at 60 % and a meter; ``battery`` and ``meter`` are
+    lines added to their tables (a fault card)."""
+    return f"""
+[profiles.training]
+kind = "workload"
+generator = "training"
+options = {{ step_s = 1.0, compute_fraction = 0.7, comm_fraction = 0.2 }}
+
+[nodes.dc.rack]
+kind = "gpu_rack"
+params = "rack_h100_4x8gpu"
+profile = "training"
+
+[nodes.dc.battery]
+kind = "battery"
+initial = {{ soc = 0.6 }}
+{battery}
+[nodes.dc.meter]
+kind = "meter"
+{meter}"""
+
+
 @contextmanager
 def emulated_kit(scenario: Path, devices: int) -> Iterator[tuple[subprocess.Popen, list[dict]]]:
     """Serve ``scenario``'s emulated devices; yields the process and the ``devices`` address

@@ -15,6 +15,8 @@ import pytest
 from bench.cli import main
 from bench.errors import DeviceWarning
 
+from .kit import dc_node
+
 #: emulated devices that fail part of the run: the battery times out from 1 s to 1.5 s (its
 #: setpoint writes fail too: flag 6), the meter answers with a Modbus exception from 2 s to
 #: 2.5 s (flag 3)
@@ -28,25 +30,8 @@ deadline_s = 0.04
 [controller]
 name = "replay_quality_ctrl:Gated"
 
-[profiles.training]
-kind = "workload"
-generator = "training"
-options = { step_s = 1.0, compute_fraction = 0.7, comm_fraction = 0.2 }
-
-[nodes.dc.rack]
-kind = "gpu_rack"
-params = "rack_h100_4x8gpu"
-profile = "training"
-
-[nodes.dc.battery]
-kind = "battery"
-initial = { soc = 0.6 }
-faults = [{ timeout = true, start_s = 1, stop_s = 1.5 }]
-
-[nodes.dc.meter]
-kind = "meter"
-faults = [{ exception_code = 4, start_s = 2, stop_s = 2.5 }]
-"""
+""" + dc_node(battery="faults = [{ timeout = true, start_s = 1, stop_s = 1.5 }]\n",
+                meter="faults = [{ exception_code = 4, start_s = 2, stop_s = 2.5 }]\n")
 
 #: uses a reading only when its quality says it is good (the documented way), and logs what
 #: it was given each tick

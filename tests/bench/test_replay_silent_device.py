@@ -17,6 +17,8 @@ import pytest
 from bench.cli import main
 from bench.errors import DeviceWarning
 
+from .kit import dc_node
+
 #: emulated devices; the meter's fault card keeps it silent for the whole run
 SILENT = """[run]
 dt_s = 0.05
@@ -28,24 +30,7 @@ deadline_s = 0.04
 [controller]
 name = "replay_silent_ctrl:FromMeter"
 
-[profiles.training]
-kind = "workload"
-generator = "training"
-options = { step_s = 1.0, compute_fraction = 0.7, comm_fraction = 0.2 }
-
-[nodes.dc.rack]
-kind = "gpu_rack"
-params = "rack_h100_4x8gpu"
-profile = "training"
-
-[nodes.dc.battery]
-kind = "battery"
-initial = { soc = 0.6 }
-
-[nodes.dc.meter]
-kind = "meter"
-faults = [{ timeout = true }]
-"""
+""" + dc_node(meter="faults = [{ timeout = true }]\n")
 
 #: like gpu_smoothing, it commands the battery only from a meter value that is a number
 #: (not from its quality), and logs what it was given each tick

@@ -15,6 +15,8 @@ from bench.errors import DeviceWarning
 from bench.recording import open_run
 from bench.summary import figures, format_figures
 
+from .kit import dc_node
+
 SCENARIO = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 
 
@@ -119,24 +121,7 @@ deadline_s = 0.04
 name = "gpu_smoothing"
 options = { ramp_limit_w_per_s = 2000.0, soc_target = 0.6 }
 
-[profiles.training]
-kind = "workload"
-generator = "training"
-options = { step_s = 1.0, compute_fraction = 0.7, comm_fraction = 0.2 }
-
-[nodes.dc.rack]
-kind = "gpu_rack"
-params = "rack_h100_4x8gpu"
-profile = "training"
-
-[nodes.dc.battery]
-kind = "battery"
-initial = { soc = 0.6 }
-
-[nodes.dc.meter]
-kind = "meter"
-faults = [{ timeout = true, start_s = 1, stop_s = 2 }]
-"""
+""" + dc_node(meter="faults = [{ timeout = true, start_s = 1, stop_s = 2 }]\n")
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ session follows:
 * when an interval's block closes, its settlements are exactly what
   :func:`ledger.settlement.settle` gives for its trades and meter readings (energy per
   trade by the min-of-two rule, the rest to and from one grid account at one import and
-  one export price), signed by the operator, and every settlement with an amount is paid
-  by exactly one transfer from its buyer to its seller, of that amount;
+  one export price: the signed tariff's, where the ledger has one), signed by the operator,
+  and every settlement with an amount is paid by exactly one transfer from its buyer to its
+  seller, of that amount;
 * nothing arrives for an interval that is already settled, and no trade or meter reading
   is left unsettled behind a later interval's block.
 
@@ -37,11 +38,29 @@ from dataclasses import dataclass, field
 from ledger.errors import SettlementError
 from ledger.keys import named
 from ledger.records import MeterReading, Order, Record, Settlement, Trade, Transfer
-from ledger.settlement import settle
+from ledger.settlement import TARIFF_KEYS, grid_price, settle
 
 
 class AuditFault(Exception):
     """A record, or an interval, breaks the market's rules (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Tariff:
+    """The grid prices the operator signed for a ledger (``meta``): every grid settlement
+    must be at them, so a grid charge cannot be changed by re-signing settlements alone.
+    [micro-units/Wh]"""
+
+    import_price_micro_per_wh: int
+    export_price_micro_per_wh: int
+
+    def price(self, key: str) -> int:
+        """The price of a meta key of :data:`ledger.settlement.TARIFF_KEYS`."""
+        return getattr(self, key)
+
+    def __str__(self) -> str:
+        return (f"import {self.import_price_micro_per_wh}, export "
+                f"{self.export_price_micro_per_wh} micro-units/Wh")
 
 
 @dataclass
@@ -68,13 +87,16 @@ class Audit:
     are checked against: without it a trade, or a reading with ``read_ms``, is a fault, as
     only a session, which records the length, makes them; ``names`` (public key to account name)
     names keys in messages.  :attr:`gated` collects the intervals that have uniform trades,
-    which are made when the interval's gate closes.
+    which are made when the interval's gate closes.  ``tariff`` (the signed grid prices, None
+    on a ledger of an older gridloop) is what every grid settlement must be at.
     """
 
     def __init__(self, operator: bytes | None, interval_ms: int | None = None,
-                 names: Mapping[bytes, str] | None = None) -> None:
+                 names: Mapping[bytes, str] | None = None,
+                 tariff: Tariff | None = None) -> None:
         self.operator = operator
         self.interval_ms = interval_ms
+        self.tariff = tariff
         self.names: Mapping[bytes, str] = names or {}
         self.closed: int | None = None
         self.gated: set[int] = set()
@@ -248,6 +270,7 @@ class Audit:
                              f"its {len(iv.trades)} trade(s) and {len(readings)} meter "
                              f"reading(s) settle to ({len(want)})"
                              f"{_first_difference(got, want, self.who)}")
+        self._check_tariff(interval, stored, grid)
         for direction in ("seller", "buyer"):
             prices = {s.price_micro_per_wh for s in stored
                       if not s.trade and getattr(s, direction) == grid}
@@ -263,6 +286,21 @@ class Audit:
             if not s.amount_micro and count:
                 raise AuditFault(f"interval {interval}: settlement {_short(s.id)} of no amount "
                                  "is paid")
+
+    def _check_tariff(self, interval: int, stored: list[Settlement], grid: bytes) -> None:
+        """Each grid settlement is at the signed tariff: the import price where the grid
+        sells, the export price where it buys (nothing to check without a tariff)."""
+        if self.tariff is None:
+            return
+        for s in stored:
+            kp = grid_price(s, grid)
+            if kp is None or kp[1] == self.tariff.price(kp[0]):
+                continue
+            key, price = kp
+            verb, word = ("sells", "import") if key == TARIFF_KEYS[0] else ("buys", "export")
+            raise AuditFault(f"interval {interval}: settlement {_short(s.id)}: the grid {verb} "
+                             f"at {price} micro-units/Wh, not the {word} price of the signed "
+                             f"tariff ({self.tariff})")
 
 
 def _first_difference(got: list[tuple], want: list[tuple], who: Callable[[bytes], str]) -> str:

@@ -4,7 +4,10 @@ Tables (the same in both; ``BLOB`` is ``BYTEA`` in PostgreSQL)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)               format, ledger_id, operator,
                                                          interval_ms, accounts_signature,
-                                                         gates_signature
+                                                         gates_signature,
+                                                         import_price_micro_per_wh,
+                                                         export_price_micro_per_wh,
+                                                         tariff_signature
     accounts(name TEXT PRIMARY KEY, public_key BLOB UNIQUE, role TEXT)   node | grid | operator
     records(seq PRIMARY KEY, id BLOB UNIQUE, kind, signer BLOB, nonce, interval_no,
             body BLOB, signature BLOB, block, position, UNIQUE (signer, nonce))
@@ -42,6 +45,7 @@ from ledger.chain import GENESIS_PREV, Block, BlockHeader, decode_header, merkle
 from ledger.errors import AlteredStoreError, LedgerError, ReplayError, SignatureError, StoreError
 from ledger.keys import Identity, fingerprint, verify_signatures
 from ledger.records import BY_NAME, LEDGER_ID_BYTES, SignedRecord, signing_message
+from ledger.settlement import TARIFF_KEYS
 
 FORMAT = "gridloop-ledger 1"
 ACCOUNTS_MAGIC = b"GLA\x01"
@@ -86,6 +90,13 @@ class Meta:
     accounts_signature, gates_signature : bytes or None
         The operator's signatures of the account table and of the gates closed after the
         last block (:func:`accounts_body`, :func:`gates_body`).
+    import_price_micro_per_wh, export_price_micro_per_wh : int or None
+        The grid tariff (``MarketSession`` stores it; ``None`` on a ledger of an older
+        gridloop). [micro-units/Wh]
+    tariff_signature : bytes or None
+        The operator's signature of the tariff
+        (:func:`ledger.settlement.tariff_body`); ``verify`` checks that the three come
+        together.
     """
 
     ledger_id: bytes
@@ -93,6 +104,18 @@ class Meta:
     interval_ms: int | None
     accounts_signature: bytes | None
     gates_signature: bytes | None
+    import_price_micro_per_wh: int | None = None
+    export_price_micro_per_wh: int | None = None
+    tariff_signature: bytes | None = None
+
+    def tariff_missing(self) -> list[str]:
+        """The tariff's meta keys absent from a ledger that has some of them (empty when
+        it has all three, or none: a ledger of an older gridloop)."""
+        have = dict(zip((*TARIFF_KEYS, "tariff_signature"),
+                        (self.import_price_micro_per_wh, self.export_price_micro_per_wh,
+                         self.tariff_signature), strict=True))
+        missing = [key for key, value in have.items() if value is None]
+        return [] if len(missing) == len(have) else missing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -393,7 +416,7 @@ class Store(ABC):
         values: dict[str, str] = {}
         for key, value in self._query("SELECT key, value FROM meta"):
             if key in ("ledger_id", "operator", "interval_ms", "accounts_signature",
-                       "gates_signature"):
+                       "gates_signature", *TARIFF_KEYS, "tariff_signature"):
                 if not isinstance(value, str):
                     raise AlteredStoreError(f"{self.location}: meta: {key} is stored as "
                                             f"{type(value).__name__}, not text ({ALTERED})")
@@ -420,12 +443,24 @@ class Store(ABC):
         if operator is not None and interval_ms is None:
             raise AlteredStoreError(f"{self.location}: meta: the ledger has an operator but no "
                                     f"interval_ms (MarketSession sets both; {ALTERED})")
+
+        def price(key: str) -> int | None:
+            value = values.get(key)
+            if value is not None and not re.fullmatch(r"0|[1-9][0-9]{0,17}", value):
+                raise AlteredStoreError(f"{self.location}: meta: {key} {value[:20]!r} is not "
+                                        f"a whole number of micro-units/Wh >= 0 ({ALTERED})")
+            return None if value is None else int(value)
+
         return Meta(ledger_id=self.ledger_id, operator=operator,
                     interval_ms=None if interval_ms is None else int(interval_ms),
                     accounts_signature=hex_bytes("accounts_signature", SIGNATURE_BYTES,
                                                  "a signature"),
                     gates_signature=hex_bytes("gates_signature", SIGNATURE_BYTES,
-                                              "a signature"))
+                                              "a signature"),
+                    import_price_micro_per_wh=price(TARIFF_KEYS[0]),
+                    export_price_micro_per_wh=price(TARIFF_KEYS[1]),
+                    tariff_signature=hex_bytes("tariff_signature", SIGNATURE_BYTES,
+                                               "a signature"))
 
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))

@@ -3,10 +3,12 @@
 :func:`verify_chain` walks the chain in order and raises :class:`VerificationError` naming
 the first bad block or record, so an edited amount, a forged or swapped signature, a reordered,
 deleted, inserted or replayed record, a record signed by a stranger, or a rewritten block
-header is found and located; then the table of closed gates and the account table, and, when
-given, the accounts' keys against a key directory (:func:`read_key_directory`).  Everything is
-read in one snapshot of the store (:meth:`Store.snapshot`), so a run writing meanwhile cannot
-make an intact ledger look tampered with.  Signatures are checked in batches on every core.
+header is found and located; every grid settlement is held to the grid tariff the operator
+signed (where the ledger has one); then the table of closed gates and the account table, and,
+when given, the accounts' keys against a key directory (:func:`read_key_directory`).
+Everything is read in one snapshot of the store (:meth:`Store.snapshot`), so a run writing
+meanwhile cannot make an intact ledger look tampered with.  Signatures are checked in batches
+on every core.
 
 :func:`counted_balances` is what ``gridloop ledger show`` prints: balances from the
 settlements and transfers whose signatures verify, signed by accounts whose role signs them.
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger import records
-from ledger.audit import Audit, AuditFault
+from ledger.audit import Audit, AuditFault, Tariff
 from ledger.chain import GENESIS_PREV, BlockHeader, decode_header, merkle_root
 from ledger.errors import (
     AlteredStoreError,
@@ -41,7 +43,7 @@ from ledger.keys import (
     submit_signatures,
     verify_signature,
 )
-from ledger.settlement import Balance, tally
+from ledger.settlement import Balance, tally, tariff_body
 from ledger.store import SIGNED_BY, Meta, Store, StoredRow, accounts_body, gates_body
 
 ROLE_WORDS = {"node": "a node", "grid": "the grid", "operator": "the operator"}
@@ -58,6 +60,8 @@ class ChainReport:
     operator: bytes | None
     ledger_id: bytes = b""
     accounts: tuple[tuple[str, bytes, str], ...] = ()
+    tariff: Tariff | None = None
+    """The grid prices the operator signed, None on a ledger of an older gridloop."""
 
     def operator_name(self) -> str | None:
         """The account name of the operator's key, if the ledger names it."""
@@ -106,7 +110,8 @@ class _Walk:
     """State of one pass over the chain, in chain order."""
 
     def __init__(self, store: Store, blocks: list[tuple[int, int, bytes, bytes, bytes]],
-                 meta: Meta, accounts: list[tuple[str, bytes, str]]) -> None:
+                 meta: Meta, accounts: list[tuple[str, bytes, str]],
+                 tariff: Tariff | None = None) -> None:
         self.store = store
         self.blocks = blocks
         self.operator = meta.operator
@@ -119,7 +124,29 @@ class _Walk:
         self.last_interval: int | None = None
         self.header: BlockHeader | None = None
         self.leaves: list[bytes] = []
-        self.audit = Audit(self.operator, meta.interval_ms, self.names)
+        self.audit = Audit(self.operator, meta.interval_ms, self.names, tariff)
+        self.tariff_signature = meta.tariff_signature
+        self.tariff_checked = tariff is None
+
+    def check_tariff(self) -> None:
+        """The tariff the audit holds grid settlements to is as the operator signed it:
+        checked once the operator is known (after the first block's signature), before any
+        settlement is held to it, so a fault in the chain's own signatures is named first."""
+        tariff = self.audit.tariff
+        if self.tariff_checked or tariff is None:
+            return
+        self.tariff_checked = True
+        where = f"{self.store.location}: meta: the grid tariff ({tariff})"
+        if self.operator is None:
+            raise VerificationError(f"{where} has no operator to have signed it (no "
+                                    "meta.operator and no block)")
+        body = tariff_body(tariff.import_price_micro_per_wh, tariff.export_price_micro_per_wh)
+        if not verify_signature(self.operator,
+                                records.signing_message(self.store.ledger_id, body),
+                                self.tariff_signature or b""):
+            raise VerificationError(f"{where} is not as the operator {self.who(self.operator)} "
+                                    "signed it (tariff_signature does not verify: a price or "
+                                    "the signature changed outside gridloop)")
 
     def who(self, key: bytes) -> str:
         return named(key, self.names)
@@ -165,6 +192,7 @@ class _Walk:
             raise self.fail("block signature does not verify", block=height)
         self.prev, self.last_interval = stored_hash, interval
         self.header, self.leaves = header, []
+        self.check_tariff()
 
     def close_block(self) -> None:
         """Check that the records seen make up the open block."""
@@ -369,6 +397,21 @@ def _check_session_meta(store: Store, meta: Meta,
                                 "need them")
 
 
+def _tariff_of(store: Store, meta: Meta) -> Tariff | None:
+    """The grid tariff ``meta`` states, whole (its signature is checked once the walk knows
+    the operator, :meth:`_Walk.check_tariff`); None for a ledger of an older gridloop, which
+    has none of it."""
+    missing = meta.tariff_missing()
+    if missing:
+        raise VerificationError(f"{store.location}: meta: the grid tariff is incomplete: "
+                                f"{' and '.join(missing)} missing (the prices and the "
+                                "operator's signature come together; deleted outside "
+                                "gridloop?)")
+    if meta.import_price_micro_per_wh is None or meta.export_price_micro_per_wh is None:
+        return None
+    return Tariff(meta.import_price_micro_per_wh, meta.export_price_micro_per_wh)
+
+
 def _check_pinned(store: Store, accounts: list[tuple[str, bytes, str]],
                   pinned: PinnedKeys) -> None:
     """Every account of the ledger holds the key an auditor trusts for its name: a ledger
@@ -398,13 +441,16 @@ def verify_chain(store: Store, known_head: bytes | None = None,
     First the database's own structure (SQLite ``quick_check``: a damaged file raises
     :class:`~ledger.errors.StoreError`, it cannot be read), that every table is there and the
     metadata is well-formed, and kept (a ledger with accounts or the operator's signatures has
-    ``meta.operator`` and ``meta.interval_ms``).  Then, in chain order: each block header
-    decodes, has the expected height, links to the previous header's hash, is signed by the
-    operator, and commits to the Merkle root and count of its records; each record's id is the
+    ``meta.operator`` and ``meta.interval_ms``), and the grid tariff, where the ledger has
+    one, is whole.  Then, in chain order: each block header decodes, has the expected height,
+    links to the previous header's hash, is signed by the operator (after the first, the
+    tariff must be signed by it too: checked after the walk on a ledger without blocks), and
+    commits to the Merkle root and count of its records; each record's id is the
     SHA-256 of its canonical body, the stored columns agree with the body, the signature
     verifies, its signer is an account of the ledger whose role signs that kind (where the
     ledger has accounts), and its nonce is above its signer's previous one; the economics hold
-    (:mod:`ledger.audit`).  Pending records (not yet in a block) get every record check too.
+    (:mod:`ledger.audit`; every grid settlement at the signed tariff).  Pending records
+    (not yet in a block) get every record check too.
     Last, the table of closed gates must agree with the chain, the account table must be as
     the operator signed it and, with ``pinned``, hold the keys given for its names.  A ledger
     altered outside gridloop in a way the store itself refuses (a key stored as text, a table
@@ -428,12 +474,14 @@ def _verify(store: Store, known_head: bytes | None, workers: int | None,
     meta = store.meta()
     accounts = store.accounts()
     _check_session_meta(store, meta, accounts)
+    tariff = _tariff_of(store, meta)
     blocks = store.block_rows()
-    walk = _Walk(store, blocks, meta, accounts)
+    walk = _Walk(store, blocks, meta, accounts, tariff)
     for batch, signatures in _ahead(store.chain_rows(), store.ledger_id, workers):
         for row, ok in zip(batch, signatures, strict=True):
             walk.sealed_record(row, ok)
     walk.finish_blocks()
+    walk.check_tariff()  # a ledger without blocks: no block checked it before
     if known_head is not None and known_head not in {row[2] for row in blocks}:
         raise VerificationError(f"{store.location}: no block has the hash {known_head.hex()} "
                                 "(chain truncated or rewritten)")
@@ -447,7 +495,7 @@ def _verify(store: Store, known_head: bytes | None, workers: int | None,
         _check_pinned(store, accounts, pinned)
     return ChainReport(blocks=len(blocks), records=sealed, pending=len(pending),
                        head=walk.prev if blocks else None, operator=walk.operator,
-                       ledger_id=store.ledger_id, accounts=tuple(accounts))
+                       ledger_id=store.ledger_id, accounts=tuple(accounts), tariff=tariff)
 
 
 LEFT_OUT = {

@@ -8,8 +8,10 @@ every command: no such file, not a gridloop ledger, a damaged database file, bad
 it (exit 2) and say nothing printed until all of it has been read.  The three read-only commands
 open a SQLite ledger read-only, leave no file beside it, and read one snapshot of it
 (:meth:`ledger.store.Store.snapshot`), so a run writing meanwhile changes nothing they report.
-``verify --keys DIR`` pins the accounts to a key directory; ``show`` counts only what verifies
-under an account whose role signs it (:func:`ledger.verify.counted_balances`).
+``verify --keys DIR`` pins the accounts to a key directory and says which grid tariff it held
+the grid settlements to (none on a ledger of an older gridloop); ``show`` prints the tariff and
+counts only what verifies under an account whose role signs it
+(:func:`ledger.verify.counted_balances`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ledger.store import Meta
     from ledger.verify import ChainReport
 
 
@@ -116,6 +119,7 @@ def _verify(args: argparse.Namespace) -> int:
     # the ok line stays the last line of stdout (scripts take the head hash from its end);
     # what a person compares with the run's keys goes to stderr
     print(f"gridloop: {_identity(report)}", file=sys.stderr)
+    print(f"gridloop: {_tariff_line(report)}", file=sys.stderr)
     if pinned is not None:
         print(f"gridloop: keys: the {len(report.accounts)} account(s) hold the keys in "
               f"{pinned.source}", file=sys.stderr)
@@ -133,6 +137,16 @@ def _identity(report: ChainReport) -> str:
     who = f"{name} " if name else ""
     return (f"ledger id {lid}; operator {who}{fingerprint(report.operator)} (compare with the "
             f"run's summary or {name or 'the operator'}.pub of its keys, or pass --keys DIR)")
+
+
+def _tariff_line(report: ChainReport) -> str:
+    """What ``verify`` held the grid settlements to: the signed tariff, or, on a ledger of
+    an older gridloop, only one price per direction in each interval."""
+    if report.tariff is None:
+        return ("grid tariff: not on the ledger (made by an older gridloop), so grid prices "
+                "are checked only to be one per direction in each interval")
+    return (f"grid tariff: {report.tariff}, signed by the operator; every grid settlement is "
+            "at it")
 
 
 def _b64(raw: bytes) -> str:
@@ -223,7 +237,8 @@ def _show(args: argparse.Namespace) -> int:
         store.check_unchanged()
     roles = {name: role for name, _, role in accounts}
     lines = [f"ledger {store.location}", _show_identity(ledger_id, meta.operator, accounts),
-             MONEY_NOTE, COUNTED_NOTE if accounts else COUNTED_NO_ACCOUNTS, "",
+             *_show_tariff(meta), MONEY_NOTE,
+             COUNTED_NOTE if accounts else COUNTED_NO_ACCOUNTS, "",
              _table(["account", "role", "money [micro] +in -out", "sold [Wh]", "bought [Wh]"],
                     [[name, roles.get(name, "?"), f"{b.money_micro:+d}", str(b.sold_wh),
                       str(b.bought_wh)] for name, b in sorted(sheet.balances.items())])]
@@ -237,6 +252,20 @@ def _show(args: argparse.Namespace) -> int:
                        b.hash.hex()[:16]] for b in blocks])]
     print("\n".join(lines))
     return 0
+
+
+def _show_tariff(meta: Meta) -> list[str]:
+    """The grid tariff's header line, as ``meta`` states it (its signature is ``verify``'s
+    to check); none for a ledger of an older gridloop, which has no tariff."""
+    missing = meta.tariff_missing()
+    if missing:
+        return [f"grid tariff: incomplete in meta ({' and '.join(missing)} missing; gridloop "
+                "ledger verify refuses it)"]
+    if meta.import_price_micro_per_wh is None:
+        return []
+    return [f"grid tariff: import {meta.import_price_micro_per_wh}, export "
+            f"{meta.export_price_micro_per_wh} micro-units/Wh (as meta states it; gridloop "
+            "ledger verify checks the operator's signature)"]
 
 
 def _show_identity(ledger_id: bytes, operator: bytes | None,

@@ -19,7 +19,6 @@ import pytest
 
 from bench.cli import main
 from ledger.audit import Tariff
-from ledger.chain import GENESIS_PREV, BlockHeader, merkle_root
 from ledger.keys import Identity, KeyDirectory, named
 from ledger.records import Settlement, Transfer, decode, sign, signing_message
 from ledger.session import MarketSession
@@ -28,6 +27,7 @@ from ledger.store import open_store
 from ledger.verify import verify_chain
 
 from .conftest import Raw
+from .test_verify import reseal_as
 
 ALL_KEYS = (*TARIFF_KEYS, "tariff_signature")
 IMPORT, EXPORT = 300, 80
@@ -84,20 +84,6 @@ def sign_tariff(db: Raw, signer: Identity, imp: int, exp: int) -> None:
     set_meta(db, "tariff_signature", signer.sign(message).hex())
 
 
-def reseal(db: Raw, operator: Identity) -> None:
-    """Recompute and re-sign every block header from the records as they now are."""
-    lid, prev = ledger_id(db), GENESIS_PREV
-    for height, interval in db.execute("SELECT height, interval_no FROM blocks ORDER BY height"):
-        ids = [i for (i,) in db.execute("SELECT id FROM records WHERE block = ? ORDER BY "
-                                        "position", (height,))]
-        header = BlockHeader(height, interval, prev, merkle_root(ids), len(ids),
-                             operator.public_key)
-        db.execute("UPDATE blocks SET header = ?, hash = ?, signature = ? WHERE height = ?",
-                   (header.body, header.hash, operator.sign(signing_message(lid, header.body)),
-                    height))
-        prev = header.hash
-
-
 def rewrite(db: Raw, seq: int, signer: Identity, record: Settlement | Transfer) -> bytes:
     """Replace record ``seq`` by ``record`` signed by ``signer``; its new id."""
     signed = sign(record, signer, ledger_id(db))
@@ -125,7 +111,7 @@ def reprice_grid_sale(db: Raw, keys: KeyDirectory, price: int) -> Settlement:
         if isinstance(paid, Transfer) and paid.reference == old.id:
             rewrite(db, pseq, b, dataclasses.replace(paid, reference=new_id,
                                                      amount_micro=new.amount_micro))
-    reseal(db, keys.load("market"))
+    reseal_as(db, keys.load("market"))
     return new
 
 

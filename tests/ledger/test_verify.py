@@ -78,7 +78,11 @@ def ledger_id(db: Raw) -> bytes:
 
 def reseal(db: Raw, keys: KeyDirectory) -> None:
     """Recompute every block header from the records as they now are, and re-sign it."""
-    operator = keys.load("market")
+    reseal_as(db, keys.load("market"))
+
+
+def reseal_as(db: Raw, operator: Identity) -> None:
+    """:func:`reseal` with the operator's identity."""
     lid = ledger_id(db)
     prev = GENESIS_PREV
     for height, interval in db.execute("SELECT height, interval_no FROM blocks ORDER BY height"):

@@ -39,35 +39,21 @@ from ledger.records import (
     sign,
     signing_message,
 )
-from ledger.settlement import TARIFF_KEYS, Balance, grid_price, settle, tally, tariff_body
+from ledger.settlement import TARIFF_KEYS, Balance, grid_price, settle, tariff_body
 from ledger.store import SIGNED_BY, Store, open_store
+from ledger.verify import counted_balances
 
 R = TypeVar("R", bound=Record)
 
 
 def balance_sheet(store: Store) -> tuple[dict[str, Balance], int]:
-    """Balances of every account in ``store`` by name, and how many records were left out.
-
-    Settlements and transfers count only when signed by an account whose role signs that
-    kind (the operator settles, a node or the grid pays): a record signed by a key that is no
-    account of the ledger, which ``verify`` refuses, moves no money on it.  A key that such a
-    record pays or settles with is listed by base64.  A store without accounts (used without a
-    session) counts every record, each key by base64.
-    """
-    accounts = store.accounts()
-    names = {key: name for name, key, _ in accounts}
-    roles = {key: role for _, key, role in accounts}
-    recs, left_out = [], 0
-    for kind in ("settlement", "transfer"):
-        for s in store.find(kind=kind):
-            if accounts and roles.get(s.record.signer) not in SIGNED_BY[kind]:
-                left_out += 1
-            else:
-                recs.append(s.record)
-    totals = tally(recs)
-    result = {name: totals.get(key, Balance()) for key, name in names.items()}
-    result.update({fingerprint(k): b for k, b in totals.items() if k not in names})
-    return result, left_out
+    """Balances of every account in ``store`` by name, and how many records were left out:
+    what ``gridloop ledger show`` counts (:func:`ledger.verify.counted_balances`: a
+    settlement or transfer counts when its signature verifies under an account whose role
+    signs that kind; a store without accounts, used without a session, counts every signed
+    record, each key by base64)."""
+    sheet = counted_balances(store)
+    return sheet.balances, sum(sheet.left_out.values())
 
 
 def balances(store: Store) -> dict[str, Balance]:

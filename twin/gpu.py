@@ -17,12 +17,14 @@ The power limiter lowers the clock so that the *averaged* power stays at the lim
 the card holds a budget ``B = min(r_burst L, L + k (L - P_avg) + I)`` where ``P_avg`` is
 its running average of power (about one second) and ``I`` integrates ``k_i (L - P_avg)``,
 and moves the clock towards the highest clock whose power fits the budget, quickly down
-(``tau_down``) and slowly up (``tau_up``).  Hence the three regimes of the recordings:
-bursts shorter than the clock's response overshoot the limit (up to ~950 W on an H100 at
-700 W), bursts up to a second sit near ``r_burst L``, and sustained load averages ``L``
-with a ripple, after a dip when the average first reaches it.  Electrical power follows with
-one time constant (``tau_p``), and heat
-flows die -> heat sink -> ambient through two thermal nodes, each a first-order lag.
+(``tau_down``) and slowly up (``tau_up``).  It sets that clock for the activity it has
+sensed, a lag (``tau_sense``, ~20 ms) behind the present one: a burst of 50 ms is throttled
+less than the start of a long one, and the clock goes on falling just after it ends.
+Hence the three regimes of the recordings: bursts shorter than the clock's response
+overshoot the limit (up to ~950 W on an H100 at 700 W), bursts up to a second sit near
+``r_burst L``, and sustained load averages ``L`` with a ripple, after a dip when the
+average first reaches it.  Electrical power follows with one time constant (``tau_p``), and
+heat flows die -> heat sink -> ambient through two thermal nodes, each a first-order lag.
 
 :func:`simulate` runs the model over a schedule on a fixed step (a numba kernel, about a
 million steps a second); :func:`nvml_view` turns its power into what NVML would report.
@@ -121,8 +123,8 @@ class GpuParams:
     temp_ref_c: float = 40.0
     #: maximum SM clock [MHz]
     clock_max_mhz: float = 1980.0
-    #: lowest clock the limiter uses [MHz]
-    clock_min_mhz: float = 795.0
+    #: lowest clock the limiter uses (an H100's lowest SM clock) [MHz]
+    clock_min_mhz: float = 345.0
     #: die temperature at which the card shuts down (NVML's "GPU Shutdown Temp": 92 on an
     #: H100 SXM): the top of the model's range [degC]
     temp_shutdown_c: float = 92.0
@@ -130,6 +132,10 @@ class GpuParams:
     #: an H100 SXM): above it the clock's ceiling falls linearly, to the lowest clock at
     #: ``temp_shutdown_c`` [degC]
     temp_slowdown_c: float = 89.0
+    #: time constant with which the limiter senses the load: it sets the clock from the
+    #: activity it has seen, which lags the present one (so a burst shorter than it is
+    #: throttled less, and the clock goes on falling just after one); 0: no lag [s]
+    limit_sense_tau_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -145,7 +151,8 @@ class GpuParams:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ParameterError(f"params.{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("leak_w", "power_tau_s", "limit_gain", "limit_integral_per_s"):
+        for name in ("leak_w", "power_tau_s", "limit_gain", "limit_integral_per_s",
+                     "limit_sense_tau_s"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"params.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("activity_memory", "activity_light", "activity_checkpoint"):
@@ -285,13 +292,14 @@ def idle_temperature_c(p: GpuParams) -> float:
 AVG_STAGES = 3
 #: layout of the per-GPU state vector
 STATE_NAMES = ("clock_ratio", "p_w", "temp_die_c", "temp_sink_c") + tuple(
-    f"p_avg{i}_w" for i in range(AVG_STAGES)) + ("limit_integral_w",)
+    f"p_avg{i}_w" for i in range(AVG_STAGES)) + ("limit_integral_w", "activity_sensed")
 NX = len(STATE_NAMES)
 # Positions in the coefficient vector of :func:`coefficients` (numba folds these
 # module-level integers into constants).
 (C_IDLE, C_LEAK, C_TREF, C_INV_TLEAK, C_DYN, C_PHI_MIN, C_V_MIN, C_V_SLOPE, C_BURST, C_GAIN,
  C_KI_DT, C_A_DOWN, C_A_UP, C_A_P, C_M_P, C_A_AVG, C_T11, C_T12, C_T21, C_T22, C_B1P, C_B1A,
- C_B2P, C_B2A, C_AMBIENT, C_SHUTDOWN, C_SLOWDOWN, C_SLOW_SLOPE, N_COEFFS) = range(29)
+ C_B2P, C_B2A, C_AMBIENT, C_SHUTDOWN, C_SLOWDOWN, C_SLOW_SLOPE, C_A_SENSE,
+ N_COEFFS) = range(30)
 
 
 def coefficients(p: GpuParams, dt: float) -> np.ndarray:
@@ -323,6 +331,7 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
     c[C_T11], c[C_T12], c[C_T21], c[C_T22] = ad[0, 0], ad[0, 1], ad[1, 0], ad[1, 1]
     c[C_B1P], c[C_B1A], c[C_B2P], c[C_B2A] = bd[0, 0], bd[0, 1], bd[1, 0], bd[1, 1]
     c[C_AMBIENT] = p.ambient_c
+    c[C_A_SENSE] = math.exp(-dt / p.limit_sense_tau_s) if p.limit_sense_tau_s > 0 else 0.0
     c[C_SHUTDOWN] = p.temp_shutdown_c
     c[C_SLOWDOWN] = p.temp_slowdown_c
     c[C_SLOW_SLOPE] = (1.0 - p.clock_min_ratio) / (p.temp_shutdown_c - p.temp_slowdown_c)
@@ -346,7 +355,7 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
             raise ParameterError(f"initial {exc}") from None
     ps = float(static_power_w(p, t))
     return np.array([1.0, ps, t, t - p.r_die_c_per_w * ps] + [ps] * AVG_STAGES
-                    + [(p.burst_limit_ratio - 1.0) * p.power_limit_w])
+                    + [(p.burst_limit_ratio - 1.0) * p.power_limit_w, 0.0])
 
 
 def _voltage(phi: np.ndarray, phi_min: float, v_min: float) -> np.ndarray:
@@ -424,6 +433,8 @@ def gpu_steps(c, x, o, act, limit_w, p_w, clock):
     # the state's columns as vectors (contiguous where ``x`` is stored column by column)
     x_phi, x_pe, x_die, x_sink = x[:, o], x[:, o + 1], x[:, o + 2], x[:, o + 3]
     x_avg0, x_avg1, x_avg2, x_int = x[:, o + 4], x[:, o + 5], x[:, o + 6], x[:, o + 7]
+    x_sense = x[:, o + 8]
+    a_sense = c[C_A_SENSE]
     for r in range(x.shape[0]):
         phi = x_phi[r]
         pe = x_pe[r]
@@ -435,16 +446,19 @@ def gpu_steps(c, x, o, act, limit_w, p_w, clock):
         off = tdie >= shutdown
         pstat = idle + leak * (vexp((tdie - tref) * itl) - 1.0)
         dyn = act[r] * dyn_w
+        # the limiter sets the clock for the activity it has sensed (a lag behind ``act``)
+        sensed = act[r] + (x_sense[r] - act[r]) * a_sense
+        dyn_sensed = sensed * dyn_w
         budget = min(burst * lim, lim + gain * (lim - pavg) + integ)
         # the highest clock whose power fits the budget: one Newton step from the present
         # clock (:func:`clock_for`), 1 with nothing to run
-        need = (budget - pstat) / dyn
+        need = (budget - pstat) / dyn_sensed
         v = v_min + v_slope * (phi - phi_min)
         newton = min(max(phi - (phi * v * v - need) / (v * v + 2.0 * phi * v * v_slope),
                          phi_min), 1.0)
         target = 1.0 if need >= 1.0 else newton
         target = phi_min if need <= need_min else target
-        target = min(target if dyn > 1e-9 else 1.0, clock_ceiling(c, tdie))
+        target = min(target if dyn_sensed > 1e-9 else 1.0, clock_ceiling(c, tdie))
         a = a_down if target < phi else a_up
         phin = target + (phi - target) * a
         phim = 0.5 * (phi + phin)
@@ -461,6 +475,7 @@ def gpu_steps(c, x, o, act, limit_w, p_w, clock):
         x_avg1[r] = u1
         x_avg2[r] = u1 + (pavg - u1) * a_avg
         span = (burst - 1.0) * lim
+        x_sense[r] = sensed
         x_int[r] = integ if off else min(max(integ + ki_dt * (lim - pavg), -span), span)
         p_w[r] = pmean
         clock[r] = 0.0 if off else phim

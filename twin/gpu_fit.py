@@ -309,6 +309,7 @@ _DYNAMIC_BOUNDS = {
     "clock_down_tau_s": (0.003, 2.0),
     "clock_up_tau_s": (0.003, 5.0),
     "power_tau_s": (0.0, 0.3),
+    "limit_sense_tau_s": (0.0, 0.3),
 }
 
 

@@ -35,7 +35,7 @@ def test_fit_recovers_the_parameters_that_made_a_recording():
                                {"t_s": 53.0, "load": "light", "seconds": 5.0}]),
     ])
     rec = synthetic_recording(truth, schedule, 65.0)
-    start = truth.replace(dynamic_w=truth.dynamic_w * 1.2,
+    start = truth.replace(dynamic_w=truth.dynamic_w * 1.3,
                           activity_memory=truth.activity_memory * 0.7,
                           mfu_saturation=0.6, burst_limit_ratio=1.2)
     assert abs(score(start, rec).energy_error) > 0.02
@@ -89,10 +89,10 @@ def test_split_fit_on_synthetic_loads_predicts_unseen_real_training(recordings):
     prior, _ = load_params(PRIOR)
     p = fit([cal, fast], prior, [(-np.inf, np.inf), (-np.inf, TRAINING_STARTS_S)])
     held = score(p, fast, (TRAINING_STARTS_S, np.inf))
-    assert held.window_error_energy < 0.022
-    assert abs(held.energy_error) < 0.01
-    assert held.temp_error_c < 1.4
-    assert held.window_error < held.window_floor + 0.003
+    assert held.window_error_energy < 0.025
+    assert abs(held.energy_error) < 0.02
+    assert held.temp_error_c < 1.3
+    assert held.window_error < held.window_floor + 0.004
 
 
 @pytest.mark.slow
@@ -103,10 +103,10 @@ def test_split_fit_on_real_training_predicts_unseen_fast_bursts(recordings):
     prior, _ = load_params(PRIOR)
     p = fit([cal, fast], prior, [(-np.inf, np.inf), (TRAINING_STARTS_S, np.inf)])
     held = score(p, fast, (-np.inf, TRAINING_STARTS_S))
-    assert held.window_error_energy < 0.036
-    assert abs(held.energy_error) < 0.025
+    assert held.window_error_energy < 0.025
+    assert abs(held.energy_error) < 0.01
     assert held.temp_error_c < 2.6
-    assert held.window_error < held.window_floor + 0.015
+    assert held.window_error < held.window_floor + 0.005
 
 
 def test_fit_reports_parameters_on_a_bound_or_not_determined():

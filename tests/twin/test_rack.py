@@ -164,12 +164,12 @@ def test_bad_rack_input(shipped, tmp_path, training):
 
 
 def test_a_rack_in_hot_air_stops_where_its_gpus_would_shut_down(shipped):
-    """In 60 degC air the GPUs' leakage ran away (kW per GPU, then NaN); the run stops."""
+    """In 66 degC air the GPUs' leakage ran away (kW per GPU, then NaN); the run stops."""
     rack, gpu, _ = shipped
     busy = Schedule.from_entries([{"t_s": 0.0, "load": "compute", "seconds": 120.0}])
     with pytest.raises(PredictionError, match=r"gpu_rack 0: at t = [0-9.]+ s its GPUs pass "
                                               r"their shutdown temperature \(92 degC"):
-        GpuRack(rack, gpu.replace(ambient_c=60.0), [busy]).run(120.0, 0.1)
+        GpuRack(rack, gpu.replace(ambient_c=66.0), [busy]).run(120.0, 0.1)
     with pytest.raises(ParameterError, match="initial die temperature 150 degC is outside"):
         GpuRack(rack, gpu, [busy], temp_c=150.0).run(1.0, 0.1)
 

@@ -308,6 +308,54 @@ def test_a_directory_as_out_is_one_line_and_leaves_no_temporary_file(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"]
 
 
+def test_written_columns_are_the_same_bytes_in_chunks_of_any_size(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The writer formats rows a chunk at a time (a day's prediction held as strings took
+    5.7 GB): any chunking gives the bytes of one chunk, plain and gzipped, and reads back."""
+    import gzip
+
+    from bench import csvio
+    from bench.csvio import CsvError, write_columns
+
+    rng = np.random.default_rng(5)
+    n = 1003
+    columns = {"t_s": np.arange(n) * 0.01, "power_w": rng.normal(300.0, 80.0, n),
+               "current_a": np.round(rng.uniform(0, 60, n), 1), "flag": (np.arange(n) % 3) * 1.0}
+    formats = {"power_w": "%.3f"}
+    for name in ("out.csv", "out.csv.gz"):
+        one = write_columns(tmp_path / f"one_{name}", columns, formats, chunk_rows=n)
+        text = (gzip.decompress(one.read_bytes()) if name.endswith(".gz")
+                else one.read_bytes()).decode()
+        lines = text.split("\n")
+        assert len(lines) == n + 2 and lines[0] == "t_s,power_w,current_a,flag"
+        assert lines[-1] == "" and lines[1] == (
+            f"0.0,{columns['power_w'][0]:.3f},{float(columns['current_a'][0])!r},0.0")
+        for rows in (1, 7, 100, 1002, 5000):
+            many = write_columns(tmp_path / f"many_{rows}_{name}", columns, formats,
+                                 chunk_rows=rows)
+            if name.endswith(".gz"):
+                assert gzip.decompress(many.read_bytes()).decode() == text
+            else:
+                assert many.read_bytes() == one.read_bytes()
+        # the module's chunk size is the default
+        monkeypatch.setattr(csvio, "WRITE_CHUNK_ROWS", 10)
+        back = read_columns(write_columns(tmp_path / f"default_{name}", columns, formats))
+        monkeypatch.undo()
+        for key, values in columns.items():
+            expected = np.round(values, 3) if key in formats else values
+            np.testing.assert_array_equal(back[key], expected)
+    # no rows: the header alone; columns of different lengths: one line, no file
+    assert write_columns(tmp_path / "empty.csv", {"t_s": np.zeros(0)}).read_text() == "t_s\n"
+    with pytest.raises(CsvError, match="columns of different lengths \\(t_s 3, p 2\\)"):
+        write_columns(tmp_path / "bad.csv", {"t_s": np.arange(3.0), "p": np.arange(2.0)},
+                      chunk_rows=1)
+    # a format that fails part-way leaves no file and no .tmp
+    with pytest.raises(TypeError):
+        write_columns(tmp_path / "badfmt.csv", {"t_s": np.arange(3.0)}, {"t_s": "%s %s"},
+                      chunk_rows=1)
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "badfmt.csv").exists()
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("t_s,current_a,current_a\n0,1,2\n1,1,2\n", "in.csv:1: column 'current_a' appears twice"),
     ("\ufefft_s,current_a\n0,1\n1,1\n", None),  # Excel's byte order mark

@@ -2,12 +2,18 @@
 
 A schedule is a list of entries ``{t_s, load, seconds}`` with an optional ``mfu`` on
 ``compute`` entries, the format of the ``*.events.json`` files that come with the shared H100
-recordings.  Time not covered by an entry is idle.  Loads:
+recordings.  Entries are in order of ``t_s``; each entry of non-zero length starts no earlier
+than the previous one of non-zero length ends (up to :data:`OVERLAP_TOLERANCE_S`, trimmed).
+A zero-length entry (a marker) occupies no time and changes no load: it may sit anywhere at
+or after the previous entry's start; one inside another entry's span is dropped (the lookups
+take the last entry started, so it would otherwise cut that entry short).  Time not covered
+by an entry is idle.  Loads:
 
 ``idle``        nothing running;
 ``compute``     arithmetic-bound kernels; without ``mfu`` tensor cores saturated (large bf16
                 matrix products), with ``mfu`` a training or inference step of that model
-                FLOPs utilisation;
+                FLOPs utilisation (in [0, 1]; up to :data:`MFU_TOLERANCE` above 1, a
+                framework's rounding, is read as 1);
 ``memory``      memory-bound kernels (device-to-device copies, collective communication);
 ``light``       small kernels with gaps (low occupancy);
 ``checkpoint``  weights copied to the host and saved: idle-like for the GPU.
@@ -41,6 +47,10 @@ IDLE, COMPUTE, LIGHT, MEMORY, CHECKPOINT = (LOADS[n] for n in LOAD_NAMES)
 #: recorder's clock jitter and rounding, up to one 10 ms sample of NVML [s]
 OVERLAP_TOLERANCE_S = 0.01
 
+#: an ``mfu`` at most this much above 1 is a framework's rounding (1.0000001) and is read as
+#: 1; further above it is an error
+MFU_TOLERANCE = 1e-6
+
 _ENTRY_KEYS = ("t_s", "load", "seconds", "mfu", "segment")
 
 
@@ -62,8 +72,12 @@ class Schedule:
     seconds : duration of each entry. [s]
     load : load code of each entry (:data:`LOADS`).
     mfu : model FLOPs utilisation of each entry, NaN where not given; read on compute
-        entries only. [fraction]
+        entries only.  In [0, 1]: a value up to :data:`MFU_TOLERANCE` above 1 (a framework's
+        rounding) is clipped to 1. [fraction]
     segment : name of the part of the schedule each entry belongs to ("" if none).
+
+    Zero-length entries inside another entry's span are dropped (see the module's
+    docstring), so ``len`` may be less than the number of entries given.
     """
 
     t_s: np.ndarray
@@ -87,7 +101,12 @@ class Schedule:
                                     f"entries, t_s has {n}")
         if len(self.segment) != n:
             raise ScheduleError(f"schedule: segment has {len(self.segment)} entries, t_s has {n}")
-        _validate(self.t_s, self.seconds, self.load, self.mfu)
+        keep = _validate(self.t_s, self.seconds, self.load, self.mfu)
+        if keep is not None:  # markers inside an entry: dropped, they would cut it
+            for name in ("t_s", "seconds", "load", "mfu"):
+                object.__setattr__(self, name, getattr(self, name)[keep])
+            object.__setattr__(self, "segment",
+                               tuple(s for s, k in zip(self.segment, keep, strict=True) if k))
 
     def __len__(self) -> int:
         return len(self.t_s)
@@ -235,7 +254,12 @@ def empty() -> Schedule:
     return Schedule(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
-def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray) -> None:
+def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray
+              ) -> np.ndarray | None:
+    """Check a schedule's arrays, naming the first bad entry; in place, trims the recorder's
+    small overlaps (``sec``) and clips an ``mfu`` rounded above 1.  Returns which entries to
+    keep (None: all): a zero-length entry inside the span of the entry of non-zero length
+    before it is left out."""
     bad = ~np.isfinite(t)
     if bad.any():
         raise ScheduleError(f"entry {int(np.argmax(bad))}: t_s is not a finite number")
@@ -248,23 +272,41 @@ def _validate(t: np.ndarray, sec: np.ndarray, load: np.ndarray, mfu: np.ndarray)
         i = int(np.argmax(bad))
         raise ScheduleError(f"entry {i}: unknown load code {load[i]}")
     has = ~np.isnan(mfu)
-    bad = has & ~((mfu >= 0) & (mfu <= 1))
+    bad = has & ~((mfu >= 0) & (mfu <= 1 + MFU_TOLERANCE))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ScheduleError(f"entry {i}: mfu must be in [0, 1], got {float(mfu[i]):g}")
-    if len(t) > 1:
-        overlap = (t[:-1] + sec[:-1]) - t[1:]
-        bad = overlap > OVERLAP_TOLERANCE_S
+        # repr: %g would show 1.0000011 as 1, a value inside the range
+        raise ScheduleError(f"entry {i}: mfu must be in [0, 1], got {float(mfu[i])!r}")
+    np.minimum(mfu, 1.0, out=mfu, where=has)
+    if len(t) < 2:
+        return None
+    back = np.flatnonzero(t[1:] < t[:-1])
+    if len(back):
+        i = int(back[0]) + 1
+        raise ScheduleError(f"entry {i}: t_s={_time(t[i])} is before the previous entry's "
+                            f"t_s={_time(t[i - 1])}; entries must be in time order")
+    busy = sec > 0
+    ib = np.flatnonzero(busy)
+    if len(ib) > 1:
+        a, b = ib[:-1], ib[1:]
+        bad = (t[a] + sec[a]) - t[b] > OVERLAP_TOLERANCE_S
         if bad.any():
-            i = int(np.argmax(bad)) + 1
-            if t[i] < t[i - 1]:
-                raise ScheduleError(f"entry {i}: t_s={float(t[i]):g} is before the previous "
-                                    f"entry's t_s={float(t[i - 1]):g}; entries must be in "
-                                    "time order")
-            raise ScheduleError(f"entry {i}: starts at t_s={float(t[i]):g}, before entry "
-                                f"{i - 1} ends at {float(t[i - 1] + sec[i - 1]):g}")
+            k = int(np.argmax(bad))
+            i, j = int(b[k]), int(a[k])
+            raise ScheduleError(f"entry {i}: starts at t_s={_time(t[i])}, before entry {j} "
+                                f"ends at {_time(t[j] + sec[j])}")
         # Clip the recorder's small overlaps so entries tile time.
-        np.minimum(sec[:-1], np.maximum(t[1:] - t[:-1], 0.0), out=sec[:-1])
+        sec[a] = np.minimum(sec[a], t[b] - t[a])
+    # The last entry of non-zero length before each entry (-1: none).
+    prev = np.maximum.accumulate(np.where(busy, np.arange(len(t)), -1))
+    p = np.maximum(prev, 0)
+    inside = ~busy & (prev >= 0) & (t < t[p] + sec[p])
+    return ~inside if inside.any() else None
+
+
+def _time(t: float) -> str:
+    """A time for a message: all its digits (``%g`` shows a Unix time as 1.7645e+09)."""
+    return f"{float(t):.15g}"
 
 
 def _number(value: Any, where: str) -> float:

@@ -91,6 +91,86 @@ def test_malformed_entries_are_named(entries, message):
     assert "\n" not in str(exc.value)
 
 
+def test_mfu_rounded_just_above_one_is_one_and_further_above_is_shown_exactly():
+    s = Schedule.from_entries([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": 1.0000001},
+                               {"t_s": 1, "load": "compute", "seconds": 1, "mfu": 0.5}])
+    assert s.mfu[0] == 1.0 and s.mfu[1] == 0.5
+    assert Schedule.from_entries([{"t_s": 0, "load": "compute", "seconds": 1,
+                                   "mfu": 1.000001}]).mfu[0] == 1.0
+    # %g showed 1.0000011 as "got 1", a value inside the range
+    with pytest.raises(ScheduleError, match=r"^entry 0: mfu must be in \[0, 1\], got 1\.0000011$"):
+        Schedule.from_entries([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": 1.0000011}])
+    with pytest.raises(ScheduleError, match=r"got -1e-07$"):
+        Schedule.from_entries([{"t_s": 0, "load": "compute", "seconds": 1, "mfu": -1e-7}])
+
+
+def _marked(entries, markers):
+    """``entries`` with zero-length ``markers`` ``(after entry k, t_s)`` put in."""
+    out = []
+    for k, e in enumerate(entries):
+        out.append(e)
+        out += [{"t_s": t, "load": "compute", "seconds": 0, "segment": "mark"}
+                for after, t in markers if after == k]
+    return out
+
+
+def test_a_zero_length_marker_inside_an_entry_changes_nothing():
+    """A marker occupies no time: inside an entry (at its start, or in its middle; finding 15
+    was rejected as an overlap) it is dropped, as the lookups take the last entry started and
+    would end the entry there; before an entry, at its end or in idle time it is kept."""
+    entries = [{"t_s": -0.0059, "load": "compute", "seconds": 15.0},
+               {"t_s": 14.9941, "load": "memory", "seconds": 2.0, "segment": "m"},
+               {"t_s": 20.0, "load": "compute", "seconds": 3.0, "mfu": 0.3},
+               {"t_s": 22.995, "load": "light", "seconds": 1.0}]  # 5 ms early: trimmed
+    plain = Schedule.from_entries(entries)
+    inside = Schedule.from_entries(_marked(entries, [(0, -0.0059), (0, 7.0), (1, 15.5),
+                                                     (2, 22.0), (2, 22.993)]))
+    for name in ("t_s", "seconds", "load", "mfu"):
+        np.testing.assert_array_equal(getattr(inside, name), getattr(plain, name))
+    assert inside.segment == plain.segment
+
+    def per_entry(s):  # a value of each entry's load and mfu, as the GPU's activity is
+        return 10.0 * s.load + np.nan_to_num(s.mfu)
+
+    for s in (inside, Schedule.from_entries(_marked(entries, [(1, 16.9941), (1, 18.0),
+                                                              (3, 23.995), (3, 30.0)]))):
+        for t0, dt, n in ((-1.0, 0.01, 3200), (-0.5, 0.5, 64), (0.0, 0.1, 310)):
+            np.testing.assert_array_equal(
+                s.step_means(per_entry(s), t0, dt, n, idle_value=1.0),
+                plain.step_means(per_entry(plain), t0, dt, n, idle_value=1.0))
+        t = np.linspace(-1.0, 31.0, 6401)
+        np.testing.assert_array_equal(s.load_at(t), plain.load_at(t))
+        w, wp = s.window(5.0, 22.5), plain.window(5.0, 22.5)
+        np.testing.assert_array_equal(w.t_s, wp.t_s)
+        np.testing.assert_array_equal(w.seconds, wp.seconds)
+        assert s.start_s == plain.start_s
+    assert inside.end_s == plain.end_s
+    # markers before an entry, at an entry's end and in idle time are kept (and harmless)
+    kept = Schedule.from_entries(_marked(entries, [(1, 16.9941), (1, 18.0), (1, 20.0)]))
+    assert len(kept) == len(plain) + 3 and kept.segment[2:5] == ("mark",) * 3
+    # (one after the last entry marks the end of the schedule, as before)
+    assert Schedule.from_entries(_marked(entries, [(3, 30.0)])).end_s == 30.0
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    # a real overlap is still one, named by the entries' numbers in the file
+    (_marked([{"t_s": 0, "load": "compute", "seconds": 10},
+              {"t_s": 8, "load": "idle", "seconds": 5}], [(0, 5)]),
+     "entry 2: starts at t_s=8, before entry 0 ends at 10"),
+    # a marker before the previous entry's start is out of order
+    ([{"t_s": 5, "load": "compute", "seconds": 1}, {"t_s": 4.5, "load": "idle", "seconds": 0}],
+     "entry 1: t_s=4.5 is before the previous entry's t_s=5; entries must be in time order"),
+    # a Unix time keeps its digits (was 1.7645e+09)
+    ([{"t_s": 1764500030.5, "load": "compute", "seconds": 10},
+      {"t_s": 1764500031.25, "load": "idle", "seconds": 5}],
+     "entry 1: starts at t_s=1764500031.25, before entry 0 ends at 1764500040.5"),
+])
+def test_overlaps_with_markers_are_named(entries, message):
+    with pytest.raises(ScheduleError) as exc:
+        Schedule.from_entries(entries)
+    assert str(exc.value) == message
+
+
 def test_other_tools_fields_are_ignored_and_a_near_miss_is_named_once():
     entries = [{"t_s": float(k), "load": "compute", "seconds": 1.0, "step": k, "hfu": 0.5,
                 "tokens": 8192, "event": "fwd"} for k in range(3)]

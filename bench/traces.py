@@ -1,22 +1,44 @@
 """Read and write GPU power traces and their workload schedules.
 
 The format is that of the shared H100 recordings (``../shared/data/README.md``): a CSV,
-plain or gzip-compressed, one row per NVML sample with named columns (``t_s``, ``power_w``,
-``power_inst_w``, ``energy_j``, ``temp_c``, ``sm_clock_mhz``, ``util_pct``, and the text
-columns ``segment`` and ``load``), beside it ``NAME.events.json`` with the commanded
-schedule and optionally ``NAME.meta.json`` with the device facts.  Columns are found by
-name, so extra or reordered columns are fine.  Every error names the file, and for
-malformed rows the line and the column.
+plain or gzip-compressed, UTF-8 with or without a byte-order mark, one row per NVML sample
+with named columns (``t_s``, ``power_w``, ``power_inst_w``, ``energy_j``, ``temp_c``,
+``sm_clock_mhz``, ``util_pct``, and the text columns ``segment`` and ``load``), beside it
+``NAME.events.json`` with the commanded schedule and optionally ``NAME.meta.json`` with the
+device facts.  Columns are found by name, so extra or reordered columns are fine.
+
+What :func:`read_trace` checks:
+
+- the header: not empty, no column twice, a ``t_s`` column;
+- every row has as many fields as the header.  The last row alone may have fewer (a logger
+  that crashed mid-line): it is dropped with a warning.  A gzip stream cut off by a crash
+  keeps the rows before the cut (its incomplete last line dropped) with a warning naming the
+  last ``t_s`` kept; a stream with no complete row before the cut is an error;
+- the columns gridloop reads as numbers.  ``t_s``, ``energy_j`` and ``temp_c`` must hold a
+  finite number in every row (an error names file, line and column), and ``t_s`` must
+  increase strictly.  ``power_inst_w`` and ``sm_clock_mhz`` are optional: one that has an
+  empty, NaN or non-numeric cell is left out, as if absent, with a warning naming the file,
+  the column and the first such line;
+- ``segment`` and ``load`` are read as text, unchecked.
+
+Every other column (``power_w``, ``util_pct``, ``gpu_uuid``, ...) is not checked: it is kept
+as numbers when every cell is a finite number, else as text.  :func:`to_measured`, which makes
+a trace a recording to fit or score, further needs ``energy_j`` and ``temp_c``, refuses an
+energy counter that never advances or that goes backwards (a reset), and warns when the
+sample interval says ``t_s`` is not in seconds.  Every error names the file, and for
+malformed rows the line and the column.  Warnings go through :mod:`warnings` (the CLI prints
+each as one ``gridloop: warning:`` line).
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import math
-from dataclasses import dataclass
+import warnings
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,19 +50,30 @@ from twin.workload import Schedule, ScheduleError
 if TYPE_CHECKING:
     from twin.gpu_fit import Measured
 
-#: columns read as text; every other column must hold numbers
+#: columns read as text
 TEXT_COLUMNS = ("segment", "load")
 #: columns a trace must have
 REQUIRED_COLUMNS = ("t_s",)
+#: numeric columns gridloop reads: every cell must be a finite number
+STRICT_COLUMNS = ("t_s", "energy_j", "temp_c")
+#: numeric columns gridloop reads if present: one with a bad cell is left out, with a warning
+OPTIONAL_COLUMNS = ("power_inst_w", "sm_clock_mhz")
+#: a median sample interval above this says t_s is not in seconds: NVML is logged every
+#: 0.01-1 s (the margin over 1 s spares a 1 Hz logger's jitter) [s]
+MAX_MEDIAN_INTERVAL_S = 1.5
 _SUFFIXES = (".csv.gz", ".csv")
 
 
 @dataclass(frozen=True)
 class Trace:
-    """One recording: numeric columns as float arrays, text columns as string arrays."""
+    """One recording: numeric columns as float arrays, text columns as string arrays.
+
+    ``lines`` holds the file line of each row (for messages), where the trace was read.
+    """
 
     path: Path
     columns: dict[str, np.ndarray]
+    lines: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.columns["t_s"])
@@ -60,6 +93,12 @@ class Trace:
         """File name without ``.csv`` / ``.csv.gz``."""
         return _stem(self.path)
 
+    def where(self, i: int) -> str:
+        """``PATH:LINE`` of row ``i`` (``PATH`` alone where the lines are not known)."""
+        if self.lines is None:
+            return str(self.path)
+        return f"{self.path}:{int(self.lines[i])}"
+
 
 def _stem(path: Path) -> str:
     for suffix in _SUFFIXES:
@@ -74,34 +113,77 @@ def beside(trace_path: str | Path, kind: str) -> Path:
     return p.with_name(f"{_stem(p)}.{kind}.json")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _read_bytes(path: Path) -> tuple[bytes, str | None]:
+    """The file's bytes, decompressed if gzip, and why a gzip stream stopped early (None
+    where it is whole)."""
     try:
-        raw = path.open("rb")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise RecordingError(f"{path}: no such trace file") from None
     except IsADirectoryError:
         raise RecordingError(f"{path}: is a directory, not a trace file") from None
-    magic = raw.read(2)
-    raw.seek(0)
-    if magic == b"\x1f\x8b":  # gzip.open, not GzipFile(fileobj=): closing it closes the file
-        raw.close()
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    if data[:2] != b"\x1f\x8b":
+        return data, None
+    # zlib rather than gzip.GzipFile: a stream cut off keeps every byte before the cut
+    # (GzipFile loses the whole read that meets the end)
+    out: list[bytes] = []
+    try:
+        while data:  # one gzip member after another, as gzip.open reads them
+            d = zlib.decompressobj(wbits=31)
+            out.append(d.decompress(data))
+            if not d.eof:
+                out.append(d.flush())
+                return b"".join(out), ("Compressed file ended before the end-of-stream "
+                                       "marker was reached")
+            data = d.unused_data.lstrip(b"\x00")  # gzip allows zero padding after a member
+    except zlib.error as exc:
+        raise RecordingError(f"{path}: corrupt gzip stream: {exc}") from None
+    return b"".join(out), None
+
+
+def _parse_rows(path: Path, data: bytes, cut: str | None) -> list[list[str]]:
+    if cut is not None:
+        # the last line of a stream cut off is incomplete (or empty): drop it
+        data = data[: data.rfind(b"\n") + 1]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecordingError(f"{path}: not a text CSV file ({exc.reason})") from None
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise RecordingError(f"{path}: not a valid CSV file: {exc}") from None
+
+
+def _bad_cell(values: list[str]) -> tuple[int, int] | None:
+    """Index of the first cell that is not a finite number and how many are not (None if
+    all are)."""
+    first, count = -1, 0
+    for i, v in enumerate(values):
+        try:
+            ok = math.isfinite(float(v))
+        except ValueError:
+            ok = False
+        if not ok:
+            count += 1
+            if first < 0:
+                first = i
+    return None if count == 0 else (first, count)
 
 
 def read_trace(path: str | Path) -> Trace:
-    """Read a trace CSV (plain or gzip); the errors name file, line and column."""
+    """Read a trace CSV (plain or gzip); the errors name file, line and column.
+
+    The module's docstring says what is checked; warnings (a dropped partial last line, a
+    truncated gzip stream, an optional column left out) go through :mod:`warnings`.
+    """
     path = Path(path)
-    with _open_text(path) as f:
-        try:
-            rows = list(csv.reader(f))
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise RecordingError(f"{path}: corrupt gzip stream: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise RecordingError(f"{path}: not a text CSV file ({exc.reason})") from None
-        except csv.Error as exc:
-            raise RecordingError(f"{path}: not a valid CSV file: {exc}") from None
+    data, cut = _read_bytes(path)
+    rows = _parse_rows(path, data, cut)
     if not rows or not any(h.strip() for h in rows[0]):
+        if cut is not None:
+            raise RecordingError(f"{path}: corrupt gzip stream: {cut} (no complete line "
+                                 "before the cut)")
         raise RecordingError(f"{path}: empty file, expected a header line")
     header = [h.strip() for h in rows[0]]
     seen = set()
@@ -113,7 +195,14 @@ def read_trace(path: str | Path) -> Trace:
         if name not in header:
             raise RecordingError(f"{path}:1: no column '{name}' (columns: {', '.join(header)})")
     body = [(i + 2, r) for i, r in enumerate(rows[1:]) if r and any(c.strip() for c in r)]
+    if len(body) > 1 and len(body[-1][1]) < len(header):
+        line, r = body.pop()
+        warnings.warn(f"{path}:{line}: the last line has {len(r)} fields, the header has "
+                      f"{len(header)} (a logger cut off mid-line?): dropped", stacklevel=2)
     if not body:
+        if cut is not None:
+            raise RecordingError(f"{path}: corrupt gzip stream: {cut} (no complete data row "
+                                 "before the cut)")
         raise RecordingError(f"{path}: header only, no data rows")
     for line, r in body:
         if len(r) != len(header):
@@ -129,29 +218,55 @@ def read_trace(path: str | Path) -> Trace:
             arr = np.array(values, dtype=float)
         except ValueError:
             arr = None
-        if arr is None or not np.all(np.isfinite(arr)):
-            for line, r in body:
-                v = r[j]
-                try:
-                    x = float(v)
-                except ValueError:
-                    x = math.nan
-                if not math.isfinite(x):
-                    raise RecordingError(f"{path}:{line}: column '{name}': {v!r} is not a "
-                                         f"finite number")
-        columns[name] = arr
+        if arr is not None and np.all(np.isfinite(arr)):
+            columns[name] = arr
+            continue
+        bad = _bad_cell(values)
+        assert bad is not None
+        i, count = bad
+        what = f"{path}:{body[i][0]}: column '{name}': {values[i]!r} is not a finite number"
+        if name in STRICT_COLUMNS:
+            raise RecordingError(what)
+        if name in OPTIONAL_COLUMNS:
+            more = f" (nor are {count - 1} more cells)" if count > 1 else ""
+            warnings.warn(f"{what}{more}: the column is left out, as if the trace had none",
+                          stacklevel=2)
+            continue
+        columns[name] = np.array(values, dtype=str)  # not read by gridloop: kept as text
     t = columns["t_s"]
     back = np.flatnonzero(np.diff(t) <= 0)
     if len(back):
         line = body[back[0] + 1][0]
         raise RecordingError(f"{path}:{line}: column 't_s': {float(t[back[0] + 1]):g} is not "
                              f"after the previous row's {float(t[back[0]]):g}")
-    return Trace(path, columns)
+    if cut is not None:
+        warnings.warn(f"{path}: gzip stream cut off ({cut}): kept the {len(body)} rows "
+                      f"before the cut, up to t_s = {float(t[-1]):.10g} (line "
+                      f"{body[-1][0]})", stacklevel=2)
+    return Trace(path, columns, np.array([line for line, _ in body], dtype=np.int64))
+
+
+#: how an events file is laid out, for the messages about one that is not
+_EVENTS_LAYOUT = ('an events file holds one JSON list of entries, '
+                  '[{"t_s": ..., "load": ..., "seconds": ...}, ...]')
+
+
+def _json_lines(text: str) -> bool:
+    """Whether ``text`` is JSON lines: several lines, each one JSON value."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        for ln in lines:
+            json.loads(ln)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise RecordingError(f"{path}: no such {what} file") from None
     except UnicodeDecodeError:
@@ -159,8 +274,11 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = ""
+        if what == "events" and _json_lines(text):
+            hint = f": this is JSON lines (one object per line), but {_EVENTS_LAYOUT}"
         raise RecordingError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} "
-                             f"(column {exc.colno})") from None
+                             f"(column {exc.colno}){hint}") from None
 
 
 def read_events(path: str | Path) -> Schedule:
@@ -169,7 +287,7 @@ def read_events(path: str | Path) -> Schedule:
     doc = _read_json(path, "events")
     if not isinstance(doc, list):
         raise RecordingError(f"{path}: expected a JSON list of events, got "
-                             f"{type(doc).__name__}")
+                             f"{type(doc).__name__} ({_EVENTS_LAYOUT})")
     if not doc:
         raise RecordingError(f"{path}: no events (a schedule needs at least one entry)")
     try:
@@ -201,14 +319,52 @@ def read_power_limit_w(trace_path: str | Path) -> float | None:
     return float(mw) / 1000.0
 
 
+def _check_energy(trace: Trace) -> None:
+    """Refuse an energy counter that never advances or that goes backwards (a reset)."""
+    e = trace["energy_j"]
+    if len(e) < 2:
+        return
+    step = np.diff(e)
+    if not np.any(step):
+        raise RecordingError(f"{trace.path}: energy_j never advances over its {len(e)} "
+                             f"samples (it stays at {float(e[0]):.10g} J): the fit and score "
+                             "need the energy counter (nvmlDeviceGetTotalEnergyConsumption)")
+    back = np.flatnonzero(step < 0)
+    if len(back):
+        k = int(back[0]) + 1
+        t = trace["t_s"]
+        raise RecordingError(f"{trace.where(k)}: column 'energy_j' goes back by "
+                             f"{float(e[k - 1] - e[k]):.10g} J at t_s = {float(t[k]):.10g} "
+                             f"(from {float(e[k - 1]):.10g} to {float(e[k]):.10g} J): a counter "
+                             "reset (a driver reload?); split the recording there")
+
+
+def _check_seconds(trace: Trace) -> None:
+    """Warn when the sample interval says ``t_s`` is not in seconds."""
+    t = trace["t_s"]
+    if len(t) < 2:
+        return
+    median = float(np.median(np.diff(t)))
+    if median > MAX_MEDIAN_INTERVAL_S:
+        warnings.warn(f"{trace.path}: its samples are {median:.6g} apart in t_s (the median "
+                      "interval), where an NVML log has 0.01-1 s: t_s must be in seconds (is "
+                      "it in milliseconds?)", stacklevel=3)
+
+
 def to_measured(trace: Trace, schedule: Schedule) -> Measured:
-    """A trace and its schedule as the GPU fit and score read them."""
+    """A trace and its schedule as the GPU fit and score read them.
+
+    Refuses a trace without ``energy_j`` or ``temp_c``, or whose energy counter never
+    advances or goes backwards; warns when ``t_s`` looks like it is not in seconds.
+    """
     from twin.gpu_fit import FitError, Measured
 
     for name in ("energy_j", "temp_c"):
         if name not in trace.columns:
             raise RecordingError(f"{trace.path}: no column '{name}', which fitting and "
                                  f"scoring need (columns: {', '.join(trace.columns)})")
+    _check_energy(trace)
+    _check_seconds(trace)
     t = trace["t_s"]
     if len(t) and len(schedule) and (schedule.start_s >= t[-1] or schedule.end_s <= t[0]):
         raise RecordingError(f"{trace.path}: its schedule runs {schedule.start_s:.1f}-"

@@ -338,13 +338,17 @@ def coefficients(p: GpuParams, dt: float) -> np.ndarray:
     return c
 
 
-def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
-    """State of a card that has idled long enough for its power and clock to settle.
+def initial_state(p: GpuParams, temp_die_c: float | None = None,
+                  power_w: float | None = None, activity: float = 0.0) -> np.ndarray:
+    """State of a card that has run at ``power_w`` with ``activity`` long enough for its
+    power, clock and limiter to settle (default: idle).
 
     ``temp_die_c`` None means thermal steady state too; a given die temperature puts the
-    heat sink where it would be at that die temperature with idle power flowing.  It must
-    lie in the model's range (:func:`check_die_temperature`: -40 degC to the card's
-    shutdown temperature).
+    heat sink where it would be at that die temperature with ``power_w`` flowing through
+    the die (a card found warm in the middle of a load has a cooler heat sink than one
+    found equally warm at idle).  It must lie in the model's range
+    (:func:`check_die_temperature`: -40 degC to the card's shutdown temperature).  The
+    clock is the one at which ``activity`` draws ``power_w``.
     """
     if temp_die_c is None:
         t = idle_temperature_c(p)
@@ -354,8 +358,21 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None) -> np.ndarray:
         except ParameterError as exc:
             raise ParameterError(f"initial {exc}") from None
     ps = float(static_power_w(p, t))
-    return np.array([1.0, ps, t, t - p.r_die_c_per_w * ps] + [ps] * AVG_STAGES
-                    + [(p.burst_limit_ratio - 1.0) * p.power_limit_w, 0.0])
+    pw = ps if power_w is None or not math.isfinite(power_w) else max(float(power_w), 0.0)
+    a = min(max(float(activity), 0.0), 1.0)
+    phi = 1.0
+    if a > 0 and pw < ps + a * p.dynamic_w:
+        phi = clock_for(max(pw - ps, 0.0) / (a * p.dynamic_w), p.clock_min_ratio,
+                        p.voltage_min, 1.0, 8)
+    return np.array([phi, pw, t, t - p.r_die_c_per_w * pw] + [pw] * AVG_STAGES
+                    + [(p.burst_limit_ratio - 1.0) * p.power_limit_w, a])
+
+
+def steady_power_w(p: GpuParams, activity: float, temp_die_c: float) -> float:
+    """Power a card draws running ``activity`` for a while at ``temp_die_c``: full clock,
+    or its power limit where that is less (the limiter's average). [W]"""
+    full = float(static_power_w(p, temp_die_c)) + activity * p.dynamic_w
+    return min(full, max(p.power_limit_w, float(static_power_w(p, temp_die_c))))
 
 
 def _voltage(phi: np.ndarray, phi_min: float, v_min: float) -> np.ndarray:
@@ -528,7 +545,8 @@ class Prediction:
 def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
              t0: float | None = None, t_end: float | None = None,
              temp_die_c: float | None = None,
-             power_limit_w: float | np.ndarray | None = None) -> Prediction:
+             power_limit_w: float | np.ndarray | None = None,
+             start_power_w: float | None = None) -> Prediction:
     """Run one GPU through a schedule on a step of ``dt``.
 
     Steps longer than :data:`MAX_STEP_S` are split into equal sub-steps (the limiter acts in
@@ -548,6 +566,9 @@ def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
         [degC]
     power_limit_w : power limit, a constant or one value per step; None means the card's
         default ``p.power_limit_w``. [W]
+    start_power_w : power the card has been drawing before ``t0``, running what the
+        schedule runs at ``t0`` (its heat sink, limiter average and clock settled to it:
+        :func:`initial_state`); None means idle. [W]
 
     Raises
     ------
@@ -580,7 +601,7 @@ def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
     if power_limit_w is None:
         power_limit_w = p.power_limit_w
     limit = np.repeat(np.broadcast_to(np.asarray(power_limit_w, dtype=float), (n,)), sub)
-    x = initial_state(p, temp_die_c)
+    x = initial_state(p, temp_die_c, start_power_w, float(act[0]) if len(act) else 0.0)
     res = _run(coefficients(p, h), x, act, limit)
     _check_in_range(p, res, t0, h)
     res = res.reshape(n, sub, 3)

@@ -23,6 +23,14 @@ DESCRIPTION = (
     "shared H100 recordings; its schedule is NAME.events.json beside NAME.csv.gz unless "
     "--events names it (one trace only).  --span T0:T1 (one per trace, in order; ':' for "
     "all of it) restricts what the fit sees, so the rest of the recording tests it.")
+#: what ``gridloop gpu predict --help`` says
+PREDICT_DESCRIPTION = (
+    "Write t_s, power_w (the model's power, the mean over each step), power_nvml_w (what "
+    "NVML's one-second average would read), temp_c and sm_clock_mhz.  The simulation starts "
+    "at 0, at the schedule's first entry where that is earlier, or a minute before that "
+    "entry where it is more than a minute after 0 (a schedule on Unix time): the idle "
+    "lead-in before the first entry is in the output, and the printed summary gives the "
+    "mean power and energy over the schedule's own steps, and the lead-in's apart.")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,9 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=_fit)
 
     predict = sub.add_parser("predict", help="simulate a GPU through a schedule",
-                             description="Write t_s,power_w (instantaneous power, the mean "
-                                         "over each step) plus power_nvml_w (NVML's one-second "
-                                         "average), temp_c and sm_clock_mhz.")
+                             description=PREDICT_DESCRIPTION)
     predict.add_argument("params", metavar="GPU.toml",
                          help="GPU parameter file (or the name of a shipped one)")
     predict.add_argument("--events", required=True, metavar="EVENTS.json", help="the schedule")
@@ -56,7 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--dt", type=_positive, default=0.01, metavar="S",
                          help="output step (default 0.01 s)")
     predict.add_argument("--temp-c", type=float, metavar="C",
-                         help="initial die temperature (default: the parameter file's)")
+                         help="die temperature at the simulation's start, of a card that has "
+                              "been running what the schedule runs there (idle before its "
+                              "first entry): its heat sink, clock and limiter settled to that "
+                              "load's power at C (default: the parameter file's initial "
+                              "temp_c, of an idle card, else the idle steady state)")
     predict.set_defaults(func=_predict)
 
     score = sub.add_parser("score", help="accuracy of a parameter set on recorded traces",
@@ -76,7 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           description="Run a rack of GPUs through a schedule (desynchronised "
                                       "across K groups) and write the power spectral density "
                                       "of one GPU and of the rack's AC power, with the share "
-                                      "of the variance in a band.")
+                                      "of the variance in a band.  Both run over the "
+                                      "schedule's own span, from its first entry (on any "
+                                      "clock, Unix time included) to its end (plus the "
+                                      "spread, for the rack), with no idle lead-in.")
     spec.add_argument("--events", required=True, metavar="EVENTS.json", help="the schedule")
     spec.add_argument("--out", required=True, metavar="FIG.png", help="PNG to write")
     spec.add_argument("--rack", metavar="RACK.toml",
@@ -85,7 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     spec.add_argument("--groups", type=int, default=1, metavar="K",
                       help="groups of GPUs with their own offsets (default 1)")
     spec.add_argument("--spread", type=float, default=0.0, metavar="S",
-                      help="spread of the groups' offsets (default 0 s)")
+                      help="spread of the groups' offsets, each group delayed by up to S "
+                           "(default 0 s)")
     spec.add_argument("--band", type=float, nargs=2, default=(0.1, 20.0),
                       metavar=("LOW", "HIGH"), help="band in Hz (default 0.1 20)")
     spec.add_argument("--dt", type=_positive, default=0.01, metavar="S",
@@ -165,7 +179,7 @@ def _recordings(args: argparse.Namespace, spans: list[tuple[float, float]]) -> l
         t = trace["t_s"]
         if not (a < t[-1] and b > t[0]):
             raise BenchError(f"--span {_span_text((a, b))} lies outside {trace.name}, which "
-                             f"runs {t[0]:g} to {t[-1]:g} s")
+                             f"runs {_time_text(t[0])} to {_time_text(t[-1])} s")
         m = to_measured(trace, read_events(events))
         wrong = _load_mismatch(trace, m.schedule)
         if wrong is not None and wrong > LOAD_MISMATCH_WARN:
@@ -196,11 +210,98 @@ def _load_mismatch(trace, schedule) -> float | None:
     return float(weight[recorded != schedule.load_at(t)].sum() / total)
 
 
+#: a schedule whose lag behind (or ahead of) its trace's energy counter exceeds this gets a
+#: warning (the shared recordings: within 0.01 s; the counter updates every 0.1 s) [s]
+LAG_WARN_S = 0.05
+#: lags searched, either way [s]
+LAG_SEARCH_S = 2.0
+#: lags searched, either way, for the figure a warning gives where a lag over
+#: :data:`LAG_WARN_S` was found (a schedule 5 s late is best matched within 2 s by a lag of
+#: about 1 s, one period of its training steps away) [s]
+LAG_SEARCH_WIDE_S = 10.0
+#: grid on which the model's power and the counter's are cross-correlated [s]
+LAG_GRID_S = 0.01
+#: least swing (standard deviation) of the model's power over a recording for a lag to be
+#: estimated: an idle card's drifts by a watt or two, and its noise would align anywhere [W]
+LAG_MIN_SWING_W = 10.0
+
+
+def _schedule_lag(m, pred, search_s: float = LAG_SEARCH_S) -> tuple[float, float] | None:
+    """How late the schedule runs against the trace's energy counter [s] (positive where the
+    schedule's loads change after the measured power does), and the correlation there.
+
+    ``pred`` is the model simulated over the recording (:meth:`Measured.simulate`).  Its
+    power and the counter's (its energy interpolated on a 10 ms grid: each 100 ms window's
+    mean) are cross-correlated, as a correlation coefficient, over lags within
+    ``search_s`` (at most a quarter of the recording); the best lag is refined by a parabola
+    through its neighbours.  None where the model's power swings by less than
+    :data:`LAG_MIN_SWING_W` (an idle recording: nothing to align), the measured power is
+    flat, or the recording is too short.
+    """
+    import numpy as np
+    import scipy.signal
+
+    te, ee = m.energy_updates()
+    if len(te) < 3:
+        return None
+    g = np.arange(te[0], te[-1], LAG_GRID_S)
+    measured = np.diff(np.interp(g, te, ee)) / LAG_GRID_S
+    model = np.diff(pred.energy_j(g)) / LAG_GRID_S
+    n = len(measured)
+    k = min(round(search_s / LAG_GRID_S), n // 4)
+    if k < 1 or not float(np.std(model)) >= LAG_MIN_SWING_W:
+        return None
+    core = measured[k:n - k] - measured[k:n - k].mean()
+    width = len(core)
+    # each lag's window of the model's power: its sum and sum of squares, for its spread
+    cum = np.concatenate(([0.0], np.cumsum(model)))
+    cum2 = np.concatenate(([0.0], np.cumsum(model * model)))
+    lo = np.arange(2 * k + 1)
+    s1 = cum[lo + width] - cum[lo]
+    s2 = cum2[lo + width] - cum2[lo]
+    spread = np.sqrt(np.maximum(s2 - s1 * s1 / width, 0.0) * float(core @ core))
+    if not spread.min() > 1e-6 * width:
+        return None
+    # r[j]: the model's power (j - k) steps later against the measured power
+    r = scipy.signal.correlate(model, core, mode="valid") / spread
+    j = int(np.argmax(r))
+    shift = float(j)
+    if 0 < j < 2 * k:
+        den = float(r[j - 1] - 2 * r[j] + r[j + 1])
+        if den < 0:
+            shift += 0.5 * float(r[j - 1] - r[j + 1]) / den
+    return (shift - k) * LAG_GRID_S, float(r[j])
+
+
+def _warn_lag(m, pred) -> float | None:
+    """Warn (one line) when the schedule runs more than :data:`LAG_WARN_S` off its trace's
+    energy counter (:func:`_schedule_lag`); nothing is shifted.  The lag, or None."""
+    import warnings
+
+    found = _schedule_lag(m, pred)
+    if found is None or not abs(found[0]) > LAG_WARN_S:
+        return None if found is None else found[0]
+    lag, searched = found[0], LAG_SEARCH_S
+    wide = _schedule_lag(m, pred, LAG_SEARCH_WIDE_S)
+    if wide is not None and wide[1] > found[1]:
+        lag, searched = wide[0], LAG_SEARCH_WIDE_S
+    way, order = ("late", "after") if lag > 0 else ("early", "before")
+    size = (f"{searched:g} s or more" if abs(lag) >= searched - LAG_GRID_S
+            else f"{abs(lag):.2f} s")
+    warnings.warn(f"{m.name}: its schedule runs {size} {way} against the trace's energy "
+                  f"counter (its loads change {size} {order} the measured power does, by "
+                  "cross-correlation of the model's power with the counter's); nothing is "
+                  "shifted: check the events' clock", stacklevel=2)
+    return lag
+
+
 def _fit(args: argparse.Namespace) -> int:
+    import warnings
+
     from bench.paths import check_out, params_file
     from bench.traces import beside, read_power_limit_w
     from twin import params
-    from twin.gpu import H100_SXM, load_params
+    from twin.gpu import H100_SXM, PredictionError, load_params
     from twin.gpu_fit import fit_report, rounded
 
     start_path = params_file(args.start) if args.start else H100_SXM
@@ -212,9 +313,28 @@ def _fit(args: argparse.Namespace) -> int:
     spans = _spans(args)
     recs = _recordings(args, spans)
     start, temp0 = load_params(start_path)
-    limit = (args.power_limit_w if args.power_limit_w is not None
-             else read_power_limit_w(args.traces[0]) or start.power_limit_w)
+    metas = [(Path(t), read_power_limit_w(t)) for t in args.traces]
+    first = metas[0][1]
+    if args.power_limit_w is not None:
+        limit, source = args.power_limit_w, "--power-limit-w"
+    elif first is not None:
+        limit, source = first, f"{beside(metas[0][0], 'meta').name}"
+    else:
+        limit, source = start.power_limit_w, "the starting set's power_limit_w"
+    given = [(beside(t, "meta").name, w) for t, w in metas if w is not None]
+    if len({w for _, w in given}) > 1 or (args.power_limit_w is None
+                                          and any(w != limit for _, w in given)):
+        warnings.warn("the traces' meta.json disagree on the power limit ("
+                      + ", ".join(f"{name} {w:g} W" for name, w in given)
+                      + f"); the fit takes one for all of them: {limit:g} W, from {source}",
+                      stacklevel=2)
     start = start.replace(power_limit_w=limit)
+    for m in recs:
+        try:
+            pred = m.simulate(start)
+        except PredictionError:
+            continue  # the fit says what is wrong
+        _warn_lag(m, pred)
     result = fit_report(recs, start, spans)
     p = rounded(result.params)
     rows = _accuracy(p, recs, spans)
@@ -259,11 +379,18 @@ def _band(band: tuple[float, float], dt: float) -> tuple[float, float]:
     return lo, hi
 
 
+def _time_text(t: float) -> str:
+    """A time as it reads best: to the millisecond, trailing zeros dropped, so a Unix time
+    stays exact (1764500030.12, not 1.7645e+09) and a relative one short (0, 171.38)."""
+    text = f"{float(t):.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def _span_text(span: tuple[float, float]) -> str:
     a, b = span
     if math.isinf(a) and math.isinf(b):
         return "all"
-    return f"{'' if math.isinf(a) else f'{a:g}'}:{'' if math.isinf(b) else f'{b:g}'} s"
+    return f"{'' if math.isinf(a) else _time_text(a)}:{'' if math.isinf(b) else _time_text(b)} s"
 
 
 def _accuracy(p, recs, spans) -> list[dict[str, Any]]:
@@ -293,39 +420,88 @@ def _accuracy(p, recs, spans) -> list[dict[str, Any]]:
 def _predict(args: argparse.Namespace) -> int:
     import time
 
+    import numpy as np
+
     from bench.csvio import write_columns
     from bench.paths import check_out, params_file
     from bench.traces import read_events
-    from twin.gpu import load_params, nvml_view, simulate
+    from twin.gpu import (
+        IDLE_LEAD_S,
+        activity,
+        load_params,
+        nvml_view,
+        simulate,
+        steady_power_w,
+    )
 
     t_start = time.perf_counter()
     params_path = params_file(args.params)
     check_out(args.out, [("the parameter file", params_path), ("the schedule", args.events)])
     p, temp0 = load_params(params_path)
     schedule = read_events(args.events)
-    pred = simulate(p, schedule, args.dt,
-                    temp_die_c=args.temp_c if args.temp_c is not None else temp0)
+    start = schedule.start_s
+    # where simulate starts (its default, made explicit for the warm start below)
+    t0 = args.dt * math.floor(max(min(0.0, start), start - IDLE_LEAD_S) / args.dt + 1e-9)
+    if args.temp_c is None:
+        pred = simulate(p, schedule, args.dt, t0=t0, temp_die_c=temp0)
+    else:
+        # a card found at --temp-c running what the schedule runs at t0: its sink, clock and
+        # limiter settled to that load's power (an idle card's where t0 is before the first
+        # entry or between entries); simulate refuses a --temp-c out of the model's range
+        i = int(schedule.index_at(t0))
+        act = (float(activity(p, schedule.load[i:i + 1], schedule.mfu[i:i + 1])[0])
+               if i >= 0 else 0.0)
+        pred = simulate(p, schedule, args.dt, t0=t0, temp_die_c=args.temp_c,
+                        start_power_w=steady_power_w(p, act, args.temp_c))
     _, usage = nvml_view(pred.t_s, pred.power_w)
     write_columns(args.out, {"t_s": pred.t_s, "power_w": pred.power_w, "power_nvml_w": usage,
                              "temp_c": pred.temp_c, "sm_clock_mhz": pred.clock_mhz},
                   formats={"t_s": "%.6f", "power_w": "%.3f", "power_nvml_w": "%.3f",
                            "temp_c": "%.3f", "sm_clock_mhz": "%.1f"})
-    energy = float(pred.power_w.sum() * args.dt)
-    print(f"wrote {args.out}: {len(pred.t_s)} steps of {args.dt:g} s, mean "
-          f"{pred.power_w.mean():.1f} W, energy {energy / 1000:.2f} kJ "
+    # the idle lead-in: the steps that end at or before the schedule's first entry
+    lead = int(np.count_nonzero(pred.t_s + args.dt <= start + 1e-3 * args.dt))
+    own = pred.power_w[lead:]
+    summary = (f"the schedule's steps ({_time_text(pred.t_s[lead])} to "
+               f"{_time_text(pred.t_s[-1] + args.dt)} s): mean {own.mean():.1f} W, energy "
+               f"{own.sum() * args.dt / 1000:.2f} kJ")
+    if lead:
+        before = pred.power_w[:lead]
+        summary += (f"; idle lead-in before it ({_time_text(pred.t_s[0])} to "
+                    f"{_time_text(pred.t_s[lead])} s, not in those figures): mean "
+                    f"{before.mean():.1f} W, energy {before.sum() * args.dt / 1000:.2f} kJ")
+    print(f"wrote {args.out}: {len(pred.t_s)} steps of {args.dt:g} s; {summary} "
           f"({time.perf_counter() - t_start:.2f} s)")
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
+    import warnings
+
+    from bench.errors import RecordingError
     from bench.paths import params_file
+    from bench.traces import beside, read_power_limit_w
     from twin.gpu import load_params
     from twin.gpu_fit import score
 
     p, _ = load_params(params_file(args.params))
     spans = _spans(args)
-    for m, span in zip(_recordings(args, spans), spans):
-        sc = score(p, m, None if math.isinf(span[0]) and math.isinf(span[1]) else span)
+    for path, m, span in zip(args.traces, _recordings(args, spans), spans):
+        try:
+            limit = read_power_limit_w(path)
+        except RecordingError as exc:  # the score does not need it: said, and scored on
+            warnings.warn(f"{m.name}: {exc}; its power limit is not checked against the "
+                          "parameter set's", stacklevel=2)
+            limit = None
+        if limit is not None and abs(limit - p.power_limit_w) > 1e-6 * p.power_limit_w:
+            warnings.warn(f"{m.name}: {beside(path, 'meta').name} gives a power limit of "
+                          f"{limit:g} W, the parameter set's power_limit_w is "
+                          f"{p.power_limit_w:g} W; scored with {p.power_limit_w:g} W (a set "
+                          f"with power_limit_w = {limit:g} scores the card as it ran)",
+                          stacklevel=2)
+        pred = m.simulate(p)
+        _warn_lag(m, pred)
+        sc = score(p, m, None if math.isinf(span[0]) and math.isinf(span[1]) else span,
+                   prediction=pred)
         if args.json:
             print(json.dumps({"recording": sc.name, "span": _span_text(span),
                               "window_error": round(sc.window_error, 5),
@@ -351,6 +527,9 @@ def _spectrum(args: argparse.Namespace) -> int:
 
     if args.groups < 1:
         raise BenchError(f"--groups must be >= 1, got {args.groups}")
+    if not (math.isfinite(args.spread) and args.spread >= 0):
+        raise BenchError(f"--spread must be a finite number of seconds >= 0, got "
+                         f"{args.spread:g}")
     band = _band(args.band, args.dt)
     rack_path = params_file(args.rack) if args.rack else H100_8GPU
     out_path = check_out(args.out, [("the schedule", args.events), ("the rack file", rack_path)])
@@ -361,9 +540,14 @@ def _spectrum(args: argparse.Namespace) -> int:
     rack, gpu, temp = load_rack(rack_path)
     schedule = read_events(args.events)
     groups = desynchronise(schedule, args.groups, args.spread)
+    # the schedule's own span, from its first entry (a Unix-time schedule is not run from
+    # 1970, a late one not after minutes of idle): the model starts idle and settled, so it
+    # needs no lead-in, and one would only add idle to the spectrum
+    t0 = args.dt * math.floor(schedule.start_s / args.dt + 1e-9)
     asset = GpuRack(rack, gpu, [groups], temp)
-    out = asset.run(schedule.end_s + args.spread, args.dt)
-    one = GpuRack(rack.replace(gpus=1), gpu, [schedule], temp).run(schedule.end_s, args.dt)
+    out = asset.run(schedule.end_s + args.spread, args.dt, t0=t0)
+    one = GpuRack(rack.replace(gpus=1), gpu, [schedule], temp).run(schedule.end_s, args.dt,
+                                                                   t0=t0)
     series = {"one GPU (board)": (one["p_gpu_w"], args.dt), "rack (AC)": (out["p_w"], args.dt)}
     path = spectrum_figure(out_path, series, band,
                            title=f"{Path(args.events).name}: {rack.gpus} GPUs in "

@@ -137,6 +137,11 @@ def test_spectrum_command_writes_a_figure(shared_data, tmp_path, capsys):
      "its schedule runs 1000.0-1001.0 s and its samples 0.0-"),
     (["gpu", "predict", "P", "--events", "{tmp}/empty.events.json", "--out", "{tmp}/p.csv"],
      "empty.events.json: no events"),
+    # the spread, not the schedule, is what is wrong
+    (["gpu", "spectrum", "--events", "{events}", "--out", "{tmp}/f.png", "--groups", "4",
+      "--spread", "nan"], "--spread must be a finite number of seconds >= 0, got nan"),
+    (["gpu", "spectrum", "--events", "{events}", "--out", "{tmp}/f.png", "--groups", "4",
+      "--spread", "-1"], "--spread must be a finite number of seconds >= 0, got -1"),
 ])
 def test_bad_input_exits_2_with_one_line(shared_data, tmp_path, capsys, argv, message):
     (tmp_path / "bad.csv").write_text("t_s,energy_j,temp_c\n0,0,30\n0.1,x,30\n")
@@ -265,7 +270,8 @@ def test_fit_names_the_parameters_a_short_trace_does_not_determine(shared_data, 
     assert "at the edge of the fitted range (lower bound 0.001)" in doubts["r_die_c_per_w"]
     assert "at the edge of the fitted range (upper bound 5)" in doubts["tau_die_s"]
     assert "barely determined" in doubts["tau_sink_s"]
-    assert "not determined by the data" in doubts["dynamic_w"]
+    assert "not determined by the data" in doubts["burst_limit_ratio"]
+    assert "dynamic_w" not in doubts  # no compute without mfu: kept, not fitted
 
 
 @pytest.mark.slow
@@ -321,3 +327,201 @@ def test_spectrum_refuses_a_band_above_nyquist_and_clips_its_top(tmp_path, capsy
     with pytest.warns(UserWarning, match="the band is 0.1-50 Hz"):
         assert main([*argv, "--band", "0.1", "1000"]) == 0
     assert "in 0.1-50 Hz" in capsys.readouterr().out
+
+
+def _shifted_copy(shared_data: Path, tmp_path: Path, name: str, offset_s: float,
+                  events_offset_s: float = 0.0) -> Path:
+    """A shared recording with ``offset_s`` added to its t_s (and to its schedule's, plus
+    ``events_offset_s`` there), as ``tmp_path/NAME.csv`` beside its events and meta."""
+    import gzip
+    import shutil
+
+    with gzip.open(shared_data / f"{name}.csv.gz", "rt") as f:
+        lines = f.read().splitlines()
+    rows = []
+    for line in lines[1:]:
+        t, rest = line.split(",", 1)
+        rows.append(f"{float(t) + offset_s:.4f},{rest}")
+    out = tmp_path / f"{name}.csv"
+    out.write_text("\n".join([lines[0], *rows]) + "\n")
+    events = json.loads((shared_data / f"{name}.events.json").read_text())
+    (tmp_path / f"{name}.events.json").write_text(json.dumps(
+        [dict(e, t_s=e["t_s"] + offset_s + events_offset_s) for e in events]))
+    shutil.copy(shared_data / f"{name}.meta.json", tmp_path / f"{name}.meta.json")
+    return out
+
+
+def test_the_shared_schedules_run_on_their_traces_clock(shared_data):
+    """The lag estimate on the shared recordings as they are: within a few milliseconds."""
+    from bench.commands.gpu import _schedule_lag
+    from bench.traces import read_events, to_measured
+
+    p, _ = load_params(H100_SXM)
+    for name in (CAL, FAST):
+        m = to_measured(read_trace(shared_data / f"{name}.csv.gz"),
+                        read_events(shared_data / f"{name}.events.json"))
+        lag, r = _schedule_lag(m, m.simulate(p))
+        assert abs(lag) < 0.03 and r > 0.8, (name, lag, r)
+
+
+@pytest.mark.parametrize(("shift", "said"), [
+    (0.5, "its schedule runs 0.49 s late against the trace's energy counter (its loads "
+          "change 0.49 s after the measured power does"),
+    (-0.3, "its schedule runs 0.31 s early against the trace's energy counter (its loads "
+           "change 0.31 s before the measured power does"),
+    # past the 2 s searched first: one period of the training steps away fits better there
+    (5.0, "its schedule runs 4.99 s late"),
+])
+def test_score_warns_of_a_schedule_off_the_traces_clock(shared_data, tmp_path, capsys, shift,
+                                                        said):
+    events = tmp_path / "off.events.json"
+    events.write_text(json.dumps([dict(e, t_s=e["t_s"] + shift) for e in json.loads(
+        (shared_data / f"{CAL}.events.json").read_text())]))
+    with pytest.warns(UserWarning) as record:
+        assert main(["gpu", "score", str(H100_SXM), str(shared_data / f"{CAL}.csv.gz"),
+                     "--events", str(events)]) == 0
+    lags = [str(w.message) for w in record if "schedule runs" in str(w.message)]
+    assert len(lags) == 1 and lags[0].startswith(f"{CAL}: {said}"), lags
+    assert lags[0].endswith("nothing is shifted: check the events' clock")
+    # nothing is shifted: the score is the one of the schedule as given
+    assert capsys.readouterr().out.startswith(f"{CAL}: window ")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_fit_warns_of_a_lag_and_of_power_limits_that_disagree(shared_data, tmp_path,
+                                                              monkeypatch):
+    """Checked with the starting set before fitting (the fit itself is stopped here)."""
+    import twin.gpu_fit
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(twin.gpu_fit, "fit_report", stop)
+    cal = _shifted_copy(shared_data, tmp_path, CAL, 0.0, events_offset_s=0.5)
+    fast = _shifted_copy(shared_data, tmp_path, FAST, 0.0)
+    (tmp_path / f"{FAST}.meta.json").write_text('{"enforced_power_limit_mw": 500000}')
+    with pytest.warns(UserWarning) as record, pytest.raises(_Stop):
+        main(["gpu", "fit", str(cal), str(fast), "--out", str(tmp_path / "g.toml")])
+    said = [str(w.message) for w in record]
+    assert next(s for s in said if "schedule runs" in s).startswith(
+        f"{CAL}: its schedule runs 0.49 s late")
+    assert not any(s.startswith(f"{FAST}: its schedule runs") for s in said)
+    assert (f"the traces' meta.json disagree on the power limit ({CAL}.meta.json 700 W, "
+            f"{FAST}.meta.json 500 W); the fit takes one for all of them: 700 W, from "
+            f"{CAL}.meta.json") in said
+
+
+def test_score_warns_of_a_power_limit_other_than_the_sets(shared_data, tmp_path, capsys):
+    import shutil
+    import warnings
+
+    for suffix in (".csv.gz", ".events.json"):
+        shutil.copy(shared_data / f"{FAST}{suffix}", tmp_path / f"{FAST}{suffix}")
+    (tmp_path / f"{FAST}.meta.json").write_text('{"enforced_power_limit_mw": 500000}')
+    argv = ["gpu", "score", str(H100_SXM), str(tmp_path / f"{FAST}.csv.gz"), "--json"]
+    with pytest.warns(UserWarning, match=rf"^{FAST}: {FAST}.meta.json gives a power limit of "
+                                         r"500 W, the parameter set's power_limit_w is 700 W; "
+                                         r"scored with 700 W"):
+        assert main(argv) == 0
+    warned = json.loads(capsys.readouterr().out)
+    (tmp_path / f"{FAST}.meta.json").write_text('{"enforced_power_limit_mw": 700000}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == warned  # the score is unchanged
+
+
+def test_unix_time_spans_and_ranges_print_exactly(shared_data, tmp_path, capsys):
+    trace = _shifted_copy(shared_data, tmp_path, FAST, 1764500000.0)
+    assert main(["gpu", "score", str(H100_SXM), str(trace), "--span",
+                 "1764500005.25:1764500015", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["span"] == "1764500005.25:1764500015 s"
+    assert main(["gpu", "score", str(H100_SXM), str(trace), "--span", "30:100"]) == 2
+    t = read_trace(trace)["t_s"]
+    assert (t[0], t[-1]) == (1764500000.0016, 1764500132.9816)  # to the millisecond:
+    assert (f"--span 30:100 s lies outside {FAST}, which runs 1764500000.002 to "
+            "1764500132.982 s") in capsys.readouterr().err
+
+
+def test_predict_prints_the_schedules_energy_and_the_lead_in_apart(tmp_path, capsys):
+    for start, lead in ((0.0, None), (50.0, "0 to 50"),
+                        (1764500000.0, "1764499940 to 1764500000")):
+        events = tmp_path / "e.events.json"
+        events.write_text(json.dumps([{"t_s": start, "load": "compute", "seconds": 2}]))
+        out = tmp_path / "p.csv"
+        assert main(["gpu", "predict", str(H100_SXM), "--events", str(events),
+                     "--out", str(out)]) == 0
+        said = capsys.readouterr().out
+        tr = read_trace(out)
+        own = tr["t_s"] >= start - 1e-6
+        assert own.sum() == 200
+        assert (f"the schedule's steps ({start:.0f} to {start + 2:.0f} s): mean "
+                f"{tr['power_w'][own].mean():.1f} W, energy "
+                f"{tr['power_w'][own].sum() * 0.01 / 1000:.2f} kJ") in said
+        if lead is None:
+            assert "lead-in" not in said
+        else:
+            assert (f"; idle lead-in before it ({lead} s, not in those figures): mean "
+                    f"{tr['power_w'][~own].mean():.1f} W, energy "
+                    f"{tr['power_w'][~own].sum() * 0.01 / 1000:.2f} kJ") in said
+
+
+def test_predict_help_says_what_power_w_is_and_names_the_lead_in(capsys):
+    with pytest.raises(SystemExit):
+        main(["gpu", "predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "power_w (the model's power, the mean over each step)" in text
+    assert "instantaneous power" not in text
+    assert "idle lead-in" in text and "a minute" in text
+    assert "--temp-c C die temperature at the simulation's start, of a card that has been " \
+           "running what the schedule runs there" in text
+
+
+def test_predict_temp_c_starts_a_card_warm_from_the_load_it_runs(shared_data, tmp_path,
+                                                                 capsys):
+    """The calibration from 30 s, a compute burst at its start, the die at 62 degC there:
+    a card that has been running that load has a cooler heat sink than an idle card at
+    62 degC (the tester's 5.0 degC mean error with the idle start)."""
+    from twin.workload import Schedule
+
+    sched = Schedule.from_entries(json.loads(
+        (shared_data / f"{CAL}.events.json").read_text())).window(30.0, 100.0).shifted(-30.0)
+    events = tmp_path / "warm.events.json"
+    events.write_text(json.dumps(sched.to_entries()))
+    tr = read_trace(shared_data / f"{CAL}.csv.gz")
+    sel = (tr["t_s"] >= 30.0) & (tr["t_s"] < 100.0)
+    t, temp = tr["t_s"][sel] - 30.0, tr["temp_c"][sel]
+    assert temp[0] == 62
+    out = tmp_path / "p.csv"
+    assert main(["gpu", "predict", str(H100_SXM), "--events", str(events), "--out", str(out),
+                 "--temp-c", "62"]) == 0
+    pred = read_trace(out)
+    assert pred["temp_c"][0] == 62.0
+    assert np.mean(np.abs(np.interp(t, pred["t_s"], pred["temp_c"]) - temp)) < 2.5
+    # the idle card at 62 degC that --temp-c gave before
+    p, _ = load_params(H100_SXM)
+    idle = simulate(p, sched, 0.01, temp_die_c=62.0)
+    assert np.mean(np.abs(np.interp(t, idle.t_s, idle.temp_c) - temp)) > 4.5
+
+
+def test_spectrum_runs_over_the_schedules_own_span(tmp_path, capsys):
+    """On Unix time (it tried to allocate TiB) and starting late (idle was in its figures),
+    the same figures as the schedule from 0."""
+    from twin.workload import synchronous_training
+
+    base = synchronous_training(0.5, 0.6, 0.2, stop_s=30.0)
+    figures = []
+    for offset in (0.0, 100.0, 1764500000.0):
+        events = tmp_path / f"train{offset:.0f}.events.json"
+        events.write_text(json.dumps(base.shifted(offset).to_entries()))
+        assert main(["gpu", "spectrum", "--events", str(events), "--out",
+                     str(tmp_path / "psd.png"), "--groups", "2", "--spread", "0.1"]) == 0
+        figures.append([line for line in capsys.readouterr().out.splitlines()
+                        if "variance" in line])
+    assert figures[1] == figures[0]
+    for a, b in zip(figures[2], figures[0]):  # Unix time: the grid rounds a little
+        sa, sb = (float(x.split("std ")[1].split(" W")[0]) for x in (a, b))
+        assert sa == pytest.approx(sb, rel=0.01) and a.split(",")[0] == b.split(",")[0]

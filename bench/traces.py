@@ -24,10 +24,10 @@ What :func:`read_trace` checks:
 Every other column (``power_w``, ``util_pct``, ``gpu_uuid``, ...) is not checked: it is kept
 as numbers when every cell is a finite number, else as text.  :func:`to_measured`, which makes
 a trace a recording to fit or score, further needs ``energy_j`` and ``temp_c``, refuses an
-energy counter that never advances or that goes backwards (a reset), and warns when the
-sample interval says ``t_s`` is not in seconds.  Every error names the file, and for
-malformed rows the line and the column.  Warnings go through :mod:`warnings` (the CLI prints
-each as one ``gridloop: warning:`` line).
+energy counter that never advances or that goes backwards (a reset), and a ``t_s`` plainly
+not in seconds (samples over 1.5 apart spanning 500 times the schedule).  Every error names
+the file, and for malformed rows the line and the column.  Warnings go through
+:mod:`warnings` (the CLI prints each as one ``gridloop: warning:`` line).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ OPTIONAL_COLUMNS = ("power_inst_w", "sm_clock_mhz")
 #: a median sample interval above this says t_s is not in seconds: NVML is logged every
 #: 0.01-1 s (the margin over 1 s spares a 1 Hz logger's jitter) [s]
 MAX_MEDIAN_INTERVAL_S = 1.5
+#: ... and a trace spanning more than this many times its schedule is not in seconds [-]
+MAX_SPAN_RATIO = 500.0
 _SUFFIXES = (".csv.gz", ".csv")
 
 
@@ -339,23 +341,26 @@ def _check_energy(trace: Trace) -> None:
                              "reset (a driver reload?); split the recording there")
 
 
-def _check_seconds(trace: Trace) -> None:
-    """Warn when the sample interval says ``t_s`` is not in seconds."""
+def _check_seconds(trace: Trace, schedule: Schedule) -> None:
+    """Refuse a trace whose ``t_s`` is plainly not in seconds: samples further apart than a
+    logger's and a span hundreds of times its schedule's (a log in milliseconds; a slow
+    logger, 0.5 Hz or dcgm's 10-30 s scrapes, of a job that fills it is fine)."""
     t = trace["t_s"]
-    if len(t) < 2:
+    if len(t) < 2 or len(schedule) == 0:
         return
     median = float(np.median(np.diff(t)))
-    if median > MAX_MEDIAN_INTERVAL_S:
-        warnings.warn(f"{trace.path}: its samples are {median:.6g} apart in t_s (the median "
-                      "interval), where an NVML log has 0.01-1 s: t_s must be in seconds (is "
-                      "it in milliseconds?)", stacklevel=3)
+    span, job = float(t[-1] - t[0]), schedule.end_s - schedule.start_s
+    if median > MAX_MEDIAN_INTERVAL_S and job > 0 and span > MAX_SPAN_RATIO * job:
+        raise RecordingError(
+            f"{trace.path}: t_s spans {span:.6g} with samples {median:.6g} apart, where its "
+            f"schedule spans {job:.6g} s: t_s must be in seconds (is it in milliseconds?)")
 
 
 def to_measured(trace: Trace, schedule: Schedule) -> Measured:
     """A trace and its schedule as the GPU fit and score read them.
 
     Refuses a trace without ``energy_j`` or ``temp_c``, or whose energy counter never
-    advances or goes backwards; warns when ``t_s`` looks like it is not in seconds.
+    advances or goes backwards, or whose ``t_s`` is plainly not in seconds.
     """
     from twin.gpu_fit import FitError, Measured
 
@@ -364,7 +369,7 @@ def to_measured(trace: Trace, schedule: Schedule) -> Measured:
             raise RecordingError(f"{trace.path}: no column '{name}', which fitting and "
                                  f"scoring need (columns: {', '.join(trace.columns)})")
     _check_energy(trace)
-    _check_seconds(trace)
+    _check_seconds(trace, schedule)
     t = trace["t_s"]
     if len(t) and len(schedule) and (schedule.start_s >= t[-1] or schedule.end_s <= t[0]):
         raise RecordingError(f"{trace.path}: its schedule runs {schedule.start_s:.1f}-"

@@ -346,9 +346,12 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None,
     ``temp_die_c`` None means thermal steady state too; a given die temperature puts the
     heat sink where it would be at that die temperature with ``power_w`` flowing through
     the die (a card found warm in the middle of a load has a cooler heat sink than one
-    found equally warm at idle).  It must lie in the model's range
-    (:func:`check_die_temperature`: -40 degC to the card's shutdown temperature).  The
-    clock is the one at which ``activity`` draws ``power_w``.
+    found equally warm at idle).  ``power_w`` is taken between the idle power and the most
+    a die at ``temp_die_c`` can have drawn over a heat sink no colder than an idle card's:
+    a cold card found drawing 700 W has just started, and its sink is not put below the
+    air.  The die temperature must lie in
+    the model's range (:func:`check_die_temperature`: -40 degC to the card's shutdown
+    temperature).  The clock is the one at which ``activity`` draws that power.
     """
     if temp_die_c is None:
         t = idle_temperature_c(p)
@@ -358,7 +361,14 @@ def initial_state(p: GpuParams, temp_die_c: float | None = None,
         except ParameterError as exc:
             raise ParameterError(f"initial {exc}") from None
     ps = float(static_power_w(p, t))
-    pw = ps if power_w is None or not math.isfinite(power_w) else max(float(power_w), 0.0)
+    pw = ps
+    if power_w is not None and math.isfinite(power_w):
+        # The heat sink is no colder than an idle card's, so a die at t can have been
+        # drawing at most what puts it r_die * P above that: a card whose job starts as the
+        # recording does (its die still at idle temperature) is taken as the idle card it
+        # was, not as one settled in the job with its sink below the air.
+        most = (t - p.ambient_c - p.r_sink_c_per_w * ps) / p.r_die_c_per_w
+        pw = min(max(float(power_w), ps), max(most, ps))
     a = min(max(float(activity), 0.0), 1.0)
     phi = 1.0
     if a > 0 and pw < ps + a * p.dynamic_w:

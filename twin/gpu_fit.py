@@ -42,8 +42,9 @@ IDLE_SETTLE_S = 0.3
 CLOCK_WEIGHT_W_PER_MHZ = 0.1
 #: weight of one-second window means against the 100 ms windows in the dynamic fit [-]
 SECOND_WEIGHT = 3.0
-#: a one-second window is scored only where the energy counter updated within this of
-#: each of its edges (it updates every 0.1 s; a longer silence is a gap in the logging) [s]
+#: a one-second window is scored only where the energy counter updated within this, or
+#: 1.5 of the counter's median interval if that is longer, of each of its edges (NVML's
+#: counter updates every 0.1 s; a longer silence is a gap in the logging) [s]
 WINDOW_EDGE_S = 0.25
 #: step of the simulations inside the fit [s]
 FIT_DT_S = 0.01
@@ -172,27 +173,35 @@ def score(p: GpuParams, m: Measured, span: tuple[float, float] | None = None,
     a, b = max(a, m.t_s[0]), min(b, m.t_s[-1])
     k = np.arange(np.ceil(a), np.floor(b) + 1e-9)
     if len(k) < 2:
-        raise FitError(f"{m.name}: span {span} holds no whole second to score")
+        raise FitError(f"{m.name}: {_span_words(span)} holds no whole second to score")
     p_pred = np.diff(pred.energy_j(k))
     te, ee = m.energy_updates()
     p_energy = np.diff(np.interp(k, te, ee))
-    # a window is scored where the counter is known at both edges (not interpolated
-    # across a gap in the logging) and the instantaneous field has samples in it
+    # a window is scored where the counter is known near both edges: not interpolated
+    # across a gap in the logging (a silence several times the counter's own interval)
     j = np.clip(np.searchsorted(te, k), 1, len(te) - 1)
-    edge = np.minimum(np.abs(te[j] - k), np.abs(te[j - 1] - k)) <= WINDOW_EDGE_S
+    tol = max(WINDOW_EDGE_S, 1.5 * float(np.median(np.diff(te)))) if len(te) > 1 else np.inf
+    edge = np.minimum(np.abs(te[j] - k), np.abs(te[j - 1] - k)) <= tol
     ok = edge[:-1] & edge[1:]
+    if not ok.any():
+        raise FitError(f"{m.name}: {_span_words(span)} holds no whole second the energy "
+                       "counter covers")
     if m.power_inst_w is not None:
         win = np.floor(m.t_s).astype(np.int64)
         sel = (m.t_s >= k[0]) & (m.t_s < k[-1])
         sums = np.bincount(win[sel] - int(k[0]), m.power_inst_w[sel], len(k) - 1)
         counts = np.bincount(win[sel] - int(k[0]), minlength=len(k) - 1)
         p_inst = sums / np.maximum(counts, 1)
-        ok &= counts > 0
+        # the field's windows: those with a sample (a log slower than 1 Hz leaves some
+        # seconds without one; that is not a gap)
+        has = ok & (counts > 0)
+        if not has.any():
+            has = ok
+            p_inst = p_energy
     else:
-        p_inst = p_energy
-    if not ok.any():
-        raise FitError(f"{m.name}: span {span} holds no whole second with samples to score")
-    p_pred, p_energy, p_inst = p_pred[ok], p_energy[ok], p_inst[ok]
+        p_inst, has = p_energy, ok
+    p_inst, p_pred_i, p_energy_i = p_inst[has], p_pred[has], p_energy[has]
+    p_pred, p_energy = p_pred[ok], p_energy[ok]
     # Energy over the counter's own span inside the scored span.
     ea = max(te[0], a)
     eb = min(te[-1], b)
@@ -202,9 +211,9 @@ def score(p: GpuParams, m: Measured, span: tuple[float, float] | None = None,
     temp_pred = np.interp(m.t_s[sel], pred.t_s, pred.temp_c)
     return Score(
         name=m.name,
-        window_error=float(np.mean(np.abs(p_pred - p_inst)) / np.mean(p_inst)),
+        window_error=float(np.mean(np.abs(p_pred_i - p_inst)) / np.mean(p_inst)),
         window_error_energy=float(np.mean(np.abs(p_pred - p_energy)) / np.mean(p_energy)),
-        window_floor=float(np.mean(np.abs(p_inst - p_energy)) / np.mean(p_inst)),
+        window_floor=float(np.mean(np.abs(p_inst - p_energy_i)) / np.mean(p_inst)),
         energy_error=float(e_pred / e_meas - 1.0),
         temp_error_c=float(np.mean(np.abs(temp_pred - m.temp_c[sel]))),
         mean_power_w=float(np.mean(p_energy)),
@@ -212,6 +221,14 @@ def score(p: GpuParams, m: Measured, span: tuple[float, float] | None = None,
         instant=m.power_inst_w is not None,
         windows_left_out=int(np.count_nonzero(~ok)),
     )
+
+
+def _span_words(span: tuple[float, float] | None) -> str:
+    """A span for a message: 'the recording' or 'span 10-100 s' (not Python's tuple)."""
+    if span is None or (np.isinf(span[0]) and np.isinf(span[1])):
+        return "the recording"
+    a, b = ("" if np.isinf(v) else f"{v:.3f}".rstrip("0").rstrip(".") for v in span)
+    return f"span {a}:{b} s"
 
 
 def _doubts(names: Sequence[str], res: scipy.optimize.OptimizeResult, lo: np.ndarray,

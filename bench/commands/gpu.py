@@ -62,11 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--dt", type=_positive, default=0.01, metavar="S",
                          help="output step (default 0.01 s)")
     predict.add_argument("--temp-c", type=float, metavar="C",
-                         help="die temperature at the simulation's start, of a card that has "
-                              "been running what the schedule runs there (idle before its "
-                              "first entry): its heat sink, clock and limiter settled to that "
-                              "load's power at C (default: the parameter file's initial "
-                              "temp_c, of an idle card, else the idle steady state)")
+                         help="die temperature at the schedule's first entry, of a card that "
+                              "has been running what the schedule runs there: its heat sink, "
+                              "clock and limiter settled to that load's power at C (at most "
+                              "the power whose steady temperature C is); the prediction then "
+                              "starts there, with no idle lead-in (default: the parameter "
+                              "file's initial temp_c, of an idle card, else the idle steady "
+                              "state)")
     predict.set_defaults(func=_predict)
 
     score = sub.add_parser("score", help="accuracy of a parameter set on recorded traces",
@@ -219,6 +221,9 @@ LAG_SEARCH_S = 2.0
 #: :data:`LAG_WARN_S` was found (a schedule 5 s late is best matched within 2 s by a lag of
 #: about 1 s, one period of its training steps away) [s]
 LAG_SEARCH_WIDE_S = 10.0
+#: how much better the best lag must correlate than no lag for a warning: a flat peak (a
+#: schedule with one load change, a slow log) aligns anywhere within its width [-]
+LAG_MIN_GAIN = 0.02
 #: grid on which the model's power and the counter's are cross-correlated [s]
 LAG_GRID_S = 0.01
 #: least swing (standard deviation) of the model's power over a recording for a lag to be
@@ -226,9 +231,11 @@ LAG_GRID_S = 0.01
 LAG_MIN_SWING_W = 10.0
 
 
-def _schedule_lag(m, pred, search_s: float = LAG_SEARCH_S) -> tuple[float, float] | None:
+def _schedule_lag(m, pred, search_s: float = LAG_SEARCH_S
+                  ) -> tuple[float, float, float] | None:
     """How late the schedule runs against the trace's energy counter [s] (positive where the
-    schedule's loads change after the measured power does), and the correlation there.
+    schedule's loads change after the measured power does), the correlation there and the
+    correlation at no lag.
 
     ``pred`` is the model simulated over the recording (:meth:`Measured.simulate`).  Its
     power and the counter's (its energy interpolated on a 10 ms grid: each 100 ms window's
@@ -270,17 +277,26 @@ def _schedule_lag(m, pred, search_s: float = LAG_SEARCH_S) -> tuple[float, float
         den = float(r[j - 1] - 2 * r[j] + r[j + 1])
         if den < 0:
             shift += 0.5 * float(r[j - 1] - r[j + 1]) / den
-    return (shift - k) * LAG_GRID_S, float(r[j])
+    return (shift - k) * LAG_GRID_S, float(r[j]), float(r[k])
 
 
 def _warn_lag(m, pred) -> float | None:
-    """Warn (one line) when the schedule runs more than :data:`LAG_WARN_S` off its trace's
-    energy counter (:func:`_schedule_lag`); nothing is shifted.  The lag, or None."""
+    """Warn (one line) when the schedule runs off its trace's energy counter by more than
+    :data:`LAG_WARN_S` or the counter's own update interval, whichever is longer, and that
+    lag correlates better than none by :data:`LAG_MIN_GAIN` (:func:`_schedule_lag`); nothing
+    is shifted.  The lag, or None."""
     import warnings
 
+    import numpy as np
+
     found = _schedule_lag(m, pred)
-    if found is None or not abs(found[0]) > LAG_WARN_S:
-        return None if found is None else found[0]
+    if found is None:
+        return None
+    # a counter that updates every second places a load change no closer than that
+    te, _ = m.energy_updates()
+    resolution = max(LAG_WARN_S, float(np.median(np.diff(te)))) if len(te) > 1 else LAG_WARN_S
+    if not abs(found[0]) > resolution or not found[1] - found[2] > LAG_MIN_GAIN:
+        return found[0]
     lag, searched = found[0], LAG_SEARCH_S
     wide = _schedule_lag(m, pred, LAG_SEARCH_WIDE_S)
     if wide is not None and wide[1] > found[1]:
@@ -298,6 +314,7 @@ def _warn_lag(m, pred) -> float | None:
 def _fit(args: argparse.Namespace) -> int:
     import warnings
 
+    from bench.errors import RecordingError
     from bench.paths import check_out, params_file
     from bench.traces import beside, read_power_limit_w
     from twin import params
@@ -313,8 +330,17 @@ def _fit(args: argparse.Namespace) -> int:
     spans = _spans(args)
     recs = _recordings(args, spans)
     start, temp0 = load_params(start_path)
-    metas = [(Path(t), read_power_limit_w(t)) for t in args.traces]
-    first = metas[0][1]
+    metas: list[tuple[Path, float | None]] = []
+    if args.power_limit_w is None:  # given, no meta.json is read (nor can fail)
+        for i, t in enumerate(args.traces):
+            try:
+                metas.append((Path(t), read_power_limit_w(t)))
+            except RecordingError as exc:
+                if i == 0:  # the limit the fit takes: an error
+                    raise
+                warnings.warn(f"{exc}; its power limit is not compared with the first "
+                              "trace's", stacklevel=2)
+    first = metas[0][1] if metas else None
     if args.power_limit_w is not None:
         limit, source = args.power_limit_w, "--power-limit-w"
     elif first is not None:
@@ -445,9 +471,13 @@ def _predict(args: argparse.Namespace) -> int:
     if args.temp_c is None:
         pred = simulate(p, schedule, args.dt, t0=t0, temp_die_c=temp0)
     else:
-        # a card found at --temp-c running what the schedule runs at t0: its sink, clock and
-        # limiter settled to that load's power (an idle card's where t0 is before the first
-        # entry or between entries); simulate refuses a --temp-c out of the model's range
+        # --temp-c holds at the schedule's first entry (no idle lead-in to cool through): a
+        # card found at that temperature running what the schedule runs there, its sink,
+        # clock and limiter settled to that load's power (within what the temperature
+        # allows: twin.gpu.initial_state); simulate refuses one out of the model's range
+        x = start / args.dt
+        n = round(x)
+        t0 = args.dt * (n if abs(x - n) <= max(1e-9, 1e-12 * abs(x)) else math.floor(x))
         i = int(schedule.index_at(t0))
         act = (float(activity(p, schedule.load[i:i + 1], schedule.mfu[i:i + 1])[0])
                if i >= 0 else 0.0)
@@ -504,9 +534,14 @@ def _score(args: argparse.Namespace) -> int:
                    prediction=pred)
         if args.json:
             print(json.dumps({"recording": sc.name, "span": _span_text(span),
-                              "window_error": round(sc.window_error, 5),
+                              # null without the instantaneous field (the row's "n/a")
+                              "window_error": (round(sc.window_error, 5) if sc.instant
+                                               else None),
                               "window_error_energy": round(sc.window_error_energy, 5),
-                              "window_floor": round(sc.window_floor, 5),
+                              "window_floor": (round(sc.window_floor, 5) if sc.instant
+                                               else None),
+                              "instant": sc.instant,
+                              "windows_left_out": sc.windows_left_out,
                               "energy_error": round(sc.energy_error, 5),
                               "temp_error_c": round(sc.temp_error_c, 4),
                               "mean_power_w": round(sc.mean_power_w, 2),

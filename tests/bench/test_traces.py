@@ -283,21 +283,22 @@ def test_json_lines_events_get_a_hint(tmp_path):
         read_events(one)
 
 
-def test_t_s_in_milliseconds_is_warned_about(tmp_path):
+def test_t_s_in_milliseconds_is_refused_and_a_slow_logger_is_not(tmp_path):
     header, rows = _nvml_rows()
     for r in rows:
         r[0] = f"{float(r[0]) * 1000:g}"
     path = tmp_path / "ms.csv"
     path.write_text(_trace_text(header, rows))
-    with pytest.warns(UserWarning) as got:
+    with pytest.raises(RecordingError) as exc:
         to_measured(read_trace(path), _schedule())
-    assert [str(w.message) for w in got] == [
-        f"{path}: its samples are 10 apart in t_s (the median interval), where an NVML log "
-        "has 0.01-1 s: t_s must be in seconds (is it in milliseconds?)"]
-    # one sample a second (and its jitter) is a log in seconds
-    header, rows = _nvml_rows(n=30, dt=1.0, every=1)
-    rows[3][0] = "3.02"
-    path.write_text(_trace_text(header, rows))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        to_measured(read_trace(path), _schedule(30))
+    assert str(exc.value) == (
+        f"{path}: t_s spans 590 with samples 10 apart, where its schedule spans 0.6 s: t_s "
+        "must be in seconds (is it in milliseconds?)")
+    # one sample a second (and its jitter), or one every 2 s, is a log in seconds
+    for dt, n in ((1.0, 30), (2.0, 30)):
+        header, rows = _nvml_rows(n=n, dt=dt, every=1)
+        rows[3][0] = f"{3 * dt + 0.02:.2f}"
+        path.write_text(_trace_text(header, rows))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            to_measured(read_trace(path), _schedule(n * dt))

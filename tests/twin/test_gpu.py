@@ -21,6 +21,7 @@ from twin.gpu import (
     activity,
     dvfs_scale,
     idle_temperature_c,
+    initial_state,
     load_params,
     nvml_view,
     simulate,
@@ -297,3 +298,14 @@ def test_shipped_fit_reproduces_the_recordings(h100, shared_data, name, window_e
     # Against the instantaneous field the model is as close as that field's own aliasing
     # allows.
     assert sc.window_error < sc.window_floor + window_over_floor
+
+
+def test_a_cold_card_found_in_a_heavy_load_has_just_started_it(h100):
+    """A die at 36 degC drawing 700 W cannot have drawn it for long: its heat sink would be
+    below the air.  It starts as the idle card it was; a die at 66 degC can have."""
+    idle = initial_state(h100, 36.0)
+    cold = initial_state(h100, 36.0, power_w=700.0, activity=1.0)
+    assert cold[3] == pytest.approx(idle[3]) and cold[1] == pytest.approx(idle[1])
+    warm = initial_state(h100, 66.0, power_w=700.0, activity=1.0)
+    assert warm[1] == 700.0 and warm[3] == pytest.approx(66.0 - h100.r_die_c_per_w * 700.0)
+    assert warm[3] > h100.ambient_c and warm[0] < 1.0  # the clock the limit holds

@@ -592,8 +592,7 @@ def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
     if not dt > 0 or not math.isfinite(dt):
         raise ParameterError(f"time step must be > 0 and finite, got {dt}")
     if t0 is None:
-        start = schedule.start_s
-        t0 = dt * math.floor(max(min(0.0, start), start - IDLE_LEAD_S) / dt + 1e-9)
+        t0 = start_time_s(schedule, dt)
     if t_end is None:
         t_end = schedule.end_s
     if not (math.isfinite(t0) and math.isfinite(t_end)):
@@ -618,6 +617,13 @@ def simulate(p: GpuParams, schedule: Schedule, dt: float = 0.01, *,
     return Prediction(t_s=t0 + dt * np.arange(n), power_w=res[:, :, 0].mean(axis=1),
                       clock_mhz=res[:, :, 1].mean(axis=1) * p.clock_max_mhz,
                       temp_c=res[:, 0, 2])
+
+
+def start_time_s(schedule: Schedule, dt: float) -> float:
+    """Where :func:`simulate` starts by default, on the step grid: 0, or the schedule's
+    start if that is earlier, or :data:`IDLE_LEAD_S` before it if that is later. [s]"""
+    start = schedule.start_s
+    return dt * math.floor(max(min(0.0, start), start - IDLE_LEAD_S) / dt + 1e-9)
 
 
 def _check_in_range(p: GpuParams, res: np.ndarray, t0: float, h: float) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import scipy.optimize
+import scipy.signal
 
 from twin.errors import TwinError
 from twin.gpu import GpuParams, Prediction, coefficients, simulate, static_power_w, thermal_step
@@ -221,6 +222,61 @@ def score(p: GpuParams, m: Measured, span: tuple[float, float] | None = None,
         instant=m.power_inst_w is not None,
         windows_left_out=int(np.count_nonzero(~ok)),
     )
+
+
+#: lags :func:`schedule_lag` searches, either way [s]
+LAG_SEARCH_S = 2.0
+#: grid on which the model's power and the counter's are cross-correlated [s]
+LAG_GRID_S = 0.01
+#: least swing (standard deviation) of the model's power over a recording for a lag to be
+#: estimated: an idle card's drifts by a watt or two, and its noise would align anywhere [W]
+LAG_MIN_SWING_W = 10.0
+
+
+def schedule_lag(m: Measured, pred: Prediction, search_s: float = LAG_SEARCH_S
+                 ) -> tuple[float, float, float] | None:
+    """How late the schedule runs against the trace's energy counter [s] (positive where the
+    schedule's loads change after the measured power does), the correlation there and the
+    correlation at no lag.
+
+    ``pred`` is the model simulated over the recording (:meth:`Measured.simulate`).  Its
+    power and the counter's (its energy interpolated on a 10 ms grid: each 100 ms window's
+    mean) are cross-correlated, as a correlation coefficient, over lags within
+    ``search_s`` (at most a quarter of the recording); the best lag is refined by a parabola
+    through its neighbours.  None where the model's power swings by less than
+    :data:`LAG_MIN_SWING_W` (an idle recording: nothing to align), the measured power is
+    flat, or the recording is too short.
+    """
+    te, ee = m.energy_updates()
+    if len(te) < 3:
+        return None
+    g = np.arange(te[0], te[-1], LAG_GRID_S)
+    measured = np.diff(np.interp(g, te, ee)) / LAG_GRID_S
+    model = np.diff(pred.energy_j(g)) / LAG_GRID_S
+    n = len(measured)
+    k = min(round(search_s / LAG_GRID_S), n // 4)
+    if k < 1 or not float(np.std(model)) >= LAG_MIN_SWING_W:
+        return None
+    core = measured[k:n - k] - measured[k:n - k].mean()
+    width = len(core)
+    # each lag's window of the model's power: its sum and sum of squares, for its spread
+    cum = np.concatenate(([0.0], np.cumsum(model)))
+    cum2 = np.concatenate(([0.0], np.cumsum(model * model)))
+    lo = np.arange(2 * k + 1)
+    s1 = cum[lo + width] - cum[lo]
+    s2 = cum2[lo + width] - cum2[lo]
+    spread = np.sqrt(np.maximum(s2 - s1 * s1 / width, 0.0) * float(core @ core))
+    if not spread.min() > 1e-6 * width:
+        return None
+    # r[j]: the model's power (j - k) steps later against the measured power
+    r = scipy.signal.correlate(model, core, mode="valid") / spread
+    j = int(np.argmax(r))
+    shift = float(j)
+    if 0 < j < 2 * k:
+        den = float(r[j - 1] - 2 * r[j] + r[j + 1])
+        if den < 0:
+            shift += 0.5 * float(r[j - 1] - r[j + 1]) / den
+    return (shift - k) * LAG_GRID_S, float(r[j]), float(r[k])
 
 
 def _span_words(span: tuple[float, float] | None) -> str:

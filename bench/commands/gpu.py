@@ -215,8 +215,6 @@ def _load_mismatch(trace, schedule) -> float | None:
 #: a schedule whose lag behind (or ahead of) its trace's energy counter exceeds this gets a
 #: warning (the shared recordings: within 0.01 s; the counter updates every 0.1 s) [s]
 LAG_WARN_S = 0.05
-#: lags searched, either way [s]
-LAG_SEARCH_S = 2.0
 #: lags searched, either way, for the figure a warning gives where a lag over
 #: :data:`LAG_WARN_S` was found (a schedule 5 s late is best matched within 2 s by a lag of
 #: about 1 s, one period of its training steps away) [s]
@@ -224,72 +222,20 @@ LAG_SEARCH_WIDE_S = 10.0
 #: how much better the best lag must correlate than no lag for a warning: a flat peak (a
 #: schedule with one load change, a slow log) aligns anywhere within its width [-]
 LAG_MIN_GAIN = 0.02
-#: grid on which the model's power and the counter's are cross-correlated [s]
-LAG_GRID_S = 0.01
-#: least swing (standard deviation) of the model's power over a recording for a lag to be
-#: estimated: an idle card's drifts by a watt or two, and its noise would align anywhere [W]
-LAG_MIN_SWING_W = 10.0
-
-
-def _schedule_lag(m, pred, search_s: float = LAG_SEARCH_S
-                  ) -> tuple[float, float, float] | None:
-    """How late the schedule runs against the trace's energy counter [s] (positive where the
-    schedule's loads change after the measured power does), the correlation there and the
-    correlation at no lag.
-
-    ``pred`` is the model simulated over the recording (:meth:`Measured.simulate`).  Its
-    power and the counter's (its energy interpolated on a 10 ms grid: each 100 ms window's
-    mean) are cross-correlated, as a correlation coefficient, over lags within
-    ``search_s`` (at most a quarter of the recording); the best lag is refined by a parabola
-    through its neighbours.  None where the model's power swings by less than
-    :data:`LAG_MIN_SWING_W` (an idle recording: nothing to align), the measured power is
-    flat, or the recording is too short.
-    """
-    import numpy as np
-    import scipy.signal
-
-    te, ee = m.energy_updates()
-    if len(te) < 3:
-        return None
-    g = np.arange(te[0], te[-1], LAG_GRID_S)
-    measured = np.diff(np.interp(g, te, ee)) / LAG_GRID_S
-    model = np.diff(pred.energy_j(g)) / LAG_GRID_S
-    n = len(measured)
-    k = min(round(search_s / LAG_GRID_S), n // 4)
-    if k < 1 or not float(np.std(model)) >= LAG_MIN_SWING_W:
-        return None
-    core = measured[k:n - k] - measured[k:n - k].mean()
-    width = len(core)
-    # each lag's window of the model's power: its sum and sum of squares, for its spread
-    cum = np.concatenate(([0.0], np.cumsum(model)))
-    cum2 = np.concatenate(([0.0], np.cumsum(model * model)))
-    lo = np.arange(2 * k + 1)
-    s1 = cum[lo + width] - cum[lo]
-    s2 = cum2[lo + width] - cum2[lo]
-    spread = np.sqrt(np.maximum(s2 - s1 * s1 / width, 0.0) * float(core @ core))
-    if not spread.min() > 1e-6 * width:
-        return None
-    # r[j]: the model's power (j - k) steps later against the measured power
-    r = scipy.signal.correlate(model, core, mode="valid") / spread
-    j = int(np.argmax(r))
-    shift = float(j)
-    if 0 < j < 2 * k:
-        den = float(r[j - 1] - 2 * r[j] + r[j + 1])
-        if den < 0:
-            shift += 0.5 * float(r[j - 1] - r[j + 1]) / den
-    return (shift - k) * LAG_GRID_S, float(r[j]), float(r[k])
 
 
 def _warn_lag(m, pred) -> float | None:
     """Warn (one line) when the schedule runs off its trace's energy counter by more than
     :data:`LAG_WARN_S` or the counter's own update interval, whichever is longer, and that
-    lag correlates better than none by :data:`LAG_MIN_GAIN` (:func:`_schedule_lag`); nothing
-    is shifted.  The lag, or None."""
+    lag correlates better than none by :data:`LAG_MIN_GAIN`
+    (:func:`twin.gpu_fit.schedule_lag`); nothing is shifted.  The lag, or None."""
     import warnings
 
     import numpy as np
 
-    found = _schedule_lag(m, pred)
+    from twin.gpu_fit import LAG_GRID_S, LAG_SEARCH_S, schedule_lag
+
+    found = schedule_lag(m, pred)
     if found is None:
         return None
     # a counter that updates every second places a load change no closer than that
@@ -298,7 +244,7 @@ def _warn_lag(m, pred) -> float | None:
     if not abs(found[0]) > resolution or not found[1] - found[2] > LAG_MIN_GAIN:
         return found[0]
     lag, searched = found[0], LAG_SEARCH_S
-    wide = _schedule_lag(m, pred, LAG_SEARCH_WIDE_S)
+    wide = schedule_lag(m, pred, LAG_SEARCH_WIDE_S)
     if wide is not None and wide[1] > found[1]:
         lag, searched = wide[0], LAG_SEARCH_WIDE_S
     way, order = ("late", "after") if lag > 0 else ("early", "before")
@@ -452,11 +398,11 @@ def _predict(args: argparse.Namespace) -> int:
     from bench.paths import check_out, params_file
     from bench.traces import read_events
     from twin.gpu import (
-        IDLE_LEAD_S,
         activity,
         load_params,
         nvml_view,
         simulate,
+        start_time_s,
         steady_power_w,
     )
 
@@ -466,8 +412,7 @@ def _predict(args: argparse.Namespace) -> int:
     p, temp0 = load_params(params_path)
     schedule = read_events(args.events)
     start = schedule.start_s
-    # where simulate starts (its default, made explicit for the warm start below)
-    t0 = args.dt * math.floor(max(min(0.0, start), start - IDLE_LEAD_S) / args.dt + 1e-9)
+    t0 = start_time_s(schedule, args.dt)
     if args.temp_c is None:
         pred = simulate(p, schedule, args.dt, t0=t0, temp_die_c=temp0)
     else:

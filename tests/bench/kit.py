@@ -11,6 +11,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,3 +130,24 @@ def in_terminal(*args: str, stdout: int = subprocess.PIPE) -> Iterator[subproces
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def report_figures(recording: Path, out: Path) -> dict[str, Figure]:
+    """The figures ``gridloop report`` writes of ``recording`` into ``out``, by file name
+    (kept as they are saved, so a test can read their axes)."""
+    import pytest
+
+    from bench import report
+    from bench.cli import main
+
+    figs: dict[str, Figure] = {}
+    save = report._save
+
+    def keep(fig: Figure, path: Path) -> Path:
+        figs[path.name] = fig
+        return save(fig, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "_save", keep)
+        assert main(["report", str(recording), "--out", str(out)]) == 0
+    return figs

@@ -353,14 +353,14 @@ def _shifted_copy(shared_data: Path, tmp_path: Path, name: str, offset_s: float,
 
 def test_the_shared_schedules_run_on_their_traces_clock(shared_data):
     """The lag estimate on the shared recordings as they are: within a few milliseconds."""
-    from bench.commands.gpu import _schedule_lag
     from bench.traces import read_events, to_measured
+    from twin.gpu_fit import schedule_lag
 
     p, _ = load_params(H100_SXM)
     for name in (CAL, FAST):
         m = to_measured(read_trace(shared_data / f"{name}.csv.gz"),
                         read_events(shared_data / f"{name}.events.json"))
-        lag, r, r0 = _schedule_lag(m, m.simulate(p))
+        lag, r, r0 = schedule_lag(m, m.simulate(p))
         assert abs(lag) < 0.03 and r > 0.8 and r - r0 < 0.01, (name, lag, r, r0)
 
 

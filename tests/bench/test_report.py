@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from bench.cli import main
 from bench.recording import open_run
+from tests.bench.kit import report_figures
 from tests.bench.view_sample import h100_training_trace, run_no_meter, write_sample
 
 
@@ -212,33 +213,16 @@ def no_meter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_no_meter(tmp_path_factory.mktemp("no_meter"))
 
 
-def _report_figures(recording: Path, out: Path) -> dict[str, Figure]:
-    """The figures ``gridloop report`` writes of ``recording``, by file name."""
-    from bench import report
-
-    figs: dict[str, Figure] = {}
-    save = report._save
-
-    def keep(fig: Figure, path: Path) -> Path:
-        figs[path.name] = fig
-        return save(fig, path)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "_save", keep)
-        assert main(["report", str(recording), "--out", str(out)]) == 0
-    return figs
-
-
 @pytest.fixture(scope="module")
 def sample_figures(sample: Path, tmp_path_factory: pytest.TempPathFactory
                    ) -> dict[str, Figure]:
-    return _report_figures(sample, tmp_path_factory.mktemp("sample_report"))
+    return report_figures(sample, tmp_path_factory.mktemp("sample_report"))
 
 
 @pytest.fixture(scope="module")
 def no_meter_figures(no_meter: Path, tmp_path_factory: pytest.TempPathFactory
                      ) -> dict[str, Figure]:
-    return _report_figures(no_meter, tmp_path_factory.mktemp("no_meter_report"))
+    return report_figures(no_meter, tmp_path_factory.mktemp("no_meter_report"))
 
 
 def _renderer(fig: Figure):

@@ -27,6 +27,7 @@ from bench import report
 from bench.cli import main
 
 from .conftest import TWO_NODES
+from .kit import report_figures
 
 pytestmark = pytest.mark.slow
 
@@ -58,17 +59,7 @@ def reported(silent_meter: tuple[Path, list[str]],
              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Figure]]:
     """The report's folder and its figures, by file name."""
     out = tmp_path_factory.mktemp("report")
-    figs: dict[str, Figure] = {}
-    save = report._save
-
-    def keep(fig: Figure, path: Path) -> Path:
-        figs[path.name] = fig
-        return save(fig, path)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "_save", keep)
-        assert main(["report", str(silent_meter[0]), "--out", str(out)]) == 0
-    return out, figs
+    return out, report_figures(silent_meter[0], out)
 
 
 # -- the silent TCP meter ------------------------------------------------------------------

@@ -20,13 +20,15 @@ from bench.cli import main
 from bench.errors import DeviceWarning
 from bench.recording import open_run
 
-from .kit import in_terminal
+from .kit import dc_node, in_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 TWO_NODES = Path(__file__).with_name("scenarios") / "two_nodes.toml"
 
-#: three emulated devices on one node, its meter with the fault card ``{card}``
-EMULATED = """[run]
+def emulated(card: str) -> str:
+    """Three emulated devices on one node (:func:`kit.dc_node`), its meter with the fault
+    card ``card``."""
+    return """[run]
 dt_s = 0.05
 duration_s = 3
 seed = 3
@@ -35,29 +37,12 @@ deadline_s = 0.04
 
 [controller]
 name = "gpu_smoothing"
-options = {{ ramp_limit_w_per_s = 2000.0, soc_target = 0.6 }}
-
-[profiles.training]
-kind = "workload"
-generator = "training"
-options = {{ step_s = 1.0, compute_fraction = 0.7, comm_fraction = 0.2 }}
-
-[nodes.dc.rack]
-kind = "gpu_rack"
-params = "rack_h100_4x8gpu"
-profile = "training"
-
-[nodes.dc.battery]
-kind = "battery"
-initial = {{ soc = 0.6 }}
-
-[nodes.dc.meter]
-kind = "meter"
-faults = [{card}]
-
+options = { ramp_limit_w_per_s = 2000.0, soc_target = 0.6 }
+""" + dc_node(meter=f"faults = [{card}]\n") + """
 [checks]
-"dc.rack.p_w" = {{ max = 1e9 }}
+"dc.rack.p_w" = { max = 1e9 }
 """
+
 
 #: twin only, 20 ticks of 50 ms; the controller (a module beside it) fails at t = 0.25 s
 TWIN = """[run]
@@ -91,7 +76,7 @@ class C:
 def run_emulated(tmp_path: Path, card: str, capsys: pytest.CaptureFixture[str]
                  ) -> tuple[int, str, str, dict, Path]:
     scenario = tmp_path / "dc.toml"
-    scenario.write_text(EMULATED.format(card=card))
+    scenario.write_text(emulated(card))
     out, result = tmp_path / "dc.h5", tmp_path / "dc.json"
     capsys.readouterr()
     with pytest.warns(DeviceWarning, match="dc.meter: no answer"):

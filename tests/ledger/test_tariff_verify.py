@@ -27,6 +27,7 @@ from ledger.store import open_store
 from ledger.verify import verify_chain
 
 from .conftest import Raw
+from .test_session import trade_one_interval
 from .test_verify import reseal_as
 
 ALL_KEYS = (*TARIFF_KEYS, "tariff_signature")
@@ -41,13 +42,7 @@ def ledger(ledger_target: str, keys: KeyDirectory) -> str:
                        import_price_micro_per_wh=IMPORT,
                        export_price_micro_per_wh=EXPORT) as s:
         for k in (1, 2):
-            s.submit_order("a", "sell", 100, 120, k)
-            s.submit_order("b", "buy", 60, 200, k)
-            s.submit_order("c", "buy", 70, 150, k)
-            s.clear(k)
-            s.submit_meter_reading("a", k, 0, 90)
-            s.submit_meter_reading("b", k, 80, 0)
-            s.submit_meter_reading("c", k, 30, 5)
+            trade_one_interval(s, k)
             s.settle(k)
     return ledger_target
 

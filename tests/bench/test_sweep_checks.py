@@ -64,10 +64,10 @@ def test_a_point_whose_device_never_answered_fails_the_sweep(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A meter that times out on every request: `gridloop run` fails such a run (exit 1),
     and a sweep's point with it failed too (it used to read ``ok``)."""
-    from .test_run_outcomes import EMULATED
+    from .test_run_outcomes import emulated
 
     scenario, out = tmp_path / "dc.toml", tmp_path / "sw"
-    scenario.write_text(EMULATED.format(card="{ timeout = true }"))
+    scenario.write_text(emulated("{ timeout = true }"))
     assert main(["sweep", str(scenario), "--set", "dc.battery.initial.soc=0.4,0.6",
                  "--fix", "run.duration_s=1", "--workers", "1", "--out", str(out),
                  "--quiet"]) == 1
